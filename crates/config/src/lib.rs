@@ -1,1 +1,172 @@
+//! Bridgehead's configuration: the typed tree, the loader and the validator.
+//!
+//! This is a leaf crate (no tokio, no hyper) so that every other crate and the CLI can share it
+//! and a change to the data path never rebuilds it. Loading goes text → located JSON tree (with
+//! `${env:…}`/`${file:…}` resolved) → typed [`Config`] → whole-config validation; every problem
+//! is a [`Diagnostic`] that names the file, line, column and key path.
+//!
+//! Invariant: a [`LoadedConfig`] exists only for a config that passed validation, so the
+//! gateway never starts or reloads onto a config it would refuse.
 
+pub mod docs;
+mod error;
+mod interpolate;
+mod model;
+pub mod pattern;
+mod units;
+mod validate;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::{Diagnostic, Diagnostics, Pos};
+pub use interpolate::{MapResolver, Resolver, SystemResolver};
+pub use model::*;
+pub use units::{ByteSize, HumanDuration, REDACTED, Secret};
+pub use validate::check_target_url;
+
+/// The commented starter config written by `bridgehead init`.
+pub const STARTER: &str = include_str!("starter.yaml");
+
+/// A validated config and what is known about where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file it was read from, as named by the user.
+    pub file: PathBuf,
+    /// Directory that relative paths in the config are resolved against.
+    pub base_dir: PathBuf,
+    /// Key paths whose values came from `${…}` references, with the reference as written.
+    pub interpolated: BTreeMap<String, String>,
+}
+
+impl LoadedConfig {
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The effective config as JSON with every secret redacted: `Secret` fields print as
+    /// `<redacted>` and every value that came from a reference prints as the reference itself.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.config).unwrap_or_default();
+        for (path, reference) in &self.interpolated {
+            if let Some(slot) = pointer_mut(&mut v, path) {
+                *slot = serde_json::Value::String(reference.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Finds `routes[0].match.path` in a JSON value.
+fn pointer_mut<'a>(v: &'a mut serde_json::Value, path: &str) -> Option<&'a mut serde_json::Value> {
+    let mut cur = v;
+    for part in path.split('.') {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            cur = cur.get_mut(key)?;
+        }
+        for idx in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            cur = cur.get_mut(idx.parse::<usize>().ok()?)?;
+        }
+    }
+    Some(cur)
+}
+
+/// Reads and validates a config file, resolving references from the process environment and
+/// files next to the config.
+pub fn load(file: &Path) -> Result<LoadedConfig, Diagnostics> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: name.clone(),
+            pos: None,
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    let base_dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let resolver = SystemResolver {
+        base_dir: base_dir.clone(),
+    };
+    load_str(&text, file, &base_dir, &resolver)
+}
+
+/// Parses and validates config text. `file` is only used in messages.
+pub fn load_str(
+    text: &str,
+    file: &Path,
+    base_dir: &Path,
+    resolver: &dyn Resolver,
+) -> Result<LoadedConfig, Diagnostics> {
+    let name = file.display().to_string();
+    let diag = |pos, path: String, message: String| Diagnostic {
+        file: name.clone(),
+        pos,
+        path,
+        message,
+    };
+    let doc = yaml::parse(text, resolver)
+        .map_err(|e| Diagnostics(vec![diag(e.pos, e.path, e.message)]))?;
+    let value = match doc.value {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        v => v,
+    };
+    let config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = path_string(e.path());
+        let message = e.inner().to_string();
+        Diagnostics(vec![diag(doc.locations.find(&path), path, message)])
+    })?;
+    let problems = validate::validate(&config);
+    if !problems.is_empty() {
+        let mut list: Vec<Diagnostic> = problems
+            .into_iter()
+            .map(|(path, message)| diag(doc.locations.find(&path), path, message))
+            .collect();
+        list.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
+        return Err(Diagnostics(list));
+    }
+    Ok(LoadedConfig {
+        config,
+        file: file.to_owned(),
+        base_dir: base_dir.to_owned(),
+        interpolated: doc.interpolated,
+    })
+}
+
+/// `serde_path_to_error`'s path in our `a.b[0].c` form.
+fn path_string(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out = yaml::join_index(&out, *index),
+            Segment::Map { key } => out = yaml::join_key(&out, key),
+            Segment::Enum { variant } => out = yaml::join_key(&out, variant),
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// The JSON Schema of the config file, generated from the types' doc comments.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

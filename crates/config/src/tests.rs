@@ -1,0 +1,221 @@
+use std::path::Path;
+
+use super::*;
+
+fn load_text(text: &str) -> Result<LoadedConfig, Diagnostics> {
+    let r = MapResolver::with_env(&[("ADMIN_TOKEN", "0123456789abcdef-token")]);
+    load_str(text, Path::new("b.yaml"), Path::new("."), &r)
+}
+
+const MINIMAL: &str = "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:9000\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /api }\n    upstream: u\n";
+
+#[test]
+fn starter_config_passes() {
+    let c = load_text(STARTER).unwrap();
+    assert_eq!(c.config.routes[0].strip_prefix.as_deref(), Some("/api"));
+    assert_eq!(c.config.upstreams["orders"].targets[0].weight, 99);
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c = load_text("").unwrap().config;
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.server.limits.max_body, ByteSize::mib(10));
+    assert_eq!(c.state.url, "sqlite://bridgehead.db");
+}
+
+#[test]
+fn examples_and_defaults_from_minimal() {
+    let c = load_text(MINIMAL).unwrap().config;
+    let u = &c.upstreams["u"];
+    assert_eq!(u.targets[0].weight, 1);
+    assert_eq!(u.timeouts.connect, HumanDuration::secs(2));
+    assert_eq!(u.load_balancing, LoadBalancing::RoundRobin);
+}
+
+/// Each bad config, and the one diagnostic line it must produce (prefix match after `b.yaml:`).
+#[test]
+fn bad_configs_are_refused_with_location_and_path() {
+    let cases: &[(&str, &str)] = &[
+        ("server:\n  listen: [1\n", "2:"),
+        (
+            "server:\n  lisen: 127.0.0.1:80\n",
+            "2:3: server.lisen: unknown field `lisen`, expected one of `listen`",
+        ),
+        (
+            "server:\n  limits:\n    header_timeout: ten seconds\n",
+            "3:5: server.limits.header_timeout: invalid duration `ten seconds`",
+        ),
+        (
+            "server:\n  limits:\n    header_timeout: 10\n",
+            "3:5: server.limits.header_timeout: a duration needs a unit",
+        ),
+        (
+            "server:\n  limits:\n    max_body: 10 MiBs\n",
+            "3:5: server.limits.max_body: invalid size",
+        ),
+        (
+            "server:\n  listen: localhost\n",
+            "2:3: server.listen: invalid socket address",
+        ),
+        (
+            "admin:\n  listen: 0.0.0.0:9901\n",
+            "2:3: admin.listen: 0.0.0.0:9901 is not a loopback address",
+        ),
+        (
+            "admin:\n  token: short-token-xx\n",
+            "2:3: admin.token: must be at least 16",
+        ),
+        (
+            "admin:\n  token: ${env:NOT_SET}\n",
+            "2:10: admin.token: environment variable NOT_SET is not set",
+        ),
+        (
+            "state:\n  url: mysql://x\n",
+            "2:3: state.url: must start with sqlite:// or postgres://",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: []\n",
+            "3:5: upstreams.u.targets: needs at least one target",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"ftp://x\" }]\n",
+            "3:17: upstreams.u.targets[0].url: `ftp://x` must start with http://",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x/api\" }]\n",
+            "3:17: upstreams.u.targets[0].url: `http://x/api` must not have a path",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\", weight: 0 }]\n",
+            "3:5: upstreams.u.targets: every target has weight 0",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\", weight: -1 }]\n",
+            "3:34: upstreams.u.targets[0].weight: invalid value: integer `-1`",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n    load_balancing: random\n",
+            "4:5: upstreams.u.load_balancing: unknown variant `random`",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n    health_check: { path: health }\n",
+            "4:21: upstreams.u.health_check.path: `health` must start with `/`",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: nope\n",
+            "7:5: routes[0].upstream: unknown upstream `nope` (defined: u)",
+        ),
+        (
+            "routes:\n  - name: r\n    match: {}\n    upstream: u\n",
+            "3:5: routes[0].match: needs at least one of path_prefix, path or host",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path: \"/o/{id\" }\n    upstream: u\n",
+            "6:14: routes[0].match.path: segment `{id` opens",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a, methods: [get] }\n    upstream: u\n",
+            "6:41: routes[0].match.methods[0]: `get` is not an upper-case HTTP method",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: u\n    strip_prefix: /b\n",
+            "8:5: routes[0].strip_prefix: `/b` is not a prefix of the matched path `/a`",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: u\n  - name: r\n    match: { path_prefix: /b }\n    upstream: u\n",
+            "8:5: routes[1].name: route name `r` is already used by routes[0]",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: u\n  - name: s\n    match: { path_prefix: /a }\n    upstream: u\n",
+            "9:5: routes[1].match: same match as route `r`",
+        ),
+        (
+            "routes:\n  - name: r\n    upstream: u\n",
+            "2:5: routes[0]: missing field `match`",
+        ),
+        ("a: 1\na: 2\n", "2:1: a: duplicate key `a`"),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in cases {
+        match load_text(text) {
+            Ok(_) => failures.push(format!("accepted:\n{text}")),
+            Err(err) if !err.0[0].to_string().starts_with(&format!("b.yaml:{want}")) => {
+                failures.push(format!("config:\n{text}\nwant: b.yaml:{want}\ngot:  {err}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "admin:\n  listen: 10.0.0.1:9901\nstate:\n  url: ftp://x\n";
+    let err = load_text(text).unwrap_err();
+    assert_eq!(err.0.len(), 2, "{err}");
+    assert!(err.0[0].to_string().starts_with("b.yaml:2:3: admin.listen"));
+    assert!(err.0[1].to_string().starts_with("b.yaml:4:3: state.url"));
+}
+
+#[test]
+fn admin_config_is_redacted() {
+    let text = format!("admin:\n  token: ${{env:ADMIN_TOKEN}}\n{MINIMAL}");
+    let c = load_text(&text).unwrap();
+    assert_eq!(
+        c.config.admin.token.as_ref().unwrap().expose(),
+        "0123456789abcdef-token"
+    );
+    let shown = c.redacted_json().to_string();
+    assert!(!shown.contains("0123456789abcdef-token"), "{shown}");
+    assert!(shown.contains("${env:ADMIN_TOKEN}"), "{shown}");
+    // Secrets written inline (bad practice, but possible) are still redacted.
+    let text = format!("admin:\n  token: inline-secret-value-1234\n{MINIMAL}");
+    let shown = load_text(&text).unwrap().redacted_json().to_string();
+    assert!(
+        !shown.contains("inline-secret-value-1234") && shown.contains(REDACTED),
+        "{shown}"
+    );
+}
+
+#[test]
+fn schema_has_descriptions_for_every_field() {
+    let schema = json_schema();
+    let text = schema.to_string();
+    assert!(text.contains("Path prefix on whole segments"));
+    fn walk(v: &serde_json::Value, missing: &mut Vec<String>, at: &str) {
+        if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+            for (k, p) in props {
+                if p.get("description").is_none() {
+                    missing.push(format!("{at}.{k}"));
+                }
+            }
+        }
+        if let Some(defs) = v.get("$defs").and_then(|d| d.as_object()) {
+            for (name, d) in defs {
+                walk(d, missing, name);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&schema, &mut missing, "Config");
+    assert!(
+        missing.is_empty(),
+        "fields without doc comments: {missing:?}"
+    );
+}
+
+#[test]
+fn docs_config_md_is_fresh() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    let want = docs::config_markdown();
+    if std::env::var_os("BRIDGEHEAD_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "docs/config.md is stale: run `BRIDGEHEAD_UPDATE_DOCS=1 cargo test -p bridgehead-config docs_config_md_is_fresh` (or `bridgehead config docs > docs/config.md`)"
+    );
+}

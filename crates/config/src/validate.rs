@@ -1,0 +1,350 @@
+//! Whole-config checks that serde cannot express: cross references, value ranges, and
+//! combinations (a public admin listener needs a token).
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::model::{Config, Route, Upstream};
+use crate::pattern::{PathTemplate, check_path, has_segment_prefix};
+use crate::yaml::{join_index, join_key};
+
+/// A problem at a key path.
+pub type Problem = (String, String);
+
+/// Checks `config`; returns every problem found.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    server(config, &mut p);
+    admin(config, &mut p);
+    state(config, &mut p);
+    for (name, upstream) in &config.upstreams {
+        self::upstream(name, upstream, &mut p);
+    }
+    routes(config, &mut p);
+    p
+}
+
+fn push(p: &mut Vec<Problem>, path: impl Into<String>, msg: impl Into<String>) {
+    p.push((path.into(), msg.into()));
+}
+
+fn server(c: &Config, p: &mut Vec<Problem>) {
+    let s = &c.server;
+    if let Some(w) = s.workers {
+        if !(1..=1024).contains(&w) {
+            push(
+                p,
+                "server.workers",
+                format!("must be between 1 and 1024, got {w}"),
+            );
+        }
+    }
+    let l = &s.limits;
+    if l.max_body.get() == 0 {
+        push(p, "server.limits.max_body", "must be greater than 0");
+    }
+    let hb = l.max_header_bytes.get();
+    if !(1024..=1024 * 1024).contains(&hb) {
+        push(
+            p,
+            "server.limits.max_header_bytes",
+            format!("must be between 1KiB and 1MiB, got {}", l.max_header_bytes),
+        );
+    }
+    for (key, d) in [
+        ("header_timeout", l.header_timeout),
+        ("idle_timeout", l.idle_timeout),
+    ] {
+        if d.get().is_zero() {
+            push(p, format!("server.limits.{key}"), "must be greater than 0");
+        }
+    }
+    if l.max_connections == 0 {
+        push(p, "server.limits.max_connections", "must be greater than 0");
+    }
+}
+
+fn admin(c: &Config, p: &mut Vec<Problem>) {
+    let a = &c.admin;
+    if !a.listen.ip().is_loopback() && a.token.is_none() {
+        push(
+            p,
+            "admin.listen",
+            format!(
+                "{} is not a loopback address: set admin.token (e.g. token: ${{env:BRIDGEHEAD_ADMIN_TOKEN}}) or listen on 127.0.0.1",
+                a.listen
+            ),
+        );
+    }
+    if let Some(t) = &a.token {
+        if t.expose().len() < 16 {
+            push(p, "admin.token", "must be at least 16 characters long");
+        }
+    }
+    if a.listen.port() != 0 && a.listen == c.server.listen {
+        push(
+            p,
+            "admin.listen",
+            format!(
+                "{} is also server.listen; the admin plane needs its own port",
+                a.listen
+            ),
+        );
+    }
+}
+
+fn state(c: &Config, p: &mut Vec<Problem>) {
+    let url = &c.state.url;
+    let ok = url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://");
+    if !ok {
+        let scheme = url.split("://").next().unwrap_or(url);
+        push(
+            p,
+            "state.url",
+            format!("must start with sqlite:// or postgres://, got `{scheme}`"),
+        );
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
+    let base = join_key("upstreams", name);
+    if !valid_name(name) {
+        push(
+            p,
+            &base,
+            "an upstream name is 1 to 64 letters, digits, `-`, `_` or `.`",
+        );
+    }
+    if u.targets.is_empty() {
+        push(p, join_key(&base, "targets"), "needs at least one target");
+    }
+    let mut seen = BTreeSet::new();
+    let mut total: u64 = 0;
+    for (i, t) in u.targets.iter().enumerate() {
+        let tp = join_index(&join_key(&base, "targets"), i);
+        if let Err(e) = check_target_url(&t.url) {
+            push(p, join_key(&tp, "url"), e);
+        }
+        if !seen.insert(t.url.trim_end_matches('/')) {
+            push(
+                p,
+                join_key(&tp, "url"),
+                format!("target {} is listed twice", t.url),
+            );
+        }
+        if t.weight > 10_000 {
+            push(
+                p,
+                join_key(&tp, "weight"),
+                format!("must be between 0 and 10000, got {}", t.weight),
+            );
+        }
+        total += u64::from(t.weight);
+    }
+    if !u.targets.is_empty() && total == 0 {
+        push(
+            p,
+            join_key(&base, "targets"),
+            "every target has weight 0, so none would get traffic",
+        );
+    }
+    let t = &u.timeouts;
+    for (key, d) in [("connect", t.connect), ("request", t.request)] {
+        if d.get().is_zero() {
+            push(
+                p,
+                format!("{base}.timeouts.{key}"),
+                "must be greater than 0",
+            );
+        }
+    }
+    if let Some(hc) = &u.health_check {
+        let hp = join_key(&base, "health_check");
+        if let Err(e) = check_path(&hc.path) {
+            push(p, join_key(&hp, "path"), e);
+        }
+        if hc.interval.get().is_zero() {
+            push(p, join_key(&hp, "interval"), "must be greater than 0");
+        }
+        if hc.timeout.get().is_zero() {
+            push(p, join_key(&hp, "timeout"), "must be greater than 0");
+        }
+        for (key, n) in [
+            ("unhealthy_after", hc.unhealthy_after),
+            ("healthy_after", hc.healthy_after),
+        ] {
+            if n == 0 {
+                push(p, join_key(&hp, key), "must be at least 1");
+            }
+        }
+    }
+}
+
+/// A target URL is `http://host[:port]` with nothing after the authority.
+pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "`{url}`: https targets are not supported yet; use http:// (TLS toward upstreams arrives with upstreams.*.tls)"
+            ));
+        }
+        _ => return Err(format!("`{url}` must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "`{url}`: credentials in target URLs are not allowed"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}` must not have a path or query; use strip_prefix on the route to rewrite paths"
+        ));
+    }
+    Ok(uri)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn routes(c: &Config, p: &mut Vec<Problem>) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut matches: HashMap<String, &str> = HashMap::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let base = join_index("routes", i);
+        if !valid_name(&r.name) {
+            push(
+                p,
+                join_key(&base, "name"),
+                "a route name is 1 to 64 letters, digits, `-`, `_` or `.`",
+            );
+        } else if let Some(first) = names.insert(&r.name, i) {
+            push(
+                p,
+                join_key(&base, "name"),
+                format!("route name `{}` is already used by routes[{first}]", r.name),
+            );
+        }
+        if !c.upstreams.contains_key(&r.upstream) {
+            let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none are defined".to_string()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            push(
+                p,
+                join_key(&base, "upstream"),
+                format!("unknown upstream `{}` ({known})", r.upstream),
+            );
+        }
+        route_match(r, &base, p);
+        let key = serde_json::to_string(&r.matcher).unwrap_or_default();
+        if let Some(first) = matches.insert(key, &r.name) {
+            push(
+                p,
+                join_key(&base, "match"),
+                format!("same match as route `{first}`, so this route could never be chosen"),
+            );
+        }
+    }
+}
+
+fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
+    let m = &r.matcher;
+    let mp = join_key(base, "match");
+    if m.path_prefix.is_none() && m.path.is_none() && m.host.is_none() {
+        push(p, &mp, "needs at least one of path_prefix, path or host");
+    }
+    if m.path_prefix.is_some() && m.path.is_some() {
+        push(p, &mp, "path_prefix and path cannot both be set");
+    }
+    if let Some(prefix) = &m.path_prefix {
+        if let Err(e) = check_path(prefix) {
+            push(p, join_key(&mp, "path_prefix"), e);
+        }
+    }
+    let template = m.path.as_ref().map(|path| PathTemplate::parse(path));
+    if let Some(Err(e)) = &template {
+        push(p, join_key(&mp, "path"), e.clone());
+    }
+    if let Some(host) = &m.host {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let ok = !bare.is_empty()
+            && bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !ok {
+            push(
+                p,
+                join_key(&mp, "host"),
+                format!("`{host}` is not a host name (no port; `*.` allowed as a prefix)"),
+            );
+        }
+    }
+    if let Some(methods) = &m.methods {
+        if methods.is_empty() {
+            push(
+                p,
+                join_key(&mp, "methods"),
+                "is empty, so no request could match; remove it to allow any method",
+            );
+        }
+        for (j, method) in methods.iter().enumerate() {
+            if !is_token(method) || method.bytes().any(|b| b.is_ascii_lowercase()) {
+                push(
+                    p,
+                    join_index(&join_key(&mp, "methods"), j),
+                    format!("`{method}` is not an upper-case HTTP method such as GET"),
+                );
+            }
+        }
+    }
+    for name in m.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(
+                p,
+                join_key(&join_key(&mp, "headers"), name),
+                format!("`{name}` is not a valid header name"),
+            );
+        }
+    }
+    if let Some(strip) = &r.strip_prefix {
+        let sp = join_key(base, "strip_prefix");
+        if let Err(e) = check_path(strip) {
+            push(p, &sp, e);
+        } else if strip.len() > 1 && strip.ends_with('/') {
+            push(p, &sp, format!("`{strip}` must not end with `/`"));
+        } else {
+            let routed = m.path_prefix.as_deref().or(m.path.as_deref());
+            if let Some(routed) = routed {
+                if !has_segment_prefix(routed, strip) {
+                    push(
+                        p,
+                        &sp,
+                        format!(
+                            "`{strip}` is not a prefix of the matched path `{routed}`, so it would never apply"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
