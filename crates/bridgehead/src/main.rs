@@ -1,1 +1,106 @@
-fn main(){}
+//! The `bridgehead` command line: parses arguments and the config, then hands them to the
+//! gateway's composition root. Nothing here is on the request path.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bridgehead: the integration gateway you carry on site.
+#[derive(Parser)]
+#[command(name = "bridgehead", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    ///
+    /// Example: bridgehead serve -c bridgehead.yaml
+    Serve {
+        /// Config file.
+        #[arg(short, long, default_value = "bridgehead.yaml")]
+        config: PathBuf,
+        /// Do not reload when the config file changes (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Start a gateway with a demo config and a mock upstream, and print commands to try.
+    ///
+    /// Example: bridgehead demo
+    Demo(commands::demo::DemoArgs),
+    /// Write a commented starter config.
+    ///
+    /// Example: bridgehead init bridgehead.yaml
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "bridgehead.yaml")]
+        file: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a config, print its JSON Schema or its reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a mock upstream: echo, fixed responses, latency and failure injection, recording.
+    ///
+    /// Example: bridgehead mock --port 9000 --fail-rate 0.2 --fail-status 503 --retry-after 2
+    Mock(bridgehead_mock::MockOptions),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file: exit 0 when valid, 1 with `file:line:col: key.path: message` lines.
+    ///
+    /// Example: bridgehead config check bridgehead.yaml
+    Check {
+        file: PathBuf,
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: commands::Output,
+    },
+    /// Print the JSON Schema of the config file (for editors).
+    ///
+    /// Example: bridgehead config schema > bridgehead.schema.json
+    Schema,
+    /// Print the configuration reference as Markdown (docs/config.md).
+    ///
+    /// Example: bridgehead config docs > docs/config.md
+    Docs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, no_watch } => commands::serve::run(&config, !no_watch),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Init { file, force } => commands::init(&file, force),
+        Command::Config(ConfigCommand::Check { file, output }) => {
+            commands::config_check(&file, output)
+        }
+        Command::Config(ConfigCommand::Schema) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&bridgehead_config::json_schema()).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Docs) => {
+            print!("{}", bridgehead_config::docs::config_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mock(opts) => commands::runtime(None).and_then(|rt| {
+            rt.block_on(bridgehead_mock::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}

@@ -1,1 +1,95 @@
+//! Bridgehead's durable state: one storage interface, [`Store`], behind `state.url`.
+//!
+//! A single node keeps its state in an embedded SQLite file (`sqlite://PATH`, by default
+//! `sqlite://bridgehead.db`, nothing to install); several nodes point `state.url` at one
+//! PostgreSQL database (`postgres://…`) and stay stateless themselves. Everything above this crate
+//! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
+//! cluster identity and the node registry; OAuth codes, idempotency records and webhook queues
+//! will follow as new tables, each added by a migration.
+//!
+//! ## Design constraints
+//!
+//! - **What survives a crash.** Every [`Store`] write is a single statement in its own
+//!   transaction, so after any crash a row holds either its old or its new value, never a mix.
+//!   - *SQLite* runs with `journal_mode=WAL` and `synchronous=NORMAL`. A commit appends to the
+//!     `-wal` file without fsync; the WAL is fsync'd when it is checkpointed into the database
+//!     file (automatically once it passes ~1000 pages, and when the last connection closes). So a
+//!     committed write survives the *process* dying, even by `kill -9` (its bytes are already in
+//!     the OS page cache), but a power loss or kernel crash may lose the last transactions
+//!     committed since the previous checkpoint. It never corrupts the database. A future table
+//!     that cannot afford that loss must say so and commit with `synchronous=FULL`.
+//!   - *PostgreSQL*: durability is the server's; with its default `synchronous_commit=on` a
+//!     commit returns only after its WAL record is fsync'd.
+//! - **Versioning.** The schema is versioned by migrations: SQL files
+//!   `migrations/{sqlite,postgres}/NNNN_name.sql` in this crate, embedded in the binary with
+//!   `sqlx::migrate!` and applied in order by [`Store::open`] before it returns, each in one
+//!   transaction together with its row in sqlx's bookkeeping table `_sqlx_migrations` (version,
+//!   checksum, success). [`Store::schema_version`] reads the highest applied version;
+//!   [`SCHEMA_VERSION`] is the highest this build knows.
+//!   - Migrations are append-only: an applied migration is never edited (`open` refuses a
+//!     database whose applied migration has a different checksum) nor removed.
+//!   - Every change gets a migration with the same number in both directories, so a version means
+//!     the same tables on both backends (a unit test checks the numbers match).
+//!   - A build refuses to open a database migrated by a newer build (a migration it does not
+//!     know), rather than run against a schema it does not understand. So schema changes ship
+//!     additive and a rollback means restoring a backup or running the newer build.
+//!   - Concurrent `open`s: on PostgreSQL sqlx holds an advisory lock while migrating, so nodes
+//!     starting together apply each migration once. SQLite has no such lock; a migration that
+//!     fails because a concurrent opener applied it first (its transaction rolled back) is
+//!     attempted again, up to 3 times.
+//! - **Time.** Timestamps are integer Unix milliseconds (`INTEGER` in SQLite, `BIGINT` in
+//!   PostgreSQL, so the two schemas stay parallel), taken from the writing node's clock: nodes
+//!   sharing PostgreSQL are expected to run NTP.
+//! - **Connections.** Pools are bounded (8 SQLite, 10 PostgreSQL connections per node).
+//!   [`Store::open`] gives up on PostgreSQL after [`CONNECT_TIMEOUT`] (5 s) without an answer and
+//!   fails at once on a refused connection; a query waits at most as long for a free connection.
+//!   SQLite connections wait up to 5 s (`busy_timeout`) for another writer and enforce foreign
+//!   keys; opening a SQLite file that another opener is switching to WAL is retried for up to 5 s.
+//! - **Secrets.** No error message or log line carries the password from `state.url`
+//!   ([`redact_url`]). A SQLite file is created with mode 0600 and missing parent directories
+//!   with 0700: it will hold OAuth codes.
+//! - **Where tables live.** PostgreSQL tables are created in the connection's default schema
+//!   (`public` unless the URL's `options=-c search_path=…` says otherwise); every table name
+//!   starts with `bridgehead_` so a shared database stays legible.
+//!
+//! ## Table layout (schema version 1)
+//!
+//! | table | column | SQLite / PostgreSQL type | meaning |
+//! |---|---|---|---|
+//! | `bridgehead_meta` | `key` | `TEXT` primary key | name of a small fact, e.g. `cluster_id` |
+//! | | `value` | `TEXT NOT NULL` | its value |
+//! | | `updated_at` | `INTEGER` / `BIGINT NOT NULL` | last write, Unix ms |
+//! | `bridgehead_nodes` | `node_id` | `TEXT` primary key | a gateway node's identifier |
+//! | | `version` | `TEXT NOT NULL` | the Bridgehead version it runs |
+//! | | `started_at` | `INTEGER` / `BIGINT NOT NULL` | its last [`Store::register_node`], Unix ms |
+//! | | `last_seen_at` | `INTEGER` / `BIGINT NOT NULL` | its last registration or [`Store::heartbeat`], Unix ms |
+//! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
+//!
+//! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
+//!
+//! ## Why an enum of native pools rather than `sqlx::Any`
+//!
+//! [`Store`] holds either a `SqlitePool` or a `PgPool`, and each method runs its query on
+//! whichever it has (the private `on_pool!` macro expands the body once per backend). `Any` would
+//! save that match but not the per-backend migrations, and it maps every value through a
+//! lowest-common-denominator type set with drivers installed at run time. The coming features
+//! want backend-specific SQL where the dialects part ways (`FOR UPDATE SKIP LOCKED` for a webhook
+//! queue on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), which the enum allows in one method. Where
+//! they agree (`$N` placeholders, `INSERT … ON CONFLICT`), one SQL text serves both. Queries are
+//! checked at run time (`sqlx::query`, never the `query!` macros): no database exists at build
+//! time, and the tests run every query on both backends instead.
+//!
+//! ## Testing
+//!
+//! With the `testing` feature, `testing::TestPostgres` starts a throwaway PostgreSQL server for a
+//! test, so PostgreSQL paths are tested as routinely as SQLite ones.
 
+mod error;
+mod redact;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::StateError;
+pub use redact::redact_url;
+pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};

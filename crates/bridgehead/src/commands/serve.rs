@@ -1,0 +1,31 @@
+//! `bridgehead serve`: load, validate, bind, run until SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bridgehead_gateway::{App, AppOptions, Listeners};
+
+pub fn run(config: &Path, watch: bool) -> anyhow::Result<ExitCode> {
+    super::init_logging();
+    let loaded = match bridgehead_config::load(config) {
+        Ok(l) => l,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let rt = super::runtime(loaded.config.server.workers)?;
+    rt.block_on(async move {
+        let listeners = Listeners::bind(&loaded.config)?;
+        let opts = AppOptions {
+            config_path: Some(config.to_owned()),
+            watch_config: watch,
+            sighup: true,
+            ..AppOptions::default()
+        };
+        let app = App::build(loaded, listeners, opts).await?;
+        tracing::info!(data = %app.data_addr(), admin = %app.admin_addr(), "listening");
+        app.run(bridgehead_gateway::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,214 @@
+//! The admin plane, on its own listener: `/healthz`, `/readyz`, `/metrics`, `/admin/config`,
+//! `/admin/upstreams` and `POST /admin/reload`.
+//!
+//! With `admin.token` set, `/metrics` and `/admin/*` need `Authorization: Bearer TOKEN`
+//! (compared in constant time); `/healthz` and `/readyz` stay open for load balancers.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::metrics::{Name, TargetLabels};
+use crate::problem::{ProblemKind, problem_response};
+use crate::proxy::headers::new_request_id;
+use crate::reload::Reloader;
+use crate::runtime::Shared;
+use crate::upstream::clock_ms;
+
+#[derive(Clone)]
+struct AdminState {
+    shared: Arc<Shared>,
+    reloader: Reloader,
+}
+
+/// The admin router.
+pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
+    let state = AdminState { shared, reloader };
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin/config", get(config))
+        .route("/admin/upstreams", get(upstreams))
+        .route("/admin/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn problem(
+    status: StatusCode,
+    type_uri: &'static str,
+    title: &'static str,
+    detail: &str,
+) -> Response {
+    let id = new_request_id();
+    let (parts, body) = problem_response(
+        &ProblemKind {
+            status,
+            type_uri,
+            title,
+        },
+        &detail,
+        id.to_str().unwrap_or_default(),
+    )
+    .into_parts();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+async fn not_found(req: Request) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "urn:bridgehead:problem:no-route",
+        "No route",
+        &format!(
+            "the admin plane has no endpoint {} {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn require_token(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let runtime = s.shared.runtime.load();
+    let Some(token) = &runtime.loaded.config.admin.token else {
+        return next.run(req).await;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        return next.run(req).await;
+    }
+    let detail = if given.is_empty() {
+        "missing Authorization: Bearer header"
+    } else {
+        "admin token does not match"
+    };
+    let mut res = problem(
+        StatusCode::UNAUTHORIZED,
+        "urn:bridgehead:problem:unauthenticated",
+        "Unauthenticated",
+        detail,
+    );
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"bridgehead-admin\""),
+    );
+    res
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let rt = s.shared.runtime.load();
+    let down: Vec<String> = rt
+        .upstreams_in_use()
+        .filter(|u| !u.any_available())
+        .map(|u| u.name.to_string())
+        .collect();
+    if down.is_empty() {
+        return axum::Json(json!({"status": "ready", "generation": rt.generation})).into_response();
+    }
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "urn:bridgehead:problem:not-ready",
+        "Not ready",
+        &format!("no healthy target in upstream(s): {}", down.join(", ")),
+    )
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    // Target health is computed at scrape time: ejections expire by the clock, not by events.
+    let rt = s.shared.runtime.load();
+    let m = &s.shared.metrics;
+    m.upstream_healthy.clear();
+    let now = clock_ms();
+    for u in rt.upstreams.values() {
+        for t in &u.targets {
+            m.upstream_healthy
+                .get_or_create(&TargetLabels {
+                    upstream: Name(u.name.clone()),
+                    target: Name(t.url.clone()),
+                })
+                .set(i64::from(t.available(now)));
+        }
+    }
+    let mut res = m.encode().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
+}
+
+async fn config(State(s): State<AdminState>) -> Response {
+    let rt = s.shared.runtime.load();
+    axum::Json(json!({
+        "generation": rt.generation,
+        "file": rt.loaded.file.display().to_string(),
+        "config": rt.loaded.redacted_json(),
+    }))
+    .into_response()
+}
+
+async fn upstreams(State(s): State<AdminState>) -> Response {
+    let rt = s.shared.runtime.load();
+    let now = clock_ms();
+    let list: serde_json::Map<String, serde_json::Value> = rt
+        .upstreams
+        .values()
+        .map(|u| {
+            let targets: Vec<_> = u
+                .targets
+                .iter()
+                .map(|t| {
+                    json!({
+                        "url": &*t.url,
+                        "weight": t.weight,
+                        "available": t.available(now),
+                        "healthy": t.healthy_by_checks(),
+                        "ejected": t.ejected(now),
+                        "in_flight": t.in_flight(),
+                    })
+                })
+                .collect();
+            (u.name.to_string(), json!({ "targets": targets }))
+        })
+        .collect();
+    axum::Json(json!({ "upstreams": list })).into_response()
+}
+
+async fn reload(State(s): State<AdminState>) -> Response {
+    match s.reloader.reload().await {
+        Ok(generation) => {
+            axum::Json(json!({"status": "reloaded", "generation": generation})).into_response()
+        }
+        Err(e) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "urn:bridgehead:problem:invalid-config",
+            "Invalid config",
+            &e.to_string(),
+        ),
+    }
+}

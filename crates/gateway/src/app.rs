@@ -1,0 +1,248 @@
+//! The composition root: wires the state store, the config runtime, the data and admin
+//! listeners, reload and shutdown. Listeners are bound by the caller, so tests start the whole
+//! gateway on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bridgehead_config::LoadedConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::{AccessLog, Sink};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::runtime::{Runtime, Shared};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(String),
+    #[error("state store: {0}")]
+    State(#[from] bridgehead_state::StateError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Already-bound listeners.
+pub struct Listeners {
+    pub data: std::net::TcpListener,
+    pub admin: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in the config.
+    pub fn bind(config: &bridgehead_config::Config) -> std::io::Result<Self> {
+        let bind = |addr: SocketAddr, key: &str| {
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
+            })
+        };
+        Ok(Self {
+            data: bind(config.server.listen, "server.listen")?,
+            admin: bind(config.admin.listen, "admin.listen")?,
+        })
+    }
+
+    /// Binds both on 127.0.0.1 with ports chosen by the OS.
+    pub fn ephemeral() -> std::io::Result<Self> {
+        Ok(Self {
+            data: std::net::TcpListener::bind("127.0.0.1:0")?,
+            admin: std::net::TcpListener::bind("127.0.0.1:0")?,
+        })
+    }
+}
+
+/// How the app is run.
+pub struct AppOptions {
+    /// The config file, for reloads; `None` disables reload.
+    pub config_path: Option<PathBuf>,
+    pub access_log: Sink,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+    /// Reload on SIGHUP.
+    pub sighup: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            access_log: Sink::Stdout,
+            watch_config: false,
+            sighup: false,
+        }
+    }
+}
+
+/// A built gateway, ready to run.
+pub struct App {
+    shared: Arc<Shared>,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    reloader: Reloader,
+    data: TcpListener,
+    admin: TcpListener,
+    opts: AppOptions,
+    node_id: String,
+}
+
+/// Checks what validation cannot see without touching the outside: TLS files. Used by `serve`
+/// before binding and by `config check`.
+pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
+    crate::tls::acceptor(loaded).map(|_| ())
+}
+
+impl App {
+    /// Opens the state store (running migrations), compiles the config and takes the listeners.
+    pub async fn build(
+        loaded: LoadedConfig,
+        listeners: Listeners,
+        opts: AppOptions,
+    ) -> Result<Self, AppError> {
+        let tls = crate::tls::acceptor(&loaded).map_err(AppError::Config)?;
+        let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
+        let node_id = format!("{}-{}", hostname(), std::process::id());
+        store
+            .register_node(&node_id, env!("CARGO_PKG_VERSION"))
+            .await?;
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(Runtime::build(loaded, None)),
+            metrics: Metrics::default(),
+            access_log: AccessLog::new(opts.access_log.clone()),
+            store: Some(store),
+        });
+        let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
+        let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
+        let to_tokio = |l: std::net::TcpListener| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        };
+        Ok(Self {
+            data: to_tokio(listeners.data)?,
+            admin: to_tokio(listeners.admin)?,
+            shared,
+            tls,
+            reloader,
+            opts,
+            node_id,
+        })
+    }
+
+    pub fn data_addr(&self) -> SocketAddr {
+        self.data
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish for up to `server.shutdown_grace`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+        let App {
+            shared,
+            tls,
+            reloader,
+            data,
+            admin,
+            opts,
+            node_id,
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if opts.sighup {
+            reloader.watch_sighup();
+        }
+        let _watcher = if opts.watch_config {
+            reloader.watch_file().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                None
+            })
+        } else {
+            None
+        };
+        let heartbeat = shared.store.clone().map(|store| {
+            let node_id = node_id.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.heartbeat(&node_id).await {
+                        tracing::warn!(error = %e, "state store heartbeat failed");
+                    }
+                }
+            })
+        });
+        let admin_router = crate::admin::router(shared.clone(), reloader.clone());
+        let mut admin_stop = stop_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            let _ = axum::serve(admin, admin_router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        let data_task = tokio::spawn(crate::server::serve(data, shared.clone(), tls, stop_rx));
+        tracing::info!(
+            generation = shared.runtime.load().generation,
+            "gateway ready"
+        );
+
+        shutdown.await;
+        let grace = shared
+            .runtime
+            .load()
+            .loaded
+            .config
+            .server
+            .shutdown_grace
+            .get();
+        tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+        if let Ok(graceful) = data_task.await {
+            if tokio::time::timeout(grace, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown grace period over; closing remaining connections");
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        if let Some(store) = &shared.store {
+            store.close().await;
+        }
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

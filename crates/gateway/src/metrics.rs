@@ -1,0 +1,160 @@
+//! Every metric the gateway exports, defined in one place with its name, help and labels.
+//! Code elsewhere records through these fields; `/metrics` encodes the registry.
+//!
+//! Metrics are process-wide: they survive config reloads.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A shared string label value (route, upstream and target names) that clones without allocating.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+/// An HTTP method label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MethodLabel(pub http::Method);
+
+impl EncodeLabelValue for MethodLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: Name,
+    pub method: MethodLabel,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: Name,
+    pub target: Name,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub upstream: Name,
+    pub target: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Outcomes of a request to an upstream target (`outcome` label).
+pub mod outcome {
+    /// A response arrived with a status below 500.
+    pub const SUCCESS: &str = "success";
+    /// A response arrived with a 5xx status.
+    pub const HTTP_5XX: &str = "http_5xx";
+    pub const CONNECT_ERROR: &str = "connect_error";
+    pub const TIMEOUT: &str = "timeout";
+    /// The connection failed after it was established (closed early, invalid response).
+    pub const ERROR: &str = "error";
+}
+
+/// Label used for requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub upstream_healthy: Family<TargetLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("bridgehead");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route, method and status",
+            http_requests.clone(),
+        );
+        let http_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request received to response body finished",
+            prometheus_client::registry::Unit::Seconds,
+            http_duration.clone(),
+        );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Requests sent to upstream targets, by outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_healthy = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "upstream_healthy",
+            "1 when the target takes traffic (passes health checks and is not ejected), else 0",
+            upstream_healthy.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reload attempts, by result (success, error)",
+            config_reloads.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because stdout could not keep up",
+            access_log_dropped.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            upstream_requests,
+            upstream_healthy,
+            config_reloads,
+            access_log_dropped,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

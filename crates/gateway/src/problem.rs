@@ -1,0 +1,203 @@
+//! Errors the gateway itself answers with, classified once and rendered once as RFC 9457
+//! `application/problem+json`.
+//!
+//! Every variant is declared data: its status, its problem `type`, its `title`, and a `detail`
+//! that says what was wrong and where. Details never include upstream error internals, secrets
+//! or stack traces; those go to the log with the request id.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+/// Why the gateway refused or failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the request's host, path and headers.
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// A route matches the path but not the method.
+    #[error("{method} is not allowed on {path}; allowed: {allow}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
+    /// The request is malformed (bad Host, bad URI form, bad header).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The declared or streamed body is larger than `server.limits.max_body`.
+    #[error("request body exceeds the limit of {limit} bytes (server.limits.max_body)")]
+    BodyTooLarge { limit: u64 },
+    /// The request head is larger than `server.limits.max_header_bytes`.
+    #[error(
+        "request headers total {size} bytes, over the limit of {limit} (server.limits.max_header_bytes)"
+    )]
+    HeadersTooLarge { size: usize, limit: u64 },
+    /// Every target of the upstream is unhealthy or ejected.
+    #[error("no healthy target in upstream `{upstream}`")]
+    NoHealthyTarget { upstream: String },
+    /// Connecting to the target failed, or it closed the connection or sent an invalid response.
+    #[error("upstream `{upstream}` failed: {reason}")]
+    UpstreamFailed {
+        upstream: String,
+        reason: &'static str,
+    },
+    /// The target did not answer within `upstreams.*.timeouts.request`.
+    #[error(
+        "upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)"
+    )]
+    UpstreamTimeout { upstream: String, timeout: String },
+}
+
+/// The static description of a problem type.
+pub struct ProblemKind {
+    pub status: StatusCode,
+    pub type_uri: &'static str,
+    pub title: &'static str,
+}
+
+const fn kind(status: StatusCode, type_uri: &'static str, title: &'static str) -> ProblemKind {
+    ProblemKind {
+        status,
+        type_uri,
+        title,
+    }
+}
+
+impl GatewayError {
+    /// Status, type and title of this error.
+    pub fn kind(&self) -> ProblemKind {
+        use GatewayError::*;
+        match self {
+            NoRoute { .. } => kind(
+                StatusCode::NOT_FOUND,
+                "urn:bridgehead:problem:no-route",
+                "No route",
+            ),
+            MethodNotAllowed { .. } => kind(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "urn:bridgehead:problem:method-not-allowed",
+                "Method not allowed",
+            ),
+            BadRequest(_) => kind(
+                StatusCode::BAD_REQUEST,
+                "urn:bridgehead:problem:bad-request",
+                "Bad request",
+            ),
+            BodyTooLarge { .. } => kind(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:bridgehead:problem:body-too-large",
+                "Request body too large",
+            ),
+            HeadersTooLarge { .. } => kind(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "urn:bridgehead:problem:headers-too-large",
+                "Request headers too large",
+            ),
+            NoHealthyTarget { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:no-healthy-target",
+                "No healthy target",
+            ),
+            UpstreamFailed { .. } => kind(
+                StatusCode::BAD_GATEWAY,
+                "urn:bridgehead:problem:upstream-failed",
+                "Upstream failed",
+            ),
+            UpstreamTimeout { .. } => kind(
+                StatusCode::GATEWAY_TIMEOUT,
+                "urn:bridgehead:problem:upstream-timeout",
+                "Upstream timeout",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind().status
+    }
+
+    /// Renders the RFC 9457 body and the headers that go with it.
+    pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
+        let k = self.kind();
+        let mut res = problem_response(&k, &self.to_string(), request_id);
+        if let GatewayError::MethodNotAllowed { allow, .. } = self {
+            if let Ok(v) = HeaderValue::from_str(allow) {
+                res.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+        res
+    }
+}
+
+/// Builds a problem+json response.
+pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http::Response<Bytes> {
+    let body = serde_json::json!({
+        "type": k.type_uri,
+        "title": k.title,
+        "status": k.status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    let mut res = http::Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = k.status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_renders_a_complete_problem() {
+        let errors = [
+            GatewayError::NoRoute {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            GatewayError::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/x".into(),
+                allow: "GET, POST".into(),
+            },
+            GatewayError::BadRequest("bad Host header".into()),
+            GatewayError::BodyTooLarge { limit: 10 },
+            GatewayError::HeadersTooLarge {
+                size: 100,
+                limit: 10,
+            },
+            GatewayError::NoHealthyTarget {
+                upstream: "u".into(),
+            },
+            GatewayError::UpstreamFailed {
+                upstream: "u".into(),
+                reason: "connection refused",
+            },
+            GatewayError::UpstreamTimeout {
+                upstream: "u".into(),
+                timeout: "1s".into(),
+            },
+        ];
+        let statuses = [404, 405, 400, 413, 431, 503, 502, 504];
+        for (e, status) in errors.iter().zip(statuses) {
+            let res = e.to_response("rid-1");
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(
+                res.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+            let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+            for key in ["type", "title", "status", "detail", "request_id"] {
+                assert!(v.get(key).is_some(), "{e:?} lacks {key}");
+            }
+            assert_eq!(v["status"], status);
+            assert_eq!(v["request_id"], "rid-1");
+        }
+        let res = errors[1].to_response("r");
+        assert_eq!(res.headers()[header::ALLOW], "GET, POST");
+    }
+}

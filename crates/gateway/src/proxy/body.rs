@@ -1,0 +1,188 @@
+//! Request and response bodies on the data path: streamed, never buffered, and counted.
+//!
+//! [`RequestBody`] enforces `server.limits.max_body` while streaming (a body without
+//! `Content-Length` is cut off at the limit, not read into memory first). [`ResponseBody`]
+//! counts bytes sent to the client and runs the logging phase when it is dropped, which is when
+//! the response is really over: completed, failed mid-stream, or abandoned by the client.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Boxed error type of the bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Byte counts of a request body, shared between the body (moved into the upstream request)
+/// and the logging phase.
+#[derive(Default, Debug)]
+pub struct RequestStats {
+    pub bytes_in: AtomicU64,
+    pub too_large: AtomicBool,
+}
+
+/// The body over the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// A request body sent upstream.
+pub enum RequestBody {
+    Empty,
+    Stream {
+        inner: Incoming,
+        limit: u64,
+        stats: Arc<RequestStats>,
+    },
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Stream {
+                inner,
+                limit,
+                stats,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed)
+                            + data.len() as u64;
+                        if seen > *limit {
+                            stats.too_large.store(true, Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// What to do when a response is over; receives the bytes sent and whether the body ended cleanly.
+pub trait OnFinish: Send + Sync + 'static {
+    fn finish(&mut self, bytes_out: u64, completed: bool);
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// A response body sent to the client.
+pub struct ResponseBody {
+    inner: Inner,
+    bytes_out: u64,
+    completed: bool,
+    on_finish: Option<Box<dyn OnFinish>>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: Inner::Full(Some(bytes)),
+            bytes_out: 0,
+            completed: false,
+            on_finish: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        Self {
+            inner: Inner::Upstream(body),
+            bytes_out: 0,
+            completed: false,
+            on_finish: None,
+        }
+    }
+
+    /// Runs `f` when the body is dropped.
+    pub fn on_finish(mut self, f: Box<dyn OnFinish>) -> Self {
+        self.on_finish = Some(f);
+        self
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.on_finish.take() {
+            let completed = self.completed || Body::is_end_stream(self);
+            f.finish(self.bytes_out, completed);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes_out += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.completed = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}

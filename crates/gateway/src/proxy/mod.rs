@@ -1,0 +1,426 @@
+//! The request lifecycle of the data plane, in named phases:
+//!
+//! ```text
+//! request_filter ─▶ route ─▶ upstream_peer ─▶ upstream_request_filter ─▶ send ─▶ response_filter ─▶ logging
+//!  limits, Host,    most       pick a healthy     rewrite path, strip         pooled   strip hop-by-hop,   on body end:
+//!  request id       specific   target by weight   hop-by-hop, X-Forwarded-*   client   X-Request-Id, Via   metrics + access log
+//! ```
+//!
+//! Any phase may fail with a [`GatewayError`]; [`handle`] renders it once as problem+json.
+//! Bodies stream in both directions and are never buffered.
+
+pub mod body;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use self::body::{OnFinish, RequestBody, RequestStats, ResponseBody};
+use self::headers::X_REQUEST_ID;
+use crate::access_log::Record;
+use crate::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, UpstreamLabels, outcome};
+use crate::problem::GatewayError;
+use crate::router::{RouteResult, strip};
+use crate::runtime::{Runtime, Shared};
+use crate::upstream::InFlight;
+
+/// What the data plane knows about a client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves one request. Never fails: errors become problem responses.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let rt = shared.runtime.load_full();
+    let request_id = headers::request_id(req.headers());
+    let mut log = Logging {
+        start: Instant::now(),
+        request_id: request_id.clone(),
+        client: conn.client,
+        version: req.version(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        route: None,
+        upstream: None,
+        target: None,
+        status: 0,
+        stats: None,
+        in_flight: None,
+        access_log: rt.loaded.config.server.access_log.enabled,
+        shared: shared.clone(),
+    };
+    let mut res = match proxy(&rt, &conn, req, &request_id, &mut log).await {
+        Ok(res) => res,
+        Err(e) => {
+            let id = request_id.to_str().unwrap_or_default();
+            if e.status().is_server_error() {
+                tracing::warn!(request_id = id, error = %e, "request failed");
+            }
+            e.to_response(id).map(ResponseBody::full)
+        }
+    };
+    res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    log.status = res.status().as_u16();
+    let (parts, body) = res.into_parts();
+    Ok(Response::from_parts(parts, body.on_finish(Box::new(log))))
+}
+
+async fn proxy(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
+    log: &mut Logging,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    // request_filter: limits and a well-formed request target.
+    let limits = &rt.loaded.config.server.limits;
+    let size = headers::header_bytes(req.headers());
+    if size as u64 > limits.max_header_bytes.get() {
+        return Err(GatewayError::HeadersTooLarge {
+            size,
+            limit: limits.max_header_bytes.get(),
+        });
+    }
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::BadRequest(
+            "CONNECT tunnels are not supported".into(),
+        ));
+    }
+    let (host, authority) = request_host(&req)?;
+    let max_body = limits.max_body.get();
+    if let Some(len) = req.body().size_hint().exact() {
+        if len > max_body {
+            return Err(GatewayError::BodyTooLarge { limit: max_body });
+        }
+    }
+
+    // route
+    let route = match rt.router.find(
+        host.as_deref(),
+        req.uri().path(),
+        req.method(),
+        req.headers(),
+    ) {
+        RouteResult::Found(r) => r,
+        RouteResult::MethodNotAllowed(allow) => {
+            return Err(GatewayError::MethodNotAllowed {
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
+                allow,
+            });
+        }
+        RouteResult::NotFound => {
+            return Err(GatewayError::NoRoute {
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
+            });
+        }
+    };
+    let upstream = &route.upstream;
+    log.route = Some(route.name.clone());
+    log.upstream = Some(upstream.name.clone());
+
+    // upstream_peer
+    let target = upstream
+        .select()
+        .ok_or_else(|| GatewayError::NoHealthyTarget {
+            upstream: upstream.name.to_string(),
+        })?;
+    log.target = Some(target.url.clone());
+    log.in_flight = Some(target.start_request());
+
+    // upstream_request_filter
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = upstream_uri(
+        &parts.uri,
+        route.strip_prefix.as_deref(),
+        target.scheme.clone(),
+        target.authority.clone(),
+    )?;
+    parts.version = Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::add_forwarded(
+        &mut parts.headers,
+        conn.client.ip(),
+        conn.tls,
+        authority.as_ref().map(Authority::as_str),
+    );
+    if let Some(a) = &authority {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    } else if !parts.headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let stats = Arc::new(RequestStats::default());
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Stream {
+            inner: body,
+            limit: max_body,
+            stats: stats.clone(),
+        }
+    };
+    log.stats = Some(stats.clone());
+
+    // send
+    let timeout = upstream.timeouts.request;
+    let result = tokio::time::timeout(
+        timeout.get(),
+        upstream.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    let count = |outcome: &'static str| {
+        log.shared
+            .metrics
+            .upstream_requests
+            .get_or_create(&UpstreamLabels {
+                upstream: Name(upstream.name.clone()),
+                target: Name(target.url.clone()),
+                outcome,
+            })
+            .inc();
+    };
+    let mut res = match result {
+        Err(_) => {
+            count(outcome::TIMEOUT);
+            upstream.record_outcome(target, true);
+            return Err(GatewayError::UpstreamTimeout {
+                upstream: upstream.name.to_string(),
+                timeout: timeout.to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            if stats.too_large.load(Relaxed) {
+                return Err(GatewayError::BodyTooLarge { limit: max_body });
+            }
+            let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
+            if hyper_err.is_some_and(hyper::Error::is_user) {
+                // The client's body failed (it went away or sent garbage): not the upstream's fault.
+                return Err(GatewayError::BadRequest(
+                    "the request body ended before it was complete".into(),
+                ));
+            }
+            let (label, reason) = if e.is_connect() {
+                (outcome::CONNECT_ERROR, "could not connect to the target")
+            } else {
+                (
+                    outcome::ERROR,
+                    "the connection closed or the response was invalid before a complete response head arrived",
+                )
+            };
+            count(label);
+            upstream.record_outcome(target, true);
+            tracing::debug!(upstream = %upstream.name, target = %target.url, error = %e, "upstream request failed");
+            return Err(GatewayError::UpstreamFailed {
+                upstream: upstream.name.to_string(),
+                reason,
+            });
+        }
+        Ok(Ok(res)) => res,
+    };
+
+    // response_filter
+    let failed = res.status().is_server_error();
+    count(if failed {
+        outcome::HTTP_5XX
+    } else {
+        outcome::SUCCESS
+    });
+    upstream.record_outcome(target, failed);
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(client),
+                        &mut TokioIo::new(upstream),
+                    )
+                    .await;
+                }
+            });
+        }
+    } else {
+        headers::remove_hop_by_hop(res.headers_mut(), false);
+    }
+    headers::add_via(res.headers_mut());
+    Ok(res.map(ResponseBody::upstream))
+}
+
+/// The host the request is addressed to (lower case, no port) and the authority to forward.
+///
+/// RFC 9112 §3.2.2: an absolute-form request target wins over the Host header. HTTP/2 carries
+/// `:authority` in the URI. An HTTP/1.1 request without Host, with several Host fields or with
+/// an invalid one is refused with 400.
+fn request_host(
+    req: &Request<Incoming>,
+) -> Result<(Option<String>, Option<Authority>), GatewayError> {
+    let uri = req.uri();
+    if let Some(authority) = uri.authority() {
+        match uri.scheme_str() {
+            None | Some("http") | Some("https") => {}
+            Some(other) => {
+                return Err(GatewayError::BadRequest(format!(
+                    "request target scheme `{other}` is not supported; use http or https"
+                )));
+            }
+        }
+        if authority.as_str().contains('@') {
+            return Err(GatewayError::BadRequest(
+                "request target must not contain user information".into(),
+            ));
+        }
+        return Ok((
+            Some(authority.host().to_ascii_lowercase()),
+            Some(authority.clone()),
+        ));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let Some(value) = hosts.next() else {
+        if req.version() == Version::HTTP_11 {
+            return Err(GatewayError::BadRequest(
+                "missing Host header (required in HTTP/1.1)".into(),
+            ));
+        }
+        return Ok((None, None));
+    };
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header".into()));
+    }
+    let authority = Authority::try_from(value.as_bytes())
+        .ok()
+        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+        .ok_or_else(|| {
+            GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
+        })?;
+    Ok((Some(authority.host().to_ascii_lowercase()), Some(authority)))
+}
+
+/// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
+fn upstream_uri(
+    uri: &Uri,
+    strip_prefix: Option<&str>,
+    scheme: Scheme,
+    authority: Authority,
+) -> Result<Uri, GatewayError> {
+    let path_and_query = match (strip_prefix, uri.path_and_query()) {
+        (None, Some(pq)) => pq.clone(),
+        (None, None) => PathAndQuery::from_static("/"),
+        (Some(prefix), _) => {
+            let path = strip(uri.path(), prefix);
+            let pq = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::try_from(pq)
+                .map_err(|_| GatewayError::BadRequest("invalid request path".into()))?
+        }
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target".into()))
+}
+
+/// The logging phase: runs when the response body is over.
+struct Logging {
+    start: Instant,
+    request_id: HeaderValue,
+    client: SocketAddr,
+    version: Version,
+    method: Method,
+    path: String,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    status: u16,
+    stats: Option<Arc<RequestStats>>,
+    in_flight: Option<InFlight>,
+    access_log: bool,
+    shared: Arc<Shared>,
+}
+
+impl OnFinish for Logging {
+    fn finish(&mut self, bytes_out: u64, completed: bool) {
+        self.in_flight.take();
+        let elapsed = self.start.elapsed();
+        let route = self
+            .route
+            .clone()
+            .unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
+        let m = &self.shared.metrics;
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                route: Name(route.clone()),
+                method: MethodLabel(self.method.clone()),
+                status: self.status,
+            })
+            .inc();
+        m.http_duration
+            .get_or_create(&RouteLabels { route: Name(route) })
+            .observe(elapsed.as_secs_f64());
+        if !self.access_log {
+            return;
+        }
+        let record = Record {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            client: self.client.ip().to_string(),
+            protocol: match self.version {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
+            method: self.method.as_str(),
+            path: &self.path,
+            route: self.route.as_deref(),
+            status: self.status,
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            upstream: self.upstream.as_deref(),
+            target: self.target.as_deref(),
+            bytes_in: self.stats.as_ref().map_or(0, |s| s.bytes_in.load(Relaxed)),
+            bytes_out,
+            completed,
+        };
+        if !self.shared.access_log.write(&record) {
+            m.access_log_dropped.inc();
+        }
+    }
+}
+
+/// A problem response outside a request's lifecycle (used by the connection layer).
+pub fn problem(e: &GatewayError) -> Response<ResponseBody> {
+    let id = headers::new_request_id();
+    let mut res = e
+        .to_response(id.to_str().unwrap_or_default())
+        .map(ResponseBody::full);
+    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    res
+}

@@ -1,0 +1,176 @@
+//! Hot reload: SIGHUP, a change of the config file, or `POST /admin/reload` load the file
+//! again, validate it as a whole, compile it, and swap it in atomically. A config that fails
+//! is refused, logged with its errors, counted as `bridgehead_config_reloads_total{result="error"}`,
+//! and the running one keeps serving.
+//!
+//! Listener addresses, `server.workers` and `state.url` are fixed at start: a reload that changes
+//! them applies everything else and logs that those keys need a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use notify::Watcher;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::ResultLabels;
+use crate::runtime::{Runtime, Shared};
+
+/// Reloads the config file into the running gateway.
+#[derive(Clone)]
+pub struct Reloader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    path: Option<PathBuf>,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload from")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tls: Arc<ArcSwapOption<TlsAcceptor>>,
+        path: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                tls,
+                path,
+                lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Reloads now; returns the new generation number.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let _guard = self.inner.lock.lock().await;
+        let result = self.try_reload();
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.inner
+            .shared
+            .metrics
+            .config_reloads
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        match &result {
+            Ok(generation) => tracing::info!(generation, "config reloaded"),
+            Err(e) => {
+                tracing::error!(errors = %e, "config reload refused; the running config keeps serving")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<u64, ReloadError> {
+        let path = self.inner.path.as_deref().ok_or(ReloadError::NoFile)?;
+        let loaded =
+            bridgehead_config::load(path).map_err(|d| ReloadError::Invalid(d.to_string()))?;
+        let tls = crate::tls::acceptor(&loaded).map_err(ReloadError::Invalid)?;
+        let shared = &self.inner.shared;
+        let old = shared.runtime.load_full();
+        warn_restart_only(&old.loaded.config, &loaded.config);
+        let runtime = Runtime::build(loaded, Some(&old));
+        let generation = runtime.generation;
+        if tls.is_some() {
+            self.inner.tls.store(tls.map(Arc::new));
+        }
+        shared.runtime.store(Arc::new(runtime));
+        Ok(generation)
+    }
+
+    /// Reloads on every SIGHUP until the process ends.
+    pub fn watch_sighup(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = this.reload().await;
+            }
+        });
+    }
+
+    /// Reloads when the config file changes (editors that write a new file and rename it are
+    /// handled by watching the directory). Bursts of events are coalesced, and a save that did
+    /// not change the file's bytes does not reload.
+    pub fn watch_file(&self) -> notify::Result<Option<notify::RecommendedWatcher>> {
+        let Some(path) = self.inner.path.clone() else {
+            return Ok(None);
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let name = path.file_name().map(|n| n.to_owned());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                    let _ = tx.try_send(());
+                }
+            }
+        })?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut last = std::fs::read(&path).ok();
+            while rx.recv().await.is_some() {
+                // Let the writer finish: wait until events stop for 100ms.
+                while tokio::time::timeout(Duration::from_millis(100), rx.recv())
+                    .await
+                    .is_ok_and(|e| e.is_some())
+                {}
+                let now = std::fs::read(&path).ok();
+                if now.is_some() && now != last {
+                    last = now;
+                    let _ = this.reload().await;
+                }
+            }
+        });
+        Ok(Some(watcher))
+    }
+}
+
+fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::Config) {
+    let fixed = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        ("server.workers", old.server.workers != new.server.workers),
+        (
+            "server.tls",
+            old.server.tls.is_some() != new.server.tls.is_some(),
+        ),
+        ("state.url", old.state.url != new.state.url),
+        (
+            "server.limits.max_connections",
+            old.server.limits.max_connections != new.server.limits.max_connections,
+        ),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            tracing::warn!(
+                key,
+                "changed in the config file; it takes effect only after a restart"
+            );
+        }
+    }
+}

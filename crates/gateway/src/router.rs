@@ -1,0 +1,244 @@
+//! Route matching: host, path (prefix, exact or template), method and headers; the most
+//! specific route wins.
+//!
+//! Routes are sorted once, when a config is compiled, from most to least specific, so matching
+//! is a linear scan that stops at the first hit. Specificity, in order: exact path, then path
+//! template (more literal segments first), then path prefix (longer first), then no path; within
+//! that, an exact host beats a wildcard host beats no host; then more header conditions; then a
+//! method list beats any method. A route whose host, path and headers match but whose methods do
+//! not makes the answer 405 (with `Allow`) instead of 404 when no other route matches.
+
+use std::sync::Arc;
+
+use bridgehead_config::pattern::{PathTemplate, has_segment_prefix};
+use bridgehead_config::{Route as RouteConfig, RouteMatch};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::upstream::Upstream;
+
+/// A compiled route.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: Option<String>,
+    matcher: Matcher,
+}
+
+enum PathMatch {
+    Any,
+    Prefix(String),
+    Template(PathTemplate),
+}
+
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+struct Matcher {
+    path: PathMatch,
+    host: HostMatch,
+    methods: Option<Vec<Method>>,
+    headers: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+/// The outcome of matching a request.
+pub enum RouteResult<'a> {
+    Found(&'a Route),
+    /// Path matched but the method did not; the `Allow` value lists what would have.
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+/// All routes of one config, most specific first.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Compiles routes; `upstream` looks up the compiled upstream by name (validation has
+    /// already checked that it exists).
+    pub fn new(routes: &[RouteConfig], upstream: impl Fn(&str) -> Arc<Upstream>) -> Self {
+        let mut compiled: Vec<(Specificity, usize, Route)> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let matcher = Matcher::compile(&r.matcher);
+                (
+                    matcher.specificity(),
+                    i,
+                    Route {
+                        name: r.name.as_str().into(),
+                        upstream: upstream(&r.upstream),
+                        strip_prefix: r.strip_prefix.clone(),
+                        matcher,
+                    },
+                )
+            })
+            .collect();
+        // Most specific first; ties keep config order.
+        compiled.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        Self {
+            routes: compiled.into_iter().map(|(_, _, r)| r).collect(),
+        }
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    /// Finds the route for a request. `host` is lower-case and without port.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> RouteResult<'_> {
+        let mut allow: Vec<&Method> = Vec::new();
+        for route in &self.routes {
+            let m = &route.matcher;
+            if !(m.host_matches(host) && m.path_matches(path) && m.headers_match(headers)) {
+                continue;
+            }
+            match &m.methods {
+                Some(methods) if !methods.contains(method) => {
+                    for x in methods {
+                        if !allow.contains(&x) {
+                            allow.push(x);
+                        }
+                    }
+                }
+                _ => return RouteResult::Found(route),
+            }
+        }
+        if allow.is_empty() {
+            RouteResult::NotFound
+        } else {
+            RouteResult::MethodNotAllowed(
+                allow
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
+        }
+    }
+}
+
+/// Sort key; larger is more specific.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Specificity {
+    path_kind: u8,
+    path_weight: usize,
+    host_kind: u8,
+    host_len: usize,
+    headers: usize,
+    has_methods: bool,
+}
+
+impl Matcher {
+    fn compile(m: &RouteMatch) -> Self {
+        let path = match (&m.path, &m.path_prefix) {
+            (Some(p), _) => PathTemplate::parse(p)
+                .map(PathMatch::Template)
+                .unwrap_or(PathMatch::Any),
+            (None, Some(prefix)) => PathMatch::Prefix(prefix.clone()),
+            (None, None) => PathMatch::Any,
+        };
+        let host = match &m.host {
+            None => HostMatch::Any,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+                None => HostMatch::Exact(h.to_ascii_lowercase()),
+            },
+        };
+        let methods = m.methods.as_ref().map(|ms| {
+            ms.iter()
+                .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+                .collect()
+        });
+        let headers = m
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
+                let value = if v == "*" {
+                    None
+                } else {
+                    Some(HeaderValue::from_str(v).ok()?)
+                };
+                Some((name, value))
+            })
+            .collect();
+        Self {
+            path,
+            host,
+            methods,
+            headers,
+        }
+    }
+
+    fn specificity(&self) -> Specificity {
+        let (path_kind, path_weight) = match &self.path {
+            PathMatch::Template(t) if t.is_exact() => (3, t.source.len()),
+            PathMatch::Template(t) => (2, t.literal_count()),
+            PathMatch::Prefix(p) => (1, p.len()),
+            PathMatch::Any => (0, 0),
+        };
+        let (host_kind, host_len) = match &self.host {
+            HostMatch::Exact(h) => (2, h.len()),
+            HostMatch::Suffix(s) => (1, s.len()),
+            HostMatch::Any => (0, 0),
+        };
+        Specificity {
+            path_kind,
+            path_weight,
+            host_kind,
+            host_len,
+            headers: self.headers.len(),
+            has_methods: self.methods.is_some(),
+        }
+    }
+
+    fn host_matches(&self, host: Option<&str>) -> bool {
+        match (&self.host, host) {
+            (HostMatch::Any, _) => true,
+            (HostMatch::Exact(h), Some(host)) => h == host,
+            (HostMatch::Suffix(s), Some(host)) => {
+                host.len() > s.len() && host.ends_with(s.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    fn path_matches(&self, path: &str) -> bool {
+        match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Prefix(p) => has_segment_prefix(path, p),
+            PathMatch::Template(t) => t.matches(path),
+        }
+    }
+
+    fn headers_match(&self, headers: &HeaderMap) -> bool {
+        self.headers.iter().all(|(name, want)| match want {
+            None => headers.contains_key(name),
+            Some(v) => headers.get_all(name).iter().any(|h| h == v),
+        })
+    }
+}
+
+/// Applies `strip_prefix` to a path: `/api` on `/api/orders` gives `/orders`, on `/api` gives `/`.
+pub fn strip(path: &str, prefix: &str) -> String {
+    match path.strip_prefix(prefix) {
+        Some("") => "/".to_owned(),
+        Some(rest) if rest.starts_with('/') => rest.to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

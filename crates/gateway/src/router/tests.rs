@@ -1,0 +1,127 @@
+use std::sync::Arc;
+
+use bridgehead_config::{MapResolver, load_str};
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::*;
+use crate::upstream::{Carryover, Upstream};
+
+fn router(routes_yaml: &str) -> Router {
+    let text = format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}"
+    );
+    let loaded = load_str(
+        &text,
+        Path::new("t.yaml"),
+        Path::new("."),
+        &MapResolver::default(),
+    )
+    .unwrap();
+    let up = Arc::new(Upstream::new(
+        "u",
+        &loaded.config.upstreams["u"],
+        &Carryover::default(),
+    ));
+    Router::new(&loaded.config.routes, |_| up.clone())
+}
+
+use std::path::Path;
+
+fn find<'a>(
+    r: &'a Router,
+    host: Option<&str>,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<&'a str, String> {
+    match r.find(host, path, &method, headers) {
+        RouteResult::Found(route) => Ok(&route.name),
+        RouteResult::MethodNotAllowed(allow) => Err(format!("405 {allow}")),
+        RouteResult::NotFound => Err("404".into()),
+    }
+}
+
+const ROUTES: &str = r#"  - { name: prefix-api, match: { path_prefix: /api }, upstream: u }
+  - { name: prefix-orders, match: { path_prefix: /api/orders }, upstream: u }
+  - { name: template, match: { path: "/api/orders/{id}" }, upstream: u }
+  - { name: exact, match: { path: /api/orders/special }, upstream: u }
+  - { name: host-exact, match: { host: admin.example.com, path_prefix: /api }, upstream: u }
+  - { name: host-wild, match: { host: "*.example.com", path_prefix: /api }, upstream: u }
+  - { name: header, match: { path_prefix: /api, headers: { x-tenant: acme } }, upstream: u }
+  - { name: present, match: { path_prefix: /api/beta, headers: { x-beta: "*" } }, upstream: u }
+  - { name: post-only, match: { path: /submit, methods: [POST] }, upstream: u }
+  - { name: get-only, match: { path: /submit, methods: [GET, HEAD] }, upstream: u }
+"#;
+
+#[test]
+fn most_specific_match_wins() {
+    let r = router(ROUTES);
+    let none = HeaderMap::new();
+    let mut tenant = HeaderMap::new();
+    tenant.insert("x-tenant", HeaderValue::from_static("acme"));
+    let mut beta = HeaderMap::new();
+    beta.insert("x-beta", HeaderValue::from_static("1"));
+    let cases: &[(Option<&str>, Method, &str, &HeaderMap, Result<&str, &str>)] = &[
+        (None, Method::GET, "/api/x", &none, Ok("prefix-api")),
+        (None, Method::GET, "/api", &none, Ok("prefix-api")),
+        (None, Method::GET, "/apix", &none, Err("404")),
+        (None, Method::GET, "/api/orders", &none, Ok("prefix-orders")),
+        (None, Method::GET, "/api/orders/7", &none, Ok("template")),
+        (
+            None,
+            Method::GET,
+            "/api/orders/7/items",
+            &none,
+            Ok("prefix-orders"),
+        ),
+        (None, Method::GET, "/api/orders/special", &none, Ok("exact")),
+        (
+            Some("admin.example.com"),
+            Method::GET,
+            "/api/x",
+            &none,
+            Ok("host-exact"),
+        ),
+        (
+            Some("shop.example.com"),
+            Method::GET,
+            "/api/x",
+            &none,
+            Ok("host-wild"),
+        ),
+        (
+            Some("example.com"),
+            Method::GET,
+            "/api/x",
+            &none,
+            Ok("prefix-api"),
+        ),
+        (None, Method::GET, "/api/x", &tenant, Ok("header")),
+        (None, Method::GET, "/api/beta/1", &beta, Ok("present")),
+        (None, Method::POST, "/submit", &none, Ok("post-only")),
+        (None, Method::GET, "/submit", &none, Ok("get-only")),
+        (
+            None,
+            Method::DELETE,
+            "/submit",
+            &none,
+            Err("405 POST, GET, HEAD"),
+        ),
+        (None, Method::GET, "/nothing", &none, Err("404")),
+    ];
+    for (host, method, path, headers, want) in cases {
+        let got = find(&r, *host, method.clone(), path, headers);
+        assert_eq!(
+            got.as_deref().map_err(String::as_str),
+            *want,
+            "{method} {host:?} {path}"
+        );
+    }
+}
+
+#[test]
+fn strip_prefix_keeps_a_leading_slash() {
+    assert_eq!(strip("/api/orders/7", "/api"), "/orders/7");
+    assert_eq!(strip("/api", "/api"), "/");
+    assert_eq!(strip("/other", "/api"), "/other");
+}

@@ -1,0 +1,66 @@
+//! One generation of the running config: the validated config, compiled routes and upstreams.
+//!
+//! The data path loads the current generation once per request (`ArcSwap::load_full`) and uses
+//! it to the end of that request, so a reload swaps everything at once and in-flight requests
+//! finish on the generation they started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bridgehead_config::LoadedConfig;
+
+use crate::access_log::AccessLog;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::upstream::{Carryover, Upstream, health};
+
+/// A compiled config generation.
+pub struct Runtime {
+    pub loaded: Arc<LoadedConfig>,
+    pub router: Router,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// 1 for the config loaded at start, +1 per successful reload.
+    pub generation: u64,
+}
+
+impl Runtime {
+    /// Compiles `loaded`, carrying target health and pooled clients over from `previous`, and
+    /// starts health checkers for the new upstreams. Must run inside a tokio runtime.
+    pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Self {
+        let carry = previous
+            .map(|p| Carryover::from_upstreams(p.upstreams.values()))
+            .unwrap_or_default();
+        let upstreams: BTreeMap<String, Arc<Upstream>> = loaded
+            .config
+            .upstreams
+            .iter()
+            .map(|(name, cfg)| (name.clone(), Arc::new(Upstream::new(name, cfg, &carry))))
+            .collect();
+        for u in upstreams.values() {
+            health::spawn(u);
+        }
+        let router = Router::new(&loaded.config.routes, |name| upstreams[name].clone());
+        Self {
+            loaded: Arc::new(loaded),
+            router,
+            upstreams,
+            generation: previous.map_or(1, |p| p.generation + 1),
+        }
+    }
+
+    /// Upstreams that at least one route sends traffic to.
+    pub fn upstreams_in_use(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams
+            .values()
+            .filter(|u| self.router.routes().any(|r| Arc::ptr_eq(&r.upstream, u)))
+    }
+}
+
+/// State shared by the data plane, the admin plane and the reloader.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub store: Option<bridgehead_state::Store>,
+}

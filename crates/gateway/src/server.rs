@@ -1,0 +1,226 @@
+//! The data-plane listener: accepts connections (bounded by `server.limits.max_connections`),
+//! terminates TLS, serves HTTP/1.1 and HTTP/2 with hyper, and drains on shutdown.
+//!
+//! Connection-level limits (header read timeout, idle timeout, header buffer size) are read
+//! from the config generation current when the connection is accepted.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::{self, ConnInfo};
+use crate::runtime::Shared;
+
+/// Runs the accept loop until `shutdown` flips to true; returns the handle that drains the
+/// open connections (the caller bounds it by `server.shutdown_grace`).
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls_swap: Arc<ArcSwapOption<TlsAcceptor>>,
+    mut shutdown: watch::Receiver<bool>,
+) -> GracefulShutdown {
+    let graceful = GracefulShutdown::new();
+    let max_conns = shared
+        .runtime
+        .load()
+        .loaded
+        .config
+        .server
+        .limits
+        .max_connections;
+    let permits = Arc::new(Semaphore::new(max_conns));
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let rt = shared.runtime.load();
+        let limits = rt.loaded.config.server.limits.clone();
+        drop(rt);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let header_buf = (limits.max_header_bytes.get() as usize)
+            .saturating_mul(2)
+            .max(16 * 1024);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout.get())
+            .max_buf_size(header_buf)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(header_buf).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256)
+            .keep_alive_interval(None);
+        let tls = tls_swap.load_full();
+        let info = Arc::new(ConnInfo {
+            client,
+            tls: tls.is_some(),
+        });
+        let shared = shared.clone();
+        let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
+        let idle = limits.idle_timeout.get();
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(IdleIo::new(stream, idle)),
+                        service,
+                    )
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let handshake_timeout = limits.header_timeout.get();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(IdleIo::new(stream, idle)),
+                            service,
+                        )
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    graceful
+}
+
+/// An IO wrapper that fails reads with `TimedOut` once no bytes have moved in either
+/// direction for `idle`. Progress only records a timestamp; the timer is re-armed lazily when
+/// it fires, so the hot path does not touch the timer wheel.
+pub struct IdleIo<T> {
+    inner: T,
+    idle: Duration,
+    last: Instant,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> IdleIo<T> {
+    pub fn new(inner: T, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            last: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn progressed(&mut self, n: usize) {
+        if n > 0 {
+            self.last = Instant::now();
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let n = buf.filled().len() - before;
+                this.progressed(n);
+                Poll::Ready(r)
+            }
+            Poll::Pending => loop {
+                match this.deadline.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => {
+                        let due = this.last + this.idle;
+                        if due <= Instant::now() {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "idle timeout",
+                            )));
+                        }
+                        this.deadline.as_mut().reset(due);
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.progressed(n);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.progressed(n);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

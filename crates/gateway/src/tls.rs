@@ -1,0 +1,47 @@
+//! TLS for the data-plane listener: rustls with the aws-lc-rs provider, ALPN `h2` and `http/1.1`.
+
+use std::sync::Arc;
+
+use bridgehead_config::LoadedConfig;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+/// Builds the acceptor for `server.tls`, or `None` when TLS is off. Errors name the key.
+pub fn acceptor(loaded: &LoadedConfig) -> Result<Option<TlsAcceptor>, String> {
+    let Some(tls) = &loaded.config.server.tls else {
+        return Ok(None);
+    };
+    let cert_path = loaded.resolve_path(&tls.cert);
+    let key_path = loaded.resolve_path(&tls.key);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            format!(
+                "server.tls.cert: cannot read certificates from {}: {e}",
+                cert_path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls.cert: {} holds no PEM certificate",
+            cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+        format!(
+            "server.tls.key: cannot read a private key from {}: {e}",
+            key_path.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("server.tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls: certificate and key do not form a usable pair: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}

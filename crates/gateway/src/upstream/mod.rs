@@ -1,0 +1,298 @@
+//! Upstreams: their targets, target selection, passive ejection, and the pooled client.
+//!
+//! Target health lives in [`TargetState`], shared by every config generation that names the
+//! same upstream and URL, so a reload neither forgets that a target is down nor drops pooled
+//! connections (the client is reused too when its settings did not change).
+//!
+//! Selection is lock-free. Weighted round robin walks a precomputed "wheel" (the smooth
+//! weighted round-robin sequence, as in nginx) with one atomic counter, so a 99/1 split sends
+//! exactly one request in a hundred to the canary. Least-requests draws two targets from the
+//! wheel at random (so by weight) and takes the one with fewer requests in flight per unit of
+//! weight. Unavailable targets (failed active checks, or passively ejected) are skipped.
+
+pub mod health;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bridgehead_config::{
+    HealthCheck, LoadBalancing, PassiveHealth, Upstream as UpstreamConfig, UpstreamTimeouts,
+};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::proxy::body::RequestBody;
+
+/// The pooled HTTP client toward one upstream's targets.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Milliseconds on the tokio clock (so tests can pause time) since the first call.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    tokio::time::Instant::now()
+        .saturating_duration_since(start)
+        .as_millis() as u64
+}
+
+/// Health of one target, kept across config reloads.
+#[derive(Debug)]
+pub struct TargetState {
+    /// Result of active health checks; true until a check says otherwise.
+    healthy: AtomicBool,
+    check_passes: AtomicU32,
+    check_failures: AtomicU32,
+    /// Passive ejection: out of rotation until this `clock_ms` instant.
+    ejected_until: AtomicU64,
+    consecutive_failures: AtomicU32,
+    in_flight: AtomicUsize,
+}
+
+impl Default for TargetState {
+    fn default() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+            check_passes: AtomicU32::new(0),
+            check_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One target of an upstream.
+#[derive(Debug)]
+pub struct Target {
+    /// The URL as configured; the `target` metric label.
+    pub url: Arc<str>,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub weight: u32,
+    pub state: Arc<TargetState>,
+}
+
+impl Target {
+    /// Whether the target may take traffic now.
+    pub fn available(&self, now_ms: u64) -> bool {
+        self.state.healthy.load(Relaxed) && self.state.ejected_until.load(Relaxed) <= now_ms
+    }
+
+    pub fn healthy_by_checks(&self) -> bool {
+        self.state.healthy.load(Relaxed)
+    }
+
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.state.ejected_until.load(Relaxed) > now_ms
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn start_request(&self) -> InFlight {
+        self.state.in_flight.fetch_add(1, Relaxed);
+        InFlight(self.state.clone())
+    }
+}
+
+/// Decrements a target's in-flight count when dropped.
+pub struct InFlight(Arc<TargetState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A compiled upstream.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub targets: Vec<Target>,
+    /// Indices into `targets`, in smooth weighted round-robin order.
+    wheel: Vec<u32>,
+    next: AtomicUsize,
+    balancing: LoadBalancing,
+    pub client: UpstreamClient,
+    pub timeouts: UpstreamTimeouts,
+    pub passive: PassiveHealth,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// What a previous config generation had, for reuse by the next one.
+#[derive(Default)]
+pub struct Carryover {
+    states: HashMap<(String, String), Arc<TargetState>>,
+    clients: HashMap<String, (String, UpstreamClient)>,
+}
+
+impl Carryover {
+    pub fn from_upstreams<'a>(upstreams: impl Iterator<Item = &'a Arc<Upstream>>) -> Self {
+        let mut c = Carryover::default();
+        for u in upstreams {
+            for t in &u.targets {
+                c.states
+                    .insert((u.name.to_string(), t.url.to_string()), t.state.clone());
+            }
+            c.clients.insert(
+                u.name.to_string(),
+                (client_key(&u.timeouts), u.client.clone()),
+            );
+        }
+        c
+    }
+}
+
+fn client_key(t: &UpstreamTimeouts) -> String {
+    format!("{:?}/{:?}", t.connect, t.pool_idle)
+}
+
+fn new_client(t: &UpstreamTimeouts) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(t.connect.get()));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(t.pool_idle.get())
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+impl Upstream {
+    /// Compiles an upstream, reusing target state and the client from `carry` where possible.
+    pub fn new(name: &str, cfg: &UpstreamConfig, carry: &Carryover) -> Self {
+        let targets: Vec<Target> = cfg
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let uri = bridgehead_config::check_target_url(&t.url).ok()?;
+                let parts = uri.into_parts();
+                Some(Target {
+                    url: t.url.as_str().into(),
+                    scheme: parts.scheme?,
+                    authority: parts.authority?,
+                    weight: t.weight,
+                    state: carry
+                        .states
+                        .get(&(name.to_owned(), t.url.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let key = client_key(&cfg.timeouts);
+        let client = match carry.clients.get(name) {
+            Some((k, c)) if *k == key => c.clone(),
+            _ => new_client(&cfg.timeouts),
+        };
+        let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        Self {
+            name: name.into(),
+            wheel: wheel(&weights),
+            targets,
+            next: AtomicUsize::new(0),
+            balancing: cfg.load_balancing,
+            client,
+            timeouts: cfg.timeouts.clone(),
+            passive: cfg.passive_health.clone(),
+            health_check: cfg.health_check.clone(),
+        }
+    }
+
+    /// Picks a target for the next request, or `None` when none is available.
+    pub fn select(&self) -> Option<&Target> {
+        if self.wheel.is_empty() {
+            return None;
+        }
+        let now = clock_ms();
+        let len = self.wheel.len();
+        let start = match self.balancing {
+            LoadBalancing::RoundRobin => self.next.fetch_add(1, Relaxed),
+            LoadBalancing::LeastRequests => {
+                let a = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
+                let b = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
+                let load =
+                    |t: &Target| (t.in_flight() as u64 * 10_000) / u64::from(t.weight.max(1));
+                match (a.available(now), b.available(now)) {
+                    (true, true) => return Some(if load(b) < load(a) { b } else { a }),
+                    (true, false) => return Some(a),
+                    (false, true) => return Some(b),
+                    (false, false) => fastrand::usize(..len),
+                }
+            }
+        };
+        (0..len)
+            .map(|i| &self.targets[self.wheel[(start + i) % len] as usize])
+            .find(|t| t.available(now))
+    }
+
+    /// Whether at least one target may take traffic now.
+    pub fn any_available(&self) -> bool {
+        let now = clock_ms();
+        self.targets
+            .iter()
+            .any(|t| t.weight > 0 && t.available(now))
+    }
+
+    /// Records the outcome of a proxied request for passive ejection. `failed` means a connect
+    /// error, a timeout or a 5xx answer.
+    pub fn record_outcome(&self, target: &Target, failed: bool) {
+        let s = &target.state;
+        if !failed {
+            if s.consecutive_failures.load(Relaxed) != 0 {
+                s.consecutive_failures.store(0, Relaxed);
+            }
+            return;
+        }
+        let threshold = self.passive.consecutive_failures;
+        if threshold == 0 {
+            return;
+        }
+        let n = s.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if n >= threshold {
+            s.consecutive_failures.store(0, Relaxed);
+            let until = clock_ms() + self.passive.eject_for.get().as_millis() as u64;
+            s.ejected_until.store(until, Relaxed);
+            tracing::warn!(
+                upstream = %self.name, target = %target.url, failures = n,
+                eject_for = %self.passive.eject_for, "target ejected after consecutive failures"
+            );
+        }
+    }
+}
+
+/// The smooth weighted round-robin sequence over `weights` (reduced by their gcd).
+fn wheel(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
+    if g == 0 {
+        return Vec::new();
+    }
+    let w: Vec<i64> = weights.iter().map(|x| i64::from(x / g)).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,276 @@
+//! Test support (feature `testing`): [`TestPostgres`], a throwaway PostgreSQL server per test.
+//!
+//! Each server is a fresh cluster (`initdb`) in its own temporary directory under `/tmp`, with
+//! trust authentication, listening on `127.0.0.1` at a free port and on a unix socket in that same
+//! directory, tuned for speed over durability (`fsync=off`). Dropping the [`TestPostgres`] stops
+//! the server (`pg_ctl stop -m immediate`) and deletes the directory. A test process killed before
+//! its drops run leaves the server running; `pg_ctl -D /tmp/bridgehead-pg-*/data stop` ends it.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Set to `1` to skip the PostgreSQL tests on a machine without PostgreSQL.
+pub const SKIP_ENV: &str = "BRIDGEHEAD_SKIP_POSTGRES";
+
+/// Set to a directory holding `initdb` and `pg_ctl` to use PostgreSQL from somewhere other than
+/// Debian's `/usr/lib/postgresql/*/bin`.
+pub const BIN_ENV: &str = "BRIDGEHEAD_PG_BIN";
+
+/// The superuser `initdb` creates; the URL connects as this role.
+const SUPERUSER: &str = "bridgehead";
+
+/// The OS user the server runs as when the tests run as root (PostgreSQL refuses root).
+const OS_USER: &str = "postgres";
+
+/// How often a start is tried on a new port when another process took the one picked.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// A running throwaway PostgreSQL server; see the module docs.
+pub struct TestPostgres {
+    /// The temporary directory: `data/` (the cluster), `server.log` and the unix socket.
+    dir: tempfile::TempDir,
+    pg_ctl: PathBuf,
+    port: u16,
+    /// `Some("postgres")` when we are root and run PostgreSQL's tools through `runuser`.
+    run_as: Option<&'static str>,
+}
+
+impl TestPostgres {
+    /// Starts a throwaway PostgreSQL from the Debian package (the highest version under
+    /// `/usr/lib/postgresql/*/bin`, or the directory in `BRIDGEHEAD_PG_BIN`) and returns once it
+    /// accepts connections (`pg_ctl start -w` polls for that).
+    ///
+    /// Returns `Ok(None)` only when `BRIDGEHEAD_SKIP_POSTGRES=1`; when PostgreSQL is missing
+    /// otherwise, an `Err` says to install it or set that variable, so tests never skip silently.
+    ///
+    /// The port is picked by binding `127.0.0.1:0` and releasing it; another process can take it
+    /// before PostgreSQL binds it, in which case the start is retried on a new port.
+    ///
+    /// When the effective user is root, `initdb` and `pg_ctl` run as the `postgres` user through
+    /// `runuser`, and the temporary directory (mode 0700) is handed to that user.
+    ///
+    /// This blocks for the second or two that `initdb` takes.
+    pub fn start() -> Result<Option<TestPostgres>, String> {
+        if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+            return Ok(None);
+        }
+        let bin = find_bin_dir()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let run_as = (unsafe { libc::geteuid() } == 0).then_some(OS_USER);
+
+        let dir = tempfile::Builder::new()
+            .prefix("bridgehead-pg-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot create a temporary directory in /tmp: {e}"))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot chmod {}: {e}", dir.path().display()))?;
+        if let Some(user) = run_as {
+            let (uid, gid) = (user_id(user, "-u")?, user_id(user, "-g")?);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| format!("cannot hand {} to user {user}: {e}", dir.path().display()))?;
+        }
+
+        let mut server = TestPostgres {
+            pg_ctl: bin.join("pg_ctl"),
+            port: 0,
+            run_as,
+            dir,
+        };
+        let data = server.data_dir();
+        server.run(
+            &bin.join("initdb"),
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                "--auth=trust".as_ref(),
+                "--no-locale".as_ref(),
+                "--encoding=UTF8".as_ref(),
+                "--no-sync".as_ref(),
+                "--no-instructions".as_ref(),
+            ],
+        )?;
+
+        let log = server.dir.path().join("server.log");
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port()?;
+            let options = format!(
+                "-p {port} -h 127.0.0.1 -k {socket_dir} -c fsync=off -c synchronous_commit=off \
+                 -c full_page_writes=off -c shared_buffers=16MB",
+                port = server.port,
+                socket_dir = server.dir.path().display(),
+            );
+            let started = server.run(
+                &server.pg_ctl,
+                &[
+                    "start".as_ref(),
+                    "-D".as_ref(),
+                    data.as_os_str(),
+                    "-l".as_ref(),
+                    log.as_os_str(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "-o".as_ref(),
+                    options.as_ref(),
+                ],
+            );
+            match started {
+                Ok(()) => return Ok(Some(server)),
+                Err(e)
+                    if attempt < PORT_ATTEMPTS
+                        && (e.contains("Address already in use")
+                            || e.contains("could not create any TCP/IP sockets")) => {}
+                // Dropping `server` stops whatever may have started and removes the directory.
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// `postgres://bridgehead@127.0.0.1:PORT/postgres` (trust authentication, no password).
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The TCP port the server listens on at 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs one of PostgreSQL's tools (as `postgres` when we are root) in the temporary directory,
+    /// which that user can enter. On failure, the error has the command's output and the tail of
+    /// the server log.
+    fn run(&self, program: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+        let mut cmd = match self.run_as {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        let output = cmd
+            .output()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut message = format!(
+            "{cmd:?} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        if let Ok(log) = std::fs::read_to_string(self.dir.path().join("server.log")) {
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let _ = writeln!(message, "server.log ends:");
+            for line in tail.iter().rev() {
+                let _ = writeln!(message, "  {line}");
+            }
+        }
+        Err(message)
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        if !self.data_dir().join("postmaster.pid").exists() {
+            return; // never started
+        }
+        let data = self.data_dir();
+        let stop = [
+            "stop".as_ref(),
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-m".as_ref(),
+            "immediate".as_ref(),
+            "-w".as_ref(),
+        ];
+        if let Err(e) = self.run(&self.pg_ctl, &stop) {
+            eprintln!(
+                "TestPostgres: could not stop the server in {}: {e}",
+                data.display()
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for TestPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPostgres")
+            .field("url", &self.url())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// The directory with `initdb` and `pg_ctl`: `$BRIDGEHEAD_PG_BIN`, else the highest version under
+/// `/usr/lib/postgresql`.
+fn find_bin_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        let dir = PathBuf::from(dir);
+        return if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "{BIN_ENV}={} has no initdb and pg_ctl",
+                dir.display()
+            ))
+        };
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .max();
+    newest.map(|(_, bin)| bin).ok_or_else(|| {
+        format!(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb), and these tests \
+             need it: install the `postgresql` package (apt-get install postgresql), point \
+             {BIN_ENV} at a directory with initdb and pg_ctl, or set {SKIP_ENV}=1 to skip them"
+        )
+    })
+}
+
+/// `id -u USER` or `id -g USER`.
+fn user_id(user: &str, flag: &str) -> Result<u32, String> {
+    let output = Command::new("id")
+        .args([flag, user])
+        .output()
+        .map_err(|e| format!("cannot run `id {flag} {user}`: {e}"))?;
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| {
+            format!(
+                "running as root, and PostgreSQL refuses to run as root, but there is no `{user}` \
+                 user to run it as (`id {flag} {user}`: {}); install the `postgresql` package, \
+                 which creates it",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
+}
