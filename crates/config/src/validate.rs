@@ -29,14 +29,14 @@ fn push(p: &mut Vec<Problem>, path: impl Into<String>, msg: impl Into<String>) {
 
 fn server(c: &Config, p: &mut Vec<Problem>) {
     let s = &c.server;
-    if let Some(w) = s.workers {
-        if !(1..=1024).contains(&w) {
-            push(
-                p,
-                "server.workers",
-                format!("must be between 1 and 1024, got {w}"),
-            );
-        }
+    if let Some(w) = s.workers
+        && !(1..=1024).contains(&w)
+    {
+        push(
+            p,
+            "server.workers",
+            format!("must be between 1 and 1024, got {w}"),
+        );
     }
     let l = &s.limits;
     if l.max_body.get() == 0 {
@@ -75,10 +75,10 @@ fn admin(c: &Config, p: &mut Vec<Problem>) {
             ),
         );
     }
-    if let Some(t) = &a.token {
-        if t.expose().len() < 16 {
-            push(p, "admin.token", "must be at least 16 characters long");
-        }
+    if let Some(t) = &a.token
+        && t.expose().len() < 16
+    {
+        push(p, "admin.token", "must be at least 16 characters long");
     }
     if a.listen.port() != 0 && a.listen == c.server.listen {
         push(
@@ -276,10 +276,10 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
     if m.path_prefix.is_some() && m.path.is_some() {
         push(p, &mp, "path_prefix and path cannot both be set");
     }
-    if let Some(prefix) = &m.path_prefix {
-        if let Err(e) = check_path(prefix) {
-            push(p, join_key(&mp, "path_prefix"), e);
-        }
+    if let Some(prefix) = &m.path_prefix
+        && let Err(e) = check_path(prefix)
+    {
+        push(p, join_key(&mp, "path_prefix"), e);
     }
     let template = m.path.as_ref().map(|path| PathTemplate::parse(path));
     if let Some(Err(e)) = &template {
@@ -334,16 +334,16 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
             push(p, &sp, format!("`{strip}` must not end with `/`"));
         } else {
             let routed = m.path_prefix.as_deref().or(m.path.as_deref());
-            if let Some(routed) = routed {
-                if !has_segment_prefix(routed, strip) {
-                    push(
-                        p,
-                        &sp,
-                        format!(
-                            "`{strip}` is not a prefix of the matched path `{routed}`, so it would never apply"
-                        ),
-                    );
-                }
+            if let Some(routed) = routed
+                && !has_segment_prefix(routed, strip)
+            {
+                push(
+                    p,
+                    &sp,
+                    format!(
+                        "`{strip}` is not a prefix of the matched path `{routed}`, so it would never apply"
+                    ),
+                );
             }
         }
     }

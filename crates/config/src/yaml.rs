@@ -290,15 +290,15 @@ fn plain_scalar(s: &str) -> Value {
             return Value::Number(u.into());
         }
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(u) = u64::from_str_radix(hex, 16) {
-            return Value::Number(u.into());
-        }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(u) = u64::from_str_radix(hex, 16)
+    {
+        return Value::Number(u.into());
     }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(u) = u64::from_str_radix(oct, 8) {
-            return Value::Number(u.into());
-        }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(u) = u64::from_str_radix(oct, 8)
+    {
+        return Value::Number(u.into());
     }
     let looks_float = s
         .bytes()
@@ -307,10 +307,8 @@ fn plain_scalar(s: &str) -> Value {
         && s.bytes()
             .all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
         && s.bytes().any(|b| b.is_ascii_digit());
-    if looks_float {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_float && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
     }
     Value::String(s.to_owned())
 }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use crate::metrics::{Name, TargetLabels};
 use crate::problem::{ProblemKind, problem_response};
-use crate::proxy::headers::new_request_id;
+use crate::proxy::headers::{X_REQUEST_ID, new_request_id};
 use crate::reload::Reloader;
 use crate::runtime::Shared;
 use crate::upstream::clock_ms;
@@ -55,16 +55,17 @@ fn problem(
     detail: &str,
 ) -> Response {
     let id = new_request_id();
-    let (parts, body) = problem_response(
+    let (mut parts, body) = problem_response(
         &ProblemKind {
             status,
             type_uri,
             title,
         },
-        &detail,
+        detail,
         id.to_str().unwrap_or_default(),
     )
     .into_parts();
+    parts.headers.insert(X_REQUEST_ID.clone(), id);
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 

@@ -211,13 +211,12 @@ impl App {
             .get();
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
-        if let Ok(graceful) = data_task.await {
-            if tokio::time::timeout(grace, graceful.shutdown())
+        if let Ok(graceful) = data_task.await
+            && tokio::time::timeout(grace, graceful.shutdown())
                 .await
                 .is_err()
-            {
-                tracing::warn!("shutdown grace period over; closing remaining connections");
-            }
+        {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         if let Some(h) = heartbeat {

@@ -132,6 +132,12 @@ impl Default for Metrics {
             "Config reload attempts, by result (success, error)",
             config_reloads.clone(),
         );
+        // Both results exist from the start so that rate() and alerts work before the first reload.
+        for result in ["success", "error"] {
+            config_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",

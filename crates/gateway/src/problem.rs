@@ -119,10 +119,10 @@ impl GatewayError {
     pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
         let k = self.kind();
         let mut res = problem_response(&k, &self.to_string(), request_id);
-        if let GatewayError::MethodNotAllowed { allow, .. } = self {
-            if let Ok(v) = HeaderValue::from_str(allow) {
-                res.headers_mut().insert(header::ALLOW, v);
-            }
+        if let GatewayError::MethodNotAllowed { allow, .. } = self
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            res.headers_mut().insert(header::ALLOW, v);
         }
         res
     }

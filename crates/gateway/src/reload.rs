@@ -123,10 +123,10 @@ impl Reloader {
         let name = path.file_name().map(|n| n.to_owned());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
-                if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                    let _ = tx.try_send(());
-                }
+            if let Ok(ev) = ev
+                && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
+            {
+                let _ = tx.try_send(());
             }
         })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;

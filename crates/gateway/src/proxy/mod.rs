@@ -105,10 +105,10 @@ async fn proxy(
     }
     let (host, authority) = request_host(&req)?;
     let max_body = limits.max_body.get();
-    if let Some(len) = req.body().size_hint().exact() {
-        if len > max_body {
-            return Err(GatewayError::BodyTooLarge { limit: max_body });
-        }
+    if let Some(len) = req.body().size_hint().exact()
+        && len > max_body
+    {
+        return Err(GatewayError::BodyTooLarge { limit: max_body });
     }
 
     // route
@@ -168,10 +168,10 @@ async fn proxy(
         if let Ok(v) = HeaderValue::from_str(a.as_str()) {
             parts.headers.insert(header::HOST, v);
         }
-    } else if !parts.headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    } else if !parts.headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
     }
     parts
         .headers

@@ -61,7 +61,14 @@ fn most_specific_match_wins() {
     tenant.insert("x-tenant", HeaderValue::from_static("acme"));
     let mut beta = HeaderMap::new();
     beta.insert("x-beta", HeaderValue::from_static("1"));
-    let cases: &[(Option<&str>, Method, &str, &HeaderMap, Result<&str, &str>)] = &[
+    type Case<'a> = (
+        Option<&'a str>,
+        Method,
+        &'a str,
+        &'a HeaderMap,
+        Result<&'a str, &'a str>,
+    );
+    let cases: &[Case] = &[
         (None, Method::GET, "/api/x", &none, Ok("prefix-api")),
         (None, Method::GET, "/api", &none, Ok("prefix-api")),
         (None, Method::GET, "/apix", &none, Err("404")),

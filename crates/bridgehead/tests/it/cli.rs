@@ -1,0 +1,261 @@
+//! End-to-end: the built `bridgehead` binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bridgehead_mock::{MockOptions, MockServer};
+use http::Request;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bridgehead");
+
+fn bridgehead(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn config_check_reports_file_line_col_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "admin:\n  listen: 0.0.0.0:9901\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: nope\n").unwrap();
+    let (code, out, _) = bridgehead(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let name = bad.display().to_string();
+    assert!(
+        lines[0].starts_with(&format!(
+            "{name}:2:3: admin.listen: 0.0.0.0:9901 is not a loopback address"
+        )),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{name}:6:5: routes[0].upstream: unknown upstream `nope`"
+        )),
+        "{out}"
+    );
+    let (code, out, _) =
+        bridgehead(&["config", "check", "--output", "json", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2);
+    // Missing env reference names the key, never a value.
+    std::fs::write(
+        &bad,
+        "admin:\n  token: ${env:BRIDGEHEAD_TEST_SURELY_UNSET}\n",
+    )
+    .unwrap();
+    let (code, out, _) = bridgehead(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            ":2:10: admin.token: environment variable BRIDGEHEAD_TEST_SURELY_UNSET is not set"
+        ),
+        "{out}"
+    );
+    // TLS files are checked too.
+    std::fs::write(
+        &bad,
+        "server:\n  tls: { cert: missing.pem, key: missing.key }\n",
+    )
+    .unwrap();
+    let (code, out, _) = bridgehead(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("server.tls.cert: cannot read certificates"),
+        "{out}"
+    );
+    let (code, _, err) = bridgehead(&["config", "check"]);
+    assert_eq!(code, 2, "usage error: {err}");
+}
+
+#[test]
+fn examples_and_starter_pass_config_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (code, out, err) = bridgehead(&["config", "check", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bridgehead.yaml");
+    let (code, _, _) = bridgehead(&["init", file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let (code, out, _) = bridgehead(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = bridgehead(&["init", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"));
+}
+
+#[test]
+fn schema_and_docs_come_from_the_types() {
+    let (code, out, _) = bridgehead(&["config", "schema"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(schema["properties"]["routes"].is_object());
+    let (code, out, _) = bridgehead(&["config", "docs"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        std::fs::read_to_string(repo().join("docs/config.md")).unwrap()
+    );
+    let (code, out, _) = bridgehead(&["--help"]);
+    assert_eq!(code, 0);
+    for cmd in ["serve", "demo", "init", "config", "mock"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+}
+
+/// Reads stderr JSON log lines until one has `message == msg`; returns it.
+fn wait_log(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    msg: &str,
+) -> serde_json::Value {
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["fields"]["message"] == msg
+        {
+            return v;
+        }
+    }
+    panic!("process ended before logging {msg:?}");
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bridgehead.yaml");
+    let base = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nstate:\n  url: sqlite://{}/state.db\n{}",
+        dir.path().display(),
+        simple_config(&m.url()).replace("path_prefix: / }", "path_prefix: /main }")
+    );
+    std::fs::write(&cfg, &base).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--no-watch", "-c", cfg.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = wait_log(&mut lines, "listening");
+    let addr: std::net::SocketAddr = listening["fields"]["data"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let req = Request::get(url("/main/a?token=query-secret-1"))
+        .header("authorization", "Bearer header-secret-2")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&client(), req).await.status, 200);
+    assert_eq!(get(&url("/new")).await.status, 404);
+
+    std::fs::write(
+        &cfg,
+        format!("{base}  - {{ name: new, match: {{ path_prefix: /new }}, upstream: u }}\n"),
+    )
+    .unwrap();
+    signal(&child.0, 1);
+    wait_log(&mut lines, "config reloaded");
+    assert_eq!(get(&url("/new")).await.status, 200);
+
+    // SIGTERM with a request in flight: it completes, then the process exits 0.
+    let slow_url = url("/main/slow");
+    let slow = tokio::spawn(async move {
+        send(
+            &client(),
+            Request::get(slow_url)
+                .header("x-mock-latency", "500ms")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+    });
+    eventually(5, "slow request reached the upstream", async || {
+        m.request_count() == 3
+    })
+    .await;
+    signal(&child.0, 15);
+    assert_eq!(slow.await.unwrap().status, 200);
+    let mut status = None;
+    for _ in 0..500 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(status.expect("exits after SIGTERM").success());
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let access: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(access.len(), 4, "{stdout}");
+    assert!(
+        !stdout.contains("query-secret-1") && !stdout.contains("header-secret-2"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn mock_command_serves_and_reports_its_address() {
+    let child = Command::new(BIN)
+        .args(["mock", "--port", "0", "--fixed", "/health=200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("mock listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    let (code, _, err) = bridgehead(&["mock", "--fail-rate", "1.5"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -1,0 +1,11 @@
+//! The integration tests: the real gateway on 127.0.0.1:0 against the mock upstream and other
+//! local peers (raw TCP servers, PostgreSQL), plus end-to-end tests of the built binary.
+//!
+//! Tests that need PostgreSQL skip only when BRIDGEHEAD_SKIP_POSTGRES=1.
+
+mod admin;
+mod cli;
+mod proxy;
+mod reload;
+mod support;
+mod tls;

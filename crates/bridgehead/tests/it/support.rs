@@ -1,0 +1,282 @@
+//! Test support: start the real gateway on 127.0.0.1:0 against a mock upstream, and clients
+//! that speak HTTP/1.1, h2c and raw bytes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bridgehead_gateway::access_log::Sink;
+use bridgehead_gateway::reload::Reloader;
+use bridgehead_gateway::{App, AppOptions, Listeners};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+
+/// A running gateway.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub reloader: Reloader,
+    pub config_path: PathBuf,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway with `yaml` (a state.url into a temp dir is added when absent).
+    pub async fn start(yaml: &str) -> Gateway {
+        Self::start_with(yaml, false).await
+    }
+
+    pub async fn start_with(yaml: &str, watch_config: bool) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = yaml.to_owned();
+        if !text.contains("\nstate:") && !text.starts_with("state:") {
+            text.push_str(&format!(
+                "\nstate:\n  url: sqlite://{}/state.db\n",
+                dir.path().display()
+            ));
+        }
+        let config_path = dir.path().join("bridgehead.yaml");
+        std::fs::write(&config_path, &text).unwrap();
+        let loaded = bridgehead_config::load(&config_path)
+            .unwrap_or_else(|d| panic!("test config invalid:\n{d}\n{text}"));
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let opts = AppOptions {
+            config_path: Some(config_path.clone()),
+            access_log: Sink::Memory(logs.clone()),
+            watch_config,
+            sighup: false,
+        };
+        let app = App::build(loaded, Listeners::ephemeral().unwrap(), opts)
+            .await
+            .unwrap();
+        let (addr, admin, reloader) = (app.data_addr(), app.admin_addr(), app.reloader());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Gateway {
+            addr,
+            admin,
+            logs,
+            reloader,
+            config_path,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Signals shutdown and waits until the app has drained.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        self.finished().await;
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn finished(&mut self) {
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("gateway stops")
+                .unwrap();
+        }
+    }
+
+    /// Access log lines written so far, parsed.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A config with one upstream `u` at `upstream` and one catch-all route `all`.
+pub fn simple_config(upstream: &str) -> String {
+    format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"{upstream}\" }}]\n    timeouts: {{ connect: 1s, request: 2s }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n"
+    )
+}
+
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+pub fn h2c_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+pub fn empty() -> TestBody {
+    Empty::new().boxed()
+}
+
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).boxed()
+}
+
+/// A response with its body collected.
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+
+    /// Asserts an RFC 9457 problem with `status`, and a detail containing `detail`.
+    pub fn assert_problem(&self, status: u16, detail: &str) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let p = self.json();
+        assert_eq!(p["status"], status);
+        for key in ["type", "title", "detail", "request_id"] {
+            assert!(p[key].is_string(), "problem lacks {key}: {p}");
+        }
+        assert!(
+            p["detail"].as_str().unwrap().contains(detail),
+            "detail {:?} lacks {detail:?}",
+            p["detail"]
+        );
+        assert_eq!(p["request_id"], self.header("x-request-id"));
+        p
+    }
+}
+
+pub async fn send(c: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -> Got {
+    let res: Response<hyper::body::Incoming> = c.request(req).await.expect("request");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Got {
+    send(&client(), Request::get(url).body(empty()).unwrap()).await
+}
+
+/// Sends raw bytes and reads until the server closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `f` every 20 ms until it returns true, failing after `secs`.
+pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request body of `len` zero bytes in 64 KiB chunks, never held in memory at once.
+pub struct ZeroBody {
+    pub remaining: u64,
+}
+
+static ZEROS: [u8; 65536] = [0; 65536];
+
+impl Body for ZeroBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(ZEROS.len() as u64);
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            &ZEROS[..n as usize],
+        )))))
+    }
+}
+
+/// Resident memory of this process in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Peak resident memory of this process in KiB.
+pub fn hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
