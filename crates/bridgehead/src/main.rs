@@ -80,9 +80,7 @@ fn main() -> ExitCode {
         Command::Serve { config, no_watch } => commands::serve::run(&config, !no_watch),
         Command::Demo(args) => commands::demo::run(args),
         Command::Init { file, force } => commands::init(&file, force),
-        Command::Config(ConfigCommand::Check { file, output }) => {
-            commands::config_check(&file, output)
-        }
+        Command::Config(ConfigCommand::Check { file, output }) => commands::config_check(&file, output),
         Command::Config(ConfigCommand::Schema) => {
             println!(
                 "{}",

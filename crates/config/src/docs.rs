@@ -19,10 +19,7 @@ pub fn config_markdown() -> String {
     if let Some(props) = root.get("properties").and_then(Value::as_object) {
         for (key, prop) in props {
             let resolved = resolve(&schema, prop);
-            out.push_str(&format!(
-                "\n## `{key}`\n\n{}\n\n",
-                description(prop, resolved)
-            ));
+            out.push_str(&format!("\n## `{key}`\n\n{}\n\n", description(prop, resolved)));
             out.push_str("| key | type | default | description |\n|---|---|---|---|\n");
             rows(&schema, key, resolved, &mut out);
         }
@@ -39,10 +36,8 @@ fn resolve<'a>(schema: &'a Value, s: &'a Value) -> &'a Value {
     }
     // Option<T> is `anyOf: [T, null]`.
     if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
-        let non_null: Vec<&Value> = any
-            .iter()
-            .filter(|v| v.get("type") != Some(&Value::from("null")))
-            .collect();
+        let non_null: Vec<&Value> =
+            any.iter().filter(|v| v.get("type") != Some(&Value::from("null"))).collect();
         if non_null.len() == 1 {
             return resolve(schema, non_null[0]);
         }
@@ -85,19 +80,12 @@ fn type_name(schema: &Value, s: &Value) -> String {
         }
     }
     if let Some(values) = s.get("enum").and_then(Value::as_array) {
-        let names: Vec<String> = values
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|c| format!("`{c}`"))
-            .collect();
+        let names: Vec<String> = values.iter().filter_map(Value::as_str).map(|c| format!("`{c}`")).collect();
         return format!("one of {}", names.join(", "));
     }
     match s.get("type") {
         Some(Value::String(t)) if t == "array" => {
-            let item = s
-                .get("items")
-                .map(|i| type_name(schema, i))
-                .unwrap_or_default();
+            let item = s.get("items").map(|i| type_name(schema, i)).unwrap_or_default();
             format!("list of {item}")
         }
         Some(Value::String(t))
@@ -107,12 +95,9 @@ fn type_name(schema: &Value, s: &Value) -> String {
             format!("map of name → {item}")
         }
         Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|t| *t != "null")
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Some(Value::Array(ts)) => {
+            ts.iter().filter_map(Value::as_str).filter(|t| *t != "null").collect::<Vec<_>>().join(" or ")
+        }
         _ => "any".into(),
     }
 }
@@ -124,11 +109,7 @@ fn variant_docs(s: &Value) -> String {
     variants
         .iter()
         .filter_map(|v| {
-            Some(format!(
-                " `{}`: {}",
-                v.get("const")?.as_str()?,
-                v.get("description")?.as_str()?
-            ))
+            Some(format!(" `{}`: {}", v.get("const")?.as_str()?, v.get("description")?.as_str()?))
         })
         .collect::<Vec<_>>()
         .join(";")

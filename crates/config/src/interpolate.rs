@@ -26,11 +26,7 @@ impl Resolver for SystemResolver {
     }
 
     fn file(&self, path: &str) -> Result<String, String> {
-        let full = if Path::new(path).is_absolute() {
-            PathBuf::from(path)
-        } else {
-            self.base_dir.join(path)
-        };
+        let full = if Path::new(path).is_absolute() { PathBuf::from(path) } else { self.base_dir.join(path) };
         std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
     }
 }
@@ -45,10 +41,7 @@ pub struct MapResolver {
 impl MapResolver {
     pub fn with_env(vars: &[(&str, &str)]) -> Self {
         Self {
-            env: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             files: HashMap::new(),
         }
     }
@@ -59,10 +52,7 @@ impl Resolver for MapResolver {
         self.env.get(name).cloned()
     }
     fn file(&self, path: &str) -> Result<String, String> {
-        self.files
-            .get(path)
-            .cloned()
-            .ok_or_else(|| format!("cannot read {path}: not found"))
+        self.files.get(path).cloned().ok_or_else(|| format!("cannot read {path}: not found"))
     }
 }
 
@@ -83,9 +73,8 @@ pub fn resolve(s: &str, resolver: &dyn Resolver) -> Result<String, String> {
             rest = &rest[1..];
             continue;
         };
-        let end = body
-            .find('}')
-            .ok_or_else(|| "unterminated reference: `${` without a closing `}`".to_string())?;
+        let end =
+            body.find('}').ok_or_else(|| "unterminated reference: `${` without a closing `}`".to_string())?;
         let reference = &body[..end];
         let (kind, arg) = reference.split_once(':').ok_or_else(|| {
             format!("reference `${{{reference}}}` must be `${{env:NAME}}` or `${{file:PATH}}`")
@@ -98,9 +87,7 @@ pub fn resolve(s: &str, resolver: &dyn Resolver) -> Result<String, String> {
                     ));
                 }
                 let value = resolver.env(arg).ok_or_else(|| {
-                    format!(
-                        "environment variable {arg} is not set (referenced as `${{env:{arg}}}`)"
-                    )
+                    format!("environment variable {arg} is not set (referenced as `${{env:{arg}}}`)")
                 })?;
                 out.push_str(&value);
             }
@@ -108,9 +95,7 @@ pub fn resolve(s: &str, resolver: &dyn Resolver) -> Result<String, String> {
                 if arg.is_empty() {
                     return Err("`${file:}` needs a path".into());
                 }
-                let mut value = resolver
-                    .file(arg)
-                    .map_err(|e| format!("`${{file:{arg}}}`: {e}"))?;
+                let mut value = resolver.file(arg).map_err(|e| format!("`${{file:{arg}}}`: {e}"))?;
                 if value.ends_with('\n') {
                     value.pop();
                     if value.ends_with('\r') {

@@ -44,11 +44,7 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Resolves a path from the config against the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            self.base_dir.join(p)
-        }
+        if p.is_absolute() { p.to_owned() } else { self.base_dir.join(p) }
     }
 
     /// The effective config as JSON with every secret redacted: `Secret` fields print as
@@ -99,9 +95,7 @@ pub fn load(file: &Path) -> Result<LoadedConfig, Diagnostics> {
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let resolver = SystemResolver {
-        base_dir: base_dir.clone(),
-    };
+    let resolver = SystemResolver { base_dir: base_dir.clone() };
     load_str(&text, file, &base_dir, &resolver)
 }
 
@@ -113,14 +107,8 @@ pub fn load_str(
     resolver: &dyn Resolver,
 ) -> Result<LoadedConfig, Diagnostics> {
     let name = file.display().to_string();
-    let diag = |pos, path: String, message: String| Diagnostic {
-        file: name.clone(),
-        pos,
-        path,
-        message,
-    };
-    let doc = yaml::parse(text, resolver)
-        .map_err(|e| Diagnostics(vec![diag(e.pos, e.path, e.message)]))?;
+    let diag = |pos, path: String, message: String| Diagnostic { file: name.clone(), pos, path, message };
+    let doc = yaml::parse(text, resolver).map_err(|e| Diagnostics(vec![diag(e.pos, e.path, e.message)]))?;
     let value = match doc.value {
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v,

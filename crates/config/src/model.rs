@@ -129,10 +129,7 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
-            token: None,
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9901)), token: None }
     }
 }
 
@@ -147,9 +144,7 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        Self {
-            url: "sqlite://bridgehead.db".into(),
-        }
+        Self { url: "sqlite://bridgehead.db".into() }
     }
 }
 
@@ -267,10 +262,7 @@ pub struct PassiveHealth {
 
 impl Default for PassiveHealth {
     fn default() -> Self {
-        Self {
-            consecutive_failures: 5,
-            eject_for: HumanDuration::secs(30),
-        }
+        Self { consecutive_failures: 5, eject_for: HumanDuration::secs(30) }
     }
 }
 

@@ -28,10 +28,7 @@ impl PathTemplate {
                 let name = inner.strip_suffix('}').ok_or_else(|| {
                     format!("segment `{seg}` opens `{{` without closing it at the segment's end")
                 })?;
-                let valid = name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     return Err(format!(
@@ -40,24 +37,17 @@ impl PathTemplate {
                 }
                 segments.push(Segment::Param(name.to_owned()));
             } else if seg.contains(['{', '}']) {
-                return Err(format!(
-                    "segment `{seg}`: a `{{param}}` must be a whole segment"
-                ));
+                return Err(format!("segment `{seg}`: a `{{param}}` must be a whole segment"));
             } else {
                 segments.push(Segment::Literal(seg.to_owned()));
             }
         }
-        Ok(Self {
-            segments,
-            source: s.to_owned(),
-        })
+        Ok(Self { segments, source: s.to_owned() })
     }
 
     /// True when the template has no parameters.
     pub fn is_exact(&self) -> bool {
-        self.segments
-            .iter()
-            .all(|s| matches!(s, Segment::Literal(_)))
+        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
     }
 
     /// Matches a request path (without query).
@@ -81,10 +71,7 @@ impl PathTemplate {
 
     /// Literal segments count: more literal segments make a more specific template.
     pub fn literal_count(&self) -> usize {
-        self.segments
-            .iter()
-            .filter(|s| matches!(s, Segment::Literal(_)))
-            .count()
+        self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count()
     }
 }
 
@@ -93,13 +80,8 @@ pub fn check_path(s: &str) -> Result<(), String> {
     if !s.starts_with('/') {
         return Err(format!("`{s}` must start with `/`"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#'))
-    {
-        return Err(format!(
-            "`{s}` contains {c:?}, which cannot appear in a path"
-        ));
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#')) {
+        return Err(format!("`{s}` contains {c:?}, which cannot appear in a path"));
     }
     Ok(())
 }
@@ -130,26 +112,10 @@ mod tests {
         assert_eq!(t.literal_count(), 2);
         let e = PathTemplate::parse("/orders/{id").unwrap_err();
         assert!(e.contains("without closing"), "{e}");
-        assert!(
-            PathTemplate::parse("/orders/x{id}")
-                .unwrap_err()
-                .contains("whole segment")
-        );
-        assert!(
-            PathTemplate::parse("/orders/{1d}")
-                .unwrap_err()
-                .contains("parameter name")
-        );
-        assert!(
-            PathTemplate::parse("orders")
-                .unwrap_err()
-                .contains("start with `/`")
-        );
-        assert!(
-            PathTemplate::parse("/a b")
-                .unwrap_err()
-                .contains("cannot appear")
-        );
+        assert!(PathTemplate::parse("/orders/x{id}").unwrap_err().contains("whole segment"));
+        assert!(PathTemplate::parse("/orders/{1d}").unwrap_err().contains("parameter name"));
+        assert!(PathTemplate::parse("orders").unwrap_err().contains("start with `/`"));
+        assert!(PathTemplate::parse("/a b").unwrap_err().contains("cannot appear"));
         let exact = PathTemplate::parse("/health").unwrap();
         assert!(exact.is_exact() && exact.matches("/health") && !exact.matches("/health/"));
     }

@@ -51,34 +51,13 @@ fn bad_configs_are_refused_with_location_and_path() {
             "server:\n  limits:\n    header_timeout: 10\n",
             "3:5: server.limits.header_timeout: a duration needs a unit",
         ),
-        (
-            "server:\n  limits:\n    max_body: 10 MiBs\n",
-            "3:5: server.limits.max_body: invalid size",
-        ),
-        (
-            "server:\n  listen: localhost\n",
-            "2:3: server.listen: invalid socket address",
-        ),
-        (
-            "admin:\n  listen: 0.0.0.0:9901\n",
-            "2:3: admin.listen: 0.0.0.0:9901 is not a loopback address",
-        ),
-        (
-            "admin:\n  token: short-token-xx\n",
-            "2:3: admin.token: must be at least 16",
-        ),
-        (
-            "admin:\n  token: ${env:NOT_SET}\n",
-            "2:10: admin.token: environment variable NOT_SET is not set",
-        ),
-        (
-            "state:\n  url: mysql://x\n",
-            "2:3: state.url: must start with sqlite:// or postgres://",
-        ),
-        (
-            "upstreams:\n  u:\n    targets: []\n",
-            "3:5: upstreams.u.targets: needs at least one target",
-        ),
+        ("server:\n  limits:\n    max_body: 10 MiBs\n", "3:5: server.limits.max_body: invalid size"),
+        ("server:\n  listen: localhost\n", "2:3: server.listen: invalid socket address"),
+        ("admin:\n  listen: 0.0.0.0:9901\n", "2:3: admin.listen: 0.0.0.0:9901 is not a loopback address"),
+        ("admin:\n  token: short-token-xx\n", "2:3: admin.token: must be at least 16"),
+        ("admin:\n  token: ${env:NOT_SET}\n", "2:10: admin.token: environment variable NOT_SET is not set"),
+        ("state:\n  url: mysql://x\n", "2:3: state.url: must start with sqlite:// or postgres://"),
+        ("upstreams:\n  u:\n    targets: []\n", "3:5: upstreams.u.targets: needs at least one target"),
         (
             "upstreams:\n  u:\n    targets: [{ url: \"ftp://x\" }]\n",
             "3:17: upstreams.u.targets[0].url: `ftp://x` must start with http://",
@@ -131,10 +110,7 @@ fn bad_configs_are_refused_with_location_and_path() {
             "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: u\n  - name: s\n    match: { path_prefix: /a }\n    upstream: u\n",
             "9:5: routes[1].match: same match as route `r`",
         ),
-        (
-            "routes:\n  - name: r\n    upstream: u\n",
-            "2:5: routes[0]: missing field `match`",
-        ),
+        ("routes:\n  - name: r\n    upstream: u\n", "2:5: routes[0]: missing field `match`"),
         ("a: 1\na: 2\n", "2:1: a: duplicate key `a`"),
     ];
     let mut failures = Vec::new();
@@ -163,20 +139,14 @@ fn every_problem_is_reported_at_once() {
 fn admin_config_is_redacted() {
     let text = format!("admin:\n  token: ${{env:ADMIN_TOKEN}}\n{MINIMAL}");
     let c = load_text(&text).unwrap();
-    assert_eq!(
-        c.config.admin.token.as_ref().unwrap().expose(),
-        "0123456789abcdef-token"
-    );
+    assert_eq!(c.config.admin.token.as_ref().unwrap().expose(), "0123456789abcdef-token");
     let shown = c.redacted_json().to_string();
     assert!(!shown.contains("0123456789abcdef-token"), "{shown}");
     assert!(shown.contains("${env:ADMIN_TOKEN}"), "{shown}");
     // Secrets written inline (bad practice, but possible) are still redacted.
     let text = format!("admin:\n  token: inline-secret-value-1234\n{MINIMAL}");
     let shown = load_text(&text).unwrap().redacted_json().to_string();
-    assert!(
-        !shown.contains("inline-secret-value-1234") && shown.contains(REDACTED),
-        "{shown}"
-    );
+    assert!(!shown.contains("inline-secret-value-1234") && shown.contains(REDACTED), "{shown}");
 }
 
 #[test]
@@ -200,10 +170,7 @@ fn schema_has_descriptions_for_every_field() {
     }
     let mut missing = Vec::new();
     walk(&schema, &mut missing, "Config");
-    assert!(
-        missing.is_empty(),
-        "fields without doc comments: {missing:?}"
-    );
+    assert!(missing.is_empty(), "fields without doc comments: {missing:?}");
 }
 
 #[test]

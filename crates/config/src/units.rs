@@ -63,14 +63,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 s.parse().map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "a duration needs a unit: write `{n}s` or `{n}ms`"
-                )))
+                Err(E::custom(format!("a duration needs a unit: write `{n}s` or `{n}ms`")))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
-                Err(E::custom(format!(
-                    "a duration needs a unit: write `{n}s` or `{n}ms`"
-                )))
+                Err(E::custom(format!("a duration needs a unit: write `{n}s` or `{n}ms`")))
             }
         }
         d.deserialize_any(V)
@@ -126,14 +122,8 @@ impl std::str::FromStr for ByteSize {
         let (num, unit) = (&t[..split], t[split..].trim());
         let bad = || format!("invalid size `{s}`; write it like 512, 64KiB, 10MiB or 1GiB");
         let n: u64 = num.parse().map_err(|_| bad())?;
-        let mult = SIZE_UNITS
-            .iter()
-            .find(|(u, _)| *u == unit)
-            .map(|(_, m)| *m)
-            .ok_or_else(bad)?;
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size `{s}` is too large"))
+        let mult = SIZE_UNITS.iter().find(|(u, _)| *u == unit).map(|(_, m)| *m).ok_or_else(bad)?;
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size `{s}` is too large"))
     }
 }
 
@@ -175,9 +165,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(n))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
-                u64::try_from(n)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(n).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         d.deserialize_any(V)
@@ -253,17 +241,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (s, ms) in [
-            ("250ms", 250),
-            ("5s", 5000),
-            ("2h", 7_200_000),
-            ("1h 30m", 5_400_000),
-        ] {
-            assert_eq!(
-                s.parse::<HumanDuration>().unwrap().0,
-                Duration::from_millis(ms),
-                "{s}"
-            );
+        for (s, ms) in [("250ms", 250), ("5s", 5000), ("2h", 7_200_000), ("1h 30m", 5_400_000)] {
+            assert_eq!(s.parse::<HumanDuration>().unwrap().0, Duration::from_millis(ms), "{s}");
         }
         for s in ["", "5", "five seconds", "5 parsecs", "-1s"] {
             let e = s.parse::<HumanDuration>().unwrap_err();
@@ -276,13 +255,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        for (s, n) in [
-            ("512", 512),
-            ("64KiB", 65536),
-            ("10MiB", 10 << 20),
-            ("1GB", 1_000_000_000),
-            ("3 B", 3),
-        ] {
+        for (s, n) in
+            [("512", 512), ("64KiB", 65536), ("10MiB", 10 << 20), ("1GB", 1_000_000_000), ("3 B", 3)]
+        {
             assert_eq!(s.parse::<ByteSize>().unwrap().0, n, "{s}");
         }
         for s in ["", "10 MiBs", "x", "-5", "99999999999999999999GiB"] {
@@ -290,12 +265,7 @@ mod tests {
         }
         assert_eq!(ByteSize::mib(10).to_string(), "10MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000");
-        assert_eq!(
-            serde_json::from_value::<ByteSize>(serde_json::json!(42))
-                .unwrap()
-                .0,
-            42
-        );
+        assert_eq!(serde_json::from_value::<ByteSize>(serde_json::json!(42)).unwrap().0, 42);
     }
 
     #[test]

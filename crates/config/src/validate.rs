@@ -32,11 +32,7 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
     if let Some(w) = s.workers
         && !(1..=1024).contains(&w)
     {
-        push(
-            p,
-            "server.workers",
-            format!("must be between 1 and 1024, got {w}"),
-        );
+        push(p, "server.workers", format!("must be between 1 and 1024, got {w}"));
     }
     let l = &s.limits;
     if l.max_body.get() == 0 {
@@ -50,10 +46,7 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
             format!("must be between 1KiB and 1MiB, got {}", l.max_header_bytes),
         );
     }
-    for (key, d) in [
-        ("header_timeout", l.header_timeout),
-        ("idle_timeout", l.idle_timeout),
-    ] {
+    for (key, d) in [("header_timeout", l.header_timeout), ("idle_timeout", l.idle_timeout)] {
         if d.get().is_zero() {
             push(p, format!("server.limits.{key}"), "must be greater than 0");
         }
@@ -84,44 +77,28 @@ fn admin(c: &Config, p: &mut Vec<Problem>) {
         push(
             p,
             "admin.listen",
-            format!(
-                "{} is also server.listen; the admin plane needs its own port",
-                a.listen
-            ),
+            format!("{} is also server.listen; the admin plane needs its own port", a.listen),
         );
     }
 }
 
 fn state(c: &Config, p: &mut Vec<Problem>) {
     let url = &c.state.url;
-    let ok = url.starts_with("sqlite:")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://");
+    let ok = url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !ok {
         let scheme = url.split("://").next().unwrap_or(url);
-        push(
-            p,
-            "state.url",
-            format!("must start with sqlite:// or postgres://, got `{scheme}`"),
-        );
+        push(p, "state.url", format!("must start with sqlite:// or postgres://, got `{scheme}`"));
     }
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
     let base = join_key("upstreams", name);
     if !valid_name(name) {
-        push(
-            p,
-            &base,
-            "an upstream name is 1 to 64 letters, digits, `-`, `_` or `.`",
-        );
+        push(p, &base, "an upstream name is 1 to 64 letters, digits, `-`, `_` or `.`");
     }
     if u.targets.is_empty() {
         push(p, join_key(&base, "targets"), "needs at least one target");
@@ -134,36 +111,20 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
             push(p, join_key(&tp, "url"), e);
         }
         if !seen.insert(t.url.trim_end_matches('/')) {
-            push(
-                p,
-                join_key(&tp, "url"),
-                format!("target {} is listed twice", t.url),
-            );
+            push(p, join_key(&tp, "url"), format!("target {} is listed twice", t.url));
         }
         if t.weight > 10_000 {
-            push(
-                p,
-                join_key(&tp, "weight"),
-                format!("must be between 0 and 10000, got {}", t.weight),
-            );
+            push(p, join_key(&tp, "weight"), format!("must be between 0 and 10000, got {}", t.weight));
         }
         total += u64::from(t.weight);
     }
     if !u.targets.is_empty() && total == 0 {
-        push(
-            p,
-            join_key(&base, "targets"),
-            "every target has weight 0, so none would get traffic",
-        );
+        push(p, join_key(&base, "targets"), "every target has weight 0, so none would get traffic");
     }
     let t = &u.timeouts;
     for (key, d) in [("connect", t.connect), ("request", t.request)] {
         if d.get().is_zero() {
-            push(
-                p,
-                format!("{base}.timeouts.{key}"),
-                "must be greater than 0",
-            );
+            push(p, format!("{base}.timeouts.{key}"), "must be greater than 0");
         }
     }
     if let Some(hc) = &u.health_check {
@@ -177,10 +138,7 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
         if hc.timeout.get().is_zero() {
             push(p, join_key(&hp, "timeout"), "must be greater than 0");
         }
-        for (key, n) in [
-            ("unhealthy_after", hc.unhealthy_after),
-            ("healthy_after", hc.healthy_after),
-        ] {
+        for (key, n) in [("unhealthy_after", hc.unhealthy_after), ("healthy_after", hc.healthy_after)] {
             if n == 0 {
                 push(p, join_key(&hp, key), "must be at least 1");
             }
@@ -190,9 +148,7 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
 
 /// A target URL is `http://host[:port]` with nothing after the authority.
 pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -206,9 +162,7 @@ pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
         return Err(format!("`{url}` has no host"));
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(format!(
-            "`{url}`: credentials in target URLs are not allowed"
-        ));
+        return Err(format!("`{url}`: credentials in target URLs are not allowed"));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!(
@@ -219,9 +173,7 @@ pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn routes(c: &Config, p: &mut Vec<Problem>) {
@@ -230,11 +182,7 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
     for (i, r) in c.routes.iter().enumerate() {
         let base = join_index("routes", i);
         if !valid_name(&r.name) {
-            push(
-                p,
-                join_key(&base, "name"),
-                "a route name is 1 to 64 letters, digits, `-`, `_` or `.`",
-            );
+            push(p, join_key(&base, "name"), "a route name is 1 to 64 letters, digits, `-`, `_` or `.`");
         } else if let Some(first) = names.insert(&r.name, i) {
             push(
                 p,
@@ -249,11 +197,7 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
             } else {
                 format!("defined: {}", known.join(", "))
             };
-            push(
-                p,
-                join_key(&base, "upstream"),
-                format!("unknown upstream `{}` ({known})", r.upstream),
-            );
+            push(p, join_key(&base, "upstream"), format!("unknown upstream `{}` ({known})", r.upstream));
         }
         route_match(r, &base, p);
         let key = serde_json::to_string(&r.matcher).unwrap_or_default();
@@ -287,10 +231,7 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
     }
     if let Some(host) = &m.host {
         let bare = host.strip_prefix("*.").unwrap_or(host);
-        let ok = !bare.is_empty()
-            && bare
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        let ok = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
         if !ok {
             push(
                 p,

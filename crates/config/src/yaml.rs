@@ -52,11 +52,7 @@ fn parent_path(path: &str) -> Option<&str> {
 
 /// Joins a key onto a path: `a` + `b` → `a.b`.
 pub fn join_key(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 /// Joins an index onto a path: `a` + 3 → `a[3]`.
@@ -81,24 +77,12 @@ pub struct YamlError {
 }
 
 enum Frame {
-    Map {
-        map: Map<String, Value>,
-        path: String,
-        key: Option<String>,
-        anchor: usize,
-    },
-    Seq {
-        items: Vec<Value>,
-        path: String,
-        anchor: usize,
-    },
+    Map { map: Map<String, Value>, path: String, key: Option<String>, anchor: usize },
+    Seq { items: Vec<Value>, path: String, anchor: usize },
 }
 
 fn pos_of(span: &Span) -> Pos {
-    Pos {
-        line: span.start.line(),
-        col: span.start.col() + 1,
-    }
+    Pos { line: span.start.line(), col: span.start.col() + 1 }
 }
 
 /// Parses one YAML document.
@@ -112,10 +96,7 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
 
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| YamlError {
-            pos: Some(Pos {
-                line: e.marker().line(),
-                col: e.marker().col() + 1,
-            }),
+            pos: Some(Pos { line: e.marker().line(), col: e.marker().col() + 1 }),
             path: String::new(),
             message: e.info(),
         })?;
@@ -123,12 +104,8 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
         // The path a node starting here would have, and whether it is a mapping key.
         let (node_path, is_key) = match stack.last() {
             None => (String::new(), false),
-            Some(Frame::Map {
-                key: None, path, ..
-            }) => (path.clone(), true),
-            Some(Frame::Map {
-                key: Some(k), path, ..
-            }) => (join_key(path, k), false),
+            Some(Frame::Map { key: None, path, .. }) => (path.clone(), true),
+            Some(Frame::Map { key: Some(k), path, .. }) => (join_key(path, k), false),
             Some(Frame::Seq { items, path, .. }) => (join_index(path, items.len()), false),
         };
         let value = match event {
@@ -151,47 +128,28 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
                 if !node_path.is_empty() {
                     locations.insert(node_path.clone(), pos);
                 }
-                stack.push(Frame::Map {
-                    map: Map::new(),
-                    path: node_path,
-                    key: None,
-                    anchor,
-                });
+                stack.push(Frame::Map { map: Map::new(), path: node_path, key: None, anchor });
                 continue;
             }
             Event::SequenceStart(_, anchor, _) => {
                 if !node_path.is_empty() {
                     locations.insert(node_path.clone(), pos);
                 }
-                stack.push(Frame::Seq {
-                    items: Vec::new(),
-                    path: node_path,
-                    anchor,
-                });
+                stack.push(Frame::Seq { items: Vec::new(), path: node_path, anchor });
                 continue;
             }
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { map, anchor, .. }) => {
-                    remember(&mut anchors, anchor, Value::Object(map))
-                }
+                Some(Frame::Map { map, anchor, .. }) => remember(&mut anchors, anchor, Value::Object(map)),
                 _ => unreachable!("parser emits balanced mapping events"),
             },
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { items, anchor, .. }) => {
-                    remember(&mut anchors, anchor, Value::Array(items))
-                }
+                Some(Frame::Seq { items, anchor, .. }) => remember(&mut anchors, anchor, Value::Array(items)),
                 _ => unreachable!("parser emits balanced sequence events"),
             },
             Event::Scalar(text, style, anchor, tag) => {
                 if is_key {
                     let key = text.into_owned();
-                    let Some(Frame::Map {
-                        map,
-                        path,
-                        key: slot,
-                        ..
-                    }) = stack.last_mut()
-                    else {
+                    let Some(Frame::Map { map, path, key: slot, .. }) = stack.last_mut() else {
                         unreachable!()
                     };
                     let key_path = join_key(path, &key);
@@ -215,14 +173,9 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
                 };
                 let value = match value {
                     Value::String(s) if s.contains("${") => {
-                        let resolved =
-                            crate::interpolate::resolve(&s, resolver).map_err(|message| {
-                                YamlError {
-                                    pos: Some(pos),
-                                    path: node_path.clone(),
-                                    message,
-                                }
-                            })?;
+                        let resolved = crate::interpolate::resolve(&s, resolver).map_err(|message| {
+                            YamlError { pos: Some(pos), path: node_path.clone(), message }
+                        })?;
                         if resolved != s {
                             interpolated.insert(node_path.clone(), s);
                         }
@@ -251,11 +204,7 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
             Some(Frame::Seq { items, .. }) => items.push(value),
         }
     }
-    Ok(Document {
-        value: root.unwrap_or(Value::Null),
-        locations,
-        interpolated,
-    })
+    Ok(Document { value: root.unwrap_or(Value::Null), locations, interpolated })
 }
 
 fn key_error(pos: Pos, path: &str) -> YamlError {
@@ -300,12 +249,8 @@ fn plain_scalar(s: &str) -> Value {
     {
         return Value::Number(u.into());
     }
-    let looks_float = s
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_digit() || b"-+.".contains(&b))
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
+    let looks_float = s.bytes().next().is_some_and(|b| b.is_ascii_digit() || b"-+.".contains(&b))
+        && s.bytes().all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
         && s.bytes().any(|b| b.is_ascii_digit());
     if looks_float && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
         return Value::Number(n);
@@ -324,9 +269,7 @@ mod tests {
 
     #[test]
     fn scalars_follow_the_core_schema() {
-        let d = doc(
-            "a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 250ms\ng: 127.0.0.1:8080\nh: -3\ni: !!str 5\n",
-        );
+        let d = doc("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 250ms\ng: 127.0.0.1:8080\nh: -3\ni: !!str 5\n");
         assert_eq!(
             d.value,
             serde_json::json!({"a":1,"b":"1","c":true,"d":null,"e":1.5,"f":"250ms","g":"127.0.0.1:8080","h":-3,"i":"5"})
@@ -336,20 +279,11 @@ mod tests {
     #[test]
     fn locations_point_at_keys_and_items() {
         let d = doc("server:\n  listen: x\nroutes:\n  - name: a\n    upstream: u\n  - name: b\n");
-        assert_eq!(
-            d.locations.find("server.listen"),
-            Some(Pos { line: 2, col: 3 })
-        );
-        assert_eq!(
-            d.locations.find("routes[0].upstream"),
-            Some(Pos { line: 5, col: 5 })
-        );
+        assert_eq!(d.locations.find("server.listen"), Some(Pos { line: 2, col: 3 }));
+        assert_eq!(d.locations.find("routes[0].upstream"), Some(Pos { line: 5, col: 5 }));
         assert_eq!(d.locations.find("routes[1]"), Some(Pos { line: 6, col: 5 }));
         // Unknown paths fall back to the nearest ancestor.
-        assert_eq!(
-            d.locations.find("routes[1].nothing.here"),
-            Some(Pos { line: 6, col: 5 })
-        );
+        assert_eq!(d.locations.find("routes[1].nothing.here"), Some(Pos { line: 6, col: 5 }));
     }
 
     #[test]
@@ -360,30 +294,22 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let e = parse("a: 1\na: 2\n", &MapResolver::default())
-            .err()
-            .unwrap();
+        let e = parse("a: 1\na: 2\n", &MapResolver::default()).err().unwrap();
         assert_eq!(e.pos, Some(Pos { line: 2, col: 1 }));
         assert!(e.message.contains("duplicate key `a`"));
     }
 
     #[test]
     fn syntax_errors_have_positions() {
-        let e = parse("a: [1, 2\nb: 3\n", &MapResolver::default())
-            .err()
-            .unwrap();
+        let e = parse("a: [1, 2\nb: 3\n", &MapResolver::default()).err().unwrap();
         assert!(e.pos.is_some());
-        let e = parse("a: 1\n---\nb: 2\n", &MapResolver::default())
-            .err()
-            .unwrap();
+        let e = parse("a: 1\n---\nb: 2\n", &MapResolver::default()).err().unwrap();
         assert!(e.message.contains("one YAML document"), "{}", e.message);
     }
 
     #[test]
     fn complex_keys_are_refused() {
-        let e = parse("? [a, b]\n: 1\n", &MapResolver::default())
-            .err()
-            .unwrap();
+        let e = parse("? [a, b]\n: 1\n", &MapResolver::default()).err().unwrap();
         assert!(e.message.contains("plain strings"));
     }
 
@@ -392,10 +318,7 @@ mod tests {
         let r = MapResolver::with_env(&[("TOKEN", "s3cret")]);
         let d = parse("admin:\n  token: ${env:TOKEN}\n", &r).unwrap();
         assert_eq!(d.value["admin"]["token"], "s3cret");
-        assert_eq!(
-            d.interpolated.get("admin.token").map(String::as_str),
-            Some("${env:TOKEN}")
-        );
+        assert_eq!(d.interpolated.get("admin.token").map(String::as_str), Some("${env:TOKEN}"));
         let e = parse("admin:\n  token: ${env:NOPE}\n", &r).err().unwrap();
         assert_eq!(e.path, "admin.token");
         assert_eq!(e.pos, Some(Pos { line: 2, col: 10 }));

@@ -55,19 +55,10 @@ impl AccessLog {
                     .name("access-log".into())
                     .spawn(move || writer(rx))
                     .expect("spawn access log thread");
-                Self {
-                    tx: Some(tx),
-                    memory: None,
-                }
+                Self { tx: Some(tx), memory: None }
             }
-            Sink::Memory(m) => Self {
-                tx: None,
-                memory: Some(m),
-            },
-            Sink::Off => Self {
-                tx: None,
-                memory: None,
-            },
+            Sink::Memory(m) => Self { tx: None, memory: Some(m) },
+            Sink::Off => Self { tx: None, memory: None },
         }
     }
 

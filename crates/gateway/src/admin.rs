@@ -38,33 +38,18 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
 }
 
-fn problem(
-    status: StatusCode,
-    type_uri: &'static str,
-    title: &'static str,
-    detail: &str,
-) -> Response {
+fn problem(status: StatusCode, type_uri: &'static str, title: &'static str, detail: &str) -> Response {
     let id = new_request_id();
-    let (mut parts, body) = problem_response(
-        &ProblemKind {
-            status,
-            type_uri,
-            title,
-        },
-        detail,
-        id.to_str().unwrap_or_default(),
-    )
-    .into_parts();
+    let (mut parts, body) =
+        problem_response(&ProblemKind { status, type_uri, title }, detail, id.to_str().unwrap_or_default())
+            .into_parts();
     parts.headers.insert(X_REQUEST_ID.clone(), id);
     Response::from_parts(parts, axum::body::Body::from(body))
 }
@@ -74,11 +59,7 @@ async fn not_found(req: Request) -> Response {
         StatusCode::NOT_FOUND,
         "urn:bridgehead:problem:no-route",
         "No route",
-        &format!(
-            "the admin plane has no endpoint {} {}",
-            req.method(),
-            req.uri().path()
-        ),
+        &format!("the admin plane has no endpoint {} {}", req.method(), req.uri().path()),
     )
 }
 
@@ -95,39 +76,28 @@ async fn require_token(
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         return next.run(req).await;
     }
-    let detail = if given.is_empty() {
-        "missing Authorization: Bearer header"
-    } else {
-        "admin token does not match"
-    };
+    let detail =
+        if given.is_empty() { "missing Authorization: Bearer header" } else { "admin token does not match" };
     let mut res = problem(
         StatusCode::UNAUTHORIZED,
         "urn:bridgehead:problem:unauthenticated",
         "Unauthenticated",
         detail,
     );
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"bridgehead-admin\""),
-    );
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"bridgehead-admin\""));
     res
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
     let rt = s.shared.runtime.load();
-    let down: Vec<String> = rt
-        .upstreams_in_use()
-        .filter(|u| !u.any_available())
-        .map(|u| u.name.to_string())
-        .collect();
+    let down: Vec<String> =
+        rt.upstreams_in_use().filter(|u| !u.any_available()).map(|u| u.name.to_string()).collect();
     if down.is_empty() {
         return axum::Json(json!({"status": "ready", "generation": rt.generation})).into_response();
     }
@@ -148,10 +118,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     for u in rt.upstreams.values() {
         for t in &u.targets {
             m.upstream_healthy
-                .get_or_create(&TargetLabels {
-                    upstream: Name(u.name.clone()),
-                    target: Name(t.url.clone()),
-                })
+                .get_or_create(&TargetLabels { upstream: Name(u.name.clone()), target: Name(t.url.clone()) })
                 .set(i64::from(t.available(now)));
         }
     }
@@ -202,9 +169,7 @@ async fn upstreams(State(s): State<AdminState>) -> Response {
 
 async fn reload(State(s): State<AdminState>) -> Response {
     match s.reloader.reload().await {
-        Ok(generation) => {
-            axum::Json(json!({"status": "reloaded", "generation": generation})).into_response()
-        }
+        Ok(generation) => axum::Json(json!({"status": "reloaded", "generation": generation})).into_response(),
         Err(e) => problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "urn:bridgehead:problem:invalid-config",

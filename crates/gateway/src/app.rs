@@ -39,9 +39,8 @@ impl Listeners {
     /// Binds the addresses in the config.
     pub fn bind(config: &bridgehead_config::Config) -> std::io::Result<Self> {
         let bind = |addr: SocketAddr, key: &str| {
-            std::net::TcpListener::bind(addr).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
-            })
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
         };
         Ok(Self {
             data: bind(config.server.listen, "server.listen")?,
@@ -71,12 +70,7 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self {
-            config_path: None,
-            access_log: Sink::Stdout,
-            watch_config: false,
-            sighup: false,
-        }
+        Self { config_path: None, access_log: Sink::Stdout, watch_config: false, sighup: false }
     }
 }
 
@@ -89,6 +83,8 @@ pub struct App {
     admin: TcpListener,
     opts: AppOptions,
     node_id: String,
+    /// The config file's bytes when it was loaded, to notice changes made before watching starts.
+    loaded_bytes: Option<Vec<u8>>,
 }
 
 /// Checks what validation cannot see without touching the outside: TLS files. Used by `serve`
@@ -104,12 +100,11 @@ impl App {
         listeners: Listeners,
         opts: AppOptions,
     ) -> Result<Self, AppError> {
+        let loaded_bytes = opts.config_path.as_ref().and_then(|p| std::fs::read(p).ok());
         let tls = crate::tls::acceptor(&loaded).map_err(AppError::Config)?;
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
-        store
-            .register_node(&node_id, env!("CARGO_PKG_VERSION"))
-            .await?;
+        store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::build(loaded, None)),
             metrics: Metrics::default(),
@@ -130,19 +125,16 @@ impl App {
             reloader,
             opts,
             node_id,
+            loaded_bytes,
         })
     }
 
     pub fn data_addr(&self) -> SocketAddr {
-        self.data
-            .local_addr()
-            .expect("bound listener has an address")
+        self.data.local_addr().expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("bound listener has an address")
+        self.admin.local_addr().expect("bound listener has an address")
     }
 
     pub fn reloader(&self) -> Reloader {
@@ -152,21 +144,13 @@ impl App {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish for up to `server.shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let App {
-            shared,
-            tls,
-            reloader,
-            data,
-            admin,
-            opts,
-            node_id,
-        } = self;
+        let App { shared, tls, reloader, data, admin, opts, node_id, loaded_bytes } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if opts.sighup {
             reloader.watch_sighup();
         }
         let _watcher = if opts.watch_config {
-            reloader.watch_file().unwrap_or_else(|e| {
+            reloader.watch_file(loaded_bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
                 None
             })
@@ -195,26 +179,14 @@ impl App {
                 .await;
         });
         let data_task = tokio::spawn(crate::server::serve(data, shared.clone(), tls, stop_rx));
-        tracing::info!(
-            generation = shared.runtime.load().generation,
-            "gateway ready"
-        );
+        tracing::info!(generation = shared.runtime.load().generation, "gateway ready");
 
         shutdown.await;
-        let grace = shared
-            .runtime
-            .load()
-            .loaded
-            .config
-            .server
-            .shutdown_grace
-            .get();
+        let grace = shared.runtime.load().loaded.config.server.shutdown_grace.get();
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         if let Ok(graceful) = data_task.await
-            && tokio::time::timeout(grace, graceful.shutdown())
-                .await
-                .is_err()
+            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
         {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }

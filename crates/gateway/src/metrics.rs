@@ -105,9 +105,7 @@ impl Default for Metrics {
             http_requests.clone(),
         );
         let http_duration =
-            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         registry.register_with_unit(
             "http_request_duration",
             "Time from request received to response body finished",
@@ -134,9 +132,7 @@ impl Default for Metrics {
         );
         // Both results exist from the start so that rate() and alerts work before the first reload.
         for result in ["success", "error"] {
-            config_reloads
-                .get_or_create(&ResultLabels { result })
-                .inc_by(0);
+            config_reloads.get_or_create(&ResultLabels { result }).inc_by(0);
         }
         let access_log_dropped = Counter::default();
         registry.register(

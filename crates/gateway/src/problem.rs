@@ -16,11 +16,7 @@ pub enum GatewayError {
     NoRoute { method: String, path: String },
     /// A route matches the path but not the method.
     #[error("{method} is not allowed on {path}; allowed: {allow}")]
-    MethodNotAllowed {
-        method: String,
-        path: String,
-        allow: String,
-    },
+    MethodNotAllowed { method: String, path: String, allow: String },
     /// The request is malformed (bad Host, bad URI form, bad header).
     #[error("{0}")]
     BadRequest(String),
@@ -28,23 +24,16 @@ pub enum GatewayError {
     #[error("request body exceeds the limit of {limit} bytes (server.limits.max_body)")]
     BodyTooLarge { limit: u64 },
     /// The request head is larger than `server.limits.max_header_bytes`.
-    #[error(
-        "request headers total {size} bytes, over the limit of {limit} (server.limits.max_header_bytes)"
-    )]
+    #[error("request headers total {size} bytes, over the limit of {limit} (server.limits.max_header_bytes)")]
     HeadersTooLarge { size: usize, limit: u64 },
     /// Every target of the upstream is unhealthy or ejected.
     #[error("no healthy target in upstream `{upstream}`")]
     NoHealthyTarget { upstream: String },
     /// Connecting to the target failed, or it closed the connection or sent an invalid response.
     #[error("upstream `{upstream}` failed: {reason}")]
-    UpstreamFailed {
-        upstream: String,
-        reason: &'static str,
-    },
+    UpstreamFailed { upstream: String, reason: &'static str },
     /// The target did not answer within `upstreams.*.timeouts.request`.
-    #[error(
-        "upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)"
-    )]
+    #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)")]
     UpstreamTimeout { upstream: String, timeout: String },
 }
 
@@ -56,11 +45,7 @@ pub struct ProblemKind {
 }
 
 const fn kind(status: StatusCode, type_uri: &'static str, title: &'static str) -> ProblemKind {
-    ProblemKind {
-        status,
-        type_uri,
-        title,
-    }
+    ProblemKind { status, type_uri, title }
 }
 
 impl GatewayError {
@@ -68,21 +53,15 @@ impl GatewayError {
     pub fn kind(&self) -> ProblemKind {
         use GatewayError::*;
         match self {
-            NoRoute { .. } => kind(
-                StatusCode::NOT_FOUND,
-                "urn:bridgehead:problem:no-route",
-                "No route",
-            ),
+            NoRoute { .. } => kind(StatusCode::NOT_FOUND, "urn:bridgehead:problem:no-route", "No route"),
             MethodNotAllowed { .. } => kind(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "urn:bridgehead:problem:method-not-allowed",
                 "Method not allowed",
             ),
-            BadRequest(_) => kind(
-                StatusCode::BAD_REQUEST,
-                "urn:bridgehead:problem:bad-request",
-                "Bad request",
-            ),
+            BadRequest(_) => {
+                kind(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:bad-request", "Bad request")
+            }
             BodyTooLarge { .. } => kind(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:bridgehead:problem:body-too-large",
@@ -98,11 +77,9 @@ impl GatewayError {
                 "urn:bridgehead:problem:no-healthy-target",
                 "No healthy target",
             ),
-            UpstreamFailed { .. } => kind(
-                StatusCode::BAD_GATEWAY,
-                "urn:bridgehead:problem:upstream-failed",
-                "Upstream failed",
-            ),
+            UpstreamFailed { .. } => {
+                kind(StatusCode::BAD_GATEWAY, "urn:bridgehead:problem:upstream-failed", "Upstream failed")
+            }
             UpstreamTimeout { .. } => kind(
                 StatusCode::GATEWAY_TIMEOUT,
                 "urn:bridgehead:problem:upstream-timeout",
@@ -140,10 +117,7 @@ pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http
     let mut res = http::Response::new(Bytes::from(body.to_string()));
     *res.status_mut() = k.status;
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
@@ -155,10 +129,7 @@ mod tests {
     #[test]
     fn every_error_renders_a_complete_problem() {
         let errors = [
-            GatewayError::NoRoute {
-                method: "GET".into(),
-                path: "/x".into(),
-            },
+            GatewayError::NoRoute { method: "GET".into(), path: "/x".into() },
             GatewayError::MethodNotAllowed {
                 method: "PUT".into(),
                 path: "/x".into(),
@@ -166,30 +137,16 @@ mod tests {
             },
             GatewayError::BadRequest("bad Host header".into()),
             GatewayError::BodyTooLarge { limit: 10 },
-            GatewayError::HeadersTooLarge {
-                size: 100,
-                limit: 10,
-            },
-            GatewayError::NoHealthyTarget {
-                upstream: "u".into(),
-            },
-            GatewayError::UpstreamFailed {
-                upstream: "u".into(),
-                reason: "connection refused",
-            },
-            GatewayError::UpstreamTimeout {
-                upstream: "u".into(),
-                timeout: "1s".into(),
-            },
+            GatewayError::HeadersTooLarge { size: 100, limit: 10 },
+            GatewayError::NoHealthyTarget { upstream: "u".into() },
+            GatewayError::UpstreamFailed { upstream: "u".into(), reason: "connection refused" },
+            GatewayError::UpstreamTimeout { upstream: "u".into(), timeout: "1s".into() },
         ];
         let statuses = [404, 405, 400, 413, 431, 503, 502, 504];
         for (e, status) in errors.iter().zip(statuses) {
             let res = e.to_response("rid-1");
             assert_eq!(res.status().as_u16(), status);
-            assert_eq!(
-                res.headers()[header::CONTENT_TYPE],
-                "application/problem+json"
-            );
+            assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
             let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
             for key in ["type", "title", "status", "detail", "request_id"] {
                 assert!(v.get(key).is_some(), "{e:?} lacks {key}");

@@ -46,14 +46,7 @@ impl Reloader {
         tls: Arc<ArcSwapOption<TlsAcceptor>>,
         path: Option<PathBuf>,
     ) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                shared,
-                tls,
-                path,
-                lock: tokio::sync::Mutex::new(()),
-            }),
-        }
+        Self { inner: Arc::new(Inner { shared, tls, path, lock: tokio::sync::Mutex::new(()) }) }
     }
 
     /// Reloads now; returns the new generation number.
@@ -61,12 +54,7 @@ impl Reloader {
         let _guard = self.inner.lock.lock().await;
         let result = self.try_reload();
         let label = if result.is_ok() { "success" } else { "error" };
-        self.inner
-            .shared
-            .metrics
-            .config_reloads
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
+        self.inner.shared.metrics.config_reloads.get_or_create(&ResultLabels { result: label }).inc();
         match &result {
             Ok(generation) => tracing::info!(generation, "config reloaded"),
             Err(e) => {
@@ -78,8 +66,7 @@ impl Reloader {
 
     fn try_reload(&self) -> Result<u64, ReloadError> {
         let path = self.inner.path.as_deref().ok_or(ReloadError::NoFile)?;
-        let loaded =
-            bridgehead_config::load(path).map_err(|d| ReloadError::Invalid(d.to_string()))?;
+        let loaded = bridgehead_config::load(path).map_err(|d| ReloadError::Invalid(d.to_string()))?;
         let tls = crate::tls::acceptor(&loaded).map_err(ReloadError::Invalid)?;
         let shared = &self.inner.shared;
         let old = shared.runtime.load_full();
@@ -97,9 +84,7 @@ impl Reloader {
     pub fn watch_sighup(&self) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
                 return;
             };
             while hup.recv().await.is_some() {
@@ -111,15 +96,15 @@ impl Reloader {
     /// Reloads when the config file changes (editors that write a new file and rename it are
     /// handled by watching the directory). Bursts of events are coalesced, and a save that did
     /// not change the file's bytes does not reload.
-    pub fn watch_file(&self) -> notify::Result<Option<notify::RecommendedWatcher>> {
+    /// `loaded_bytes` is the file as it was when the running config was loaded.
+    pub fn watch_file(
+        &self,
+        loaded_bytes: Option<Vec<u8>>,
+    ) -> notify::Result<Option<notify::RecommendedWatcher>> {
         let Some(path) = self.inner.path.clone() else {
             return Ok(None);
         };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         let name = path.file_name().map(|n| n.to_owned());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
@@ -132,18 +117,26 @@ impl Reloader {
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
         let this = self.clone();
         tokio::spawn(async move {
-            let mut last = std::fs::read(&path).ok();
-            while rx.recv().await.is_some() {
+            // A change between loading and watching raised no event: compare once up front.
+            let mut last = loaded_bytes;
+            let mut check = true;
+            loop {
+                if check {
+                    let now = std::fs::read(&path).ok();
+                    if now.is_some() && now != last {
+                        last = now;
+                        let _ = this.reload().await;
+                    }
+                }
+                if rx.recv().await.is_none() {
+                    break;
+                }
                 // Let the writer finish: wait until events stop for 100ms.
                 while tokio::time::timeout(Duration::from_millis(100), rx.recv())
                     .await
                     .is_ok_and(|e| e.is_some())
                 {}
-                let now = std::fs::read(&path).ok();
-                if now.is_some() && now != last {
-                    last = now;
-                    let _ = this.reload().await;
-                }
+                check = true;
             }
         });
         Ok(Some(watcher))
@@ -155,10 +148,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
         ("server.listen", old.server.listen != new.server.listen),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("server.workers", old.server.workers != new.server.workers),
-        (
-            "server.tls",
-            old.server.tls.is_some() != new.server.tls.is_some(),
-        ),
+        ("server.tls", old.server.tls.is_some() != new.server.tls.is_some()),
         ("state.url", old.state.url != new.state.url),
         (
             "server.limits.max_connections",
@@ -167,10 +157,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
     ];
     for (key, changed) in fixed {
         if changed {
-            tracing::warn!(
-                key,
-                "changed in the config file; it takes effect only after a restart"
-            );
+            tracing::warn!(key, "changed in the config file; it takes effect only after a restart");
         }
     }
 }

@@ -81,9 +81,7 @@ impl Router {
             .collect();
         // Most specific first; ties keep config order.
         compiled.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        Self {
-            routes: compiled.into_iter().map(|(_, _, r)| r).collect(),
-        }
+        Self { routes: compiled.into_iter().map(|(_, _, r)| r).collect() }
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
@@ -118,13 +116,7 @@ impl Router {
         if allow.is_empty() {
             RouteResult::NotFound
         } else {
-            RouteResult::MethodNotAllowed(
-                allow
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            )
+            RouteResult::MethodNotAllowed(allow.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))
         }
     }
 }
@@ -143,9 +135,7 @@ struct Specificity {
 impl Matcher {
     fn compile(m: &RouteMatch) -> Self {
         let path = match (&m.path, &m.path_prefix) {
-            (Some(p), _) => PathTemplate::parse(p)
-                .map(PathMatch::Template)
-                .unwrap_or(PathMatch::Any),
+            (Some(p), _) => PathTemplate::parse(p).map(PathMatch::Template).unwrap_or(PathMatch::Any),
             (None, Some(prefix)) => PathMatch::Prefix(prefix.clone()),
             (None, None) => PathMatch::Any,
         };
@@ -156,30 +146,20 @@ impl Matcher {
                 None => HostMatch::Exact(h.to_ascii_lowercase()),
             },
         };
-        let methods = m.methods.as_ref().map(|ms| {
-            ms.iter()
-                .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
-                .collect()
-        });
+        let methods = m
+            .methods
+            .as_ref()
+            .map(|ms| ms.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect());
         let headers = m
             .headers
             .iter()
             .filter_map(|(k, v)| {
                 let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
-                let value = if v == "*" {
-                    None
-                } else {
-                    Some(HeaderValue::from_str(v).ok()?)
-                };
+                let value = if v == "*" { None } else { Some(HeaderValue::from_str(v).ok()?) };
                 Some((name, value))
             })
             .collect();
-        Self {
-            path,
-            host,
-            methods,
-            headers,
-        }
+        Self { path, host, methods, headers }
     }
 
     fn specificity(&self) -> Specificity {
@@ -208,9 +188,7 @@ impl Matcher {
         match (&self.host, host) {
             (HostMatch::Any, _) => true,
             (HostMatch::Exact(h), Some(host)) => h == host,
-            (HostMatch::Suffix(s), Some(host)) => {
-                host.len() > s.len() && host.ends_with(s.as_str())
-            }
+            (HostMatch::Suffix(s), Some(host)) => host.len() > s.len() && host.ends_with(s.as_str()),
             _ => false,
         }
     }

@@ -28,9 +28,7 @@ impl Runtime {
     /// Compiles `loaded`, carrying target health and pooled clients over from `previous`, and
     /// starts health checkers for the new upstreams. Must run inside a tokio runtime.
     pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Self {
-        let carry = previous
-            .map(|p| Carryover::from_upstreams(p.upstreams.values()))
-            .unwrap_or_default();
+        let carry = previous.map(|p| Carryover::from_upstreams(p.upstreams.values())).unwrap_or_default();
         let upstreams: BTreeMap<String, Arc<Upstream>> = loaded
             .config
             .upstreams
@@ -51,9 +49,7 @@ impl Runtime {
 
     /// Upstreams that at least one route sends traffic to.
     pub fn upstreams_in_use(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.upstreams
-            .values()
-            .filter(|u| self.router.routes().any(|r| Arc::ptr_eq(&r.upstream, u)))
+        self.upstreams.values().filter(|u| self.router.routes().any(|r| Arc::ptr_eq(&r.upstream, u)))
     }
 }
 

@@ -33,14 +33,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let max_conns = shared
-        .runtime
-        .load()
-        .loaded
-        .config
-        .server
-        .limits
-        .max_connections;
+    let max_conns = shared.runtime.load().loaded.config.server.limits.max_connections;
     let permits = Arc::new(Semaphore::new(max_conns));
     loop {
         let permit = tokio::select! {
@@ -64,9 +57,7 @@ pub async fn serve(
         let limits = rt.loaded.config.server.limits.clone();
         drop(rt);
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        let header_buf = (limits.max_header_bytes.get() as usize)
-            .saturating_mul(2)
-            .max(16 * 1024);
+        let header_buf = (limits.max_header_bytes.get() as usize).saturating_mul(2).max(16 * 1024);
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -80,20 +71,14 @@ pub async fn serve(
             .max_concurrent_streams(256)
             .keep_alive_interval(None);
         let tls = tls_swap.load_full();
-        let info = Arc::new(ConnInfo {
-            client,
-            tls: tls.is_some(),
-        });
+        let info = Arc::new(ConnInfo { client, tls: tls.is_some() });
         let shared = shared.clone();
         let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
         let idle = limits.idle_timeout.get();
         match &tls {
             None => {
                 let conn = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(IdleIo::new(stream, idle)),
-                        service,
-                    )
+                    .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -112,10 +97,7 @@ pub async fn serve(
                         return;
                     };
                     let conn = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(IdleIo::new(stream, idle)),
-                            service,
-                        )
+                        .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)
                         .into_owned();
                     let _ = watcher.watch(conn).await;
                     drop(permit);
@@ -139,12 +121,7 @@ pub struct IdleIo<T> {
 
 impl<T> IdleIo<T> {
     pub fn new(inner: T, idle: Duration) -> Self {
-        Self {
-            inner,
-            idle,
-            last: Instant::now(),
-            deadline: Box::pin(tokio::time::sleep(idle)),
-        }
+        Self { inner, idle, last: Instant::now(), deadline: Box::pin(tokio::time::sleep(idle)) }
     }
 
     fn progressed(&mut self, n: usize) {
@@ -174,10 +151,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
                     Poll::Ready(()) => {
                         let due = this.last + this.idle;
                         if due <= Instant::now() {
-                            return Poll::Ready(Err(io::Error::new(
-                                io::ErrorKind::TimedOut,
-                                "idle timeout",
-                            )));
+                            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")));
                         }
                         this.deadline.as_mut().reset(due);
                     }
@@ -188,11 +162,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = r {
             self.progressed(n);

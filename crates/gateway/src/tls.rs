@@ -15,26 +15,15 @@ pub fn acceptor(loaded: &LoadedConfig) -> Result<Option<TlsAcceptor>, String> {
     };
     let cert_path = loaded.resolve_path(&tls.cert);
     let key_path = loaded.resolve_path(&tls.key);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| {
-            format!(
-                "server.tls.cert: cannot read certificates from {}: {e}",
-                cert_path.display()
-            )
-        })?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect::<Result<_, _>>()).map_err(
+            |e| format!("server.tls.cert: cannot read certificates from {}: {e}", cert_path.display()),
+        )?;
     if certs.is_empty() {
-        return Err(format!(
-            "server.tls.cert: {} holds no PEM certificate",
-            cert_path.display()
-        ));
+        return Err(format!("server.tls.cert: {} holds no PEM certificate", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
-        format!(
-            "server.tls.key: cannot read a private key from {}: {e}",
-            key_path.display()
-        )
-    })?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("server.tls.key: cannot read a private key from {}: {e}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -91,9 +91,7 @@ where
         received.len += data.len() as u64;
         let room = cap - received.head.len();
         if room > 0 {
-            received
-                .head
-                .extend_from_slice(&data[..room.min(data.len())]);
+            received.head.extend_from_slice(&data[..room.min(data.len())]);
         }
     }
     Ok(received)

@@ -60,9 +60,8 @@ impl FromStr for FixedRoute {
     type Err = FixedRouteError;
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let (path, rest) = spec
-            .split_once('=')
-            .ok_or_else(|| FixedRouteError::MissingEquals { spec: spec.into() })?;
+        let (path, rest) =
+            spec.split_once('=').ok_or_else(|| FixedRouteError::MissingEquals { spec: spec.into() })?;
         if !path.starts_with('/') {
             return Err(FixedRouteError::PathNotAbsolute { path: path.into() });
         }
@@ -76,10 +75,7 @@ impl FromStr for FixedRoute {
             });
         }
         let (status, body) = rest.split_once(':').unwrap_or((rest, ""));
-        let bad_status = || FixedRouteError::BadStatus {
-            status: status.into(),
-            spec: spec.into(),
-        };
+        let bad_status = || FixedRouteError::BadStatus { status: status.into(), spec: spec.into() };
         // `u16::from_str` would take "+200"; a status is exactly three digits.
         if status.len() != 3 || !status.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad_status());
@@ -114,11 +110,7 @@ impl Answer {
         } else {
             Some(HeaderValue::from_static("text/plain; charset=utf-8"))
         };
-        Answer {
-            status: route.status,
-            body: route.body.clone(),
-            content_type,
-        }
+        Answer { status: route.status, body: route.body.clone(), content_type }
     }
 }
 
@@ -135,11 +127,7 @@ impl Routes {
         let mut prefixes = HashMap::new();
         // Later routes replace earlier ones for the same path, like later flags override.
         for route in routes {
-            let table = if route.prefix {
-                &mut prefixes
-            } else {
-                &mut exact
-            };
+            let table = if route.prefix { &mut prefixes } else { &mut exact };
             table.insert(route.path.clone(), Answer::new(route));
         }
         let mut prefixes: Vec<_> = prefixes.into_iter().collect();
@@ -158,9 +146,7 @@ impl Routes {
         let mut response = Response::new(MockBody::full(answer.body.clone()));
         *response.status_mut() = answer.status;
         if let Some(content_type) = &answer.content_type {
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, content_type.clone());
+            response.headers_mut().insert(CONTENT_TYPE, content_type.clone());
         }
         Some(response)
     }
@@ -203,16 +189,12 @@ mod tests {
         for (spec, expected, message) in [
             (
                 "/health",
-                FixedRouteError::MissingEquals {
-                    spec: "/health".into(),
-                },
+                FixedRouteError::MissingEquals { spec: "/health".into() },
                 "missing '=' in \"/health\": expected PATH=STATUS[:BODY], e.g. /health=200",
             ),
             (
                 "health=200",
-                FixedRouteError::PathNotAbsolute {
-                    path: "health".into(),
-                },
+                FixedRouteError::PathNotAbsolute { path: "health".into() },
                 "path \"health\" must start with '/', e.g. /health=200",
             ),
             (
@@ -222,49 +204,32 @@ mod tests {
             ),
             (
                 "/a/*/b=200",
-                FixedRouteError::MisplacedWildcard {
-                    path: "/a/*/b".into(),
-                },
+                FixedRouteError::MisplacedWildcard { path: "/a/*/b".into() },
                 "'*' may only end the path (prefix match) in \"/a/*/b\", e.g. /orders/*=404",
             ),
             (
                 "/health=",
-                FixedRouteError::BadStatus {
-                    status: "".into(),
-                    spec: "/health=".into(),
-                },
+                FixedRouteError::BadStatus { status: "".into(), spec: "/health=".into() },
                 "status \"\" in \"/health=\" is not a status code between 200 and 599",
             ),
             (
                 "/health=ok",
-                FixedRouteError::BadStatus {
-                    status: "ok".into(),
-                    spec: "/health=ok".into(),
-                },
+                FixedRouteError::BadStatus { status: "ok".into(), spec: "/health=ok".into() },
                 "status \"ok\" in \"/health=ok\" is not a status code between 200 and 599",
             ),
             (
                 "/health=+20",
-                FixedRouteError::BadStatus {
-                    status: "+20".into(),
-                    spec: "/health=+20".into(),
-                },
+                FixedRouteError::BadStatus { status: "+20".into(), spec: "/health=+20".into() },
                 "status \"+20\" in \"/health=+20\" is not a status code between 200 and 599",
             ),
             (
                 "/health=101:x",
-                FixedRouteError::BadStatus {
-                    status: "101".into(),
-                    spec: "/health=101:x".into(),
-                },
+                FixedRouteError::BadStatus { status: "101".into(), spec: "/health=101:x".into() },
                 "status \"101\" in \"/health=101:x\" is not a status code between 200 and 599",
             ),
             (
                 "/health=600",
-                FixedRouteError::BadStatus {
-                    status: "600".into(),
-                    spec: "/health=600".into(),
-                },
+                FixedRouteError::BadStatus { status: "600".into(), spec: "/health=600".into() },
                 "status \"600\" in \"/health=600\" is not a status code between 200 and 599",
             ),
         ] {
@@ -276,10 +241,7 @@ mod tests {
 
     fn answer(routes: &Routes, path: &str) -> Option<(u16, Option<String>, Bytes)> {
         let response = routes.respond(path)?;
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned());
+        let content_type = response.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned());
         let status = response.status().as_u16();
         let MockBody::Full(body) = response.into_body() else {
             panic!("fixed routes answer with a full body")
@@ -299,26 +261,16 @@ mod tests {
         ]);
         let json = Some("application/json".to_owned());
         let text = Some("text/plain; charset=utf-8".to_owned());
-        assert_eq!(
-            answer(&routes, "/orders/7"),
-            Some((200, json.clone(), Bytes::from_static(b"[7]")))
-        );
+        assert_eq!(answer(&routes, "/orders/7"), Some((200, json.clone(), Bytes::from_static(b"[7]"))));
         assert_eq!(
             answer(&routes, "/orders/8"),
-            Some((
-                404,
-                json.clone(),
-                Bytes::from_static(b"{\"error\":\"no such order\"}")
-            ))
+            Some((404, json.clone(), Bytes::from_static(b"{\"error\":\"no such order\"}")))
         );
         assert_eq!(
             answer(&routes, "/orders/archive/1"),
             Some((410, text.clone(), Bytes::from_static(b"gone")))
         );
-        assert_eq!(
-            answer(&routes, "/else"),
-            Some((500, text, Bytes::from_static(b"root")))
-        );
+        assert_eq!(answer(&routes, "/else"), Some((500, text, Bytes::from_static(b"root"))));
         // The later of two routes for one path wins; an empty body has no content type.
         assert_eq!(answer(&routes, "/health"), Some((204, None, Bytes::new())));
         assert!(answer(&Routes::new(&[]), "/").is_none());

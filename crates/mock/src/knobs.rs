@@ -24,23 +24,14 @@ pub(crate) struct Knobs {
 impl Knobs {
     pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Knobs, Rejection> {
         Ok(Knobs {
-            status: knob(
-                headers,
-                STATUS,
-                "a status code between 200 and 599, e.g. 404",
-                |s| {
-                    s.parse::<u16>()
-                        .ok()
-                        .filter(|code| (200..=599).contains(code))
-                        .and_then(|code| StatusCode::from_u16(code).ok())
-                },
-            )?,
-            latency: knob(headers, LATENCY, "a duration, e.g. 100ms", |s| {
-                humantime::parse_duration(s).ok()
+            status: knob(headers, STATUS, "a status code between 200 and 599, e.g. 404", |s| {
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|code| (200..=599).contains(code))
+                    .and_then(|code| StatusCode::from_u16(code).ok())
             })?,
-            body_size: knob(headers, BODY_SIZE, "a number of bytes, e.g. 1048576", |s| {
-                s.parse().ok()
-            })?,
+            latency: knob(headers, LATENCY, "a duration, e.g. 100ms", |s| humantime::parse_duration(s).ok())?,
+            body_size: knob(headers, BODY_SIZE, "a number of bytes, e.g. 1048576", |s| s.parse().ok())?,
         })
     }
 }
@@ -54,12 +45,7 @@ fn knob<T>(
     let Some(value) = headers.get(header) else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|s| parse(s.trim()))
-        .map(Some)
-        .ok_or(Rejection::BadKnob { header, expected })
+    value.to_str().ok().and_then(|s| parse(s.trim())).map(Some).ok_or(Rejection::BadKnob { header, expected })
 }
 
 #[cfg(test)]
@@ -78,11 +64,7 @@ mod tests {
     fn parses_knobs() {
         assert_eq!(knobs(&[]), Ok(Knobs::default()));
         assert_eq!(
-            knobs(&[
-                ("x-mock-status", "404"),
-                ("x-mock-latency", "1s 5ms"),
-                ("x-mock-body-size", "0"),
-            ]),
+            knobs(&[("x-mock-status", "404"), ("x-mock-latency", "1s 5ms"), ("x-mock-body-size", "0"),]),
             Ok(Knobs {
                 status: Some(StatusCode::NOT_FOUND),
                 latency: Some(Duration::from_millis(1005)),

@@ -100,9 +100,7 @@ impl MockOptions {
 fn parse_fail_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!(
-            "{s:?} is not a probability between 0.0 and 1.0, e.g. 0.2"
-        )),
+        _ => Err(format!("{s:?} is not a probability between 0.0 and 1.0, e.g. 0.2")),
     }
 }
 
@@ -178,30 +176,18 @@ mod tests {
             (&["--fixed", "/health"][..], "missing '='"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} should be rejected"));
-            assert!(
-                err.to_string().contains(needle),
-                "{args:?}: {err} should mention {needle:?}"
-            );
+            assert!(err.to_string().contains(needle), "{args:?}: {err} should mention {needle:?}");
         }
     }
 
     #[test]
     fn validate_matches_clap() {
         assert!(MockOptions::default().validate().is_ok());
-        let bad_rate = MockOptions {
-            fail_rate: 1.5,
-            ..MockOptions::default()
-        };
+        let bad_rate = MockOptions { fail_rate: 1.5, ..MockOptions::default() };
         assert_eq!(bad_rate.validate(), Err(InvalidOptions::FailRate(1.5)));
-        let nan_rate = MockOptions {
-            fail_rate: f64::NAN,
-            ..MockOptions::default()
-        };
+        let nan_rate = MockOptions { fail_rate: f64::NAN, ..MockOptions::default() };
         assert!(nan_rate.validate().is_err());
-        let bad_status = MockOptions {
-            fail_status: 42,
-            ..MockOptions::default()
-        };
+        let bad_status = MockOptions { fail_status: 42, ..MockOptions::default() };
         assert_eq!(bad_status.validate(), Err(InvalidOptions::FailStatus(42)));
     }
 }

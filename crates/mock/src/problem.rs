@@ -14,10 +14,7 @@ pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 pub(crate) enum Rejection {
     /// An `x-mock-*` header whose value does not parse.
     #[error("header {header} must be {expected}")]
-    BadKnob {
-        header: &'static str,
-        expected: &'static str,
-    },
+    BadKnob { header: &'static str, expected: &'static str },
     /// A WebSocket upgrade without `Sec-WebSocket-Key`.
     #[error("a websocket upgrade needs a Sec-WebSocket-Key header")]
     MissingWebSocketKey,
@@ -44,14 +41,9 @@ impl Rejection {
 
     pub(crate) fn into_response(self) -> Response<MockBody> {
         let status = self.status();
-        let mut response = problem(
-            status,
-            problem_body(status, self.title(), &self.to_string()),
-        );
+        let mut response = problem(status, problem_body(status, self.title(), &self.to_string()));
         if self == Rejection::AdminMethod {
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
         }
         response
     }
@@ -73,8 +65,6 @@ pub(crate) fn problem_body(status: StatusCode, title: &str, detail: &str) -> Byt
 pub(crate) fn problem(status: StatusCode, body: Bytes) -> Response<MockBody> {
     let mut response = Response::new(MockBody::full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }

@@ -48,9 +48,7 @@ impl RecordedRequest {
                 .collect(),
             body_len: body.len,
             body: String::from_utf8_lossy(head).into_owned(),
-            time_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            time_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         }
     }
 }
@@ -114,16 +112,9 @@ mod tests {
     use super::*;
 
     fn request(path: &str, body: &[u8]) -> (Parts, ReceivedBody) {
-        let (parts, ()) = http::Request::post(path)
-            .header("x-a", "1")
-            .header("x-a", "2")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let body = ReceivedBody {
-            head: body.to_vec(),
-            len: body.len() as u64,
-        };
+        let (parts, ()) =
+            http::Request::post(path).header("x-a", "1").header("x-a", "2").body(()).unwrap().into_parts();
+        let body = ReceivedBody { head: body.to_vec(), len: body.len() as u64 };
         (parts, body)
     }
 
@@ -149,16 +140,11 @@ mod tests {
         let (parts, mut body) = request("/p?q=1", &[b'a'; RECORDED_BODY + 10]);
         body.len = 10 * 1024 * 1024;
         recorder.record(&parts, &body);
-        let [recorded] = &recorder.snapshot()[..] else {
-            panic!("one request recorded")
-        };
+        let [recorded] = &recorder.snapshot()[..] else { panic!("one request recorded") };
         assert_eq!(recorded.method, "POST");
         assert_eq!(recorded.path, "/p");
         assert_eq!(recorded.query.as_deref(), Some("q=1"));
-        assert_eq!(
-            recorded.headers,
-            [("x-a".into(), "1".into()), ("x-a".into(), "2".into())]
-        );
+        assert_eq!(recorded.headers, [("x-a".into(), "1".into()), ("x-a".into(), "2".into())]);
         assert_eq!(recorded.body_len, 10 * 1024 * 1024);
         assert_eq!(recorded.body.len(), RECORDED_BODY);
         assert!(recorded.time_unix_ms > 0);

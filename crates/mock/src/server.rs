@@ -30,8 +30,7 @@ impl MockServer {
     ///
     /// Invalid options (see [`MockOptions::validate`]) are an [`io::ErrorKind::InvalidInput`].
     pub async fn start(opts: MockOptions) -> io::Result<MockServer> {
-        opts.validate()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        opts.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind((opts.bind, opts.port)).await?;
         Ok(Self::serve(listener, opts))
     }
@@ -46,18 +45,11 @@ impl MockServer {
         if let Err(error) = opts.validate() {
             panic!("invalid MockOptions: {error}");
         }
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has a local address");
+        let addr = listener.local_addr().expect("a bound listener has a local address");
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared::new(&opts, stopped.clone()));
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
-        MockServer {
-            addr,
-            shared,
-            stop,
-            task,
-        }
+        MockServer { addr, shared, stop, task }
     }
 
     /// The address the server listens on.
@@ -138,10 +130,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request| service::handle(Arc::clone(&shared), request));
-    if let Err(error) = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await
-    {
+    if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
         tracing::debug!(%error, "mock connection ended with an error");
     }
 }

@@ -70,16 +70,11 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<MockBody>, hyper::Error> {
     let mut response = phases(&shared, request).await?;
-    response
-        .headers_mut()
-        .insert(SERVER, HeaderValue::from_static("bridgehead-mock"));
+    response.headers_mut().insert(SERVER, HeaderValue::from_static("bridgehead-mock"));
     Ok(response)
 }
 
-async fn phases(
-    shared: &Shared,
-    mut request: Request<Incoming>,
-) -> Result<Response<MockBody>, hyper::Error> {
+async fn phases(shared: &Shared, mut request: Request<Incoming>) -> Result<Response<MockBody>, hyper::Error> {
     // admin: before recording, so reading the recording does not change it.
     if request.uri().path() == ADMIN_PATH {
         return Ok(admin(shared, request.method()));
@@ -87,8 +82,7 @@ async fn phases(
     shared.recorder.arrived();
 
     // The upgrade must be claimed before the request is taken apart.
-    let on_upgrade =
-        websocket::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+    let on_upgrade = websocket::is_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
 
     // record: the body is read first (streamed, only its head kept) so the recording has it.
@@ -125,12 +119,9 @@ async fn phases(
 fn admin(shared: &Shared, method: &Method) -> Response<MockBody> {
     match *method {
         Method::GET => {
-            let json = serde_json::to_vec(&shared.recorder.snapshot())
-                .expect("recorded requests serialize");
+            let json = serde_json::to_vec(&shared.recorder.snapshot()).expect("recorded requests serialize");
             let mut response = Response::new(MockBody::full(json));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
         Method::DELETE => {
@@ -147,9 +138,7 @@ impl Failure {
     fn response(&self) -> Response<MockBody> {
         let mut response = problem(self.status, self.body.clone());
         if let Some(retry_after) = &self.retry_after {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, retry_after.clone());
+            response.headers_mut().insert(RETRY_AFTER, retry_after.clone());
         }
         response
     }

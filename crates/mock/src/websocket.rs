@@ -24,11 +24,7 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
 
 fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
-        value.to_str().is_ok_and(|value| {
-            value
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case(token))
-        })
+        value.to_str().is_ok_and(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     })
 }
 
@@ -50,8 +46,7 @@ pub(crate) fn accept(
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
         return Rejection::MissingWebSocketKey.into_response();
     };
-    let accept =
-        HeaderValue::try_from(accept_key(key.as_bytes())).expect("base64 is a valid header value");
+    let accept = HeaderValue::try_from(accept_key(key.as_bytes())).expect("base64 is a valid header value");
     tokio::spawn(echo(on_upgrade, stop));
     let mut response = Response::new(MockBody::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -90,10 +85,7 @@ mod tests {
     /// The sample handshake of RFC 6455 section 1.3.
     #[test]
     fn accept_key_matches_rfc_6455_sample() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

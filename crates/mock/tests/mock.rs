@@ -30,9 +30,7 @@ fn http1() -> Client<HttpConnector, TestBody> {
 }
 
 fn h2c() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 fn empty() -> TestBody {
@@ -99,9 +97,7 @@ async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBod
 }
 
 async fn get(server: &MockServer, path: &str) -> Answer {
-    let request = Request::get(format!("{}{path}", server.url()))
-        .body(empty())
-        .unwrap();
+    let request = Request::get(format!("{}{path}", server.url())).body(empty()).unwrap();
     send(&http1(), request).await
 }
 
@@ -129,11 +125,7 @@ async fn echoes_method_path_query_headers_and_body() {
     assert_eq!(echo["body_len"], 5);
     assert_eq!(echo["body_truncated"], false);
     let keys: Vec<_> = echo.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(
-        keys.len(),
-        7,
-        "method path query headers body body_len body_truncated: {keys:?}"
-    );
+    assert_eq!(keys.len(), 7, "method path query headers body body_len body_truncated: {keys:?}");
 
     let echo = get(&server, "/").await.json();
     assert_eq!(echo["method"], "GET");
@@ -158,10 +150,7 @@ async fn fixed_routes_answer_exact_then_longest_prefix() {
     .await;
 
     let health = get(&server, "/health").await;
-    assert_eq!(
-        (health.status, &health.body[..]),
-        (StatusCode::OK, &b""[..])
-    );
+    assert_eq!((health.status, &health.body[..]), (StatusCode::OK, &b""[..]));
     // A query does not change the path matched.
     let seven = get(&server, "/orders/7?x=1").await;
     assert_eq!(seven.status, StatusCode::OK);
@@ -172,10 +161,7 @@ async fn fixed_routes_answer_exact_then_longest_prefix() {
     assert_eq!(eight.json(), json!({"error": "no such order"}));
     let text = get(&server, "/text/a/b").await;
     assert_eq!(text.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        text.header("content-type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(text.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(&text.body[..], b"down for maintenance");
     assert_eq!(text.header("server"), Some("bridgehead-mock"));
     // Not covered: echo; "/orders" is not under the prefix "/orders/".
@@ -196,10 +182,7 @@ async fn fail_rate_one_always_fails_with_problem_and_retry_after() {
         let answer = get(&server, path).await;
         assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
         assert_eq!(answer.header("retry-after"), Some("2"));
-        assert_eq!(
-            answer.header("content-type"),
-            Some("application/problem+json")
-        );
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
         assert_eq!(
             answer.json(),
             json!({
@@ -225,11 +208,7 @@ async fn fail_rate_zero_never_fails_and_no_retry_after_by_default() {
         let answer = send(&client, request).await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    let failing = start(MockOptions {
-        fail_rate: 1.0,
-        ..MockOptions::default()
-    })
-    .await;
+    let failing = start(MockOptions { fail_rate: 1.0, ..MockOptions::default() }).await;
     let answer = get(&failing, "/").await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.header("retry-after"), None);
@@ -237,12 +216,8 @@ async fn fail_rate_zero_never_fails_and_no_retry_after_by_default() {
 
 #[tokio::test]
 async fn start_refuses_invalid_options() {
-    let error = MockServer::start(MockOptions {
-        fail_rate: 1.5,
-        ..MockOptions::default()
-    })
-    .await
-    .unwrap_err();
+    let error =
+        MockServer::start(MockOptions { fail_rate: 1.5, ..MockOptions::default() }).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
     assert!(error.to_string().contains("fail_rate 1.5"), "{error}");
 
@@ -254,11 +229,7 @@ async fn start_refuses_invalid_options() {
 
 #[tokio::test]
 async fn records_requests_in_a_ring_and_clears() {
-    let server = start(MockOptions {
-        record_limit: 3,
-        ..MockOptions::default()
-    })
-    .await;
+    let server = start(MockOptions { record_limit: 3, ..MockOptions::default() }).await;
     let client = http1();
     for i in 0..5 {
         let request = Request::put(format!("{}/item/{i}?v={i}", server.url()))
@@ -283,23 +254,15 @@ async fn records_requests_in_a_ring_and_clears() {
     assert_eq!(listed.json(), serde_json::to_value(&recorded).unwrap());
     assert_eq!(server.request_count(), 5);
 
-    let wrong = send(
-        &client,
-        Request::post(format!("{}/__mock/requests", server.url()))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let wrong =
+        send(&client, Request::post(format!("{}/__mock/requests", server.url())).body(empty()).unwrap())
+            .await;
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.header("allow"), Some("GET, DELETE"));
 
-    let cleared = send(
-        &client,
-        Request::delete(format!("{}/__mock/requests", server.url()))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let cleared =
+        send(&client, Request::delete(format!("{}/__mock/requests", server.url())).body(empty()).unwrap())
+            .await;
     assert_eq!(cleared.status, StatusCode::NO_CONTENT);
     assert!(server.requests().is_empty());
     assert_eq!(get(&server, "/__mock/requests").await.json(), json!([]));
@@ -328,11 +291,7 @@ async fn counts_a_large_streamed_upload_and_keeps_only_the_head() {
     }
     let recorded = server.requests();
     assert_eq!(recorded.len(), 2);
-    assert!(
-        recorded
-            .iter()
-            .all(|r| r.body_len == LEN && r.body.len() == 64 * 1024)
-    );
+    assert!(recorded.iter().all(|r| r.body_len == LEN && r.body.len() == 64 * 1024));
 }
 
 #[tokio::test]
@@ -371,35 +330,20 @@ async fn x_mock_status_and_body_size_shape_the_echo() {
     assert!(frames > 1, "streamed in chunks");
 
     for (header, value) in [("x-mock-status", "1000"), ("x-mock-body-size", "lots")] {
-        let request = Request::get(server.url())
-            .header(header, value)
-            .body(empty())
-            .unwrap();
+        let request = Request::get(server.url()).header(header, value).body(empty()).unwrap();
         let answer = send(&client, request).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{header}");
-        assert_eq!(
-            answer.header("content-type"),
-            Some("application/problem+json")
-        );
-        assert!(
-            answer.json()["detail"].as_str().unwrap().contains(header),
-            "{header}"
-        );
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        assert!(answer.json()["detail"].as_str().unwrap().contains(header), "{header}");
     }
 }
 
 #[tokio::test]
 async fn latency_delays_the_response() {
-    let server = start(MockOptions {
-        latency: Some(Duration::from_millis(40)),
-        ..MockOptions::default()
-    })
-    .await;
+    let server =
+        start(MockOptions { latency: Some(Duration::from_millis(40)), ..MockOptions::default() }).await;
     let started = Instant::now();
-    let request = Request::get(server.url())
-        .header("x-mock-latency", "30ms")
-        .body(empty())
-        .unwrap();
+    let request = Request::get(server.url()).header("x-mock-latency", "30ms").body(empty()).unwrap();
     assert_eq!(send(&http1(), request).await.status, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(70));
 }
@@ -408,9 +352,7 @@ async fn latency_delays_the_response() {
 async fn websocket_upgrade_answers_101_and_echoes_bytes() {
     let server = start(MockOptions::default()).await;
     let stream = TcpStream::connect(server.addr()).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection.with_upgrades());
     let request = Request::get("/chat")
         .header("host", server.addr().to_string())

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StateError {
     /// `state.url` names no backend this crate knows.
-    #[error(
-        "state.url must start with sqlite:// or postgres:// (or be sqlite::memory:), got {got:?}"
-    )]
+    #[error("state.url must start with sqlite:// or postgres:// (or be sqlite::memory:), got {got:?}")]
     UnsupportedScheme {
         /// The URL as given, redacted.
         got: String,
@@ -62,9 +60,7 @@ pub enum StateError {
     },
 
     /// [`crate::Store::heartbeat`] for a node that has no row; register it again.
-    #[error(
-        "node {node_id:?} is not registered (heartbeat before register_node, or its row was removed)"
-    )]
+    #[error("node {node_id:?} is not registered (heartbeat before register_node, or its row was removed)")]
     UnknownNode {
         /// The node that sent the heartbeat.
         node_id: String,

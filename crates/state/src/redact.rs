@@ -66,9 +66,7 @@ impl Secrets {
 
     /// `text` with every occurrence of a secret replaced by `***`.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        self.0.iter().fold(text.to_owned(), |acc, secret| {
-            acc.replace(secret.as_str(), MASK)
-        })
+        self.0.iter().fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), MASK))
     }
 }
 
@@ -100,9 +98,7 @@ fn param_passwords(text: &str) -> Vec<(usize, usize)> {
                 });
                 close.map_or(value.len(), |(i, _)| i + 2)
             }
-            None => value
-                .find(|c: char| c == '&' || c == ';' || c.is_whitespace())
-                .unwrap_or(value.len()),
+            None => value.find(|c: char| c == '&' || c == ';' || c.is_whitespace()).unwrap_or(value.len()),
         };
         if len > 0 {
             ranges.push((start, start + len));
@@ -120,10 +116,8 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
+            && let (Some(h), Some(l)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
         {
             out.push((h * 16 + l) as u8);
             i += 3;
@@ -144,35 +138,17 @@ mod tests {
         let cases = [
             // (input, expected)
             ("sqlite://bridgehead.db", "sqlite://bridgehead.db"),
-            (
-                "sqlite:///var/lib/bridgehead/state.db",
-                "sqlite:///var/lib/bridgehead/state.db",
-            ),
+            ("sqlite:///var/lib/bridgehead/state.db", "sqlite:///var/lib/bridgehead/state.db"),
             ("sqlite::memory:", "sqlite::memory:"),
             ("postgres://db.internal/gw", "postgres://db.internal/gw"),
-            (
-                "postgres://app@db.internal:5432/gw",
-                "postgres://app@db.internal:5432/gw",
-            ),
-            (
-                "postgres://app:s3cret@db:5432/gw",
-                "postgres://app:***@db:5432/gw",
-            ),
-            (
-                "postgresql://app:s3cret@db/gw",
-                "postgresql://app:***@db/gw",
-            ),
-            (
-                "postgres://u:s3cret@127.0.0.1:1/db",
-                "postgres://u:***@127.0.0.1:1/db",
-            ),
+            ("postgres://app@db.internal:5432/gw", "postgres://app@db.internal:5432/gw"),
+            ("postgres://app:s3cret@db:5432/gw", "postgres://app:***@db:5432/gw"),
+            ("postgresql://app:s3cret@db/gw", "postgresql://app:***@db/gw"),
+            ("postgres://u:s3cret@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"),
             // Empty password: nothing to hide.
             ("postgres://app:@db/gw", "postgres://app:@db/gw"),
             // Percent-encoded and unencoded specials inside the password.
-            (
-                "postgres://app:p%40ss%2Fw@db/gw",
-                "postgres://app:***@db/gw",
-            ),
+            ("postgres://app:p%40ss%2Fw@db/gw", "postgres://app:***@db/gw"),
             ("postgres://app:p@ss/w?rd@db/gw", "postgres://app:***@db/gw"),
             // Password as a parameter, alone or next to others, any case.
             (
@@ -183,19 +159,10 @@ mod tests {
                 "postgres://app@db/gw?sslmode=require&PassWord=s3cret",
                 "postgres://app@db/gw?sslmode=require&PassWord=***",
             ),
-            (
-                "postgres://app:a@db/gw?sslpassword=b",
-                "postgres://app:***@db/gw?sslpassword=***",
-            ),
+            ("postgres://app:a@db/gw?sslpassword=b", "postgres://app:***@db/gw?sslpassword=***"),
             // libpq key/value strings are not accepted, but must not leak when echoed.
-            (
-                "host=db password=s3cret user=app",
-                "host=db password=*** user=app",
-            ),
-            (
-                "host=db password='s3 cr\\'et' user=app",
-                "host=db password=*** user=app",
-            ),
+            ("host=db password=s3cret user=app", "host=db password=*** user=app"),
+            ("host=db password='s3 cr\\'et' user=app", "host=db password=*** user=app"),
             ("ftp://u:s3cret@host/x", "ftp://u:***@host/x"),
             ("", ""),
         ];
@@ -209,9 +176,6 @@ mod tests {
         let secrets = Secrets::of("postgres://app:p%40ss@db/gw?sslpassword=k3y");
         let scrubbed = secrets.scrub("auth failed for p%40ss / p@ss, key k3y");
         assert_eq!(scrubbed, "auth failed for *** / ***, key ***");
-        assert_eq!(
-            Secrets::of("sqlite://x.db").scrub("sqlite://x.db"),
-            "sqlite://x.db"
-        );
+        assert_eq!(Secrets::of("sqlite://x.db").scrub("sqlite://x.db"), "sqlite://x.db");
     }
 }

@@ -121,10 +121,7 @@ impl Store {
         } else {
             return Err(StateError::UnsupportedScheme { got: redacted });
         };
-        let store = Store {
-            pools,
-            redacted_url: redacted.into(),
-        };
+        let store = Store { pools, redacted_url: redacted.into() };
         tracing::info!(
             backend = %store.backend(),
             url = %store.redacted_url,
@@ -193,17 +190,13 @@ impl Store {
         self.meta_get(CLUSTER_ID_KEY)
             .await?
             // Only possible if someone deleted the row between our insert and this read.
-            .ok_or(StateError::Query {
-                op: "cluster_id",
-                source: sqlx::Error::RowNotFound,
-            })
+            .ok_or(StateError::Query { op: "cluster_id", source: sqlx::Error::RowNotFound })
     }
 
     /// Records that `node_id` (re)started running `version`: sets both `started_at` and
     /// `last_seen_at` to now, creating the row or replacing the previous run's.
     pub async fn register_node(&self, node_id: &str, version: &str) -> Result<(), StateError> {
-        const SQL: &str =
-            "INSERT INTO bridgehead_nodes (node_id, version, started_at, last_seen_at)
+        const SQL: &str = "INSERT INTO bridgehead_nodes (node_id, version, started_at, last_seen_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (node_id) DO UPDATE SET version = excluded.version,
                  started_at = excluded.started_at, last_seen_at = excluded.last_seen_at";
@@ -220,9 +213,7 @@ impl Store {
         let updated = on_pool!(self, pool => sqlx::query(SQL).bind(now).bind(node_id).execute(pool).await.map(|r| r.rows_affected()))
             .map_err(StateError::query("heartbeat"))?;
         if updated == 0 {
-            return Err(StateError::UnknownNode {
-                node_id: node_id.to_owned(),
-            });
+            return Err(StateError::UnknownNode { node_id: node_id.to_owned() });
         }
         Ok(())
     }
@@ -258,43 +249,29 @@ impl Store {
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend())
-            .field("url", &self.redacted_url)
-            .finish()
+        f.debug_struct("Store").field("backend", &self.backend()).field("url", &self.redacted_url).finish()
     }
 }
 
-async fn open_sqlite(
-    url: &str,
-    redacted: &str,
-    secrets: &Secrets,
-) -> Result<SqlitePool, StateError> {
-    let invalid = |reason: String| StateError::InvalidUrl {
-        url: redacted.to_owned(),
-        reason,
-    };
-    let options =
-        SqliteConnectOptions::from_str(url).map_err(|e| invalid(secrets.scrub(&e.to_string())))?;
+async fn open_sqlite(url: &str, redacted: &str, secrets: &Secrets) -> Result<SqlitePool, StateError> {
+    let invalid = |reason: String| StateError::InvalidUrl { url: redacted.to_owned(), reason };
+    let options = SqliteConnectOptions::from_str(url).map_err(|e| invalid(secrets.scrub(&e.to_string())))?;
     let (database, query) = url
         .trim_start_matches("sqlite://")
         .split_once('?')
         .unwrap_or((url.trim_start_matches("sqlite://"), ""));
-    let in_memory = url == "sqlite::memory:"
-        || database == ":memory:"
-        || query.split('&').any(|p| p == "mode=memory");
+    let in_memory =
+        url == "sqlite::memory:" || database == ":memory:" || query.split('&').any(|p| p == "mode=memory");
     if !in_memory {
         if database.is_empty() {
             return Err(invalid(
                 "it names no file; use sqlite://PATH, e.g. sqlite://bridgehead.db".to_owned(),
             ));
         }
-        create_private_file(options.get_filename()).map_err(|(path, source)| {
-            StateError::CreateFile {
-                url: redacted.to_owned(),
-                path,
-                source,
-            }
+        create_private_file(options.get_filename()).map_err(|(path, source)| StateError::CreateFile {
+            url: redacted.to_owned(),
+            path,
+            source,
         })?;
     }
     let options = options
@@ -303,22 +280,16 @@ async fn open_sqlite(
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true);
-    let mut pool_options = SqlitePoolOptions::new()
-        .max_connections(SQLITE_MAX_CONNECTIONS)
-        .acquire_timeout(CONNECT_TIMEOUT);
+    let mut pool_options =
+        SqlitePoolOptions::new().max_connections(SQLITE_MAX_CONNECTIONS).acquire_timeout(CONNECT_TIMEOUT);
     if in_memory {
         // The database lives only as long as one of its connections does.
-        pool_options = pool_options
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None);
+        pool_options = pool_options.min_connections(1).idle_timeout(None).max_lifetime(None);
     }
-    let pool = connect_sqlite(pool_options, options)
-        .await
-        .map_err(|e| StateError::Connect {
-            url: redacted.to_owned(),
-            reason: secrets.scrub(&e.to_string()),
-        })?;
+    let pool = connect_sqlite(pool_options, options).await.map_err(|e| StateError::Connect {
+        url: redacted.to_owned(),
+        reason: secrets.scrub(&e.to_string()),
+    })?;
 
     // Several processes opening a fresh file at once may race to apply the same migration (SQLite
     // has no lock sqlx can take); the loser's transaction fails and rolls back, and a new attempt
@@ -368,8 +339,7 @@ async fn connect_sqlite(
 
 /// Whether a SQLite extended result code is one of the `SQLITE_BUSY` family (5, 261, 517, …).
 fn is_sqlite_busy(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| c & 0xff == 5)
+    code.and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5)
 }
 
 async fn open_postgres(url: &str, redacted: &str, secrets: &Secrets) -> Result<PgPool, StateError> {
@@ -382,10 +352,7 @@ async fn open_postgres(url: &str, redacted: &str, secrets: &Secrets) -> Result<P
     } else {
         options
     };
-    let connect_error = |reason: String| StateError::Connect {
-        url: redacted.to_owned(),
-        reason,
-    };
+    let connect_error = |reason: String| StateError::Connect { url: redacted.to_owned(), reason };
     // Connect once directly rather than through the pool: the pool retries a refused connection
     // until its timeout and then reports only "pool timed out", losing the reason.
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options)).await {
@@ -394,10 +361,7 @@ async fn open_postgres(url: &str, redacted: &str, secrets: &Secrets) -> Result<P
         }
         Ok(Err(e)) => return Err(connect_error(secrets.scrub(&e.to_string()))),
         Err(_) => {
-            return Err(connect_error(format!(
-                "no answer within {}s",
-                CONNECT_TIMEOUT.as_secs()
-            )));
+            return Err(connect_error(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())));
         }
     }
     let pool = PgPoolOptions::new()
@@ -423,10 +387,7 @@ fn migrate_error(e: MigrateError, redacted: &str, secrets: &Secrets) -> StateErr
         ),
         other => secrets.scrub(&other.to_string()),
     };
-    StateError::Migrate {
-        url: redacted.to_owned(),
-        reason,
-    }
+    StateError::Migrate { url: redacted.to_owned(), reason }
 }
 
 /// Creates `path`'s missing parent directories (mode 0700) and the file itself (mode 0600) if it
@@ -440,12 +401,7 @@ fn create_private_file(path: &Path) -> Result<(), (std::path::PathBuf, io::Error
             .create(parent)
             .map_err(|e| (parent.to_path_buf(), e))?;
     }
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err((path.to_path_buf(), e)),
@@ -483,10 +439,7 @@ mod tests {
     fn random_ids_are_128_bit_hex_and_differ() {
         let (a, b) = (random_hex_128().unwrap(), random_hex_128().unwrap());
         assert_eq!(a.len(), 32);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
     }
 
@@ -496,9 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/state.db", dir.path().display());
         let store = Store::open(&url).await.unwrap();
-        let Pools::Sqlite(pool) = &store.pools else {
-            unreachable!()
-        };
+        let Pools::Sqlite(pool) = &store.pools else { unreachable!() };
         let mut conn = pool.acquire().await.unwrap();
         for (pragma, expected) in [
             ("journal_mode", "wal"),
@@ -506,12 +457,11 @@ mod tests {
             ("busy_timeout", "5000"),
             ("foreign_keys", "1"),
         ] {
-            let value: String = sqlx::query_scalar(&format!(
-                "SELECT CAST((SELECT * FROM pragma_{pragma}) AS TEXT)"
-            ))
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+            let value: String =
+                sqlx::query_scalar(&format!("SELECT CAST((SELECT * FROM pragma_{pragma}) AS TEXT)"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
             assert_eq!(value, expected, "PRAGMA {pragma}");
         }
         drop(conn);

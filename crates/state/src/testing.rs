@@ -72,12 +72,7 @@ impl TestPostgres {
                 .map_err(|e| format!("cannot hand {} to user {user}: {e}", dir.path().display()))?;
         }
 
-        let mut server = TestPostgres {
-            pg_ctl: bin.join("pg_ctl"),
-            port: 0,
-            run_as,
-            dir,
-        };
+        let mut server = TestPostgres { pg_ctl: bin.join("pg_ctl"), port: 0, run_as, dir };
         let data = server.data_dir();
         server.run(
             &bin.join("initdb"),
@@ -157,12 +152,8 @@ impl TestPostgres {
             }
             None => Command::new(program),
         };
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        let output = cmd
-            .output()
-            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
+        let output = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
         if output.status.success() {
             return Ok(());
         }
@@ -198,20 +189,14 @@ impl Drop for TestPostgres {
             "-w".as_ref(),
         ];
         if let Err(e) = self.run(&self.pg_ctl, &stop) {
-            eprintln!(
-                "TestPostgres: could not stop the server in {}: {e}",
-                data.display()
-            );
+            eprintln!("TestPostgres: could not stop the server in {}: {e}", data.display());
         }
     }
 }
 
 impl std::fmt::Debug for TestPostgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestPostgres")
-            .field("url", &self.url())
-            .field("dir", &self.dir.path())
-            .finish()
+        f.debug_struct("TestPostgres").field("url", &self.url()).field("dir", &self.dir.path()).finish()
     }
 }
 
@@ -223,10 +208,7 @@ fn find_bin_dir() -> Result<PathBuf, String> {
         return if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
             Ok(dir)
         } else {
-            Err(format!(
-                "{BIN_ENV}={} has no initdb and pg_ctl",
-                dir.display()
-            ))
+            Err(format!("{BIN_ENV}={} has no initdb and pg_ctl", dir.display()))
         };
     }
     let newest = std::fs::read_dir("/usr/lib/postgresql")
@@ -254,17 +236,14 @@ fn user_id(user: &str, flag: &str) -> Result<u32, String> {
         .args([flag, user])
         .output()
         .map_err(|e| format!("cannot run `id {flag} {user}`: {e}"))?;
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| {
-            format!(
-                "running as root, and PostgreSQL refuses to run as root, but there is no `{user}` \
+    String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|_| {
+        format!(
+            "running as root, and PostgreSQL refuses to run as root, but there is no `{user}` \
                  user to run it as (`id {flag} {user}`: {}); install the `postgresql` package, \
                  which creates it",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )
-        })
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -58,18 +58,12 @@ mod checks {
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
         store.meta_put("survives", "reopen").await.unwrap();
         store.close().await;
-        assert!(
-            store.ping().await.is_err(),
-            "a closed store must not answer"
-        );
+        assert!(store.ping().await.is_err(), "a closed store must not answer");
 
         // Opening again finds the migrations applied and the data in place.
         let again = Store::open(url).await.unwrap();
         assert_eq!(again.schema_version().await.unwrap(), SCHEMA_VERSION);
-        assert_eq!(
-            again.meta_get("survives").await.unwrap().as_deref(),
-            Some("reopen")
-        );
+        assert_eq!(again.meta_get("survives").await.unwrap().as_deref(), Some("reopen"));
         again.close().await;
     }
 
@@ -77,15 +71,9 @@ mod checks {
         let store = Store::open(url).await.unwrap();
         assert_eq!(store.meta_get("colour").await.unwrap(), None);
         store.meta_put("colour", "blue").await.unwrap();
-        assert_eq!(
-            store.meta_get("colour").await.unwrap().as_deref(),
-            Some("blue")
-        );
+        assert_eq!(store.meta_get("colour").await.unwrap().as_deref(), Some("blue"));
         store.meta_put("colour", "grün ✓").await.unwrap();
-        assert_eq!(
-            store.meta_get("colour").await.unwrap().as_deref(),
-            Some("grün ✓")
-        );
+        assert_eq!(store.meta_get("colour").await.unwrap().as_deref(), Some("grün ✓"));
         store.meta_put("empty", "").await.unwrap();
         assert_eq!(store.meta_get("empty").await.unwrap().as_deref(), Some(""));
         // Keys are exact: no case folding, no prefix match.
@@ -93,17 +81,11 @@ mod checks {
         assert_eq!(store.meta_get("colou").await.unwrap(), None);
         // A clone shares the pool.
         let clone = store.clone();
-        assert_eq!(
-            clone.meta_get("colour").await.unwrap().as_deref(),
-            Some("grün ✓")
-        );
+        assert_eq!(clone.meta_get("colour").await.unwrap().as_deref(), Some("grün ✓"));
         store.close().await;
     }
 
-    pub async fn cluster_id_is_created_once_under_concurrency_and_survives_reopen(
-        url: &str,
-        _: Backend,
-    ) {
+    pub async fn cluster_id_is_created_once_under_concurrency_and_survives_reopen(url: &str, _: Backend) {
         // Ten "nodes" open the fresh database at once (racing the migrations too), then all ask
         // for the cluster id at once.
         let mut opens = tokio::task::JoinSet::new();
@@ -111,38 +93,18 @@ mod checks {
             let url = url.to_owned();
             opens.spawn(async move { Store::open(&url).await });
         }
-        let stores: Vec<Store> = opens
-            .join_all()
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let stores: Vec<Store> = opens.join_all().await.into_iter().map(Result::unwrap).collect();
         let mut asks = tokio::task::JoinSet::new();
         for store in &stores {
             let store = store.clone();
             asks.spawn(async move { store.cluster_id().await });
         }
-        let ids: Vec<String> = asks
-            .join_all()
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let ids: Vec<String> = asks.join_all().await.into_iter().map(Result::unwrap).collect();
         let id = ids[0].clone();
-        assert!(
-            ids.iter().all(|other| *other == id),
-            "nodes disagree: {ids:?}"
-        );
+        assert!(ids.iter().all(|other| *other == id), "nodes disagree: {ids:?}");
         assert_eq!(id.len(), 32, "{id}");
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-            "{id}"
-        );
-        assert_eq!(
-            stores[0].meta_get("cluster_id").await.unwrap(),
-            Some(id.clone())
-        );
+        assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
+        assert_eq!(stores[0].meta_get("cluster_id").await.unwrap(), Some(id.clone()));
         for store in &stores {
             store.close().await;
         }
@@ -164,21 +126,13 @@ mod checks {
         let a = nodes[0].clone();
         assert_eq!(a.version, "0.1.0");
         assert_eq!(a.started_at_ms, a.last_seen_at_ms);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        assert!(
-            (now_ms - 60_000..=now_ms).contains(&a.started_at_ms),
-            "{a:?} vs {now_ms}"
-        );
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert!((now_ms - 60_000..=now_ms).contains(&a.started_at_ms), "{a:?} vs {now_ms}");
 
         store.heartbeat("node-a").await.unwrap();
         let a2 = store.nodes().await.unwrap().remove(0);
-        assert_eq!(
-            a2.started_at_ms, a.started_at_ms,
-            "a heartbeat keeps started_at"
-        );
+        assert_eq!(a2.started_at_ms, a.started_at_ms, "a heartbeat keeps started_at");
         assert!(a2.last_seen_at_ms >= a.last_seen_at_ms);
 
         // Re-registering (a restart, maybe an upgrade) replaces version and started_at.
@@ -190,14 +144,8 @@ mod checks {
         assert_eq!(store.nodes().await.unwrap().len(), 2);
 
         let err = store.heartbeat("node-z").await.unwrap_err();
-        assert!(
-            matches!(err, StateError::UnknownNode { ref node_id } if node_id == "node-z"),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string().contains("\"node-z\" is not registered"),
-            "{err}"
-        );
+        assert!(matches!(err, StateError::UnknownNode { ref node_id } if node_id == "node-z"), "{err:?}");
+        assert!(err.to_string().contains("\"node-z\" is not registered"), "{err}");
         store.close().await;
     }
 }
@@ -208,9 +156,7 @@ async fn sqlite_open_creates_private_file_and_parents_in_wal_mode() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deep/er/state.db");
-    let store = Store::open(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
     assert!(path.is_file());
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600);
@@ -218,13 +164,8 @@ async fn sqlite_open_creates_private_file_and_parents_in_wal_mode() {
 
     // WAL is a property of the file: a fresh connection that sets nothing sees it.
     use sqlx::Connection;
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
-    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
     assert_eq!(journal_mode, "wal");
     conn.close().await.unwrap();
     store.close().await;
@@ -239,9 +180,7 @@ async fn sqlite_relative_path_is_relative_to_the_working_directory() {
     let up = "../".repeat(cwd.components().count() - 1);
     let relative = format!("{up}{}", dir.path().strip_prefix("/").unwrap().display());
     assert!(!relative.starts_with('/'));
-    let store = Store::open(&format!("sqlite://{relative}/state.db"))
-        .await
-        .unwrap();
+    let store = Store::open(&format!("sqlite://{relative}/state.db")).await.unwrap();
     assert!(dir.path().join("state.db").is_file());
     store.close().await;
 }
@@ -266,10 +205,7 @@ async fn a_database_migrated_by_a_newer_build_is_refused() {
     let err = Store::open(&url).await.unwrap_err();
     assert!(matches!(err, StateError::Migrate { .. }), "{err:?}");
     let text = err.to_string();
-    assert!(
-        text.contains("has migration 9999, which this build does not know"),
-        "{text}"
-    );
+    assert!(text.contains("has migration 9999, which this build does not know"), "{text}");
     assert!(text.contains("migrated by a newer Bridgehead"), "{text}");
 }
 
@@ -299,39 +235,21 @@ async fn sqlite_memory_is_shared_by_the_pool() {
 async fn bad_urls_get_precise_errors_without_passwords() {
     let cases = [
         // (url, text the error must contain)
-        (
-            "ftp://u:s3cret@host/x",
-            "state.url must start with sqlite:// or postgres://",
-        ),
+        ("ftp://u:s3cret@host/x", "state.url must start with sqlite:// or postgres://"),
         ("ftp://u:s3cret@host/x", "got \"ftp://u:***@host/x\""),
-        (
-            "mysql://root:s3cret@db/gw",
-            "got \"mysql://root:***@db/gw\"",
-        ),
+        ("mysql://root:s3cret@db/gw", "got \"mysql://root:***@db/gw\""),
         ("", "got \"\""),
         ("bridgehead.db", "got \"bridgehead.db\""),
         ("host=db password=s3cret", "got \"host=db password=***\""),
         ("sqlite://", "names no file; use sqlite://PATH"),
-        (
-            "sqlite://x.db?mode=bogus",
-            "unknown value \"bogus\" for `mode`",
-        ),
-        (
-            "postgres://u:s3cret@db:notaport/gw",
-            "state.url \"postgres://u:***@db:notaport/gw\" is invalid",
-        ),
+        ("sqlite://x.db?mode=bogus", "unknown value \"bogus\" for `mode`"),
+        ("postgres://u:s3cret@db:notaport/gw", "state.url \"postgres://u:***@db:notaport/gw\" is invalid"),
     ];
     for (url, expected) in cases {
         let err = Store::open(url).await.expect_err(url);
         let (text, debug) = (err.to_string(), format!("{err:?}"));
-        assert!(
-            text.contains(expected),
-            "{url:?}: {text:?} lacks {expected:?}"
-        );
-        assert!(
-            !text.contains("s3cret") && !debug.contains("s3cret"),
-            "{url:?} leaks: {debug}"
-        );
+        assert!(text.contains(expected), "{url:?}: {text:?} lacks {expected:?}");
+        assert!(!text.contains("s3cret") && !debug.contains("s3cret"), "{url:?} leaks: {debug}");
     }
 }
 
@@ -339,24 +257,13 @@ async fn bad_urls_get_precise_errors_without_passwords() {
 async fn unreachable_postgres_fails_at_once_naming_the_url_without_its_password() {
     // Port 1 (tcpmux) has no listener, so the connection is refused.
     let started = std::time::Instant::now();
-    let err = Store::open("postgres://u:s3cret@127.0.0.1:1/db")
-        .await
-        .unwrap_err();
+    let err = Store::open("postgres://u:s3cret@127.0.0.1:1/db").await.unwrap_err();
     let (text, debug) = (err.to_string(), format!("{err:?}"));
     assert!(matches!(err, StateError::Connect { .. }), "{debug}");
-    assert!(
-        text.starts_with("cannot connect to state.url \"postgres://u:***@127.0.0.1:1/db\": "),
-        "{text}"
-    );
+    assert!(text.starts_with("cannot connect to state.url \"postgres://u:***@127.0.0.1:1/db\": "), "{text}");
     assert!(text.contains("refused"), "{text}");
-    assert!(
-        !text.contains("s3cret") && !debug.contains("s3cret"),
-        "{debug}"
-    );
-    assert!(
-        started.elapsed() < bridgehead_state::CONNECT_TIMEOUT,
-        "a refusal is not retried"
-    );
+    assert!(!text.contains("s3cret") && !debug.contains("s3cret"), "{debug}");
+    assert!(started.elapsed() < bridgehead_state::CONNECT_TIMEOUT, "a refusal is not retried");
 }
 
 #[tokio::test]
@@ -381,20 +288,11 @@ async fn postgres_errors_from_a_live_server_are_precise_and_redacted() {
     let err = Store::open(&url).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("database \"nope\" does not exist"), "{text}");
-    assert!(
-        text.contains("postgres://bridgehead:***@127.0.0.1:"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("s3cret") && !format!("{err:?}").contains("s3cret"),
-        "{err:?}"
-    );
+    assert!(text.contains("postgres://bridgehead:***@127.0.0.1:"), "{text}");
+    assert!(!text.contains("s3cret") && !format!("{err:?}").contains("s3cret"), "{err:?}");
 
     // The postgresql:// spelling works too, and the store reports its URL redacted.
-    let url = format!(
-        "postgresql://bridgehead:s3cret@127.0.0.1:{}/postgres",
-        pg.port()
-    );
+    let url = format!("postgresql://bridgehead:s3cret@127.0.0.1:{}/postgres", pg.port());
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.backend(), Backend::Postgres);
     assert!(!store.redacted_url().contains("s3cret"));

@@ -28,13 +28,9 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     super::init_logging();
     let dir = tempfile::tempdir()?;
-    let mut loaded = load_str(
-        DEMO_YAML,
-        Path::new("examples/demo.yaml"),
-        Path::new("examples"),
-        &MapResolver::default(),
-    )
-    .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut loaded =
+        load_str(DEMO_YAML, Path::new("examples/demo.yaml"), Path::new("examples"), &MapResolver::default())
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
     loaded.config.state.url = format!("sqlite://{}", dir.path().join("demo.db").display());
     loaded.config.server.listen = args.listen;
     loaded.config.admin.listen = args.admin;

@@ -21,38 +21,24 @@ pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime
     if let Some(n) = workers {
         b.worker_threads(n);
     }
-    b.enable_all()
-        .thread_name("bridgehead")
-        .build()
-        .context("cannot start the async runtime")
+    b.enable_all().thread_name("bridgehead").build().context("cannot start the async runtime")
 }
 
 /// Structured logs (JSON lines) to stderr; stdout carries the access log only.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BRIDGEHEAD_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BRIDGEHEAD_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub fn init(file: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if file.exists() && !force {
-        eprintln!(
-            "{} already exists; pass --force to overwrite it",
-            file.display()
-        );
+        eprintln!("{} already exists; pass --force to overwrite it", file.display());
         return Ok(ExitCode::FAILURE);
     }
     std::fs::write(file, bridgehead_config::STARTER)
         .with_context(|| format!("cannot write {}", file.display()))?;
-    println!(
-        "wrote {}; check it with: bridgehead config check {}",
-        file.display(),
-        file.display()
-    );
+    println!("wrote {}; check it with: bridgehead config check {}", file.display(), file.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -60,8 +46,7 @@ pub fn config_check(file: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let result = bridgehead_config::load(file)
         .map_err(|d| d.0.iter().map(ToString::to_string).collect::<Vec<_>>())
         .and_then(|loaded| {
-            bridgehead_gateway::preflight(&loaded)
-                .map_err(|e| vec![format!("{}: {e}", file.display())])
+            bridgehead_gateway::preflight(&loaded).map_err(|e| vec![format!("{}: {e}", file.display())])
         });
     match (result, output) {
         (Ok(()), Output::Text) => {

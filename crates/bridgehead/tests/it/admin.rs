@@ -15,11 +15,7 @@ async fn health_readiness_metrics_and_config() {
     assert_eq!(ready.json()["generation"], 1);
     assert_eq!(get(&gw.url("/x")).await.status, 200);
     let metrics = get(&gw.admin_url("/metrics")).await;
-    assert!(
-        metrics
-            .header("content-type")
-            .starts_with("application/openmetrics-text")
-    );
+    assert!(metrics.header("content-type").starts_with("application/openmetrics-text"));
     let text = String::from_utf8_lossy(&metrics.body);
     for name in [
         "bridgehead_http_requests_total{route=\"all\",method=\"GET\",status=\"200\"} 1",
@@ -33,9 +29,7 @@ async fn health_readiness_metrics_and_config() {
     let cfg = get(&gw.admin_url("/admin/config")).await.json();
     assert_eq!(cfg["config"]["routes"][0]["name"], "all");
     assert_eq!(cfg["config"]["server"]["limits"]["max_body"], "10MiB");
-    get(&gw.admin_url("/nope"))
-        .await
-        .assert_problem(404, "no endpoint GET /nope");
+    get(&gw.admin_url("/nope")).await.assert_problem(404, "no endpoint GET /nope");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,20 +39,13 @@ async fn admin_token_guards_metrics_and_admin_and_is_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, "admin-token-0123456789\n").unwrap();
-    let cfg = format!(
-        "admin:\n  token: ${{file:{}}}\n{}",
-        token_file.display(),
-        simple_config(&m.url())
-    );
+    let cfg = format!("admin:\n  token: ${{file:{}}}\n{}", token_file.display(), simple_config(&m.url()));
     let gw = Gateway::start(&cfg).await;
     let c = client();
     for path in ["/metrics", "/admin/config", "/admin/upstreams"] {
         let got = send(&c, Request::get(gw.admin_url(path)).body(empty()).unwrap()).await;
         got.assert_problem(401, "missing Authorization");
-        assert_eq!(
-            got.header("www-authenticate"),
-            "Bearer realm=\"bridgehead-admin\""
-        );
+        assert_eq!(got.header("www-authenticate"), "Bearer realm=\"bridgehead-admin\"");
         let got = send(
             &c,
             Request::get(gw.admin_url(path))
@@ -79,10 +66,7 @@ async fn admin_token_guards_metrics_and_admin_and_is_redacted() {
     .await;
     assert_eq!(ok.status, 200);
     let text = String::from_utf8_lossy(&ok.body);
-    assert!(
-        !text.contains("admin-token-0123456789"),
-        "token leaked: {text}"
-    );
+    assert!(!text.contains("admin-token-0123456789"), "token leaked: {text}");
     assert!(text.contains("${file:"), "reference shown instead: {text}");
     // Health endpoints stay open for load balancers.
     assert_eq!(get(&gw.admin_url("/healthz")).await.status, 200);
@@ -91,8 +75,7 @@ async fn admin_token_guards_metrics_and_admin_and_is_redacted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_runs_on_postgresql_state() {
-    let Some(pg) = bridgehead_state::testing::TestPostgres::start().expect("PostgreSQL for tests")
-    else {
+    let Some(pg) = bridgehead_state::testing::TestPostgres::start().expect("PostgreSQL for tests") else {
         eprintln!("skipped: BRIDGEHEAD_SKIP_POSTGRES=1");
         return;
     };

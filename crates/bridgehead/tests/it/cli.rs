@@ -35,49 +35,31 @@ fn config_check_reports_file_line_col_and_exit_codes() {
     let lines: Vec<&str> = out.lines().collect();
     let name = bad.display().to_string();
     assert!(
-        lines[0].starts_with(&format!(
-            "{name}:2:3: admin.listen: 0.0.0.0:9901 is not a loopback address"
-        )),
+        lines[0].starts_with(&format!("{name}:2:3: admin.listen: 0.0.0.0:9901 is not a loopback address")),
         "{out}"
     );
     assert!(
-        lines[1].starts_with(&format!(
-            "{name}:6:5: routes[0].upstream: unknown upstream `nope`"
-        )),
+        lines[1].starts_with(&format!("{name}:6:5: routes[0].upstream: unknown upstream `nope`")),
         "{out}"
     );
-    let (code, out, _) =
-        bridgehead(&["config", "check", "--output", "json", bad.to_str().unwrap()]);
+    let (code, out, _) = bridgehead(&["config", "check", "--output", "json", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["errors"].as_array().unwrap().len(), 2);
     // Missing env reference names the key, never a value.
-    std::fs::write(
-        &bad,
-        "admin:\n  token: ${env:BRIDGEHEAD_TEST_SURELY_UNSET}\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "admin:\n  token: ${env:BRIDGEHEAD_TEST_SURELY_UNSET}\n").unwrap();
     let (code, out, _) = bridgehead(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        out.contains(
-            ":2:10: admin.token: environment variable BRIDGEHEAD_TEST_SURELY_UNSET is not set"
-        ),
+        out.contains(":2:10: admin.token: environment variable BRIDGEHEAD_TEST_SURELY_UNSET is not set"),
         "{out}"
     );
     // TLS files are checked too.
-    std::fs::write(
-        &bad,
-        "server:\n  tls: { cert: missing.pem, key: missing.key }\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "server:\n  tls: { cert: missing.pem, key: missing.key }\n").unwrap();
     let (code, out, _) = bridgehead(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(
-        out.contains("server.tls.cert: cannot read certificates"),
-        "{out}"
-    );
+    assert!(out.contains("server.tls.cert: cannot read certificates"), "{out}");
     let (code, _, err) = bridgehead(&["config", "check"]);
     assert_eq!(code, 2, "usage error: {err}");
 }
@@ -113,10 +95,7 @@ fn schema_and_docs_come_from_the_types() {
     assert!(schema["properties"]["routes"].is_object());
     let (code, out, _) = bridgehead(&["config", "docs"]);
     assert_eq!(code, 0);
-    assert_eq!(
-        out,
-        std::fs::read_to_string(repo().join("docs/config.md")).unwrap()
-    );
+    assert_eq!(out, std::fs::read_to_string(repo().join("docs/config.md")).unwrap());
     let (code, out, _) = bridgehead(&["--help"]);
     assert_eq!(code, 0);
     for cmd in ["serve", "demo", "init", "config", "mock"] {
@@ -125,10 +104,7 @@ fn schema_and_docs_come_from_the_types() {
 }
 
 /// Reads stderr JSON log lines until one has `message == msg`; returns it.
-fn wait_log(
-    lines: &mut impl Iterator<Item = std::io::Result<String>>,
-    msg: &str,
-) -> serde_json::Value {
+fn wait_log(lines: &mut impl Iterator<Item = std::io::Result<String>>, msg: &str) -> serde_json::Value {
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
@@ -149,11 +125,7 @@ impl Drop for Killed {
 }
 
 fn signal(child: &Child, sig: i32) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
     assert!(ok.success());
 }
 
@@ -178,11 +150,7 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     let stderr = child.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let listening = wait_log(&mut lines, "listening");
-    let addr: std::net::SocketAddr = listening["fields"]["data"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr: std::net::SocketAddr = listening["fields"]["data"].as_str().unwrap().parse().unwrap();
     let url = |p: &str| format!("http://{addr}{p}");
     let req = Request::get(url("/main/a?token=query-secret-1"))
         .header("authorization", "Bearer header-secret-2")
@@ -191,11 +159,8 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     assert_eq!(send(&client(), req).await.status, 200);
     assert_eq!(get(&url("/new")).await.status, 404);
 
-    std::fs::write(
-        &cfg,
-        format!("{base}  - {{ name: new, match: {{ path_prefix: /new }}, upstream: u }}\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("{base}  - {{ name: new, match: {{ path_prefix: /new }}, upstream: u }}\n"))
+        .unwrap();
     signal(&child.0, 1);
     wait_log(&mut lines, "config reloaded");
     assert_eq!(get(&url("/new")).await.status, 200);
@@ -203,19 +168,9 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     // SIGTERM with a request in flight: it completes, then the process exits 0.
     let slow_url = url("/main/slow");
     let slow = tokio::spawn(async move {
-        send(
-            &client(),
-            Request::get(slow_url)
-                .header("x-mock-latency", "500ms")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
+        send(&client(), Request::get(slow_url).header("x-mock-latency", "500ms").body(empty()).unwrap()).await
     });
-    eventually(5, "slow request reached the upstream", async || {
-        m.request_count() == 3
-    })
-    .await;
+    eventually(5, "slow request reached the upstream", async || m.request_count() == 3).await;
     signal(&child.0, 15);
     assert_eq!(slow.await.unwrap().status, 200);
     let mut status = None;
@@ -229,15 +184,9 @@ async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(status.expect("exits after SIGTERM").success());
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
-    let access: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let access: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(access.len(), 4, "{stdout}");
-    assert!(
-        !stdout.contains("query-secret-1") && !stdout.contains("header-secret-2"),
-        "{stdout}"
-    );
+    assert!(!stdout.contains("query-secret-1") && !stdout.contains("header-secret-2"), "{stdout}");
 }
 
 #[test]
@@ -249,13 +198,8 @@ fn mock_command_serves_and_reports_its_address() {
         .unwrap();
     let mut child = Killed(child);
     let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("mock listening on http://127.0.0.1:"),
-        "{line}"
-    );
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("mock listening on http://127.0.0.1:"), "{line}");
     let (code, _, err) = bridgehead(&["mock", "--fail-rate", "1.5"]);
     assert_eq!(code, 2, "{err}");
 }

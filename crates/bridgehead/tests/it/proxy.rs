@@ -85,21 +85,11 @@ async fn routes_strip_prefix_templates_404_and_405() {
     let got = get(&gw.url("/api/orders/7/items")).await;
     assert_eq!(got.json()["path"], "/orders/7/items");
     let got = get(&gw.url("/api/orders/7")).await;
-    assert_eq!(
-        got.json()["path"],
-        "/api/orders/7",
-        "template route has no strip_prefix"
-    );
+    assert_eq!(got.json()["path"], "/api/orders/7", "template route has no strip_prefix");
     assert_eq!(gw.log_lines().last().unwrap()["route"], "one");
     let got = get(&gw.url("/api/ordersx")).await;
     got.assert_problem(404, "no route matches GET /api/ordersx");
-    let got = send(
-        &client(),
-        Request::delete(gw.url("/api/orders/7"))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let got = send(&client(), Request::delete(gw.url("/api/orders/7")).body(empty()).unwrap()).await;
     got.assert_problem(405, "DELETE is not allowed on /api/orders/7");
     assert_eq!(got.header("allow"), "GET, POST");
 }
@@ -107,62 +97,33 @@ async fn routes_strip_prefix_templates_404_and_405() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_get_413() {
     let m = mock().await;
-    let cfg = format!(
-        "server:\n  limits: {{ max_body: 1KiB }}\n{}",
-        simple_config(&m.url())
-    );
+    let cfg = format!("server:\n  limits: {{ max_body: 1KiB }}\n{}", simple_config(&m.url()));
     let gw = Gateway::start(&cfg).await;
     // Declared length: refused before anything reaches the upstream.
-    let got = send(
-        &client(),
-        Request::post(gw.url("/"))
-            .body(full(vec![b'x'; 2048]))
-            .unwrap(),
-    )
-    .await;
+    let got = send(&client(), Request::post(gw.url("/")).body(full(vec![b'x'; 2048])).unwrap()).await;
     got.assert_problem(413, "exceeds the limit of 1024 bytes");
     assert_eq!(m.request_count(), 0);
     // Streamed without a length: cut off at the limit.
-    let body = http_body_util::BodyExt::boxed(ZeroBody {
-        remaining: 64 * 1024,
-    });
+    let body = http_body_util::BodyExt::boxed(ZeroBody { remaining: 64 * 1024 });
     let got = send(&client(), Request::post(gw.url("/")).body(body).unwrap()).await;
     got.assert_problem(413, "exceeds the limit of 1024 bytes");
     // At the limit is fine.
-    let got = send(
-        &client(),
-        Request::post(gw.url("/"))
-            .body(full(vec![b'x'; 1024]))
-            .unwrap(),
-    )
-    .await;
+    let got = send(&client(), Request::post(gw.url("/")).body(full(vec![b'x'; 1024])).unwrap()).await;
     assert_eq!(got.json()["body_len"], 1024);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431() {
     let m = mock().await;
-    let cfg = format!(
-        "server:\n  limits: {{ max_header_bytes: 1KiB }}\n{}",
-        simple_config(&m.url())
-    );
+    let cfg = format!("server:\n  limits: {{ max_header_bytes: 1KiB }}\n{}", simple_config(&m.url()));
     let gw = Gateway::start(&cfg).await;
-    let req = Request::get(gw.url("/"))
-        .header("x-big", "a".repeat(1500))
-        .body(empty())
-        .unwrap();
+    let req = Request::get(gw.url("/")).header("x-big", "a".repeat(1500)).body(empty()).unwrap();
     let got = send(&client(), req).await;
     got.assert_problem(431, "over the limit of 1024");
     // Far over: refused while reading the head, connection closed; the gateway stays up.
-    let head = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n",
-        "a".repeat(200_000)
-    );
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Huge: {}\r\n\r\n", "a".repeat(200_000));
     let answer = raw(gw.addr, head.as_bytes()).await;
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
-        "{answer:?}"
-    );
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
 
@@ -171,22 +132,10 @@ async fn bad_host_and_request_targets_get_400() {
     let m = mock().await;
     let gw = Gateway::start(&simple_config(&m.url())).await;
     let cases: &[(&str, &str)] = &[
-        (
-            "GET / HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n",
-            "invalid Host header",
-        ),
-        (
-            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-            "missing Host header",
-        ),
-        (
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
-            "more than one Host header",
-        ),
-        (
-            "GET / HTTP/1.1\r\nHost: user@evil\r\nConnection: close\r\n\r\n",
-            "invalid Host header",
-        ),
+        ("GET / HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n", "invalid Host header"),
+        ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", "missing Host header"),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", "more than one Host header"),
+        ("GET / HTTP/1.1\r\nHost: user@evil\r\nConnection: close\r\n\r\n", "invalid Host header"),
         (
             "GET ftp://example.com/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             "scheme `ftp` is not supported",
@@ -201,15 +150,12 @@ async fn bad_host_and_request_targets_get_400() {
         );
     }
     // Absolute-form wins over Host (RFC 9112 §3.2.2) and is proxied.
-    let answer = raw(
-        gw.addr,
-        b"GET http://example.com/abs?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let answer =
+        raw(gw.addr, b"GET http://example.com/abs?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n")
+            .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     assert!(
-        answer.contains("\"path\":\"/abs\"")
-            && answer.contains("\"x-forwarded-host\":\"example.com\""),
+        answer.contains("\"path\":\"/abs\"") && answer.contains("\"x-forwarded-host\":\"example.com\""),
         "{answer}"
     );
     // HTTP/1.0 without Host is allowed.
@@ -265,9 +211,7 @@ async fn upstream_failures_map_to_502_504_and_the_gateway_keeps_serving() {
     .await;
     let mid_body = tcp_peer(|mut s| async move {
         read_head(&mut s).await;
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
-            .await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part").await;
     })
     .await;
     let up = |name: &str, url: &str| {
@@ -284,21 +228,12 @@ async fn upstream_failures_map_to_502_504_and_the_gateway_keeps_serving() {
         up("mid", &mid_body),
     );
     let gw = Gateway::start(&cfg).await;
-    get(&gw.url("/refused"))
-        .await
-        .assert_problem(502, "upstream `refused` failed: could not connect");
-    get(&gw.url("/hanging"))
-        .await
-        .assert_problem(504, "did not answer within 300ms");
-    get(&gw.url("/garbage"))
-        .await
-        .assert_problem(502, "upstream `garbage` failed");
+    get(&gw.url("/refused")).await.assert_problem(502, "upstream `refused` failed: could not connect");
+    get(&gw.url("/hanging")).await.assert_problem(504, "did not answer within 300ms");
+    get(&gw.url("/garbage")).await.assert_problem(502, "upstream `garbage` failed");
     // Closed mid-body: the gateway aborts the client connection too, so the client sees an
     // error (before or after the head, depending on what was flushed), never a clean short body.
-    match client()
-        .request(Request::get(gw.url("/mid")).body(empty()).unwrap())
-        .await
-    {
+    match client().request(Request::get(gw.url("/mid")).body(empty()).unwrap()).await {
         Ok(res) => {
             assert_eq!(res.status(), 200);
             assert!(
@@ -312,9 +247,7 @@ async fn upstream_failures_map_to_502_504_and_the_gateway_keeps_serving() {
         ),
     }
     eventually(5, "log of the truncated response", async || {
-        gw.log_lines()
-            .iter()
-            .any(|l| l["route"] == "mid" && l["completed"] == false)
+        gw.log_lines().iter().any(|l| l["route"] == "mid" && l["completed"] == false)
     })
     .await;
     assert_eq!(get(&gw.url("/ok")).await.status, 200);
@@ -344,23 +277,16 @@ async fn unhealthy_targets_give_503_and_readyz_fails() {
         m.url()
     );
     let gw = Gateway::start(&cfg).await;
-    eventually(10, "503 once the check fails", async || {
-        get(&gw.url("/x")).await.status == 503
-    })
-    .await;
-    get(&gw.url("/x"))
-        .await
-        .assert_problem(503, "no healthy target in upstream `u`");
-    get(&gw.admin_url("/readyz"))
-        .await
-        .assert_problem(503, "no healthy target in upstream(s): u");
+    eventually(10, "503 once the check fails", async || get(&gw.url("/x")).await.status == 503).await;
+    get(&gw.url("/x")).await.assert_problem(503, "no healthy target in upstream `u`");
+    get(&gw.admin_url("/readyz")).await.assert_problem(503, "no healthy target in upstream(s): u");
     let ups = get(&gw.admin_url("/admin/upstreams")).await.json();
     assert_eq!(ups["upstreams"]["u"]["targets"][0]["healthy"], false);
     let metrics = get(&gw.admin_url("/metrics")).await;
-    assert!(String::from_utf8_lossy(&metrics.body).contains(&format!(
-        "bridgehead_upstream_healthy{{upstream=\"u\",target=\"{}\"}} 0",
-        m.url()
-    )));
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains(&format!("bridgehead_upstream_healthy{{upstream=\"u\",target=\"{}\"}} 0", m.url()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,51 +323,41 @@ async fn weighted_split_through_the_proxy_is_exact() {
     let gw = Gateway::start(&cfg).await;
     let c = client();
     for _ in 0..1000 {
-        assert_eq!(
-            send(&c, Request::get(gw.url("/")).body(empty()).unwrap())
-                .await
-                .status,
-            200
-        );
+        assert_eq!(send(&c, Request::get(gw.url("/")).body(empty()).unwrap()).await.status, 200);
     }
     assert_eq!(canary.request_count(), 100);
     assert_eq!(main.request_count(), 900);
     let text = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
-    assert!(text.contains(&format!("bridgehead_upstream_requests_total{{upstream=\"u\",target=\"{}\",outcome=\"success\"}} 100", canary.url())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "bridgehead_upstream_requests_total{{upstream=\"u\",target=\"{}\",outcome=\"success\"}} 100",
+            canary.url()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off_and_others_still_served() {
     let m = mock().await;
-    let cfg = format!(
-        "server:\n  limits: {{ header_timeout: 300ms }}\n{}",
-        simple_config(&m.url())
-    );
+    let cfg = format!("server:\n  limits: {{ header_timeout: 300ms }}\n{}", simple_config(&m.url()));
     let gw = Gateway::start(&cfg).await;
     let mut slow = TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .await
-        .unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
     let started = std::time::Instant::now();
     let mut out = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out)).await;
     assert!(closed.is_ok(), "slowloris connection was not closed");
     assert!(started.elapsed() < Duration::from_secs(5));
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text:?}"
-    );
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text:?}");
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
     let m = mock().await;
-    let cfg = format!(
-        "server:\n  limits: {{ idle_timeout: 300ms }}\n{}",
-        simple_config(&m.url())
-    );
+    let cfg = format!("server:\n  limits: {{ idle_timeout: 300ms }}\n{}", simple_config(&m.url()));
     let gw = Gateway::start(&cfg).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     let mut out = Vec::new();
@@ -460,18 +376,11 @@ async fn one_gib_upload_streams_with_bounded_memory() {
     let before = rss_kib();
     const GIB: u64 = 1 << 30;
     let body = http_body_util::BodyExt::boxed(ZeroBody { remaining: GIB });
-    let got = send(
-        &client(),
-        Request::post(gw.url("/upload")).body(body).unwrap(),
-    )
-    .await;
+    let got = send(&client(), Request::post(gw.url("/upload")).body(body).unwrap()).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["body_len"], GIB);
     let grew_mib = hwm_kib().saturating_sub(before) / 1024;
-    assert!(
-        grew_mib < 256,
-        "peak memory grew by {grew_mib} MiB while streaming 1 GiB"
-    );
+    assert!(grew_mib < 256, "peak memory grew by {grew_mib} MiB while streaming 1 GiB");
     assert_eq!(gw.log_lines().last().unwrap()["bytes_in"], GIB);
     // And a large download streams back.
     let req = Request::get(gw.url("/download"))
@@ -501,17 +410,11 @@ async fn websocket_upgrade_passes_through() {
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(
-        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-        "{head}"
-    );
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     s.write_all(b"ping-through-the-tunnel").await.unwrap();
     let mut echo = [0u8; 23];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo)).await.unwrap().unwrap();
     assert_eq!(&echo, b"ping-through-the-tunnel");
 }
 
@@ -519,11 +422,7 @@ async fn websocket_upgrade_passes_through() {
 async fn h2c_prior_knowledge_is_served() {
     let m = mock().await;
     let gw = Gateway::start(&simple_config(&m.url())).await;
-    let got = send(
-        &h2c_client(),
-        Request::post(gw.url("/h2")).body(full("over h2")).unwrap(),
-    )
-    .await;
+    let got = send(&h2c_client(), Request::post(gw.url("/h2")).body(full("over h2")).unwrap()).await;
     assert_eq!(got.status, 200);
     let echo = got.json();
     assert_eq!(echo["body"], "over h2");
@@ -537,30 +436,14 @@ async fn shutdown_drains_in_flight_requests() {
     let mut gw = Gateway::start(&simple_config(&m.url())).await;
     let url = gw.url("/slow");
     let slow = tokio::spawn(async move {
-        send(
-            &client(),
-            Request::get(url)
-                .header("x-mock-latency", "500ms")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
+        send(&client(), Request::get(url).header("x-mock-latency", "500ms").body(empty()).unwrap()).await
     });
-    eventually(5, "slow request reached the upstream", async || {
-        m.request_count() == 1
-    })
-    .await;
+    eventually(5, "slow request reached the upstream", async || m.request_count() == 1).await;
     gw.begin_shutdown();
     let got = slow.await.unwrap();
-    assert_eq!(
-        got.status, 200,
-        "in-flight request must finish during the grace period"
-    );
+    assert_eq!(got.status, 200, "in-flight request must finish during the grace period");
     gw.finished().await;
-    assert!(
-        TcpStream::connect(gw.addr).await.is_err(),
-        "listener still accepting after shutdown"
-    );
+    assert!(TcpStream::connect(gw.addr).await.is_err(), "listener still accepting after shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,12 +459,7 @@ async fn secrets_never_reach_the_access_log() {
     assert_eq!(send(&client(), req).await.status, 200);
     let logs = gw.logs.lock().unwrap().join("\n");
     assert!(!logs.is_empty());
-    for secret in [
-        "query-secret-123",
-        "token-secret-456",
-        "cookie-secret-789",
-        "header-secret-000",
-    ] {
+    for secret in ["query-secret-123", "token-secret-456", "cookie-secret-789", "header-secret-000"] {
         assert!(!logs.contains(secret), "{secret} in access log: {logs}");
     }
 }

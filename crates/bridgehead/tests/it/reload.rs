@@ -18,46 +18,23 @@ async fn reload_swaps_and_refuses_invalid_configs() {
     let first = simple_config(&m.url()).replace("path_prefix: / }", "path_prefix: /main }");
     let gw = Gateway::start(&first).await;
     assert_eq!(get(&gw.url("/extra/x")).await.status, 404);
-    let state_line = format!(
-        "\nstate:\n  url: sqlite://{}/state.db\n",
-        gw.dir.path().display()
-    );
-    std::fs::write(
-        &gw.config_path,
-        format!("{}{state_line}", two_routes(&m.url())),
-    )
-    .unwrap();
+    let state_line = format!("\nstate:\n  url: sqlite://{}/state.db\n", gw.dir.path().display());
+    std::fs::write(&gw.config_path, format!("{}{state_line}", two_routes(&m.url()))).unwrap();
     assert_eq!(gw.reloader.reload().await.unwrap(), 2);
     let got = get(&gw.url("/extra/x")).await;
     assert_eq!(got.json()["path"], "/x");
 
     // A broken config is refused; the running one keeps serving.
-    std::fs::write(
-        &gw.config_path,
-        "routes:\n  - name: broken\n    upstream: nowhere\n",
-    )
-    .unwrap();
+    std::fs::write(&gw.config_path, "routes:\n  - name: broken\n    upstream: nowhere\n").unwrap();
     let err = gw.reloader.reload().await.unwrap_err().to_string();
     assert!(err.contains("routes[0]: missing field `match`"), "{err}");
     assert_eq!(get(&gw.url("/extra/x")).await.status, 200);
     // The admin endpoint reports the same, as a problem.
-    let got = send(
-        &client(),
-        Request::post(gw.admin_url("/admin/reload"))
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let got = send(&client(), Request::post(gw.admin_url("/admin/reload")).body(empty()).unwrap()).await;
     got.assert_problem(422, "bridgehead.yaml:2:5: routes[0]: missing field `match`");
     let text = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
-    assert!(
-        text.contains("bridgehead_config_reloads_total{result=\"success\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("bridgehead_config_reloads_total{result=\"error\"} 2"),
-        "{text}"
-    );
+    assert!(text.contains("bridgehead_config_reloads_total{result=\"success\"} 1"), "{text}");
+    assert!(text.contains("bridgehead_config_reloads_total{result=\"error\"} 2"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,38 +43,17 @@ async fn in_flight_requests_finish_on_the_old_config() {
     let gw = Gateway::start(&two_routes(&m.url())).await;
     let url = gw.url("/extra/slow");
     let slow = tokio::spawn(async move {
-        send(
-            &client(),
-            Request::get(url)
-                .header("x-mock-latency", "400ms")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
+        send(&client(), Request::get(url).header("x-mock-latency", "400ms").body(empty()).unwrap()).await
     });
-    eventually(5, "slow request reached the upstream", async || {
-        m.request_count() == 1
-    })
-    .await;
-    let state_line = format!(
-        "\nstate:\n  url: sqlite://{}/state.db\n",
-        gw.dir.path().display()
-    );
+    eventually(5, "slow request reached the upstream", async || m.request_count() == 1).await;
+    let state_line = format!("\nstate:\n  url: sqlite://{}/state.db\n", gw.dir.path().display());
     let only_main = simple_config(&m.url()).replace("path_prefix: / }", "path_prefix: /main }");
     std::fs::write(&gw.config_path, format!("{only_main}{state_line}")).unwrap();
     gw.reloader.reload().await.unwrap();
-    assert_eq!(
-        get(&gw.url("/extra/x")).await.status,
-        404,
-        "new requests see the new config"
-    );
+    assert_eq!(get(&gw.url("/extra/x")).await.status, 404, "new requests see the new config");
     let got = slow.await.unwrap();
     assert_eq!(got.status, 200);
-    assert_eq!(
-        got.json()["path"],
-        "/slow",
-        "the old route's strip_prefix still applied"
-    );
+    assert_eq!(got.json()["path"], "/slow", "the old route's strip_prefix still applied");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,15 +61,8 @@ async fn file_changes_reload_by_themselves() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
     let first = simple_config(&m.url()).replace("path_prefix: / }", "path_prefix: /main }");
     let gw = Gateway::start_with(&first, true).await;
-    let state_line = format!(
-        "\nstate:\n  url: sqlite://{}/state.db\n",
-        gw.dir.path().display()
-    );
-    std::fs::write(
-        &gw.config_path,
-        format!("{}{state_line}", two_routes(&m.url())),
-    )
-    .unwrap();
+    let state_line = format!("\nstate:\n  url: sqlite://{}/state.db\n", gw.dir.path().display());
+    std::fs::write(&gw.config_path, format!("{}{state_line}", two_routes(&m.url()))).unwrap();
     eventually(10, "the new route after a file change", async || {
         get(&gw.url("/extra/x")).await.status == 200
     })

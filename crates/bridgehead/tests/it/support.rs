@@ -47,10 +47,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut text = yaml.to_owned();
         if !text.contains("\nstate:") && !text.starts_with("state:") {
-            text.push_str(&format!(
-                "\nstate:\n  url: sqlite://{}/state.db\n",
-                dir.path().display()
-            ));
+            text.push_str(&format!("\nstate:\n  url: sqlite://{}/state.db\n", dir.path().display()));
         }
         let config_path = dir.path().join("bridgehead.yaml");
         std::fs::write(&config_path, &text).unwrap();
@@ -63,9 +60,7 @@ impl Gateway {
             watch_config,
             sighup: false,
         };
-        let app = App::build(loaded, Listeners::ephemeral().unwrap(), opts)
-            .await
-            .unwrap();
+        let app = App::build(loaded, Listeners::ephemeral().unwrap(), opts).await.unwrap();
         let (addr, admin, reloader) = (app.data_addr(), app.admin_addr(), app.reloader());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -75,16 +70,7 @@ impl Gateway {
             .await
             .unwrap();
         });
-        Gateway {
-            addr,
-            admin,
-            logs,
-            reloader,
-            config_path,
-            dir,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Gateway { addr, admin, logs, reloader, config_path, dir, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,21 +95,13 @@ impl Gateway {
 
     pub async fn finished(&mut self) {
         if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), t)
-                .await
-                .expect("gateway stops")
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(30), t).await.expect("gateway stops").unwrap();
         }
     }
 
     /// Access log lines written so far, parsed.
     pub fn log_lines(&self) -> Vec<serde_json::Value> {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.logs.lock().unwrap().iter().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 
@@ -139,9 +117,7 @@ pub fn client() -> Client<HttpConnector, TestBody> {
 }
 
 pub fn h2c_client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new())
+    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
 }
 
 pub fn empty() -> TestBody {
@@ -166,31 +142,19 @@ impl Got {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
     }
 
     /// Asserts an RFC 9457 problem with `status`, and a detail containing `detail`.
     pub fn assert_problem(&self, status: u16, detail: &str) -> serde_json::Value {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
+        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
         assert_eq!(self.header("content-type"), "application/problem+json");
         let p = self.json();
         assert_eq!(p["status"], status);
         for key in ["type", "title", "detail", "request_id"] {
             assert!(p[key].is_string(), "problem lacks {key}: {p}");
         }
-        assert!(
-            p["detail"].as_str().unwrap().contains(detail),
-            "detail {:?} lacks {detail:?}",
-            p["detail"]
-        );
+        assert!(p["detail"].as_str().unwrap().contains(detail), "detail {:?} lacks {detail:?}", p["detail"]);
         assert_eq!(p["request_id"], self.header("x-request-id"));
         p
     }
@@ -200,11 +164,7 @@ pub async fn send(c: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -
     let res: Response<hyper::body::Incoming> = c.request(req).await.expect("request");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Got {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
+    Got { status: parts.status.as_u16(), headers: parts.headers, body }
 }
 
 pub async fn get(url: &str) -> Got {
@@ -224,10 +184,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -251,9 +208,7 @@ impl Body for ZeroBody {
         }
         let n = self.remaining.min(ZEROS.len() as u64);
         self.remaining -= n;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            &ZEROS[..n as usize],
-        )))))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n as usize])))))
     }
 }
 

@@ -27,20 +27,14 @@ async fn tls_connect(
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_alpn_h2_and_http1() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
@@ -55,18 +49,10 @@ async fn https_with_alpn_h2_and_http1() {
     let tls = tls_connect(gw.addr, cert.der().clone(), b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send_req, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let res = send_req
-        .send_request(
-            Request::get("https://localhost/secure")
-                .body(empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res =
+        send_req.send_request(Request::get("https://localhost/secure").body(empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), 200);
     let echo: serde_json::Value =
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -74,17 +60,10 @@ async fn https_with_alpn_h2_and_http1() {
     assert_eq!(echo["path"], "/secure");
 
     let tls = tls_connect(gw.addr, cert.der().clone(), b"http/1.1").await;
-    let (mut send_req, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut send_req, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let res = send_req
-        .send_request(
-            Request::get("/one")
-                .header("host", "localhost")
-                .body(empty())
-                .unwrap(),
-        )
+        .send_request(Request::get("/one").header("host", "localhost").body(empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(res.status(), 200);

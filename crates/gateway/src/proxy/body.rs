@@ -33,11 +33,7 @@ pub struct BodyTooLarge(pub u64);
 /// A request body sent upstream.
 pub enum RequestBody {
     Empty,
-    Stream {
-        inner: Incoming,
-        limit: u64,
-        stats: Arc<RequestStats>,
-    },
+    Stream { inner: Incoming, limit: u64, stats: Arc<RequestStats> },
 }
 
 impl Body for RequestBody {
@@ -50,15 +46,10 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Stream {
-                inner,
-                limit,
-                stats,
-            } => match Pin::new(inner).poll_frame(cx) {
+            RequestBody::Stream { inner, limit, stats } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Some(data) = frame.data_ref() {
-                        let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed)
-                            + data.len() as u64;
+                        let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
                         if seen > *limit {
                             stats.too_large.store(true, Relaxed);
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
@@ -108,21 +99,11 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     pub fn full(bytes: Bytes) -> Self {
-        Self {
-            inner: Inner::Full(Some(bytes)),
-            bytes_out: 0,
-            completed: false,
-            on_finish: None,
-        }
+        Self { inner: Inner::Full(Some(bytes)), bytes_out: 0, completed: false, on_finish: None }
     }
 
     pub fn upstream(body: Incoming) -> Self {
-        Self {
-            inner: Inner::Upstream(body),
-            bytes_out: 0,
-            completed: false,
-            on_finish: None,
-        }
+        Self { inner: Inner::Upstream(body), bytes_out: 0, completed: false, on_finish: None }
     }
 
     /// Runs `f` when the body is dropped.

@@ -44,9 +44,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(header::TRAILER);
     headers.remove(header::PROXY_AUTHORIZATION);
     // `TE: trailers` may pass (it is how gRPC clients announce trailer support).
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if !te_trailers {
         headers.remove(header::TE);
     }
@@ -59,10 +57,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced), and `Via`.
@@ -75,10 +70,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: O
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
     match host.and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(v) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
@@ -102,8 +94,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:/+=@".contains(c))
         {
             return v.clone();
         }
@@ -122,10 +113,7 @@ pub fn new_request_id() -> HeaderValue {
 
 /// Approximate size of a request head's fields as sent on the wire (`name: value\r\n`).
 pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum()
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
 }
 
 #[cfg(test)]
@@ -135,10 +123,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -167,11 +152,7 @@ mod tests {
 
     #[test]
     fn upgrades_keep_their_headers() {
-        let mut h = map(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("keep-alive", "x"),
-        ]);
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "x")]);
         assert!(is_upgrade(&h));
         remove_hop_by_hop(&mut h, true);
         assert_eq!(h["connection"], "upgrade");
@@ -182,16 +163,8 @@ mod tests {
 
     #[test]
     fn forwarded_headers() {
-        let mut h = map(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-host", "spoofed"),
-        ]);
-        add_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            true,
-            Some("api.example.com"),
-        );
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "spoofed")]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("api.example.com"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

@@ -93,15 +93,10 @@ async fn proxy(
     let limits = &rt.loaded.config.server.limits;
     let size = headers::header_bytes(req.headers());
     if size as u64 > limits.max_header_bytes.get() {
-        return Err(GatewayError::HeadersTooLarge {
-            size,
-            limit: limits.max_header_bytes.get(),
-        });
+        return Err(GatewayError::HeadersTooLarge { size, limit: limits.max_header_bytes.get() });
     }
     if req.method() == Method::CONNECT {
-        return Err(GatewayError::BadRequest(
-            "CONNECT tunnels are not supported".into(),
-        ));
+        return Err(GatewayError::BadRequest("CONNECT tunnels are not supported".into()));
     }
     let (host, authority) = request_host(&req)?;
     let max_body = limits.max_body.get();
@@ -112,12 +107,7 @@ async fn proxy(
     }
 
     // route
-    let route = match rt.router.find(
-        host.as_deref(),
-        req.uri().path(),
-        req.method(),
-        req.headers(),
-    ) {
+    let route = match rt.router.find(host.as_deref(), req.uri().path(), req.method(), req.headers()) {
         RouteResult::Found(r) => r,
         RouteResult::MethodNotAllowed(allow) => {
             return Err(GatewayError::MethodNotAllowed {
@@ -140,9 +130,7 @@ async fn proxy(
     // upstream_peer
     let target = upstream
         .select()
-        .ok_or_else(|| GatewayError::NoHealthyTarget {
-            upstream: upstream.name.to_string(),
-        })?;
+        .ok_or_else(|| GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() })?;
     log.target = Some(target.url.clone());
     log.in_flight = Some(target.start_request());
 
@@ -173,28 +161,19 @@ async fn proxy(
     {
         parts.headers.insert(header::HOST, v);
     }
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     let stats = Arc::new(RequestStats::default());
     let body = if body.is_end_stream() {
         RequestBody::Empty
     } else {
-        RequestBody::Stream {
-            inner: body,
-            limit: max_body,
-            stats: stats.clone(),
-        }
+        RequestBody::Stream { inner: body, limit: max_body, stats: stats.clone() }
     };
     log.stats = Some(stats.clone());
 
     // send
     let timeout = upstream.timeouts.request;
-    let result = tokio::time::timeout(
-        timeout.get(),
-        upstream.client.request(Request::from_parts(parts, body)),
-    )
-    .await;
+    let result =
+        tokio::time::timeout(timeout.get(), upstream.client.request(Request::from_parts(parts, body))).await;
     let count = |outcome: &'static str| {
         log.shared
             .metrics
@@ -222,9 +201,7 @@ async fn proxy(
             let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
             if hyper_err.is_some_and(hyper::Error::is_user) {
                 // The client's body failed (it went away or sent garbage): not the upstream's fault.
-                return Err(GatewayError::BadRequest(
-                    "the request body ended before it was complete".into(),
-                ));
+                return Err(GatewayError::BadRequest("the request body ended before it was complete".into()));
             }
             let (label, reason) = if e.is_connect() {
                 (outcome::CONNECT_ERROR, "could not connect to the target")
@@ -237,32 +214,23 @@ async fn proxy(
             count(label);
             upstream.record_outcome(target, true);
             tracing::debug!(upstream = %upstream.name, target = %target.url, error = %e, "upstream request failed");
-            return Err(GatewayError::UpstreamFailed {
-                upstream: upstream.name.to_string(),
-                reason,
-            });
+            return Err(GatewayError::UpstreamFailed { upstream: upstream.name.to_string(), reason });
         }
         Ok(Ok(res)) => res,
     };
 
     // response_filter
     let failed = res.status().is_server_error();
-    count(if failed {
-        outcome::HTTP_5XX
-    } else {
-        outcome::SUCCESS
-    });
+    count(if failed { outcome::HTTP_5XX } else { outcome::SUCCESS });
     upstream.record_outcome(target, failed);
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(async move {
                 if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                    let _ = tokio::io::copy_bidirectional(
-                        &mut TokioIo::new(client),
-                        &mut TokioIo::new(upstream),
-                    )
-                    .await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                            .await;
                 }
             });
         }
@@ -278,9 +246,7 @@ async fn proxy(
 /// RFC 9112 §3.2.2: an absolute-form request target wins over the Host header. HTTP/2 carries
 /// `:authority` in the URI. An HTTP/1.1 request without Host, with several Host fields or with
 /// an invalid one is refused with 400.
-fn request_host(
-    req: &Request<Incoming>,
-) -> Result<(Option<String>, Option<Authority>), GatewayError> {
+fn request_host(req: &Request<Incoming>) -> Result<(Option<String>, Option<Authority>), GatewayError> {
     let uri = req.uri();
     if let Some(authority) = uri.authority() {
         match uri.scheme_str() {
@@ -292,21 +258,14 @@ fn request_host(
             }
         }
         if authority.as_str().contains('@') {
-            return Err(GatewayError::BadRequest(
-                "request target must not contain user information".into(),
-            ));
+            return Err(GatewayError::BadRequest("request target must not contain user information".into()));
         }
-        return Ok((
-            Some(authority.host().to_ascii_lowercase()),
-            Some(authority.clone()),
-        ));
+        return Ok((Some(authority.host().to_ascii_lowercase()), Some(authority.clone())));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let Some(value) = hosts.next() else {
         if req.version() == Version::HTTP_11 {
-            return Err(GatewayError::BadRequest(
-                "missing Host header (required in HTTP/1.1)".into(),
-            ));
+            return Err(GatewayError::BadRequest("missing Host header (required in HTTP/1.1)".into()));
         }
         return Ok((None, None));
     };
@@ -316,9 +275,7 @@ fn request_host(
     let authority = Authority::try_from(value.as_bytes())
         .ok()
         .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
-        .ok_or_else(|| {
-            GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
-        })?;
+        .ok_or_else(|| GatewayError::BadRequest("invalid Host header: expected host or host:port".into()))?;
     Ok((Some(authority.host().to_ascii_lowercase()), Some(authority)))
 }
 
@@ -338,8 +295,7 @@ fn upstream_uri(
                 Some(q) => format!("{path}?{q}"),
                 None => path,
             };
-            PathAndQuery::try_from(pq)
-                .map_err(|_| GatewayError::BadRequest("invalid request path".into()))?
+            PathAndQuery::try_from(pq).map_err(|_| GatewayError::BadRequest("invalid request path".into()))?
         }
     };
     let mut parts = http::uri::Parts::default();
@@ -371,10 +327,7 @@ impl OnFinish for Logging {
     fn finish(&mut self, bytes_out: u64, completed: bool) {
         self.in_flight.take();
         let elapsed = self.start.elapsed();
-        let route = self
-            .route
-            .clone()
-            .unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
+        let route = self.route.clone().unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
         let m = &self.shared.metrics;
         m.http_requests
             .get_or_create(&HttpLabels {
@@ -383,9 +336,7 @@ impl OnFinish for Logging {
                 status: self.status,
             })
             .inc();
-        m.http_duration
-            .get_or_create(&RouteLabels { route: Name(route) })
-            .observe(elapsed.as_secs_f64());
+        m.http_duration.get_or_create(&RouteLabels { route: Name(route) }).observe(elapsed.as_secs_f64());
         if !self.access_log {
             return;
         }
@@ -418,9 +369,7 @@ impl OnFinish for Logging {
 /// A problem response outside a request's lifecycle (used by the connection layer).
 pub fn problem(e: &GatewayError) -> Response<ResponseBody> {
     let id = headers::new_request_id();
-    let mut res = e
-        .to_response(id.to_str().unwrap_or_default())
-        .map(ResponseBody::full);
+    let mut res = e.to_response(id.to_str().unwrap_or_default()).map(ResponseBody::full);
     res.headers_mut().insert(X_REQUEST_ID.clone(), id);
     res
 }

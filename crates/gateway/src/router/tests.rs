@@ -7,21 +7,10 @@ use super::*;
 use crate::upstream::{Carryover, Upstream};
 
 fn router(routes_yaml: &str) -> Router {
-    let text = format!(
-        "upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}"
-    );
-    let loaded = load_str(
-        &text,
-        Path::new("t.yaml"),
-        Path::new("."),
-        &MapResolver::default(),
-    )
-    .unwrap();
-    let up = Arc::new(Upstream::new(
-        "u",
-        &loaded.config.upstreams["u"],
-        &Carryover::default(),
-    ));
+    let text =
+        format!("upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}");
+    let loaded = load_str(&text, Path::new("t.yaml"), Path::new("."), &MapResolver::default()).unwrap();
+    let up = Arc::new(Upstream::new("u", &loaded.config.upstreams["u"], &Carryover::default()));
     Router::new(&loaded.config.routes, |_| up.clone())
 }
 
@@ -61,68 +50,28 @@ fn most_specific_match_wins() {
     tenant.insert("x-tenant", HeaderValue::from_static("acme"));
     let mut beta = HeaderMap::new();
     beta.insert("x-beta", HeaderValue::from_static("1"));
-    type Case<'a> = (
-        Option<&'a str>,
-        Method,
-        &'a str,
-        &'a HeaderMap,
-        Result<&'a str, &'a str>,
-    );
+    type Case<'a> = (Option<&'a str>, Method, &'a str, &'a HeaderMap, Result<&'a str, &'a str>);
     let cases: &[Case] = &[
         (None, Method::GET, "/api/x", &none, Ok("prefix-api")),
         (None, Method::GET, "/api", &none, Ok("prefix-api")),
         (None, Method::GET, "/apix", &none, Err("404")),
         (None, Method::GET, "/api/orders", &none, Ok("prefix-orders")),
         (None, Method::GET, "/api/orders/7", &none, Ok("template")),
-        (
-            None,
-            Method::GET,
-            "/api/orders/7/items",
-            &none,
-            Ok("prefix-orders"),
-        ),
+        (None, Method::GET, "/api/orders/7/items", &none, Ok("prefix-orders")),
         (None, Method::GET, "/api/orders/special", &none, Ok("exact")),
-        (
-            Some("admin.example.com"),
-            Method::GET,
-            "/api/x",
-            &none,
-            Ok("host-exact"),
-        ),
-        (
-            Some("shop.example.com"),
-            Method::GET,
-            "/api/x",
-            &none,
-            Ok("host-wild"),
-        ),
-        (
-            Some("example.com"),
-            Method::GET,
-            "/api/x",
-            &none,
-            Ok("prefix-api"),
-        ),
+        (Some("admin.example.com"), Method::GET, "/api/x", &none, Ok("host-exact")),
+        (Some("shop.example.com"), Method::GET, "/api/x", &none, Ok("host-wild")),
+        (Some("example.com"), Method::GET, "/api/x", &none, Ok("prefix-api")),
         (None, Method::GET, "/api/x", &tenant, Ok("header")),
         (None, Method::GET, "/api/beta/1", &beta, Ok("present")),
         (None, Method::POST, "/submit", &none, Ok("post-only")),
         (None, Method::GET, "/submit", &none, Ok("get-only")),
-        (
-            None,
-            Method::DELETE,
-            "/submit",
-            &none,
-            Err("405 POST, GET, HEAD"),
-        ),
+        (None, Method::DELETE, "/submit", &none, Err("405 POST, GET, HEAD")),
         (None, Method::GET, "/nothing", &none, Err("404")),
     ];
     for (host, method, path, headers, want) in cases {
         let got = find(&r, *host, method.clone(), path, headers);
-        assert_eq!(
-            got.as_deref().map_err(String::as_str),
-            *want,
-            "{method} {host:?} {path}"
-        );
+        assert_eq!(got.as_deref().map_err(String::as_str), *want, "{method} {host:?} {path}");
     }
 }
 

@@ -23,10 +23,7 @@ pub fn spawn(upstream: &std::sync::Arc<Upstream>) {
         loop {
             tick.tick().await;
             let Some(up) = weak.upgrade() else { break };
-            let checks = up
-                .targets
-                .iter()
-                .map(|t| check(&up, t, &hc.path, hc.timeout.get()));
+            let checks = up.targets.iter().map(|t| check(&up, t, &hc.path, hc.timeout.get()));
             let results = futures_util::future::join_all(checks).await;
             for (t, ok) in up.targets.iter().zip(results) {
                 apply(&up, t, ok, hc.healthy_after, hc.unhealthy_after);
@@ -36,17 +33,12 @@ pub fn spawn(upstream: &std::sync::Arc<Upstream>) {
 }
 
 async fn check(up: &Upstream, t: &Target, path: &str, timeout: std::time::Duration) -> bool {
-    let Ok(uri) = Uri::builder()
-        .scheme(t.scheme.clone())
-        .authority(t.authority.clone())
-        .path_and_query(path)
-        .build()
+    let Ok(uri) =
+        Uri::builder().scheme(t.scheme.clone()).authority(t.authority.clone()).path_and_query(path).build()
     else {
         return false;
     };
-    let Ok(req) = Request::get(uri)
-        .header("user-agent", "bridgehead-health-check")
-        .body(RequestBody::Empty)
+    let Ok(req) = Request::get(uri).header("user-agent", "bridgehead-health-check").body(RequestBody::Empty)
     else {
         return false;
     };

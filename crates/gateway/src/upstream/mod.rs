@@ -33,9 +33,7 @@ pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 pub fn clock_ms() -> u64 {
     static START: OnceLock<tokio::time::Instant> = OnceLock::new();
     let start = *START.get_or_init(tokio::time::Instant::now);
-    tokio::time::Instant::now()
-        .saturating_duration_since(start)
-        .as_millis() as u64
+    tokio::time::Instant::now().saturating_duration_since(start).as_millis() as u64
 }
 
 /// Health of one target, kept across config reloads.
@@ -135,13 +133,9 @@ impl Carryover {
         let mut c = Carryover::default();
         for u in upstreams {
             for t in &u.targets {
-                c.states
-                    .insert((u.name.to_string(), t.url.to_string()), t.state.clone());
+                c.states.insert((u.name.to_string(), t.url.to_string()), t.state.clone());
             }
-            c.clients.insert(
-                u.name.to_string(),
-                (client_key(&u.timeouts), u.client.clone()),
-            );
+            c.clients.insert(u.name.to_string(), (client_key(&u.timeouts), u.client.clone()));
         }
         c
     }
@@ -177,11 +171,7 @@ impl Upstream {
                     scheme: parts.scheme?,
                     authority: parts.authority?,
                     weight: t.weight,
-                    state: carry
-                        .states
-                        .get(&(name.to_owned(), t.url.clone()))
-                        .cloned()
-                        .unwrap_or_default(),
+                    state: carry.states.get(&(name.to_owned(), t.url.clone())).cloned().unwrap_or_default(),
                 })
             })
             .collect();
@@ -216,8 +206,7 @@ impl Upstream {
             LoadBalancing::LeastRequests => {
                 let a = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
                 let b = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
-                let load =
-                    |t: &Target| (t.in_flight() as u64 * 10_000) / u64::from(t.weight.max(1));
+                let load = |t: &Target| (t.in_flight() as u64 * 10_000) / u64::from(t.weight.max(1));
                 match (a.available(now), b.available(now)) {
                     (true, true) => return Some(if load(b) < load(a) { b } else { a }),
                     (true, false) => return Some(a),
@@ -226,17 +215,13 @@ impl Upstream {
                 }
             }
         };
-        (0..len)
-            .map(|i| &self.targets[self.wheel[(start + i) % len] as usize])
-            .find(|t| t.available(now))
+        (0..len).map(|i| &self.targets[self.wheel[(start + i) % len] as usize]).find(|t| t.available(now))
     }
 
     /// Whether at least one target may take traffic now.
     pub fn any_available(&self) -> bool {
         let now = clock_ms();
-        self.targets
-            .iter()
-            .any(|t| t.weight > 0 && t.available(now))
+        self.targets.iter().any(|t| t.weight > 0 && t.available(now))
     }
 
     /// Records the outcome of a proxied request for passive ejection. `failed` means a connect

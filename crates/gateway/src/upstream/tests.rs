@@ -4,13 +4,9 @@ use super::*;
 
 fn upstream(yaml: &str) -> Upstream {
     let text = format!("upstreams:\n  u:\n{yaml}");
-    let loaded = load_str(
-        &text,
-        std::path::Path::new("t.yaml"),
-        std::path::Path::new("."),
-        &MapResolver::default(),
-    )
-    .unwrap();
+    let loaded =
+        load_str(&text, std::path::Path::new("t.yaml"), std::path::Path::new("."), &MapResolver::default())
+            .unwrap();
     Upstream::new("u", &loaded.config.upstreams["u"], &Carryover::default())
 }
 
@@ -42,9 +38,7 @@ async fn least_requests_split_by_weight_within_tolerance() {
     let u = upstream(
         "    load_balancing: least_requests\n    targets:\n      - { url: \"http://127.0.0.1:1\", weight: 99 }\n      - { url: \"http://127.0.0.1:2\", weight: 1 }\n",
     );
-    let canary = (0..10_000)
-        .filter(|_| &*u.select().unwrap().url == "http://127.0.0.1:2")
-        .count();
+    let canary = (0..10_000).filter(|_| &*u.select().unwrap().url == "http://127.0.0.1:2").count();
     // Expected ~100 (two draws, 1% each ≈ 2% chance one is the canary; it wins ties only when
     // drawn first): allow a wide band so the test cannot flake, but catch a broken split.
     assert!((20..=400).contains(&canary), "{canary}");
@@ -56,9 +50,7 @@ async fn least_requests_prefers_the_idle_target() {
         "    load_balancing: least_requests\n    targets:\n      - { url: \"http://127.0.0.1:1\" }\n      - { url: \"http://127.0.0.1:2\" }\n",
     );
     let _busy: Vec<_> = (0..10).map(|_| u.targets[0].start_request()).collect();
-    let idle = (0..1000)
-        .filter(|_| &*u.select().unwrap().url == "http://127.0.0.1:2")
-        .count();
+    let idle = (0..1000).filter(|_| &*u.select().unwrap().url == "http://127.0.0.1:2").count();
     // The busy target wins only when both draws pick it (~25%).
     assert!(idle > 600, "{idle}");
 }
@@ -102,13 +94,9 @@ async fn state_survives_a_reload() {
     health::apply(&a, &a.targets[0], false, 1, 1);
     let carry = Carryover::from_upstreams([&a].into_iter());
     let text = format!("upstreams:\n  u:\n{yaml}");
-    let loaded = load_str(
-        &text,
-        std::path::Path::new("t.yaml"),
-        std::path::Path::new("."),
-        &MapResolver::default(),
-    )
-    .unwrap();
+    let loaded =
+        load_str(&text, std::path::Path::new("t.yaml"), std::path::Path::new("."), &MapResolver::default())
+            .unwrap();
     let b = Upstream::new("u", &loaded.config.upstreams["u"], &carry);
     assert!(!b.targets[0].healthy_by_checks());
 }
