@@ -203,3 +203,36 @@ fn mock_command_serves_and_reports_its_address() {
     let (code, _, err) = bridgehead(&["mock", "--fail-rate", "1.5"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_starts_and_its_tour_works() {
+    let child = Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mock-port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let mut addr = |label: &str| -> String {
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.trim_start().strip_prefix(label) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("demo printed no {label} line");
+    };
+    let gateway = addr("gateway");
+    let admin = addr("admin");
+    let mock = addr("mock");
+    let got = get(&format!("{gateway}/api/orders/42")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["path"], "/orders/42");
+    get(&format!("{gateway}/nowhere")).await.assert_problem(404, "no route matches GET /nowhere");
+    let got = send(&client(), Request::patch(format!("{gateway}/api/orders/42")).body(empty()).unwrap()).await;
+    got.assert_problem(405, "PATCH is not allowed");
+    eventually(10, "demo ready", async || get(&format!("{admin}/readyz")).await.status == 200).await;
+    let recorded = get(&format!("{mock}/__mock/requests")).await.json();
+    assert!(recorded.as_array().unwrap().iter().any(|r| r["path"] == "/orders/42"), "{recorded}");
+}
