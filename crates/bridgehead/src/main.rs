@@ -3,6 +3,11 @@
 
 mod commands;
 
+/// mimalloc: measurably faster than glibc malloc for the many small, short-lived allocations of
+/// a proxy, and it returns memory to the OS promptly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

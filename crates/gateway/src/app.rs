@@ -105,9 +105,10 @@ impl App {
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
+        let metrics = Metrics::default();
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(Runtime::build(loaded, None)),
-            metrics: Metrics::default(),
+            runtime: ArcSwap::from_pointee(Runtime::build(loaded, None, &metrics)),
+            metrics,
             access_log: AccessLog::new(opts.access_log.clone()),
             store: Some(store),
         });

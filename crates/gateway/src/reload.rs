@@ -71,7 +71,7 @@ impl Reloader {
         let shared = &self.inner.shared;
         let old = shared.runtime.load_full();
         warn_restart_only(&old.loaded.config, &loaded.config);
-        let runtime = Runtime::build(loaded, Some(&old));
+        let runtime = Runtime::build(loaded, Some(&old), &shared.metrics);
         let generation = runtime.generation;
         if tls.is_some() {
             self.inner.tls.store(tls.map(Arc::new));

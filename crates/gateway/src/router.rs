@@ -14,6 +14,8 @@ use bridgehead_config::pattern::{PathTemplate, has_segment_prefix};
 use bridgehead_config::{Route as RouteConfig, RouteMatch};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::upstream::Upstream;
 
 /// A compiled route.
@@ -21,6 +23,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: Option<String>,
+    /// This route's `bridgehead_http_request_duration_seconds` series, looked up once.
+    pub duration: Histogram,
     matcher: Matcher,
 }
 
@@ -61,17 +65,23 @@ pub struct Router {
 impl Router {
     /// Compiles routes; `upstream` looks up the compiled upstream by name (validation has
     /// already checked that it exists).
-    pub fn new(routes: &[RouteConfig], upstream: impl Fn(&str) -> Arc<Upstream>) -> Self {
+    pub fn new(
+        routes: &[RouteConfig],
+        upstream: impl Fn(&str) -> Arc<Upstream>,
+        duration: impl Fn(&Arc<str>) -> Histogram,
+    ) -> Self {
         let mut compiled: Vec<(Specificity, usize, Route)> = routes
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let matcher = Matcher::compile(&r.matcher);
+                let name: Arc<str> = r.name.as_str().into();
                 (
                     matcher.specificity(),
                     i,
                     Route {
-                        name: r.name.as_str().into(),
+                        duration: duration(&name),
+                        name,
                         upstream: upstream(&r.upstream),
                         strip_prefix: r.strip_prefix.clone(),
                         matcher,

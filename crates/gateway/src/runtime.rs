@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use bridgehead_config::LoadedConfig;
 
 use crate::access_log::AccessLog;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Name, RouteLabels};
 use crate::router::Router;
 use crate::upstream::{Carryover, Upstream, health};
 
@@ -27,18 +27,24 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles `loaded`, carrying target health and pooled clients over from `previous`, and
     /// starts health checkers for the new upstreams. Must run inside a tokio runtime.
-    pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>) -> Self {
+    pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>, metrics: &Metrics) -> Self {
         let carry = previous.map(|p| Carryover::from_upstreams(p.upstreams.values())).unwrap_or_default();
         let upstreams: BTreeMap<String, Arc<Upstream>> = loaded
             .config
             .upstreams
             .iter()
-            .map(|(name, cfg)| (name.clone(), Arc::new(Upstream::new(name, cfg, &carry))))
+            .map(|(name, cfg)| {
+                (name.clone(), Arc::new(Upstream::new(name, cfg, &carry).with_metrics(metrics)))
+            })
             .collect();
         for u in upstreams.values() {
             health::spawn(u);
         }
-        let router = Router::new(&loaded.config.routes, |name| upstreams[name].clone());
+        let router = Router::new(
+            &loaded.config.routes,
+            |name| upstreams[name].clone(),
+            |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
+        );
         Self {
             loaded: Arc::new(loaded),
             router,

@@ -15,12 +15,18 @@ pub enum Output {
     Json,
 }
 
-/// A tokio runtime with `workers` threads (default: one per core).
+/// A tokio runtime with `workers` threads (default: one per core). One worker means a
+/// current-thread runtime: no work stealing and no cross-thread wake-ups on the data path.
 pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().thread_name("bridgehead").build().context("cannot start the async runtime")
 }
 

@@ -230,7 +230,8 @@ async fn demo_starts_and_its_tour_works() {
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["path"], "/orders/42");
     get(&format!("{gateway}/nowhere")).await.assert_problem(404, "no route matches GET /nowhere");
-    let got = send(&client(), Request::patch(format!("{gateway}/api/orders/42")).body(empty()).unwrap()).await;
+    let got =
+        send(&client(), Request::patch(format!("{gateway}/api/orders/42")).body(empty()).unwrap()).await;
     got.assert_problem(405, "PATCH is not allowed");
     eventually(10, "demo ready", async || get(&format!("{admin}/readyz")).await.status == 200).await;
     let recorded = get(&format!("{mock}/__mock/requests")).await.json();

@@ -25,6 +25,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::histogram::Histogram;
 
 use self::body::{OnFinish, RequestBody, RequestStats, ResponseBody};
 use self::headers::X_REQUEST_ID;
@@ -58,6 +59,7 @@ pub async fn handle(
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
         route: None,
+        duration: None,
         upstream: None,
         target: None,
         status: 0,
@@ -125,6 +127,7 @@ async fn proxy(
     };
     let upstream = &route.upstream;
     log.route = Some(route.name.clone());
+    log.duration = Some(route.duration.clone());
     log.upstream = Some(upstream.name.clone());
 
     // upstream_peer
@@ -221,7 +224,11 @@ async fn proxy(
 
     // response_filter
     let failed = res.status().is_server_error();
-    count(if failed { outcome::HTTP_5XX } else { outcome::SUCCESS });
+    if failed {
+        count(outcome::HTTP_5XX);
+    } else {
+        target.success.inc();
+    }
     upstream.record_outcome(target, failed);
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -314,6 +321,7 @@ struct Logging {
     method: Method,
     path: String,
     route: Option<Arc<str>>,
+    duration: Option<Histogram>,
     upstream: Option<Arc<str>>,
     target: Option<Arc<str>>,
     status: u16,
@@ -336,7 +344,13 @@ impl OnFinish for Logging {
                 status: self.status,
             })
             .inc();
-        m.http_duration.get_or_create(&RouteLabels { route: Name(route) }).observe(elapsed.as_secs_f64());
+        match &self.duration {
+            Some(h) => h.observe(elapsed.as_secs_f64()),
+            None => m
+                .http_duration
+                .get_or_create(&RouteLabels { route: Name(route) })
+                .observe(elapsed.as_secs_f64()),
+        }
         if !self.access_log {
             return;
         }

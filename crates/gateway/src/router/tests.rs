@@ -5,13 +5,14 @@ use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
 use crate::upstream::{Carryover, Upstream};
+use prometheus_client::metrics::histogram::Histogram;
 
 fn router(routes_yaml: &str) -> Router {
     let text =
         format!("upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}");
     let loaded = load_str(&text, Path::new("t.yaml"), Path::new("."), &MapResolver::default()).unwrap();
     let up = Arc::new(Upstream::new("u", &loaded.config.upstreams["u"], &Carryover::default()));
-    Router::new(&loaded.config.routes, |_| up.clone())
+    Router::new(&loaded.config.routes, |_| up.clone(), |_| Histogram::new([1.0]))
 }
 
 use std::path::Path;

@@ -24,6 +24,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::{Metrics, Name, UpstreamLabels, outcome};
 use crate::proxy::body::RequestBody;
 
 /// The pooled HTTP client toward one upstream's targets.
@@ -71,6 +74,8 @@ pub struct Target {
     pub authority: http::uri::Authority,
     pub weight: u32,
     pub state: Arc<TargetState>,
+    /// This target's `outcome="success"` series, looked up once (the common case).
+    pub success: Counter,
 }
 
 impl Target {
@@ -172,6 +177,7 @@ impl Upstream {
                     authority: parts.authority?,
                     weight: t.weight,
                     state: carry.states.get(&(name.to_owned(), t.url.clone())).cloned().unwrap_or_default(),
+                    success: Counter::default(),
                 })
             })
             .collect();
@@ -192,6 +198,19 @@ impl Upstream {
             passive: cfg.passive_health.clone(),
             health_check: cfg.health_check.clone(),
         }
+    }
+
+    /// Binds each target's success counter to the registry's series.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        for t in &mut self.targets {
+            let labels = UpstreamLabels {
+                upstream: Name(self.name.clone()),
+                target: Name(t.url.clone()),
+                outcome: outcome::SUCCESS,
+            };
+            t.success = metrics.upstream_requests.get_or_create(&labels).clone();
+        }
+        self
     }
 
     /// Picks a target for the next request, or `None` when none is available.
