@@ -186,3 +186,38 @@ fn docs_config_md_is_fresh() {
         "docs/config.md is stale: run `BRIDGEHEAD_UPDATE_DOCS=1 cargo test -p bridgehead-config docs_config_md_is_fresh` (or `bridgehead config docs > docs/config.md`)"
     );
 }
+
+mod never_panics {
+    //! The loader takes outside input: whatever the bytes, it returns a config or diagnostics.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_arbitrary_text(text in "\\PC{0,200}") {
+            let _ = load_text(&text);
+        }
+
+        #[test]
+        fn on_yaml_like_text(text in "([a-z_]{1,8}: ?(\\[|\\{|\"|'|\\$\\{|-|[0-9a-z/:.]{0,10}|\\}|\\])*\n {0,4}){0,12}") {
+            let _ = load_text(&text);
+        }
+
+        #[test]
+        fn on_mutated_starter(cut in 0usize..2000, insert in "[ -~\n]{0,5}") {
+            let mut text = STARTER.to_string();
+            let at = text.char_indices().map(|(i, _)| i).nth(cut % STARTER.len()).unwrap_or(0);
+            text.insert_str(at, &insert);
+            let _ = load_text(&text);
+        }
+
+        #[test]
+        fn units_parse_or_refuse(s in "\\PC{0,20}") {
+            let _ = s.parse::<ByteSize>();
+            let _ = s.parse::<HumanDuration>();
+        }
+    }
+}

@@ -16,8 +16,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::metrics::{Name, TargetLabels};
-use crate::problem::{ProblemKind, problem_response};
-use crate::proxy::headers::{X_REQUEST_ID, new_request_id};
+use crate::problem::{ProblemKind, standalone_problem};
 use crate::reload::Reloader;
 use crate::runtime::Shared;
 use crate::upstream::clock_ms;
@@ -46,11 +45,7 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
 }
 
 fn problem(status: StatusCode, type_uri: &'static str, title: &'static str, detail: &str) -> Response {
-    let id = new_request_id();
-    let (mut parts, body) =
-        problem_response(&ProblemKind { status, type_uri, title }, detail, id.to_str().unwrap_or_default())
-            .into_parts();
-    parts.headers.insert(X_REQUEST_ID.clone(), id);
+    let (parts, body) = standalone_problem(&ProblemKind { status, type_uri, title }, detail).into_parts();
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 

@@ -105,6 +105,15 @@ impl GatewayError {
     }
 }
 
+/// A problem response with a fresh request id (also in `X-Request-Id`), for answers made outside
+/// the proxy lifecycle, such as the admin plane's.
+pub fn standalone_problem(k: &ProblemKind, detail: &str) -> http::Response<Bytes> {
+    let id = crate::proxy::headers::new_request_id();
+    let mut res = problem_response(k, detail, id.to_str().unwrap_or_default());
+    res.headers_mut().insert(crate::proxy::headers::X_REQUEST_ID.clone(), id);
+    res
+}
+
 /// Builds a problem+json response.
 pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http::Response<Bytes> {
     let body = serde_json::json!({

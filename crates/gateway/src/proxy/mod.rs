@@ -379,11 +379,3 @@ impl OnFinish for Logging {
         }
     }
 }
-
-/// A problem response outside a request's lifecycle (used by the connection layer).
-pub fn problem(e: &GatewayError) -> Response<ResponseBody> {
-    let id = headers::new_request_id();
-    let mut res = e.to_response(id.to_str().unwrap_or_default()).map(ResponseBody::full);
-    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    res
-}
