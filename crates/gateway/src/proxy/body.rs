@@ -30,6 +30,11 @@ pub struct RequestStats {
 #[error("request body exceeds {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
+/// Polls a hyper body, boxing its error: the one place both directions read from hyper.
+fn poll_incoming(inner: &mut Incoming, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Pin::new(inner).poll_frame(cx).map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+}
+
 /// A request body sent upstream.
 pub enum RequestBody {
     Empty,
@@ -46,21 +51,17 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Stream { inner, limit, stats } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
-                        if seen > *limit {
-                            stats.too_large.store(true, Relaxed);
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
-                        }
+            RequestBody::Stream { inner, limit, stats } => poll_incoming(inner, cx).map(|frame| {
+                let frame = frame?;
+                if let Some(data) = frame.as_ref().ok().and_then(Frame::data_ref) {
+                    let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
+                    if seen > *limit {
+                        stats.too_large.store(true, Relaxed);
+                        return Some(Err(Box::new(BodyTooLarge(*limit)) as BoxError));
                     }
-                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+                Some(frame)
+            }),
         }
     }
 
@@ -133,12 +134,7 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Inner::Upstream(inner) => poll_incoming(inner, cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
