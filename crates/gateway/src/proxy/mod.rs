@@ -51,13 +51,15 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
+    let access_log = rt.loaded.config.server.access_log.enabled;
     let mut log = Logging {
         start: Instant::now(),
         request_id: request_id.clone(),
         client: conn.client,
         version: req.version(),
         method: req.method().clone(),
-        path: req.uri().path().to_owned(),
+        // Only the access log reads the path: no copy when it is off.
+        path: if access_log { req.uri().path().to_owned() } else { String::new() },
         route: None,
         duration: None,
         upstream: None,
@@ -65,7 +67,7 @@ pub async fn handle(
         status: 0,
         stats: None,
         in_flight: None,
-        access_log: rt.loaded.config.server.access_log.enabled,
+        access_log,
         shared: shared.clone(),
     };
     let mut res = match proxy(&rt, &conn, req, &request_id, &mut log).await {
