@@ -56,6 +56,19 @@ enum Command {
     ///
     /// Example: bridgehead mock --port 9000 --fail-rate 0.2 --fail-status 503 --retry-after 2
     Mock(bridgehead_mock::MockOptions),
+    /// Create, list and revoke API keys kept in the state database.
+    #[command(subcommand)]
+    Apikey(commands::apikey::ApikeyCommand),
+    /// Decode, verify or sign JSON Web Tokens.
+    ///
+    /// Example: bridgehead jwt verify "$TOKEN" --key jwks.json
+    #[command(subcommand)]
+    Jwt(commands::jwt::JwtCommand),
+    /// Generate signing keys (private.pem, public.pem, jwks.json).
+    ///
+    /// Example: bridgehead keys generate --alg ES256 --out keys/
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +114,9 @@ fn main() -> ExitCode {
             rt.block_on(bridgehead_mock::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Apikey(cmd) => commands::apikey::run(cmd),
+        Command::Jwt(cmd) => commands::jwt::run(cmd),
+        Command::Keys(cmd) => commands::keys::run(cmd),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

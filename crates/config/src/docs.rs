@@ -125,6 +125,18 @@ fn default_text(prop: &Value) -> String {
 }
 
 fn rows(schema: &Value, path: &str, s: &Value, out: &mut String) {
+    // An externally tagged enum of structs (`authenticators.<name>`: one of `jwt`, `api_key`, …):
+    // each variant is an object with one property.
+    if let Some(variants) = s.get("oneOf").and_then(Value::as_array)
+        && variants.iter().any(|v| v.get("properties").is_some())
+    {
+        for v in variants {
+            let mut variant = String::new();
+            rows(schema, path, v, &mut variant);
+            out.push_str(&variant.replacen("**Required.** ", "One kind (exactly one per entry): ", 1));
+        }
+        return;
+    }
     let Some(props) = s.get("properties").and_then(Value::as_object) else {
         if let Some(items) = s.get("items") {
             let item = resolve(schema, items);
@@ -134,7 +146,7 @@ fn rows(schema: &Value, path: &str, s: &Value, out: &mut String) {
         }
         if let Some(extra) = s.get("additionalProperties").filter(|v| v.is_object()) {
             let item = resolve(schema, extra);
-            if item.get("properties").is_some() {
+            if item.get("properties").is_some() || item.get("oneOf").is_some() {
                 rows(schema, &format!("{path}.<name>"), item, out);
             }
         }

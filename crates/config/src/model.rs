@@ -26,6 +26,9 @@ pub struct Config {
     /// Named groups of backend servers that routes send traffic to.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Named ways of proving who a caller is; routes list the ones they accept under `auth`.
+    #[serde(default)]
+    pub authenticators: BTreeMap<String, Authenticator>,
     /// Rules that map incoming requests to upstreams. The most specific match wins.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -71,6 +74,26 @@ pub struct ServerTls {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Relative to the config file.
     pub key: PathBuf,
+    /// PEM file with the CA certificates that client certificates are verified against. Setting
+    /// it asks clients for a certificate (mutual TLS); `mtls` authenticators need it.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `required` refuses the TLS handshake without a valid client certificate;
+    /// `optional` accepts clients without one and leaves the decision to routes with an `mtls`
+    /// authenticator. A certificate that is presented but fails verification is always refused.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether the listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// Every client must present a certificate that chains to `client_ca`.
+    #[default]
+    Required,
+    /// A certificate is verified when presented; routes decide whether they need one.
+    Optional,
 }
 
 /// Request limits. Every limit is on by default.
@@ -280,6 +303,18 @@ pub struct Route {
     /// Prefix removed from the path before it is sent upstream (`/api` turns `/api/orders` into `/orders`).
     #[serde(default)]
     pub strip_prefix: Option<String>,
+    /// Authenticators (names under `authenticators`) of which any one must admit the request;
+    /// absent or empty means a public route. Tried in order; the first that succeeds wins.
+    #[serde(default)]
+    pub auth: Vec<String>,
+    /// Scopes the caller must hold, all of them (JWT `scope`/`scp`, introspection `scope`, API key
+    /// `scopes`); missing ones get 403 `insufficient_scope`. Needs `auth`.
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    /// Send the caller's credential (Authorization header, API key, token cookie) upstream too.
+    /// Off by default: credentials are removed once checked, and the upstream sees `X-Consumer-Id`.
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 /// Conditions a request must meet. A route needs at least one of `path_prefix`, `path` or `host`.
@@ -301,4 +336,220 @@ pub struct RouteMatch {
     /// Headers that must be present with exactly this value (`"*"`: present with any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// One way of proving who a caller is. Exactly one kind per authenticator.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Authenticator {
+    /// JSON Web Tokens (RFC 7519) signed by an identity provider, checked per RFC 8725.
+    Jwt(JwtAuth),
+    /// API keys sent in a header or query parameter, stored only as SHA-256 digests.
+    ApiKey(ApiKeyAuth),
+    /// Client certificates verified by the listener against `server.tls.client_ca`.
+    Mtls(MtlsAuth),
+    /// Opaque tokens checked at an OAuth 2.0 introspection endpoint (RFC 7662).
+    Introspection(IntrospectionAuth),
+}
+
+/// A JWT authenticator. Exactly one key source: `jwks_url`, `jwks_file`, `public_key_file` or `secret`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtAuth {
+    /// URL of the identity provider's JWKS. Fetched at start, refreshed every `refresh`, and
+    /// (at most once per `min_refresh_interval`) when a token names an unknown `kid`. The last good
+    /// key set is kept in the state database and keeps serving while the provider is unreachable.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A JWKS file, reloaded when it changes. Relative to the config file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A PEM public key (or certificate) file. Relative to the config file.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Shared secret for HS256/384/512, usually `${env:NAME}`; at least as long as the hash output
+    /// (32, 48 or 64 bytes).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Required `iss` value, compared exactly.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted audiences: the token's `aud` must contain at least one. Empty: `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Allowed `alg` values. Default: every asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA)
+    /// for key sources and HS256/384/512 for `secret`. Each key is also pinned to its own type.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    /// Refuse tokens without `exp`.
+    #[serde(default = "default_true")]
+    pub require_exp: bool,
+    /// Required `typ` header, e.g. `at+jwt` for RFC 9068 access tokens.
+    #[serde(default)]
+    pub typ: Option<String>,
+    /// Claims that must hold these values: a string claim must equal one of the listed values,
+    /// an array claim must contain one of them.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// Claim that names the consumer. Default: `sub`, then `client_id`, then `azp`.
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+    /// Claims sent upstream as headers: `{ tenant: X-Tenant }`. Arrays are joined with `,`.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Read the token from this header instead of `Authorization: Bearer` (a `Bearer ` prefix is accepted).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Read the token from this cookie when the header does not carry one.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// How often `jwks_url` is fetched again.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh: HumanDuration,
+    /// Least time between two fetches caused by unknown `kid`s.
+    #[serde(default = "default_min_refresh")]
+    pub min_refresh_interval: HumanDuration,
+    /// Time a JWKS fetch may take.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout: HumanDuration,
+    /// PEM CA bundle trusted for `jwks_url` in addition to the system roots. Relative to the config file.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Verified tokens remembered so a repeated token skips the signature check; entries expire
+    /// at the token's `exp`. 0 turns the cache off.
+    #[serde(default = "default_token_cache")]
+    pub token_cache: usize,
+    /// Longest token accepted; longer ones are refused before any decoding.
+    #[serde(default = "default_max_token")]
+    pub max_token_size: ByteSize,
+}
+
+/// An API key authenticator.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyAuth {
+    /// Header carrying the key. Default `X-API-Key` unless only `query` is set.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Query parameter carrying the key (keys in URLs end up in other systems' logs: prefer the header).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Accepted keys, as SHA-256 digests (`echo -n KEY | sha256sum`).
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    /// Also accept the keys created for this authenticator with `bridgehead apikey create`,
+    /// read from the state database every `refresh`.
+    #[serde(default)]
+    pub from_state: bool,
+    /// How often keys are read again from the state database (with `from_state`).
+    #[serde(default = "default_apikey_refresh")]
+    pub refresh: HumanDuration,
+}
+
+/// One accepted API key.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The consumer this key identifies (sent upstream as `X-Consumer-Id`).
+    pub consumer: String,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+    /// Scopes this key grants, for routes with `require_scopes`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A client-certificate authenticator. The listener has verified the chain against
+/// `server.tls.client_ca`; this checks who the certificate names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsAuth {
+    /// Patterns of which one must match, `*` matching any run of characters: an attribute
+    /// (`CN=laptop-*`), a whole subject (`CN=a,O=Acme`), or a SAN (`DNS:*.acme.example`,
+    /// `URI:spiffe://acme/*`, `email:*@acme.example`, `IP:10.0.*`). Empty: any verified certificate.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Header that carries the certificate subject (RFC 4514) upstream.
+    #[serde(default = "default_subject_header")]
+    pub subject_header: String,
+    /// Header that carries the certificate's SANs upstream, comma-separated.
+    #[serde(default = "default_san_header")]
+    pub san_header: String,
+}
+
+/// An OAuth 2.0 token introspection authenticator (RFC 7662), for opaque tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionAuth {
+    /// The introspection endpoint.
+    pub url: String,
+    /// Client id Bridgehead authenticates with at the endpoint (HTTP Basic).
+    pub client_id: String,
+    /// Client secret, usually `${env:NAME}`.
+    pub client_secret: Secret,
+    /// Accepted audiences (`aud` in the answer); empty: not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Longest time an answer is reused; never past the token's `exp`. Inactive answers are kept
+    /// for at most 5 s.
+    #[serde(default = "default_introspection_cache")]
+    pub cache_ttl: HumanDuration,
+    /// Time the endpoint may take to answer.
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: HumanDuration,
+    /// PEM CA bundle trusted for `url` in addition to the system roots. Relative to the config file.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Field of the answer that names the consumer. Default: `sub`, then `client_id`.
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+    /// Answer fields sent upstream as headers: `{ tenant: X-Tenant }`.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Read the token from this header instead of `Authorization: Bearer`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Read the token from this cookie when the header does not carry one.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Most answers cached.
+    #[serde(default = "default_token_cache")]
+    pub token_cache: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_leeway() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+fn default_min_refresh() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_fetch_timeout() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+fn default_token_cache() -> usize {
+    10_000
+}
+fn default_max_token() -> ByteSize {
+    ByteSize::kib(16)
+}
+fn default_apikey_refresh() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_introspection_cache() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_subject_header() -> String {
+    "X-Client-Cert-Subject".into()
+}
+fn default_san_header() -> String {
+    "X-Client-Cert-San".into()
 }

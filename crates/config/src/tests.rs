@@ -221,3 +221,113 @@ mod never_panics {
         }
     }
 }
+
+/// Authenticator and route-auth mistakes, each with the key path and message it must produce.
+#[test]
+fn bad_auth_configs_are_refused_with_key_paths() {
+    let up = "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n";
+    let route = |extra: &str| {
+        format!("routes:\n  - {{ name: r, match: {{ path_prefix: /a }}, upstream: u{extra} }}\n")
+    };
+    let long = "s".repeat(32);
+    let cases: Vec<(String, &str)> = vec![
+        ("authenticators:\n  a:\n    jwt: { issuer: x }\n".into(), "authenticators.a.jwt: needs a key source"),
+        (
+            format!("authenticators:\n  a:\n    jwt: {{ jwks_url: \"https://i/j\", secret: \"{long}\" }}\n"),
+            "authenticators.a.jwt: has more than one key source",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { secret: short, algorithms: [HS256] }\n".into(),
+            "authenticators.a.jwt.secret: is 5 bytes; HS256 needs at least 32 bytes",
+        ),
+        (
+            format!("authenticators:\n  a:\n    jwt: {{ secret: \"{long}\", algorithms: [HS512] }}\n"),
+            "authenticators.a.jwt.secret: is 32 bytes; HS512 needs at least 64 bytes",
+        ),
+        (
+            format!("authenticators:\n  a:\n    jwt: {{ secret: \"{long}\", algorithms: [HS256, RS256] }}\n"),
+            "authenticators.a.jwt.algorithms: a `secret` verifies only HS256",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, algorithms: [HS256] }\n".into(),
+            "authenticators.a.jwt.algorithms: HS* algorithms need `secret`",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, algorithms: [None] }\n".into(),
+            "authenticators.a.jwt.algorithms[0]: `none` means an unsigned token",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, algorithms: [ES512] }\n".into(),
+            "authenticators.a.jwt.algorithms[0]: unknown algorithm `ES512`",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { jwks_url: \"ftp://idp/jwks\" }\n".into(),
+            "authenticators.a.jwt.jwks_url: `ftp://idp/jwks` is not an http:// or https:// URL",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, cookie: \"a b\" }\n".into(),
+            "authenticators.a.jwt.cookie: `a b` is not a valid cookie name",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, claims: { role: [] } }\n".into(),
+            "authenticators.a.jwt.claims.role: lists no value",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, kid: x }\n".into(),
+            "authenticators.a.jwt.kid: unknown field `kid`",
+        ),
+        ("authenticators:\n  a:\n    saml: {}\n".into(), "authenticators.a: unknown variant `saml`"),
+        ("authenticators:\n  a:\n    api_key: {}\n".into(), "authenticators.a.api_key: has no keys"),
+        (
+            "authenticators:\n  a:\n    api_key: { keys: [{ consumer: c, sha256: abc }] }\n".into(),
+            "authenticators.a.api_key.keys[0].sha256: must be the 64 hex digits",
+        ),
+        (
+            "authenticators:\n  a:\n    api_key: { query: \"a b\", from_state: true }\n".into(),
+            "authenticators.a.api_key.query: `a b` is not a plain query parameter name",
+        ),
+        (
+            "authenticators:\n  a:\n    mtls: { subjects: [\"CN=x\"] }\n".into(),
+            "authenticators.a.mtls: needs server.tls.client_ca",
+        ),
+        (
+            "authenticators:\n  a:\n    introspection: { url: \"https://i/introspect\", client_id: c, client_secret: \"\" }\n".into(),
+            "authenticators.a.introspection.client_secret: is empty",
+        ),
+        (format!("{up}{}", route(", auth: [nope]")), "routes[0].auth[0]: unknown authenticator `nope` (none are defined)"),
+        (format!("{up}{}", route(", require_scopes: [a]")), "routes[0].require_scopes: needs `auth`"),
+        (
+            format!("authenticators:\n  k:\n    api_key: {{ from_state: true }}\n{up}{}", route(", auth: [k], require_scopes: [\"a b\"]")),
+            "routes[0].require_scopes[0]: `a b` is not a valid scope token",
+        ),
+        (
+            format!("authenticators:\n  k:\n    api_key: {{ from_state: true }}\n{up}{}", route(", auth: [k, k]")),
+            "routes[0].auth[1]: `k` is listed twice",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        match load_text(text) {
+            Ok(_) => failures.push(format!("accepted:\n{text}")),
+            Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn auth_config_defaults_and_secret_redaction() {
+    let text = format!(
+        "authenticators:\n  idp:\n    jwt: {{ secret: \"0123456789abcdef0123456789abcdef\" }}\n  keys:\n    api_key: {{ from_state: true }}\n{MINIMAL}"
+    );
+    let c = load_text(&text).unwrap();
+    let Authenticator::Jwt(j) = &c.config.authenticators["idp"] else { panic!() };
+    assert_eq!(j.leeway, HumanDuration::secs(30));
+    assert!(j.require_exp);
+    assert_eq!(j.token_cache, 10_000);
+    let v = c.redacted_json();
+    assert_eq!(v["authenticators"]["idp"]["jwt"]["secret"], REDACTED);
+}

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::model::{Config, Route, Upstream};
+use crate::model::{
+    ApiKeyAuth, Authenticator, ClientAuth, Config, IntrospectionAuth, JwtAuth, Route, Upstream,
+};
 use crate::pattern::{PathTemplate, check_path, has_segment_prefix};
 use crate::yaml::{join_index, join_key};
 
@@ -19,8 +21,238 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for (name, upstream) in &config.upstreams {
         self::upstream(name, upstream, &mut p);
     }
+    for (name, a) in &config.authenticators {
+        authenticator(config, name, a, &mut p);
+    }
     routes(config, &mut p);
     p
+}
+
+/// JWS algorithms Bridgehead verifies (RFC 7518 names; `none` is never accepted).
+pub const JWS_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384",
+    "HS512",
+];
+
+/// Minimum HMAC secret length for an algorithm: the hash output size (RFC 7518 §3.2).
+fn hmac_min_len(alg: &str) -> Option<usize> {
+    match alg {
+        "HS256" => Some(32),
+        "HS384" => Some(48),
+        "HS512" => Some(64),
+        _ => None,
+    }
+}
+
+fn authenticator(c: &Config, name: &str, a: &Authenticator, p: &mut Vec<Problem>) {
+    let base = join_key("authenticators", name);
+    if !valid_name(name) {
+        push(p, &base, "an authenticator name is 1 to 64 letters, digits, `-`, `_` or `.`");
+    }
+    match a {
+        Authenticator::Jwt(j) => jwt(&join_key(&base, "jwt"), j, p),
+        Authenticator::ApiKey(k) => api_key(&join_key(&base, "api_key"), k, p),
+        Authenticator::Mtls(m) => {
+            let mp = join_key(&base, "mtls");
+            let tls = c.server.tls.as_ref();
+            if tls.and_then(|t| t.client_ca.as_ref()).is_none() {
+                push(
+                    p,
+                    &mp,
+                    "needs server.tls.client_ca so that the listener asks for and verifies client certificates",
+                );
+            } else if tls.is_some_and(|t| t.client_auth == ClientAuth::Required) {
+                // Fine: every connection has a certificate; the authenticator still checks subjects.
+            }
+            for (i, s) in m.subjects.iter().enumerate() {
+                if s.trim().is_empty() {
+                    push(p, join_index(&join_key(&mp, "subjects"), i), "is empty");
+                }
+            }
+            for (key, h) in [("subject_header", &m.subject_header), ("san_header", &m.san_header)] {
+                check_header_name(&join_key(&mp, key), h, p);
+            }
+        }
+        Authenticator::Introspection(i) => introspection(&join_key(&base, "introspection"), i, p),
+    }
+}
+
+fn check_header_name(path: &str, name: &str, p: &mut Vec<Problem>) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        push(p, path, format!("`{name}` is not a valid header name"));
+    }
+}
+
+fn check_fetch_url(path: &str, url: &str, p: &mut Vec<Problem>) {
+    match url.parse::<http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty()) =>
+        {
+            if u.authority().is_some_and(|a| a.as_str().contains('@')) {
+                push(p, path, format!("`{url}`: credentials in URLs are not allowed"));
+            }
+        }
+        _ => push(p, path, format!("`{url}` is not an http:// or https:// URL")),
+    }
+}
+
+fn check_token_source(base: &str, header: Option<&String>, cookie: Option<&String>, p: &mut Vec<Problem>) {
+    if let Some(h) = header {
+        check_header_name(&join_key(base, "header"), h, p);
+    }
+    if let Some(c) = cookie
+        && !is_token(c)
+    {
+        push(p, join_key(base, "cookie"), format!("`{c}` is not a valid cookie name"));
+    }
+}
+
+fn check_claim_headers(base: &str, map: &std::collections::BTreeMap<String, String>, p: &mut Vec<Problem>) {
+    let mp = join_key(base, "claims_to_headers");
+    for (claim, header) in map {
+        check_header_name(&join_key(&mp, claim), header, p);
+    }
+}
+
+fn jwt(base: &str, j: &JwtAuth, p: &mut Vec<Problem>) {
+    let sources =
+        [j.jwks_url.is_some(), j.jwks_file.is_some(), j.public_key_file.is_some(), j.secret.is_some()];
+    match sources.iter().filter(|s| **s).count() {
+        0 => push(p, base, "needs a key source: one of jwks_url, jwks_file, public_key_file or secret"),
+        1 => {}
+        _ => push(
+            p,
+            base,
+            "has more than one key source; keep exactly one of jwks_url, jwks_file, public_key_file, secret",
+        ),
+    }
+    if let Some(url) = &j.jwks_url {
+        check_fetch_url(&join_key(base, "jwks_url"), url, p);
+    }
+    let ap = join_key(base, "algorithms");
+    for (i, alg) in j.algorithms.iter().enumerate() {
+        if alg.eq_ignore_ascii_case("none") {
+            push(p, join_index(&ap, i), "`none` means an unsigned token and is never accepted");
+        } else if !JWS_ALGORITHMS.contains(&alg.as_str()) {
+            push(
+                p,
+                join_index(&ap, i),
+                format!("unknown algorithm `{alg}`; supported: {}", JWS_ALGORITHMS.join(", ")),
+            );
+        }
+    }
+    let hmac: Vec<&String> = j.algorithms.iter().filter(|a| a.starts_with("HS")).collect();
+    if let Some(secret) = &j.secret {
+        if !j.algorithms.is_empty() && hmac.len() != j.algorithms.len() {
+            push(
+                p,
+                &ap,
+                "a `secret` verifies only HS256, HS384 or HS512; asymmetric algorithms need a public key source",
+            );
+        }
+        let algs: Vec<&str> =
+            if j.algorithms.is_empty() { vec!["HS256"] } else { hmac.iter().map(|a| a.as_str()).collect() };
+        let need = algs.iter().filter_map(|a| hmac_min_len(a)).max().unwrap_or(32);
+        let len = secret.expose().len();
+        if len < need {
+            push(
+                p,
+                join_key(base, "secret"),
+                format!(
+                    "is {len} bytes; {} needs at least {need} bytes (the hash output size)",
+                    algs.join("/")
+                ),
+            );
+        }
+    } else if !hmac.is_empty() {
+        push(p, &ap, "HS* algorithms need `secret`; a public key is never used as an HMAC secret");
+    }
+    if j.issuer.as_deref() == Some("local") {
+        push(
+            p,
+            join_key(base, "issuer"),
+            "`local` trusts the built-in OAuth server, which is not part of this version",
+        );
+    }
+    if j.leeway.get() > std::time::Duration::from_secs(600) {
+        push(p, join_key(base, "leeway"), "must be at most 10m");
+    }
+    for (key, d) in [
+        ("refresh", j.refresh),
+        ("min_refresh_interval", j.min_refresh_interval),
+        ("fetch_timeout", j.fetch_timeout),
+    ] {
+        if d.get().is_zero() {
+            push(p, join_key(base, key), "must be greater than 0");
+        }
+    }
+    if j.max_token_size.get() < 256 || j.max_token_size.get() > 1024 * 1024 {
+        push(p, join_key(base, "max_token_size"), "must be between 256B and 1MiB");
+    }
+    if j.typ.as_deref().is_some_and(str::is_empty) {
+        push(p, join_key(base, "typ"), "is empty; remove it to accept any typ");
+    }
+    for (claim, values) in &j.claims {
+        if values.is_empty() {
+            push(p, join_key(&join_key(base, "claims"), claim), "lists no value, so no token could match");
+        }
+    }
+    check_token_source(base, j.header.as_ref(), j.cookie.as_ref(), p);
+    check_claim_headers(base, &j.claims_to_headers, p);
+}
+
+fn api_key(base: &str, k: &ApiKeyAuth, p: &mut Vec<Problem>) {
+    if let Some(h) = &k.header {
+        check_header_name(&join_key(base, "header"), h, p);
+    }
+    if let Some(q) = &k.query
+        && (q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+    {
+        push(p, join_key(base, "query"), format!("`{q}` is not a plain query parameter name"));
+    }
+    if k.keys.is_empty() && !k.from_state {
+        push(
+            p,
+            base,
+            "has no keys: list them under `keys` or set `from_state: true` and use `bridgehead apikey create`",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, e) in k.keys.iter().enumerate() {
+        let kp = join_index(&join_key(base, "keys"), i);
+        if e.consumer.is_empty() || e.consumer.len() > 128 || e.consumer.chars().any(char::is_control) {
+            push(p, join_key(&kp, "consumer"), "must be 1 to 128 printable characters");
+        }
+        let hex = e.sha256.to_ascii_lowercase();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            push(
+                p,
+                join_key(&kp, "sha256"),
+                "must be the 64 hex digits of the key's SHA-256 (`printf %s KEY | sha256sum`)",
+            );
+        } else if !seen.insert(hex) {
+            push(p, join_key(&kp, "sha256"), "this key is listed twice");
+        }
+    }
+    if k.refresh.get().is_zero() {
+        push(p, join_key(base, "refresh"), "must be greater than 0");
+    }
+}
+
+fn introspection(base: &str, i: &IntrospectionAuth, p: &mut Vec<Problem>) {
+    check_fetch_url(&join_key(base, "url"), &i.url, p);
+    if i.client_id.is_empty() {
+        push(p, join_key(base, "client_id"), "is empty");
+    }
+    if i.client_secret.expose().is_empty() {
+        push(p, join_key(base, "client_secret"), "is empty");
+    }
+    if i.timeout.get().is_zero() {
+        push(p, join_key(base, "timeout"), "must be greater than 0");
+    }
+    check_token_source(base, i.header.as_ref(), i.cookie.as_ref(), p);
+    check_claim_headers(base, &i.claims_to_headers, p);
 }
 
 fn push(p: &mut Vec<Problem>, path: impl Into<String>, msg: impl Into<String>) {
@@ -200,6 +432,39 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
             push(p, join_key(&base, "upstream"), format!("unknown upstream `{}` ({known})", r.upstream));
         }
         route_match(r, &base, p);
+        for (j, a) in r.auth.iter().enumerate() {
+            if !c.authenticators.contains_key(a) {
+                let known: Vec<&str> = c.authenticators.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none are defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                push(
+                    p,
+                    join_index(&join_key(&base, "auth"), j),
+                    format!("unknown authenticator `{a}` ({known})"),
+                );
+            } else if r.auth[..j].contains(a) {
+                push(p, join_index(&join_key(&base, "auth"), j), format!("`{a}` is listed twice"));
+            }
+        }
+        if !r.require_scopes.is_empty() && r.auth.is_empty() {
+            push(
+                p,
+                join_key(&base, "require_scopes"),
+                "needs `auth`: a public route has no caller whose scopes could be checked",
+            );
+        }
+        for (j, s) in r.require_scopes.iter().enumerate() {
+            if s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\' || b >= 0x7f) {
+                push(
+                    p,
+                    join_index(&join_key(&base, "require_scopes"), j),
+                    format!("`{s}` is not a valid scope token (RFC 6749 §3.3)"),
+                );
+            }
+        }
         let key = serde_json::to_string(&r.matcher).unwrap_or_default();
         if let Some(first) = matches.insert(key, &r.name) {
             push(

@@ -21,6 +21,9 @@ pub struct Record<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
+    /// The authenticated consumer id (never a credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
     pub status: u16,
     pub duration_ms: f64,
     pub upstream: Option<&'a str>,

@@ -87,10 +87,11 @@ pub struct App {
     loaded_bytes: Option<Vec<u8>>,
 }
 
-/// Checks what validation cannot see without touching the outside: TLS files. Used by `serve`
-/// before binding and by `config check`.
+/// Checks what validation cannot see without touching the outside: TLS files and authenticator
+/// key files. Used by `serve` before binding and by `config check`.
 pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
-    crate::tls::acceptor(loaded).map(|_| ())
+    crate::tls::acceptor(loaded)?;
+    crate::auth::preflight(loaded)
 }
 
 impl App {
@@ -106,8 +107,10 @@ impl App {
         let node_id = format!("{}-{}", hostname(), std::process::id());
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
         let metrics = Metrics::default();
+        let runtime = Runtime::build(loaded, None, &metrics, Some(&store)).map_err(AppError::Config)?;
+        runtime.auth.ready().await;
         let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(Runtime::build(loaded, None, &metrics)),
+            runtime: ArcSwap::from_pointee(runtime),
             metrics,
             access_log: AccessLog::new(opts.access_log.clone()),
             store: Some(store),

@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;

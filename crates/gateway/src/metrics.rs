@@ -64,6 +64,19 @@ pub struct ResultLabels {
 }
 
 /// Outcomes of a request to an upstream target (`outcome` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub authenticator: Name,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    pub authenticator: Name,
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 pub mod outcome {
     /// A response arrived with a status below 500.
     pub const SUCCESS: &str = "success";
@@ -93,6 +106,8 @@ pub struct Metrics {
     pub upstream_healthy: Family<TargetLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub access_log_dropped: Counter,
+    pub auth_attempts: Family<AuthLabels, Counter>,
+    pub auth_fetches: Family<FetchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,8 +155,22 @@ impl Default for Metrics {
             "Access log lines dropped because stdout could not keep up",
             access_log_dropped.clone(),
         );
+        let auth_attempts = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_attempts",
+            "Credentials checked, by authenticator and result (admitted, a refusal reason, or unavailable)",
+            auth_attempts.clone(),
+        );
+        let auth_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "auth_fetches",
+            "Fetches made by authenticators (jwks, introspection, apikeys), by result (success, error)",
+            auth_fetches.clone(),
+        );
         Self {
             registry,
+            auth_attempts,
+            auth_fetches,
             http_requests,
             http_duration,
             upstream_requests,

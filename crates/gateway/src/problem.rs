@@ -32,6 +32,16 @@ pub enum GatewayError {
     /// Connecting to the target failed, or it closed the connection or sent an invalid response.
     #[error("upstream `{upstream}` failed: {reason}")]
     UpstreamFailed { upstream: String, reason: &'static str },
+    /// No authenticator of the route admitted the request (RFC 6750 §3.1 `invalid_token`, or no
+    /// credentials at all). `challenges` become `WWW-Authenticate` fields.
+    #[error("{detail}")]
+    Unauthenticated { challenges: Vec<String>, reason: &'static str, detail: String },
+    /// The caller is authenticated but lacks scopes the route requires (RFC 6750 `insufficient_scope`).
+    #[error("missing scope: {missing} (the route requires {required})")]
+    InsufficientScope { authenticator: String, missing: String, required: String },
+    /// A credential could not be checked: no key set yet, or the introspection endpoint failed.
+    #[error("authenticator `{authenticator}` cannot check credentials right now: {detail}")]
+    AuthUnavailable { authenticator: String, detail: String },
     /// The target did not answer within `upstreams.*.timeouts.request`.
     #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)")]
     UpstreamTimeout { upstream: String, timeout: String },
@@ -80,6 +90,17 @@ impl GatewayError {
             UpstreamFailed { .. } => {
                 kind(StatusCode::BAD_GATEWAY, "urn:bridgehead:problem:upstream-failed", "Upstream failed")
             }
+            Unauthenticated { .. } => {
+                kind(StatusCode::UNAUTHORIZED, "urn:bridgehead:problem:unauthenticated", "Unauthenticated")
+            }
+            InsufficientScope { .. } => {
+                kind(StatusCode::FORBIDDEN, "urn:bridgehead:problem:insufficient-scope", "Insufficient scope")
+            }
+            AuthUnavailable { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:auth-unavailable",
+                "Authentication unavailable",
+            ),
             UpstreamTimeout { .. } => kind(
                 StatusCode::GATEWAY_TIMEOUT,
                 "urn:bridgehead:problem:upstream-timeout",
@@ -95,11 +116,35 @@ impl GatewayError {
     /// Renders the RFC 9457 body and the headers that go with it.
     pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
         let k = self.kind();
-        let mut res = problem_response(&k, &self.to_string(), request_id);
-        if let GatewayError::MethodNotAllowed { allow, .. } = self
-            && let Ok(v) = HeaderValue::from_str(allow)
-        {
-            res.headers_mut().insert(header::ALLOW, v);
+        let reason = match self {
+            GatewayError::Unauthenticated { reason, .. } => Some(*reason),
+            GatewayError::InsufficientScope { .. } => Some("insufficient_scope"),
+            _ => None,
+        };
+        let mut res = problem_with_reason(&k, &self.to_string(), request_id, reason);
+        let h = res.headers_mut();
+        match self {
+            GatewayError::MethodNotAllowed { allow, .. } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    h.insert(header::ALLOW, v);
+                }
+            }
+            GatewayError::Unauthenticated { challenges, .. } => {
+                for c in challenges {
+                    if let Ok(v) = HeaderValue::from_str(c) {
+                        h.append(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+            }
+            GatewayError::InsufficientScope { required, .. } => {
+                let c = format!(
+                    "Bearer realm=\"bridgehead\", error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{required}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            _ => {}
         }
         res
     }
@@ -116,13 +161,27 @@ pub fn standalone_problem(k: &ProblemKind, detail: &str) -> http::Response<Bytes
 
 /// Builds a problem+json response.
 pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http::Response<Bytes> {
-    let body = serde_json::json!({
+    problem_with_reason(k, detail, request_id, None)
+}
+
+/// A problem+json response with an optional `reason` member: a short stable code for machines
+/// (`expired`, `bad_signature`, `missing_credentials`, …).
+fn problem_with_reason(
+    k: &ProblemKind,
+    detail: &str,
+    request_id: &str,
+    reason: Option<&str>,
+) -> http::Response<Bytes> {
+    let mut body = serde_json::json!({
         "type": k.type_uri,
         "title": k.title,
         "status": k.status.as_u16(),
         "detail": detail,
         "request_id": request_id,
     });
+    if let Some(r) = reason {
+        body["reason"] = serde_json::Value::String(r.into());
+    }
     let mut res = http::Response::new(Bytes::from(body.to_string()));
     *res.status_mut() = k.status;
     let h = res.headers_mut();
@@ -150,8 +209,19 @@ mod tests {
             GatewayError::NoHealthyTarget { upstream: "u".into() },
             GatewayError::UpstreamFailed { upstream: "u".into(), reason: "connection refused" },
             GatewayError::UpstreamTimeout { upstream: "u".into(), timeout: "1s".into() },
+            GatewayError::Unauthenticated {
+                challenges: vec!["Bearer realm=\"bridgehead\"".into(), "ApiKey realm=\"bridgehead\"".into()],
+                reason: "missing_credentials",
+                detail: "no credentials".into(),
+            },
+            GatewayError::InsufficientScope {
+                authenticator: "a".into(),
+                missing: "orders.write".into(),
+                required: "orders.read orders.write".into(),
+            },
+            GatewayError::AuthUnavailable { authenticator: "a".into(), detail: "no keys".into() },
         ];
-        let statuses = [404, 405, 400, 413, 431, 503, 502, 504];
+        let statuses = [404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503];
         for (e, status) in errors.iter().zip(statuses) {
             let res = e.to_response("rid-1");
             assert_eq!(res.status().as_u16(), status);
@@ -165,5 +235,16 @@ mod tests {
         }
         let res = errors[1].to_response("r");
         assert_eq!(res.headers()[header::ALLOW], "GET, POST");
+        let res = errors[8].to_response("r");
+        let challenges: Vec<_> = res.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
+        assert_eq!(challenges.len(), 2);
+        let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(v["reason"], "missing_credentials");
+        let res = errors[9].to_response("r");
+        let c = res.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            c.contains("error=\"insufficient_scope\"") && c.contains("scope=\"orders.read orders.write\""),
+            "{c}"
+        );
     }
 }

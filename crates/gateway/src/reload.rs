@@ -52,7 +52,7 @@ impl Reloader {
     /// Reloads now; returns the new generation number.
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let _guard = self.inner.lock.lock().await;
-        let result = self.try_reload();
+        let result = self.try_reload().await;
         let label = if result.is_ok() { "success" } else { "error" };
         self.inner.shared.metrics.config_reloads.get_or_create(&ResultLabels { result: label }).inc();
         match &result {
@@ -64,14 +64,16 @@ impl Reloader {
         result
     }
 
-    fn try_reload(&self) -> Result<u64, ReloadError> {
+    async fn try_reload(&self) -> Result<u64, ReloadError> {
         let path = self.inner.path.as_deref().ok_or(ReloadError::NoFile)?;
         let loaded = bridgehead_config::load(path).map_err(|d| ReloadError::Invalid(d.to_string()))?;
         let tls = crate::tls::acceptor(&loaded).map_err(ReloadError::Invalid)?;
         let shared = &self.inner.shared;
         let old = shared.runtime.load_full();
         warn_restart_only(&old.loaded.config, &loaded.config);
-        let runtime = Runtime::build(loaded, Some(&old), &shared.metrics);
+        let runtime = Runtime::build(loaded, Some(&old), &shared.metrics, shared.store.as_ref())
+            .map_err(ReloadError::Invalid)?;
+        runtime.auth.ready().await;
         let generation = runtime.generation;
         if tls.is_some() {
             self.inner.tls.store(tls.map(Arc::new));

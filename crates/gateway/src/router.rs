@@ -23,6 +23,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: Option<String>,
+    /// Who may call this route; `None` for a public route.
+    pub auth: Option<Arc<crate::auth::RouteAuth>>,
     /// This route's `bridgehead_http_request_duration_seconds` series, looked up once.
     pub duration: Histogram,
     matcher: Matcher,
@@ -69,6 +71,7 @@ impl Router {
         routes: &[RouteConfig],
         upstream: impl Fn(&str) -> Arc<Upstream>,
         duration: impl Fn(&Arc<str>) -> Histogram,
+        auth: impl Fn(&RouteConfig) -> Option<Arc<crate::auth::RouteAuth>>,
     ) -> Self {
         let mut compiled: Vec<(Specificity, usize, Route)> = routes
             .iter()
@@ -84,6 +87,7 @@ impl Router {
                         name,
                         upstream: upstream(&r.upstream),
                         strip_prefix: r.strip_prefix.clone(),
+                        auth: auth(r),
                         matcher,
                     },
                 )

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use bridgehead_config::LoadedConfig;
 
 use crate::access_log::AccessLog;
+use crate::auth::{Authenticators, JwksSources};
 use crate::metrics::{Metrics, Name, RouteLabels};
 use crate::router::Router;
 use crate::upstream::{Carryover, Upstream, health};
@@ -20,14 +21,26 @@ pub struct Runtime {
     pub loaded: Arc<LoadedConfig>,
     pub router: Router,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub auth: Authenticators,
+    /// JWKS URL sources, shared with the next generation so a reload does not refetch them.
+    pub jwks: JwksSources,
     /// 1 for the config loaded at start, +1 per successful reload.
     pub generation: u64,
 }
 
 impl Runtime {
-    /// Compiles `loaded`, carrying target health and pooled clients over from `previous`, and
-    /// starts health checkers for the new upstreams. Must run inside a tokio runtime.
-    pub fn build(loaded: LoadedConfig, previous: Option<&Runtime>, metrics: &Metrics) -> Self {
+    /// Compiles `loaded`, carrying target health, pooled clients and fetched key sets over from
+    /// `previous`, and starts health checkers for the new upstreams. Fails when an
+    /// authenticator's key material is unusable. Must run inside a tokio runtime; call
+    /// [`Authenticators::ready`] before serving it.
+    pub fn build(
+        loaded: LoadedConfig,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+        store: Option<&bridgehead_state::Store>,
+    ) -> Result<Self, String> {
+        let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
+        let auth = Authenticators::build(&loaded, &jwks, store, metrics)?;
         let carry = previous.map(|p| Carryover::from_upstreams(p.upstreams.values())).unwrap_or_default();
         let upstreams: BTreeMap<String, Arc<Upstream>> = loaded
             .config
@@ -44,13 +57,16 @@ impl Runtime {
             &loaded.config.routes,
             |name| upstreams[name].clone(),
             |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
+            |route| auth.for_route(route),
         );
-        Self {
+        Ok(Self {
             loaded: Arc::new(loaded),
             router,
             upstreams,
+            auth,
+            jwks,
             generation: previous.map_or(1, |p| p.generation + 1),
-        }
+        })
     }
 
     /// Upstreams that at least one route sends traffic to.

@@ -71,12 +71,12 @@ pub async fn serve(
             .max_concurrent_streams(256)
             .keep_alive_interval(None);
         let tls = tls_swap.load_full();
-        let info = Arc::new(ConnInfo { client, tls: tls.is_some() });
         let shared = shared.clone();
-        let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
         let idle = limits.idle_timeout.get();
         match &tls {
             None => {
+                let info = Arc::new(ConnInfo { client, tls: false, client_cert: None });
+                let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)
                     .into_owned();
@@ -96,6 +96,9 @@ pub async fn serve(
                     else {
                         return;
                     };
+                    let client_cert = client_identity(stream.get_ref().1);
+                    let info = Arc::new(ConnInfo { client, tls: true, client_cert });
+                    let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)
                         .into_owned();
@@ -107,6 +110,18 @@ pub async fn serve(
     }
     drop(listener);
     graceful
+}
+
+/// The identity in the client certificate the handshake verified, if one was presented.
+fn client_identity(conn: &rustls::ServerConnection) -> Option<Arc<bridgehead_auth::cert::ClientIdentity>> {
+    let leaf = conn.peer_certificates()?.first()?;
+    match bridgehead_auth::cert::ClientIdentity::from_der(leaf.as_ref()) {
+        Ok(id) => Some(Arc::new(id)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a verified client certificate could not be parsed; treating the client as anonymous");
+            None
+        }
+    }
 }
 
 /// An IO wrapper that fails reads with `TimedOut` once no bytes have moved in either

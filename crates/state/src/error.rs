@@ -66,6 +66,15 @@ pub enum StateError {
         node_id: String,
     },
 
+    /// A value passed to a [`crate::Store`] method cannot be stored as given.
+    #[error("state store {op}: {reason}")]
+    InvalidInput {
+        /// The [`crate::Store`] method, e.g. `"api_key_insert"`.
+        op: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+
     /// No random bytes for a new identifier.
     #[error("cannot read random bytes from /dev/urandom: {0}")]
     Random(#[source] std::io::Error),

@@ -4,7 +4,7 @@
 //! `sqlite://bridgehead.db`, nothing to install); several nodes point `state.url` at one
 //! PostgreSQL database (`postgres://…`) and stay stateless themselves. Everything above this crate
 //! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
-//! cluster identity and the node registry; OAuth codes, idempotency records and webhook queues
+//! cluster identity, the node registry and API keys (their digests); OAuth codes, idempotency records and webhook queues
 //! will follow as new tables, each added by a migration.
 //!
 //! ## Design constraints
@@ -39,7 +39,9 @@
 //!     attempted again, up to 3 times.
 //! - **Time.** Timestamps are integer Unix milliseconds (`INTEGER` in SQLite, `BIGINT` in
 //!   PostgreSQL, so the two schemas stay parallel), taken from the writing node's clock: nodes
-//!   sharing PostgreSQL are expected to run NTP.
+//!   sharing PostgreSQL are expected to run NTP. The exception is `bridgehead_api_keys`, whose
+//!   `created_at`/`revoked_at` are Unix seconds passed in by the caller (they are only shown to
+//!   people).
 //! - **Connections.** Pools are bounded (8 SQLite, 10 PostgreSQL connections per node).
 //!   [`Store::open`] gives up on PostgreSQL after [`CONNECT_TIMEOUT`] (5 s) without an answer and
 //!   fails at once on a refused connection; a query waits at most as long for a free connection.
@@ -52,7 +54,7 @@
 //!   (`public` unless the URL's `options=-c search_path=…` says otherwise); every table name
 //!   starts with `bridgehead_` so a shared database stays legible.
 //!
-//! ## Table layout (schema version 1)
+//! ## Table layout (schema version 2)
 //!
 //! | table | column | SQLite / PostgreSQL type | meaning |
 //! |---|---|---|---|
@@ -63,6 +65,13 @@
 //! | | `version` | `TEXT NOT NULL` | the Bridgehead version it runs |
 //! | | `started_at` | `INTEGER` / `BIGINT NOT NULL` | its last [`Store::register_node`], Unix ms |
 //! | | `last_seen_at` | `INTEGER` / `BIGINT NOT NULL` | its last registration or [`Store::heartbeat`], Unix ms |
+//! | `bridgehead_api_keys` (v2) | `id` | `TEXT` primary key | the key's identifier, `key_…` |
+//! | | `authenticator` | `TEXT NOT NULL`, indexed | the config authenticator it belongs to |
+//! | | `consumer` | `TEXT NOT NULL` | the consumer it identifies |
+//! | | `sha256` | `TEXT NOT NULL UNIQUE` | lower-case hex SHA-256 of the key; the key itself is never stored |
+//! | | `scopes` | `TEXT NOT NULL DEFAULT ''` | granted scopes, space-separated |
+//! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | creation, Unix **seconds** |
+//! | | `revoked_at` | `INTEGER` / `BIGINT`, null while active | [`Store::api_key_revoke`], Unix **seconds** |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
@@ -84,12 +93,14 @@
 //! With the `testing` feature, `testing::TestPostgres` starts a throwaway PostgreSQL server for a
 //! test, so PostgreSQL paths are tested as routinely as SQLite ones.
 
+mod api_keys;
 mod error;
 mod redact;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use api_keys::ApiKeyRecord;
 pub use error::StateError;
 pub use redact::redact_url;
 pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};

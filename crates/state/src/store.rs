@@ -21,7 +21,7 @@ use crate::redact::{Secrets, redact_url};
 
 /// The schema version this build creates: the highest migration number, the same for both
 /// backends (a unit test holds the migration directories to that).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long [`Store::open`] waits for the database to answer, and a query for a free connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,13 +79,13 @@ pub struct NodeRecord {
 /// subsystem keeps its own clone.
 #[derive(Clone)]
 pub struct Store {
-    pools: Pools,
+    pub(crate) pools: Pools,
     /// `state.url` with its password replaced, for messages.
     redacted_url: Arc<str>,
 }
 
 #[derive(Clone)]
-enum Pools {
+pub(crate) enum Pools {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -101,6 +101,7 @@ macro_rules! on_pool {
         }
     };
 }
+pub(crate) use on_pool;
 
 impl Store {
     /// Opens the store behind `state.url`, creating a SQLite file (and its parent directories)

@@ -4,7 +4,7 @@
 //! Backend-specific behaviour (files, pragmas, connection errors) has its own tests below.
 
 use bridgehead_state::testing::TestPostgres;
-use bridgehead_state::{Backend, SCHEMA_VERSION, StateError, Store};
+use bridgehead_state::{ApiKeyRecord, Backend, SCHEMA_VERSION, StateError, Store};
 
 /// Declares each check once per backend.
 macro_rules! each_backend {
@@ -36,6 +36,8 @@ each_backend!(
     meta_get_put_upsert,
     cluster_id_is_created_once_under_concurrency_and_survives_reopen,
     nodes_register_heartbeat_list,
+    api_keys_insert_list_revoke,
+    api_key_insert_refuses_bad_records_and_duplicates,
 );
 
 fn start_postgres() -> Option<TestPostgres> {
@@ -146,6 +148,80 @@ mod checks {
         let err = store.heartbeat("node-z").await.unwrap_err();
         assert!(matches!(err, StateError::UnknownNode { ref node_id } if node_id == "node-z"), "{err:?}");
         assert!(err.to_string().contains("\"node-z\" is not registered"), "{err}");
+        store.close().await;
+    }
+
+    fn key(id: &str, authenticator: &str, digit: char, created_at: i64) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.to_owned(),
+            authenticator: authenticator.to_owned(),
+            consumer: format!("consumer of {id}"),
+            sha256: digit.to_string().repeat(64),
+            scopes: vec!["orders:read".to_owned(), "orders:write".to_owned()],
+            created_at,
+            revoked_at: None,
+        }
+    }
+
+    pub async fn api_keys_insert_list_revoke(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        assert_eq!(store.api_key_list(None, true).await.unwrap(), vec![]);
+        assert_eq!(store.api_keys_active("partners").await.unwrap(), vec![]);
+
+        let a = key("key_a", "partners", 'a', 2_000);
+        let b = ApiKeyRecord { scopes: vec![], ..key("key_b", "partners", 'b', 1_000) };
+        let c = ApiKeyRecord { consumer: "grün ✓".to_owned(), ..key("key_c", "internal", 'c', 3_000) };
+        for rec in [&a, &b, &c] {
+            store.api_key_insert(rec).await.unwrap();
+        }
+        // Oldest first; records read back field for field (no scopes reads back as no scopes).
+        assert_eq!(store.api_key_list(None, false).await.unwrap(), [b.clone(), a.clone(), c.clone()]);
+        assert_eq!(store.api_key_list(Some("partners"), false).await.unwrap(), [b.clone(), a.clone()]);
+        assert_eq!(store.api_key_list(Some("internal"), true).await.unwrap(), std::slice::from_ref(&c));
+        assert_eq!(store.api_key_list(Some("Partners"), true).await.unwrap(), [], "names are exact");
+        assert_eq!(store.api_keys_active("partners").await.unwrap(), [b.clone(), a.clone()]);
+
+        assert!(store.api_key_revoke("key_a", 5_000).await.unwrap());
+        assert!(!store.api_key_revoke("key_a", 6_000).await.unwrap(), "already revoked");
+        assert!(!store.api_key_revoke("key_zzz", 6_000).await.unwrap(), "unknown");
+        let revoked_a = ApiKeyRecord { revoked_at: Some(5_000), ..a.clone() };
+        assert_eq!(store.api_keys_active("partners").await.unwrap(), std::slice::from_ref(&b));
+        assert_eq!(store.api_key_list(None, false).await.unwrap(), [b.clone(), c.clone()]);
+        assert_eq!(store.api_key_list(None, true).await.unwrap(), [b.clone(), revoked_a.clone(), c.clone()]);
+        assert_eq!(store.api_key_list(Some("partners"), true).await.unwrap(), [b.clone(), revoked_a.clone()]);
+        store.close().await;
+
+        // Durable across a reopen.
+        let again = Store::open(url).await.unwrap();
+        assert_eq!(again.api_key_list(None, true).await.unwrap(), [b, revoked_a, c]);
+        again.close().await;
+    }
+
+    pub async fn api_key_insert_refuses_bad_records_and_duplicates(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let good = key("key_a", "partners", 'a', 1_000);
+        let cases = [
+            (ApiKeyRecord { id: String::new(), ..good.clone() }, "the key id is empty"),
+            (ApiKeyRecord { sha256: "A".repeat(64), ..good.clone() }, "64 lower-case hex digits"),
+            (ApiKeyRecord { sha256: "a".repeat(63), ..good.clone() }, "64 lower-case hex digits"),
+            (ApiKeyRecord { scopes: vec!["a b".to_owned()], ..good.clone() }, "scope \"a b\" is empty"),
+            (ApiKeyRecord { scopes: vec![String::new()], ..good.clone() }, "scope \"\" is empty"),
+        ];
+        for (rec, expected) in cases {
+            let err = store.api_key_insert(&rec).await.unwrap_err();
+            assert!(matches!(err, StateError::InvalidInput { op: "api_key_insert", .. }), "{err:?}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        assert_eq!(store.api_key_list(None, true).await.unwrap(), []);
+
+        store.api_key_insert(&good).await.unwrap();
+        let same_id = key("key_a", "partners", 'b', 1_000);
+        let same_digest = key("key_b", "other", 'a', 1_000);
+        for rec in [same_id, same_digest] {
+            let err = store.api_key_insert(&rec).await.unwrap_err();
+            assert!(matches!(err, StateError::Query { op: "api_key_insert", .. }), "{err:?}");
+        }
+        assert_eq!(store.api_key_list(None, true).await.unwrap(), [good]);
         store.close().await;
     }
 }

@@ -32,6 +32,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         load_str(DEMO_YAML, Path::new("examples/demo.yaml"), Path::new("examples"), &MapResolver::default())
             .map_err(|d| anyhow::anyhow!("{d}"))?;
     loaded.config.state.url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    // The demo identity provider: a fresh ES256 key pair; the private key signs the tour's token.
+    let idp = bridgehead_auth::jwt::keygen::generate(bridgehead_auth::jwt::Algorithm::ES256)
+        .map_err(|e| anyhow::anyhow!("demo key: {e}"))?;
+    let private = dir.path().join("demo-idp-private.pem");
+    let public = dir.path().join("demo-idp-public.pem");
+    std::fs::write(&private, &idp.private_pem)?;
+    std::fs::write(&public, &idp.public_pem)?;
+    if let Some(bridgehead_config::Authenticator::Jwt(j)) = loaded.config.authenticators.get_mut("demo-idp") {
+        j.public_key_file = Some(public);
+    }
     loaded.config.server.listen = args.listen;
     loaded.config.admin.listen = args.admin;
     let rt = super::runtime(None)?;
@@ -49,14 +59,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         let listeners = Listeners::bind(&loaded.config)?;
         let app = App::build(loaded, listeners, AppOptions::default()).await?;
-        print_tour(app.data_addr(), app.admin_addr(), mock.addr());
+        print_tour(app.data_addr(), app.admin_addr(), mock.addr(), &private, &idp.kid);
         app.run(bridgehead_gateway::shutdown_signal()).await?;
         drop(dir);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn print_tour(gw: SocketAddr, admin: SocketAddr, mock: SocketAddr) {
+fn print_tour(gw: SocketAddr, admin: SocketAddr, mock: SocketAddr, key: &Path, kid: &str) {
+    let exe = std::env::current_exe().map_or_else(|_| "bridgehead".into(), |p| p.display().to_string());
+    let key = key.display();
     eprintln!(
         "\
 Bridgehead demo is running (Ctrl-C to stop).
@@ -73,6 +85,14 @@ Try:
   curl -s http://{admin}/metrics | grep bridgehead_http_requests
   curl -s http://{admin}/admin/config               # effective config, secrets redacted
   curl -s http://{mock}/__mock/requests             # what the upstream received (X-Forwarded-*, X-Request-Id)
+
+Authentication (route /secure/orders: a JWT from the demo identity provider or an API key):
+  curl -i http://{gw}/secure/orders                 # 401 with WWW-Authenticate: Bearer
+  TOKEN=$({exe} jwt sign --key {key} --alg ES256 --kid {kid} --ttl 1h \\
+    --claims '{{\"sub\":\"fde\",\"iss\":\"https://idp.demo.example\",\"aud\":\"orders-api\",\"scope\":\"orders.read\"}}')
+  curl -i -H \"Authorization: Bearer $TOKEN\" http://{gw}/secure/orders   # 200; the mock sees X-Consumer-Id: fde
+  {exe} jwt decode \"$TOKEN\"
+  curl -i -H 'X-API-Key: demo-partner-key' http://{gw}/secure/orders      # 200 as consumer acme
 
 Access log lines (JSON) follow on stdout.
 "

@@ -1,6 +1,9 @@
 //! One module per command that does more than a few lines.
 
+pub mod apikey;
 pub mod demo;
+pub mod jwt;
+pub mod keys;
 pub mod serve;
 
 use std::path::Path;

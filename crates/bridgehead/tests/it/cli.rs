@@ -226,6 +226,34 @@ async fn demo_starts_and_its_tour_works() {
     let gateway = addr("gateway");
     let admin = addr("admin");
     let mock = addr("mock");
+    // The printed sign command works as printed, and its token opens the protected route.
+    let mut sign = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("TOKEN=$(") {
+            sign = line.trim().trim_start_matches("TOKEN=$(").trim_end_matches('\\').to_owned();
+        } else if !sign.is_empty() {
+            sign.push_str(line.trim().trim_end_matches(')'));
+            break;
+        }
+    }
+    let out = Command::new("sh").args(["-c", &sign]).output().unwrap();
+    assert!(out.status.success(), "{sign}: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let secure = format!("{gateway}/secure/orders");
+    let got = get(&secure).await;
+    got.assert_problem(401, "no credentials");
+    let got = send(
+        &client(),
+        Request::get(&secure).header("authorization", format!("Bearer {token}")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["headers"]["x-consumer-id"], "fde");
+    let got =
+        send(&client(), Request::get(&secure).header("x-api-key", "demo-partner-key").body(empty()).unwrap())
+            .await;
+    assert_eq!(got.json()["headers"]["x-consumer-id"], "acme");
     let got = get(&format!("{gateway}/api/orders/42")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["path"], "/orders/42");

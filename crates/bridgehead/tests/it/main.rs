@@ -4,7 +4,10 @@
 //! Tests that need PostgreSQL skip only when BRIDGEHEAD_SKIP_POSTGRES=1.
 
 mod admin;
+mod apikey_cli;
+mod auth;
 mod cli;
+mod jwt_cli;
 mod proxy;
 mod reload;
 mod support;

@@ -1,9 +1,9 @@
 //! The request lifecycle of the data plane, in named phases:
 //!
 //! ```text
-//! request_filter ─▶ route ─▶ upstream_peer ─▶ upstream_request_filter ─▶ send ─▶ response_filter ─▶ logging
-//!  limits, Host,    most       pick a healthy     rewrite path, strip         pooled   strip hop-by-hop,   on body end:
-//!  request id       specific   target by weight   hop-by-hop, X-Forwarded-*   client   X-Request-Id, Via   metrics + access log
+//! request_filter ─▶ route ─▶ authenticate ─▶ upstream_peer ─▶ upstream_request_filter ─▶ send ─▶ response_filter ─▶ logging
+//!  limits, Host,    most       route's auth,    pick a healthy     rewrite path, strip         pooled   strip hop-by-hop,   on body end:
+//!  request id       specific   scopes, consumer target by weight   hop-by-hop, X-Forwarded-*   client   X-Request-Id, Via   metrics + access log
 //! ```
 //!
 //! Any phase may fail with a [`GatewayError`]; [`handle`] renders it once as problem+json.
@@ -41,6 +41,8 @@ use crate::upstream::InFlight;
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client certificate the TLS handshake verified against `server.tls.client_ca`.
+    pub client_cert: Option<Arc<bridgehead_auth::cert::ClientIdentity>>,
 }
 
 /// Serves one request. Never fails: errors become problem responses.
@@ -61,6 +63,7 @@ pub async fn handle(
         // Only the access log reads the path: no copy when it is off.
         path: if access_log { req.uri().path().to_owned() } else { String::new() },
         route: None,
+        consumer: None,
         duration: None,
         upstream: None,
         target: None,
@@ -132,6 +135,20 @@ async fn proxy(
     log.duration = Some(route.duration.clone());
     log.upstream = Some(upstream.name.clone());
 
+    // authenticate
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    match &route.auth {
+        Some(auth) => {
+            let identity = auth.authenticate(&mut parts, conn, &log.shared.metrics).await?;
+            log.consumer = Some(identity.consumer.clone());
+        }
+        None => {
+            parts.headers.remove(&crate::auth::X_CONSUMER_ID);
+        }
+    }
+
     // upstream_peer
     let target = upstream
         .select()
@@ -140,9 +157,6 @@ async fn proxy(
     log.in_flight = Some(target.start_request());
 
     // upstream_request_filter
-    let upgrade = headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
     parts.uri = upstream_uri(
         &parts.uri,
         route.strip_prefix.as_deref(),
@@ -323,6 +337,7 @@ struct Logging {
     method: Method,
     path: String,
     route: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
     duration: Option<Histogram>,
     upstream: Option<Arc<str>>,
     target: Option<Arc<str>>,
@@ -368,6 +383,7 @@ impl OnFinish for Logging {
             method: self.method.as_str(),
             path: &self.path,
             route: self.route.as_deref(),
+            consumer: self.consumer.as_deref(),
             status: self.status,
             duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             upstream: self.upstream.as_deref(),
