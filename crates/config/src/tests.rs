@@ -277,6 +277,18 @@ fn bad_auth_configs_are_refused_with_key_paths() {
             "authenticators.a.jwt.kid: unknown field `kid`",
         ),
         ("authenticators:\n  a:\n    saml: {}\n".into(), "authenticators.a: unknown variant `saml`"),
+        (
+            "authenticators:\n  a:\n    jwt: { jwks_url: \"http://idp.example/jwks\" }\n".into(),
+            "authenticators.a.jwt.jwks_url: `http://idp.example/jwks`: use https",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { public_key_file: k.pem, claims_to_headers: { sub: Content-Length } }\n".into(),
+            "authenticators.a.jwt.claims_to_headers.sub: `Content-Length` is managed by the gateway",
+        ),
+        (
+            "authenticators:\n  a:\n    jwt: { jwks_url: \"https://i/j\", min_refresh_interval: 1ms }\n".into(),
+            "authenticators.a.jwt.min_refresh_interval: must be at least 10ms",
+        ),
         ("authenticators:\n  a:\n    api_key: {}\n".into(), "authenticators.a.api_key: has no keys"),
         (
             "authenticators:\n  a:\n    api_key: { keys: [{ consumer: c, sha256: abc }] }\n".into(),

@@ -70,7 +70,7 @@ fn authenticator(c: &Config, name: &str, a: &Authenticator, p: &mut Vec<Problem>
                 }
             }
             for (key, h) in [("subject_header", &m.subject_header), ("san_header", &m.san_header)] {
-                check_header_name(&join_key(&mp, key), h, p);
+                check_identity_header(&join_key(&mp, key), h, p);
             }
         }
         Authenticator::Introspection(i) => introspection(&join_key(&base, "introspection"), i, p),
@@ -92,6 +92,19 @@ fn check_fetch_url(path: &str, url: &str, p: &mut Vec<Problem>) {
             if u.authority().is_some_and(|a| a.as_str().contains('@')) {
                 push(p, path, format!("`{url}`: credentials in URLs are not allowed"));
             }
+            // Keys or tokens sent over plain HTTP could be replaced or read by anyone on the path.
+            let host = u.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if u.scheme_str() == Some("http") && !loopback {
+                push(
+                    p,
+                    path,
+                    format!(
+                        "`{url}`: use https; plain http is allowed only to a loopback address, since anyone on the path could change keys or read tokens"
+                    ),
+                );
+            }
         }
         _ => push(p, path, format!("`{url}` is not an http:// or https:// URL")),
     }
@@ -108,10 +121,48 @@ fn check_token_source(base: &str, header: Option<&String>, cookie: Option<&Strin
     }
 }
 
+/// Headers the gateway manages or that carry framing or credentials: never identity headers.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "x-consumer-id",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "via",
+    "content-type",
+];
+
+fn check_identity_header(path: &str, name: &str, p: &mut Vec<Problem>) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        push(p, path, format!("`{name}` is not a valid header name"));
+    } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        push(
+            p,
+            path,
+            format!(
+                "`{name}` is managed by the gateway or carries framing or credentials; pick another header name"
+            ),
+        );
+    }
+}
+
 fn check_claim_headers(base: &str, map: &std::collections::BTreeMap<String, String>, p: &mut Vec<Problem>) {
     let mp = join_key(base, "claims_to_headers");
     for (claim, header) in map {
-        check_header_name(&join_key(&mp, claim), header, p);
+        check_identity_header(&join_key(&mp, claim), header, p);
     }
 }
 
@@ -178,13 +229,14 @@ fn jwt(base: &str, j: &JwtAuth, p: &mut Vec<Problem>) {
     if j.leeway.get() > std::time::Duration::from_secs(600) {
         push(p, join_key(base, "leeway"), "must be at most 10m");
     }
-    for (key, d) in [
-        ("refresh", j.refresh),
-        ("min_refresh_interval", j.min_refresh_interval),
-        ("fetch_timeout", j.fetch_timeout),
+    // Floors that keep a typo from turning into a fetch storm against the identity provider.
+    for (key, d, min) in [
+        ("refresh", j.refresh, std::time::Duration::from_secs(1)),
+        ("min_refresh_interval", j.min_refresh_interval, std::time::Duration::from_millis(10)),
+        ("fetch_timeout", j.fetch_timeout, std::time::Duration::from_millis(1)),
     ] {
-        if d.get().is_zero() {
-            push(p, join_key(base, key), "must be greater than 0");
+        if d.get() < min {
+            push(p, join_key(base, key), format!("must be at least {}", humantime::format_duration(min)));
         }
     }
     if j.max_token_size.get() < 256 || j.max_token_size.get() > 1024 * 1024 {

@@ -38,7 +38,7 @@ pub enum GatewayError {
     Unauthenticated { challenges: Vec<String>, reason: &'static str, detail: String },
     /// The caller is authenticated but lacks scopes the route requires (RFC 6750 `insufficient_scope`).
     #[error("missing scope: {missing} (the route requires {required})")]
-    InsufficientScope { authenticator: String, missing: String, required: String },
+    InsufficientScope { bearer: bool, authenticator: String, missing: String, required: String },
     /// A credential could not be checked: no key set yet, or the introspection endpoint failed.
     #[error("authenticator `{authenticator}` cannot check credentials right now: {detail}")]
     AuthUnavailable { authenticator: String, detail: String },
@@ -136,7 +136,7 @@ impl GatewayError {
                     }
                 }
             }
-            GatewayError::InsufficientScope { required, .. } => {
+            GatewayError::InsufficientScope { required, bearer: true, .. } => {
                 let c = format!(
                     "Bearer realm=\"bridgehead\", error=\"insufficient_scope\", error_description=\"the token lacks a required scope\", scope=\"{required}\""
                 );
@@ -215,6 +215,7 @@ mod tests {
                 detail: "no credentials".into(),
             },
             GatewayError::InsufficientScope {
+                bearer: true,
                 authenticator: "a".into(),
                 missing: "orders.write".into(),
                 required: "orders.read orders.write".into(),

@@ -168,10 +168,11 @@ impl KeySet {
         KeySet { keys: keys.into() }
     }
 
-    /// A JWK Set document (`{"keys":[...]}`). Keys with `use: enc`, unsupported kty/crv, or missing
-    /// fields are skipped and reported in the returned warnings; an RSA key under 2048 bits (or an
-    /// HMAC secret too short for its algorithm) is an error, not skipped. An empty usable set is an
-    /// error.
+    /// A JWK Set document (`{"keys":[...]}`). Keys with `use: enc`, unsupported kty/crv, missing
+    /// fields, RSA keys under 2048 bits and HMAC secrets too short for their algorithm are skipped
+    /// and reported in the returned warnings, so that one weak or unusable key published by an
+    /// identity provider does not take the other keys down with it. An empty usable set is an
+    /// error that lists every reason.
     pub fn from_jwks(json: &[u8]) -> Result<(KeySet, Vec<String>), KeyError> {
         let doc: Value = serde_json::from_slice(json)
             .map_err(|e| KeyError::Format(format!("not a JWK Set: invalid JSON: {e}")))?;
@@ -186,7 +187,15 @@ impl KeySet {
                 Some(kid) => format!("keys[{i}] (kid {:?})", clip(kid)),
                 None => format!("keys[{i}]"),
             };
-            match key_from_jwk(jwk, &context, &mut warnings)? {
+            let parsed = match key_from_jwk(jwk, &context, &mut warnings) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    // The error already names the key.
+                    warnings.push(format!("{e}; skipped"));
+                    continue;
+                }
+            };
+            match parsed {
                 Ok(key) => {
                     if let Some(kid) = key.kid()
                         && keys.iter().any(|k| k.kid() == Some(kid) && k.pinned & key.pinned != 0)

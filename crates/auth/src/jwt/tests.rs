@@ -633,11 +633,19 @@ fn rsa_keys_under_2048_bits_are_refused_at_load() {
     let err = KeySet::from_jwk(jwk.to_string().as_bytes()).unwrap_err();
     assert!(matches!(err, KeyError::RsaTooSmall { bits: 1024, .. }), "{err:?}");
     assert_eq!(err.to_string(), "JWK: RSA key is 1024 bits; at least 2048 are required");
-    // In a JWK Set it is an error, not a skipped key, even next to a good key.
+    // In a JWK Set it is skipped with a warning, so the good keys beside it keep working...
     let good = generated(Algorithm::ES256).jwks["keys"][0].clone();
-    let jwks = json!({"keys": [good, jwk]});
-    let err = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap_err();
-    assert_eq!(err.to_string(), "keys[1] (kid \"weak\"): RSA key is 1024 bits; at least 2048 are required");
+    let jwks = json!({"keys": [good, jwk.clone()]});
+    let (set, warnings) = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(
+        warnings,
+        ["keys[1] (kid \"weak\"): RSA key is 1024 bits; at least 2048 are required; skipped"]
+    );
+    assert!(!set.has_kid("weak"));
+    // ...and a set of only weak keys is refused, naming why.
+    let err = KeySet::from_jwks(json!({"keys": [jwk]}).to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("RSA key is 1024 bits"), "{err}");
     let err = KeySet::from_pem(RSA_1024_PEM.as_bytes()).unwrap_err();
     assert!(matches!(err, KeyError::RsaTooSmall { bits: 1024, .. }), "{err:?}");
 }

@@ -93,7 +93,8 @@ pub struct SignArgs {
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<Duration>,
     /// Header `kid`.
-    #[arg(long)]
+    /// (A kid may start with `-`: RFC 7638 thumbprints are base64url.)
+    #[arg(long, allow_hyphen_values = true)]
     kid: Option<String>,
     /// Header `typ` (default `JWT`).
     #[arg(long)]

@@ -29,7 +29,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value = ".")]
     out: PathBuf,
     /// `kid` for jwks.json instead of the thumbprint.
-    #[arg(long)]
+    /// (A kid may start with `-`: RFC 7638 thumbprints are base64url.)
+    #[arg(long, allow_hyphen_values = true)]
     kid: Option<String>,
     /// Overwrite existing files.
     #[arg(long)]

@@ -198,13 +198,16 @@ async fn jwt_from_a_public_key_file_admits_good_tokens_and_refuses_the_negative_
         (format!("{h}.{c}+/.{s}"), "malformed"),
         (format!("{h}.{c}.{s}.{s}"), "malformed"),
         (format!("{h}.{}", "A".repeat(20_000)), "too_large"),
+        (
+            format!(r#"{{"payload":"{c}","signatures":[{{"protected":"{h}","signature":"{s}"}}]}}"#),
+            "json_serialization",
+        ),
     ];
     for (token, reason) in &cases {
         let got = bearer(&url, token).await;
         assert_refused(&got, reason);
         assert!(!String::from_utf8_lossy(&got.body).contains(token.as_str()), "token echoed");
     }
-    // JSON serialization in the header is not a bearer token at all; through a custom header it is refused.
     let metrics = get(&gw.admin_url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
@@ -216,10 +219,38 @@ async fn jwt_from_a_public_key_file_admits_good_tokens_and_refuses_the_negative_
         "{text}"
     );
 
-    // Public routes stay public, and a forged X-Consumer-Id never reaches the upstream.
-    let got = call(&gw.url("/public/x"), &[("x-consumer-id", "admin")]).await;
+    // Public routes stay public, and forged identity headers (any authenticator's) never reach
+    // the upstream, nor do their underscore aliases.
+    let got = call(
+        &gw.url("/public/x"),
+        &[("x-consumer-id", "admin"), ("x-scopes", "all"), ("x_consumer_id", "admin")],
+    )
+    .await;
     assert_eq!(got.status, 200);
-    assert!(got.json()["headers"].get("x-consumer-id").is_none());
+    let headers = &got.json()["headers"];
+    for h in ["x-consumer-id", "x-scopes", "x_consumer_id"] {
+        assert!(headers.get(h).is_none(), "{h} forwarded: {headers}");
+    }
+    // `Connection` cannot remove the identity the gateway sets.
+    let got = call(
+        &url,
+        &[
+            ("authorization", &format!("Bearer {good}")),
+            ("connection", "x-consumer-id, x-scopes"),
+            ("x_consumer_id", "admin"),
+        ],
+    )
+    .await;
+    let headers = &got.json()["headers"];
+    assert_eq!(headers["x-consumer-id"], "user-7");
+    assert_eq!(headers["x-scopes"], "orders.read profile");
+    assert!(headers.get("x_consumer_id").is_none());
+    // Two Authorization headers are ambiguous: refused, not guessed at.
+    let got =
+        call(&url, &[("authorization", "Basic dXNlcjpwdw=="), ("authorization", &format!("Bearer {good}"))])
+            .await;
+    let p = got.assert_problem(401, "more than one Authorization header");
+    assert_eq!(p["reason"], "malformed");
     // The access log names the consumer and never the token.
     let lines = gw.log_lines();
     assert!(lines.iter().any(|l| l["consumer"] == "user-7"));
@@ -447,6 +478,13 @@ async fn api_keys_in_header_or_query_with_scopes() {
     let got = call(&gw.url(&format!("/read/1?page=2&api_key={key}&sort=asc")), &[]).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["query"], "page=2&sort=asc");
+    // A percent-encoded parameter name is the same parameter: checked, then removed.
+    let got = call(&gw.url(&format!("/read/1?api%5Fkey={key}&x=1")), &[]).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["query"], "x=1");
+    // The key twice is ambiguous.
+    let got = call(&gw.url(&format!("/read/1?api_key={key}&api_key=other")), &[]).await;
+    assert_eq!(got.assert_problem(401, "more than once")["reason"], "malformed");
     // Wrong key.
     let got = call(&gw.url("/read/1"), &[("x-api-key", "bh_wrong")]).await;
     let p = got.assert_problem(401, "not valid");

@@ -455,3 +455,30 @@ fn usage_errors_exit_2_and_every_command_has_an_example() {
     assert_eq!(code, 1);
     assert!(stderr.contains("HMAC secret is 5 bytes; HS256 needs at least 32"), "{stderr}");
 }
+
+/// RFC 7638 thumbprints are base64url and may start with `-`; such a kid is a value, not a flag.
+#[test]
+fn a_kid_may_start_with_a_hyphen() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, _, err) =
+        bridgehead(&["keys", "generate", "--alg", "ES256", "--out", out, "--kid", "-leading"]);
+    assert_eq!(code, 0, "{err}");
+    let key = dir.path().join("private.pem");
+    let (code, token, err) = bridgehead(&[
+        "jwt",
+        "sign",
+        "--key",
+        key.to_str().unwrap(),
+        "--alg",
+        "ES256",
+        "--kid",
+        "-leading",
+        "--claims",
+        "{}",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = bridgehead(&["jwt", "decode", "--output", "json", token.trim()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"-leading\""), "{out}");
+}

@@ -2,6 +2,7 @@
 //! looked up among the configured digests (and, with `from_state`, the keys made with
 //! `bridgehead apikey create`, read again every `refresh`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +21,8 @@ pub struct ApiKeys {
     header_display: String,
     query: Option<String>,
     table: Arc<ArcSwap<KeyTable>>,
+    /// Becomes true once the keys in the state database have been read (at once without `from_state`).
+    loaded: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ApiKeys {
@@ -45,39 +48,71 @@ impl ApiKeys {
             }
         }
         let table = Arc::new(ArcSwap::from_pointee(configured.clone()));
-        if cfg.from_state
-            && let Some(store) = store
-        {
-            spawn_state_refresh(name.into(), configured, store.clone(), cfg.refresh.get(), &table, metrics);
+        let (loaded_tx, loaded) = tokio::sync::watch::channel(false);
+        match store {
+            Some(store) if cfg.from_state => spawn_state_refresh(
+                name.into(),
+                configured,
+                store.clone(),
+                cfg.refresh.get(),
+                &table,
+                metrics,
+                loaded_tx,
+            ),
+            _ => {
+                loaded_tx.send_replace(true);
+            }
         }
-        Self { header, header_display, query: cfg.query.clone(), table }
+        Self { header, header_display, query: cfg.query.clone(), table, loaded }
     }
 
-    fn presented<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
-        if let Some(h) = &self.header
-            && let Some(v) = parts.headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim)
-            && !v.is_empty()
-        {
-            return Some(v);
+    /// Waits (at most 5 s) for the first read of the keys kept in the state database.
+    pub async fn ready(&self) {
+        let mut rx = self.loaded.clone();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), rx.wait_for(|l| *l)).await;
+    }
+
+    /// The presented key, `None` without one, or an error when the request names it twice.
+    fn presented<'a>(&self, parts: &'a Parts) -> Result<Option<Cow<'a, str>>, &'static str> {
+        if let Some(h) = &self.header {
+            let mut values = parts.headers.get_all(h).iter();
+            let first = values.next();
+            if values.next().is_some() {
+                return Err("the request has the API key header more than once");
+            }
+            if let Some(v) = first.and_then(|v| v.to_str().ok()).map(str::trim)
+                && !v.is_empty()
+            {
+                return Ok(Some(Cow::Borrowed(v)));
+            }
         }
-        let q = self.query.as_deref()?;
-        parts.uri.query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k == q && !v.is_empty()).then_some(v)
-        })
+        let (Some(q), Some(query)) = (self.query.as_deref(), parts.uri.query()) else {
+            return Ok(None);
+        };
+        let mut found = query.split('&').filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == q).then(|| percent_decode(v))
+        });
+        let value = found.next();
+        if found.next().is_some() {
+            return Err("the request has the API key query parameter more than once");
+        }
+        Ok(value.filter(|v| !v.is_empty()))
     }
 
     pub fn check(&self, name: &Arc<str>, parts: &Parts) -> Outcome {
-        let Some(key) = self.presented(parts) else {
-            return Outcome::Absent;
+        let key = match self.presented(parts) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Outcome::Absent,
+            Err(ambiguous) => return Outcome::Refused { reason: "malformed", detail: ambiguous.into() },
         };
-        match self.table.load().lookup(key) {
-            Some(entry) => Outcome::Admitted(Identity {
-                authenticator: name.clone(),
-                consumer: entry.consumer.as_str().into(),
-                scopes: entry.scopes.clone().into(),
-                headers: Arc::new([]),
-            }),
+        match self.table.load().lookup(&key) {
+            Some(entry) => Outcome::Admitted(Identity::new(
+                name.clone(),
+                &entry.consumer,
+                entry.scopes.clone().into(),
+                Arc::new([]),
+            )),
             None => Outcome::Refused { reason: "unknown_key", detail: "the API key is not valid".into() },
         }
     }
@@ -108,8 +143,10 @@ impl ApiKeys {
         }
         let Some(q) = self.query.as_deref() else { return };
         let Some(query) = parts.uri.query() else { return };
-        let kept: Vec<&str> =
-            query.split('&').filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != q).collect();
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != q)
+            .collect();
         if kept.len() == query.split('&').count() {
             return;
         }
@@ -118,10 +155,44 @@ impl ApiKeys {
         } else {
             format!("{}?{}", parts.uri.path(), kept.join("&"))
         };
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.path_and_query = PathAndQuery::try_from(pq).ok();
-        parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+        // Built from parts of a valid URI, so it parses; if it ever did not, keep the original.
+        let Ok(pq) = PathAndQuery::try_from(pq) else { return };
+        let mut uri = parts.uri.clone().into_parts();
+        uri.path_and_query = Some(pq);
+        if let Ok(u) = http::Uri::from_parts(uri) {
+            parts.uri = u;
+        }
     }
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding) in a query component; invalid escapes stay as
+/// they are.
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Keeps the table in step with the state database: configured keys plus the active stored ones.
@@ -132,6 +203,7 @@ fn spawn_state_refresh(
     every: std::time::Duration,
     table: &Arc<ArcSwap<KeyTable>>,
     metrics: &Metrics,
+    loaded: tokio::sync::watch::Sender<bool>,
 ) {
     let weak = Arc::downgrade(table);
     let fetches = metrics.auth_fetches.clone();
@@ -173,7 +245,21 @@ fn spawn_state_refresh(
                 }
             }
             drop(table);
+            loaded.send_replace(true);
             tokio::time::sleep(every).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        assert_eq!(percent_decode("api%5Fkey"), "api_key");
+        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
 }

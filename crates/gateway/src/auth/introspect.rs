@@ -15,6 +15,9 @@ use super::{ClaimHeaders, Identity, Outcome, TokenSource, consumer_from_claims, 
 use crate::metrics::{FetchLabels, Metrics, Name};
 
 const INACTIVE_CACHE_SECS: u64 = 5;
+/// Most introspection calls in flight at once per authenticator; further tokens wait for a slot
+/// (bounded by `timeout`), so a flood of random tokens cannot turn into a flood toward the IdP.
+const MAX_IN_FLIGHT: usize = 32;
 
 pub struct Introspection {
     url: String,
@@ -29,6 +32,8 @@ pub struct Introspection {
     claim_headers: ClaimHeaders,
     fetches:
         prometheus_client::metrics::family::Family<FetchLabels, prometheus_client::metrics::counter::Counter>,
+    slots: tokio::sync::Semaphore,
+    timeout: std::time::Duration,
 }
 
 impl Introspection {
@@ -51,6 +56,8 @@ impl Introspection {
             consumer_claim: cfg.consumer_claim.clone(),
             claim_headers: ClaimHeaders::new(&cfg.claims_to_headers)?,
             fetches: metrics.auth_fetches.clone(),
+            slots: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            timeout: cfg.timeout.get(),
         })
     }
 
@@ -63,8 +70,10 @@ impl Introspection {
     }
 
     pub async fn check(&self, name: &Arc<str>, parts: &Parts) -> Outcome {
-        let Some(token) = self.token.extract(parts) else {
-            return Outcome::Absent;
+        let token = match self.token.extract(parts) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Outcome::Absent,
+            Err(ambiguous) => return Outcome::Refused { reason: "malformed", detail: ambiguous.into() },
         };
         if token.len() > 16 * 1024 {
             return Outcome::Refused {
@@ -82,12 +91,26 @@ impl Introspection {
                 None => inactive(),
             };
         }
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, self.slots.acquire()).await else {
+            self.count(name, "error");
+            return Outcome::Unavailable("too many token introspections are in flight".into());
+        };
+        // Another request may have cached the answer while this one waited.
+        if let Some(cache) = &self.cache
+            && let Some(answer) = cache.get(&key, now, 0)
+        {
+            return match answer {
+                Some(id) => Outcome::Admitted(id),
+                None => inactive(),
+            };
+        }
         let answer = match self.introspect(token).await {
             Ok(a) => a,
             Err(e) => {
                 self.count(name, "error");
                 tracing::warn!(authenticator = %name, error = %e, "token introspection failed");
-                return Outcome::Unavailable(format!("the introspection endpoint could not be used: {e}"));
+                // Details (addresses, TLS errors) go to the log, not to the client.
+                return Outcome::Unavailable("the introspection endpoint could not be used".into());
             }
         };
         self.count(name, "success");
@@ -97,7 +120,12 @@ impl Introspection {
             }
             return inactive();
         }
-        let exp = answer.get("exp").and_then(serde_json::Value::as_u64);
+        // RFC 7662 §2.2: a NumericDate; fractions are floored, anything else is ignored.
+        let exp = answer
+            .get("exp")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|e| e.is_finite() && *e >= 0.0)
+            .map(|e| e.floor() as u64);
         if exp.is_some_and(|exp| exp <= now) {
             return Outcome::Refused { reason: "expired", detail: "the token has expired".into() };
         }
@@ -122,12 +150,12 @@ impl Introspection {
                 detail: "the introspection answer names no consumer (`sub` or `client_id`)".into(),
             };
         };
-        let identity = Identity {
-            authenticator: name.clone(),
-            consumer: consumer.into(),
-            scopes: scopes_from_claims(&answer).into(),
-            headers: self.claim_headers.values(&answer).into(),
-        };
+        let identity = Identity::new(
+            name.clone(),
+            &consumer,
+            scopes_from_claims(&answer).into(),
+            self.claim_headers.values(&answer).into(),
+        );
         if let Some(cache) = &self.cache {
             let until = (now + self.cache_ttl).min(exp.unwrap_or(u64::MAX));
             cache.insert(key, Some(identity.clone()), until, now, 0);
@@ -139,7 +167,8 @@ impl Introspection {
         let res = self
             .client
             .post(&self.url)
-            .basic_auth(&self.client_id, Some(self.client_secret.expose()))
+            // RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
+            .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
             .header("accept", "application/json")
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send()
@@ -167,5 +196,27 @@ fn inactive() -> Outcome {
     Outcome::Refused {
         reason: "inactive",
         detail: "the token is not active (expired, revoked or unknown to the identity provider)".into(),
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 Appendix B).
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn client_credentials_are_form_encoded() {
+        assert_eq!(super::form_encode("bridge head:1%+/é"), "bridge+head%3A1%25%2B%2F%C3%A9");
+        assert_eq!(super::form_encode("plain-id_1.x"), "plain-id_1.x");
     }
 }

@@ -51,7 +51,14 @@ impl Jwt {
         metrics: &Metrics,
     ) -> Result<Self, String> {
         let algorithms: Vec<Algorithm> = if cfg.algorithms.is_empty() {
-            if cfg.secret.is_some() { HMAC.to_vec() } else { ASYMMETRIC.to_vec() }
+            match &cfg.secret {
+                // The HS algorithms the secret is long enough for (RFC 7518 §3.2).
+                Some(secret) => {
+                    let len = secret.expose().len();
+                    HMAC.iter().zip([32, 48, 64]).filter(|(_, min)| len >= *min).map(|(a, _)| *a).collect()
+                }
+                None => ASYMMETRIC.to_vec(),
+            }
         } else {
             cfg.algorithms
                 .iter()
@@ -120,25 +127,30 @@ impl Jwt {
     }
 
     pub async fn check(&self, name: &Arc<str>, parts: &Parts) -> Outcome {
-        let Some(token) = self.token.extract(parts) else {
-            return Outcome::Absent;
+        let token = match self.token.extract(parts) {
+            Ok(Some(token)) => token,
+            Ok(None) => return Outcome::Absent,
+            Err(ambiguous) => return Outcome::Refused { reason: "malformed", detail: ambiguous.into() },
         };
         let now = unix_now();
-        let Some((mut keys, mut generation)) = self.keys.current() else {
+        let Some(mut keys) = self.keys.current() else {
             return Outcome::Unavailable(self.keys.unavailable_reason());
         };
         let key = self.cache.as_ref().map(|_| digest(token));
         if let (Some(cache), Some(key)) = (&self.cache, &key)
-            && let Some(id) = cache.get(key, now, generation)
+            && let Some(id) = cache.get(key, now, keys.generation)
         {
             return Outcome::Admitted(id);
         }
-        let mut result = jwt::verify(token, &keys, &self.policy, now);
-        if matches!(result, Err(Rejection::UnknownKid(_))) && self.keys.refresh_for_unknown_kid().await {
-            if let Some((k, g)) = self.keys.current() {
-                (keys, generation) = (k, g);
+        let mut result = jwt::verify(token, &keys.keys, &self.policy, now);
+        if matches!(result, Err(Rejection::UnknownKid(_))) {
+            self.keys.refresh_for_unknown_kid().await;
+            if let Some(newer) = self.keys.current()
+                && newer.generation != keys.generation
+            {
+                keys = newer;
+                result = jwt::verify(token, &keys.keys, &self.policy, now);
             }
-            result = jwt::verify(token, &keys, &self.policy, now);
         }
         let verified = match result {
             Ok(v) => v,
@@ -150,7 +162,7 @@ impl Jwt {
         };
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             let expires = verified.exp.unwrap_or(now + NO_EXP_CACHE_SECS);
-            cache.insert(key, identity.clone(), expires, now, generation);
+            cache.insert(key, identity.clone(), expires, now, keys.generation);
         }
         Outcome::Admitted(identity)
     }
@@ -173,12 +185,12 @@ impl Jwt {
                 },
             }
         })?;
-        Ok(Identity {
-            authenticator: name.clone(),
-            consumer: consumer.into(),
-            scopes: scopes_from_claims(&v.claims).into(),
-            headers: self.claim_headers.values(&v.claims).into(),
-        })
+        Ok(Identity::new(
+            name.clone(),
+            &consumer,
+            scopes_from_claims(&v.claims).into(),
+            self.claim_headers.values(&v.claims).into(),
+        ))
     }
 }
 

@@ -48,6 +48,25 @@ pub struct Identity {
     pub scopes: Arc<[String]>,
     /// Headers to send upstream besides `X-Consumer-Id` (claims, certificate subject and SANs).
     pub headers: Arc<[(HeaderName, HeaderValue)]>,
+    /// `consumer` as a header value, made once (cached identities reuse it).
+    consumer_header: Option<HeaderValue>,
+}
+
+impl Identity {
+    pub fn new(
+        authenticator: Arc<str>,
+        consumer: &str,
+        scopes: Arc<[String]>,
+        headers: Arc<[(HeaderName, HeaderValue)]>,
+    ) -> Self {
+        Self {
+            authenticator,
+            consumer: consumer.into(),
+            scopes,
+            headers,
+            consumer_header: HeaderValue::from_str(consumer).ok(),
+        }
+    }
 }
 
 /// Why an authenticator did not admit a request.
@@ -69,6 +88,8 @@ pub enum Outcome {
 pub struct Authenticator {
     pub name: Arc<str>,
     kind: Kind,
+    /// `bridgehead_auth_attempts_total{result="admitted"}` for this authenticator, looked up once.
+    admitted: prometheus_client::metrics::counter::Counter,
     /// Identity headers this authenticator may set (removed from incoming requests).
     identity_headers: Vec<HeaderName>,
 }
@@ -128,9 +149,43 @@ pub fn bearer_challenge(error: Option<(&str, &str)>) -> String {
 }
 
 /// All authenticators of one config generation, by name.
-#[derive(Default)]
 pub struct Authenticators {
     by_name: BTreeMap<String, Arc<Authenticator>>,
+    /// `X-Consumer-Id` and every identity header any authenticator may set: removed from every
+    /// incoming request, on public routes too, so no client can forge them toward any upstream.
+    protected: Arc<[HeaderName]>,
+}
+
+impl Default for Authenticators {
+    fn default() -> Self {
+        Self { by_name: BTreeMap::new(), protected: Arc::new([X_CONSUMER_ID.clone()]) }
+    }
+}
+
+/// Removes the protected identity headers, and any header that aliases one of them with `_` in
+/// place of `-` (CGI-style servers would read `X_Consumer_Id` as `X-Consumer-Id`).
+pub fn strip_identity(headers: &mut http::HeaderMap, protected: &[HeaderName]) {
+    for h in protected {
+        headers.remove(h);
+    }
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                let k = k.as_str().as_bytes();
+                k.contains(&b'_')
+                    && protected.iter().any(|p| {
+                        let p = p.as_str().as_bytes();
+                        p.len() == k.len()
+                            && p.iter().zip(k).all(|(a, b)| a == b || (*a == b'-' && *b == b'_'))
+                    })
+            })
+            .cloned()
+            .collect();
+        for a in aliases {
+            headers.remove(&a);
+        }
+    }
 }
 
 impl Authenticators {
@@ -169,10 +224,34 @@ impl Authenticators {
             };
             by_name.insert(
                 name.clone(),
-                Arc::new(Authenticator { name: name.as_str().into(), kind, identity_headers }),
+                Arc::new(Authenticator {
+                    admitted: metrics
+                        .auth_attempts
+                        .get_or_create(&AuthLabels {
+                            authenticator: Name(name.as_str().into()),
+                            result: "admitted",
+                        })
+                        .clone(),
+                    name: name.as_str().into(),
+                    kind,
+                    identity_headers,
+                }),
             );
         }
-        Ok(Self { by_name })
+        let mut protected = vec![X_CONSUMER_ID.clone()];
+        for a in by_name.values() {
+            for h in &a.identity_headers {
+                if !protected.contains(h) {
+                    protected.push(h.clone());
+                }
+            }
+        }
+        Ok(Self { by_name, protected: protected.into() })
+    }
+
+    /// The identity headers removed from every incoming request.
+    pub fn protected(&self) -> &[HeaderName] {
+        &self.protected
     }
 
     /// The compiled auth settings of one route.
@@ -182,27 +261,21 @@ impl Authenticators {
         }
         let authenticators: Vec<Arc<Authenticator>> =
             route.auth.iter().filter_map(|n| self.by_name.get(n).cloned()).collect();
-        let mut strip: Vec<HeaderName> = vec![X_CONSUMER_ID.clone()];
-        for a in &authenticators {
-            for h in &a.identity_headers {
-                if !strip.contains(h) {
-                    strip.push(h.clone());
-                }
-            }
-        }
         Some(Arc::new(RouteAuth {
             authenticators,
             require_scopes: route.require_scopes.clone(),
             forward_credentials: route.forward_credentials,
-            strip,
         }))
     }
 
-    /// Waits until every JWKS that was never fetched has had its first fetch (or failed it).
+    /// Waits until every JWKS that was never fetched has had its first fetch (or failed it), and
+    /// every API key table kept in the state database has been read once.
     pub async fn ready(&self) {
         for a in self.by_name.values() {
-            if let Kind::Jwt(j) = &a.kind {
-                j.ready().await;
+            match &a.kind {
+                Kind::Jwt(j) => j.ready().await,
+                Kind::ApiKey(k) => k.ready().await,
+                _ => {}
             }
         }
     }
@@ -263,13 +336,12 @@ pub struct RouteAuth {
     authenticators: Vec<Arc<Authenticator>>,
     require_scopes: Vec<String>,
     forward_credentials: bool,
-    /// Identity headers removed from incoming requests.
-    strip: Vec<HeaderName>,
 }
 
 impl RouteAuth {
     /// Runs the route's authenticators in order; on success, checks scopes, strips credentials
-    /// and sets the identity headers for the upstream.
+    /// and sets the identity headers for the upstream. The caller has already removed the
+    /// protected identity headers ([`strip_identity`]) and the hop-by-hop ones.
     pub async fn authenticate(
         &self,
         parts: &mut Parts,
@@ -283,14 +355,19 @@ impl RouteAuth {
             let outcome = a.check(parts, conn).await;
             let result = match &outcome {
                 Outcome::Absent => continue,
-                Outcome::Admitted(_) => "admitted",
+                Outcome::Admitted(_) => {
+                    a.admitted.inc();
+                    ""
+                }
                 Outcome::Refused { reason, .. } => reason,
                 Outcome::Unavailable(_) => "unavailable",
             };
-            metrics
-                .auth_attempts
-                .get_or_create(&AuthLabels { authenticator: Name(a.name.clone()), result })
-                .inc();
+            if !result.is_empty() {
+                metrics
+                    .auth_attempts
+                    .get_or_create(&AuthLabels { authenticator: Name(a.name.clone()), result })
+                    .inc();
+            }
             match outcome {
                 Outcome::Absent => {}
                 Outcome::Admitted(id) => {
@@ -315,15 +392,15 @@ impl RouteAuth {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
+            let bearer = self.authenticators.iter().any(|a| {
+                a.name == identity.authenticator && matches!(a.kind, Kind::Jwt(_) | Kind::Introspection(_))
+            });
             return Err(GatewayError::InsufficientScope {
+                bearer,
                 authenticator: identity.authenticator.to_string(),
                 missing: missing.join(" "),
                 required: self.require_scopes.join(" "),
             });
-        }
-        let headers = &mut parts.headers;
-        for h in &self.strip {
-            headers.remove(h);
         }
         if !self.forward_credentials {
             for a in &self.authenticators {
@@ -331,8 +408,8 @@ impl RouteAuth {
             }
         }
         let headers = &mut parts.headers;
-        if let Ok(v) = HeaderValue::from_str(&identity.consumer) {
-            headers.insert(X_CONSUMER_ID.clone(), v);
+        if let Some(v) = &identity.consumer_header {
+            headers.insert(X_CONSUMER_ID.clone(), v.clone());
         }
         for (name, value) in identity.headers.iter() {
             headers.append(name.clone(), value.clone());
@@ -345,6 +422,14 @@ impl RouteAuth {
         refused: Option<(&Authenticator, &'static str, String)>,
         unavailable: Option<(&Authenticator, String)>,
     ) -> GatewayError {
+        // A credential one authenticator cannot even parse (an opaque token to a JWT authenticator)
+        // says nothing when another that could check it is unavailable: answer 503, not 401, so
+        // the client does not throw away a good token.
+        let format_only =
+            refused.as_ref().is_some_and(|(_, r, _)| matches!(*r, "malformed" | "json_serialization"));
+        if format_only && let Some((a, detail)) = unavailable {
+            return GatewayError::AuthUnavailable { authenticator: a.name.to_string(), detail };
+        }
         if let Some((a, reason, detail)) = refused {
             // The challenge for the refused credential first, then the other accepted kinds.
             let mut challenges = vec![a.challenge(Some((reason, &detail)))];
@@ -411,37 +496,51 @@ impl TokenSource {
         Ok(Self { header, cookie: cookie.map(str::to_owned) })
     }
 
-    /// The token, or `None` when the request carries none of this kind.
-    pub fn extract<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
-        let from_header = match &self.header {
-            None => parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            }),
-            Some(name) => parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
-                let v = v.trim();
-                match v.split_once(' ') {
-                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-                    _ => v,
-                }
-            }),
-        };
-        from_header.filter(|t| !t.is_empty()).or_else(|| {
-            let name = self.cookie.as_deref()?;
-            cookies(parts).find(|(k, _)| *k == name).map(|(_, v)| v).filter(|v| !v.is_empty())
-        })
+    /// The token, `None` when the request carries none of this kind, or an error when the
+    /// request is ambiguous (the header twice), which is refused rather than guessed at.
+    pub fn extract<'a>(&self, parts: &'a Parts) -> Result<Option<&'a str>, &'static str> {
+        let name = self.header.as_ref().unwrap_or(&header::AUTHORIZATION);
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(if self.header.is_none() {
+                "the request has more than one Authorization header"
+            } else {
+                "the request has the token header more than once"
+            });
+        }
+        let from_header = first.and_then(|v| v.to_str().ok()).and_then(|v| match bearer(v) {
+            Some(token) => Some(token),
+            // A configured header may carry the bare token.
+            None if self.header.is_some() => Some(v.trim()),
+            None => None,
+        });
+        if let Some(t) = from_header.filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+        let Some(name) = self.cookie.as_deref() else { return Ok(None) };
+        let mut found = cookies(parts).filter(|(k, _)| *k == name);
+        let value = found.next().map(|(_, v)| v);
+        if found.next().is_some() {
+            return Err("the request has the token cookie more than once");
+        }
+        Ok(value.filter(|v| !v.is_empty()))
     }
 
-    /// Removes the header and cookie this source reads.
+    /// Removes the header and cookie this source reads: every `Authorization` value with the
+    /// Bearer scheme (other schemes stay), or the configured header.
     pub fn strip(&self, parts: &mut Parts) {
         match &self.header {
             None => {
-                let bearer =
-                    parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-                        v.split_once(' ').is_some_and(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                    });
-                if bearer {
+                let all: Vec<HeaderValue> =
+                    parts.headers.get_all(header::AUTHORIZATION).iter().cloned().collect();
+                if all.iter().any(|v| v.to_str().map_or(true, |v| bearer(v).is_some())) {
                     parts.headers.remove(header::AUTHORIZATION);
+                    for v in all {
+                        if v.to_str().is_ok_and(|s| bearer(s).is_none()) {
+                            parts.headers.append(header::AUTHORIZATION, v);
+                        }
+                    }
                 }
             }
             Some(name) => {
@@ -467,6 +566,14 @@ impl TokenSource {
     pub fn header(&self) -> Option<&HeaderName> {
         self.header.as_ref()
     }
+}
+
+/// The credentials of an `Authorization: Bearer …` value (scheme case-insensitive, any blank
+/// after it), or `None` for another scheme.
+fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim_start();
+    let scheme_end = value.find([' ', '\t']).unwrap_or(value.len());
+    value[..scheme_end].eq_ignore_ascii_case("bearer").then(|| value[scheme_end..].trim())
 }
 
 /// The `name=value` pairs of every `Cookie` header (RFC 6265 §5.4; HTTP/2 may split them).

@@ -61,11 +61,6 @@ impl Mtls {
         {
             headers.push((self.san_header.clone(), v));
         }
-        Outcome::Admitted(Identity {
-            authenticator: name.clone(),
-            consumer: cert.consumer().into(),
-            scopes: Arc::new([]),
-            headers: headers.into(),
-        })
+        Outcome::Admitted(Identity::new(name.clone(), cert.consumer(), Arc::new([]), headers.into()))
     }
 }

@@ -32,33 +32,45 @@ fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A key set with the generation number it was loaded as, swapped as one value so a reader never
+/// pairs one set with another set's generation (the token cache relies on it).
+pub struct Versioned {
+    pub keys: KeySet,
+    pub generation: u64,
+}
+
+impl Versioned {
+    fn new(keys: KeySet) -> Arc<Self> {
+        Arc::new(Self { keys, generation: next_generation() })
+    }
+}
+
 /// The keys an authenticator verifies with.
 pub enum KeySource {
-    Static { keys: Arc<KeySet>, generation: u64 },
+    Static(Arc<Versioned>),
     File(Arc<FileSource>),
     Url(Arc<UrlSource>),
 }
 
 impl KeySource {
     pub fn fixed(keys: KeySet) -> Self {
-        Self::Static { keys: Arc::new(keys), generation: next_generation() }
+        Self::Static(Versioned::new(keys))
     }
 
     /// The current key set and its generation; `None` while a URL source has never succeeded.
-    pub fn current(&self) -> Option<(Arc<KeySet>, u64)> {
+    pub fn current(&self) -> Option<Arc<Versioned>> {
         match self {
-            Self::Static { keys, generation } => Some((keys.clone(), *generation)),
-            Self::File(f) => f.current.load_full().map(|k| (k, f.generation.load(Ordering::Relaxed))),
-            Self::Url(u) => u.keys.load_full().map(|k| (k, u.generation.load(Ordering::Relaxed))),
+            Self::Static(v) => Some(v.clone()),
+            Self::File(f) => f.current.load_full(),
+            Self::Url(u) => u.keys.load_full(),
         }
     }
 
-    /// A token named a `kid` the current set lacks: fetch again if the rate limit allows.
-    /// Returns true when a new set was loaded.
-    pub async fn refresh_for_unknown_kid(&self) -> bool {
-        match self {
-            Self::Url(u) => u.refresh_if_allowed().await,
-            _ => false,
+    /// A token named a `kid` the current set lacks: fetch again if the rate limit allows, or wait
+    /// for a fetch in flight. Callers re-read [`current`](Self::current) afterwards.
+    pub async fn refresh_for_unknown_kid(&self) {
+        if let Self::Url(u) = self {
+            u.refresh_if_allowed().await;
         }
     }
 
@@ -67,9 +79,10 @@ impl KeySource {
         match self {
             Self::Url(u) => {
                 let last = u.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                // The reason itself (addresses, TLS errors) is in the log.
                 format!(
                     "no key set has been fetched from the JWKS URL yet{}",
-                    last.map(|e| format!(" (last attempt: {e})")).unwrap_or_default()
+                    if last.is_some() { "; the last attempt failed" } else { "" }
                 )
             }
             _ => "no keys are loaded".into(),
@@ -88,8 +101,7 @@ impl KeySource {
 /// A JWKS file, re-read on change.
 pub struct FileSource {
     path: PathBuf,
-    current: ArcSwapOption<KeySet>,
-    generation: AtomicU64,
+    current: ArcSwapOption<Versioned>,
     stamp: Mutex<Option<(SystemTime, u64)>>,
     name: Arc<str>,
 }
@@ -101,8 +113,7 @@ impl FileSource {
         let source = Arc::new(Self {
             stamp: Mutex::new(stamp(&path)),
             path,
-            current: ArcSwapOption::new(Some(Arc::new(keys))),
-            generation: AtomicU64::new(next_generation()),
+            current: ArcSwapOption::new(Some(Versioned::new(keys))),
             name: name.into(),
         });
         let weak = Arc::downgrade(&source);
@@ -129,8 +140,7 @@ impl FileSource {
         match read_jwks_file(&self.path) {
             Ok(keys) => {
                 tracing::info!(authenticator = %self.name, keys = keys.len(), "jwks_file reloaded");
-                self.current.store(Some(Arc::new(keys)));
-                self.generation.store(next_generation(), Ordering::Relaxed);
+                self.current.store(Some(Versioned::new(keys)));
             }
             Err(e) => tracing::error!(
                 authenticator = %self.name, error = %e,
@@ -169,9 +179,10 @@ pub struct UrlSource {
     key: UrlKey,
     name: Arc<str>,
     client: reqwest::Client,
-    keys: ArcSwapOption<KeySet>,
-    generation: AtomicU64,
+    keys: ArcSwapOption<Versioned>,
     last_error: Mutex<Option<String>>,
+    /// SHA-256 of the last JWKS document loaded.
+    last_digest: Mutex<Option<super::cache::Digest>>,
     /// When the last fetch started; unknown-kid fetches wait `min_refresh` after it.
     last_attempt: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
@@ -204,15 +215,17 @@ impl UrlSource {
             .inc();
         match result {
             Ok((keys, text)) => {
-                let changed = self
-                    .keys
-                    .load()
-                    .as_ref()
-                    .is_none_or(|old| old.kids() != keys.kids() || old.len() != keys.len());
+                // Compared as served, so that new key material under an old kid counts as a change.
+                let digest = super::cache::digest(&text);
+                let changed = {
+                    let mut last = self.last_digest.lock().unwrap_or_else(|e| e.into_inner());
+                    let changed = *last != Some(digest) || self.keys.load().is_none();
+                    *last = Some(digest);
+                    changed
+                };
                 if changed {
                     tracing::info!(authenticator = %self.name, keys = keys.len(), kids = ?keys.kids(), "JWKS loaded");
-                    self.keys.store(Some(Arc::new(keys)));
-                    self.generation.store(next_generation(), Ordering::Relaxed);
+                    self.keys.store(Some(Versioned::new(keys)));
                     if let Some(store) = &self.store
                         && let Err(e) = store.meta_put(&self.store_key(), &text).await
                     {
@@ -254,13 +267,19 @@ impl UrlSource {
         Ok((keys, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    async fn refresh_if_allowed(&self) -> bool {
+    /// Fetches when `min_refresh` has passed since the last fetch; otherwise waits for a fetch
+    /// that is in flight, if any. The caller compares generations to see whether keys changed.
+    async fn refresh_if_allowed(&self) {
         let due = self
             .last_attempt
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_none_or(|t| t.elapsed() >= self.key.min_refresh);
-        due && self.fetch().await
+        if due {
+            self.fetch().await;
+        } else {
+            drop(self.fetching.lock().await);
+        }
     }
 
     /// Loads the set saved by an earlier run, used until a fetch succeeds.
@@ -273,8 +292,7 @@ impl UrlSource {
         match KeySet::from_jwks(text.as_bytes()) {
             Ok((keys, _)) => {
                 tracing::warn!(authenticator = %self.name, keys = keys.len(), "serving the JWKS saved by an earlier run until the identity provider answers");
-                self.keys.store(Some(Arc::new(keys)));
-                self.generation.store(next_generation(), Ordering::Relaxed);
+                self.keys.store(Some(Versioned::new(keys)));
             }
             Err(e) => tracing::warn!(authenticator = %self.name, error = %e, "the saved JWKS is unusable"),
         }
@@ -307,8 +325,8 @@ impl JwksSources {
             name: name.into(),
             client,
             keys: ArcSwapOption::empty(),
-            generation: AtomicU64::new(next_generation()),
             last_error: Mutex::new(None),
+            last_digest: Mutex::new(None),
             last_attempt: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             first_done: tokio::sync::watch::Sender::new(false),

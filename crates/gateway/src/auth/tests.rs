@@ -13,21 +13,26 @@ fn parts(headers: &[(&str, &str)], uri: &str) -> Parts {
 #[test]
 fn bearer_tokens_come_from_authorization_by_default() {
     let src = TokenSource::new(None, None).unwrap();
-    assert_eq!(src.extract(&parts(&[("authorization", "Bearer abc.def.ghi")], "/")), Some("abc.def.ghi"));
-    assert_eq!(src.extract(&parts(&[("authorization", "bearer   abc ")], "/")), Some("abc"));
-    assert_eq!(src.extract(&parts(&[("authorization", "Basic dXNlcjpwdw==")], "/")), None);
-    assert_eq!(src.extract(&parts(&[("authorization", "Bearer ")], "/")), None);
-    assert_eq!(src.extract(&parts(&[], "/")), None);
+    assert_eq!(src.extract(&parts(&[("authorization", "Bearer abc.def.ghi")], "/")), Ok(Some("abc.def.ghi")));
+    assert_eq!(src.extract(&parts(&[("authorization", "bearer   abc ")], "/")), Ok(Some("abc")));
+    assert_eq!(src.extract(&parts(&[("authorization", "Bearer\tabc")], "/")), Ok(Some("abc")));
+    assert_eq!(src.extract(&parts(&[("authorization", "Basic dXNlcjpwdw==")], "/")), Ok(None));
+    assert_eq!(src.extract(&parts(&[("authorization", "Bearer ")], "/")), Ok(None));
+    assert_eq!(src.extract(&parts(&[], "/")), Ok(None));
+    // Ambiguity is refused, not resolved by picking one.
+    let two = parts(&[("authorization", "Basic x"), ("authorization", "Bearer forged")], "/");
+    assert!(src.extract(&two).is_err());
 }
 
 #[test]
 fn a_configured_header_and_cookie_are_alternatives() {
     let src = TokenSource::new(Some("X-Token"), Some("session")).unwrap();
-    assert_eq!(src.extract(&parts(&[("x-token", "raw")], "/")), Some("raw"));
-    assert_eq!(src.extract(&parts(&[("x-token", "Bearer pref")], "/")), Some("pref"));
-    assert_eq!(src.extract(&parts(&[("cookie", "a=1; session=tok; b=2")], "/")), Some("tok"));
-    assert_eq!(src.extract(&parts(&[("cookie", "a=1"), ("cookie", "session=\"q\"")], "/")), Some("q"));
-    assert_eq!(src.extract(&parts(&[("authorization", "Bearer ignored")], "/")), None);
+    assert_eq!(src.extract(&parts(&[("x-token", "raw")], "/")), Ok(Some("raw")));
+    assert_eq!(src.extract(&parts(&[("x-token", "Bearer pref")], "/")), Ok(Some("pref")));
+    assert_eq!(src.extract(&parts(&[("cookie", "a=1; session=tok; b=2")], "/")), Ok(Some("tok")));
+    assert_eq!(src.extract(&parts(&[("cookie", "a=1"), ("cookie", "session=\"q\"")], "/")), Ok(Some("q")));
+    assert_eq!(src.extract(&parts(&[("authorization", "Bearer ignored")], "/")), Ok(None));
+    assert!(src.extract(&parts(&[("cookie", "session=a; session=b")], "/")).is_err());
     let mut p = parts(&[("x-token", "raw"), ("cookie", "a=1; session=tok; b=2")], "/");
     src.strip(&mut p);
     assert!(p.headers.get("x-token").is_none());
@@ -46,6 +51,23 @@ fn stripping_leaves_other_authorization_schemes() {
     let mut p = parts(&[("authorization", "Bearer x")], "/");
     src.strip(&mut p);
     assert!(p.headers.get("authorization").is_none());
+    // With forwarding off, a bearer value after another scheme is removed too.
+    let mut p = parts(&[("authorization", "Basic x"), ("authorization", "bearer\tforged")], "/");
+    src.strip(&mut p);
+    let left: Vec<_> = p.headers.get_all("authorization").iter().collect();
+    assert_eq!(left, ["Basic x"]);
+}
+
+#[test]
+fn identity_headers_and_their_underscore_aliases_are_removed() {
+    let protected = [X_CONSUMER_ID.clone(), HeaderName::from_static("x-tenant")];
+    let mut p = parts(
+        &[("x-consumer-id", "admin"), ("x_consumer_id", "admin"), ("X_Tenant", "t"), ("x_other", "kept")],
+        "/",
+    );
+    strip_identity(&mut p.headers, &protected);
+    let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x_other"]);
 }
 
 #[test]

@@ -139,14 +139,12 @@ async fn proxy(
     let upgrade = headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    match &route.auth {
-        Some(auth) => {
-            let identity = auth.authenticate(&mut parts, conn, &log.shared.metrics).await?;
-            log.consumer = Some(identity.consumer.clone());
-        }
-        None => {
-            parts.headers.remove(&crate::auth::X_CONSUMER_ID);
-        }
+    // Hop-by-hop first, so that `Connection: x-consumer-id` cannot remove what the gateway sets.
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    crate::auth::strip_identity(&mut parts.headers, rt.auth.protected());
+    if let Some(auth) = &route.auth {
+        let identity = auth.authenticate(&mut parts, conn, &log.shared.metrics).await?;
+        log.consumer = Some(identity.consumer.clone());
     }
 
     // upstream_peer
@@ -164,7 +162,6 @@ async fn proxy(
         target.authority.clone(),
     )?;
     parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     headers::add_forwarded(
         &mut parts.headers,
         conn.client.ip(),
