@@ -21,15 +21,7 @@ use x509_parser::public_key::RSAPublicKey;
 
 use super::{algorithm_name, clip, hmac_min_len, parse_algorithm};
 
-const RSA_FAMILY: [Algorithm; 6] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
-const HMAC_FAMILY: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+use super::{HMAC as HMAC_FAMILY, RSA as RSA_FAMILY};
 const RSA_MIN_BITS: usize = 2048;
 /// aws-lc-rs verifies RSA signatures of 2048 to 8192 bits.
 const RSA_MAX_BITS: usize = 8192;
@@ -97,7 +89,7 @@ impl Key {
             Some(kid) => format!(" kid={}", clip(kid)),
             None => String::new(),
         };
-        let pin = if self.pinned == bits_of(&RSA_FAMILY) {
+        let pin = if self.pinned == bits_of(RSA_FAMILY) {
             "any RS*/PS*".to_owned()
         } else {
             let algs = self.algorithms();
@@ -429,7 +421,8 @@ fn key_from_jwk(jwk: &Value, context: &str, warnings: &mut Vec<String>) -> Resul
                 None => {
                     check_secret(k.len(), &[Algorithm::HS256])?;
                     HMAC_FAMILY
-                        .into_iter()
+                        .iter()
+                        .copied()
                         .filter(|a| hmac_min_len(*a).is_some_and(|m| k.len() >= m))
                         .collect()
                 }

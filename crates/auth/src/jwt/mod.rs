@@ -48,6 +48,13 @@ pub const SUPPORTED: [Algorithm; 12] = [
     Algorithm::HS512,
 ];
 
+/// The asymmetric algorithms: RS*, PS*, ES256, ES384, EdDSA.
+pub const ASYMMETRIC: &[Algorithm] = SUPPORTED.as_slice().split_at(9).0;
+/// The HMAC algorithms: HS256, HS384, HS512.
+pub const HMAC: &[Algorithm] = SUPPORTED.as_slice().split_at(9).1;
+/// The RSA algorithms (RS* and PS*), which any RSA key without `alg` may verify.
+pub const RSA: &[Algorithm] = SUPPORTED.as_slice().split_at(6).0;
+
 /// The RFC 7518 / RFC 8037 name of an algorithm, as it appears in a JOSE header.
 pub fn algorithm_name(alg: Algorithm) -> &'static str {
     match alg {

@@ -89,18 +89,7 @@ fn es256_token(claims: &Value) -> String {
 
 #[test]
 fn every_asymmetric_algorithm_round_trips_through_jwks_jwk_and_pem() {
-    let asymmetric = [
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::EdDSA,
-    ];
-    for alg in asymmetric {
+    for &alg in super::ASYMMETRIC {
         let g = generated(alg);
         let token = sign(&claims(), g.private_pem.as_bytes(), alg, Some(&g.kid), None).unwrap();
         let jwk = g.jwks["keys"][0].to_string();

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bridgehead_auth::jwt::{self, Algorithm, KeySet, Policy, Rejection, Verified};
+use bridgehead_auth::jwt::{self, ASYMMETRIC, Algorithm, HMAC, KeySet, Policy, Rejection, Verified};
 use bridgehead_config::{JwtAuth, LoadedConfig};
 use http::HeaderName;
 use http::request::Parts;
@@ -26,19 +26,6 @@ pub struct Jwt {
     claims: Vec<(String, Vec<String>)>,
     claim_headers: ClaimHeaders,
 }
-
-const ASYMMETRIC: &[Algorithm] = &[
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-const HMAC: &[Algorithm] = &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
 
 impl Jwt {
     /// Compiles the authenticator. Errors start with the key they concern.
