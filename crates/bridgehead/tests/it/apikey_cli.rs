@@ -1,21 +1,10 @@
 //! End-to-end: `bridgehead apikey create|list|revoke` against a SQLite state file in a temp dir.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use bridgehead_state::Store;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bridgehead");
-
-/// Runs the binary; returns (exit code, stdout, stderr).
-fn bridgehead(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::bridgehead;
 
 /// A temp dir holding `bridgehead.yaml` whose state is `state.db` beside it (absolute URL).
 struct Setup {

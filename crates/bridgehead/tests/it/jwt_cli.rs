@@ -5,7 +5,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -13,30 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bridgehead_auth::jwt::{self, Algorithm};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bridgehead");
+use crate::support::{bridgehead, bridgehead_stdin};
+
 const ISSUER: &str = "https://issuer.example";
-
-/// Runs the binary; returns (exit code, stdout, stderr).
-fn bridgehead(args: &[&str]) -> (i32, String, String) {
-    bridgehead_stdin(args, "")
-}
-
-fn bridgehead_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()

@@ -228,3 +228,29 @@ pub fn rss_kib() -> u64 {
 pub fn hwm_kib() -> u64 {
     proc_status_kib("VmHWM:")
 }
+
+/// The built `bridgehead` binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_bridgehead");
+
+/// Runs the binary; returns (exit code, stdout, stderr).
+pub fn bridgehead(args: &[&str]) -> (i32, String, String) {
+    bridgehead_stdin(args, "")
+}
+
+/// Runs the binary with `stdin` as its standard input.
+pub fn bridgehead_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
