@@ -124,7 +124,8 @@ impl FileSource {
             loop {
                 tick.tick().await;
                 let Some(s) = weak.upgrade() else { break };
-                s.poll();
+                // File system calls off the async workers.
+                let _ = tokio::task::spawn_blocking(move || s.poll()).await;
             }
         });
         Ok(source)
