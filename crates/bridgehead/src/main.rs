@@ -69,6 +69,10 @@ enum Command {
     /// Example: bridgehead keys generate --alg ES256 --out keys/
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Fetch an OAuth 2.0 client-credentials token and print it (or its decoded claims).
+    ///
+    /// Example: ORDERS_SECRET=… bridgehead token --token-url https://auth.example/oauth/token --client-id bridgehead --client-secret-env ORDERS_SECRET --scope orders.read
+    Token(commands::token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Apikey(cmd) => commands::apikey::run(cmd),
         Command::Jwt(cmd) => commands::jwt::run(cmd),
         Command::Keys(cmd) => commands::keys::run(cmd),
+        Command::Token(args) => commands::token::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -189,13 +189,122 @@ pub struct Upstream {
     /// Passive ejection of targets that fail consecutive requests.
     #[serde(default)]
     pub passive_health: PassiveHealth,
+    /// TLS toward `https://` targets: extra trusted CAs, a client certificate, an SNI override.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// The credential Bridgehead adds to every request it forwards to this upstream (replacing
+    /// any the client sent in the same header).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+}
+
+/// TLS toward an upstream's `https://` targets. The system roots are always trusted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of CA certificates trusted in addition to the system roots (the customer's
+    /// internal CA). Relative to the config file.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS, leaf first; needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Server name sent in SNI and checked against the certificate, instead of the target's host
+    /// (for targets addressed by IP whose certificate names a host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// A credential toward an upstream. Exactly one kind.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Credentials {
+    /// OAuth 2.0 client credentials (RFC 6749 §4.4): a token fetched from `token_url`, cached,
+    /// refreshed at 80% of its lifetime, and sent as `Authorization: Bearer`.
+    Oauth2ClientCredentials(OAuth2ClientCredentials),
+    /// A fixed bearer token: `Authorization: Bearer TOKEN`.
+    Bearer(BearerCredential),
+    /// A fixed API key in a header.
+    ApiKey(ApiKeyCredential),
+    /// HTTP Basic (RFC 7617): `Authorization: Basic base64(username:password)`.
+    Basic(BasicCredential),
+}
+
+/// OAuth 2.0 client credentials toward an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2ClientCredentials {
+    /// The customer's token endpoint.
+    pub token_url: String,
+    /// Client id issued to Bridgehead.
+    pub client_id: String,
+    /// Client secret, usually `${env:NAME}`.
+    pub client_secret: Secret,
+    /// Space-separated scopes to ask for.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `audience` parameter, for token endpoints that want one (Auth0, Okta and others).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// How the client authenticates at the token endpoint: `basic` (HTTP Basic, RFC 6749
+    /// §2.3.1) or `post` (client_id and client_secret in the form body).
+    #[serde(default)]
+    pub auth_method: ClientAuthMethod,
+    /// Time a token request may take.
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: HumanDuration,
+    /// PEM CA bundle trusted for `token_url` in addition to the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// Client authentication at a token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    /// `client_secret_basic`: HTTP Basic with the form-encoded id and secret.
+    #[default]
+    Basic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// A fixed bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BearerCredential {
+    /// The token, usually `${env:NAME}` or `${file:PATH}`.
+    pub token: Secret,
+}
+
+/// A fixed API key.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCredential {
+    /// Header that carries it, e.g. `X-API-Key`.
+    pub header: String,
+    /// The key, usually `${env:NAME}`.
+    pub value: Secret,
+}
+
+/// HTTP Basic credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    /// User name (must not contain `:`).
+    pub username: String,
+    /// Password, usually `${env:NAME}`.
+    pub password: Secret,
 }
 
 /// One backend server.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// Base URL: `http://host:port`. The request path is appended to it.
+    /// Base URL: `http://host:port` or `https://host:port` (see `tls`). The request path is appended to it.
     pub url: String,
     /// Share of traffic relative to the other targets (0 to 10000; 0 drains the target).
     #[serde(default = "default_weight")]

@@ -28,6 +28,73 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     p
 }
 
+fn rustls_pki_types_name_ok(name: &str) -> Result<(), ()> {
+    let ok = !name.is_empty()
+        && (name.parse::<std::net::IpAddr>().is_ok()
+            || name.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if ok { Ok(()) } else { Err(()) }
+}
+
+fn credentials(base: &str, c: &crate::model::Credentials, p: &mut Vec<Problem>) {
+    use crate::model::Credentials::*;
+    match c {
+        Oauth2ClientCredentials(o) => {
+            let op = join_key(base, "oauth2_client_credentials");
+            check_fetch_url(&join_key(&op, "token_url"), &o.token_url, p);
+            if o.client_id.is_empty() {
+                push(p, join_key(&op, "client_id"), "is empty");
+            }
+            if o.client_secret.expose().is_empty() {
+                push(p, join_key(&op, "client_secret"), "is empty");
+            }
+            if o.timeout.get().is_zero() {
+                push(p, join_key(&op, "timeout"), "must be greater than 0");
+            }
+        }
+        Bearer(b) => {
+            if b.token.expose().is_empty() || http::HeaderValue::from_str(b.token.expose()).is_err() {
+                push(
+                    p,
+                    join_key(&join_key(base, "bearer"), "token"),
+                    "must be a non-empty header-safe string",
+                );
+            }
+        }
+        ApiKey(k) => {
+            let kp = join_key(base, "api_key");
+            let framing = [
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "te",
+                "upgrade",
+                "trailer",
+                "keep-alive",
+            ];
+            if framing.contains(&k.header.to_ascii_lowercase().as_str()) {
+                push(
+                    p,
+                    join_key(&kp, "header"),
+                    format!("`{}` carries message framing; pick another header", k.header),
+                );
+            } else {
+                check_header_name(&join_key(&kp, "header"), &k.header, p);
+            }
+            if k.value.expose().is_empty() || http::HeaderValue::from_str(k.value.expose()).is_err() {
+                push(p, join_key(&kp, "value"), "must be a non-empty header-safe string");
+            }
+        }
+        Basic(b) => {
+            if b.username.contains(':') {
+                push(p, join_key(&join_key(base, "basic"), "username"), "must not contain `:` (RFC 7617)");
+            }
+        }
+    }
+}
+
 /// JWS algorithms Bridgehead verifies (RFC 7518 names; `none` is never accepted).
 pub const JWS_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384",
@@ -411,6 +478,23 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
             push(p, format!("{base}.timeouts.{key}"), "must be greater than 0");
         }
     }
+    if let Some(tls) = &u.tls {
+        let tp = join_key(&base, "tls");
+        if !u.targets.iter().any(|t| t.url.starts_with("https://")) {
+            push(p, &tp, "applies only to https:// targets, and this upstream has none");
+        }
+        if tls.cert.is_some() != tls.key.is_some() {
+            push(p, &tp, "a client certificate needs both `cert` and `key`");
+        }
+        if let Some(name) = &tls.server_name
+            && rustls_pki_types_name_ok(name).is_err()
+        {
+            push(p, join_key(&tp, "server_name"), format!("`{name}` is not a DNS name or IP address"));
+        }
+    }
+    if let Some(c) = &u.credentials {
+        credentials(&join_key(&base, "credentials"), c, p);
+    }
     if let Some(hc) = &u.health_check {
         let hp = join_key(&base, "health_check");
         if let Err(e) = check_path(&hc.path) {
@@ -430,17 +514,13 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
     }
 }
 
-/// A target URL is `http://host[:port]` with nothing after the authority.
+/// A target URL is `http://host[:port]` or `https://host[:port]` with nothing after the authority.
 pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{url}`: https targets are not supported yet; use http:// (TLS toward upstreams arrives with upstreams.*.tls)"
-            ));
-        }
-        _ => return Err(format!("`{url}` must start with http://")),
+        Some("https") => {}
+        _ => return Err(format!("`{url}` must start with http:// or https://")),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{url}` has no host"));

@@ -87,10 +87,15 @@ pub struct App {
     loaded_bytes: Option<Vec<u8>>,
 }
 
-/// Checks what validation cannot see without touching the outside: TLS files and authenticator
-/// key files. Used by `serve` before binding and by `config check`.
+/// Checks what validation cannot see without touching the outside: TLS files (listener and
+/// upstreams) and authenticator key files. Used by `serve` before binding and by `config check`.
 pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
     crate::tls::acceptor(loaded)?;
+    for (name, u) in &loaded.config.upstreams {
+        if u.tls.is_some() {
+            crate::upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
+        }
+    }
     crate::auth::preflight(loaded)
 }
 

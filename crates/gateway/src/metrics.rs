@@ -77,6 +77,12 @@ pub struct FetchLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenFetchLabels {
+    pub upstream: Name,
+    pub result: &'static str,
+}
+
 pub mod outcome {
     /// A response arrived with a status below 500.
     pub const SUCCESS: &str = "success";
@@ -108,6 +114,7 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub auth_attempts: Family<AuthLabels, Counter>,
     pub auth_fetches: Family<FetchLabels, Counter>,
+    pub upstream_token_fetches: Family<TokenFetchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -167,8 +174,15 @@ impl Default for Metrics {
             "Fetches made by authenticators (jwks, introspection, apikeys), by result (success, error)",
             auth_fetches.clone(),
         );
+        let upstream_token_fetches = Family::<TokenFetchLabels, Counter>::default();
+        registry.register(
+            "upstream_token_fetches",
+            "OAuth 2.0 client-credentials token requests made for upstreams, by result (success, error)",
+            upstream_token_fetches.clone(),
+        );
         Self {
             registry,
+            upstream_token_fetches,
             auth_attempts,
             auth_fetches,
             http_requests,

@@ -42,6 +42,11 @@ pub enum GatewayError {
     /// A credential could not be checked: no key set yet, or the introspection endpoint failed.
     #[error("authenticator `{authenticator}` cannot check credentials right now: {detail}")]
     AuthUnavailable { authenticator: String, detail: String },
+    /// The upstream's credential (an OAuth 2.0 token) could not be obtained; details are logged.
+    #[error(
+        "no credential for upstream `{upstream}`: its token endpoint could not provide one (details in the gateway log)"
+    )]
+    UpstreamCredentials { upstream: String },
     /// The target did not answer within `upstreams.*.timeouts.request`.
     #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)")]
     UpstreamTimeout { upstream: String, timeout: String },
@@ -100,6 +105,11 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "urn:bridgehead:problem:auth-unavailable",
                 "Authentication unavailable",
+            ),
+            UpstreamCredentials { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:upstream-credentials",
+                "Upstream credentials unavailable",
             ),
             UpstreamTimeout { .. } => kind(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -221,8 +231,9 @@ mod tests {
                 required: "orders.read orders.write".into(),
             },
             GatewayError::AuthUnavailable { authenticator: "a".into(), detail: "no keys".into() },
+            GatewayError::UpstreamCredentials { upstream: "u".into() },
         ];
-        let statuses = [404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503];
+        let statuses = [404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503];
         for (e, status) in errors.iter().zip(statuses) {
             let res = e.to_response("rid-1");
             assert_eq!(res.status().as_u16(), status);

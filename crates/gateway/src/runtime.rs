@@ -47,9 +47,10 @@ impl Runtime {
             .upstreams
             .iter()
             .map(|(name, cfg)| {
-                (name.clone(), Arc::new(Upstream::new(name, cfg, &carry).with_metrics(metrics)))
+                let u = Upstream::build(name, cfg, &carry, &loaded, metrics)?;
+                Ok((name.clone(), Arc::new(u.with_metrics(metrics))))
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         for u in upstreams.values() {
             health::spawn(u);
         }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod jwt;
 pub mod keys;
 pub mod serve;
+pub mod token;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -2,18 +2,15 @@
 //! unreachable identity provider), API keys, client certificates, token introspection, scopes,
 //! identity headers and credential stripping.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bridgehead_auth::jwt::{Algorithm, keygen};
 use bridgehead_mock::{MockOptions, MockServer};
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::support::*;
@@ -296,65 +293,6 @@ async fn jwt_from_a_cookie_or_header_with_forwarding_and_claim_matchers() {
     .unwrap();
     assert_refused(&bearer(&url, &forged).await, "bad_signature");
     gw.shutdown().await;
-}
-
-/// A tiny HTTP server for identity-provider roles, answering with `handler`.
-struct Peer {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-}
-
-impl Peer {
-    async fn start<F>(handler: F) -> Peer
-    where
-        F: Fn(Request<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let handler = Arc::new(handler);
-        let counter = hits.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
-                let handler = handler.clone();
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        let counter = counter.clone();
-                        async move {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let res = handler(Request::from_parts(parts, body));
-                            Ok::<_, Infallible>(res.map(Full::new))
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Peer { addr, hits }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-fn json_response(status: u16, v: &serde_json::Value) -> Response<Bytes> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Bytes::from(v.to_string()))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,3 +12,4 @@ mod proxy;
 mod reload;
 mod support;
 mod tls;
+mod upstream_auth;

@@ -13,6 +13,7 @@ use super::cache::{TokenCache, digest};
 use super::jwt::unix_now;
 use super::{ClaimHeaders, Identity, Outcome, TokenSource, consumer_from_claims, scopes_from_claims};
 use crate::metrics::{FetchLabels, Metrics, Name};
+use crate::upstream::credentials::form_encode;
 
 const INACTIVE_CACHE_SECS: u64 = 5;
 /// Most introspection calls in flight at once per authenticator; further tokens wait for a slot
@@ -196,27 +197,5 @@ fn inactive() -> Outcome {
     Outcome::Refused {
         reason: "inactive",
         detail: "the token is not active (expired, revoked or unknown to the identity provider)".into(),
-    }
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 Appendix B).
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn client_credentials_are_form_encoded() {
-        assert_eq!(super::form_encode("bridge head:1%+/é"), "bridge+head%3A1%25%2B%2F%C3%A9");
-        assert_eq!(super::form_encode("plain-id_1.x"), "plain-id_1.x");
     }
 }

@@ -32,6 +32,7 @@ use crate::metrics::{AuthLabels, Metrics, Name};
 use crate::problem::GatewayError;
 use crate::proxy::ConnInfo;
 
+pub use self::fetch::{body as read_answer, client as fetch_client, describe as describe_fetch_error};
 pub use self::source::JwksSources;
 
 /// The header that carries the authenticated consumer upstream.

@@ -185,6 +185,18 @@ async fn proxy(
         RequestBody::Stream { inner: body, limit: max_body, stats: stats.clone() }
     };
     log.stats = Some(stats.clone());
+    // The upstream's own credential replaces whatever the client sent in that header.
+    let mut retry_401 = None;
+    if let Some(credentials) = &upstream.credentials {
+        let used = credentials.apply(&mut parts.headers).await.map_err(|e| {
+            tracing::warn!(upstream = %upstream.name, error = %e, "no credential for the upstream");
+            GatewayError::UpstreamCredentials { upstream: upstream.name.to_string() }
+        })?;
+        // A bodiless request can be sent again with a fresh token if the upstream answers 401.
+        if let (Some(used), RequestBody::Empty) = (used, &body) {
+            retry_401 = Some((used, parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        }
+    }
 
     // send
     let timeout = upstream.timeouts.request;
@@ -234,6 +246,26 @@ async fn proxy(
         }
         Ok(Ok(res)) => res,
     };
+    if res.status() == StatusCode::UNAUTHORIZED
+        && let Some((used, method, uri, mut headers)) = retry_401
+        && let Some(crate::upstream::credentials::Credentials::OAuth2(tokens)) = &upstream.credentials
+    {
+        // The token may have been revoked or expired early: fetch a new one and retry once.
+        tokens.rejected(&used);
+        if let Ok(fresh) = tokens.token().await
+            && fresh != used
+        {
+            headers.insert(header::AUTHORIZATION, fresh);
+            let mut again = Request::new(RequestBody::Empty);
+            *again.method_mut() = method;
+            *again.uri_mut() = uri;
+            *again.headers_mut() = headers;
+            if let Ok(Ok(second)) = tokio::time::timeout(timeout.get(), upstream.client.request(again)).await
+            {
+                res = second;
+            }
+        }
+    }
 
     // response_filter
     let failed = res.status().is_server_error();

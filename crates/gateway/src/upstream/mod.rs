@@ -10,7 +10,9 @@
 //! wheel at random (so by weight) and takes the one with fewer requests in flight per unit of
 //! weight. Unavailable targets (failed active checks, or passively ejected) are skipped.
 
+pub mod credentials;
 pub mod health;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -20,6 +22,7 @@ use std::time::Duration;
 use bridgehead_config::{
     HealthCheck, LoadBalancing, PassiveHealth, Upstream as UpstreamConfig, UpstreamTimeouts,
 };
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -29,8 +32,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::metrics::{Metrics, Name, UpstreamLabels, outcome};
 use crate::proxy::body::RequestBody;
 
-/// The pooled HTTP client toward one upstream's targets.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+/// The pooled HTTP client toward one upstream's targets (plain HTTP, or TLS for `https://`).
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Milliseconds on the tokio clock (so tests can pause time) since the first call.
 pub fn clock_ms() -> u64 {
@@ -121,6 +124,9 @@ pub struct Upstream {
     next: AtomicUsize,
     balancing: LoadBalancing,
     pub client: UpstreamClient,
+    client_key: Option<String>,
+    /// The credential added to every forwarded request.
+    pub credentials: Option<credentials::Credentials>,
     pub timeouts: UpstreamTimeouts,
     pub passive: PassiveHealth,
     pub health_check: Option<HealthCheck>,
@@ -130,7 +136,10 @@ pub struct Upstream {
 #[derive(Default)]
 pub struct Carryover {
     states: HashMap<(String, String), Arc<TargetState>>,
-    clients: HashMap<String, (String, UpstreamClient)>,
+    clients: HashMap<String, (Option<String>, UpstreamClient)>,
+    /// OAuth 2.0 token providers by upstream name, with the settings they were made for, so a
+    /// reload keeps a cached token.
+    pub(crate) tokens: HashMap<String, Arc<credentials::TokenProvider>>,
 }
 
 impl Carryover {
@@ -140,31 +149,87 @@ impl Carryover {
             for t in &u.targets {
                 c.states.insert((u.name.to_string(), t.url.to_string()), t.state.clone());
             }
-            c.clients.insert(u.name.to_string(), (client_key(&u.timeouts), u.client.clone()));
+            c.clients.insert(u.name.to_string(), (u.client_key.clone(), u.client.clone()));
+            if let Some(credentials::Credentials::OAuth2(p)) = &u.credentials {
+                c.tokens.insert(u.name.to_string(), p.clone());
+            }
         }
         c
     }
 }
 
-fn client_key(t: &UpstreamTimeouts) -> String {
-    format!("{:?}/{:?}", t.connect, t.pool_idle)
+/// What decides whether a pooled client can be reused; `None` (never reused) when the upstream
+/// has TLS settings, whose files may have changed.
+fn client_key(t: &UpstreamTimeouts, tls: Option<&bridgehead_config::UpstreamTls>) -> Option<String> {
+    tls.is_none().then(|| format!("{:?}/{:?}", t.connect, t.pool_idle))
 }
 
-fn new_client(t: &UpstreamTimeouts) -> UpstreamClient {
+fn new_client(t: &UpstreamTimeouts, tls: rustls::ClientConfig, server_name: Option<&str>) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(t.connect.get()));
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
+    connector.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    // Validation has checked that the name parses.
+    let builder = match server_name.and_then(|n| rustls_pki_types::ServerName::try_from(n.to_owned()).ok()) {
+        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
+        None => builder,
+    };
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(t.pool_idle.get())
         .pool_max_idle_per_host(1024)
-        .build(connector)
+        .build(builder.enable_http1().wrap_connector(connector))
 }
 
 impl Upstream {
-    /// Compiles an upstream, reusing target state and the client from `carry` where possible.
+    /// Compiles a plain-HTTP upstream without credentials (for tests).
     pub fn new(name: &str, cfg: &UpstreamConfig, carry: &Carryover) -> Self {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Self::with_parts(name, cfg, carry, tls, None)
+    }
+
+    /// Compiles an upstream with its TLS settings and credentials. Errors name the key.
+    pub fn build(
+        name: &str,
+        cfg: &UpstreamConfig,
+        carry: &Carryover,
+        loaded: &bridgehead_config::LoadedConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, String> {
+        let base = format!("upstreams.{name}");
+        let tls = tls::client_config(&base, cfg.tls.as_ref(), loaded)?;
+        let credentials = cfg
+            .credentials
+            .as_ref()
+            .map(|c| {
+                credentials::Credentials::build(
+                    &format!("{base}.credentials"),
+                    name,
+                    c,
+                    carry,
+                    loaded,
+                    metrics,
+                )
+            })
+            .transpose()?;
+        Ok(Self::with_parts(name, cfg, carry, tls, credentials))
+    }
+
+    fn with_parts(
+        name: &str,
+        cfg: &UpstreamConfig,
+        carry: &Carryover,
+        tls: rustls::ClientConfig,
+        credentials: Option<credentials::Credentials>,
+    ) -> Self {
         let targets: Vec<Target> = cfg
             .targets
             .iter()
@@ -181,10 +246,10 @@ impl Upstream {
                 })
             })
             .collect();
-        let key = client_key(&cfg.timeouts);
+        let key = client_key(&cfg.timeouts, cfg.tls.as_ref());
         let client = match carry.clients.get(name) {
-            Some((k, c)) if *k == key => c.clone(),
-            _ => new_client(&cfg.timeouts),
+            Some((Some(k), c)) if key.as_ref() == Some(k) => c.clone(),
+            _ => new_client(&cfg.timeouts, tls, cfg.tls.as_ref().and_then(|t| t.server_name.as_deref())),
         };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         Self {
@@ -194,6 +259,8 @@ impl Upstream {
             next: AtomicUsize::new(0),
             balancing: cfg.load_balancing,
             client,
+            client_key: key,
+            credentials,
             timeouts: cfg.timeouts.clone(),
             passive: cfg.passive_health.clone(),
             health_check: cfg.health_check.clone(),

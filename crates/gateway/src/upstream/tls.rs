@@ -1,0 +1,62 @@
+//! TLS toward upstream targets: rustls with the aws-lc-rs provider, the system roots plus an
+//! optional CA bundle from the config, an optional client certificate (mutual TLS toward the
+//! customer's API) and an optional SNI override.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bridgehead_config::{LoadedConfig, UpstreamTls};
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The rustls client config for one upstream. Errors name the key.
+pub fn client_config(
+    base: &str,
+    tls: Option<&UpstreamTls>,
+    loaded: &LoadedConfig,
+) -> Result<ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
+        let path = loaded.resolve_path(ca);
+        for cert in read_certs(&path).map_err(|e| format!("{base}.tls.ca: {e}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{base}.tls.ca: {}: unusable CA certificate: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{base}.tls: {e}"))?
+        .with_root_certificates(roots);
+    let config = match tls.and_then(|t| t.cert.as_ref().zip(t.key.as_ref())) {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let cert_path = loaded.resolve_path(cert);
+            let key_path = loaded.resolve_path(key);
+            let chain = read_certs(&cert_path).map_err(|e| format!("{base}.tls.cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+                format!("{base}.tls.key: cannot read a private key from {}: {e}", key_path.display())
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!("{base}.tls: client certificate and key do not form a usable pair: {e}")
+            })?
+        }
+    };
+    Ok(config)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
