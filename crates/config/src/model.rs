@@ -32,6 +32,83 @@ pub struct Config {
     /// Rules that map incoming requests to upstreams. The most specific match wins.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// The built-in OAuth 2.0 authorization server (the local issuer), served on the data
+    /// listener under `/oauth2/` and `/.well-known/`. Absent: off.
+    #[serde(default)]
+    pub oauth_server: Option<OAuthServer>,
+}
+
+/// The built-in OAuth 2.0 authorization server. Its access tokens are RFC 9068 JWTs signed with
+/// keys kept in the state database; `jwt: { issuer: local }` authenticators trust them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthServer {
+    /// The issuer identifier: the URL clients reach this gateway at (RFC 8414 `issuer`, the
+    /// tokens' `iss`). No query or fragment.
+    pub issuer: String,
+    /// Lifetime of access tokens.
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl: HumanDuration,
+    /// Lifetime of refresh tokens.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl: HumanDuration,
+    /// `aud` of issued access tokens. Default: the issuer.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Token requests accepted per second from one client address (burst: twice as many);
+    /// more get 429 with `Retry-After`.
+    #[serde(default = "default_token_rate")]
+    pub token_rate_per_ip: u32,
+    /// Clients declared here; more can be added at run time with `bridgehead oauth client add`.
+    #[serde(default)]
+    pub clients: Vec<OAuthClient>,
+    /// Users who can log in at `/oauth2/authorize`.
+    #[serde(default)]
+    pub users: Vec<OAuthUser>,
+}
+
+/// An OAuth client.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClient {
+    /// The client id.
+    pub client_id: String,
+    /// Lower-case hex SHA-256 of the client secret (machine secrets are long and random, so a
+    /// fast hash keeps the token endpoint fast). Required unless `public`.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// A public client (no secret, e.g. a browser app): only `authorization_code` with PKCE and
+    /// `refresh_token`.
+    #[serde(default)]
+    pub public: bool,
+    /// Grants this client may use: `client_credentials`, `authorization_code`, `refresh_token`.
+    pub grants: Vec<String>,
+    /// Scopes this client may ask for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Redirect URIs for `authorization_code`, compared exactly.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+/// A user of the login page.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthUser {
+    /// Login name (the tokens' `sub`).
+    pub username: String,
+    /// Argon2 PHC string (`$argon2id$v=19$...`).
+    pub password_hash: Secret,
+}
+
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration::secs(3600)
+}
+fn default_refresh_ttl() -> HumanDuration {
+    HumanDuration::secs(30 * 24 * 3600)
+}
+fn default_token_rate() -> u32 {
+    50
 }
 
 /// The data-plane listener.

@@ -307,6 +307,34 @@ fn bad_auth_configs_are_refused_with_key_paths() {
             "authenticators.a.introspection.client_secret: is empty",
         ),
         (format!("{up}{}", route(", auth: [nope]")), "routes[0].auth[0]: unknown authenticator `nope` (none are defined)"),
+        (
+            "authenticators:\n  a:\n    jwt: { issuer: local }\n".into(),
+            "authenticators.a.jwt.issuer: `local` trusts the built-in OAuth server: configure `oauth_server`",
+        ),
+        (
+            "oauth_server:\n  issuer: \"https://gw.example/\"\n".into(),
+            "oauth_server.issuer: must not end with `/`",
+        ),
+        (
+            "oauth_server:\n  issuer: https://gw.example\n  clients: [{ client_id: c, grants: [client_credentials] }]\n".into(),
+            "oauth_server.clients[0]: a confidential client needs `secret_sha256`",
+        ),
+        (
+            "oauth_server:\n  issuer: https://gw.example\n  clients: [{ client_id: c, public: true, grants: [client_credentials, implicit] }]\n".into(),
+            "oauth_server.clients[0].grants[0]: a public client cannot use client_credentials",
+        ),
+        (
+            "oauth_server:\n  issuer: https://gw.example\n  clients: [{ client_id: c, public: true, grants: [implicit] }]\n".into(),
+            "oauth_server.clients[0].grants[0]: `implicit` is not supported",
+        ),
+        (
+            "oauth_server:\n  issuer: https://gw.example\n  clients: [{ client_id: c, public: true, grants: [authorization_code] }]\n".into(),
+            "oauth_server.clients[0].redirect_uris: authorization_code needs at least one redirect URI",
+        ),
+        (
+            "oauth_server:\n  issuer: https://gw.example\n  users: [{ username: u, password_hash: plain }]\n".into(),
+            "oauth_server.users[0].password_hash: must be an argon2 PHC string",
+        ),
         (format!("{up}{}", route(", require_scopes: [a]")), "routes[0].require_scopes: needs `auth`"),
         (
             format!("authenticators:\n  k:\n    api_key: {{ from_state: true }}\n{up}{}", route(", auth: [k], require_scopes: [\"a b\"]")),

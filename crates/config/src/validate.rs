@@ -25,7 +25,104 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         authenticator(config, name, a, &mut p);
     }
     routes(config, &mut p);
+    if let Some(o) = &config.oauth_server {
+        oauth_server(o, &mut p);
+    }
     p
+}
+
+const GRANTS: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];
+
+fn oauth_server(o: &crate::model::OAuthServer, p: &mut Vec<Problem>) {
+    let base = "oauth_server";
+    match o.issuer.parse::<http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+                && !o.issuer.contains('#') => {}
+        _ => push(
+            p,
+            join_key(base, "issuer"),
+            format!("`{}` must be an http(s) URL without query or fragment", o.issuer),
+        ),
+    }
+    if o.issuer.ends_with('/') {
+        push(p, join_key(base, "issuer"), "must not end with `/` (it is compared exactly with `iss`)");
+    }
+    if o.access_token_ttl.get() < std::time::Duration::from_secs(10)
+        || o.access_token_ttl.get() > std::time::Duration::from_secs(24 * 3600)
+    {
+        push(p, join_key(base, "access_token_ttl"), "must be between 10s and 24h");
+    }
+    if o.token_rate_per_ip == 0 {
+        push(p, join_key(base, "token_rate_per_ip"), "must be at least 1");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, c) in o.clients.iter().enumerate() {
+        let cp = join_index(&join_key(base, "clients"), i);
+        if c.client_id.is_empty()
+            || c.client_id.len() > 128
+            || !c.client_id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            push(p, join_key(&cp, "client_id"), "must be 1 to 128 visible characters without `:`");
+        } else if !seen.insert(c.client_id.as_str()) {
+            push(p, join_key(&cp, "client_id"), format!("`{}` is listed twice", c.client_id));
+        }
+        match (&c.secret_sha256, c.public) {
+            (None, false) => {
+                push(p, &cp, "a confidential client needs `secret_sha256` (or set `public: true`)")
+            }
+            (Some(_), true) => push(p, join_key(&cp, "secret_sha256"), "a public client has no secret"),
+            (Some(h), false) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => push(
+                p,
+                join_key(&cp, "secret_sha256"),
+                "must be the 64 hex digits of the secret's SHA-256 (`printf %s SECRET | sha256sum`)",
+            ),
+            _ => {}
+        }
+        if c.grants.is_empty() {
+            push(p, join_key(&cp, "grants"), "is empty, so the client could do nothing");
+        }
+        for (j, g) in c.grants.iter().enumerate() {
+            if !GRANTS.contains(&g.as_str()) {
+                push(
+                    p,
+                    join_index(&join_key(&cp, "grants"), j),
+                    format!("`{g}` is not supported; use {}", GRANTS.join(", ")),
+                );
+            } else if c.public && g == "client_credentials" {
+                push(
+                    p,
+                    join_index(&join_key(&cp, "grants"), j),
+                    "a public client cannot use client_credentials",
+                );
+            }
+        }
+        if c.grants.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+            push(p, join_key(&cp, "redirect_uris"), "authorization_code needs at least one redirect URI");
+        }
+        for (j, r) in c.redirect_uris.iter().enumerate() {
+            let ok = r.parse::<http::Uri>().is_ok_and(|u| u.scheme().is_some() && u.host().is_some())
+                && !r.contains('#');
+            if !ok {
+                push(
+                    p,
+                    join_index(&join_key(&cp, "redirect_uris"), j),
+                    format!("`{r}` must be an absolute URI without fragment"),
+                );
+            }
+        }
+    }
+    for (i, u) in o.users.iter().enumerate() {
+        let up = join_index(&join_key(base, "users"), i);
+        if u.username.is_empty() || u.username.chars().any(char::is_control) {
+            push(p, join_key(&up, "username"), "must be non-empty printable text");
+        }
+        if !u.password_hash.expose().starts_with("$argon2") {
+            push(p, join_key(&up, "password_hash"), "must be an argon2 PHC string (`$argon2id$v=19$...`)");
+        }
+    }
 }
 
 fn rustls_pki_types_name_ok(name: &str) -> Result<(), ()> {
@@ -117,7 +214,7 @@ fn authenticator(c: &Config, name: &str, a: &Authenticator, p: &mut Vec<Problem>
         push(p, &base, "an authenticator name is 1 to 64 letters, digits, `-`, `_` or `.`");
     }
     match a {
-        Authenticator::Jwt(j) => jwt(&join_key(&base, "jwt"), j, p),
+        Authenticator::Jwt(j) => jwt(c, &join_key(&base, "jwt"), j, p),
         Authenticator::ApiKey(k) => api_key(&join_key(&base, "api_key"), k, p),
         Authenticator::Mtls(m) => {
             let mp = join_key(&base, "mtls");
@@ -233,10 +330,22 @@ fn check_claim_headers(base: &str, map: &std::collections::BTreeMap<String, Stri
     }
 }
 
-fn jwt(base: &str, j: &JwtAuth, p: &mut Vec<Problem>) {
+fn jwt(c: &Config, base: &str, j: &JwtAuth, p: &mut Vec<Problem>) {
+    let local = j.issuer.as_deref() == Some("local");
     let sources =
         [j.jwks_url.is_some(), j.jwks_file.is_some(), j.public_key_file.is_some(), j.secret.is_some()];
+    if local && c.oauth_server.is_none() {
+        push(
+            p,
+            join_key(base, "issuer"),
+            "`local` trusts the built-in OAuth server: configure `oauth_server`",
+        );
+    }
+    if local && sources.iter().any(|s| *s) {
+        push(p, base, "`issuer: local` takes its keys from the built-in OAuth server; remove the key source");
+    }
     match sources.iter().filter(|s| **s).count() {
+        0 if local => {}
         0 => push(p, base, "needs a key source: one of jwks_url, jwks_file, public_key_file or secret"),
         1 => {}
         _ => push(
@@ -285,13 +394,6 @@ fn jwt(base: &str, j: &JwtAuth, p: &mut Vec<Problem>) {
         }
     } else if !hmac.is_empty() {
         push(p, &ap, "HS* algorithms need `secret`; a public key is never used as an HMAC secret");
-    }
-    if j.issuer.as_deref() == Some("local") {
-        push(
-            p,
-            join_key(base, "issuer"),
-            "`local` trusts the built-in OAuth server, which is not part of this version",
-        );
     }
     if j.leeway.get() > std::time::Duration::from_secs(600) {
         push(p, join_key(base, "leeway"), "must be at most 10m");

@@ -112,13 +112,19 @@ impl App {
         let node_id = format!("{}-{}", hostname(), std::process::id());
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
         let metrics = Metrics::default();
-        let runtime = Runtime::build(loaded, None, &metrics, Some(&store)).map_err(AppError::Config)?;
+        let oauth = match &loaded.config.oauth_server {
+            Some(cfg) => Some(crate::oauth::OAuthServer::start(cfg, &store).await.map_err(AppError::Config)?),
+            None => None,
+        };
+        let runtime =
+            Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref()).map_err(AppError::Config)?;
         runtime.auth.ready().await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             access_log: AccessLog::new(opts.access_log.clone()),
             store: Some(store),
+            oauth: ArcSwapOption::new(oauth),
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod metrics;
+pub mod oauth;
 pub mod problem;
 pub mod proxy;
 pub mod reload;

@@ -71,8 +71,20 @@ impl Reloader {
         let shared = &self.inner.shared;
         let old = shared.runtime.load_full();
         warn_restart_only(&old.loaded.config, &loaded.config);
-        let runtime = Runtime::build(loaded, Some(&old), &shared.metrics, shared.store.as_ref())
-            .map_err(ReloadError::Invalid)?;
+        let oauth = match (&loaded.config.oauth_server, shared.oauth.load_full(), shared.store.as_ref()) {
+            (Some(cfg), Some(running), _) => {
+                running.reconfigure(cfg);
+                Some(running)
+            }
+            (Some(cfg), None, Some(store)) => {
+                Some(crate::oauth::OAuthServer::start(cfg, store).await.map_err(ReloadError::Invalid)?)
+            }
+            _ => None,
+        };
+        let runtime =
+            Runtime::build(loaded, Some(&old), &shared.metrics, shared.store.as_ref(), oauth.as_ref())
+                .map_err(ReloadError::Invalid)?;
+        shared.oauth.store(oauth);
         runtime.auth.ready().await;
         let generation = runtime.generation;
         if tls.is_some() {

@@ -38,9 +38,10 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Metrics,
         store: Option<&bridgehead_state::Store>,
+        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
     ) -> Result<Self, String> {
         let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
-        let auth = Authenticators::build(&loaded, &jwks, store, metrics)?;
+        let auth = Authenticators::build(&loaded, &jwks, store, metrics, oauth)?;
         let carry = previous.map(|p| Carryover::from_upstreams(p.upstreams.values())).unwrap_or_default();
         let upstreams: BTreeMap<String, Arc<Upstream>> = loaded
             .config
@@ -82,4 +83,6 @@ pub struct Shared {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub store: Option<bridgehead_state::Store>,
+    /// The built-in authorization server, when `oauth_server` is configured.
+    pub oauth: arc_swap::ArcSwapOption<crate::oauth::OAuthServer>,
 }

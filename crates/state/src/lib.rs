@@ -4,8 +4,9 @@
 //! `sqlite://bridgehead.db`, nothing to install); several nodes point `state.url` at one
 //! PostgreSQL database (`postgres://…`) and stay stateless themselves. Everything above this crate
 //! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
-//! cluster identity, the node registry and API keys (their digests); OAuth codes, idempotency records and webhook queues
-//! will follow as new tables, each added by a migration.
+//! cluster identity, the node registry, API keys (their digests) and the state of the built-in
+//! OAuth 2.0 authorization server (signing keys, revoked tokens, codes, refresh tokens, clients);
+//! idempotency records and webhook queues will follow as new tables, each added by a migration.
 //!
 //! ## Design constraints
 //!
@@ -39,9 +40,10 @@
 //!     attempted again, up to 3 times.
 //! - **Time.** Timestamps are integer Unix milliseconds (`INTEGER` in SQLite, `BIGINT` in
 //!   PostgreSQL, so the two schemas stay parallel), taken from the writing node's clock: nodes
-//!   sharing PostgreSQL are expected to run NTP. The exception is `bridgehead_api_keys`, whose
+//!   sharing PostgreSQL are expected to run NTP. The exceptions are `bridgehead_api_keys`, whose
 //!   `created_at`/`revoked_at` are Unix seconds passed in by the caller (they are only shown to
-//!   people).
+//!   people), and the `bridgehead_oauth_*` tables, whose timestamps are all Unix seconds passed
+//!   in by the caller (they are compared with JWT `exp`/`iat`, which are seconds).
 //! - **Connections.** Pools are bounded (8 SQLite, 10 PostgreSQL connections per node).
 //!   [`Store::open`] gives up on PostgreSQL after [`CONNECT_TIMEOUT`] (5 s) without an answer and
 //!   fails at once on a refused connection; a query waits at most as long for a free connection.
@@ -49,12 +51,13 @@
 //!   keys; opening a SQLite file that another opener is switching to WAL is retried for up to 5 s.
 //! - **Secrets.** No error message or log line carries the password from `state.url`
 //!   ([`redact_url`]). A SQLite file is created with mode 0600 and missing parent directories
-//!   with 0700: it will hold OAuth codes.
+//!   with 0700: it holds the OAuth issuer's private signing keys (the one secret stored as is;
+//!   codes, tokens and client secrets are stored as SHA-256 digests).
 //! - **Where tables live.** PostgreSQL tables are created in the connection's default schema
 //!   (`public` unless the URL's `options=-c search_path=…` says otherwise); every table name
 //!   starts with `bridgehead_` so a shared database stays legible.
 //!
-//! ## Table layout (schema version 2)
+//! ## Table layout (schema version 3)
 //!
 //! | table | column | SQLite / PostgreSQL type | meaning |
 //! |---|---|---|---|
@@ -72,6 +75,41 @@
 //! | | `scopes` | `TEXT NOT NULL DEFAULT ''` | granted scopes, space-separated |
 //! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | creation, Unix **seconds** |
 //! | | `revoked_at` | `INTEGER` / `BIGINT`, null while active | [`Store::api_key_revoke`], Unix **seconds** |
+//! | `bridgehead_oauth_keys` (v3) | `kid` | `TEXT` primary key | signing key id of the local issuer |
+//! | | `alg` | `TEXT NOT NULL` | the JWS algorithm it is pinned to |
+//! | | `private_pem` | `TEXT NOT NULL` | the private key, PEM (secret, stored as is) |
+//! | | `public_jwk` | `TEXT NOT NULL` | the public key as a JWK, JSON text |
+//! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | creation, Unix **seconds**; published from then |
+//! | | `activate_at` | `INTEGER` / `BIGINT NOT NULL` | signs from then, Unix **seconds** |
+//! | | `retire_at` | `INTEGER` / `BIGINT`, null while not scheduled | neither used nor published from then ([`Store::oauth_key_retire`]), Unix **seconds** |
+//! | `bridgehead_oauth_revoked` (v3) | `jti` | `TEXT` primary key | a revoked access token's `jti` |
+//! | | `client_id` | `TEXT NOT NULL` | the client it was issued to |
+//! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL`, indexed | the token's `exp`, Unix **seconds**; purged after |
+//! | `bridgehead_oauth_codes` (v3) | `code_hash` | `TEXT` primary key | lower-case hex SHA-256 of the authorization code |
+//! | | `client_id` | `TEXT NOT NULL` | the client it was issued to |
+//! | | `redirect_uri` | `TEXT NOT NULL` | the authorization request's redirect URI |
+//! | | `code_challenge` | `TEXT NOT NULL` | the PKCE challenge |
+//! | | `scope` | `TEXT NOT NULL` | granted scopes, space-separated |
+//! | | `subject` | `TEXT NOT NULL` | the resource owner |
+//! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL` | expiry, Unix **seconds** |
+//! | | `used_at` | `INTEGER` / `BIGINT`, null until redeemed | [`Store::oauth_code_redeem`], Unix **seconds** |
+//! | | `family_id` | `TEXT`, null unless a refresh token was issued | refresh family created on redemption |
+//! | | `access_jtis` | `TEXT NOT NULL DEFAULT ''` | jtis of the access tokens issued from it, space-separated |
+//! | `bridgehead_oauth_refresh` (v3) | `token_hash` | `TEXT` primary key | lower-case hex SHA-256 of the refresh token |
+//! | | `family_id` | `TEXT NOT NULL`, indexed | shared by every token rotated from one authorization |
+//! | | `client_id` | `TEXT NOT NULL` | the client it was issued to |
+//! | | `subject` | `TEXT NOT NULL` | the resource owner |
+//! | | `scope` | `TEXT NOT NULL` | granted scopes, space-separated |
+//! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL` | expiry, Unix **seconds** |
+//! | | `rotated_at` | `INTEGER` / `BIGINT`, null until rotated | [`Store::oauth_refresh_rotate`], Unix **seconds** |
+//! | | `revoked_at` | `INTEGER` / `BIGINT`, null unless revoked | revocation of it or its family, Unix **seconds** |
+//! | `bridgehead_oauth_clients` (v3) | `client_id` | `TEXT` primary key | a client registered at run time |
+//! | | `secret_sha256` | `TEXT`, null for public clients | lower-case hex SHA-256 of the client secret |
+//! | | `public` | `INTEGER` 0/1 / `BOOLEAN NOT NULL` | whether it is a public client |
+//! | | `grants` | `TEXT NOT NULL` | allowed grant types, space-separated |
+//! | | `scopes` | `TEXT NOT NULL` | allowed scopes, space-separated |
+//! | | `redirect_uris` | `TEXT NOT NULL` | registered redirect URIs, space-separated |
+//! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | registration, Unix **seconds** |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
@@ -84,9 +122,10 @@
 //! lowest-common-denominator type set with drivers installed at run time. The coming features
 //! want backend-specific SQL where the dialects part ways (`FOR UPDATE SKIP LOCKED` for a webhook
 //! queue on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), which the enum allows in one method. Where
-//! they agree (`$N` placeholders, `INSERT … ON CONFLICT`), one SQL text serves both. Queries are
-//! checked at run time (`sqlx::query`, never the `query!` macros): no database exists at build
-//! time, and the tests run every query on both backends instead.
+//! they agree (`$N` placeholders, `INSERT … ON CONFLICT`, `UPDATE … RETURNING` since SQLite
+//! 3.35; sqlx bundles a newer one), one SQL text serves both. Queries are checked at run time
+//! (`sqlx::query`, never the `query!` macros): no database exists at build time, and the tests
+//! run every query on both backends instead.
 //!
 //! ## Testing
 //!
@@ -95,6 +134,7 @@
 
 mod api_keys;
 mod error;
+mod oauth;
 mod redact;
 mod store;
 #[cfg(feature = "testing")]
@@ -102,5 +142,9 @@ pub mod testing;
 
 pub use api_keys::ApiKeyRecord;
 pub use error::StateError;
+pub use oauth::{
+    CodeRedemption, OAUTH_PURGE_GRACE_SECS, OAuthClientRecord, OAuthCodeRecord, OAuthKeyRecord,
+    OAuthRefreshRecord, RefreshRotation,
+};
 pub use redact::redact_url;
 pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};

@@ -21,7 +21,7 @@ use crate::redact::{Secrets, redact_url};
 
 /// The schema version this build creates: the highest migration number, the same for both
 /// backends (a unit test holds the migration directories to that).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long [`Store::open`] waits for the database to answer, and a query for a free connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -392,8 +392,8 @@ fn migrate_error(e: MigrateError, redacted: &str, secrets: &Secrets) -> StateErr
 }
 
 /// Creates `path`'s missing parent directories (mode 0700) and the file itself (mode 0600) if it
-/// does not exist yet, so that state, which will hold OAuth codes, is private to the gateway's
-/// user. SQLite gives the `-wal` and `-shm` files the database file's permissions.
+/// does not exist yet, so that state, which holds the OAuth issuer's signing keys, is private to
+/// the gateway's user. SQLite gives the `-wal` and `-shm` files the database file's permissions.
 fn create_private_file(path: &Path) -> Result<(), (std::path::PathBuf, io::Error)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         DirBuilder::new()

@@ -29,7 +29,7 @@ mod vectors;
 
 pub use jsonwebtoken::Algorithm;
 pub use keys::{Key, KeyError, KeySet};
-pub use sign::sign;
+pub use sign::{Signer, sign};
 pub use verify::{decode_unverified, verify};
 
 /// Every algorithm this module verifies and signs, in the order they are listed to people.

@@ -1,5 +1,5 @@
-//! Signing tokens for the command line and tests: a PEM private key (or an HMAC secret) in, a
-//! compact JWS out. The gateway itself never signs.
+//! Signing tokens: a PEM private key (or an HMAC secret) in, a compact JWS out. Used by the
+//! command line, the tests, and the built-in authorization server (through [`Signer`]).
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm,
@@ -23,22 +23,42 @@ pub fn sign(
     kid: Option<&str>,
     typ: Option<&str>,
 ) -> Result<String, KeyError> {
-    if !claims.is_object() {
-        return Err(KeyError::Claims("the claims must be a JSON object".into()));
+    Signer::new(key, alg, kid, typ)?.sign(claims)
+}
+
+/// A private key parsed once, with its header encoded once, for signing many tokens (the
+/// built-in authorization server).
+pub struct Signer {
+    encoding: EncodingKey,
+    alg: Algorithm,
+    header_b64: String,
+}
+
+impl Signer {
+    /// See [`sign`] for the key forms.
+    pub fn new(key: &[u8], alg: Algorithm, kid: Option<&str>, typ: Option<&str>) -> Result<Self, KeyError> {
+        let encoding = encoding_key(key, alg)?;
+        let mut header = serde_json::Map::new();
+        header.insert("alg".into(), algorithm_name(alg).into());
+        header.insert("typ".into(), typ.unwrap_or("JWT").into());
+        if let Some(kid) = kid {
+            header.insert("kid".into(), kid.into());
+        }
+        let header = serde_json::to_vec(&header).map_err(|e| KeyError::Claims(e.to_string()))?;
+        Ok(Self { encoding, alg, header_b64: URL_SAFE_NO_PAD.encode(header) })
     }
-    let encoding = encoding_key(key, alg)?;
-    let mut header = serde_json::Map::new();
-    header.insert("alg".into(), algorithm_name(alg).into());
-    header.insert("typ".into(), typ.unwrap_or("JWT").into());
-    if let Some(kid) = kid {
-        header.insert("kid".into(), kid.into());
+
+    /// A compact JWS of `claims` (a JSON object).
+    pub fn sign(&self, claims: &Value) -> Result<String, KeyError> {
+        if !claims.is_object() {
+            return Err(KeyError::Claims("the claims must be a JSON object".into()));
+        }
+        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Claims(e.to_string()))?;
+        let message = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, self.alg)
+            .map_err(|e| KeyError::PrivateKey(format!("signing failed: {e}")))?;
+        Ok(format!("{message}.{signature}"))
     }
-    let header = serde_json::to_vec(&header).map_err(|e| KeyError::Claims(e.to_string()))?;
-    let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Claims(e.to_string()))?;
-    let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, alg)
-        .map_err(|e| KeyError::PrivateKey(format!("signing failed: {e}")))?;
-    Ok(format!("{message}.{signature}"))
 }
 
 /// What kind of private key a PEM block holds, for precise messages.

@@ -8,6 +8,7 @@ mod apikey_cli;
 mod auth;
 mod cli;
 mod jwt_cli;
+mod oauth;
 mod proxy;
 mod reload;
 mod support;

@@ -167,7 +167,7 @@ impl ApiKeys {
 
 /// Decodes `%XX` escapes and `+` (form encoding) in a query component; invalid escapes stay as
 /// they are.
-fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(s);
     }

@@ -36,7 +36,11 @@ impl Jwt {
         sources: &JwksSources,
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
+        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
     ) -> Result<Self, String> {
+        if cfg.issuer.as_deref() == Some("local") {
+            return Self::local(cfg, oauth);
+        }
         let algorithms: Vec<Algorithm> = if cfg.algorithms.is_empty() {
             match &cfg.secret {
                 // The HS algorithms the secret is long enough for (RFC 7518 §3.2).
@@ -101,6 +105,30 @@ impl Jwt {
         })
     }
 
+    /// `issuer: local`: the built-in authorization server's keys and issuer, RFC 9068 `typ`.
+    fn local(cfg: &JwtAuth, oauth: Option<&Arc<crate::oauth::OAuthServer>>) -> Result<Self, String> {
+        let oauth = oauth.ok_or("issuer: `local` needs oauth_server")?;
+        let policy = Policy {
+            algorithms: vec![Algorithm::ES256],
+            issuer: Some(oauth.issuer()),
+            audiences: cfg.audiences.clone(),
+            leeway: cfg.leeway.get().as_secs(),
+            require_exp: true,
+            typ: Some(cfg.typ.clone().unwrap_or_else(|| "at+jwt".into())),
+            max_token_bytes: usize::try_from(cfg.max_token_size.get()).unwrap_or(usize::MAX),
+            signature_only: false,
+        };
+        Ok(Self {
+            keys: KeySource::Local(oauth.keys().clone()),
+            policy,
+            cache: TokenCache::new(cfg.token_cache),
+            token: TokenSource::new(cfg.header.as_deref(), cfg.cookie.as_deref())?,
+            consumer_claim: cfg.consumer_claim.clone(),
+            claims: cfg.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            claim_headers: ClaimHeaders::new(&cfg.claims_to_headers)?,
+        })
+    }
+
     pub fn token_source(&self) -> &TokenSource {
         &self.token
     }
@@ -143,6 +171,11 @@ impl Jwt {
             Ok(v) => v,
             Err(r) => return Outcome::Refused { reason: r.code(), detail: r.to_string() },
         };
+        if let KeySource::Local(local) = &self.keys
+            && verified.claims.get("jti").and_then(|j| j.as_str()).is_none_or(|jti| local.is_revoked(jti))
+        {
+            return Outcome::Refused { reason: "revoked", detail: "the token has been revoked".into() };
+        }
         let identity = match self.identity(name, &verified) {
             Ok(id) => id,
             Err(refusal) => return refusal,

@@ -14,12 +14,13 @@
 //! - No credential, token or secret is ever logged or echoed in a response.
 
 mod apikey;
+pub(crate) use apikey::percent_decode;
 mod cache;
 mod fetch;
 mod introspect;
-mod jwt;
+pub(crate) mod jwt;
 mod mtls;
-mod source;
+pub(crate) mod source;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -197,13 +198,14 @@ impl Authenticators {
         sources: &JwksSources,
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
+        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
     ) -> Result<Self, String> {
         let mut by_name = BTreeMap::new();
         for (name, cfg) in &loaded.config.authenticators {
             let base = format!("authenticators.{name}");
             let (kind, identity_headers) = match cfg {
                 AuthConfig::Jwt(j) => {
-                    let jwt = jwt::Jwt::build(name, j, loaded, sources, store, metrics)
+                    let jwt = jwt::Jwt::build(name, j, loaded, sources, store, metrics, oauth)
                         .map_err(|e| format!("{base}.jwt.{e}"))?;
                     let headers = jwt.identity_headers();
                     (Kind::Jwt(jwt), headers)

@@ -40,7 +40,7 @@ pub struct Versioned {
 }
 
 impl Versioned {
-    fn new(keys: KeySet) -> Arc<Self> {
+    pub(crate) fn new(keys: KeySet) -> Arc<Self> {
         Arc::new(Self { keys, generation: next_generation() })
     }
 }
@@ -50,6 +50,8 @@ pub enum KeySource {
     Static(Arc<Versioned>),
     File(Arc<FileSource>),
     Url(Arc<UrlSource>),
+    /// The built-in authorization server's keys (`issuer: local`).
+    Local(Arc<crate::oauth::LocalKeys>),
 }
 
 impl KeySource {
@@ -63,6 +65,7 @@ impl KeySource {
             Self::Static(v) => Some(v.clone()),
             Self::File(f) => f.current.load_full(),
             Self::Url(u) => u.keys.load_full(),
+            Self::Local(l) => Some(l.current()),
         }
     }
 

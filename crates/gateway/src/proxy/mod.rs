@@ -36,6 +36,9 @@ use crate::router::{RouteResult, strip};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::InFlight;
 
+/// The route label of requests the built-in authorization server answers.
+pub const OAUTH_ROUTE: &str = "(oauth)";
+
 /// What the data plane knows about a client connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -73,6 +76,17 @@ pub async fn handle(
         access_log,
         shared: shared.clone(),
     };
+    // The built-in authorization server answers its own paths before routing.
+    if let Some(oauth) = shared.oauth.load_full()
+        && crate::oauth::is_oauth_path(req.uri().path())
+    {
+        log.route = Some(Arc::from(OAUTH_ROUTE));
+        let mut res = oauth.handle(req, conn.client.ip()).await.map(ResponseBody::full);
+        res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        log.status = res.status().as_u16();
+        let (parts, body) = res.into_parts();
+        return Ok(Response::from_parts(parts, body.on_finish(Box::new(log))));
+    }
     let mut res = match proxy(&rt, &conn, req, &request_id, &mut log).await {
         Ok(res) => res,
         Err(e) => {

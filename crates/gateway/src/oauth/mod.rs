@@ -1,0 +1,493 @@
+//! The built-in OAuth 2.0 authorization server (the local issuer), served on the data listener
+//! when `oauth_server` is configured:
+//!
+//! - `POST /oauth2/token` — `client_credentials` (RFC 6749 §4.4), with `client_secret_basic` or
+//!   `client_secret_post`; errors per §5.2; `Cache-Control: no-store`; rate limited per address.
+//! - `POST /oauth2/introspect` (RFC 7662) and `POST /oauth2/revoke` (RFC 7009), for
+//!   authenticated clients; a client sees and revokes only its own tokens.
+//! - `GET /.well-known/oauth-authorization-server` (RFC 8414) and `GET /.well-known/jwks.json`.
+//!
+//! Access tokens are RFC 9068 JWTs (`typ: at+jwt`) signed ES256 with keys kept in the state
+//! database ([`keys`]). Client secrets are stored as SHA-256 digests and compared in constant time.
+//!
+//! Invariant: an error answer never says which part of a client's credentials was wrong.
+
+pub mod keys;
+mod limiter;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use bridgehead_config::{OAuthClient, OAuthServer as OAuthServerConfig};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
+
+pub use self::keys::LocalKeys;
+use crate::auth::jwt::unix_now;
+
+/// Largest form body accepted by the endpoints.
+const MAX_FORM: usize = 16 * 1024;
+
+/// A registered client.
+#[derive(Debug, Clone)]
+struct Client {
+    id: String,
+    secret_sha256: Option<[u8; 32]>,
+    grants: Vec<String>,
+    scopes: Vec<String>,
+}
+
+impl Client {
+    fn from_config(c: &OAuthClient) -> Self {
+        Self {
+            id: c.client_id.clone(),
+            secret_sha256: c
+                .secret_sha256
+                .as_deref()
+                .and_then(|h| bridgehead_auth::apikey::parse_sha256_hex(h).ok()),
+            grants: c.grants.clone(),
+            scopes: c.scopes.clone(),
+        }
+    }
+}
+
+/// Settings that a reload may change.
+struct Settings {
+    issuer: String,
+    audience: String,
+    access_ttl: u64,
+    clients: HashMap<String, Client>,
+}
+
+/// The authorization server. One per process; a reload swaps its settings.
+pub struct OAuthServer {
+    settings: ArcSwap<Settings>,
+    keys: Arc<LocalKeys>,
+    store: bridgehead_state::Store,
+    limiter: limiter::Limiter,
+}
+
+/// Paths this server answers.
+pub fn is_oauth_path(path: &str) -> bool {
+    path.starts_with("/oauth2/")
+        || path == "/.well-known/oauth-authorization-server"
+        || path == "/.well-known/jwks.json"
+}
+
+impl OAuthServer {
+    /// Loads (or creates) the signing keys and starts the background refresh of keys and
+    /// revocations.
+    pub async fn start(
+        cfg: &OAuthServerConfig,
+        store: &bridgehead_state::Store,
+    ) -> Result<Arc<Self>, String> {
+        let keys = LocalKeys::start(store.clone(), cfg.access_token_ttl.get().as_secs()).await?;
+        let server = Arc::new(Self {
+            settings: ArcSwap::from_pointee(settings(cfg)),
+            keys,
+            store: store.clone(),
+            limiter: limiter::Limiter::new(cfg.token_rate_per_ip),
+        });
+        Ok(server)
+    }
+
+    /// Applies a reloaded config.
+    pub fn reconfigure(&self, cfg: &OAuthServerConfig) {
+        self.settings.store(Arc::new(settings(cfg)));
+        self.limiter.set_rate(cfg.token_rate_per_ip);
+    }
+
+    pub fn keys(&self) -> &Arc<LocalKeys> {
+        &self.keys
+    }
+
+    pub fn issuer(&self) -> String {
+        self.settings.load().issuer.clone()
+    }
+
+    /// Serves one request to an OAuth path.
+    pub async fn handle(&self, req: Request<hyper::body::Incoming>, client: IpAddr) -> Response<Bytes> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        match (method.clone(), path.as_str()) {
+            (Method::GET, "/.well-known/oauth-authorization-server") => self.metadata(),
+            (Method::GET, "/.well-known/jwks.json") => json_response(
+                StatusCode::OK,
+                &self.keys.jwks(),
+                &[(header::CACHE_CONTROL, "public, max-age=300")],
+            ),
+            (Method::POST, "/oauth2/token" | "/oauth2/introspect" | "/oauth2/revoke") => {
+                if path == "/oauth2/token" && !self.limiter.allow(client) {
+                    let mut res = oauth_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "slow_down",
+                        "too many token requests from this address",
+                    );
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return res;
+                }
+                let (parts, body) = req.into_parts();
+                let form = match read_form(&parts.headers, body).await {
+                    Ok(f) => f,
+                    Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+                };
+                match path.as_str() {
+                    "/oauth2/token" => self.token(&parts.headers, &form).await,
+                    "/oauth2/introspect" => self.introspect(&parts.headers, &form).await,
+                    _ => self.revoke(&parts.headers, &form).await,
+                }
+            }
+            (_, "/.well-known/oauth-authorization-server" | "/.well-known/jwks.json") => {
+                method_not_allowed("GET")
+            }
+            (_, "/oauth2/token" | "/oauth2/introspect" | "/oauth2/revoke") => method_not_allowed("POST"),
+            _ => oauth_error(
+                StatusCode::NOT_FOUND,
+                "invalid_request",
+                "no such endpoint on this authorization server",
+            ),
+        }
+    }
+
+    fn metadata(&self) -> Response<Bytes> {
+        let s = self.settings.load();
+        let i = &s.issuer;
+        let body = json!({
+            "issuer": i,
+            "token_endpoint": format!("{i}/oauth2/token"),
+            "introspection_endpoint": format!("{i}/oauth2/introspect"),
+            "revocation_endpoint": format!("{i}/oauth2/revoke"),
+            "jwks_uri": format!("{i}/.well-known/jwks.json"),
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            "scopes_supported": scopes_supported(&s),
+        });
+        json_response(StatusCode::OK, &body, &[])
+    }
+
+    /// Authenticates the calling client (RFC 6749 §2.3.1): HTTP Basic or the form body, not both.
+    fn authenticate(&self, headers: &http::HeaderMap, form: &Form) -> Result<Client, ClientAuthFailure> {
+        let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+        });
+        let (id, secret, used_basic) = match (basic, form.get("client_id"), form.get("client_secret")) {
+            (Some(_), _, Some(_)) => return Err(ClientAuthFailure::TwoMethods),
+            (Some(b), _, None) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+                    .and_then(|s| s.split_once(':').map(|(a, b)| (form_decode(a), form_decode(b))));
+                match decoded {
+                    Some((id, secret)) => (id, Some(secret), true),
+                    None => return Err(ClientAuthFailure::Invalid { basic: true }),
+                }
+            }
+            (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned), false),
+            (None, None, _) => return Err(ClientAuthFailure::Invalid { basic: false }),
+        };
+        let s = self.settings.load();
+        let Some(client) = s.clients.get(&id) else {
+            return Err(ClientAuthFailure::Invalid { basic: used_basic });
+        };
+        let ok = match (&client.secret_sha256, &secret) {
+            (Some(expected), Some(given)) => {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, given.as_bytes());
+                bool::from(expected.as_slice().ct_eq(d.as_ref()))
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(ClientAuthFailure::Invalid { basic: used_basic });
+        }
+        Ok(client.clone())
+    }
+
+    async fn token(&self, headers: &http::HeaderMap, form: &Form) -> Response<Bytes> {
+        let grant = match form.get("grant_type") {
+            Some(g) => g.to_owned(),
+            None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing grant_type"),
+        };
+        match grant.as_str() {
+            "client_credentials" => {}
+            "password" => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "the password grant is not supported (RFC 9700 §2.4)",
+                );
+            }
+            "authorization_code" | "refresh_token" => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_grant_type",
+                    "this grant is not available yet on this server",
+                );
+            }
+            _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unknown grant_type"),
+        }
+        let client = match self.authenticate(headers, form) {
+            Ok(c) => c,
+            Err(failure) => return failure.response(),
+        };
+        if !client.grants.iter().any(|g| g == "client_credentials") {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                "this client may not use client_credentials",
+            );
+        }
+        let scope = match form.get("scope") {
+            None => client.scopes.clone(),
+            Some(requested) => {
+                let requested: Vec<String> = requested.split_ascii_whitespace().map(str::to_owned).collect();
+                if let Some(bad) = requested.iter().find(|r| !client.scopes.contains(r)) {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_scope",
+                        &format!("scope `{}` is not allowed for this client", clip(bad)),
+                    );
+                }
+                requested
+            }
+        };
+        let s = self.settings.load();
+        let now = unix_now();
+        let scope = scope.join(" ");
+        let claims = json!({
+            "iss": s.issuer, "sub": client.id, "aud": s.audience, "exp": now + s.access_ttl, "iat": now,
+            "jti": new_id(), "client_id": client.id, "scope": scope,
+        });
+        let token = match self.keys.sign(&claims) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an access token");
+                return oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the token could not be signed",
+                );
+            }
+        };
+        let mut body = json!({"access_token": token, "token_type": "Bearer", "expires_in": s.access_ttl});
+        if !scope.is_empty() {
+            body["scope"] = Value::String(scope);
+        }
+        json_response(StatusCode::OK, &body, &[])
+    }
+
+    /// Verifies one of our access tokens; `None` when it is not active.
+    async fn active_claims(&self, token: &str) -> Option<serde_json::Map<String, Value>> {
+        let s = self.settings.load();
+        let claims = self.keys.verify(token, &s.issuer)?;
+        let jti = claims.get("jti").and_then(Value::as_str)?;
+        if self.keys.is_revoked(jti) || self.store.oauth_is_revoked(jti).await.unwrap_or(true) {
+            return None;
+        }
+        Some(claims)
+    }
+
+    async fn introspect(&self, headers: &http::HeaderMap, form: &Form) -> Response<Bytes> {
+        let client = match self.authenticate(headers, form) {
+            Ok(c) => c,
+            Err(failure) => return failure.response(),
+        };
+        let inactive = || json_response(StatusCode::OK, &json!({"active": false}), &[]);
+        let Some(token) = form.get("token") else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing token");
+        };
+        let Some(claims) = self.active_claims(token).await else { return inactive() };
+        // A client learns about its own tokens only.
+        if claims.get("client_id").and_then(Value::as_str) != Some(client.id.as_str()) {
+            return inactive();
+        }
+        let mut body = json!({"active": true, "token_type": "Bearer"});
+        for k in ["scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti"] {
+            if let Some(v) = claims.get(k) {
+                body[k] = v.clone();
+            }
+        }
+        json_response(StatusCode::OK, &body, &[])
+    }
+
+    async fn revoke(&self, headers: &http::HeaderMap, form: &Form) -> Response<Bytes> {
+        let client = match self.authenticate(headers, form) {
+            Ok(c) => c,
+            Err(failure) => return failure.response(),
+        };
+        let Some(token) = form.get("token") else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "missing token");
+        };
+        if let Some(hint) = form.get("token_type_hint")
+            && !matches!(hint, "access_token" | "refresh_token")
+        {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_token_type",
+                "token_type_hint must be access_token or refresh_token",
+            );
+        }
+        // RFC 7009 §2.2: unknown tokens, and tokens of other clients, get 200 too.
+        let s = self.settings.load();
+        if let Some(claims) = self.keys.verify(token, &s.issuer)
+            && claims.get("client_id").and_then(Value::as_str) == Some(client.id.as_str())
+            && let Some(jti) = claims.get("jti").and_then(Value::as_str)
+        {
+            let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+            if let Err(e) = self.store.oauth_revoke_jti(jti, &client.id, exp).await {
+                tracing::error!(error = %e, "cannot record a revocation");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the revocation could not be stored",
+                );
+            }
+            self.keys.revoked_locally(jti);
+        }
+        let mut res = Response::new(Bytes::new());
+        no_store(res.headers_mut());
+        res
+    }
+}
+
+fn settings(cfg: &OAuthServerConfig) -> Settings {
+    Settings {
+        issuer: cfg.issuer.clone(),
+        audience: cfg.audience.clone().unwrap_or_else(|| cfg.issuer.clone()),
+        access_ttl: cfg.access_token_ttl.get().as_secs(),
+        clients: cfg.clients.iter().map(|c| (c.client_id.clone(), Client::from_config(c))).collect(),
+    }
+}
+
+fn scopes_supported(s: &Settings) -> Vec<String> {
+    let mut all: Vec<String> = s.clients.values().flat_map(|c| c.scopes.iter().cloned()).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// A parsed `application/x-www-form-urlencoded` body. A parameter given twice is refused
+/// (RFC 6749 §3.2: "parameters MUST NOT be included more than once").
+pub struct Form(HashMap<String, String>);
+
+impl Form {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+async fn read_form(headers: &http::HeaderMap, body: hyper::body::Incoming) -> Result<Form, String> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    {
+        return Err("the body must be application/x-www-form-urlencoded".into());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_FORM);
+    let bytes = http_body_util::BodyExt::collect(limited)
+        .await
+        .map_err(|_| format!("the body is larger than {MAX_FORM} bytes or broken"))?
+        .to_bytes();
+    let text = std::str::from_utf8(&bytes).map_err(|_| "the body is not UTF-8".to_string())?;
+    let mut map = HashMap::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = form_decode(k);
+        if map.insert(k.clone(), form_decode(v)).is_some() {
+            return Err(format!("parameter `{}` is repeated", clip(&k)));
+        }
+    }
+    Ok(Form(map))
+}
+
+/// Decodes one form component (`+` and `%XX`).
+fn form_decode(s: &str) -> String {
+    crate::auth::percent_decode(s).into_owned()
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// A random identifier (`jti`): 16 random bytes, base64url.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn no_store(h: &mut http::HeaderMap) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn json_response(
+    status: StatusCode,
+    body: &Value,
+    extra: &[(header::HeaderName, &'static str)],
+) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(h);
+    for (k, v) in extra {
+        h.insert(k.clone(), HeaderValue::from_static(v));
+    }
+    res
+}
+
+/// An RFC 6749 §5.2 error answer.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response<Bytes> {
+    json_response(status, &json!({"error": error, "error_description": description}), &[])
+}
+
+/// Why client authentication failed; the answer never says which credential part was wrong.
+enum ClientAuthFailure {
+    TwoMethods,
+    Invalid { basic: bool },
+}
+
+impl ClientAuthFailure {
+    fn response(self) -> Response<Bytes> {
+        match self {
+            Self::TwoMethods => oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "use one client authentication method, not two",
+            ),
+            Self::Invalid { basic } => invalid_client(basic),
+        }
+    }
+}
+
+fn invalid_client(basic: bool) -> Response<Bytes> {
+    let mut res = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+    if basic {
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bridgehead\""));
+    }
+    res
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
+    let mut res = oauth_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "method not allowed");
+    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
