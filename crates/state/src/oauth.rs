@@ -196,11 +196,11 @@ pub struct OAuthClientRecord {
     pub created_at: i64,
 }
 
-/// The columns of `bridgehead_oauth_codes`, in the order [`code_from_row!`] reads them.
+/// The columns of `bridgehead_oauth_codes`, in the order `code_from_row!` reads them.
 const CODE_COLUMNS: &str = "code_hash, client_id, redirect_uri, code_challenge, scope, subject, \
      expires_at, used_at, family_id, access_jtis";
 
-/// The columns of `bridgehead_oauth_refresh`, in the order [`refresh_from_row!`] reads them.
+/// The columns of `bridgehead_oauth_refresh`, in the order `refresh_from_row!` reads them.
 const REFRESH_COLUMNS: &str =
     "token_hash, family_id, client_id, subject, scope, expires_at, rotated_at, revoked_at";
 

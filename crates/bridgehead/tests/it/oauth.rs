@@ -286,3 +286,203 @@ async fn token_endpoint_flooding_is_rate_limited() {
     assert!(statuses.contains(&429));
     gw.shutdown().await;
 }
+
+const REDIRECT: &str = "http://127.0.0.1:5173/cb";
+
+fn code_flow_config(upstream: &str, state_dir: &std::path::Path) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"field-salt-0123").unwrap();
+    let hash = argon2::Argon2::default().hash_password(b"correct horse", &salt).unwrap().to_string();
+    config(
+        upstream,
+        state_dir,
+        &format!(
+            "  users:\n    - {{ username: fde, password_hash: \"{hash}\" }}\n  clients:\n    - {{ client_id: console, public: true, grants: [authorization_code, refresh_token], scopes: [orders.read], redirect_uris: [\"{REDIRECT}\"] }}\n"
+        ),
+    )
+    .replacen("  clients:\n    - { client_id: svc", "    - { client_id: svc", 1)
+}
+
+fn pkce() -> (String, String) {
+    let verifier = format!("{}{}", bridgehead_auth::apikey::generate(), "-._~verifier");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    (verifier, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
+fn authz_query(challenge: &str, redirect: &str, extra: &str) -> String {
+    format!(
+        "response_type=code&client_id=console&redirect_uri={}&scope=orders.read&state=st-42&code_challenge={challenge}&code_challenge_method=S256{extra}",
+        bridgehead_gateway::upstream::credentials::form_encode(redirect)
+    )
+}
+
+fn query_param(location: &str, name: &str) -> Option<String> {
+    let q = location.split_once('?')?.1;
+    q.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| v.replace("%3A", ":").replace("%2F", "/").replace('+', " "))
+    })
+}
+
+/// Logs in as `fde` through the form; returns the redirect's Location.
+async fn login(gw: &Gateway, challenge: &str, password: &str, decision: &str) -> Got {
+    post_form(
+        &gw.url("/oauth2/authorize"),
+        None,
+        &format!(
+            "{}&username=fde&password={}&decision={decision}",
+            authz_query(challenge, REDIRECT, ""),
+            password.replace(' ', "+")
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_with_pkce_and_refresh_rotation() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&code_flow_config(&m.url(), state.path())).await;
+    let (verifier, challenge) = pkce();
+
+    // The login and consent page: no framing, no caching.
+    let page = get(&gw.url(&format!("/oauth2/authorize?{}", authz_query(&challenge, REDIRECT, "")))).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("x-frame-options"), "DENY");
+    assert!(page.header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(String::from_utf8_lossy(&page.body).contains("name=\"code_challenge\""));
+
+    // Wrong password: the page again, no code.
+    let got = login(&gw, &challenge, "wrong", "approve").await;
+    assert_eq!(got.status, 200);
+    assert!(String::from_utf8_lossy(&got.body).contains("Wrong user name or password"));
+    // Deny: access_denied at the redirect URI, with state and iss.
+    let got = login(&gw, &challenge, "correct horse", "deny").await;
+    assert_eq!(got.status, 303);
+    let loc = got.header("location").to_owned();
+    assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-42"));
+    assert_eq!(query_param(&loc, "iss").as_deref(), Some(ISSUER));
+
+    // Approve: a code, the state and iss.
+    let got = login(&gw, &challenge, "correct horse", "approve").await;
+    assert_eq!(got.status, 303, "{}", String::from_utf8_lossy(&got.body));
+    let loc = got.header("location").to_owned();
+    assert!(loc.starts_with(&format!("{REDIRECT}?code=")), "{loc}");
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-42"));
+    let code = query_param(&loc, "code").unwrap();
+
+    let token_url = gw.url("/oauth2/token");
+    let redeem = |code: String, verifier: String| {
+        let url = token_url.clone();
+        async move {
+            post_form(
+                &url,
+                None,
+                &format!("grant_type=authorization_code&client_id=console&code={code}&redirect_uri={}&code_verifier={verifier}", bridgehead_gateway::upstream::credentials::form_encode(REDIRECT)),
+            )
+            .await
+        }
+    };
+    // A wrong verifier burns nothing for an attacker: refused.
+    assert_oauth_error(
+        &redeem(code.clone(), format!("{}x", &verifier[..verifier.len() - 1])).await,
+        400,
+        "invalid_grant",
+    );
+    // The code was consumed by that attempt (single use); start again.
+    let got = login(&gw, &challenge, "correct horse", "approve").await;
+    let code = query_param(got.header("location"), "code").unwrap();
+    let got = redeem(code.clone(), verifier.clone()).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let body = got.json();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let (_, claims) = decode(&access);
+    assert_eq!(claims["sub"], "fde");
+    assert_eq!(claims["client_id"], "console");
+    let api = |token: String| {
+        let url = gw.url("/api/orders");
+        async move {
+            send(
+                &client(),
+                Request::get(url).header("authorization", format!("Bearer {token}")).body(empty()).unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(api(access.clone()).await.json()["headers"]["x-consumer-id"], "fde");
+
+    // Refresh rotates: a new pair, and the old refresh token is spent.
+    let refresh_with = |t: String| {
+        let url = token_url.clone();
+        async move {
+            post_form(&url, None, &format!("grant_type=refresh_token&client_id=console&refresh_token={t}"))
+                .await
+        }
+    };
+    let got = refresh_with(refresh.clone()).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let refresh2 = got.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(refresh2, refresh);
+    // Reusing the rotated token revokes the whole family: the new one stops working too.
+    assert_oauth_error(&refresh_with(refresh.clone()).await, 400, "invalid_grant");
+    assert_oauth_error(&refresh_with(refresh2).await, 400, "invalid_grant");
+
+    // Replaying the code: refused, and the access token issued for it is revoked.
+    assert_oauth_error(&redeem(code, verifier.clone()).await, 400, "invalid_grant");
+    api(access).await.assert_problem(401, "revoked");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_requests_are_checked_before_anything_is_redirected() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&code_flow_config(&m.url(), state.path())).await;
+    let (_, challenge) = pkce();
+    let authorize = |q: String| {
+        let url = gw.url(&format!("/oauth2/authorize?{q}"));
+        async move { get(&url).await }
+    };
+    // A redirect URI differing by one character: an error page, never a redirect.
+    let got = authorize(authz_query(&challenge, "http://127.0.0.1:5173/cc", "")).await;
+    assert_eq!(got.status, 400);
+    assert!(got.header("location").is_empty());
+    // Unknown client.
+    let got =
+        authorize(authz_query(&challenge, REDIRECT, "").replace("client_id=console", "client_id=nobody"))
+            .await;
+    assert_eq!(got.status, 400);
+    // Errors after the redirect URI is known go back to it, with state and iss.
+    for (q, error) in [
+        (
+            authz_query(&challenge, REDIRECT, "")
+                .replace("code_challenge_method=S256", "code_challenge_method=plain"),
+            "invalid_request",
+        ),
+        (authz_query("", REDIRECT, "").replace("code_challenge=&", ""), "invalid_request"),
+        (
+            authz_query(&challenge, REDIRECT, "").replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (authz_query(&challenge, REDIRECT, "").replace("scope=orders.read", "scope=admin"), "invalid_scope"),
+    ] {
+        let got = authorize(q).await;
+        assert_eq!(got.status, 303, "{error}");
+        let loc = got.header("location");
+        assert_eq!(query_param(loc, "error").as_deref(), Some(error), "{loc}");
+        assert_eq!(query_param(loc, "state").as_deref(), Some("st-42"));
+    }
+    // A verifier for a code that does not exist.
+    let got = post_form(&gw.url("/oauth2/token"), None, &format!("grant_type=authorization_code&client_id=console&code=nope&redirect_uri={REDIRECT}&code_verifier={}", "a".repeat(50))).await;
+    assert_oauth_error(&got, 400, "invalid_grant");
+    // Verifier too short.
+    let got = post_form(&gw.url("/oauth2/token"), None, &format!("grant_type=authorization_code&client_id=console&code=nope&redirect_uri={REDIRECT}&code_verifier=short")).await;
+    assert_oauth_error(&got, 400, "invalid_grant");
+    // A public client cannot use client_credentials, and cannot pretend to be confidential.
+    let got =
+        post_form(&gw.url("/oauth2/token"), None, "grant_type=client_credentials&client_id=console").await;
+    assert_oauth_error(&got, 401, "invalid_client");
+    gw.shutdown().await;
+}

@@ -12,6 +12,7 @@
 //!
 //! Invariant: an error answer never says which part of a client's credentials was wrong.
 
+mod code;
 pub mod keys;
 mod limiter;
 
@@ -39,8 +40,10 @@ const MAX_FORM: usize = 16 * 1024;
 struct Client {
     id: String,
     secret_sha256: Option<[u8; 32]>,
+    public: bool,
     grants: Vec<String>,
     scopes: Vec<String>,
+    redirect_uris: Vec<String>,
 }
 
 impl Client {
@@ -51,8 +54,10 @@ impl Client {
                 .secret_sha256
                 .as_deref()
                 .and_then(|h| bridgehead_auth::apikey::parse_sha256_hex(h).ok()),
+            public: c.public,
             grants: c.grants.clone(),
             scopes: c.scopes.clone(),
+            redirect_uris: c.redirect_uris.clone(),
         }
     }
 }
@@ -62,7 +67,10 @@ struct Settings {
     issuer: String,
     audience: String,
     access_ttl: u64,
+    refresh_ttl: u64,
     clients: HashMap<String, Client>,
+    /// User name → argon2 PHC string.
+    users: HashMap<String, String>,
 }
 
 /// The authorization server. One per process; a reload swaps its settings.
@@ -117,6 +125,18 @@ impl OAuthServer {
         let method = req.method().clone();
         match (method.clone(), path.as_str()) {
             (Method::GET, "/.well-known/oauth-authorization-server") => self.metadata(),
+            (Method::GET, "/oauth2/authorize") => match parse_pairs(req.uri().query().unwrap_or("")) {
+                Ok(q) => self.authorize_get(&q),
+                Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+            },
+            (Method::POST, "/oauth2/authorize") => {
+                let (parts, body) = req.into_parts();
+                match read_form(&parts.headers, body).await {
+                    Ok(f) => self.authorize_post(&f).await,
+                    Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+                }
+            }
+            (_, "/oauth2/authorize") => method_not_allowed("GET, POST"),
             (Method::GET, "/.well-known/jwks.json") => json_response(
                 StatusCode::OK,
                 &self.keys.jwks(),
@@ -160,15 +180,19 @@ impl OAuthServer {
         let i = &s.issuer;
         let body = json!({
             "issuer": i,
+            "authorization_endpoint": format!("{i}/oauth2/authorize"),
             "token_endpoint": format!("{i}/oauth2/token"),
             "introspection_endpoint": format!("{i}/oauth2/introspect"),
             "revocation_endpoint": format!("{i}/oauth2/revoke"),
             "jwks_uri": format!("{i}/.well-known/jwks.json"),
-            "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "scopes_supported": scopes_supported(&s),
         });
@@ -214,6 +238,19 @@ impl OAuthServer {
         Ok(client.clone())
     }
 
+    /// Client authentication where public clients may also call: a public client names itself
+    /// with `client_id` and no secret (RFC 6749 §3.2.1).
+    fn authenticate_any(&self, headers: &http::HeaderMap, form: &Form) -> Result<Client, ClientAuthFailure> {
+        let has_secret = form.get("client_secret").is_some() || headers.contains_key(header::AUTHORIZATION);
+        if !has_secret && let Some(id) = form.get("client_id") {
+            return match self.settings.load().clients.get(id) {
+                Some(c) if c.public => Ok(c.clone()),
+                _ => Err(ClientAuthFailure::Invalid { basic: false }),
+            };
+        }
+        self.authenticate(headers, form)
+    }
+
     async fn token(&self, headers: &http::HeaderMap, form: &Form) -> Response<Bytes> {
         let grant = match form.get("grant_type") {
             Some(g) => g.to_owned(),
@@ -229,11 +266,15 @@ impl OAuthServer {
                 );
             }
             "authorization_code" | "refresh_token" => {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_grant_type",
-                    "this grant is not available yet on this server",
-                );
+                let client = match self.authenticate_any(headers, form) {
+                    Ok(c) => c,
+                    Err(failure) => return failure.response(),
+                };
+                return if grant == "authorization_code" {
+                    self.grant_code(&client, form).await
+                } else {
+                    self.grant_refresh(&client, form).await
+                };
             }
             _ => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unknown grant_type"),
         }
@@ -322,7 +363,7 @@ impl OAuthServer {
     }
 
     async fn revoke(&self, headers: &http::HeaderMap, form: &Form) -> Response<Bytes> {
-        let client = match self.authenticate(headers, form) {
+        let client = match self.authenticate_any(headers, form) {
             Ok(c) => c,
             Err(failure) => return failure.response(),
         };
@@ -354,6 +395,17 @@ impl OAuthServer {
                 );
             }
             self.keys.revoked_locally(jti);
+        } else if let Err(e) = self
+            .store
+            .oauth_refresh_revoke(&bridgehead_auth::apikey::sha256_hex(token), &client.id, unix_now() as i64)
+            .await
+        {
+            tracing::error!(error = %e, "cannot record a revocation");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the revocation could not be stored",
+            );
         }
         let mut res = Response::new(Bytes::new());
         no_store(res.headers_mut());
@@ -366,6 +418,8 @@ fn settings(cfg: &OAuthServerConfig) -> Settings {
         issuer: cfg.issuer.clone(),
         audience: cfg.audience.clone().unwrap_or_else(|| cfg.issuer.clone()),
         access_ttl: cfg.access_token_ttl.get().as_secs(),
+        refresh_ttl: cfg.refresh_token_ttl.get().as_secs(),
+        users: cfg.users.iter().map(|u| (u.username.clone(), u.password_hash.expose().to_owned())).collect(),
         clients: cfg.clients.iter().map(|c| (c.client_id.clone(), Client::from_config(c))).collect(),
     }
 }
@@ -402,6 +456,11 @@ async fn read_form(headers: &http::HeaderMap, body: hyper::body::Incoming) -> Re
         .map_err(|_| format!("the body is larger than {MAX_FORM} bytes or broken"))?
         .to_bytes();
     let text = std::str::from_utf8(&bytes).map_err(|_| "the body is not UTF-8".to_string())?;
+    parse_pairs(text)
+}
+
+/// `a=b&c=d` pairs, each once.
+fn parse_pairs(text: &str) -> Result<Form, String> {
     let mut map = HashMap::new();
     for pair in text.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
