@@ -73,6 +73,11 @@ enum Command {
     ///
     /// Example: ORDERS_SECRET=… bridgehead token --token-url https://auth.example/oauth/token --client-id bridgehead --client-secret-env ORDERS_SECRET --scope orders.read
     Token(commands::token::TokenArgs),
+    /// Manage the built-in authorization server's run-time clients.
+    ///
+    /// Example: bridgehead oauth client add -c bridgehead.yaml --id dashboard --grant client_credentials --scope orders.read
+    #[command(subcommand)]
+    Oauth(commands::oauth::OauthCommand),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Command::Jwt(cmd) => commands::jwt::run(cmd),
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Token(args) => commands::token::run(args),
+        Command::Oauth(cmd) => commands::oauth::run(cmd),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -40,7 +40,7 @@ pub enum ApikeyCommand {
 pub struct ConfigArg {
     /// Config file; its `state.url` names the database.
     #[arg(short, long, default_value = "bridgehead.yaml")]
-    config: PathBuf,
+    pub config: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -203,7 +203,11 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
 
 /// Loads the config, opens its state store on a current-thread runtime, runs `f`, and closes the
 /// store (which checkpoints a SQLite WAL) whatever `f` returned.
-fn with_store<T>(config: ConfigArg, f: impl AsyncFnOnce(&Store) -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// Loads the config, opens its state database, runs `f`, and closes the database.
+pub(super) fn with_store<T>(
+    config: ConfigArg,
+    f: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let loaded = bridgehead_config::load(&config.config).map_err(|d| anyhow!("{d}"))?;
     super::runtime(Some(1))?.block_on(async {
         let store = Store::open(&loaded.config.state.url).await?;

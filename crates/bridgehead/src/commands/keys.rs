@@ -18,6 +18,24 @@ pub enum KeysCommand {
     ///
     /// Example: bridgehead keys generate --alg ES256 --out keys/
     Generate(GenerateArgs),
+    /// Rotate the built-in authorization server's signing key (in the state database).
+    ///
+    /// The new key is published in the JWKS at once and starts signing after --publish-ahead, so
+    /// that verifiers that cache the JWKS learn it first. The current keys retire once every token
+    /// they signed has expired (oauth_server.access_token_ttl later). Running gateways pick the
+    /// change up within 10 s.
+    ///
+    /// Example: bridgehead keys rotate -c bridgehead.yaml --publish-ahead 15m
+    Rotate(RotateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    config: super::apikey::ConfigArg,
+    /// How long the new key is published before it signs.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    publish_ahead: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -51,7 +69,63 @@ fn parse_key_alg(name: &str) -> Result<Algorithm, String> {
 pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     match command {
         KeysCommand::Generate(args) => generate(args),
+        KeysCommand::Rotate(args) => rotate(args),
     }
+}
+
+fn rotate(args: RotateArgs) -> anyhow::Result<ExitCode> {
+    let loaded = bridgehead_config::load(&args.config.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let Some(oauth) = &loaded.config.oauth_server else {
+        anyhow::bail!(
+            "{} has no oauth_server: there is no local issuer whose keys could rotate",
+            args.config.config.display()
+        );
+    };
+    let ttl = oauth.access_token_ttl.get().as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let activate_at = now + args.publish_ahead.as_secs() as i64;
+    let generated =
+        bridgehead_auth::jwt::keygen::generate(Algorithm::ES256).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rec = bridgehead_state::OAuthKeyRecord {
+        kid: generated.kid.clone(),
+        alg: "ES256".into(),
+        private_pem: generated.private_pem,
+        public_jwk: generated.jwks["keys"][0].to_string(),
+        created_at: now,
+        activate_at,
+        retire_at: None,
+    };
+    let retire_at = activate_at + ttl + 60;
+    let retired = super::apikey::with_store(args.config, async |store| {
+        let old: Vec<String> = store
+            .oauth_keys_all()
+            .await?
+            .into_iter()
+            .filter(|k| k.retire_at.is_none_or(|t| t > retire_at))
+            .map(|k| k.kid)
+            .collect();
+        store.oauth_key_insert(&rec).await?;
+        for kid in &old {
+            store.oauth_key_retire(kid, retire_at).await?;
+        }
+        Ok(old)
+    })?;
+    println!(
+        "new key {} signs from {}",
+        rec.kid,
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(activate_at as u64)
+        )
+    );
+    for kid in retired {
+        println!(
+            "key {kid} retires at {}",
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(retire_at as u64)
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {

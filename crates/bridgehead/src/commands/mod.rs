@@ -4,6 +4,7 @@ pub mod apikey;
 pub mod demo;
 pub mod jwt;
 pub mod keys;
+pub mod oauth;
 pub mod serve;
 pub mod token;
 

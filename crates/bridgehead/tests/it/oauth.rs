@@ -486,3 +486,97 @@ async fn authorization_requests_are_checked_before_anything_is_redirected() {
     assert_oauth_error(&got, 401, "invalid_client");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_time_clients_and_key_rotation_from_the_command_line() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), state.path(), "")).await;
+    let cfg = gw.config_path.to_str().unwrap().to_owned();
+    let cli = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bridgehead(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // A client added at run time: its secret is printed once and works within seconds.
+    let (code, secret, err) = cli(s(&[
+        "oauth",
+        "client",
+        "add",
+        "-c",
+        &cfg,
+        "--id",
+        "dash",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "orders.read",
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let secret = secret.trim().to_owned();
+    let url = gw.url("/oauth2/token");
+    let auth = basic("dash", &secret);
+    eventually(15, "run-time client accepted", async || {
+        post_form(&url, Some(&auth), "grant_type=client_credentials").await.status == 200
+    })
+    .await;
+    let (code, out, _) = cli(s(&["oauth", "client", "list", "-c", &cfg])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("dash") && out.contains("confidential"), "{out}");
+    assert!(!out.contains(&secret), "secret listed");
+    let (code, _, err) =
+        cli(s(&["oauth", "client", "add", "-c", &cfg, "--id", "svc", "--grant", "client_credentials"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already declared in the config"), "{err}");
+
+    // Rotation: the new key is published and signs; tokens of the old key stay valid.
+    let old_token = post_form(&url, Some(&basic("svc", SECRET)), "grant_type=client_credentials")
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_kid = decode(&old_token).0["kid"].clone();
+    let (code, out, err) = cli(s(&["keys", "rotate", "-c", &cfg, "--publish-ahead", "0s"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("retires at"), "{out}");
+    let jwks_url = gw.url("/.well-known/jwks.json");
+    eventually(20, "two keys published", async || {
+        get(&jwks_url).await.json()["keys"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let auth = basic("svc", SECRET);
+    eventually(20, "the new key signs", async || {
+        let t = post_form(&url, Some(&auth), "grant_type=client_credentials").await.json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        decode(&t).0["kid"] != old_kid
+    })
+    .await;
+    let got = send(
+        &client(),
+        Request::get(gw.url("/api/x"))
+            .header("authorization", format!("Bearer {old_token}"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "a token of the retiring key still works");
+
+    // Removal.
+    let (code, _, _) = cli(s(&["oauth", "client", "remove", "-c", &cfg, "dash"])).await;
+    assert_eq!(code, 0);
+    let auth = basic("dash", &secret);
+    eventually(15, "removed client refused", async || {
+        post_form(&url, Some(&auth), "grant_type=client_credentials").await.status == 401
+    })
+    .await;
+    gw.shutdown().await;
+}

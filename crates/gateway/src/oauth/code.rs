@@ -45,10 +45,9 @@ enum AuthzError {
 
 impl OAuthServer {
     fn check_authz(&self, p: &Form) -> Result<AuthzRequest, AuthzError> {
-        let s = self.settings.load();
         let client = p
             .get("client_id")
-            .and_then(|id| s.clients.get(id))
+            .and_then(|id| self.client(id))
             .ok_or_else(|| AuthzError::Page(StatusCode::BAD_REQUEST, "Unknown client.".into()))?;
         // RFC 6749 §4.1.2.1: with a bad redirect URI, tell the user, never redirect.
         let redirect_uri = p

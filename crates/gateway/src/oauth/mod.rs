@@ -76,6 +76,8 @@ struct Settings {
 /// The authorization server. One per process; a reload swaps its settings.
 pub struct OAuthServer {
     settings: ArcSwap<Settings>,
+    /// Clients registered at run time, re-read every 5 s.
+    db_clients: ArcSwap<HashMap<String, Client>>,
     keys: Arc<LocalKeys>,
     store: bridgehead_state::Store,
     limiter: limiter::Limiter,
@@ -98,11 +100,58 @@ impl OAuthServer {
         let keys = LocalKeys::start(store.clone(), cfg.access_token_ttl.get().as_secs()).await?;
         let server = Arc::new(Self {
             settings: ArcSwap::from_pointee(settings(cfg)),
+            db_clients: ArcSwap::from_pointee(HashMap::new()),
             keys,
             store: store.clone(),
             limiter: limiter::Limiter::new(cfg.token_rate_per_ip),
         });
+        server.refresh_clients().await;
+        // Run-time clients, and housekeeping of expired codes, refresh tokens and revocations.
+        let weak = Arc::downgrade(&server);
+        tokio::spawn(async move {
+            let mut ticks: u64 = 0;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let Some(s) = weak.upgrade() else { break };
+                s.refresh_clients().await;
+                ticks += 1;
+                if ticks % 720 == 1 {
+                    let now = unix_now() as i64;
+                    let _ = s.store.oauth_purge_codes(now).await;
+                    let _ = s.store.oauth_purge_refresh(now).await;
+                    let _ = s.store.oauth_purge_revoked(now - 600).await;
+                }
+            }
+        });
         Ok(server)
+    }
+
+    async fn refresh_clients(&self) {
+        match self.store.oauth_clients_all().await {
+            Ok(records) => {
+                let map = records
+                    .into_iter()
+                    .map(|r| {
+                        let c = Client {
+                            id: r.client_id.clone(),
+                            secret_sha256: r
+                                .secret_sha256
+                                .as_deref()
+                                .and_then(|h| bridgehead_auth::apikey::parse_sha256_hex(h).ok()),
+                            public: r.public,
+                            grants: r.grants,
+                            scopes: r.scopes,
+                            redirect_uris: r.redirect_uris,
+                        };
+                        (r.client_id, c)
+                    })
+                    .collect();
+                self.db_clients.store(Arc::new(map));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read OAuth clients from the state database; keeping the last ones")
+            }
+        }
     }
 
     /// Applies a reloaded config.
@@ -221,8 +270,7 @@ impl OAuthServer {
             (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned), false),
             (None, None, _) => return Err(ClientAuthFailure::Invalid { basic: false }),
         };
-        let s = self.settings.load();
-        let Some(client) = s.clients.get(&id) else {
+        let Some(client) = self.client(&id) else {
             return Err(ClientAuthFailure::Invalid { basic: used_basic });
         };
         let ok = match (&client.secret_sha256, &secret) {
@@ -235,7 +283,15 @@ impl OAuthServer {
         if !ok {
             return Err(ClientAuthFailure::Invalid { basic: used_basic });
         }
-        Ok(client.clone())
+        Ok(client)
+    }
+
+    /// A client from the config, else one registered at run time (`bridgehead oauth client add`).
+    fn client(&self, id: &str) -> Option<Client> {
+        if let Some(c) = self.settings.load().clients.get(id) {
+            return Some(c.clone());
+        }
+        self.db_clients.load().get(id).cloned()
     }
 
     /// Client authentication where public clients may also call: a public client names itself
@@ -243,8 +299,8 @@ impl OAuthServer {
     fn authenticate_any(&self, headers: &http::HeaderMap, form: &Form) -> Result<Client, ClientAuthFailure> {
         let has_secret = form.get("client_secret").is_some() || headers.contains_key(header::AUTHORIZATION);
         if !has_secret && let Some(id) = form.get("client_id") {
-            return match self.settings.load().clients.get(id) {
-                Some(c) if c.public => Ok(c.clone()),
+            return match self.client(id) {
+                Some(c) if c.public => Ok(c),
                 _ => Err(ClientAuthFailure::Invalid { basic: false }),
             };
         }
