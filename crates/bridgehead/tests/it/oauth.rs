@@ -580,3 +580,59 @@ async fn run_time_clients_and_key_rotation_from_the_command_line() {
     .await;
     gw.shutdown().await;
 }
+
+/// The Python interpreter with the test peers (Authlib), from `scripts/test`; `None` only when
+/// BRIDGEHEAD_SKIP_PYTHON=1 says to skip. Anything else missing is a failure, never a silent skip.
+pub fn python() -> Option<String> {
+    if std::env::var("BRIDGEHEAD_SKIP_PYTHON").as_deref() == Ok("1") {
+        eprintln!("skipped: BRIDGEHEAD_SKIP_PYTHON=1");
+        return None;
+    }
+    let from_env = std::env::var("BRIDGEHEAD_PYTHON").ok();
+    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
+    let python = from_env.unwrap_or_else(|| local.to_owned());
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "no Python test peers at {python}: run scripts/test (it creates target/pyenv with Authlib), \
+         set BRIDGEHEAD_PYTHON, or set BRIDGEHEAD_SKIP_PYTHON=1 to skip these tests"
+    );
+    Some(python)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authlib_drives_every_flow() {
+    let Some(python) = python() else { return };
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&code_flow_config(&m.url(), state.path())).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/authlib_client.py");
+    let base = format!("http://{}", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args([script, &base, "svc", SECRET, "console", REDIRECT, "fde", "correct horse"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "authlib client failed:\n{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["metadata_grants"],
+        serde_json::json!(["client_credentials", "authorization_code", "refresh_token"])
+    );
+    assert_eq!(v["cc_basic"]["token_type"], "Bearer");
+    assert_eq!(v["cc_basic"]["scope"], "orders.read");
+    assert_eq!(v["cc_post_scope"], "orders.read orders.write");
+    assert_eq!(v["introspect_active"], true);
+    assert_eq!(v["introspect_after_revoke"], serde_json::json!({"active": false}));
+    assert_eq!(v["redirect_status"], 303);
+    assert_eq!(v["state_round_trip"], true);
+    assert_eq!(v["iss"], ISSUER);
+    assert_eq!(v["code_token_has_refresh"], true);
+    assert_eq!(v["rotated"], true);
+    assert_eq!(v["reuse"], serde_json::json!({"status": 400, "error": "invalid_grant"}));
+    assert_eq!(v["family_revoked"], "invalid_grant");
+    gw.shutdown().await;
+}
