@@ -24,7 +24,7 @@ pub use error::{Diagnostic, Diagnostics, Pos};
 pub use interpolate::{MapResolver, Resolver, SystemResolver};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Secret};
-pub use validate::check_target_url;
+pub use validate::{check_oauth_client, check_target_url};
 
 /// The commented starter config written by `bridgehead init`.
 pub const STARTER: &str = include_str!("starter.yaml");

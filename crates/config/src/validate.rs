@@ -61,57 +61,11 @@ fn oauth_server(o: &crate::model::OAuthServer, p: &mut Vec<Problem>) {
     let mut seen = BTreeSet::new();
     for (i, c) in o.clients.iter().enumerate() {
         let cp = join_index(&join_key(base, "clients"), i);
-        if c.client_id.is_empty()
-            || c.client_id.len() > 128
-            || !c.client_id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-        {
-            push(p, join_key(&cp, "client_id"), "must be 1 to 128 visible characters without `:`");
-        } else if !seen.insert(c.client_id.as_str()) {
+        if !c.client_id.is_empty() && !seen.insert(c.client_id.as_str()) {
             push(p, join_key(&cp, "client_id"), format!("`{}` is listed twice", c.client_id));
         }
-        match (&c.secret_sha256, c.public) {
-            (None, false) => {
-                push(p, &cp, "a confidential client needs `secret_sha256` (or set `public: true`)")
-            }
-            (Some(_), true) => push(p, join_key(&cp, "secret_sha256"), "a public client has no secret"),
-            (Some(h), false) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => push(
-                p,
-                join_key(&cp, "secret_sha256"),
-                "must be the 64 hex digits of the secret's SHA-256 (`printf %s SECRET | sha256sum`)",
-            ),
-            _ => {}
-        }
-        if c.grants.is_empty() {
-            push(p, join_key(&cp, "grants"), "is empty, so the client could do nothing");
-        }
-        for (j, g) in c.grants.iter().enumerate() {
-            if !GRANTS.contains(&g.as_str()) {
-                push(
-                    p,
-                    join_index(&join_key(&cp, "grants"), j),
-                    format!("`{g}` is not supported; use {}", GRANTS.join(", ")),
-                );
-            } else if c.public && g == "client_credentials" {
-                push(
-                    p,
-                    join_index(&join_key(&cp, "grants"), j),
-                    "a public client cannot use client_credentials",
-                );
-            }
-        }
-        if c.grants.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
-            push(p, join_key(&cp, "redirect_uris"), "authorization_code needs at least one redirect URI");
-        }
-        for (j, r) in c.redirect_uris.iter().enumerate() {
-            let ok = r.parse::<http::Uri>().is_ok_and(|u| u.scheme().is_some() && u.host().is_some())
-                && !r.contains('#');
-            if !ok {
-                push(
-                    p,
-                    join_index(&join_key(&cp, "redirect_uris"), j),
-                    format!("`{r}` must be an absolute URI without fragment"),
-                );
-            }
+        for (path, msg) in check_oauth_client(c) {
+            push(p, if path.is_empty() { cp.clone() } else { join_key(&cp, &path) }, msg);
         }
     }
     for (i, u) in o.users.iter().enumerate() {
@@ -787,4 +741,53 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+/// Checks one OAuth client (from the config, the command line or the admin API); every problem
+/// as (key path relative to the client, or "" for the client itself, message).
+pub fn check_oauth_client(c: &crate::model::OAuthClient) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let p = &mut problems;
+
+    if c.client_id.is_empty()
+        || c.client_id.len() > 128
+        || !c.client_id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    {
+        push(p, "client_id", "must be 1 to 128 visible characters without `:`");
+    }
+    match (&c.secret_sha256, c.public) {
+        (None, false) => push(p, "", "a confidential client needs `secret_sha256` (or set `public: true`)"),
+        (Some(_), true) => push(p, "secret_sha256", "a public client has no secret"),
+        (Some(h), false) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => push(
+            p,
+            "secret_sha256",
+            "must be the 64 hex digits of the secret's SHA-256 (`printf %s SECRET | sha256sum`)",
+        ),
+        _ => {}
+    }
+    if c.grants.is_empty() {
+        push(p, "grants", "is empty, so the client could do nothing");
+    }
+    for (j, g) in c.grants.iter().enumerate() {
+        if !GRANTS.contains(&g.as_str()) {
+            push(p, join_index("grants", j), format!("`{g}` is not supported; use {}", GRANTS.join(", ")));
+        } else if c.public && g == "client_credentials" {
+            push(p, join_index("grants", j), "a public client cannot use client_credentials");
+        }
+    }
+    if c.grants.iter().any(|g| g == "authorization_code") && c.redirect_uris.is_empty() {
+        push(p, "redirect_uris", "authorization_code needs at least one redirect URI");
+    }
+    for (j, r) in c.redirect_uris.iter().enumerate() {
+        let ok = r.parse::<http::Uri>().is_ok_and(|u| u.scheme().is_some() && u.host().is_some())
+            && !r.contains('#');
+        if !ok {
+            push(
+                p,
+                join_index("redirect_uris", j),
+                format!("`{r}` must be an absolute URI without fragment"),
+            );
+        }
+    }
+    problems
 }

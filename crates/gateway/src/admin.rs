@@ -1,5 +1,6 @@
 //! The admin plane, on its own listener: `/healthz`, `/readyz`, `/metrics`, `/admin/config`,
-//! `/admin/upstreams` and `POST /admin/reload`.
+//! `/admin/upstreams`, `POST /admin/reload`, and the built-in authorization server's run-time
+//! clients under `/admin/oauth/clients`.
 //!
 //! With `admin.token` set, `/metrics` and `/admin/*` need `Authorization: Bearer TOKEN`
 //! (compared in constant time); `/healthz` and `/readyz` stay open for load balancers.
@@ -35,6 +36,8 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/config", get(config))
         .route("/admin/upstreams", get(upstreams))
         .route("/admin/reload", post(reload))
+        .route("/admin/oauth/clients", get(oauth_clients).post(oauth_client_add))
+        .route("/admin/oauth/clients/{id}", axum::routing::delete(oauth_client_remove))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -171,5 +174,149 @@ async fn reload(State(s): State<AdminState>) -> Response {
             "Invalid config",
             &e.to_string(),
         ),
+    }
+}
+
+/// A client registered through `POST /admin/oauth/clients`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewClient {
+    client_id: String,
+    #[serde(default)]
+    public: bool,
+    grants: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+}
+
+/// The store, when the authorization server runs.
+fn oauth_store(s: &AdminState) -> Option<bridgehead_state::Store> {
+    if s.shared.oauth.load().is_some() { s.shared.store.clone() } else { None }
+}
+
+fn no_oauth() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "urn:bridgehead:problem:no-route",
+        "No route",
+        "the built-in authorization server is not configured (oauth_server)",
+    )
+}
+
+fn unavailable(e: bridgehead_state::StateError) -> Response {
+    tracing::error!(error = %e, "admin: state database error");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "urn:bridgehead:problem:state-unavailable",
+        "State unavailable",
+        "the state database could not be used; see the gateway log",
+    )
+}
+
+async fn oauth_clients(State(s): State<AdminState>) -> Response {
+    let Some(store) = oauth_store(&s) else { return no_oauth() };
+    match store.oauth_clients_all().await {
+        Ok(list) => axum::Json(json!(
+            list.iter()
+                .map(|c| json!({
+                    "client_id": c.client_id, "public": c.public, "grants": c.grants, "scopes": c.scopes,
+                    "redirect_uris": c.redirect_uris, "created_at": c.created_at,
+                }))
+                .collect::<Vec<_>>()
+        ))
+        .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn oauth_client_add(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Some(store) = oauth_store(&s) else { return no_oauth() };
+    let bad = |detail: String| {
+        problem(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:bad-request", "Bad request", &detail)
+    };
+    let new: NewClient = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return bad(format!("the body must be a JSON client: {e}")),
+    };
+    let candidate = bridgehead_config::OAuthClient {
+        client_id: new.client_id.clone(),
+        secret_sha256: (!new.public).then(|| "0".repeat(64)),
+        public: new.public,
+        grants: new.grants.clone(),
+        scopes: new.scopes.clone(),
+        redirect_uris: new.redirect_uris.clone(),
+    };
+    if let Some((path, msg)) = bridgehead_config::check_oauth_client(&candidate).into_iter().next() {
+        return bad(format!(
+            "{}: {msg}",
+            if path.is_empty() {
+                "client".to_string()
+            } else {
+                format!("/{}", path.replace(['[', '.'], "/").replace(']', ""))
+            }
+        ));
+    }
+    let in_config = s
+        .shared
+        .runtime
+        .load()
+        .loaded
+        .config
+        .oauth_server
+        .as_ref()
+        .is_some_and(|o| o.clients.iter().any(|c| c.client_id == new.client_id));
+    let conflict = || {
+        problem(
+            StatusCode::CONFLICT,
+            "urn:bridgehead:problem:conflict",
+            "Conflict",
+            &format!("client `{}` already exists", new.client_id),
+        )
+    };
+    if in_config {
+        return conflict();
+    }
+    let secret = (!new.public).then(bridgehead_auth::apikey::generate);
+    let rec = bridgehead_state::OAuthClientRecord {
+        client_id: new.client_id.clone(),
+        secret_sha256: secret.as_deref().map(bridgehead_auth::apikey::sha256_hex),
+        public: new.public,
+        grants: new.grants,
+        scopes: new.scopes,
+        redirect_uris: new.redirect_uris,
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    match store.oauth_client_insert(&rec).await {
+        Ok(()) => {}
+        Err(bridgehead_state::StateError::InvalidInput { .. }) => return conflict(),
+        Err(e) => return unavailable(e),
+    }
+    let mut body = json!({"client_id": rec.client_id});
+    if let Some(secret) = secret {
+        body["client_secret"] = json!(secret);
+    }
+    let mut res = (StatusCode::CREATED, axum::Json(body)).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn oauth_client_remove(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(store) = oauth_store(&s) else { return no_oauth() };
+    match store.oauth_client_delete(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(
+            StatusCode::NOT_FOUND,
+            "urn:bridgehead:problem:no-route",
+            "Not found",
+            &format!("no run-time client `{id}`"),
+        ),
+        Err(e) => unavailable(e),
     }
 }

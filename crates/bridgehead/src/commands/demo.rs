@@ -58,6 +58,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let listeners = Listeners::bind(&loaded.config)?;
+        // The local issuer names the address clients actually reach.
+        if let Some(o) = &mut loaded.config.oauth_server {
+            o.issuer = format!("http://{}", listeners.data.local_addr()?);
+        }
         let app = App::build(loaded, listeners, AppOptions::default()).await?;
         print_tour(app.data_addr(), app.admin_addr(), mock.addr(), &private, &idp.kid);
         app.run(bridgehead_gateway::shutdown_signal()).await?;
@@ -93,6 +97,12 @@ Authentication (route /secure/orders: a JWT from the demo identity provider or a
   curl -i -H \"Authorization: Bearer $TOKEN\" http://{gw}/secure/orders   # 200; the mock sees X-Consumer-Id: fde
   {exe} jwt decode \"$TOKEN\"
   curl -i -H 'X-API-Key: demo-partner-key' http://{gw}/secure/orders      # 200 as consumer acme
+
+The local issuer (Bridgehead's own OAuth 2.0 server, for when the customer's is unreachable):
+  curl -s http://{gw}/.well-known/oauth-authorization-server
+  LOCAL=$(DEMO_SECRET=demo-client-secret {exe} token --token-url http://{gw}/oauth2/token \\
+    --client-id demo-client --client-secret-env DEMO_SECRET)
+  curl -i -H \"Authorization: Bearer $LOCAL\" http://{gw}/secure/orders   # 200 as consumer demo-client
 
 Access log lines (JSON) follow on stdout.
 "

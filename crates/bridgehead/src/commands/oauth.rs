@@ -76,20 +76,23 @@ pub fn run(cmd: OauthCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn add(a: AddArgs) -> anyhow::Result<ExitCode> {
-    const GRANTS: [&str; 3] = ["client_credentials", "authorization_code", "refresh_token"];
-    if a.id.is_empty() || a.id.len() > 128 || !a.id.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-        bail!("--id must be 1 to 128 visible characters without ':'");
-    }
-    for g in &a.grants {
-        if !GRANTS.contains(&g.as_str()) {
-            bail!("--grant {g:?} is not supported; use {}", GRANTS.join(", "));
-        }
-        if a.public && g == "client_credentials" {
-            bail!("a public client cannot use client_credentials");
-        }
-    }
-    if a.grants.iter().any(|g| g == "authorization_code") && a.redirect_uris.is_empty() {
-        bail!("authorization_code needs at least one --redirect-uri");
+    // The same checks as for clients in the config.
+    let candidate = bridgehead_config::OAuthClient {
+        client_id: a.id.clone(),
+        secret_sha256: (!a.public).then(|| "0".repeat(64)),
+        public: a.public,
+        grants: a.grants.clone(),
+        scopes: a.scopes.clone(),
+        redirect_uris: a.redirect_uris.clone(),
+    };
+    if let Some((path, msg)) = bridgehead_config::check_oauth_client(&candidate).into_iter().next() {
+        let flag = match path.split(['[', '.']).next().unwrap_or("") {
+            "client_id" => "--id",
+            "grants" => "--grant",
+            "redirect_uris" => "--redirect-uri",
+            _ => "the client",
+        };
+        bail!("{flag}: {msg}");
     }
     let loaded = bridgehead_config::load(&a.config.config).map_err(|d| anyhow::anyhow!("{d}"))?;
     let Some(server) = &loaded.config.oauth_server else {

@@ -243,6 +243,27 @@ async fn demo_starts_and_its_tour_works() {
         send(&client(), Request::get(&secure).header("x-api-key", "demo-partner-key").body(empty()).unwrap())
             .await;
     assert_eq!(got.json()["headers"]["x-consumer-id"], "acme");
+    // The local issuer's printed command fetches a token that opens the same route.
+    let mut fetch = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("LOCAL=$(") {
+            fetch = line.trim().trim_start_matches("LOCAL=$(").trim_end_matches('\\').to_owned();
+        } else if !fetch.is_empty() {
+            fetch.push_str(line.trim().trim_end_matches(')'));
+            break;
+        }
+    }
+    let out = Command::new("sh").args(["-c", &fetch]).output().unwrap();
+    assert!(out.status.success(), "{fetch}: {}", String::from_utf8_lossy(&out.stderr));
+    let local = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let got = send(
+        &client(),
+        Request::get(&secure).header("authorization", format!("Bearer {local}")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["headers"]["x-consumer-id"], "demo-client");
     let got = get(&format!("{gateway}/api/orders/42")).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["path"], "/orders/42");

@@ -636,3 +636,60 @@ async fn authlib_drives_every_flow() {
     assert_eq!(v["family_revoked"], "invalid_grant");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_registers_lists_and_removes_clients() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), state.path(), "")).await;
+    let api = gw.admin_url("/admin/oauth/clients");
+    let post_json = |body: &'static str| {
+        let url = api.clone();
+        async move {
+            send(
+                &client(),
+                Request::post(url).header("content-type", "application/json").body(full(body)).unwrap(),
+            )
+            .await
+        }
+    };
+    let got =
+        post_json(r#"{"client_id":"ops","grants":["client_credentials"],"scopes":["orders.read"]}"#).await;
+    assert_eq!(got.status, 201, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.header("cache-control"), "no-store");
+    let secret = got.json()["client_secret"].as_str().unwrap().to_owned();
+    let url = gw.url("/oauth2/token");
+    let auth = basic("ops", &secret);
+    eventually(15, "admin-registered client accepted", async || {
+        post_form(&url, Some(&auth), "grant_type=client_credentials").await.status == 200
+    })
+    .await;
+    let list = get(&api).await.json();
+    assert_eq!(list[0]["client_id"], "ops");
+    assert!(!list.to_string().contains(&secret));
+    // Refusals, as problems.
+    post_json(r#"{"client_id":"ops","grants":["client_credentials"]}"#)
+        .await
+        .assert_problem(409, "already exists");
+    post_json(r#"{"client_id":"svc","grants":["client_credentials"]}"#)
+        .await
+        .assert_problem(409, "already exists");
+    post_json(r#"{"client_id":"x","grants":["implicit"]}"#)
+        .await
+        .assert_problem(400, "/grants/0: `implicit` is not supported");
+    post_json(r#"{"client_id":"x","public":true,"grants":["authorization_code"]}"#)
+        .await
+        .assert_problem(400, "/redirect_uris");
+    post_json(r#"{"client_id":"x","grants":[],"extra":1}"#)
+        .await
+        .assert_problem(400, "unknown field `extra`");
+    post_json("not json").await.assert_problem(400, "must be a JSON client");
+    // Removal.
+    let del = |id: &'static str| {
+        let url = format!("{api}/{id}");
+        async move { send(&client(), Request::delete(url).body(empty()).unwrap()).await }
+    };
+    assert_eq!(del("ops").await.status, 204);
+    del("ops").await.assert_problem(404, "no run-time client `ops`");
+    gw.shutdown().await;
+}

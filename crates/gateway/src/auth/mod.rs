@@ -15,7 +15,7 @@
 
 mod apikey;
 pub(crate) use apikey::percent_decode;
-mod cache;
+pub(crate) mod cache;
 mod fetch;
 mod introspect;
 pub(crate) mod jwt;

@@ -78,6 +78,8 @@ pub struct OAuthServer {
     settings: ArcSwap<Settings>,
     /// Clients registered at run time, re-read every 5 s.
     db_clients: ArcSwap<HashMap<String, Client>>,
+    /// Verified access tokens, for introspection.
+    verified: crate::auth::cache::TokenCache<Arc<serde_json::Map<String, Value>>>,
     keys: Arc<LocalKeys>,
     store: bridgehead_state::Store,
     limiter: limiter::Limiter,
@@ -101,6 +103,7 @@ impl OAuthServer {
         let server = Arc::new(Self {
             settings: ArcSwap::from_pointee(settings(cfg)),
             db_clients: ArcSwap::from_pointee(HashMap::new()),
+            verified: crate::auth::cache::TokenCache::new(10_000).expect("a non-zero capacity"),
             keys,
             store: store.clone(),
             limiter: limiter::Limiter::new(cfg.token_rate_per_ip),
@@ -385,13 +388,25 @@ impl OAuthServer {
     }
 
     /// Verifies one of our access tokens; `None` when it is not active.
-    async fn active_claims(&self, token: &str) -> Option<serde_json::Map<String, Value>> {
+    /// Verifies one of our access tokens; `None` when it is not active. A verified token's claims
+    /// are cached (by its SHA-256, until its `exp`) for the current key-set generation, which a
+    /// revocation ends; revocations are checked in memory (this node's at once, other nodes'
+    /// within 10 s).
+    async fn active_claims(&self, token: &str) -> Option<Arc<serde_json::Map<String, Value>>> {
+        let generation = self.keys.current().generation;
+        let now = unix_now();
+        let key = crate::auth::cache::digest(token);
+        if let Some(claims) = self.verified.get(&key, now, generation) {
+            return Some(claims);
+        }
         let s = self.settings.load();
-        let claims = self.keys.verify(token, &s.issuer)?;
+        let claims = Arc::new(self.keys.verify(token, &s.issuer)?);
         let jti = claims.get("jti").and_then(Value::as_str)?;
-        if self.keys.is_revoked(jti) || self.store.oauth_is_revoked(jti).await.unwrap_or(true) {
+        if self.keys.is_revoked(jti) {
             return None;
         }
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        self.verified.insert(key, claims.clone(), exp, now, generation);
         Some(claims)
     }
 
