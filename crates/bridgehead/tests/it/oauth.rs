@@ -693,3 +693,128 @@ async fn admin_api_registers_lists_and_removes_clients() {
     del("ops").await.assert_problem(404, "no run-time client `ops`");
     gw.shutdown().await;
 }
+
+/// The Rust `oauth2` crate as an independent client: client credentials, and the authorization
+/// code with PKCE (the login form filled like a browser would) followed by a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oauth2_crate_as_a_client() {
+    use oauth2::basic::BasicClient;
+    use oauth2::{
+        AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl, Scope,
+        TokenResponse, TokenUrl,
+    };
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&code_flow_config(&m.url(), state.path())).await;
+    // oauth2's HTTP requests sent with the test client.
+    let http = |req: oauth2::HttpRequest| async move {
+        let (parts, body) = req.into_parts();
+        let got = send(&client(), Request::from_parts(parts, full(body))).await;
+        let mut res = http::Response::new(got.body.to_vec());
+        *res.status_mut() = http::StatusCode::from_u16(got.status).unwrap();
+        *res.headers_mut() = got.headers;
+        Ok::<_, std::io::Error>(res)
+    };
+    let token_url = TokenUrl::new(gw.url("/oauth2/token")).unwrap();
+
+    let svc = BasicClient::new(ClientId::new("svc".into()))
+        .set_client_secret(ClientSecret::new(SECRET.into()))
+        .set_token_uri(token_url.clone());
+    let token = svc
+        .exchange_client_credentials()
+        .add_scope(Scope::new("orders.read".into()))
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert_eq!(token.scopes().unwrap()[0].as_str(), "orders.read");
+    let (_, claims) = decode(token.access_token().secret());
+    assert_eq!(claims["client_id"], "svc");
+    // A wrong secret is a typed invalid_client error.
+    let bad = BasicClient::new(ClientId::new("svc".into()))
+        .set_client_secret(ClientSecret::new("wrong".into()))
+        .set_token_uri(token_url.clone());
+    let err = bad.exchange_client_credentials().request_async(&http).await.unwrap_err();
+    assert!(format!("{err:?}").contains("error: invalid_client"), "{err:?}");
+
+    let console = BasicClient::new(ClientId::new("console".into()))
+        .set_auth_uri(AuthUrl::new(gw.url("/oauth2/authorize")).unwrap())
+        .set_token_uri(token_url)
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf) = console
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("orders.read".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let page = get(auth_url.as_str()).await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    let mut form: Vec<String> = html
+        .split("<input type=hidden name=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once("\" value=\"")?;
+            let value = rest.split_once('"')?.0.replace("&amp;", "&").replace("&quot;", "\"");
+            Some(format!("{name}={}", bridgehead_gateway::upstream::credentials::form_encode(&value)))
+        })
+        .collect();
+    form.extend(["username=fde".into(), "password=correct+horse".into(), "decision=approve".into()]);
+    let got = post_form(&gw.url("/oauth2/authorize"), None, &form.join("&")).await;
+    assert_eq!(got.status, 303);
+    let location = url::Url::parse(got.header("location")).unwrap();
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(params["state"], *csrf.secret());
+    let token = console
+        .exchange_code(AuthorizationCode::new(params["code"].clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    let refresh = token.refresh_token().unwrap().clone();
+    let refreshed = console.exchange_refresh_token(&refresh).request_async(&http).await.unwrap();
+    assert_ne!(refreshed.refresh_token().unwrap().secret(), refresh.secret());
+    let (_, claims) = decode(refreshed.access_token().secret());
+    assert_eq!(claims["sub"], "fde");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_is_refused() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&code_flow_config(&m.url(), state.path())).await;
+    // A code issued 61 s ago (codes live 60 s), written where the server keeps them.
+    let store = bridgehead_state::Store::open(&format!("sqlite://{}/state.db", state.path().display()))
+        .await
+        .unwrap();
+    let (verifier, challenge) = pkce();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    store
+        .oauth_code_insert(&bridgehead_state::OAuthCodeRecord {
+            code_hash: bridgehead_auth::apikey::sha256_hex("an-old-code"),
+            client_id: "console".into(),
+            redirect_uri: REDIRECT.into(),
+            code_challenge: challenge,
+            scope: vec!["orders.read".into()],
+            subject: "fde".into(),
+            expires_at: now - 1,
+            used_at: None,
+            family_id: None,
+            access_jtis: vec![],
+        })
+        .await
+        .unwrap();
+    let got = post_form(
+        &gw.url("/oauth2/token"),
+        None,
+        &format!(
+            "grant_type=authorization_code&client_id=console&code=an-old-code&redirect_uri={}&code_verifier={verifier}",
+            bridgehead_gateway::upstream::credentials::form_encode(REDIRECT)
+        ),
+    )
+    .await;
+    assert_oauth_error(&got, 400, "invalid_grant");
+    assert_eq!(got.json()["error_description"], "the code has expired");
+    store.close().await;
+    gw.shutdown().await;
+}
