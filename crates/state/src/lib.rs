@@ -37,7 +37,8 @@
 //!   - Concurrent `open`s: on PostgreSQL sqlx holds an advisory lock while migrating, so nodes
 //!     starting together apply each migration once. SQLite has no such lock; a migration that
 //!     fails because a concurrent opener applied it first (its transaction rolled back) is
-//!     attempted again, up to 3 times.
+//!     attempted again, up to once per migration plus one (each lost race means another opener
+//!     made progress).
 //! - **Time.** Timestamps are integer Unix milliseconds (`INTEGER` in SQLite, `BIGINT` in
 //!   PostgreSQL, so the two schemas stay parallel), taken from the writing node's clock: nodes
 //!   sharing PostgreSQL are expected to run NTP. The exceptions are `bridgehead_api_keys`, whose

@@ -34,9 +34,12 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 
-/// How often a SQLite migration is attempted when a concurrent opener of the same file applied it
-/// first (see "Versioning" in the crate docs).
-const SQLITE_MIGRATE_ATTEMPTS: u32 = 3;
+/// How often SQLite migrations are attempted when concurrent openers of the same file apply them
+/// first (see "Versioning" in the crate docs). Every lost race means another opener applied a
+/// migration, so one attempt per migration plus one always suffices.
+fn sqlite_migrate_attempts() -> u32 {
+    u32::try_from(SQLITE_MIGRATOR.migrations.len()).unwrap_or(u32::MAX - 1) + 1
+}
 
 /// Meta key of the cluster identifier.
 const CLUSTER_ID_KEY: &str = "cluster_id";
@@ -300,7 +303,7 @@ async fn open_sqlite(url: &str, redacted: &str, secrets: &Secrets) -> Result<Sql
         match SQLITE_MIGRATOR.run(&pool).await {
             Ok(()) => return Ok(pool),
             Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))
-                if attempt < SQLITE_MIGRATE_ATTEMPTS =>
+                if attempt < sqlite_migrate_attempts() =>
             {
                 attempt += 1;
             }

@@ -340,7 +340,7 @@ impl OAuthServer {
     }
 
     /// Issues an access token (and a refresh token in `family`), recording both against `code`.
-    async fn issue(
+    pub(super) async fn issue(
         &self,
         client: &Client,
         subject: &str,

@@ -362,32 +362,10 @@ impl OAuthServer {
                 requested
             }
         };
-        let s = self.settings.load();
-        let now = unix_now();
-        let scope = scope.join(" ");
-        let claims = json!({
-            "iss": s.issuer, "sub": client.id, "aud": s.audience, "exp": now + s.access_ttl, "iat": now,
-            "jti": new_id(), "client_id": client.id, "scope": scope,
-        });
-        let token = match self.keys.sign(&claims) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot sign an access token");
-                return oauth_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    "the token could not be signed",
-                );
-            }
-        };
-        let mut body = json!({"access_token": token, "token_type": "Bearer", "expires_in": s.access_ttl});
-        if !scope.is_empty() {
-            body["scope"] = Value::String(scope);
-        }
-        json_response(StatusCode::OK, &body, &[])
+        // Client credentials: the client acts for itself, so it is the subject; no refresh token.
+        self.issue(&client, &client.id, &scope, None, None).await
     }
 
-    /// Verifies one of our access tokens; `None` when it is not active.
     /// Verifies one of our access tokens; `None` when it is not active. A verified token's claims
     /// are cached (by its SHA-256, until its `exp`) for the current key-set generation, which a
     /// revocation ends; revocations are checked in memory (this node's at once, other nodes'
