@@ -38,12 +38,7 @@ pub struct Introspection {
 }
 
 impl Introspection {
-    pub fn build(
-        _name: &str,
-        cfg: &IntrospectionAuth,
-        loaded: &LoadedConfig,
-        metrics: &Metrics,
-    ) -> Result<Self, String> {
+    pub fn build(cfg: &IntrospectionAuth, loaded: &LoadedConfig, metrics: &Metrics) -> Result<Self, String> {
         let ca = cfg.ca.as_ref().map(|p| loaded.resolve_path(p));
         Ok(Self {
             url: cfg.url.clone(),

@@ -219,7 +219,7 @@ impl Authenticators {
                     (Kind::Mtls(mtls), headers)
                 }
                 AuthConfig::Introspection(i) => {
-                    let intro = introspect::Introspection::build(name, i, loaded, metrics)
+                    let intro = introspect::Introspection::build(i, loaded, metrics)
                         .map_err(|e| format!("{base}.introspection.{e}"))?;
                     let headers = intro.identity_headers();
                     (Kind::Introspection(intro), headers)

@@ -42,7 +42,7 @@ pub struct LocalKeys {
 }
 
 impl LocalKeys {
-    pub async fn start(store: Store, _access_ttl: u64) -> Result<Arc<Self>, String> {
+    pub async fn start(store: Store) -> Result<Arc<Self>, String> {
         let now = unix_now() as i64;
         let mut records = store
             .oauth_keys_all()
@@ -78,7 +78,7 @@ impl LocalKeys {
             revoked: RwLock::new(HashSet::new()),
             seen: std::sync::Mutex::new((Vec::new(), 0)),
         });
-        keys.apply(records, None)?;
+        keys.apply(records)?;
         keys.refresh_revoked().await;
         let weak = Arc::downgrade(&keys);
         tokio::spawn(async move {
@@ -87,7 +87,7 @@ impl LocalKeys {
                 let Some(k) = weak.upgrade() else { break };
                 match k.store.oauth_keys_all().await {
                     Ok(records) => {
-                        if let Err(e) = k.apply(records, None) {
+                        if let Err(e) = k.apply(records) {
                             tracing::error!(error = %e, "the local issuer's keys in the state database are unusable; keeping the previous ones");
                         }
                     }
@@ -102,7 +102,7 @@ impl LocalKeys {
     }
 
     /// Installs a key set read from the database.
-    fn apply(&self, records: Vec<OAuthKeyRecord>, _: Option<()>) -> Result<(), String> {
+    fn apply(&self, records: Vec<OAuthKeyRecord>) -> Result<(), String> {
         let now = unix_now() as i64;
         let live: Vec<&OAuthKeyRecord> =
             records.iter().filter(|r| r.retire_at.is_none_or(|t| t > now)).collect();

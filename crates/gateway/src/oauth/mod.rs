@@ -99,7 +99,7 @@ impl OAuthServer {
         cfg: &OAuthServerConfig,
         store: &bridgehead_state::Store,
     ) -> Result<Arc<Self>, String> {
-        let keys = LocalKeys::start(store.clone(), cfg.access_token_ttl.get().as_secs()).await?;
+        let keys = LocalKeys::start(store.clone()).await?;
         let server = Arc::new(Self {
             settings: ArcSwap::from_pointee(settings(cfg)),
             db_clients: ArcSwap::from_pointee(HashMap::new()),

@@ -77,8 +77,9 @@ pub async fn handle(
         shared: shared.clone(),
     };
     // The built-in authorization server answers its own paths before routing.
-    if let Some(oauth) = shared.oauth.load_full()
-        && crate::oauth::is_oauth_path(req.uri().path())
+    // The path test comes first: most requests never touch the server's slot.
+    if crate::oauth::is_oauth_path(req.uri().path())
+        && let Some(oauth) = shared.oauth.load_full()
     {
         log.route = Some(Arc::from(OAUTH_ROUTE));
         let mut res = oauth.handle(req, conn.client.ip()).await.map(ResponseBody::full);

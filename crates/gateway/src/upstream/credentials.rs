@@ -361,8 +361,8 @@ impl TokenProvider {
         }
     }
 
-    /// The upstream refused `used` (401): forget it so the next call fetches a new token.
-    /// Returns false when the token had already been replaced.
+    /// The upstream refused `used` (401): forget it so the next call fetches a new token. Does
+    /// nothing when the token has already been replaced.
     pub fn rejected(&self, used: &HeaderValue) {
         let mut st = self.lock();
         if st.token.as_ref().is_some_and(|c| c.value == *used) {
