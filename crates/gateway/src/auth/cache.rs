@@ -10,13 +10,8 @@ const SHARDS: usize = 16;
 
 pub type Digest = [u8; 32];
 
-/// SHA-256 of a credential.
-pub fn digest(credential: &str) -> Digest {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, credential.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+/// SHA-256 of a credential: the same digest API keys are stored and looked up by.
+pub use bridgehead_auth::apikey::sha256 as digest;
 
 /// The key is already a uniform hash: use its first bytes instead of hashing it again.
 #[derive(Default)]

@@ -12,6 +12,7 @@
 //! Codes and refresh tokens are stored as SHA-256 digests only.
 
 use base64::Engine as _;
+use bridgehead_auth::apikey::sha256_hex;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -23,10 +24,6 @@ use crate::auth::jwt::unix_now;
 
 /// Lifetime of an authorization code.
 const CODE_TTL: i64 = 60;
-
-fn sha256_hex(s: &str) -> String {
-    bridgehead_auth::apikey::sha256_hex(s)
-}
 
 /// An authorization request that passed every check.
 struct AuthzRequest {
@@ -261,8 +258,8 @@ impl OAuthServer {
                 "the code was issued to another client or redirect_uri",
             );
         }
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(bridgehead_auth::apikey::sha256(verifier));
         if !bool::from(computed.as_bytes().ct_eq(rec.code_challenge.as_bytes())) {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

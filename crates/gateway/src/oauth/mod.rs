@@ -278,8 +278,7 @@ impl OAuthServer {
         };
         let ok = match (&client.secret_sha256, &secret) {
             (Some(expected), Some(given)) => {
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, given.as_bytes());
-                bool::from(expected.as_slice().ct_eq(d.as_ref()))
+                bool::from(expected.ct_eq(&bridgehead_auth::apikey::sha256(given)))
             }
             _ => false,
         };
@@ -527,10 +526,7 @@ fn form_decode(s: &str) -> String {
 }
 
 fn clip(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    crate::upstream::credentials::clip(s, 64)
 }
 
 /// A random identifier (`jti`): 16 random bytes, base64url.

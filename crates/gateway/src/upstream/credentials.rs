@@ -272,7 +272,8 @@ fn refused_message(status: u16, error: Option<&str>, description: Option<&str>) 
     s
 }
 
-fn clip(s: &str, max: usize) -> String {
+/// At most `max` characters of a value that came from outside, for messages.
+pub(crate) fn clip(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
