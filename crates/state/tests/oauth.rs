@@ -3,36 +3,13 @@
 //! (`sqlite::…`) and once on a fresh throwaway PostgreSQL server (`postgres::…`, which needs
 //! PostgreSQL installed or `BRIDGEHEAD_SKIP_POSTGRES=1`).
 
-use bridgehead_state::testing::TestPostgres;
+#[macro_use]
+mod common;
+
 use bridgehead_state::{
     Backend, CodeRedemption, OAUTH_PURGE_GRACE_SECS, OAuthClientRecord, OAuthCodeRecord, OAuthKeyRecord,
     OAuthRefreshRecord, RefreshRotation, StateError, Store,
 };
-
-/// Declares each check once per backend (the same macro as in tests/store.rs).
-macro_rules! each_backend {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}/state.db", dir.path().display());
-                    super::checks::$check(&url, bridgehead_state::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(pg) = super::start_postgres() else { return };
-                    super::checks::$check(&pg.url(), bridgehead_state::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 each_backend!(
     keys_insert_list_retire_delete,
@@ -49,14 +26,6 @@ each_backend!(
     clients_insert_list_delete,
     client_insert_refuses_bad_records_and_duplicates,
 );
-
-fn start_postgres() -> Option<TestPostgres> {
-    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
-    if pg.is_none() {
-        eprintln!("skipped: BRIDGEHEAD_SKIP_POSTGRES=1");
-    }
-    pg
-}
 
 /// Backend-independent checks; `url` names a fresh, empty database. Times are Unix seconds around
 /// an arbitrary `NOW`.

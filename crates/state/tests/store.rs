@@ -3,33 +3,10 @@
 //! (`postgres::…` tests, which need PostgreSQL installed or `BRIDGEHEAD_SKIP_POSTGRES=1`).
 //! Backend-specific behaviour (files, pragmas, connection errors) has its own tests below.
 
-use bridgehead_state::testing::TestPostgres;
-use bridgehead_state::{ApiKeyRecord, Backend, SCHEMA_VERSION, StateError, Store};
+#[macro_use]
+mod common;
 
-/// Declares each check once per backend.
-macro_rules! each_backend {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let url = format!("sqlite://{}/state.db", dir.path().display());
-                    super::checks::$check(&url, bridgehead_state::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(pg) = super::start_postgres() else { return };
-                    super::checks::$check(&pg.url(), bridgehead_state::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
+use bridgehead_state::{ApiKeyRecord, Backend, SCHEMA_VERSION, StateError, Store};
 
 each_backend!(
     open_migrates_once_and_reopens,
@@ -39,14 +16,6 @@ each_backend!(
     api_keys_insert_list_revoke,
     api_key_insert_refuses_bad_records_and_duplicates,
 );
-
-fn start_postgres() -> Option<TestPostgres> {
-    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
-    if pg.is_none() {
-        eprintln!("skipped: BRIDGEHEAD_SKIP_POSTGRES=1");
-    }
-    pg
-}
 
 /// Backend-independent checks; `url` names a fresh, empty database.
 mod checks {
@@ -357,7 +326,7 @@ async fn silent_postgres_fails_after_the_connect_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_errors_from_a_live_server_are_precise_and_redacted() {
-    let Some(pg) = start_postgres() else { return };
+    let Some(pg) = common::start_postgres() else { return };
     // Trust authentication ignores the password, so the server is reached and answers that the
     // database is missing.
     let url = format!("postgres://bridgehead:s3cret@127.0.0.1:{}/nope", pg.port());
