@@ -94,15 +94,7 @@ impl Jwt {
             max_token_bytes: usize::try_from(cfg.max_token_size.get()).unwrap_or(usize::MAX),
             signature_only: false,
         };
-        Ok(Self {
-            keys,
-            policy,
-            cache: TokenCache::new(cfg.token_cache),
-            token: TokenSource::new(cfg.header.as_deref(), cfg.cookie.as_deref())?,
-            consumer_claim: cfg.consumer_claim.clone(),
-            claims: cfg.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            claim_headers: ClaimHeaders::new(&cfg.claims_to_headers)?,
-        })
+        Self::assemble(keys, policy, cfg)
     }
 
     /// `issuer: local`: the built-in authorization server's keys and issuer, RFC 9068 `typ`.
@@ -118,8 +110,13 @@ impl Jwt {
             max_token_bytes: usize::try_from(cfg.max_token_size.get()).unwrap_or(usize::MAX),
             signature_only: false,
         };
+        Self::assemble(KeySource::Local(oauth.keys().clone()), policy, cfg)
+    }
+
+    /// The parts every JWT authenticator has, whatever its key source.
+    fn assemble(keys: KeySource, policy: Policy, cfg: &JwtAuth) -> Result<Self, String> {
         Ok(Self {
-            keys: KeySource::Local(oauth.keys().clone()),
+            keys,
             policy,
             cache: TokenCache::new(cfg.token_cache),
             token: TokenSource::new(cfg.header.as_deref(), cfg.cookie.as_deref())?,
