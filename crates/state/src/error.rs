@@ -1,8 +1,9 @@
 //! [`StateError`]: everything that can go wrong behind `state.url`.
 //!
-//! Invariant: no variant's `Display` or `Debug` carries a password from `state.url`. URLs are
-//! stored redacted ([`crate::redact_url`]) and driver messages produced while the URL is in play
-//! (parsing, connecting, migrating) are kept as scrubbed text instead of the driver's error value.
+//! Invariant: no variant's `Display` or `Debug` carries a password from `state.url` or from the
+//! Redis URL. URLs are stored redacted ([`crate::redact_url`]) and driver messages produced while
+//! the URL is in play (parsing, connecting, migrating, and every Redis command) are kept as
+//! scrubbed text instead of the driver's error value.
 
 use std::path::PathBuf;
 
@@ -66,10 +67,10 @@ pub enum StateError {
         node_id: String,
     },
 
-    /// A value passed to a [`crate::Store`] method cannot be stored as given.
+    /// A value passed to a [`crate::Store`] or [`crate::Redis`] method cannot be used as given.
     #[error("state store {op}: {reason}")]
     InvalidInput {
-        /// The [`crate::Store`] method, e.g. `"api_key_insert"`.
+        /// The method, e.g. `"api_key_insert"`.
         op: &'static str,
         /// What is wrong with the value.
         reason: String,
@@ -78,6 +79,38 @@ pub enum StateError {
     /// No random bytes for a new identifier.
     #[error("cannot read random bytes from /dev/urandom: {0}")]
     Random(#[source] std::io::Error),
+
+    /// The Redis URL cannot be used as written (not `redis://host[:port][/db]`, or unparsable).
+    #[error("Redis URL {url:?} is invalid: {reason}")]
+    RedisInvalidUrl {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// [`crate::Redis::connect`] could not reach Redis, or Redis refused the connection (refused,
+    /// unknown host, authentication, no answer within the connect timeout, …).
+    #[error("cannot connect to Redis at {url:?}: {reason}")]
+    RedisConnect {
+        /// The URL, redacted.
+        url: String,
+        /// The driver's message, scrubbed of secrets.
+        reason: String,
+    },
+
+    /// A command on a connected [`crate::Redis`] failed: Redis is unreachable (the connection is
+    /// re-established in the background), did not answer within the response timeout, or gave an
+    /// unexpected reply.
+    #[error("Redis {op} on {url:?} failed: {reason}")]
+    Redis {
+        /// The [`crate::Redis`] method that failed, e.g. `"rate_limit"`.
+        op: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// The driver's message, scrubbed of secrets.
+        reason: String,
+    },
 
     /// A query on an open store failed.
     #[error("state store {op} failed: {source}")]

@@ -1,12 +1,21 @@
-//! Bridgehead's durable state: one storage interface, [`Store`], behind `state.url`.
+//! Bridgehead's durable and shared state: one storage interface, [`Store`], behind `state.url`,
+//! and [`Redis`] for the per-request state that gateway nodes share through Redis.
 //!
 //! A single node keeps its state in an embedded SQLite file (`sqlite://PATH`, by default
 //! `sqlite://bridgehead.db`, nothing to install); several nodes point `state.url` at one
 //! PostgreSQL database (`postgres://…`) and stay stateless themselves. Everything above this crate
 //! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
-//! cluster identity, the node registry, API keys (their digests) and the state of the built-in
-//! OAuth 2.0 authorization server (signing keys, revoked tokens, codes, refresh tokens, clients);
-//! idempotency records and webhook queues will follow as new tables, each added by a migration.
+//! cluster identity, the node registry, API keys (their digests), the state of the built-in
+//! OAuth 2.0 authorization server (signing keys, revoked tokens, codes, refresh tokens, clients)
+//! and idempotency records (`Idempotency-Key`, [`IdempotencyBegin`]); webhook queues will follow
+//! as new tables, each added by a migration.
+//!
+//! [`Redis`] (module `redis`) is the other place state is shared: GCRA rate-limit buckets
+//! ([`Redis::rate_limit`], on Redis' clock) and idempotency records with the same contract as the
+//! store's, for deployments that run Redis for that traffic rather than put every request through
+//! the SQL database. Each operation is one atomic Lua script; the connection fails fast while
+//! Redis is down and reconnects by itself. Its module docs hold its design constraints and the
+//! GCRA arithmetic.
 //!
 //! ## Design constraints
 //!
@@ -45,20 +54,22 @@
 //!   `created_at`/`revoked_at` are Unix seconds passed in by the caller (they are only shown to
 //!   people), and the `bridgehead_oauth_*` tables, whose timestamps are all Unix seconds passed
 //!   in by the caller (they are compared with JWT `exp`/`iat`, which are seconds).
+//!   `bridgehead_idempotency` is in milliseconds, but passed in by the caller (`now_ms`), so one
+//!   request's decisions use one instant.
 //! - **Connections.** Pools are bounded (8 SQLite, 10 PostgreSQL connections per node).
 //!   [`Store::open`] gives up on PostgreSQL after [`CONNECT_TIMEOUT`] (5 s) without an answer and
 //!   fails at once on a refused connection; a query waits at most as long for a free connection.
 //!   SQLite connections wait up to 5 s (`busy_timeout`) for another writer and enforce foreign
 //!   keys; opening a SQLite file that another opener is switching to WAL is retried for up to 5 s.
-//! - **Secrets.** No error message or log line carries the password from `state.url`
-//!   ([`redact_url`]). A SQLite file is created with mode 0600 and missing parent directories
+//! - **Secrets.** No error message or log line carries the password from `state.url` or from the
+//!   Redis URL ([`redact_url`]). A SQLite file is created with mode 0600 and missing parent directories
 //!   with 0700: it holds the OAuth issuer's private signing keys (the one secret stored as is;
 //!   codes, tokens and client secrets are stored as SHA-256 digests).
 //! - **Where tables live.** PostgreSQL tables are created in the connection's default schema
 //!   (`public` unless the URL's `options=-c search_path=…` says otherwise); every table name
 //!   starts with `bridgehead_` so a shared database stays legible.
 //!
-//! ## Table layout (schema version 3)
+//! ## Table layout (schema version 4)
 //!
 //! | table | column | SQLite / PostgreSQL type | meaning |
 //! |---|---|---|---|
@@ -111,6 +122,13 @@
 //! | | `scopes` | `TEXT NOT NULL` | allowed scopes, space-separated |
 //! | | `redirect_uris` | `TEXT NOT NULL` | registered redirect URIs, space-separated |
 //! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | registration, Unix **seconds** |
+//! | `bridgehead_idempotency` (v4) | `scope` | `TEXT`, primary key with `key` | the caller's namespace for keys, e.g. route and consumer |
+//! | | `key` | `TEXT`, primary key with `scope` | the request's `Idempotency-Key` |
+//! | | `fingerprint` | `TEXT NOT NULL` | lower-case hex SHA-256 of the request, chosen by the caller |
+//! | | `response` | `BLOB` / `BYTEA`, null while in flight | the stored response, opaque to this crate ([`Store::idempotency_complete`]) |
+//! | | `locked_until` | `INTEGER` / `BIGINT NOT NULL` | lease of the in-flight request, Unix ms; taken over after |
+//! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL`, indexed | the record is live before, Unix ms; purged after ([`Store::idempotency_purge`]) |
+//! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | its last [`Store::idempotency_begin`] that started it, Unix ms |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
@@ -131,18 +149,26 @@
 //! ## Testing
 //!
 //! With the `testing` feature, `testing::TestPostgres` starts a throwaway PostgreSQL server for a
-//! test, so PostgreSQL paths are tested as routinely as SQLite ones.
+//! test, so PostgreSQL paths are tested as routinely as SQLite ones, and `testing::TestRedis` a
+//! throwaway `redis-server` that a test can kill and restart.
 
 mod api_keys;
 mod error;
+mod idempotency;
 mod oauth;
 mod redact;
+mod redis;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+// `crate::` because the `redis` crate has the same name as the module.
+pub use crate::redis::{
+    RATE_LIMIT_MAX_WINDOW_US, REDIS_CONNECT_TIMEOUT, REDIS_RESPONSE_TIMEOUT, RateDecision, Redis,
+};
 pub use api_keys::ApiKeyRecord;
 pub use error::StateError;
+pub use idempotency::{IDEMPOTENCY_PURGE_BATCH, IdempotencyBegin};
 pub use oauth::{
     CodeRedemption, OAUTH_PURGE_GRACE_SECS, OAuthClientRecord, OAuthCodeRecord, OAuthKeyRecord,
     OAuthRefreshRecord, RefreshRotation,

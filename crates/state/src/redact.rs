@@ -1,7 +1,8 @@
 //! Keeping passwords in `state.url` out of messages.
 //!
-//! `state.url` may carry a password as URL userinfo (`postgres://user:PASSWORD@host/db`) or as a
-//! `password=` / `sslpassword=` parameter. [`redact_url`] hides both before a URL is printed, and
+//! `state.url` and the Redis URL may carry a password as URL userinfo
+//! (`postgres://user:PASSWORD@host/db`, `redis://:PASSWORD@host`) or as a `password=` /
+//! `sslpassword=` / `pass=` parameter. [`redact_url`] hides both before a URL is printed, and
 //! [`Secrets`] scrubs them from driver messages we did not write ourselves, in case one echoes
 //! them. Redaction errs on the side of hiding: a malformed URL may lose more than its password,
 //! never less.
@@ -14,7 +15,7 @@ const MASK: &str = "***";
 /// The userinfo password is everything between the first `:` after `://` and the last `@`, so an
 /// unescaped `@`, `/` or `?` inside the password is still hidden. Values of `password=` (any case,
 /// also `sslpassword=`) are hidden up to the next `&`, `;` or whitespace, or the closing quote of
-/// a `'quoted'` value.
+/// a `'quoted'` value; so are values of `pass=` (Redis unix-socket URLs).
 ///
 /// ```
 /// use bridgehead_state::redact_url;
@@ -78,14 +79,20 @@ fn userinfo_password(url: &str) -> Option<(usize, usize)> {
     (colon + 1 < at).then_some((colon + 1, at))
 }
 
-/// Byte ranges of the values of `password=` parameters (any case, any prefix such as `ssl`).
+/// Byte ranges of the values of `password=` parameters (any case, any prefix such as `ssl`) and of
+/// `pass=` parameters (Redis unix-socket URLs).
 fn param_passwords(text: &str) -> Vec<(usize, usize)> {
-    const KEY: &str = "password=";
     let lower = text.to_ascii_lowercase();
     let mut ranges = Vec::new();
     let mut from = 0;
-    while let Some(found) = lower[from..].find(KEY) {
-        let start = from + found + KEY.len();
+    while let Some(found) = lower[from..].find("pass") {
+        let after = from + found + "pass".len();
+        let key_end = ["word=", "="].iter().find(|rest| lower[after..].starts_with(**rest));
+        let Some(rest) = key_end else {
+            from = after;
+            continue;
+        };
+        let start = after + rest.len();
         let value = &text[start..];
         let len = match value.strip_prefix('\'') {
             // A libpq-style quoted value runs to the closing quote (`\'` escapes one).
@@ -164,6 +171,13 @@ mod tests {
             ("host=db password=s3cret user=app", "host=db password=*** user=app"),
             ("host=db password='s3 cr\\'et' user=app", "host=db password=*** user=app"),
             ("ftp://u:s3cret@host/x", "ftp://u:***@host/x"),
+            // Redis: userinfo with or without a user, and `pass=` of unix-socket URLs.
+            ("redis://127.0.0.1:6379/2", "redis://127.0.0.1:6379/2"),
+            ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
+            ("redis://gw:s3cret@redis", "redis://gw:***@redis"),
+            ("redis+unix:///run/redis.sock?db=1&pass=s3cret", "redis+unix:///run/redis.sock?db=1&pass=***"),
+            // "pass" not followed by `=` or `word=` is left alone.
+            ("postgres://passer@db/passage", "postgres://passer@db/passage"),
             ("", ""),
         ];
         for (input, expected) in cases {

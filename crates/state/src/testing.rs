@@ -1,15 +1,22 @@
-//! Test support (feature `testing`): [`TestPostgres`], a throwaway PostgreSQL server per test.
+//! Test support (feature `testing`): [`TestPostgres`], a throwaway PostgreSQL server per test,
+//! and [`TestRedis`], a throwaway `redis-server` per test.
 //!
-//! Each server is a fresh cluster (`initdb`) in its own temporary directory under `/tmp`, with
+//! Each PostgreSQL server is a fresh cluster (`initdb`) in its own temporary directory under `/tmp`, with
 //! trust authentication, listening on `127.0.0.1` at a free port and on a unix socket in that same
 //! directory, tuned for speed over durability (`fsync=off`). Dropping the [`TestPostgres`] stops
 //! the server (`pg_ctl stop -m immediate`) and deletes the directory. A test process killed before
 //! its drops run leaves the server running; `pg_ctl -D /tmp/bridgehead-pg-*/data stop` ends it.
+//!
+//! Each Redis server runs in the foreground as a child process in its own temporary directory
+//! (`bridgehead-redis-*`, its working directory and log), on `127.0.0.1` at a free port, without
+//! persistence. A test can [`TestRedis::kill`] it to simulate Redis dying and
+//! [`TestRedis::restart`] it on the same port; dropping the [`TestRedis`] kills it.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Set to `1` to skip the PostgreSQL tests on a machine without PostgreSQL.
 pub const SKIP_ENV: &str = "BRIDGEHEAD_SKIP_POSTGRES";
@@ -17,6 +24,12 @@ pub const SKIP_ENV: &str = "BRIDGEHEAD_SKIP_POSTGRES";
 /// Set to a directory holding `initdb` and `pg_ctl` to use PostgreSQL from somewhere other than
 /// Debian's `/usr/lib/postgresql/*/bin`.
 pub const BIN_ENV: &str = "BRIDGEHEAD_PG_BIN";
+
+/// Set to `1` to skip the Redis tests on a machine without `redis-server`.
+pub const REDIS_SKIP_ENV: &str = "BRIDGEHEAD_SKIP_REDIS";
+
+/// How long [`TestRedis`] waits for a started `redis-server` to answer `PING`.
+const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The superuser `initdb` creates; the URL connects as this role.
 const SUPERUSER: &str = "bridgehead";
@@ -252,4 +265,169 @@ fn free_port() -> Result<u16, String> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|e| format!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+/// A running throwaway `redis-server`; see the module docs.
+pub struct TestRedis {
+    /// The temporary directory: the server's working directory and `redis.log`.
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// The server process; `None` after [`TestRedis::kill`].
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    /// Starts `redis-server` (from `PATH`, else `/usr/bin`) on a free port and returns once it
+    /// answers `PING`, within 10 s.
+    ///
+    /// Returns `Ok(None)` only when `BRIDGEHEAD_SKIP_REDIS=1`; when `redis-server` is missing
+    /// otherwise, an `Err` says to install it or set that variable, so tests never skip silently.
+    /// Another process can take the port picked before Redis binds it, in which case the start is
+    /// retried on a new port.
+    pub fn start() -> Result<Option<TestRedis>, String> {
+        if std::env::var(REDIS_SKIP_ENV).is_ok_and(|v| v == "1") {
+            return Ok(None);
+        }
+        let bin = find_redis_server()?;
+        let dir = tempfile::Builder::new()
+            .prefix("bridgehead-redis-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot create a temporary directory in /tmp: {e}"))?;
+        let mut server = TestRedis { dir, bin, port: 0, child: None };
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(Some(server)),
+                Err(e) if attempt < PORT_ATTEMPTS && e.contains("Address already in use") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// `redis://127.0.0.1:PORT` (no password).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port the server listens on at 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (`SIGKILL`, as if it crashed) and waits for it to exit. Does nothing if
+    /// it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty (it persists nothing), and returns once it
+    /// answers `PING`. Kills it first if it is still running.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Starts `redis-server` on `self.port` and waits until it answers `PING`. On failure, the
+    /// error has the tail of the server log.
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = self.dir.path().join("redis.log");
+        let port = self.port.to_string();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--daemonize", "no"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + REDIS_READY_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Err(format!("{cmd:?} exited ({status}){}", log_tail(&log)));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("cannot wait for {cmd:?}: {e}")),
+            }
+            if answers_ping(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "{cmd:?} did not answer PING within {}s{}",
+                    REDIS_READY_TIMEOUT.as_secs(),
+                    log_tail(&log)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl std::fmt::Debug for TestRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestRedis")
+            .field("url", &self.url())
+            .field("dir", &self.dir.path())
+            .field("running", &self.child.is_some())
+            .finish()
+    }
+}
+
+/// `redis-server` on `PATH`, else `/usr/bin/redis-server`.
+fn find_redis_server() -> Result<PathBuf, String> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("redis-server"))
+        .find(|bin| bin.is_file());
+    let fallback = Path::new("/usr/bin/redis-server");
+    on_path.or_else(|| fallback.is_file().then(|| fallback.to_path_buf())).ok_or_else(|| {
+        format!(
+            "redis-server is not installed (not on PATH, no /usr/bin/redis-server), and these \
+             tests need it: install redis-server (apt-get install redis-server) or set \
+             {REDIS_SKIP_ENV}=1 to skip them"
+        )
+    })
+}
+
+/// Whether something on `127.0.0.1:port` answers `PING` with `+PONG`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// The last lines of a server log, for an error message; empty if there is none.
+fn log_tail(log: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else { return String::new() };
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    let mut message = format!("\n{} ends:", log.display());
+    for line in tail.iter().rev() {
+        let _ = write!(message, "\n  {line}");
+    }
+    message
 }

@@ -1,0 +1,21 @@
+-- Schema version 4 (PostgreSQL): idempotency records (IETF draft "The Idempotency-Key HTTP
+-- Header Field"). Append-only: never edit this file once released; add 0005_*.sql here AND in
+-- ../sqlite/. Timestamps are Unix milliseconds (BIGINT, INTEGER in the SQLite twin).
+
+-- One row per (scope, key): the first request with that key, in flight (response NULL) or
+-- completed (response set), until expires_at. A live record is never replaced; an expired one,
+-- or an in-flight one whose lease (locked_until) ran out because its node died, is taken over
+-- by the next request with the key.
+CREATE TABLE bridgehead_idempotency (
+    scope        TEXT   NOT NULL,
+    key          TEXT   NOT NULL,
+    fingerprint  TEXT   NOT NULL, -- lower-case hex SHA-256 of the request, chosen by the caller
+    response     BYTEA,           -- the stored response, opaque here; NULL while in flight
+    locked_until BIGINT NOT NULL, -- lease of the in-flight request
+    expires_at   BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+
+-- The purge deletes by expires_at.
+CREATE INDEX bridgehead_idempotency_expires_at ON bridgehead_idempotency (expires_at);

@@ -1,0 +1,21 @@
+-- Schema version 4 (SQLite): idempotency records (IETF draft "The Idempotency-Key HTTP Header
+-- Field"). Append-only: never edit this file once released; add 0005_*.sql here AND in
+-- ../postgres/. Timestamps are Unix milliseconds (INTEGER, BIGINT in the PostgreSQL twin).
+
+-- One row per (scope, key): the first request with that key, in flight (response NULL) or
+-- completed (response set), until expires_at. A live record is never replaced; an expired one,
+-- or an in-flight one whose lease (locked_until) ran out because its node died, is taken over
+-- by the next request with the key.
+CREATE TABLE bridgehead_idempotency (
+    scope        TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    fingerprint  TEXT    NOT NULL, -- lower-case hex SHA-256 of the request, chosen by the caller
+    response     BLOB,             -- the stored response, opaque here; NULL while in flight
+    locked_until INTEGER NOT NULL, -- lease of the in-flight request
+    expires_at   INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) STRICT;
+
+-- The purge deletes by expires_at.
+CREATE INDEX bridgehead_idempotency_expires_at ON bridgehead_idempotency (expires_at);

@@ -1,0 +1,332 @@
+//! [`Redis`]: state that gateway nodes share through Redis rather than the SQL store, because it
+//! changes on every request: rate-limit buckets and idempotency records.
+//!
+//! Every operation is one Lua script (`EVALSHA`, loaded again by `redis::Script` after a Redis
+//! restart flushed its script cache), so it is atomic on the server whatever the number of nodes
+//! and concurrent callers. Keys: `bridgehead:rl:{key}` (a string, the bucket's TAT) and
+//! `bridgehead:idem:{scope}:{key}` (a hash). Scope and key are concatenated as given; the gateway
+//! guarantees they contain no newline.
+//!
+//! ## Design constraints
+//!
+//! - **Fail fast, recover by itself.** Connecting gives up after [`REDIS_CONNECT_TIMEOUT`] and a
+//!   command after [`REDIS_RESPONSE_TIMEOUT`], and a lost connection is re-established in one
+//!   attempt, not a retry loop: while Redis is down every call fails at once (at most a connect
+//!   timeout plus a response timeout later) with [`StateError::Redis`], so the gateway can apply
+//!   its policy (fail open or closed) instead of stalling requests. Each failure on a lost
+//!   connection starts a new attempt in the background (redis-rs' `ConnectionManager`), so calls
+//!   succeed again shortly after Redis is back. A failed call has either run entirely on the
+//!   server or not at all (scripts are atomic), but the caller cannot tell which.
+//! - **Redis' clock, not the nodes'.** The rate limiter reads `TIME` inside its script, so nodes'
+//!   clocks do not matter. Idempotency leases and TTLs are Redis key expiries (`PEXPIRE`), also
+//!   on Redis' clock.
+//! - **What survives.** Whatever Redis is configured to persist; the gateway assumes nothing: a
+//!   Redis that lost its data forgets buckets (clients briefly get a full burst) and idempotency
+//!   records (a retry may run the request again).
+//! - **Secrets.** The URL's password never appears in an error or log line: errors carry the
+//!   URL redacted ([`crate::redact_url`]) and driver messages scrubbed; [`Redis`]'s `Debug` shows
+//!   only the redacted URL.
+//!
+//! ## GCRA
+//!
+//! The rate limiter is the generic cell rate algorithm, the arithmetic of the gateway's
+//! in-process limiter, so the two agree: capacity `burst` requests, one more every `interval_us`.
+//! The key holds the theoretical arrival time (TAT, µs since the epoch). With `now` from Redis'
+//! `TIME`, `tat = max(stored or now, now)`, `new_tat = tat + interval` and
+//! `limit = burst * interval`, a request is refused when `new_tat - now > limit` (then
+//! `reset_us = tat - now`, `retry_after_us = new_tat - limit - now`), else admitted: the key is
+//! set to `new_tat`, expiring once the bucket is full again, `remaining =
+//! floor((limit - (new_tat - now)) / interval)` and `reset_us = new_tat - now`. Lua numbers are
+//! doubles, exact for integers below 2^53 (µs since the epoch are about 2^51), so
+//! `burst * interval_us` is limited to [`RATE_LIMIT_MAX_WINDOW_US`]. Written here rather than
+//! taken from a crate: the limiter crates keep their state in process memory, and this must run
+//! inside Redis.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::StateError;
+use crate::idempotency::IdempotencyBegin;
+use crate::redact::{Secrets, redact_url};
+
+/// How long [`Redis::connect`], and each reconnection, waits for Redis to accept a connection.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a command waits for Redis' answer.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The largest `burst * interval_us` [`Redis::rate_limit`] accepts: about 25 days, which keeps
+/// every value the script computes well below 2^53, where Lua's doubles stop being exact.
+pub const RATE_LIMIT_MAX_WINDOW_US: u64 = 1 << 41;
+
+/// GCRA; see the module docs. KEYS[1] = bucket, ARGV = interval_us, burst. Returns
+/// `{allowed, remaining, reset_us, retry_after_us}`.
+static RATE_LIMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+-- Redis < 5 refuses writes after TIME unless effects are replicated; later versions always do.
+if redis.replicate_commands then redis.replicate_commands() end
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local limit = burst * interval
+if new_tat - now > limit then
+  return {0, 0, tat - now, math.max(new_tat - limit - now, 1)}
+end
+-- '%.0f' writes every digit; tostring would round to 14 significant ones.
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+  'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((limit - (new_tat - now)) / interval), new_tat - now, 0}
+",
+    )
+});
+
+/// KEYS[1] = record, ARGV = fingerprint, lease_ms. Returns `{'started'}`, `{'mismatch'}`,
+/// `{'in_flight'}` or `{'completed', response}`.
+static IDEM_BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'done', '0')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'started'}
+end
+if fp ~= ARGV[1] then return {'mismatch'} end
+if redis.call('HGET', KEYS[1], 'done') == '1' then
+  return {'completed', redis.call('HGET', KEYS[1], 'resp') or ''}
+end
+return {'in_flight'}
+",
+    )
+});
+
+/// KEYS[1] = record, ARGV = fingerprint, response, ttl_ms. Returns 1 if stored, else 0.
+static IDEM_COMPLETE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'done') ~= '0' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'done', '1', 'resp', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// KEYS[1] = record, ARGV = fingerprint. Deletes the record if it is this fingerprint's and in
+/// flight; returns 1 if deleted, else 0.
+static IDEM_RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] and redis.call('HGET', KEYS[1], 'done') == '0' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// The outcome of one [`Redis::rate_limit`] check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// Requests that could still be admitted right now after this one.
+    pub remaining: u64,
+    /// Microseconds until the bucket is full again (all `burst` available).
+    pub reset_us: u64,
+    /// When refused: microseconds until one request would be admitted; 0 when allowed.
+    pub retry_after_us: u64,
+}
+
+/// A connection to the Redis that gateway nodes share; see the module docs. Cloning is cheap
+/// (the connection is multiplexed and reference-counted), so every subsystem keeps its own clone.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    /// The URL with its password replaced, for messages.
+    redacted_url: Arc<str>,
+    /// The URL's password, to scrub from driver messages.
+    secrets: Arc<Secrets>,
+}
+
+impl Redis {
+    /// Connects to the Redis at `url`, `redis://[[user]:password@]host[:port][/db]` (no TLS, no
+    /// unix socket). Fails with [`StateError::RedisInvalidUrl`] for another URL and with
+    /// [`StateError::RedisConnect`] when Redis does not accept the connection within
+    /// [`REDIS_CONNECT_TIMEOUT`] (or refuses it, or the password); both name the redacted URL. Once
+    /// connected, a lost connection is re-established in the background (see the module docs).
+    pub async fn connect(url: &str) -> Result<Redis, StateError> {
+        let redacted = redact_url(url);
+        let secrets = Secrets::of(url);
+        let invalid = |reason: String| StateError::RedisInvalidUrl { url: redacted.clone(), reason };
+        if !url.starts_with("redis://") {
+            return Err(invalid(
+                "it must start with redis:// (rediss://, TLS, and unix sockets are not supported)".to_owned(),
+            ));
+        }
+        let client = redis::Client::open(url).map_err(|e| invalid(secrets.scrub(&e.to_string())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+            // One connection attempt per reconnection: while Redis is down, calls fail at once
+            // rather than wait out a backoff loop; the next call starts a new attempt.
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(|e| {
+            StateError::RedisConnect { url: redacted.clone(), reason: secrets.scrub(&e.to_string()) }
+        })?;
+        tracing::info!(url = %redacted, "redis connected");
+        Ok(Redis { conn, redacted_url: redacted.into(), secrets: Arc::new(secrets) })
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        self.redacted_url.to_string()
+    }
+
+    /// Checks one request against the GCRA bucket `key` (capacity `burst`, one more request
+    /// every `interval_us` microseconds), on Redis' clock, and counts it if admitted; see the
+    /// module docs for the arithmetic. Fails with [`StateError::InvalidInput`] when `burst` or
+    /// `interval_us` is 0 or `burst * interval_us` exceeds [`RATE_LIMIT_MAX_WINDOW_US`].
+    pub async fn rate_limit(
+        &self,
+        key: &str,
+        interval_us: u64,
+        burst: u64,
+    ) -> Result<RateDecision, StateError> {
+        const OP: &str = "rate_limit";
+        if interval_us == 0
+            || burst == 0
+            || burst.checked_mul(interval_us).is_none_or(|w| w > RATE_LIMIT_MAX_WINDOW_US)
+        {
+            return Err(StateError::InvalidInput {
+                op: OP,
+                reason: format!(
+                    "need interval_us > 0, burst > 0 and burst * interval_us <= \
+                     {RATE_LIMIT_MAX_WINDOW_US}, got interval_us {interval_us}, burst {burst}"
+                ),
+            });
+        }
+        let reply: Vec<i64> = self
+            .invoke(OP, RATE_LIMIT.key(format!("bridgehead:rl:{key}")).arg(interval_us).arg(burst))
+            .await?;
+        let [allowed, remaining, reset_us, retry_after_us] = reply[..] else {
+            return Err(self.unexpected(OP, &reply));
+        };
+        let non_negative = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(RateDecision {
+            allowed: allowed == 1,
+            remaining: non_negative(remaining),
+            reset_us: non_negative(reset_us),
+            retry_after_us: non_negative(retry_after_us),
+        })
+    }
+
+    /// Begins the request with `key` in `scope`: when Redis holds no record for it (never, or
+    /// its lease or TTL ran out), creates one in flight that expires after `lease_ms` unless
+    /// completed, and returns [`IdempotencyBegin::Started`]; otherwise reports what is there
+    /// (`Mismatch` takes precedence over `InFlight`). Of any number of concurrent callers on any
+    /// node, exactly one gets `Started`. Fails with [`StateError::InvalidInput`] when `lease_ms`
+    /// is 0.
+    pub async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        lease_ms: u64,
+    ) -> Result<IdempotencyBegin, StateError> {
+        const OP: &str = "idempotency_begin";
+        positive(OP, "lease_ms", lease_ms)?;
+        let reply: Vec<Vec<u8>> =
+            self.invoke(OP, IDEM_BEGIN.key(idem_key(scope, key)).arg(fingerprint).arg(lease_ms)).await?;
+        match &reply[..] {
+            [tag] if tag == b"started" => Ok(IdempotencyBegin::Started),
+            [tag] if tag == b"in_flight" => Ok(IdempotencyBegin::InFlight),
+            [tag] if tag == b"mismatch" => Ok(IdempotencyBegin::Mismatch),
+            [tag, response] if tag == b"completed" => Ok(IdempotencyBegin::Completed(response.clone())),
+            _ => {
+                Err(self
+                    .unexpected(OP, &reply.iter().map(|v| String::from_utf8_lossy(v)).collect::<Vec<_>>()))
+            }
+        }
+    }
+
+    /// Stores `response` for the caller's in-flight record and keeps it for `ttl_ms` from now.
+    /// `false` when the record is no longer the caller's in-flight one (another fingerprint,
+    /// already completed, or gone, e.g. because its lease ran out): the response was not stored.
+    /// Fails with [`StateError::InvalidInput`] when `ttl_ms` is 0.
+    pub async fn idempotency_complete(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        response: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, StateError> {
+        const OP: &str = "idempotency_complete";
+        positive(OP, "ttl_ms", ttl_ms)?;
+        let stored: i64 = self
+            .invoke(OP, IDEM_COMPLETE.key(idem_key(scope, key)).arg(fingerprint).arg(response).arg(ttl_ms))
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// Deletes the caller's in-flight record (its request failed in a way that must not be
+    /// replayed), so the key can be used again. Does nothing when the record is completed, has
+    /// another fingerprint, or is gone.
+    pub async fn idempotency_release(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), StateError> {
+        const OP: &str = "idempotency_release";
+        let _deleted: i64 = self.invoke(OP, IDEM_RELEASE.key(idem_key(scope, key)).arg(fingerprint)).await?;
+        Ok(())
+    }
+
+    /// Runs a script invocation on the shared connection, mapping errors to [`StateError::Redis`].
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await.map_err(|e| StateError::Redis {
+            op,
+            url: self.redacted_url(),
+            reason: self.secrets.scrub(&e.to_string()),
+        })
+    }
+
+    fn unexpected(&self, op: &'static str, reply: &dyn fmt::Debug) -> StateError {
+        StateError::Redis { op, url: self.redacted_url(), reason: format!("unexpected reply {reply:?}") }
+    }
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis").field("url", &self.redacted_url).finish_non_exhaustive()
+    }
+}
+
+/// The hash holding the idempotency record of `key` in `scope`.
+fn idem_key(scope: &str, key: &str) -> String {
+    format!("bridgehead:idem:{scope}:{key}")
+}
+
+fn positive(op: &'static str, what: &str, value: u64) -> Result<(), StateError> {
+    if value == 0 {
+        return Err(StateError::InvalidInput { op, reason: format!("{what} must be positive") });
+    }
+    Ok(())
+}
