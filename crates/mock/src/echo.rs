@@ -71,5 +71,6 @@ pub(crate) fn respond(parts: &Parts, body: &ReceivedBody, knobs: Knobs) -> Respo
     let mut response = Response::new(body);
     *response.status_mut() = knobs.status.unwrap_or(StatusCode::OK);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    knobs.add_headers(response.headers_mut());
     response
 }

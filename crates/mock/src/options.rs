@@ -3,15 +3,18 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::faults::Faults;
 use crate::fixed::FixedRoute;
+use crate::ratelimit::RateLimit;
 
-const DEFAULT_FAIL_STATUS: u16 = 503;
+pub(crate) const DEFAULT_FAIL_STATUS: u16 = 503;
 const DEFAULT_RECORD_LIMIT: usize = 1000;
 
 /// Options of the mock upstream.
 ///
 /// Derives [`clap::Args`] so the CLI can `#[command(flatten)]` it; [`Default`] gives the same
-/// values as an empty command line.
+/// values as an empty command line. The fault flags build the server's first [`Faults`]
+/// ([`MockOptions::faults`]); `PUT /__mock/faults` replaces them at run time.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct MockOptions {
     /// Port to listen on; 0 picks any free port (printed at start). Example: --port 9000
@@ -22,7 +25,7 @@ pub struct MockOptions {
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "IP")]
     pub bind: IpAddr,
 
-    /// Delay added before every response (not /__mock/requests). Example: --latency 200ms
+    /// Delay added before every response (not /__mock/*). Example: --latency 200ms
     #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub latency: Option<Duration>,
 
@@ -30,7 +33,7 @@ pub struct MockOptions {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fail_rate, value_name = "RATE")]
     pub fail_rate: f64,
 
-    /// Status of injected failures, 200 to 599. Example: --fail-status 429
+    /// Status of injected failures (--fail-rate, --fail-first), 200 to 599. Example: --fail-status 429
     #[arg(
         long,
         default_value_t = DEFAULT_FAIL_STATUS,
@@ -42,6 +45,17 @@ pub struct MockOptions {
     /// Adds `Retry-After: SECONDS` to injected failures. Example: --retry-after 2
     #[arg(long, value_name = "SECONDS")]
     pub retry_after: Option<u64>,
+
+    /// The first N requests (not /__mock/*) get the injected failure, then normal service;
+    /// deterministic, unlike --fail-rate. Example: --fail-first 3 --fail-status 503
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fail_first: u64,
+
+    /// The mock's own quota, N requests per fixed window of a second, minute or hour; over it,
+    /// 429 with Retry-After. Every response carries X-RateLimit-* and RateLimit(-Policy)
+    /// headers. Example: --rate-limit 5/s (or 100/m, 1000/h)
+    #[arg(long, value_name = "N/s|N/m|N/h")]
+    pub rate_limit: Option<RateLimit>,
 
     /// A fixed response for a path, repeatable; PATH may end in '*' for a prefix match.
     /// Example: --fixed /health=200 --fixed '/orders/*=404:{"error":"no such order"}'
@@ -67,13 +81,16 @@ impl Default for MockOptions {
             fail_rate: 0.0,
             fail_status: DEFAULT_FAIL_STATUS,
             retry_after: None,
+            fail_first: 0,
+            rate_limit: None,
             fixed: Vec::new(),
             record_limit: DEFAULT_RECORD_LIMIT,
         }
     }
 }
 
-/// Options that clap would have refused, built by hand in code.
+/// Options or [`Faults`] that clap or `PUT /__mock/faults` would have refused, built by hand in
+/// code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidOptions {
     /// `fail_rate` is not a number in `0.0..=1.0`.
@@ -87,13 +104,19 @@ pub enum InvalidOptions {
 impl MockOptions {
     /// Checks what clap checks at parse time, for options built in code.
     pub fn validate(&self) -> Result<(), InvalidOptions> {
-        if !(0.0..=1.0).contains(&self.fail_rate) {
-            return Err(InvalidOptions::FailRate(self.fail_rate));
+        self.faults().validate()
+    }
+
+    /// The faults the server starts with, from the fault flags.
+    pub fn faults(&self) -> Faults {
+        Faults {
+            fail_rate: self.fail_rate,
+            fail_status: self.fail_status,
+            retry_after: self.retry_after,
+            fail_first: self.fail_first,
+            latency: self.latency,
+            rate_limit: self.rate_limit,
         }
-        if !(200..=599).contains(&self.fail_status) {
-            return Err(InvalidOptions::FailStatus(self.fail_status));
-        }
-        Ok(())
     }
 }
 
@@ -144,6 +167,10 @@ mod tests {
             "429",
             "--retry-after",
             "2",
+            "--fail-first",
+            "3",
+            "--rate-limit",
+            "5/m",
             "--fixed",
             "/health=200",
             "--fixed",
@@ -158,6 +185,12 @@ mod tests {
         assert_eq!(opts.fail_rate, 0.2);
         assert_eq!(opts.fail_status, 429);
         assert_eq!(opts.retry_after, Some(2));
+        assert_eq!(opts.fail_first, 3);
+        assert_eq!(opts.rate_limit, Some("5/m".parse().unwrap()));
+        let faults = opts.faults();
+        assert_eq!((faults.fail_rate, faults.fail_status, faults.retry_after), (0.2, 429, Some(2)));
+        assert_eq!((faults.fail_first, faults.latency), (3, Some(Duration::from_millis(250))));
+        assert_eq!(faults.rate_limit.map(|r| r.to_string()).as_deref(), Some("5/m"));
         assert_eq!(opts.fixed.len(), 2);
         assert!(opts.fixed[1].prefix);
         assert_eq!(opts.record_limit, 5);
@@ -174,6 +207,11 @@ mod tests {
             (&["--fail-status", "600"][..], "200..=599"),
             (&["--latency", "soon"][..], "soon"),
             (&["--fixed", "/health"][..], "missing '='"),
+            (&["--fail-first", "-1"][..], "-1"),
+            (&["--fail-first", "some"][..], "some"),
+            (&["--rate-limit", "5"][..], "e.g. 5/s"),
+            (&["--rate-limit", "0/s"][..], "e.g. 5/s"),
+            (&["--rate-limit", "5/day"][..], "e.g. 5/s"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} should be rejected"));
             assert!(err.to_string().contains(needle), "{args:?}: {err} should mention {needle:?}");
@@ -189,5 +227,6 @@ mod tests {
         assert!(nan_rate.validate().is_err());
         let bad_status = MockOptions { fail_status: 42, ..MockOptions::default() };
         assert_eq!(bad_status.validate(), Err(InvalidOptions::FailStatus(42)));
+        assert_eq!(MockOptions::default().faults(), Faults::default());
     }
 }

@@ -18,16 +18,36 @@ pub(crate) enum Rejection {
     /// A WebSocket upgrade without `Sec-WebSocket-Key`.
     #[error("a websocket upgrade needs a Sec-WebSocket-Key header")]
     MissingWebSocketKey,
-    /// `/__mock/requests` with a method other than GET or DELETE.
-    #[error("/__mock/requests answers GET (list) and DELETE (clear)")]
-    AdminMethod,
+    /// An admin path with a method it does not answer.
+    #[error("{path} answers {methods}")]
+    AdminMethod {
+        path: &'static str,
+        /// What the path answers, in prose.
+        methods: &'static str,
+        /// The `Allow` header.
+        allow: &'static str,
+    },
+    /// A path under `/__mock/` that is not an admin path.
+    #[error("no admin path {0:?}; there are /__mock/requests and /__mock/faults")]
+    NoSuchAdminPath(String),
+    /// A `PUT /__mock/faults` body that does not parse or holds a bad value; `field` names the
+    /// culprit when one field is.
+    #[error("{detail}")]
+    BadFaults { field: Option<String>, detail: String },
+    /// Over the `--rate-limit` quota.
+    #[error("the quota of {limit} requests per {window} is used up; retry in {retry_after}s")]
+    RateLimited { limit: u32, window: &'static str, retry_after: u64 },
 }
 
 impl Rejection {
     fn status(&self) -> StatusCode {
         match self {
-            Rejection::BadKnob { .. } | Rejection::MissingWebSocketKey => StatusCode::BAD_REQUEST,
-            Rejection::AdminMethod => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::BadKnob { .. } | Rejection::MissingWebSocketKey | Rejection::BadFaults { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Rejection::AdminMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::NoSuchAdminPath(_) => StatusCode::NOT_FOUND,
+            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -35,30 +55,40 @@ impl Rejection {
         match self {
             Rejection::BadKnob { .. } => "invalid mock header",
             Rejection::MissingWebSocketKey => "invalid websocket upgrade",
-            Rejection::AdminMethod => "method not allowed",
+            Rejection::AdminMethod { .. } => "method not allowed",
+            Rejection::NoSuchAdminPath(_) => "no such admin path",
+            Rejection::BadFaults { .. } => "invalid faults",
+            Rejection::RateLimited { .. } => "rate limited",
         }
     }
 
     pub(crate) fn into_response(self) -> Response<MockBody> {
         let status = self.status();
-        let mut response = problem(status, problem_body(status, self.title(), &self.to_string()));
-        if self == Rejection::AdminMethod {
-            response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, DELETE"));
+        let mut body = problem_json(status, self.title(), &self.to_string());
+        if let Rejection::BadFaults { field: Some(field), .. } = &self {
+            // An RFC 9457 extension member, so a test need not parse the detail.
+            body["field"] = field.as_str().into();
+        }
+        let mut response = problem(status, body.to_string().into());
+        if let Rejection::AdminMethod { allow, .. } = self {
+            response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
         }
         response
     }
 }
 
-/// The JSON of a problem body.
-pub(crate) fn problem_body(status: StatusCode, title: &str, detail: &str) -> Bytes {
+fn problem_json(status: StatusCode, title: &str, detail: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "about:blank",
         "title": title,
         "status": status.as_u16(),
         "detail": detail,
     })
-    .to_string()
-    .into()
+}
+
+/// The JSON of a problem body.
+pub(crate) fn problem_body(status: StatusCode, title: &str, detail: &str) -> Bytes {
+    problem_json(status, title, detail).to_string().into()
 }
 
 /// A problem response with a body from [`problem_body`].

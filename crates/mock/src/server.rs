@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::options::MockOptions;
+use crate::counts::StatusCounts;
+use crate::faults::Faults;
+use crate::options::{InvalidOptions, MockOptions};
 use crate::record::RecordedRequest;
 use crate::service::{self, Shared};
 
@@ -67,10 +69,34 @@ impl MockServer {
         self.shared.recorder.snapshot()
     }
 
-    /// How many requests arrived since start, `/__mock/requests` excepted; not capped by
+    /// How many requests arrived since start, `/__mock/*` excepted; not capped by
     /// `record_limit` and not reset by [`clear`](Self::clear).
     pub fn request_count(&self) -> u64 {
         self.shared.recorder.total()
+    }
+
+    /// How many responses of each status class were sent since start, `/__mock/*` excepted;
+    /// not reset by [`clear`](Self::clear).
+    pub fn status_counts(&self) -> StatusCounts {
+        self.shared.statuses.snapshot()
+    }
+
+    /// The faults in force: those of the options, or the last [`set_faults`](Self::set_faults)
+    /// or `PUT /__mock/faults`.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.load().faults.clone()
+    }
+
+    /// Replaces the faults for the requests that arrive from now on, like `PUT /__mock/faults`;
+    /// `fail_first` and the `rate_limit` window count afresh. Invalid faults (see
+    /// [`Faults::validate`]) change nothing.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), InvalidOptions> {
+        self.shared.faults.set(faults)
+    }
+
+    /// Removes every fault, like `DELETE /__mock/faults`.
+    pub fn clear_faults(&self) {
+        self.shared.faults.set(Faults::default()).expect("no faults are valid faults");
     }
 
     /// Forgets the recorded requests.

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bridgehead_mock::{MockOptions, MockServer};
+use bridgehead_mock::{Faults, InvalidOptions, MockOptions, MockServer, StatusCounts};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -99,6 +99,19 @@ async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBod
 async fn get(server: &MockServer, path: &str) -> Answer {
     let request = Request::get(format!("{}{path}", server.url())).body(empty()).unwrap();
     send(&http1(), request).await
+}
+
+/// `PUT /__mock/faults` with `body`.
+async fn put_faults(server: &MockServer, body: &str) -> Answer {
+    let request =
+        Request::put(format!("{}/__mock/faults", server.url())).body(full(body.to_owned())).unwrap();
+    send(&http1(), request).await
+}
+
+/// The rate limit headers of an answer, in a fixed order.
+fn quota_headers(answer: &Answer) -> [Option<&str>; 5] {
+    ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-policy", "ratelimit"]
+        .map(|name| answer.header(name))
 }
 
 #[tokio::test]
@@ -430,4 +443,318 @@ async fn shutdown_stops_accepting() {
     assert_eq!(get(&server, "/").await.status, StatusCode::OK);
     server.shutdown().await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn fail_first_fails_exactly_n_requests_then_serves() {
+    let server = start(MockOptions {
+        fail_first: 3,
+        fail_status: 502,
+        retry_after: Some(1),
+        fixed: vec!["/health=200".parse().unwrap()],
+        ..MockOptions::default()
+    })
+    .await;
+    for (i, path) in ["/", "/health", "/orders"].into_iter().enumerate() {
+        // Admin paths neither count towards fail_first nor fail.
+        assert_eq!(get(&server, "/__mock/requests").await.status, StatusCode::OK);
+        assert_eq!(get(&server, "/__mock/faults").await.status, StatusCode::OK);
+        let answer = get(&server, path).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{path}");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        let detail = format!("bridgehead mock injected this failure (--fail-first: {} of 3)", i + 1);
+        assert_eq!(
+            answer.json(),
+            json!({"type": "about:blank", "title": "injected failure", "status": 502, "detail": detail})
+        );
+    }
+    let client = http1();
+    for path in ["/", "/health", "/", "/orders"] {
+        let answer =
+            send(&client, Request::get(format!("{}{path}", server.url())).body(empty()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.header("retry-after"), None);
+    }
+    assert_eq!(server.request_count(), 7);
+    assert_eq!(server.requests().len(), 7, "failed requests are recorded");
+    assert_eq!(
+        server.status_counts(),
+        StatusCounts { success: 4, server_error: 3, ..StatusCounts::default() }
+    );
+    assert_eq!(server.status_counts().total(), 7);
+}
+
+#[tokio::test]
+async fn fail_first_is_exact_under_concurrency() {
+    let server = start(MockOptions { fail_first: 5, ..MockOptions::default() }).await;
+    let client = h2c();
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (client, url) = (client.clone(), format!("{}/c/{i}", server.url()));
+        requests.spawn(async move { send(&client, Request::get(url).body(empty()).unwrap()).await.status });
+    }
+    let statuses = requests.join_all().await;
+    let failed = statuses.iter().filter(|&&s| s == StatusCode::SERVICE_UNAVAILABLE).count();
+    let served = statuses.iter().filter(|&&s| s == StatusCode::OK).count();
+    assert_eq!((failed, served), (5, 35));
+    assert_eq!(
+        server.status_counts(),
+        StatusCounts { success: 35, server_error: 5, ..StatusCounts::default() }
+    );
+}
+
+#[tokio::test]
+async fn faults_are_shown_replaced_and_reset_at_run_time() {
+    let server = start(MockOptions { fail_rate: 0.25, retry_after: Some(9), ..MockOptions::default() }).await;
+    let none = json!({"fail_rate": 0.0, "fail_status": 503, "retry_after": null, "fail_first": 0,
+                      "latency": null, "rate_limit": null});
+    let shown = get(&server, "/__mock/faults").await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.header("content-type"), Some("application/json"));
+    assert_eq!(
+        shown.json(),
+        json!({"fail_rate": 0.25, "fail_status": 503, "retry_after": 9, "fail_first": 0,
+                                    "latency": null, "rate_limit": null})
+    );
+
+    // The brief's example: every field, round-tripped by PUT and GET and the library.
+    let all = json!({"fail_rate": 0.5, "fail_status": 503, "retry_after": 2, "fail_first": 3,
+                     "latency": "100ms", "rate_limit": "5/s"});
+    let put = put_faults(&server, &all.to_string()).await;
+    assert_eq!((put.status, put.json()), (StatusCode::OK, all.clone()));
+    assert_eq!(get(&server, "/__mock/faults").await.json(), all);
+    assert_eq!(serde_json::to_value(server.faults()).unwrap(), all);
+
+    // Absent fields are off; fail_first counts from the PUT, and again from the next PUT.
+    let put = put_faults(&server, r#"{"fail_first": 2, "fail_status": 500, "retry_after": 4}"#).await;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(put.json()["fail_rate"], 0.0);
+    assert_eq!(put.json()["latency"], Value::Null);
+    let statuses = |answers: Vec<Answer>| answers.iter().map(|a| a.status.as_u16()).collect::<Vec<_>>();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(get(&server, "/").await);
+    }
+    assert_eq!(answers[0].header("retry-after"), Some("4"));
+    assert_eq!(statuses(answers), [500, 500, 200, 200]);
+    assert_eq!(put_faults(&server, r#"{"fail_first": 1}"#).await.status, StatusCode::OK);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(get(&server, "/").await);
+    }
+    assert_eq!(answers[0].header("retry-after"), None);
+    assert_eq!(statuses(answers), [503, 200, 200]);
+
+    // Latency, as a duration string.
+    assert_eq!(put_faults(&server, r#"{"latency": "60ms"}"#).await.status, StatusCode::OK);
+    let started = Instant::now();
+    assert_eq!(get(&server, "/").await.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(60));
+    let started = Instant::now();
+    get(&server, "/__mock/faults").await;
+    assert!(started.elapsed() < Duration::from_millis(60), "admin paths are not delayed");
+
+    // DELETE: no faults at all, not the options'.
+    let deleted =
+        send(&http1(), Request::delete(format!("{}/__mock/faults", server.url())).body(empty()).unwrap())
+            .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(get(&server, "/__mock/faults").await.json(), none);
+    assert_eq!(server.faults(), Faults::default());
+
+    // The library, the same way.
+    server.set_faults(Faults { fail_first: 1, fail_status: 429, ..Faults::default() }).unwrap();
+    assert_eq!(get(&server, "/__mock/faults").await.json()["fail_first"], 1);
+    assert_eq!(get(&server, "/").await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get(&server, "/").await.status, StatusCode::OK);
+    let refused = server.set_faults(Faults { fail_rate: 2.0, ..Faults::default() });
+    assert_eq!(refused, Err(InvalidOptions::FailRate(2.0)));
+    assert_eq!(server.faults().fail_status, 429, "refused faults change nothing");
+    server.clear_faults();
+    assert_eq!(server.faults(), Faults::default());
+
+    // Admin requests are not counted.
+    assert_eq!(server.request_count(), 10);
+}
+
+#[tokio::test]
+async fn bad_faults_are_refused_naming_the_field() {
+    let server = start(MockOptions { fail_first: 1, ..MockOptions::default() }).await;
+    for (body, field, detail) in [
+        (r#"{"fail_rate": 1.5}"#, Some("fail_rate"), "fail_rate 1.5 is not between 0.0 and 1.0"),
+        (
+            r#"{"fail_rate": "half"}"#,
+            Some("fail_rate"),
+            "fail_rate: invalid type: string \"half\", expected f64",
+        ),
+        (
+            r#"{"fail_status": 99}"#,
+            Some("fail_status"),
+            "fail_status 99 is not a status code between 200 and 599",
+        ),
+        (
+            r#"{"retry_after": 2.5}"#,
+            Some("retry_after"),
+            "retry_after: invalid type: floating point `2.5`, expected u64",
+        ),
+        (
+            r#"{"fail_first": -1}"#,
+            Some("fail_first"),
+            "fail_first: invalid value: integer `-1`, expected u64",
+        ),
+        (
+            r#"{"latency": "soon"}"#,
+            Some("latency"),
+            "latency: \"soon\" is not a duration, e.g. \"100ms\" or \"1s 500ms\"",
+        ),
+        (
+            r#"{"rate_limit": "5/d"}"#,
+            Some("rate_limit"),
+            "rate_limit: \"5/d\" is not a quota: expected N/s, N/m or N/h with N at least 1, e.g. 5/s",
+        ),
+        (r#"{"fail_frist": 3}"#, Some("fail_frist"), "fail_frist: unknown field `fail_frist`"),
+        ("fail_first=3", None, "the body is not JSON"),
+        ("[]", None, "the body must be a JSON object"),
+        ("", None, "the body is empty"),
+    ] {
+        let answer = put_faults(&server, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        let problem = answer.json();
+        assert_eq!(problem["title"], "invalid faults", "{body}");
+        assert_eq!(problem["status"], 400);
+        assert_eq!(problem.get("field").and_then(Value::as_str), field, "{body}: {problem}");
+        let text = problem["detail"].as_str().unwrap();
+        assert!(text.starts_with(detail), "{body}: {text:?} should start with {detail:?}");
+    }
+    // Nothing was replaced: the one failure of the options is still to come.
+    assert_eq!(server.faults().fail_first, 1);
+    assert_eq!(get(&server, "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let client = http1();
+    let post =
+        send(&client, Request::post(format!("{}/__mock/faults", server.url())).body(empty()).unwrap()).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, PUT, DELETE"));
+    let unknown = get(&server, "/__mock/fault").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json()["title"], "no such admin path");
+    assert_eq!(server.request_count(), 1);
+}
+
+#[tokio::test]
+async fn rate_limit_serves_the_quota_then_answers_429() {
+    // An hour-long window, so the test cannot straddle two windows however slow it runs.
+    let server =
+        start(MockOptions { rate_limit: Some("3/h".parse().unwrap()), ..MockOptions::default() }).await;
+    let client = http1();
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(
+            send(&client, Request::get(format!("{}/q/{i}", server.url())).body(empty()).unwrap()).await,
+        );
+    }
+    let statuses: Vec<_> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let mut last_reset = u64::MAX;
+    for (i, answer) in answers.iter().enumerate() {
+        let [limit, remaining, reset, policy, state] = quota_headers(answer);
+        let reset_secs: u64 = reset.unwrap().parse().unwrap();
+        assert!((3590..=3600).contains(&reset_secs) && reset_secs <= last_reset, "{i}: {reset_secs}");
+        last_reset = reset_secs;
+        let left = 2usize.saturating_sub(i);
+        assert_eq!(limit, Some("3"));
+        assert_eq!(remaining, Some(left.to_string().as_str()), "{i}");
+        assert_eq!(policy, Some("\"mock\";q=3;w=3600"));
+        assert_eq!(state, Some(format!("\"mock\";r={left};t={reset_secs}").as_str()));
+        if i < 3 {
+            assert_eq!(answer.header("retry-after"), None);
+            assert_eq!(answer.json()["path"], format!("/q/{i}"));
+        } else {
+            assert_eq!(answer.header("retry-after"), reset);
+            assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+            let problem = answer.json();
+            assert_eq!(problem["title"], "rate limited");
+            assert_eq!(problem["status"], 429);
+            let detail = format!("the quota of 3 requests per hour is used up; retry in {reset_secs}s");
+            assert_eq!(problem["detail"], detail);
+        }
+    }
+    // Admin paths are outside the quota; refused requests are recorded and counted.
+    assert!(quota_headers(&get(&server, "/__mock/requests").await).iter().all(Option::is_none));
+    assert_eq!(server.requests().len(), 5);
+    assert_eq!(
+        server.status_counts(),
+        StatusCounts { success: 3, client_error: 2, ..StatusCounts::default() }
+    );
+
+    // A PUT starts a new quota, here per second: within a one-second window t is always 1.
+    assert_eq!(put_faults(&server, r#"{"rate_limit": "3/s", "fail_first": 1}"#).await.status, StatusCode::OK);
+    let first = get(&server, "/").await;
+    // The quota comes first, and its headers go on injected failures too.
+    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        quota_headers(&first),
+        [Some("3"), Some("2"), Some("1"), Some("\"mock\";q=3;w=1"), Some("\"mock\";r=2;t=1")]
+    );
+    // DELETE lifts the quota.
+    send(&client, Request::delete(format!("{}/__mock/faults", server.url())).body(empty()).unwrap()).await;
+    for _ in 0..5 {
+        let answer = get(&server, "/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(quota_headers(&answer).iter().all(Option::is_none));
+    }
+}
+
+#[tokio::test]
+async fn x_mock_retry_after_and_header_shape_the_echo() {
+    let server = start(MockOptions::default()).await;
+    let client = http1();
+    let request = Request::get(format!("{}/one", server.url()))
+        .header("x-mock-status", "503")
+        .header("x-mock-retry-after", "2")
+        .body(empty())
+        .unwrap();
+    let answer = send(&client, request).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.header("retry-after"), Some("2"));
+    assert_eq!(answer.json()["path"], "/one");
+
+    let request = Request::get(format!("{}/two", server.url()))
+        .header("x-mock-header", "Cache-Control: no-store")
+        .header("x-mock-header", "x-trace: a")
+        .header("x-mock-header", "x-trace: b")
+        .header("x-mock-header", "content-type: application/vnd.test+json")
+        .header("x-mock-header", "server: someone-else")
+        .body(empty())
+        .unwrap();
+    let answer = send(&client, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    let traces: Vec<_> = answer.headers.get_all("x-trace").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(traces, ["a", "b"]);
+    assert_eq!(answer.header("content-type"), Some("application/vnd.test+json"));
+    assert_eq!(answer.header("server"), Some("someone-else"));
+    assert_eq!(answer.header("retry-after"), None);
+    assert_eq!(answer.json()["path"], "/two");
+
+    for (header, value) in [
+        ("x-mock-retry-after", "soon"),
+        ("x-mock-retry-after", "-1"),
+        ("x-mock-header", "no colon"),
+        ("x-mock-header", "content-length: 1"),
+        ("x-mock-header", "transfer-encoding: chunked"),
+    ] {
+        let request = Request::get(server.url()).header(header, value).body(empty()).unwrap();
+        let answer = send(&client, request).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{header}: {value}");
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        let problem = answer.json();
+        assert_eq!(problem["title"], "invalid mock header");
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with(&format!("header {header} must be")),
+            "{problem}"
+        );
+    }
 }
