@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use error::{Diagnostic, Diagnostics, Pos};
 pub use interpolate::{MapResolver, Resolver, SystemResolver};
 pub use model::*;
-pub use units::{ByteSize, HumanDuration, REDACTED, Secret};
+pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};
 pub use validate::{check_oauth_client, check_target_url};
 
 /// The commented starter config written by `bridgehead init`.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::units::{ByteSize, HumanDuration, Secret};
+use crate::units::{ByteSize, HumanDuration, Rate, Secret};
 
 /// A Bridgehead configuration file (`bridgehead.yaml`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -240,11 +240,15 @@ pub struct State {
     /// `sqlite://PATH` (embedded, created on first start, the default) or `postgres://…` so that
     /// several gateway nodes share state. A relative SQLite path is relative to the working directory.
     pub url: String,
+    /// `redis://[:password@]host:port[/db]`: rate-limit buckets and idempotency records are then
+    /// kept in Redis and shared by every gateway node. Absent: rate limits are counted in each
+    /// process and idempotency records live in the state database.
+    pub redis: Option<Secret>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        Self { url: "sqlite://bridgehead.db".into() }
+        Self { url: "sqlite://bridgehead.db".into(), redis: None }
     }
 }
 
@@ -273,6 +277,292 @@ pub struct Upstream {
     /// any the client sent in the same header).
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// Retries of failed requests, with exponential backoff and full jitter, within a budget.
+    /// Absent: no retries.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// A circuit breaker per target: a target failing too often is taken out of rotation for a
+    /// while. Absent: off (passive ejection still applies).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// The most Bridgehead sends to this upstream (requests queue up to `max_wait`), plus pausing
+    /// when the upstream signals its own limit. Absent: no outbound limit, but upstream signals
+    /// (`Retry-After` on 429/503, `X-RateLimit-Remaining: 0`) still pause sending.
+    #[serde(default)]
+    pub rate_limit: Option<UpstreamRateLimit>,
+    /// Canary stickiness: requests with the same `consumer`, `ip`, `header:NAME` or
+    /// `cookie:NAME` always go to the same target (weighted rendezvous hashing over the available
+    /// targets), so a user does not bounce between versions. Requests without the key are spread
+    /// by `load_balancing`.
+    #[serde(default)]
+    pub sticky: Option<RequestKey>,
+}
+
+/// What identifies the requests that share a rate-limit bucket or a sticky target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RequestKey {
+    /// The authenticated consumer (needs `auth` on the route); anonymous requests share one key.
+    Consumer,
+    /// The client's IP address (the TCP peer).
+    Ip,
+    /// The whole route: one bucket for everybody.
+    Route,
+    /// The value of a request header; requests without it share one key.
+    Header(String),
+    /// The value of a cookie; requests without it share one key.
+    Cookie(String),
+}
+
+impl std::str::FromStr for RequestKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "consumer" => Self::Consumer,
+            "ip" => Self::Ip,
+            "route" => Self::Route,
+            _ => match s.split_once(':') {
+                Some(("header", name)) if !name.is_empty() => Self::Header(name.to_ascii_lowercase()),
+                Some(("cookie", name)) if !name.is_empty() => Self::Cookie(name.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "invalid key `{s}`; use consumer, ip, route, header:NAME or cookie:NAME"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for RequestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Consumer => f.write_str("consumer"),
+            Self::Ip => f.write_str("ip"),
+            Self::Route => f.write_str("route"),
+            Self::Header(h) => write!(f, "header:{h}"),
+            Self::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
+impl Serialize for RequestKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for RequestKey {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RequestKey".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`consumer`, `ip`, `route`, `header:NAME` or `cookie:NAME`.",
+            "pattern": "^(consumer|ip|route|header:.+|cookie:.+)$"
+        })
+    }
+}
+
+/// Retries toward an upstream. Only requests that are safe to send twice are retried: idempotent
+/// methods (GET, HEAD, OPTIONS, PUT, DELETE) and requests carrying an `Idempotency-Key`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Tries in total, the first included (1 to 10).
+    pub attempts: u32,
+    /// Backoff before the first retry; doubles after each, capped by `max_backoff`. The wait is
+    /// drawn uniformly between 0 and that value (full jitter).
+    pub backoff: HumanDuration,
+    /// Largest backoff; also the longest `Retry-After` honoured before a retry.
+    pub max_backoff: HumanDuration,
+    /// What is retried: `connect-error` (the target refused or did not answer the connection),
+    /// `timeout` (no response head within `per_try_timeout`; the upstream may have acted on the
+    /// request), `reset` (the connection broke before a response head), or a status code such
+    /// as `503` or `429`.
+    pub on: Vec<RetryOn>,
+    /// Time one try may take until its response head; `timeouts.request` stays the deadline for
+    /// all tries together. Absent: `timeouts.request`.
+    pub per_try_timeout: Option<HumanDuration>,
+    /// Largest request body kept in memory so it can be sent again; a larger body is streamed
+    /// and its request is not retried.
+    pub max_body: ByteSize,
+    /// Retries may be at most this share of the requests over `budget_window` (plus
+    /// `min_retries`), so retries cannot multiply an outage.
+    pub budget_ratio: f64,
+    /// The sliding window of the retry budget.
+    pub budget_window: HumanDuration,
+    /// Retries always allowed per `budget_window`, whatever the ratio, so a quiet upstream can
+    /// still be retried.
+    pub min_retries: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff: HumanDuration::millis(100),
+            max_backoff: HumanDuration::secs(2),
+            on: vec![RetryOn::ConnectError, RetryOn::Status(502), RetryOn::Status(503), RetryOn::Status(504)],
+            per_try_timeout: None,
+            max_body: ByteSize::kib(64),
+            budget_ratio: 0.2,
+            budget_window: HumanDuration::secs(10),
+            min_retries: 3,
+        }
+    }
+}
+
+/// A condition under which a request is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// The connection to the target could not be made.
+    ConnectError,
+    /// No response head within the try's timeout.
+    Timeout,
+    /// The connection broke before a response head arrived.
+    Reset,
+    /// The upstream answered with this status (408, 429 or 5xx).
+    Status(u16),
+}
+
+impl std::str::FromStr for RetryOn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "connect-error" => return Ok(Self::ConnectError),
+            "timeout" => return Ok(Self::Timeout),
+            "reset" => return Ok(Self::Reset),
+            _ => {}
+        }
+        match s.parse::<u16>() {
+            Ok(n) if n == 408 || n == 429 || (500..=599).contains(&n) => Ok(Self::Status(n)),
+            _ => Err(format!(
+                "`{s}` is not retryable; use connect-error, timeout, reset, 408, 429 or a 5xx status"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ConnectError => f.write_str("connect-error"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::Reset => f.write_str("reset"),
+            Self::Status(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Status(n) => s.serialize_u16(*n),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connect-error, timeout, reset or a status code")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RetryOn, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RetryOn, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RetryOn, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for RetryOn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryOn".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`connect-error`, `timeout`, `reset`, or a status code (408, 429, 5xx).",
+            "anyOf": [
+                {"type": "string", "enum": ["connect-error", "timeout", "reset"]},
+                {"type": "integer", "minimum": 408, "maximum": 599}
+            ]
+        })
+    }
+}
+
+/// A circuit breaker per target. Failures are connect errors, timeouts and 5xx answers.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// The breaker opens when failures over `window` are more than this share of requests...
+    pub failure_ratio: f64,
+    /// ...and there were at least this many requests in the window.
+    pub min_requests: u32,
+    /// The sliding window over which requests and failures are counted.
+    pub window: HumanDuration,
+    /// How long an open breaker refuses traffic before letting probes through (half-open).
+    pub open_for: HumanDuration,
+    /// Requests let through while half-open; all succeeding closes the breaker, any failure
+    /// opens it again.
+    pub half_open_probes: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: HumanDuration::secs(30),
+            open_for: HumanDuration::secs(15),
+            half_open_probes: 3,
+        }
+    }
+}
+
+/// What Bridgehead sends to an upstream at most (counted by each gateway node, or across all
+/// nodes with `state.redis`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamRateLimit {
+    /// Requests sent per second, minute or hour: `50/s`.
+    pub rate: Rate,
+    /// Requests that may be sent at once after a quiet period. Default: 1.
+    #[serde(default = "one")]
+    pub burst: u64,
+    /// Longest a request waits for its turn (or for an upstream-requested pause to end); after
+    /// that it gets 503 `upstream-rate-limited`.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: HumanDuration,
+    /// Most requests waiting at once; more get 503 at once.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+fn default_max_wait() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+fn default_queue() -> usize {
+    1000
 }
 
 /// TLS toward an upstream's `https://` targets. The system roots are always trusted.
@@ -501,6 +791,140 @@ pub struct Route {
     /// Off by default: credentials are removed once checked, and the upstream sees `X-Consumer-Id`.
     #[serde(default)]
     pub forward_credentials: bool,
+    /// Inbound rate limits: one policy or a list (all must admit the request). A refusal is 429
+    /// `quota-exceeded` with `Retry-After`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimits>,
+    /// Which rate-limit header families responses of this route carry.
+    #[serde(default)]
+    pub rate_limit_headers: RateLimitHeaders,
+    /// Idempotency keys (IETF Idempotency-Key draft): a repeated `Idempotency-Key` gets the stored
+    /// response instead of reaching the upstream again. Absent: off.
+    #[serde(default)]
+    pub idempotency: Option<Idempotency>,
+}
+
+/// One rate-limit policy or several.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RateLimits {
+    One(RateLimitPolicy),
+    Many(Vec<RateLimitPolicy>),
+}
+
+impl RateLimits {
+    pub fn policies(&self) -> &[RateLimitPolicy] {
+        match self {
+            Self::One(p) => std::slice::from_ref(p),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RateLimits;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a rate-limit policy `{ key, rate, burst }` or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<RateLimits, A::Error> {
+                RateLimitPolicy::deserialize(serde::de::value::MapAccessDeserializer::new(a))
+                    .map(RateLimits::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<RateLimits, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(RateLimits::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An inbound rate-limit policy: a token bucket holding `burst` requests, refilled at `rate`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// The policy's name in `RateLimit-Policy`/`RateLimit` headers and in the 429 problem.
+    /// Default: `default`; required when a route has several policies.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Who shares a bucket: `consumer`, `ip`, `route`, `header:NAME` or `cookie:NAME`.
+    #[serde(default = "default_rl_key")]
+    pub key: RequestKey,
+    /// Sustained rate: `100/s`, `600/m`, `10000/h`.
+    pub rate: Rate,
+    /// Requests admitted at once after a quiet period. Default: the rate's count (`100/s` → 100).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// With `state.redis`, what happens while Redis cannot be reached: `open` admits requests,
+    /// `closed` refuses them with 503.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+fn default_rl_key() -> RequestKey {
+    RequestKey::Consumer
+}
+
+/// Behaviour of a shared limit while its store is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Admit requests (the limit is not enforced until the store is back).
+    #[default]
+    Open,
+    /// Refuse requests with 503 `rate-limit-unavailable`.
+    Closed,
+}
+
+/// Rate-limit header families on a limited route's responses.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft).
+    pub ietf: bool,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (seconds).
+    pub legacy: bool,
+}
+
+impl Default for RateLimitHeaders {
+    fn default() -> Self {
+        Self { ietf: true, legacy: true }
+    }
+}
+
+/// Idempotency keys on a route.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Idempotency {
+    /// How long a completed response is kept and replayed.
+    pub ttl: HumanDuration,
+    /// Refuse requests of `methods` without an `Idempotency-Key` (400).
+    pub required: bool,
+    /// Methods the key applies to: POST and PATCH by default; PUT and DELETE may be added.
+    pub methods: Vec<String>,
+    /// Largest request body accepted with a key (it is read whole to fingerprint it); larger
+    /// gets 413.
+    pub max_request_body: ByteSize,
+    /// Largest response body stored for replay; a larger response is passed through, not
+    /// stored, and the key can be used again.
+    pub max_response_body: ByteSize,
+    /// Also store 5xx responses. Off: a 5xx frees the key so the client's retry can succeed.
+    pub store_server_errors: bool,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Self {
+            ttl: HumanDuration::secs(24 * 3600),
+            required: false,
+            methods: vec!["POST".into(), "PATCH".into()],
+            max_request_body: ByteSize::mib(1),
+            max_response_body: ByteSize::mib(1),
+            store_server_errors: false,
+        }
+    }
 }
 
 /// Conditions a request must meet. A route needs at least one of `path_prefix`, `path` or `host`.

@@ -371,3 +371,123 @@ fn auth_config_defaults_and_secret_redaction() {
     let v = c.redacted_json();
     assert_eq!(v["authenticators"]["idp"]["jwt"]["secret"], REDACTED);
 }
+
+/// Traffic-policy mistakes, each with the key path and message it must produce.
+#[test]
+fn bad_policy_configs_are_refused_with_key_paths() {
+    let up = |extra: &str| format!("upstreams:\n  u:\n    targets: [{{ url: \"http://x\" }}]\n{extra}");
+    let route = |extra: &str| {
+        format!("{}routes:\n  - {{ name: r, match: {{ path_prefix: /a }}, upstream: u{extra} }}\n", up(""))
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (route(", rate_limit: { key: ip, rate: 10 }"), "routes[0].rate_limit.rate: a rate needs a unit"),
+        (
+            route(", rate_limit: { key: ip, rate: 0/s }"),
+            "routes[0].rate_limit.rate: rate `0/s` admits nothing",
+        ),
+        (route(", rate_limit: { key: ip, rate: 5/fortnight }"), "invalid rate `5/fortnight`"),
+        (
+            route(", rate_limit: { key: ip, rate: 5/s, burst: 0 }"),
+            "routes[0].rate_limit.burst: must be at least 1",
+        ),
+        (
+            route(", rate_limit: { rate: 5/s }"),
+            "routes[0].rate_limit.key: `consumer` needs `auth` on the route",
+        ),
+        (route(", rate_limit: { key: 'header:a b', rate: 5/s }"), "routes[0].rate_limit.key"),
+        (route(", rate_limit: { key: peer, rate: 5/s }"), "invalid key `peer`"),
+        (
+            route(", rate_limit: [{ key: ip, rate: 5/s }, { key: ip, rate: 50/m }]"),
+            "routes[0].rate_limit[0]: a route with several policies needs a `name` on each",
+        ),
+        (
+            route(", rate_limit: [{ name: a, key: ip, rate: 5/s }, { name: a, key: ip, rate: 50/m }]"),
+            "routes[0].rate_limit[1].name: policy name `a` is used twice",
+        ),
+        (
+            route(", rate_limit: { name: 'a\"b', key: ip, rate: 5/s }"),
+            "routes[0].rate_limit.name: `a\"b` is not a valid policy name",
+        ),
+        (
+            route(", rate_limit: { key: ip, rate: 5/s, on_store_error: maybe }"),
+            "routes[0].rate_limit.on_store_error",
+        ),
+        (
+            route(", idempotency: { methods: [GET] }"),
+            "routes[0].idempotency.methods[0]: `GET` cannot take an idempotency key",
+        ),
+        (route(", idempotency: { ttl: 10ms }"), "routes[0].idempotency.ttl: must be at least 1s"),
+        (
+            route(", idempotency: { max_response_body: 1GiB }"),
+            "routes[0].idempotency.max_response_body: must be between",
+        ),
+        (up("    retry: { attempts: 0 }\n"), "upstreams.u.retry.attempts: must be between 1 and 10, got 0"),
+        (up("    retry: { on: [404] }\n"), "upstreams.u.retry.on[0]: `404` is not retryable"),
+        (
+            up("    retry: { backoff: 1s, max_backoff: 10ms }\n"),
+            "upstreams.u.retry.max_backoff: must not be less than `backoff`",
+        ),
+        (
+            up("    retry: { budget_ratio: 2 }\n"),
+            "upstreams.u.retry.budget_ratio: must be between 0.0 and 1.0",
+        ),
+        (
+            up("    circuit_breaker: { failure_ratio: 0 }\n"),
+            "upstreams.u.circuit_breaker.failure_ratio: must be above 0.0",
+        ),
+        (
+            up("    circuit_breaker: { min_requests: 0 }\n"),
+            "upstreams.u.circuit_breaker.min_requests: must be at least 1",
+        ),
+        (
+            up("    circuit_breaker: { open_for: 1ms }\n"),
+            "upstreams.u.circuit_breaker.open_for: must be at least 100ms",
+        ),
+        (up("    rate_limit: { rate: 5/s, queue: 0 }\n"), "upstreams.u.rate_limit.queue: must be at least 1"),
+        (up("    rate_limit: { burst: 3 }\n"), "upstreams.u.rate_limit: missing field `rate`"),
+        (up("    sticky: route\n"), "upstreams.u.sticky: `route` would send every request to one target"),
+        (up("    sticky: 'cookie:a;b'\n"), "upstreams.u.sticky: `a;b` is not a valid cookie name"),
+        (
+            "state:\n  redis: \"http://127.0.0.1:6379\"\n".into(),
+            "state.redis: must be a redis://host:port URL",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        match load_text(text) {
+            Ok(_) => failures.push(format!("accepted:\n{text}")),
+            Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn policy_defaults_and_redis_redaction() {
+    let text = "state:\n  redis: \"redis://:hunter2@127.0.0.1:6379\"\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n    retry: {}\n    circuit_breaker: {}\n    rate_limit: { rate: 50/s }\n    sticky: 'header:X-User'\nroutes:\n  - { name: r, match: { path_prefix: /a }, upstream: u, rate_limit: { key: ip, rate: 100/s }, idempotency: {} }\n  - { name: s, match: { path_prefix: /b }, upstream: u, rate_limit: [{ name: burst, key: ip, rate: 100/s, burst: 200 }, { name: daily, key: route, rate: 10000/h }] }\n";
+    let c = load_text(text).unwrap();
+    let u = &c.config.upstreams["u"];
+    let r = u.retry.as_ref().unwrap();
+    assert_eq!((r.attempts, r.budget_ratio, r.on.len()), (3, 0.2, 4));
+    assert_eq!(u.circuit_breaker.as_ref().unwrap().min_requests, 20);
+    assert_eq!(u.rate_limit.as_ref().unwrap().burst, 1);
+    assert_eq!(u.sticky, Some(RequestKey::Header("x-user".into())));
+    let route = &c.config.routes[0];
+    let p = &route.rate_limit.as_ref().unwrap().policies()[0];
+    assert_eq!(
+        (p.key.clone(), p.rate.count, p.burst, p.on_store_error),
+        (RequestKey::Ip, 100, None, OnStoreError::Open)
+    );
+    let idem = route.idempotency.as_ref().unwrap();
+    assert_eq!(
+        (idem.ttl, idem.methods.clone(), idem.required),
+        (HumanDuration::secs(86_400), vec!["POST".to_owned(), "PATCH".into()], false)
+    );
+    assert_eq!(c.config.routes[1].rate_limit.as_ref().unwrap().policies().len(), 2);
+    let v = c.redacted_json();
+    assert_eq!(v["state"]["redis"], REDACTED);
+    assert_eq!(v["routes"][0]["rate_limit"]["rate"], "100/s");
+}

@@ -187,6 +187,103 @@ impl JsonSchema for ByteSize {
     }
 }
 
+/// A rate written as `N/s`, `N/m`, `N/h` or `N/d`: `100/s`, `10000/h`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Requests per `per`.
+    pub count: u64,
+    /// The window: one second, minute, hour or day.
+    pub per: Duration,
+}
+
+impl Rate {
+    pub const fn per_second(count: u64) -> Self {
+        Self { count, per: Duration::from_secs(1) }
+    }
+    /// Time between two requests at this rate, in microseconds (at least 1).
+    pub fn interval_us(self) -> u64 {
+        (self.per.as_micros() as u64 / self.count.max(1)).max(1)
+    }
+    /// The window in whole seconds (the `w` of a `RateLimit-Policy`).
+    pub fn window_secs(self) -> u64 {
+        self.per.as_secs()
+    }
+}
+
+const RATE_UNITS: [(&str, u64); 4] = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)];
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid rate `{s}`; write it like 100/s, 600/m or 10000/h");
+        let (num, unit) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u64 = num.trim().parse().map_err(|_| bad())?;
+        let secs = RATE_UNITS.iter().find(|(u, _)| *u == unit.trim()).map(|(_, n)| *n).ok_or_else(bad)?;
+        if count == 0 {
+            return Err(format!("rate `{s}` admits nothing; the count must be at least 1"));
+        }
+        if count > 1_000_000_000 {
+            return Err(format!("rate `{s}` is too large; at most 1000000000 per unit"));
+        }
+        Ok(Rate { count, per: Duration::from_secs(secs) })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.per.as_secs();
+        let unit = RATE_UNITS.iter().find(|(_, n)| *n == secs).map_or("s", |(u, _)| u);
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl fmt::Debug for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Rate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate like 100/s, 600/m or 10000/h")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Rate, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Rate, E> {
+                Err(E::custom(format!("a rate needs a unit: write `{n}/s`, `{n}/m` or `{n}/h`")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Rate, E> {
+                Err(E::custom(format!("a rate needs a unit: write `{n}/s`, `{n}/m` or `{n}/h`")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A rate: a count per second, minute, hour or day, e.g. `100/s`, `10000/h`.",
+            "pattern": "^ *[0-9]+ */ *(s|m|h|d) *$"
+        })
+    }
+}
+
 /// A secret string: usually written as `${env:NAME}` or `${file:PATH}`. Its value never appears
 /// in `Debug` output, logs or `/admin/config`.
 #[derive(Clone, PartialEq, Eq)]
@@ -266,6 +363,22 @@ mod tests {
         assert_eq!(ByteSize::mib(10).to_string(), "10MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000");
         assert_eq!(serde_json::from_value::<ByteSize>(serde_json::json!(42)).unwrap().0, 42);
+    }
+
+    #[test]
+    fn rates() {
+        let r: Rate = "100/s".parse().unwrap();
+        assert_eq!(
+            (r.count, r.per, r.interval_us(), r.window_secs()),
+            (100, Duration::from_secs(1), 10_000, 1)
+        );
+        assert_eq!("10000/h".parse::<Rate>().unwrap().to_string(), "10000/h");
+        assert_eq!(" 5 / m ".parse::<Rate>().unwrap().per, Duration::from_secs(60));
+        for s in ["", "100", "100/x", "0/s", "-1/s", "1/0s", "x/s", "2000000000/s"] {
+            assert!(s.parse::<Rate>().is_err(), "{s}");
+        }
+        let e = serde_json::from_value::<Rate>(serde_json::json!(5)).unwrap_err();
+        assert!(e.to_string().contains("needs a unit"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::model::{
-    ApiKeyAuth, Authenticator, ClientAuth, Config, IntrospectionAuth, JwtAuth, Route, Upstream,
+    ApiKeyAuth, Authenticator, CircuitBreaker, ClientAuth, Config, Idempotency, IntrospectionAuth, JwtAuth,
+    RateLimitPolicy, RateLimits, RequestKey, Retry, Route, Upstream,
 };
 use crate::pattern::{PathTemplate, check_path, has_segment_prefix};
 use crate::yaml::{join_index, join_key};
@@ -496,6 +497,12 @@ fn state(c: &Config, p: &mut Vec<Problem>) {
         let scheme = url.split("://").next().unwrap_or(url);
         push(p, "state.url", format!("must start with sqlite:// or postgres://, got `{scheme}`"));
     }
+    if let Some(redis) = &c.state.redis {
+        let url = redis.expose();
+        if !url.starts_with("redis://") {
+            push(p, "state.redis", "must be a redis://host:port URL (TLS to Redis is not supported)");
+        }
+    }
 }
 
 fn valid_name(s: &str) -> bool {
@@ -550,6 +557,32 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
     }
     if let Some(c) = &u.credentials {
         credentials(&join_key(&base, "credentials"), c, p);
+    }
+    if let Some(r) = &u.retry {
+        retry(&join_key(&base, "retry"), r, p);
+    }
+    if let Some(b) = &u.circuit_breaker {
+        circuit_breaker(&join_key(&base, "circuit_breaker"), b, p);
+    }
+    if let Some(rl) = &u.rate_limit {
+        let rp = join_key(&base, "rate_limit");
+        if rl.burst == 0 {
+            push(p, join_key(&rp, "burst"), "must be at least 1");
+        }
+        if rl.queue == 0 {
+            push(p, join_key(&rp, "queue"), "must be at least 1");
+        }
+    }
+    if let Some(key) = &u.sticky {
+        // Routes decide whether a consumer is known; without one, all requests share a target.
+        check_request_key(&join_key(&base, "sticky"), key, true, p);
+        if matches!(key, RequestKey::Route) {
+            push(
+                p,
+                join_key(&base, "sticky"),
+                "`route` would send every request to one target; use consumer, ip, header:NAME or cookie:NAME",
+            );
+        }
     }
     if let Some(hc) = &u.health_check {
         let hp = join_key(&base, "health_check");
@@ -653,6 +686,12 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 );
             }
         }
+        if let Some(rl) = &r.rate_limit {
+            rate_limits(r, &join_key(&base, "rate_limit"), rl.policies(), p);
+        }
+        if let Some(idem) = &r.idempotency {
+            idempotency(&join_key(&base, "idempotency"), idem, p);
+        }
         let key = serde_json::to_string(&r.matcher).unwrap_or_default();
         if let Some(first) = matches.insert(key, &r.name) {
             push(
@@ -660,6 +699,124 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 join_key(&base, "match"),
                 format!("same match as route `{first}`, so this route could never be chosen"),
             );
+        }
+    }
+}
+
+/// A rate-limit policy name goes into a quoted structured-field string (RFC 8941 §3.3.3).
+fn valid_policy_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+fn check_request_key(path: &str, key: &RequestKey, has_auth: bool, p: &mut Vec<Problem>) {
+    match key {
+        RequestKey::Header(h) => check_header_name(path, h, p),
+        RequestKey::Cookie(c) if !is_token(c) => push(p, path, format!("`{c}` is not a valid cookie name")),
+        RequestKey::Consumer if !has_auth => {
+            push(p, path, "`consumer` needs `auth` on the route; use `ip` or `route` on a public route")
+        }
+        _ => {}
+    }
+}
+
+fn rate_limits(r: &Route, base: &str, policies: &[RateLimitPolicy], p: &mut Vec<Problem>) {
+    if policies.is_empty() {
+        push(p, base, "needs at least one policy");
+    }
+    let mut names = BTreeSet::new();
+    for (i, pol) in policies.iter().enumerate() {
+        let pp = if policies.len() == 1 && matches!(r.rate_limit, Some(RateLimits::One(_))) {
+            base.to_owned()
+        } else {
+            join_index(base, i)
+        };
+        match &pol.name {
+            Some(n) if !valid_policy_name(n) => push(
+                p,
+                join_key(&pp, "name"),
+                format!(
+                    "`{n}` is not a valid policy name: 1 to 64 printable ASCII characters without `\"` or `\\`"
+                ),
+            ),
+            Some(n) if !names.insert(n.as_str()) => {
+                push(p, join_key(&pp, "name"), format!("policy name `{n}` is used twice on this route"))
+            }
+            None if policies.len() > 1 => {
+                push(p, &pp, "a route with several policies needs a `name` on each")
+            }
+            _ => {}
+        }
+        check_request_key(&join_key(&pp, "key"), &pol.key, !r.auth.is_empty(), p);
+        if pol.burst == Some(0) {
+            push(p, join_key(&pp, "burst"), "must be at least 1");
+        }
+    }
+}
+
+const IDEMPOTENCY_METHODS: &[&str] = &["POST", "PATCH", "PUT", "DELETE"];
+
+fn idempotency(base: &str, i: &Idempotency, p: &mut Vec<Problem>) {
+    if i.ttl.get() < std::time::Duration::from_secs(1) {
+        push(p, join_key(base, "ttl"), "must be at least 1s");
+    }
+    if i.methods.is_empty() {
+        push(p, join_key(base, "methods"), "needs at least one method");
+    }
+    for (j, m) in i.methods.iter().enumerate() {
+        if !IDEMPOTENCY_METHODS.contains(&m.as_str()) {
+            push(
+                p,
+                join_index(&join_key(base, "methods"), j),
+                format!("`{m}` cannot take an idempotency key; use POST, PATCH, PUT or DELETE"),
+            );
+        } else if i.methods[..j].contains(m) {
+            push(p, join_index(&join_key(base, "methods"), j), format!("`{m}` is listed twice"));
+        }
+    }
+    for (key, v) in [("max_request_body", i.max_request_body), ("max_response_body", i.max_response_body)] {
+        if v.get() == 0 || v.get() > 64 << 20 {
+            push(p, join_key(base, key), "must be between 1 byte and 64MiB");
+        }
+    }
+}
+
+fn retry(base: &str, r: &Retry, p: &mut Vec<Problem>) {
+    if !(1..=10).contains(&r.attempts) {
+        push(p, join_key(base, "attempts"), format!("must be between 1 and 10, got {}", r.attempts));
+    }
+    if r.backoff.get().is_zero() {
+        push(p, join_key(base, "backoff"), "must be greater than 0");
+    }
+    if r.max_backoff < r.backoff {
+        push(p, join_key(base, "max_backoff"), "must not be less than `backoff`");
+    }
+    if r.per_try_timeout.is_some_and(|t| t.get().is_zero()) {
+        push(p, join_key(base, "per_try_timeout"), "must be greater than 0");
+    }
+    if !(0.0..=1.0).contains(&r.budget_ratio) {
+        push(p, join_key(base, "budget_ratio"), "must be between 0.0 and 1.0");
+    }
+    if r.budget_window.get() < std::time::Duration::from_secs(1) {
+        push(p, join_key(base, "budget_window"), "must be at least 1s");
+    }
+    if r.max_body.get() > 16 << 20 {
+        push(p, join_key(base, "max_body"), "must be at most 16MiB (bodies are kept in memory)");
+    }
+}
+
+fn circuit_breaker(base: &str, b: &CircuitBreaker, p: &mut Vec<Problem>) {
+    if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+        push(p, join_key(base, "failure_ratio"), "must be above 0.0 and at most 1.0");
+    }
+    if b.min_requests == 0 {
+        push(p, join_key(base, "min_requests"), "must be at least 1");
+    }
+    if b.half_open_probes == 0 {
+        push(p, join_key(base, "half_open_probes"), "must be at least 1");
+    }
+    for (key, d) in [("window", b.window), ("open_for", b.open_for)] {
+        if d.get() < std::time::Duration::from_millis(100) {
+            push(p, join_key(base, key), "must be at least 100ms");
         }
     }
 }
