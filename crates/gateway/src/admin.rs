@@ -149,17 +149,26 @@ async fn upstreams(State(s): State<AdminState>) -> Response {
                 .targets
                 .iter()
                 .map(|t| {
-                    json!({
+                    let mut v = json!({
                         "url": &*t.url,
                         "weight": t.weight,
                         "available": t.available(now),
                         "healthy": t.healthy_by_checks(),
                         "ejected": t.ejected(now),
                         "in_flight": t.in_flight(),
-                    })
+                    });
+                    if let Some(state) = u.breaker_state(t) {
+                        v["circuit"] = json!(state.as_str());
+                    }
+                    v
                 })
                 .collect();
-            (u.name.to_string(), json!({ "targets": targets }))
+            let mut v = json!({ "targets": targets });
+            let paused = u.throttle.paused_for_us();
+            if paused > 0 {
+                v["paused_ms"] = json!(paused.div_ceil(1000));
+            }
+            (u.name.to_string(), v)
         })
         .collect();
     axum::Json(json!({ "upstreams": list })).into_response()

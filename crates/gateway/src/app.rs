@@ -116,8 +116,16 @@ impl App {
             Some(cfg) => Some(crate::oauth::OAuthServer::start(cfg, &store).await.map_err(AppError::Config)?),
             None => None,
         };
-        let runtime =
-            Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref()).map_err(AppError::Config)?;
+        let redis = match &loaded.config.state.redis {
+            Some(url) => Some(
+                crate::policy::SharedRedis::start(url.expose())
+                    .await
+                    .map_err(|e| AppError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())
+            .map_err(AppError::Config)?;
         runtime.auth.ready().await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
@@ -125,6 +133,7 @@ impl App {
             access_log: AccessLog::new(opts.access_log.clone()),
             store: Some(store),
             oauth: ArcSwapOption::new(oauth),
+            redis,
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
@@ -176,11 +185,22 @@ impl App {
             let node_id = node_id.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
+                let mut n = 0u64;
                 loop {
                     tick.tick().await;
                     if let Err(e) = store.heartbeat(&node_id).await {
                         tracing::warn!(error = %e, "state store heartbeat failed");
                     }
+                    // Expired idempotency records, once a minute (in batches, so a backlog
+                    // drains over several minutes without one long transaction).
+                    if n.is_multiple_of(6) {
+                        match store.idempotency_purge(crate::policy::unix_ms()).await {
+                            Ok(0) => {}
+                            Ok(purged) => tracing::debug!(purged, "expired idempotency records purged"),
+                            Err(e) => tracing::warn!(error = %e, "purging idempotency records failed"),
+                        }
+                    }
+                    n += 1;
                 }
             })
         });

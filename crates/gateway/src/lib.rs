@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod metrics;
 pub mod oauth;
+pub mod policy;
 pub mod problem;
 pub mod proxy;
 pub mod reload;

@@ -83,6 +83,24 @@ pub struct TokenFetchLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub route: Name,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteResultLabels {
+    pub route: Name,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamResultLabels {
+    pub upstream: Name,
+    pub result: &'static str,
+}
+
 pub mod outcome {
     /// A response arrived with a status below 500.
     pub const SUCCESS: &str = "success";
@@ -115,6 +133,12 @@ pub struct Metrics {
     pub auth_attempts: Family<AuthLabels, Counter>,
     pub auth_fetches: Family<FetchLabels, Counter>,
     pub upstream_token_fetches: Family<TokenFetchLabels, Counter>,
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    pub rate_limit_store_errors: Family<RouteLabels, Counter>,
+    pub idempotency: Family<RouteResultLabels, Counter>,
+    pub upstream_retries: Family<UpstreamResultLabels, Counter>,
+    pub circuit_breaker_state: Family<TargetLabels, Gauge>,
+    pub upstream_throttled: Family<UpstreamResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -180,8 +204,50 @@ impl Default for Metrics {
             "OAuth 2.0 client-credentials token requests made for upstreams, by result (success, error)",
             upstream_token_fetches.clone(),
         );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a route's rate-limit policy",
+            rate_limited.clone(),
+        );
+        let rate_limit_store_errors = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit checks that could not reach Redis (then on_store_error applies)",
+            rate_limit_store_errors.clone(),
+        );
+        let idempotency = Family::<RouteResultLabels, Counter>::default();
+        registry.register(
+            "idempotency_requests",
+            "Requests with an Idempotency-Key, by result (started, replayed, in_flight, mismatch, released)",
+            idempotency.clone(),
+        );
+        let upstream_retries = Family::<UpstreamResultLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Retries toward upstreams, by result (retried, budget_exhausted)",
+            upstream_retries.clone(),
+        );
+        let circuit_breaker_state = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "circuit_breaker_state",
+            "Circuit breaker of each target: 0 closed, 1 open, 2 half-open",
+            circuit_breaker_state.clone(),
+        );
+        let upstream_throttled = Family::<UpstreamResultLabels, Counter>::default();
+        registry.register(
+            "upstream_throttled",
+            "Requests the outbound throttle delayed (waited) or refused (refused)",
+            upstream_throttled.clone(),
+        );
         Self {
             registry,
+            rate_limited,
+            rate_limit_store_errors,
+            idempotency,
+            upstream_retries,
+            circuit_breaker_state,
+            upstream_throttled,
             upstream_token_fetches,
             auth_attempts,
             auth_fetches,

@@ -23,6 +23,11 @@ pub enum GatewayError {
     /// The declared or streamed body is larger than `server.limits.max_body`.
     #[error("request body exceeds the limit of {limit} bytes (server.limits.max_body)")]
     BodyTooLarge { limit: u64 },
+    /// A request with an idempotency key has a body over the route's `max_request_body`.
+    #[error(
+        "request body exceeds {limit} bytes, the most a request with an Idempotency-Key may send on this route (routes[].idempotency.max_request_body)"
+    )]
+    IdempotencyBodyTooLarge { limit: u64 },
     /// The request head is larger than `server.limits.max_header_bytes`.
     #[error("request headers total {size} bytes, over the limit of {limit} (server.limits.max_header_bytes)")]
     HeadersTooLarge { size: usize, limit: u64 },
@@ -50,6 +55,39 @@ pub enum GatewayError {
     /// The target did not answer within `upstreams.*.timeouts.request`.
     #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)")]
     UpstreamTimeout { upstream: String, timeout: String },
+    /// A rate-limit policy of the route refused the request; `headers` are its rate-limit headers.
+    #[error("rate limit `{policy}` ({rate}) exceeded; retry after {retry_after} s")]
+    QuotaExceeded { policy: String, rate: String, retry_after: u64, headers: Box<http::HeaderMap> },
+    /// A `closed` rate-limit policy could not reach its shared store.
+    #[error(
+        "the rate limits of route `{route}` cannot be checked right now (their shared store is unreachable)"
+    )]
+    RateLimitUnavailable { route: String },
+    /// The route requires an `Idempotency-Key` and the request has none.
+    #[error("this route requires an Idempotency-Key header on this method")]
+    IdempotencyKeyMissing,
+    /// The `Idempotency-Key` header is malformed.
+    #[error("{0}")]
+    IdempotencyKeyMalformed(String),
+    /// A request with the same key is still being processed.
+    #[error("a request with this Idempotency-Key is still being processed; retry after it completes")]
+    IdempotencyInFlight,
+    /// The key was used before with another method, path or body.
+    #[error(
+        "this Idempotency-Key was already used for a different request (method, path or body); use a new key"
+    )]
+    IdempotencyMismatch,
+    /// The idempotency store is unreachable; the request was not sent.
+    #[error("idempotency records of route `{route}` cannot be read right now; the request was not sent")]
+    IdempotencyUnavailable { route: String },
+    /// Every available target's circuit breaker is open.
+    #[error(
+        "the circuit breaker is open for every target of upstream `{upstream}`; retry after {retry_after} s"
+    )]
+    CircuitOpen { upstream: String, retry_after: u64 },
+    /// The outbound throttle refused to queue the request.
+    #[error("requests to upstream `{upstream}` are throttled: {reason}")]
+    UpstreamRateLimited { upstream: String, reason: &'static str },
 }
 
 /// The static description of a problem type.
@@ -78,6 +116,11 @@ impl GatewayError {
                 kind(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:bad-request", "Bad request")
             }
             BodyTooLarge { .. } => kind(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "urn:bridgehead:problem:body-too-large",
+                "Request body too large",
+            ),
+            IdempotencyBodyTooLarge { .. } => kind(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "urn:bridgehead:problem:body-too-large",
                 "Request body too large",
@@ -116,6 +159,49 @@ impl GatewayError {
                 "urn:bridgehead:problem:upstream-timeout",
                 "Upstream timeout",
             ),
+            QuotaExceeded { .. } => kind(
+                StatusCode::TOO_MANY_REQUESTS,
+                "https://iana.org/assignments/http-problem-types#quota-exceeded",
+                "Quota exceeded",
+            ),
+            RateLimitUnavailable { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:rate-limit-unavailable",
+                "Rate limit unavailable",
+            ),
+            IdempotencyKeyMissing => kind(
+                StatusCode::BAD_REQUEST,
+                "urn:bridgehead:problem:idempotency-key-missing",
+                "Idempotency-Key missing",
+            ),
+            IdempotencyKeyMalformed(_) => kind(
+                StatusCode::BAD_REQUEST,
+                "urn:bridgehead:problem:idempotency-key-malformed",
+                "Idempotency-Key malformed",
+            ),
+            IdempotencyInFlight => kind(
+                StatusCode::CONFLICT,
+                "urn:bridgehead:problem:idempotency-in-flight",
+                "Request in flight",
+            ),
+            IdempotencyMismatch => kind(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "urn:bridgehead:problem:idempotency-key-reused",
+                "Idempotency-Key reused",
+            ),
+            IdempotencyUnavailable { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:idempotency-unavailable",
+                "Idempotency unavailable",
+            ),
+            CircuitOpen { .. } => {
+                kind(StatusCode::SERVICE_UNAVAILABLE, "urn:bridgehead:problem:circuit-open", "Circuit open")
+            }
+            UpstreamRateLimited { .. } => kind(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:upstream-rate-limited",
+                "Upstream rate limited",
+            ),
         }
     }
 
@@ -126,12 +212,15 @@ impl GatewayError {
     /// Renders the RFC 9457 body and the headers that go with it.
     pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
         let k = self.kind();
-        let reason = match self {
-            GatewayError::Unauthenticated { reason, .. } => Some(*reason),
-            GatewayError::InsufficientScope { .. } => Some("insufficient_scope"),
-            _ => None,
+        let extra: &[(&str, &str)] = match self {
+            GatewayError::Unauthenticated { reason, .. } => &[("reason", reason)],
+            GatewayError::InsufficientScope { .. } => &[("reason", "insufficient_scope")],
+            GatewayError::QuotaExceeded { policy, .. } => &[("policy", policy.as_str())],
+            GatewayError::CircuitOpen { upstream, .. }
+            | GatewayError::UpstreamRateLimited { upstream, .. } => &[("upstream", upstream.as_str())],
+            _ => &[],
         };
-        let mut res = problem_with_reason(&k, &self.to_string(), request_id, reason);
+        let mut res = problem_with_members(&k, &self.to_string(), request_id, extra);
         let h = res.headers_mut();
         match self {
             GatewayError::MethodNotAllowed { allow, .. } => {
@@ -154,6 +243,18 @@ impl GatewayError {
                     h.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
+            GatewayError::QuotaExceeded { retry_after, headers, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                for (name, value) in headers.iter() {
+                    h.insert(name, value.clone());
+                }
+            }
+            GatewayError::CircuitOpen { retry_after, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            GatewayError::IdempotencyInFlight => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         res
@@ -171,16 +272,16 @@ pub fn standalone_problem(k: &ProblemKind, detail: &str) -> http::Response<Bytes
 
 /// Builds a problem+json response.
 pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http::Response<Bytes> {
-    problem_with_reason(k, detail, request_id, None)
+    problem_with_members(k, detail, request_id, &[])
 }
 
-/// A problem+json response with an optional `reason` member: a short stable code for machines
-/// (`expired`, `bad_signature`, `missing_credentials`, …).
-fn problem_with_reason(
+/// A problem+json response with extension members, such as `reason`, a short stable code for
+/// machines (`expired`, `bad_signature`, `missing_credentials`, …), or the refusing `policy`.
+fn problem_with_members(
     k: &ProblemKind,
     detail: &str,
     request_id: &str,
-    reason: Option<&str>,
+    members: &[(&str, &str)],
 ) -> http::Response<Bytes> {
     let mut body = serde_json::json!({
         "type": k.type_uri,
@@ -189,8 +290,8 @@ fn problem_with_reason(
         "detail": detail,
         "request_id": request_id,
     });
-    if let Some(r) = reason {
-        body["reason"] = serde_json::Value::String(r.into());
+    for (name, value) in members {
+        body[*name] = serde_json::Value::String((*value).into());
     }
     let mut res = http::Response::new(Bytes::from(body.to_string()));
     *res.status_mut() = k.status;

@@ -81,9 +81,15 @@ impl Reloader {
             }
             _ => None,
         };
-        let runtime =
-            Runtime::build(loaded, Some(&old), &shared.metrics, shared.store.as_ref(), oauth.as_ref())
-                .map_err(ReloadError::Invalid)?;
+        let runtime = Runtime::build(
+            loaded,
+            Some(&old),
+            &shared.metrics,
+            shared.store.as_ref(),
+            oauth.as_ref(),
+            shared.redis.as_ref(),
+        )
+        .map_err(ReloadError::Invalid)?;
         shared.oauth.store(oauth);
         runtime.auth.ready().await;
         let generation = runtime.generation;
@@ -164,6 +170,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
         ("server.workers", old.server.workers != new.server.workers),
         ("server.tls", old.server.tls.is_some() != new.server.tls.is_some()),
         ("state.url", old.state.url != new.state.url),
+        ("state.redis", old.state.redis != new.state.redis),
         (
             "server.limits.max_connections",
             old.server.limits.max_connections != new.server.limits.max_connections,

@@ -27,7 +27,16 @@ pub struct Route {
     pub auth: Option<Arc<crate::auth::RouteAuth>>,
     /// This route's `bridgehead_http_request_duration_seconds` series, looked up once.
     pub duration: Histogram,
+    pub rate_limit: Option<crate::policy::ratelimit::RouteLimits>,
+    pub idempotency: Option<crate::policy::idempotency::IdempotencyPolicy>,
     matcher: Matcher,
+}
+
+/// The traffic policies of a route, compiled by the caller.
+#[derive(Default)]
+pub struct RoutePolicies {
+    pub rate_limit: Option<crate::policy::ratelimit::RouteLimits>,
+    pub idempotency: Option<crate::policy::idempotency::IdempotencyPolicy>,
 }
 
 enum PathMatch {
@@ -72,6 +81,7 @@ impl Router {
         upstream: impl Fn(&str) -> Arc<Upstream>,
         duration: impl Fn(&Arc<str>) -> Histogram,
         auth: impl Fn(&RouteConfig) -> Option<Arc<crate::auth::RouteAuth>>,
+        policies: impl Fn(&RouteConfig, &Arc<str>) -> RoutePolicies,
     ) -> Self {
         let mut compiled: Vec<(Specificity, usize, Route)> = routes
             .iter()
@@ -79,6 +89,7 @@ impl Router {
             .map(|(i, r)| {
                 let matcher = Matcher::compile(&r.matcher);
                 let name: Arc<str> = r.name.as_str().into();
+                let RoutePolicies { rate_limit, idempotency } = policies(r, &name);
                 (
                     matcher.specificity(),
                     i,
@@ -88,6 +99,8 @@ impl Router {
                         upstream: upstream(&r.upstream),
                         strip_prefix: r.strip_prefix.clone(),
                         auth: auth(r),
+                        rate_limit,
+                        idempotency,
                         matcher,
                     },
                 )

@@ -13,7 +13,10 @@ use bridgehead_config::LoadedConfig;
 use crate::access_log::AccessLog;
 use crate::auth::{Authenticators, JwksSources};
 use crate::metrics::{Metrics, Name, RouteLabels};
-use crate::router::Router;
+use crate::policy::RedisHandle;
+use crate::policy::idempotency::{Backend, IdempotencyPolicy};
+use crate::policy::ratelimit::RouteLimits;
+use crate::router::{RoutePolicies, Router};
 use crate::upstream::{Carryover, Upstream, health};
 
 /// A compiled config generation.
@@ -39,6 +42,7 @@ impl Runtime {
         metrics: &Metrics,
         store: Option<&bridgehead_state::Store>,
         oauth: Option<&Arc<crate::oauth::OAuthServer>>,
+        redis: Option<&RedisHandle>,
     ) -> Result<Self, String> {
         let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
         let auth = Authenticators::build(&loaded, &jwks, store, metrics, oauth)?;
@@ -48,7 +52,7 @@ impl Runtime {
             .upstreams
             .iter()
             .map(|(name, cfg)| {
-                let u = Upstream::build(name, cfg, &carry, &loaded, metrics)?;
+                let u = Upstream::build(name, cfg, &carry, &loaded, metrics, redis)?;
                 Ok((name.clone(), Arc::new(u.with_metrics(metrics))))
             })
             .collect::<Result<_, String>>()?;
@@ -60,6 +64,24 @@ impl Runtime {
             |name| upstreams[name].clone(),
             |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
             |route| auth.for_route(route),
+            |route, name| RoutePolicies {
+                rate_limit: route.rate_limit.as_ref().map(|rl| {
+                    RouteLimits::new(name, rl.policies(), &route.rate_limit_headers, redis.cloned(), metrics)
+                }),
+                idempotency: route.idempotency.as_ref().and_then(|cfg| {
+                    let backend = match (redis, store) {
+                        (Some(r), _) => Backend::Redis(r.clone()),
+                        (None, Some(s)) => Backend::Store(s.clone()),
+                        (None, None) => return None,
+                    };
+                    let up = &loaded.config.upstreams[&route.upstream];
+                    let lease = up.timeouts.request.get()
+                        + up.rate_limit
+                            .as_ref()
+                            .map_or(std::time::Duration::from_secs(5), |r| r.max_wait.get());
+                    Some(IdempotencyPolicy::new(name, cfg, lease, backend))
+                }),
+            },
         );
         Ok(Self {
             loaded: Arc::new(loaded),
@@ -85,4 +107,6 @@ pub struct Shared {
     pub store: Option<bridgehead_state::Store>,
     /// The built-in authorization server, when `oauth_server` is configured.
     pub oauth: arc_swap::ArcSwapOption<crate::oauth::OAuthServer>,
+    /// Redis for shared rate limits and idempotency records, when `state.redis` is set.
+    pub redis: Option<RedisHandle>,
 }

@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod jwt_cli;
 mod oauth;
+mod policies;
 mod proxy;
 mod reload;
 mod support;

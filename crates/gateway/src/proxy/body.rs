@@ -1,4 +1,6 @@
-//! Request and response bodies on the data path: streamed, never buffered, and counted.
+//! Request and response bodies on the data path: streamed and counted; buffered only where a
+//! policy needs the whole body (a retry resends it, an idempotency key fingerprints the request
+//! and stores the response), and then only up to that policy's limit.
 //!
 //! [`RequestBody`] enforces `server.limits.max_body` while streaming (a body without
 //! `Content-Length` is cut off at the limit, not read into memory first). [`ResponseBody`]
@@ -38,7 +40,38 @@ fn poll_incoming(inner: &mut Incoming, cx: &mut Context<'_>) -> Poll<Option<Resu
 /// A request body sent upstream.
 pub enum RequestBody {
     Empty,
-    Stream { inner: Incoming, limit: u64, stats: Arc<RequestStats> },
+    /// A body read whole beforehand, so it can be sent more than once.
+    Full(Option<Bytes>),
+    Stream {
+        inner: Incoming,
+        limit: u64,
+        stats: Arc<RequestStats>,
+    },
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum Collect {
+    /// Longer than the limit; what was read so far and the rest of the body.
+    TooLarge(Bytes, Incoming),
+    /// The body failed (the peer went away or sent garbage).
+    Failed(BoxError),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes.
+pub async fn collect(mut body: Incoming, limit: u64) -> Result<Bytes, Collect> {
+    use http_body_util::BodyExt;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Collect::Failed(Box::new(e)))?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() as u64 > limit {
+                return Err(Collect::TooLarge(buf.freeze(), body));
+            }
+        }
+    }
+    Ok(buf.freeze())
 }
 
 impl Body for RequestBody {
@@ -51,6 +84,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Stream { inner, limit, stats } => poll_incoming(inner, cx).map(|frame| {
                 let frame = frame?;
                 if let Some(data) = frame.as_ref().ok().and_then(Frame::data_ref) {
@@ -68,13 +102,15 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Full(b) => b.is_none(),
             RequestBody::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             RequestBody::Stream { inner, .. } => inner.size_hint(),
         }
     }
@@ -88,6 +124,8 @@ pub trait OnFinish: Send + Sync + 'static {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    /// Bytes already read from the upstream body, then the rest of it.
+    Prefixed(Option<Bytes>, Incoming),
 }
 
 /// A response body sent to the client.
@@ -105,6 +143,11 @@ impl ResponseBody {
 
     pub fn upstream(body: Incoming) -> Self {
         Self { inner: Inner::Upstream(body), bytes_out: 0, completed: false, on_finish: None }
+    }
+
+    /// `head`, already read from the upstream body, followed by the rest of it.
+    pub fn prefixed(head: Bytes, rest: Incoming) -> Self {
+        Self { inner: Inner::Prefixed(Some(head), rest), bytes_out: 0, completed: false, on_finish: None }
     }
 
     /// Runs `f` when the body is dropped.
@@ -135,6 +178,10 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(inner) => poll_incoming(inner, cx),
+            Inner::Prefixed(head, rest) => match head.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => poll_incoming(rest, cx),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -152,6 +199,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(inner) => inner.is_end_stream(),
+            Inner::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -160,6 +208,16 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(inner) => inner.size_hint(),
+            Inner::Prefixed(head, rest) => {
+                let inner = rest.size_hint();
+                let n = head.as_ref().map_or(0, |b| b.len() as u64);
+                let mut h = SizeHint::new();
+                h.set_lower(inner.lower() + n);
+                if let Some(u) = inner.upper() {
+                    h.set_upper(u + n);
+                }
+                h
+            }
         }
     }
 }

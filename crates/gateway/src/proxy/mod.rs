@@ -27,14 +27,23 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
-use self::body::{OnFinish, RequestBody, RequestStats, ResponseBody};
+use bytes::Bytes;
+
+use self::body::{Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
 use self::headers::X_REQUEST_ID;
 use crate::access_log::Record;
-use crate::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, UpstreamLabels, outcome};
+use crate::metrics::{
+    self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels, UpstreamLabels,
+    UpstreamResultLabels, outcome,
+};
+use crate::policy::RequestFacts;
+use crate::policy::idempotency::{Begin, IDEMPOTENCY_KEY, fingerprint};
+use crate::policy::retry::{Failure, RetryPolicy};
 use crate::problem::GatewayError;
 use crate::router::{RouteResult, strip};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::InFlight;
+use crate::upstream::NoTarget;
 
 /// The route label of requests the built-in authorization server answers.
 pub const OAUTH_ROUTE: &str = "(oauth)";
@@ -88,7 +97,8 @@ pub async fn handle(
         let (parts, body) = res.into_parts();
         return Ok(Response::from_parts(parts, body.on_finish(Box::new(log))));
     }
-    let mut res = match proxy(&rt, &conn, req, &request_id, &mut log).await {
+    let mut extra = http::HeaderMap::new();
+    let mut res = match proxy(&rt, &conn, req, &request_id, &mut log, &mut extra).await {
         Ok(res) => res,
         Err(e) => {
             let id = request_id.to_str().unwrap_or_default();
@@ -99,6 +109,11 @@ pub async fn handle(
         }
     };
     res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    for (name, value) in extra {
+        if let Some(name) = name {
+            res.headers_mut().insert(name, value);
+        }
+    }
     log.status = res.status().as_u16();
     let (parts, body) = res.into_parts();
     Ok(Response::from_parts(parts, body.on_finish(Box::new(log))))
@@ -110,6 +125,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
     log: &mut Logging,
+    extra: &mut http::HeaderMap,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     // request_filter: limits and a well-formed request target.
     let limits = &rt.loaded.config.server.limits;
@@ -162,62 +178,102 @@ async fn proxy(
         log.consumer = Some(identity.consumer.clone());
     }
 
-    // upstream_peer
-    let target = upstream
-        .select()
-        .ok_or_else(|| GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() })?;
-    log.target = Some(target.url.clone());
-    log.in_flight = Some(target.start_request());
+    // policies: rate limits, then the idempotency key (a refused request claims no key).
+    if let Some(limits) = &route.rate_limit {
+        let facts = RequestFacts {
+            headers: &parts.headers,
+            client: conn.client.ip(),
+            consumer: log.consumer.as_deref(),
+        };
+        *extra = limits.check(&facts).await?;
+    }
+    let stats = Arc::new(RequestStats::default());
+    log.stats = Some(stats.clone());
+    let has_idempotency_key = parts.headers.contains_key(&IDEMPOTENCY_KEY);
+    let mut claim = None;
+    let mut buffered: Option<Bytes> = None;
+    let mut body = Some(body);
+    if let Some(policy) = &route.idempotency
+        && policy.applies_to(&parts.method)
+        && let Some(key) = policy.key(&parts.headers)?
+    {
+        let limit = policy.max_request_body.min(max_body);
+        let bytes = read_body(body.take().expect("body not taken yet"), limit, &stats, true).await?;
+        let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
+        let result = policy.begin(log.consumer.as_deref(), key, fp).await;
+        let label = match &result {
+            Ok(Begin::Run(_)) => "started",
+            Ok(Begin::Replay(_)) => "replayed",
+            Err(GatewayError::IdempotencyInFlight) => "in_flight",
+            Err(GatewayError::IdempotencyMismatch) => "mismatch",
+            Err(_) => "unavailable",
+        };
+        log.shared
+            .metrics
+            .idempotency
+            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: label })
+            .inc();
+        match result? {
+            Begin::Run(c) => claim = Some(c),
+            Begin::Replay(res) => return Ok(res.map(ResponseBody::full)),
+        }
+        buffered = Some(bytes);
+    }
 
-    // upstream_request_filter
-    parts.uri = upstream_uri(
-        &parts.uri,
-        route.strip_prefix.as_deref(),
-        target.scheme.clone(),
-        target.authority.clone(),
-    )?;
-    parts.version = Version::HTTP_11;
+    // A request is sent again only if it is safe to (idempotent, or carries a key) and its body
+    // can be resent: empty, already read, or small enough to read now.
+    let retry = upstream
+        .retry
+        .as_ref()
+        .filter(|_| RetryPolicy::request_is_retryable(&parts.method, has_idempotency_key));
+    if let Some(r) = retry {
+        r.count_request();
+    }
+    let mut stream = None;
+    let plan = match (buffered, body) {
+        (Some(b), _) => Some(b),
+        (None, Some(incoming)) if incoming.is_end_stream() => Some(Bytes::new()),
+        (None, Some(incoming))
+            if retry.is_some_and(|r| incoming.size_hint().exact().is_some_and(|n| n <= r.max_body)) =>
+        {
+            Some(read_body(incoming, max_body, &stats, false).await?)
+        }
+        (None, Some(incoming)) => {
+            stream = Some(RequestBody::Stream { inner: incoming, limit: max_body, stats: stats.clone() });
+            None
+        }
+        (None, None) => Some(Bytes::new()),
+    };
+    let retry = retry.filter(|_| plan.is_some());
+    let sticky = upstream.sticky.as_ref().and_then(|k| {
+        let facts = RequestFacts {
+            headers: &parts.headers,
+            client: conn.client.ip(),
+            consumer: log.consumer.as_deref(),
+        };
+        facts.has(k).then(|| facts.key(k).into_owned())
+    });
+
+    // upstream_request_filter, the part that is the same for every try.
     headers::add_forwarded(
         &mut parts.headers,
         conn.client.ip(),
         conn.tls,
         authority.as_ref().map(Authority::as_str),
     );
-    if let Some(a) = &authority {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
-    } else if !parts.headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
+    if let Some(a) = &authority
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
     {
         parts.headers.insert(header::HOST, v);
     }
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let stats = Arc::new(RequestStats::default());
-    let body = if body.is_end_stream() {
-        RequestBody::Empty
-    } else {
-        RequestBody::Stream { inner: body, limit: max_body, stats: stats.clone() }
+    let oauth2 = match &upstream.credentials {
+        Some(crate::upstream::credentials::Credentials::OAuth2(tokens)) => Some(tokens),
+        _ => None,
     };
-    log.stats = Some(stats.clone());
-    // The upstream's own credential replaces whatever the client sent in that header.
-    let mut retry_401 = None;
-    if let Some(credentials) = &upstream.credentials {
-        let used = credentials.apply(&mut parts.headers).await.map_err(|e| {
-            tracing::warn!(upstream = %upstream.name, error = %e, "no credential for the upstream");
-            GatewayError::UpstreamCredentials { upstream: upstream.name.to_string() }
-        })?;
-        // A bodiless request can be sent again with a fresh token if the upstream answers 401.
-        if let (Some(used), RequestBody::Empty) = (used, &body) {
-            retry_401 = Some((used, parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-        }
-    }
-
-    // send
-    let timeout = upstream.timeouts.request;
-    let result =
-        tokio::time::timeout(timeout.get(), upstream.client.request(Request::from_parts(parts, body))).await;
-    let count = |outcome: &'static str| {
+    let mut fresh_token_retry = oauth2.is_some() && plan.is_some();
+    let deadline = tokio::time::Instant::now() + upstream.timeouts.request.get();
+    let count = |target: &crate::upstream::Target, outcome: &'static str| {
         log.shared
             .metrics
             .upstream_requests
@@ -228,68 +284,147 @@ async fn proxy(
             })
             .inc();
     };
-    let mut res = match result {
-        Err(_) => {
-            count(outcome::TIMEOUT);
-            upstream.record_outcome(target, true);
-            return Err(GatewayError::UpstreamTimeout {
-                upstream: upstream.name.to_string(),
-                timeout: timeout.to_string(),
-            });
-        }
-        Ok(Err(e)) => {
-            if stats.too_large.load(Relaxed) {
-                return Err(GatewayError::BodyTooLarge { limit: max_body });
+    let mut attempt = 0u32;
+    let (target, mut res) = loop {
+        attempt += 1;
+        // upstream_peer: wait for the outbound throttle, then pick a target.
+        upstream.throttle.acquire().await?;
+        let target = upstream.pick(sticky.as_deref()).map_err(|e| match e {
+            NoTarget::Unhealthy => GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() },
+            NoTarget::CircuitOpen(retry_after) => {
+                GatewayError::CircuitOpen { upstream: upstream.name.to_string(), retry_after }
             }
-            let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
-            if hyper_err.is_some_and(hyper::Error::is_user) {
-                // The client's body failed (it went away or sent garbage): not the upstream's fault.
-                return Err(GatewayError::BadRequest("the request body ended before it was complete".into()));
-            }
-            let (label, reason) = if e.is_connect() {
-                (outcome::CONNECT_ERROR, "could not connect to the target")
-            } else {
-                (
-                    outcome::ERROR,
-                    "the connection closed or the response was invalid before a complete response head arrived",
-                )
-            };
-            count(label);
-            upstream.record_outcome(target, true);
-            tracing::debug!(upstream = %upstream.name, target = %target.url, error = %e, "upstream request failed");
-            return Err(GatewayError::UpstreamFailed { upstream: upstream.name.to_string(), reason });
-        }
-        Ok(Ok(res)) => res,
-    };
-    if res.status() == StatusCode::UNAUTHORIZED
-        && let Some((used, method, uri, mut headers)) = retry_401
-        && let Some(crate::upstream::credentials::Credentials::OAuth2(tokens)) = &upstream.credentials
-    {
-        // The token may have been revoked or expired early: fetch a new one and retry once.
-        tokens.rejected(&used);
-        if let Ok(fresh) = tokens.token().await
-            && fresh != used
+        })?;
+        log.target = Some(target.url.clone());
+        log.in_flight = Some(target.start_request());
+
+        // upstream_request_filter, per try.
+        let last = retry.is_none_or(|r| attempt >= r.attempts) && !fresh_token_retry;
+        let mut req = Request::new(match (&plan, last) {
+            (Some(b), _) if b.is_empty() => RequestBody::Empty,
+            (Some(b), _) => RequestBody::Full(Some(b.clone())),
+            (None, _) => stream.take().unwrap_or(RequestBody::Empty),
+        });
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = upstream_uri(
+            &parts.uri,
+            route.strip_prefix.as_deref(),
+            target.scheme.clone(),
+            target.authority.clone(),
+        )?;
+        *req.headers_mut() = if last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+        if authority.is_none()
+            && !req.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
         {
-            headers.insert(header::AUTHORIZATION, fresh);
-            let mut again = Request::new(RequestBody::Empty);
-            *again.method_mut() = method;
-            *again.uri_mut() = uri;
-            *again.headers_mut() = headers;
-            if let Ok(Ok(second)) = tokio::time::timeout(timeout.get(), upstream.client.request(again)).await
-            {
-                res = second;
+            req.headers_mut().insert(header::HOST, v);
+        }
+        // The upstream's own credential replaces whatever the client sent in that header.
+        let mut used = None;
+        if let Some(credentials) = &upstream.credentials {
+            used = credentials.apply(req.headers_mut()).await.map_err(|e| {
+                tracing::warn!(upstream = %upstream.name, error = %e, "no credential for the upstream");
+                GatewayError::UpstreamCredentials { upstream: upstream.name.to_string() }
+            })?;
+        }
+
+        // send
+        let now = tokio::time::Instant::now();
+        let remaining = deadline.saturating_duration_since(now);
+        let try_timeout = retry.and_then(|r| r.per_try_timeout).map_or(remaining, |t| t.min(remaining));
+        let result = tokio::time::timeout(try_timeout, upstream.client.request(req)).await;
+        let (failure, outcome) = match result {
+            Err(_) => {
+                count(target, outcome::TIMEOUT);
+                upstream.record_outcome(target, true);
+                let e = GatewayError::UpstreamTimeout {
+                    upstream: upstream.name.to_string(),
+                    timeout: upstream.timeouts.request.to_string(),
+                };
+                (Failure::Timeout, Err(e))
+            }
+            Ok(Err(e)) => {
+                if stats.too_large.load(Relaxed) {
+                    return Err(GatewayError::BodyTooLarge { limit: max_body });
+                }
+                let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
+                if hyper_err.is_some_and(hyper::Error::is_user) {
+                    // The client's body failed (it went away or sent garbage): not the upstream's fault.
+                    return Err(GatewayError::BadRequest(
+                        "the request body ended before it was complete".into(),
+                    ));
+                }
+                let (label, failure, reason) = if e.is_connect() {
+                    (outcome::CONNECT_ERROR, Failure::Connect, "could not connect to the target")
+                } else {
+                    (
+                        outcome::ERROR,
+                        Failure::Reset,
+                        "the connection closed or the response was invalid before a complete response head arrived",
+                    )
+                };
+                count(target, label);
+                upstream.record_outcome(target, true);
+                tracing::debug!(upstream = %upstream.name, target = %target.url, error = %e, "upstream request failed");
+                (failure, Err(GatewayError::UpstreamFailed { upstream: upstream.name.to_string(), reason }))
+            }
+            Ok(Ok(res)) => {
+                let failed = res.status().is_server_error();
+                if failed {
+                    count(target, outcome::HTTP_5XX);
+                } else {
+                    target.success.inc();
+                }
+                upstream.record_outcome(target, failed);
+                upstream.throttle.observe(res.status(), res.headers());
+                (Failure::Status(res.status()), Ok(res))
+            }
+        };
+
+        // A token the upstream refuses may have been revoked or expired early: fetch a new
+        // one and send again, once.
+        if let (Some(tokens), Some(used), Ok(res)) = (oauth2, &used, &outcome)
+            && res.status() == StatusCode::UNAUTHORIZED
+            && fresh_token_retry
+        {
+            fresh_token_retry = false;
+            tokens.rejected(used);
+            if tokens.token().await.is_ok_and(|fresh| fresh != *used) {
+                attempt -= 1;
+                continue;
             }
         }
-    }
+
+        // Retry with backoff (or the upstream's Retry-After) while tries, time and budget last.
+        if let Some(r) = retry
+            && attempt < r.attempts
+            && r.retries_on(failure)
+        {
+            let wait = match &outcome {
+                Ok(res) => r.wait_after(res.headers(), attempt),
+                Err(_) => Some(r.backoff(attempt)),
+            };
+            if let Some(wait) = wait
+                && tokio::time::Instant::now() + wait < deadline
+            {
+                let result = if r.take_retry() { "retried" } else { "budget_exhausted" };
+                log.shared
+                    .metrics
+                    .upstream_retries
+                    .get_or_create(&UpstreamResultLabels { upstream: Name(upstream.name.clone()), result })
+                    .inc();
+                if result == "retried" {
+                    drop(outcome);
+                    log.in_flight = None;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+        }
+        break (target, outcome?);
+    };
 
     // response_filter
-    let failed = res.status().is_server_error();
-    if failed {
-        count(outcome::HTTP_5XX);
-    } else {
-        target.success.inc();
-    }
-    upstream.record_outcome(target, failed);
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
@@ -305,7 +440,64 @@ async fn proxy(
         headers::remove_hop_by_hop(res.headers_mut(), false);
     }
     headers::add_via(res.headers_mut());
-    Ok(res.map(ResponseBody::upstream))
+    let _ = target;
+    let Some(claim) = claim else { return Ok(res.map(ResponseBody::upstream)) };
+    let policy = route.idempotency.as_ref().expect("a claim comes from the route's policy");
+    let status = res.status();
+    let release = |claim: crate::policy::idempotency::Claim| {
+        claim.release();
+        log.shared
+            .metrics
+            .idempotency
+            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
+            .inc();
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS || (status.is_server_error() && !policy.store_server_errors)
+    {
+        release(claim);
+        return Ok(res.map(ResponseBody::upstream));
+    }
+    let (parts, body) = res.into_parts();
+    match collect(body, policy.max_response_body).await {
+        Ok(bytes) => {
+            claim.complete(parts.status, &parts.headers, &bytes).await;
+            Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
+        }
+        Err(Collect::TooLarge(head, rest)) => {
+            release(claim);
+            Ok(Response::from_parts(parts, ResponseBody::prefixed(head, rest)))
+        }
+        Err(Collect::Failed(_)) => {
+            release(claim);
+            Err(GatewayError::UpstreamFailed {
+                upstream: upstream.name.to_string(),
+                reason: "the response body broke off before it was complete",
+            })
+        }
+    }
+}
+
+/// Reads a request body whole (at most `limit` bytes), counting it in the request's stats.
+async fn read_body(
+    incoming: Incoming,
+    limit: u64,
+    stats: &RequestStats,
+    idempotency: bool,
+) -> Result<Bytes, GatewayError> {
+    if incoming.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    match collect(incoming, limit).await {
+        Ok(b) => {
+            stats.bytes_in.fetch_add(b.len() as u64, Relaxed);
+            Ok(b)
+        }
+        Err(Collect::TooLarge(..)) if idempotency => Err(GatewayError::IdempotencyBodyTooLarge { limit }),
+        Err(Collect::TooLarge(..)) => Err(GatewayError::BodyTooLarge { limit }),
+        Err(Collect::Failed(_)) => {
+            Err(GatewayError::BadRequest("the request body ended before it was complete".into()))
+        }
+    }
 }
 
 /// The host the request is addressed to (lower case, no port) and the authority to forward.

@@ -12,7 +12,13 @@ fn router(routes_yaml: &str) -> Router {
         format!("upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}");
     let loaded = load_str(&text, Path::new("t.yaml"), Path::new("."), &MapResolver::default()).unwrap();
     let up = Arc::new(Upstream::new("u", &loaded.config.upstreams["u"], &Carryover::default()));
-    Router::new(&loaded.config.routes, |_| up.clone(), |_| Histogram::new([1.0]), |_| None)
+    Router::new(
+        &loaded.config.routes,
+        |_| up.clone(),
+        |_| Histogram::new([1.0]),
+        |_| None,
+        |_, _| Default::default(),
+    )
 }
 
 use std::path::Path;

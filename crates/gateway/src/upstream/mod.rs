@@ -29,7 +29,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::metrics::{Metrics, Name, UpstreamLabels, outcome};
+use bridgehead_config::{CircuitBreaker as CircuitBreakerConfig, RequestKey};
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::{Metrics, Name, TargetLabels, UpstreamLabels, outcome};
+use crate::policy::RedisHandle;
+use crate::policy::breaker::{Breaker, State as BreakerState};
+use crate::policy::outbound::{Throttle, ThrottleState};
+use crate::policy::retry::RetryPolicy;
 use crate::proxy::body::RequestBody;
 
 /// The pooled HTTP client toward one upstream's targets (plain HTTP, or TLS for `https://`).
@@ -53,6 +60,8 @@ pub struct TargetState {
     ejected_until: AtomicU64,
     consecutive_failures: AtomicU32,
     in_flight: AtomicUsize,
+    /// Used only when the upstream has a `circuit_breaker`.
+    pub breaker: Breaker,
 }
 
 impl Default for TargetState {
@@ -64,6 +73,7 @@ impl Default for TargetState {
             ejected_until: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
+            breaker: Breaker::default(),
         }
     }
 }
@@ -79,6 +89,8 @@ pub struct Target {
     pub state: Arc<TargetState>,
     /// This target's `outcome="success"` series, looked up once (the common case).
     pub success: Counter,
+    /// This target's `bridgehead_circuit_breaker_state` series.
+    breaker_gauge: Gauge,
 }
 
 impl Target {
@@ -130,6 +142,19 @@ pub struct Upstream {
     pub timeouts: UpstreamTimeouts,
     pub passive: PassiveHealth,
     pub health_check: Option<HealthCheck>,
+    pub breaker: Option<CircuitBreakerConfig>,
+    pub retry: Option<RetryPolicy>,
+    pub throttle: Throttle,
+    pub sticky: Option<RequestKey>,
+}
+
+/// Why no target could be picked.
+pub enum NoTarget {
+    /// Every target is unhealthy, ejected or drained.
+    Unhealthy,
+    /// Some targets are healthy but their circuit breakers are open; the soonest reopens in
+    /// this many seconds.
+    CircuitOpen(u64),
 }
 
 /// What a previous config generation had, for reuse by the next one.
@@ -140,6 +165,8 @@ pub struct Carryover {
     /// OAuth 2.0 token providers by upstream name, with the settings they were made for, so a
     /// reload keeps a cached token.
     pub(crate) tokens: HashMap<String, Arc<credentials::TokenProvider>>,
+    /// Outbound throttle state (pauses, the bucket) by upstream name.
+    throttles: HashMap<String, Arc<ThrottleState>>,
 }
 
 impl Carryover {
@@ -150,6 +177,7 @@ impl Carryover {
                 c.states.insert((u.name.to_string(), t.url.to_string()), t.state.clone());
             }
             c.clients.insert(u.name.to_string(), (u.client_key.clone(), u.client.clone()));
+            c.throttles.insert(u.name.to_string(), u.throttle.state.clone());
             if let Some(credentials::Credentials::OAuth2(p)) = &u.credentials {
                 c.tokens.insert(u.name.to_string(), p.clone());
             }
@@ -193,7 +221,7 @@ impl Upstream {
         .expect("default protocol versions")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-        Self::with_parts(name, cfg, carry, tls, None)
+        Self::with_parts(name, cfg, carry, tls, None, None)
     }
 
     /// Compiles an upstream with its TLS settings and credentials. Errors name the key.
@@ -203,6 +231,7 @@ impl Upstream {
         carry: &Carryover,
         loaded: &bridgehead_config::LoadedConfig,
         metrics: &Metrics,
+        redis: Option<&RedisHandle>,
     ) -> Result<Self, String> {
         let base = format!("upstreams.{name}");
         let tls = tls::client_config(&base, cfg.tls.as_ref(), loaded)?;
@@ -220,7 +249,7 @@ impl Upstream {
                 )
             })
             .transpose()?;
-        Ok(Self::with_parts(name, cfg, carry, tls, credentials))
+        Ok(Self::with_parts(name, cfg, carry, tls, credentials, redis))
     }
 
     fn with_parts(
@@ -229,6 +258,7 @@ impl Upstream {
         carry: &Carryover,
         tls: rustls::ClientConfig,
         credentials: Option<credentials::Credentials>,
+        redis: Option<&RedisHandle>,
     ) -> Self {
         let targets: Vec<Target> = cfg
             .targets
@@ -243,6 +273,7 @@ impl Upstream {
                     weight: t.weight,
                     state: carry.states.get(&(name.to_owned(), t.url.clone())).cloned().unwrap_or_default(),
                     success: Counter::default(),
+                    breaker_gauge: Gauge::default(),
                 })
             })
             .collect();
@@ -252,8 +283,19 @@ impl Upstream {
             _ => new_client(&cfg.timeouts, tls, cfg.tls.as_ref().and_then(|t| t.server_name.as_deref())),
         };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        let name: Arc<str> = name.into();
+        let throttle = Throttle::new(
+            &name,
+            cfg.rate_limit.as_ref(),
+            redis.cloned(),
+            carry.throttles.get(name.as_ref()).cloned().unwrap_or_default(),
+        );
         Self {
-            name: name.into(),
+            throttle,
+            breaker: cfg.circuit_breaker.clone(),
+            retry: cfg.retry.as_ref().map(RetryPolicy::new),
+            sticky: cfg.sticky.clone(),
+            name,
             wheel: wheel(&weights),
             targets,
             next: AtomicUsize::new(0),
@@ -276,16 +318,101 @@ impl Upstream {
                 outcome: outcome::SUCCESS,
             };
             t.success = metrics.upstream_requests.get_or_create(&labels).clone();
+            if let Some(cfg) = &self.breaker {
+                let labels = TargetLabels { upstream: Name(self.name.clone()), target: Name(t.url.clone()) };
+                t.breaker_gauge = metrics.circuit_breaker_state.get_or_create(&labels).clone();
+                t.breaker_gauge.set(t.state.breaker.state(cfg, clock_ms()) as i64);
+            }
         }
         self
     }
 
+    /// Whether `target` may be picked now: healthy, not ejected, breaker not open.
+    fn pickable(&self, t: &Target, now: u64) -> bool {
+        t.available(now) && self.breaker.as_ref().is_none_or(|b| t.state.breaker.available(b, now))
+    }
+
+    /// Picks a target: by the sticky key when the upstream has one and the request carries it,
+    /// else by `load_balancing`. Takes a probe slot of a half-open breaker.
+    pub fn pick(&self, sticky: Option<&[u8]>) -> Result<&Target, NoTarget> {
+        let now = clock_ms();
+        for _ in 0..3 {
+            let chosen = match sticky {
+                Some(key) => self.rendezvous(key, now),
+                None => self.select_with(now),
+            };
+            let Some(t) = chosen else { break };
+            let Some(cfg) = &self.breaker else { return Ok(t) };
+            let (ok, transition) = t.state.breaker.acquire(cfg, now);
+            if let Some(tr) = transition {
+                self.breaker_changed(t, tr);
+            }
+            if ok {
+                return Ok(t);
+            }
+            // Another request took the last probe slot in between: pick again.
+        }
+        match &self.breaker {
+            Some(cfg) => {
+                let open: Vec<u64> = self
+                    .targets
+                    .iter()
+                    .filter(|t| t.weight > 0 && t.available(now) && !t.state.breaker.available(cfg, now))
+                    .map(|t| t.state.breaker.reopens_in_ms(cfg, now).div_ceil(1000).max(1))
+                    .collect();
+                match open.iter().min() {
+                    Some(secs) => Err(NoTarget::CircuitOpen(*secs)),
+                    None => Err(NoTarget::Unhealthy),
+                }
+            }
+            None => Err(NoTarget::Unhealthy),
+        }
+    }
+
+    /// Weighted rendezvous hashing: each available target scores `-weight / ln(u)` with `u` a
+    /// uniform draw from hash(key, target); the highest wins. A key keeps its target while that
+    /// target is available, and only the keys of a target that goes away move.
+    fn rendezvous(&self, key: &[u8], now: u64) -> Option<&Target> {
+        self.targets
+            .iter()
+            .filter(|t| t.weight > 0 && self.pickable(t, now))
+            .map(|t| {
+                let h = crate::policy::stable_hash(&[key, t.url.as_bytes()]);
+                // (h >> 11) + 1 over 2^53: uniform in (0, 1].
+                let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
+                let score = -f64::from(t.weight) / u.ln().min(-f64::MIN_POSITIVE);
+                (t, score)
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(t, _)| t)
+    }
+
+    fn breaker_changed(&self, t: &Target, (from, to): crate::policy::breaker::Transition) {
+        t.breaker_gauge.set(to as i64);
+        match to {
+            BreakerState::Open => {
+                tracing::warn!(upstream = %self.name, target = %t.url, from = from.as_str(), "circuit breaker opened")
+            }
+            _ => {
+                tracing::info!(upstream = %self.name, target = %t.url, from = from.as_str(), to = to.as_str(), "circuit breaker changed state")
+            }
+        }
+    }
+
+    /// The breaker state of a target, for `/admin/upstreams`.
+    pub fn breaker_state(&self, t: &Target) -> Option<BreakerState> {
+        self.breaker.as_ref().map(|cfg| t.state.breaker.state(cfg, clock_ms()))
+    }
+
     /// Picks a target for the next request, or `None` when none is available.
     pub fn select(&self) -> Option<&Target> {
+        self.select_with(clock_ms())
+    }
+
+    fn select_with(&self, now: u64) -> Option<&Target> {
         if self.wheel.is_empty() {
             return None;
         }
-        let now = clock_ms();
         let len = self.wheel.len();
         let start = match self.balancing {
             LoadBalancing::RoundRobin => self.next.fetch_add(1, Relaxed),
@@ -293,7 +420,7 @@ impl Upstream {
                 let a = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
                 let b = &self.targets[self.wheel[fastrand::usize(..len)] as usize];
                 let load = |t: &Target| (t.in_flight() as u64 * 10_000) / u64::from(t.weight.max(1));
-                match (a.available(now), b.available(now)) {
+                match (self.pickable(a, now), self.pickable(b, now)) {
                     (true, true) => return Some(if load(b) < load(a) { b } else { a }),
                     (true, false) => return Some(a),
                     (false, true) => return Some(b),
@@ -301,7 +428,9 @@ impl Upstream {
                 }
             }
         };
-        (0..len).map(|i| &self.targets[self.wheel[(start + i) % len] as usize]).find(|t| t.available(now))
+        (0..len)
+            .map(|i| &self.targets[self.wheel[(start + i) % len] as usize])
+            .find(|t| self.pickable(t, now))
     }
 
     /// Whether at least one target may take traffic now.
@@ -313,6 +442,11 @@ impl Upstream {
     /// Records the outcome of a proxied request for passive ejection. `failed` means a connect
     /// error, a timeout or a 5xx answer.
     pub fn record_outcome(&self, target: &Target, failed: bool) {
+        if let Some(cfg) = &self.breaker
+            && let Some(tr) = target.state.breaker.record(cfg, failed, clock_ms())
+        {
+            self.breaker_changed(target, tr);
+        }
         let s = &target.state;
         if !failed {
             if s.consecutive_failures.load(Relaxed) != 0 {

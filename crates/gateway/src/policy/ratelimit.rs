@@ -1,0 +1,342 @@
+//! Inbound rate limits of a route: several GCRA policies, each keyed on something about the
+//! request, counted in this process or (with `state.redis`) in Redis, shared by every node.
+//!
+//! Every response of a limited route carries the IETF draft headers (`RateLimit-Policy`,
+//! `RateLimit`) and the legacy `X-RateLimit-*` trio; a refusal is 429 `quota-exceeded` with
+//! `Retry-After`, naming the policy that refused.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use bridgehead_config::{OnStoreError, RateLimitHeaders, RateLimitPolicy, RequestKey};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
+
+use super::gcra::{Decision, Gcra};
+use super::{RedisHandle, RequestFacts, SharedRedis, clock_us};
+use crate::metrics::{Metrics, Name, RateLimitLabels};
+use crate::problem::GatewayError;
+
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+pub static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+const SHARDS: usize = 16;
+/// Buckets kept per policy and shard; full buckets are forgotten first when a shard is full.
+const KEYS_PER_SHARD: usize = 65_536;
+
+/// In-process buckets of one policy: TAT by hashed key.
+struct LocalBuckets {
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<HashMap<u64, u64>>>,
+}
+
+impl LocalBuckets {
+    fn new() -> Self {
+        Self { hasher: Default::default(), shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn check(&self, gcra: &Gcra, key: &[u8], now: u64) -> Decision {
+        let h = self.hasher.hash_one(key);
+        let mut shard = self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= KEYS_PER_SHARD && !shard.contains_key(&h) {
+            // A bucket whose TAT has passed is full again: forgetting it changes nothing.
+            shard.retain(|_, tat| *tat > now);
+            if shard.len() >= KEYS_PER_SHARD
+                && let Some(k) = shard.keys().next().copied()
+            {
+                shard.remove(&k);
+            }
+        }
+        let tat = shard.entry(h).or_insert(0);
+        gcra.check(tat, now)
+    }
+}
+
+/// One compiled policy.
+struct Policy {
+    name: String,
+    key: RequestKey,
+    gcra: Gcra,
+    quota: u64,
+    window_secs: u64,
+    on_store_error: OnStoreError,
+    local: LocalBuckets,
+    /// The Redis key prefix: `{route}:{policy}:`.
+    prefix: String,
+    refused: Counter,
+}
+
+/// The rate limits of one route.
+pub struct RouteLimits {
+    policies: Vec<Policy>,
+    headers: RateLimitHeaders,
+    /// `RateLimit-Policy`, the same on every response.
+    policy_header: Option<HeaderValue>,
+    redis: Option<RedisHandle>,
+    store_errors: Counter,
+    route: Arc<str>,
+}
+
+/// What the limits said about one admitted request: headers for its response.
+pub type Admitted = HeaderMap;
+
+impl RouteLimits {
+    pub fn new(
+        route: &Arc<str>,
+        policies: &[RateLimitPolicy],
+        headers: &RateLimitHeaders,
+        redis: Option<RedisHandle>,
+        metrics: &Metrics,
+    ) -> Self {
+        let policies: Vec<Policy> = policies
+            .iter()
+            .map(|p| {
+                let name = p.name.clone().unwrap_or_else(|| "default".into());
+                Policy {
+                    gcra: Gcra::new(p.rate.interval_us(), p.burst.unwrap_or(p.rate.count)),
+                    quota: p.rate.count,
+                    window_secs: p.rate.window_secs(),
+                    key: p.key.clone(),
+                    on_store_error: p.on_store_error,
+                    local: LocalBuckets::new(),
+                    prefix: format!("{route}:{name}:"),
+                    refused: metrics
+                        .rate_limited
+                        .get_or_create(&RateLimitLabels { route: Name(route.clone()), policy: name.clone() })
+                        .clone(),
+                    name,
+                }
+            })
+            .collect();
+        let policy_header = headers.ietf.then(|| {
+            let v: Vec<String> = policies
+                .iter()
+                .map(|p| format!("\"{}\";q={};w={}", p.name, p.quota, p.window_secs))
+                .collect();
+            HeaderValue::from_str(&v.join(", ")).expect("validated policy names")
+        });
+        Self {
+            policies,
+            headers: headers.clone(),
+            policy_header,
+            redis,
+            store_errors: metrics
+                .rate_limit_store_errors
+                .get_or_create(&crate::metrics::RouteLabels { route: Name(route.clone()) })
+                .clone(),
+            route: route.clone(),
+        }
+    }
+
+    /// Checks every policy; all must admit. Returns the headers for the response, or the 429
+    /// (or, for a `closed` policy whose store is down, 503) with its headers.
+    pub async fn check(&self, facts: &RequestFacts<'_>) -> Result<Admitted, GatewayError> {
+        let now = clock_us();
+        let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(self.policies.len());
+        for (i, p) in self.policies.iter().enumerate() {
+            let key = facts.key(&p.key);
+            let decision = match &self.redis {
+                None => p.local.check(&p.gcra, &key, now),
+                Some(redis) => match self.shared(redis, p, &key).await {
+                    Some(d) => d,
+                    None if p.on_store_error == OnStoreError::Closed => {
+                        return Err(GatewayError::RateLimitUnavailable { route: self.route.to_string() });
+                    }
+                    None => continue,
+                },
+            };
+            decisions.push((i, decision));
+        }
+        let headers = self.render(&decisions);
+        if let Some((i, d)) = decisions.iter().find(|(_, d)| !d.allowed) {
+            let p = &self.policies[*i];
+            p.refused.inc();
+            return Err(GatewayError::QuotaExceeded {
+                policy: p.name.clone(),
+                rate: format!("{}/{}s", p.quota, p.window_secs),
+                retry_after: d.retry_after_us.div_ceil(1_000_000).max(1),
+                headers: Box::new(headers),
+            });
+        }
+        Ok(headers)
+    }
+
+    async fn shared(&self, shared: &SharedRedis, p: &Policy, key: &[u8]) -> Option<Decision> {
+        let health = &shared.health;
+        let Some(redis) = shared.get() else {
+            self.store_errors.inc();
+            return None;
+        };
+        let mut redis_key = String::with_capacity(p.prefix.len() + 32);
+        redis_key.push_str(&p.prefix);
+        redis_key.push_str(&key_text(key));
+        match redis.rate_limit(&redis_key, p.gcra.interval_us, p.gcra.burst).await {
+            Ok(d) => {
+                health.succeeded("rate limits");
+                Some(Decision {
+                    allowed: d.allowed,
+                    remaining: d.remaining,
+                    reset_us: d.reset_us,
+                    retry_after_us: d.retry_after_us,
+                })
+            }
+            Err(e) => {
+                self.store_errors.inc();
+                health.failed("rate limits", &e);
+                None
+            }
+        }
+    }
+
+    fn render(&self, decisions: &[(usize, Decision)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if decisions.is_empty() {
+            return h;
+        }
+        if let Some(v) = &self.policy_header {
+            h.insert(RATELIMIT_POLICY.clone(), v.clone());
+            let items: Vec<String> = decisions
+                .iter()
+                .map(|(i, d)| {
+                    format!("\"{}\";r={};t={}", self.policies[*i].name, d.remaining, secs(d.reset_us))
+                })
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&items.join(", ")) {
+                h.insert(RATELIMIT.clone(), v);
+            }
+        }
+        if self.headers.legacy {
+            // The legacy trio describes one policy: the one closest to refusing.
+            let (i, d) = decisions
+                .iter()
+                .min_by_key(|(i, d)| (d.allowed, d.remaining, u64::MAX - self.policies[*i].window_secs))
+                .expect("not empty");
+            h.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.policies[*i].quota));
+            h.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
+            h.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(secs(d.reset_us)));
+        }
+        h
+    }
+}
+
+/// Whole seconds, rounded up.
+fn secs(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+/// A request key as Redis key text: short printable values as they are (readable with
+/// `redis-cli`), anything else as its SHA-256.
+fn key_text(key: &[u8]) -> String {
+    if key.len() <= 64 && key.iter().all(|b| b.is_ascii_graphic()) {
+        String::from_utf8_lossy(key).into_owned()
+    } else {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
+        let digest = digest.as_ref();
+        let mut s = String::from("#");
+        for b in &digest[..16] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridgehead_config::Rate;
+
+    fn policy(name: Option<&str>, key: RequestKey, rate: Rate, burst: Option<u64>) -> RateLimitPolicy {
+        RateLimitPolicy { name: name.map(Into::into), key, rate, burst, on_store_error: OnStoreError::Open }
+    }
+
+    fn facts(headers: &HeaderMap) -> RequestFacts<'_> {
+        RequestFacts { headers, client: "127.0.0.1".parse().unwrap(), consumer: Some("acme") }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_and_refusal() {
+        let m = Metrics::default();
+        let limits = RouteLimits::new(
+            &Arc::from("r"),
+            &[policy(None, RequestKey::Consumer, Rate::per_second(2), None)],
+            &RateLimitHeaders::default(),
+            None,
+            &m,
+        );
+        let h = HeaderMap::new();
+        let first = limits.check(&facts(&h)).await.unwrap();
+        assert_eq!(first["ratelimit-policy"], "\"default\";q=2;w=1");
+        assert_eq!(first["ratelimit"], "\"default\";r=1;t=1");
+        assert_eq!(first["x-ratelimit-limit"], "2");
+        assert_eq!(first["x-ratelimit-remaining"], "1");
+        assert_eq!(first["x-ratelimit-reset"], "1");
+        limits.check(&facts(&h)).await.unwrap();
+        match limits.check(&facts(&h)).await {
+            Err(GatewayError::QuotaExceeded { policy, retry_after, headers, .. }) => {
+                assert_eq!((policy.as_str(), retry_after), ("default", 1));
+                assert_eq!(headers["ratelimit"], "\"default\";r=0;t=1");
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(std::time::Duration::from_millis(500)).await;
+        assert!(limits.check(&facts(&h)).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_policies_all_must_admit_and_legacy_shows_the_tightest() {
+        let m = Metrics::default();
+        let limits = RouteLimits::new(
+            &Arc::from("r"),
+            &[
+                policy(Some("burst"), RequestKey::Ip, Rate::per_second(100), Some(200)),
+                policy(Some("hourly"), RequestKey::Route, "3/h".parse().unwrap(), None),
+            ],
+            &RateLimitHeaders { ietf: true, legacy: true },
+            None,
+            &m,
+        );
+        let h = HeaderMap::new();
+        let ok = limits.check(&facts(&h)).await.unwrap();
+        assert_eq!(ok["ratelimit-policy"], "\"burst\";q=100;w=1, \"hourly\";q=3;w=3600");
+        assert_eq!(ok["ratelimit"], "\"burst\";r=199;t=1, \"hourly\";r=2;t=1200");
+        assert_eq!(ok["x-ratelimit-limit"], "3");
+        limits.check(&facts(&h)).await.unwrap();
+        limits.check(&facts(&h)).await.unwrap();
+        let Err(GatewayError::QuotaExceeded { policy, retry_after, .. }) = limits.check(&facts(&h)).await
+        else {
+            panic!()
+        };
+        assert_eq!((policy.as_str(), retry_after), ("hourly", 1200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_have_separate_buckets_and_families_can_be_off() {
+        let m = Metrics::default();
+        let limits = RouteLimits::new(
+            &Arc::from("r"),
+            &[policy(None, RequestKey::Header("x-tenant".into()), Rate::per_second(1), None)],
+            &RateLimitHeaders { ietf: false, legacy: true },
+            None,
+            &m,
+        );
+        let mut a = HeaderMap::new();
+        a.insert("x-tenant", "a".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("x-tenant", "b".parse().unwrap());
+        let ok = limits.check(&facts(&a)).await.unwrap();
+        assert!(!ok.contains_key("ratelimit") && !ok.contains_key("ratelimit-policy"));
+        assert!(limits.check(&facts(&a)).await.is_err());
+        assert!(limits.check(&facts(&b)).await.is_ok());
+    }
+
+    #[test]
+    fn redis_key_text() {
+        assert_eq!(key_text(b"acme"), "acme");
+        assert_eq!(key_text(&[10, 0, 0, 1]).len(), 33);
+        assert!(key_text(b"a b").starts_with('#'));
+    }
+}
