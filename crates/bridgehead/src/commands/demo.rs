@@ -98,6 +98,16 @@ Authentication (route /secure/orders: a JWT from the demo identity provider or a
   {exe} jwt decode \"$TOKEN\"
   curl -i -H 'X-API-Key: demo-partner-key' http://{gw}/secure/orders      # 200 as consumer acme
 
+Traffic policies:
+  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' http://{gw}/limited; done; echo
+  curl -i http://{gw}/limited                       # 429 quota-exceeded with Retry-After and RateLimit headers
+  curl -i -X POST -H 'Idempotency-Key: pay-1' -d '{{\"amount\":5}}' http://{gw}/payments
+  curl -i -X POST -H 'Idempotency-Key: pay-1' -d '{{\"amount\":5}}' http://{gw}/payments   # replayed: Idempotent-Replayed: true
+  curl -i -X POST -H 'Idempotency-Key: pay-1' -d '{{\"amount\":6}}' http://{gw}/payments   # 422: same key, other payload
+  curl -s -X PUT -d '{{\"fail_first\":2,\"fail_status\":503}}' http://{mock}/__mock/faults   # the next 2 upstream answers fail
+  curl -i http://{gw}/flaky/orders                  # 200: retried twice with backoff
+  curl -s http://{admin}/metrics | grep -E 'bridgehead_(upstream_retries|rate_limited|idempotency)'
+
 The local issuer (Bridgehead's own OAuth 2.0 server, for when the customer's is unreachable):
   curl -s http://{gw}/.well-known/oauth-authorization-server
   LOCAL=$(DEMO_SECRET=demo-client-secret {exe} token --token-url http://{gw}/oauth2/token \\

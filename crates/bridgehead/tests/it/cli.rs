@@ -93,31 +93,6 @@ fn schema_and_docs_come_from_the_types() {
 }
 
 /// Reads stderr JSON log lines until one has `message == msg`; returns it.
-fn wait_log(lines: &mut impl Iterator<Item = std::io::Result<String>>, msg: &str) -> serde_json::Value {
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && v["fields"]["message"] == msg
-        {
-            return v;
-        }
-    }
-    panic!("process ended before logging {msg:?}");
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap();
-    assert!(ok.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
@@ -226,6 +201,28 @@ async fn demo_starts_and_its_tour_works() {
             break;
         }
     }
+    // The policy tour: a 429 with its headers, an idempotent replay, a retried flaky call.
+    for _ in 0..3 {
+        assert_eq!(get(&format!("{gateway}/limited")).await.status, 200);
+    }
+    let got = get(&format!("{gateway}/limited")).await;
+    got.assert_problem(429, "rate limit `default`");
+    assert!(!got.header("retry-after").is_empty() && !got.header("ratelimit").is_empty());
+    let pay = |amount: u32| {
+        Request::post(format!("{gateway}/payments"))
+            .header("idempotency-key", "pay-1")
+            .body(full(format!("{{\"amount\":{amount}}}")))
+            .unwrap()
+    };
+    assert_eq!(send(&client(), pay(5)).await.status, 200);
+    assert_eq!(send(&client(), pay(5)).await.header("idempotent-replayed"), "true");
+    send(&client(), pay(6)).await.assert_problem(422, "already used");
+    let faults = Request::put(format!("{mock}/__mock/faults"))
+        .body(full("{\"fail_first\":2,\"fail_status\":503}"))
+        .unwrap();
+    assert_eq!(send(&client(), faults).await.status, 200);
+    assert_eq!(get(&format!("{gateway}/flaky/orders")).await.status, 200);
+
     let out = Command::new("sh").args(["-c", &sign]).output().unwrap();
     assert!(out.status.success(), "{sign}: {}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();

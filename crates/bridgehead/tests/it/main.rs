@@ -11,6 +11,7 @@ mod jwt_cli;
 mod oauth;
 mod policies;
 mod proxy;
+mod redis;
 mod reload;
 mod support;
 mod tls;

@@ -314,3 +314,78 @@ pub fn json_response(status: u16, v: &serde_json::Value) -> Response<Bytes> {
         .body(Bytes::from(v.to_string()))
         .unwrap()
 }
+
+/// Reads JSON log lines until one has `msg` as its message; returns that line.
+pub fn wait_log(lines: &mut impl Iterator<Item = std::io::Result<String>>, msg: &str) -> serde_json::Value {
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["fields"]["message"] == msg
+        {
+            return v;
+        }
+    }
+    panic!("process ended before logging {msg:?}");
+}
+
+/// A child process killed when dropped.
+pub struct Killed(pub std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends signal `sig` to `child`.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A `bridgehead serve` process on free ports, with its stderr (JSON logs) still readable.
+pub struct Node {
+    pub child: Killed,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl Node {
+    /// Starts `bridgehead serve` with `yaml` plus listeners on port 0 and a SQLite state in `dir`.
+    pub fn start(dir: &std::path::Path, name: &str, yaml: &str) -> Node {
+        use std::io::BufRead;
+        let cfg = dir.join(format!("{name}.yaml"));
+        let text = format!("server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n{yaml}",);
+        std::fs::write(&cfg, text.replace("STATE_DB", &dir.join(format!("{name}.db")).display().to_string()))
+            .unwrap();
+        let mut child = Killed(
+            std::process::Command::new(BIN)
+                .args(["serve", "--no-watch", "-c", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let listening = wait_log(&mut stderr, "listening");
+        let addr = listening["fields"]["data"].as_str().unwrap().parse().unwrap();
+        let admin = listening["fields"]["admin"].as_str().unwrap().parse().unwrap();
+        Node { child, addr, admin, stderr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the process and returns the rest of its log.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        self.stderr.by_ref().map_while(Result::ok).collect::<Vec<_>>().join("\n")
+    }
+}
