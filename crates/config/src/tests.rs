@@ -397,6 +397,10 @@ fn bad_policy_configs_are_refused_with_key_paths() {
         (route(", rate_limit: { key: 'header:a b', rate: 5/s }"), "routes[0].rate_limit.key"),
         (route(", rate_limit: { key: peer, rate: 5/s }"), "invalid key `peer`"),
         (
+            route(", rate_limit: { key: ip, rate: 1/d, burst: 30 }"),
+            "routes[0].rate_limit.burst: a burst of 30 at 1/d takes longer than 24 days",
+        ),
+        (
             route(", rate_limit: [{ key: ip, rate: 5/s }, { key: ip, rate: 50/m }]"),
             "routes[0].rate_limit[0]: a route with several policies needs a `name` on each",
         ),

@@ -569,6 +569,7 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
         if rl.burst == 0 {
             push(p, join_key(&rp, "burst"), "must be at least 1");
         }
+        check_bucket_span(&rp, rl.rate, rl.burst, p);
         if rl.queue == 0 {
             push(p, join_key(&rp, "queue"), "must be at least 1");
         }
@@ -750,6 +751,22 @@ fn rate_limits(r: &Route, base: &str, policies: &[RateLimitPolicy], p: &mut Vec<
         if pol.burst == Some(0) {
             push(p, join_key(&pp, "burst"), "must be at least 1");
         }
+        check_bucket_span(&pp, pol.rate, pol.burst.unwrap_or(pol.rate.count), p);
+    }
+}
+
+/// A bucket refills from empty to `burst` in `burst / rate`; buckets are kept (in process and in
+/// Redis, where Lua numbers are exact to 2^53 µs) for at most that long, bounded to 24 days.
+fn check_bucket_span(base: &str, rate: crate::units::Rate, burst: u64, p: &mut Vec<Problem>) {
+    let span_us = u128::from(rate.interval_us()) * u128::from(burst);
+    if span_us > 24 * 86_400 * 1_000_000 {
+        push(
+            p,
+            join_key(base, "burst"),
+            format!(
+                "a burst of {burst} at {rate} takes longer than 24 days to refill; lower the burst or raise the rate"
+            ),
+        );
     }
 }
 
