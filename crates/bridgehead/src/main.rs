@@ -52,9 +52,11 @@ enum Command {
     /// Check a config, print its JSON Schema or its reference.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Run a mock upstream: echo, fixed responses, latency and failure injection, recording.
+    /// Run a mock upstream: echo, fixed responses, latency and failure injection (random, the
+    /// first N requests, or changed at run time with PUT /__mock/faults), a customer-style quota,
+    /// recording.
     ///
-    /// Example: bridgehead mock --port 9000 --fail-rate 0.2 --fail-status 503 --retry-after 2
+    /// Example: bridgehead mock --port 9000 --fail-first 2 --fail-status 503 --retry-after 1 --rate-limit 50/s
     Mock(bridgehead_mock::MockOptions),
     /// Create, list and revoke API keys kept in the state database.
     #[command(subcommand)]

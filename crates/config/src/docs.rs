@@ -41,6 +41,15 @@ fn resolve<'a>(schema: &'a Value, s: &'a Value) -> &'a Value {
         if non_null.len() == 1 {
             return resolve(schema, non_null[0]);
         }
+        // "One T or a list of T" (such as `rate_limit`): document T's keys.
+        if let [a, b] = non_null[..] {
+            if b.get("items") == Some(a) {
+                return resolve(schema, a);
+            }
+            if a.get("items") == Some(b) {
+                return resolve(schema, b);
+            }
+        }
     }
     s
 }

@@ -285,9 +285,10 @@ pub struct Upstream {
     /// while. Absent: off (passive ejection still applies).
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
-    /// The most Bridgehead sends to this upstream (requests queue up to `max_wait`), plus pausing
-    /// when the upstream signals its own limit. Absent: no outbound limit, but upstream signals
-    /// (`Retry-After` on 429/503, `X-RateLimit-Remaining: 0`) still pause sending.
+    /// The most Bridgehead sends to this upstream (requests queue up to `max_wait`), and pausing
+    /// when the upstream signals its own limit (`Retry-After` on 429/503, `X-RateLimit-Remaining:
+    /// 0`, `RateLimit: …;r=0`). Absent: no outbound limit and no pauses (one client's exhausted
+    /// quota must not stop everybody unless Bridgehead owns the pace).
     #[serde(default)]
     pub rate_limit: Option<UpstreamRateLimit>,
     /// Canary stickiness: requests with the same `consumer`, `ip`, `header:NAME` or
@@ -371,7 +372,7 @@ impl JsonSchema for RequestKey {
 }
 
 /// Retries toward an upstream. Only requests that are safe to send twice are retried: idempotent
-/// methods (GET, HEAD, OPTIONS, PUT, DELETE) and requests carrying an `Idempotency-Key`.
+/// methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and requests carrying an `Idempotency-Key`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
@@ -907,10 +908,12 @@ pub struct Idempotency {
     /// Largest request body accepted with a key (it is read whole to fingerprint it); larger
     /// gets 413.
     pub max_request_body: ByteSize,
-    /// Largest response body stored for replay; a larger response is passed through, not
-    /// stored, and the key can be used again.
+    /// Largest response body stored for replay; a larger response is passed through and only its
+    /// status and headers are stored (repeats get an empty body and `Idempotent-Body-Omitted:
+    /// true`), since the upstream acted on the request.
     pub max_response_body: ByteSize,
-    /// Also store 5xx responses. Off: a 5xx frees the key so the client's retry can succeed.
+    /// Also store 5xx responses. Off: a 5xx (from the upstream or the gateway) frees the key so
+    /// the client's retry can succeed. 408 and 429 answers are never stored.
     pub store_server_errors: bool,
 }
 

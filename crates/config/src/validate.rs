@@ -706,7 +706,7 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
 
 /// A rate-limit policy name goes into a quoted structured-field string (RFC 8941 §3.3.3).
 fn valid_policy_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| (0x21..0x7f).contains(&b) && !b"\"\\:".contains(&b))
 }
 
 fn check_request_key(path: &str, key: &RequestKey, has_auth: bool, p: &mut Vec<Problem>) {
@@ -736,7 +736,7 @@ fn rate_limits(r: &Route, base: &str, policies: &[RateLimitPolicy], p: &mut Vec<
                 p,
                 join_key(&pp, "name"),
                 format!(
-                    "`{n}` is not a valid policy name: 1 to 64 printable ASCII characters without `\"` or `\\`"
+                    "`{n}` is not a valid policy name: 1 to 64 printable ASCII characters without spaces, `\"`, `\\` or `:`"
                 ),
             ),
             Some(n) if !names.insert(n.as_str()) => {

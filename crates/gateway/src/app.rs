@@ -191,13 +191,19 @@ impl App {
                     if let Err(e) = store.heartbeat(&node_id).await {
                         tracing::warn!(error = %e, "state store heartbeat failed");
                     }
-                    // Expired idempotency records, once a minute (in batches, so a backlog
-                    // drains over several minutes without one long transaction).
+                    // Expired idempotency records, once a minute.
                     if n.is_multiple_of(6) {
-                        match store.idempotency_purge(crate::policy::unix_ms()).await {
-                            Ok(0) => {}
-                            Ok(purged) => tracing::debug!(purged, "expired idempotency records purged"),
-                            Err(e) => tracing::warn!(error = %e, "purging idempotency records failed"),
+                        // Up to ten batches a minute: a backlog drains without one long
+                        // transaction holding the database.
+                        for _ in 0..10 {
+                            match store.idempotency_purge(crate::policy::unix_ms()).await {
+                                Ok(purged) if purged < bridgehead_state::IDEMPOTENCY_PURGE_BATCH => break,
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "purging idempotency records failed");
+                                    break;
+                                }
+                            }
                         }
                     }
                     n += 1;

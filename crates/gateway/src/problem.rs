@@ -53,8 +53,8 @@ pub enum GatewayError {
     )]
     UpstreamCredentials { upstream: String },
     /// The target did not answer within `upstreams.*.timeouts.request`.
-    #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.timeouts.request)")]
-    UpstreamTimeout { upstream: String, timeout: String },
+    #[error("upstream `{upstream}` did not answer within {timeout} (upstreams.{upstream}.{key})")]
+    UpstreamTimeout { upstream: String, timeout: String, key: &'static str },
     /// A rate-limit policy of the route refused the request; `headers` are its rate-limit headers.
     #[error("rate limit `{policy}` ({rate}) exceeded; retry after {retry_after} s")]
     QuotaExceeded { policy: String, rate: String, retry_after: u64, headers: Box<http::HeaderMap> },
@@ -87,7 +87,7 @@ pub enum GatewayError {
     CircuitOpen { upstream: String, retry_after: u64 },
     /// The outbound throttle refused to queue the request.
     #[error("requests to upstream `{upstream}` are throttled: {reason}")]
-    UpstreamRateLimited { upstream: String, reason: &'static str },
+    UpstreamRateLimited { upstream: String, reason: &'static str, retry_after: Option<u64> },
 }
 
 /// The static description of a problem type.
@@ -249,6 +249,9 @@ impl GatewayError {
                     h.insert(name, value.clone());
                 }
             }
+            GatewayError::UpstreamRateLimited { retry_after: Some(secs), .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
             GatewayError::CircuitOpen { retry_after, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
@@ -319,7 +322,11 @@ mod tests {
             GatewayError::HeadersTooLarge { size: 100, limit: 10 },
             GatewayError::NoHealthyTarget { upstream: "u".into() },
             GatewayError::UpstreamFailed { upstream: "u".into(), reason: "connection refused" },
-            GatewayError::UpstreamTimeout { upstream: "u".into(), timeout: "1s".into() },
+            GatewayError::UpstreamTimeout {
+                upstream: "u".into(),
+                timeout: "1s".into(),
+                key: "timeouts.request",
+            },
             GatewayError::Unauthenticated {
                 challenges: vec!["Bearer realm=\"bridgehead\"".into(), "ApiKey realm=\"bridgehead\"".into()],
                 reason: "missing_credentials",

@@ -66,7 +66,17 @@ impl Runtime {
             |route| auth.for_route(route),
             |route, name| RoutePolicies {
                 rate_limit: route.rate_limit.as_ref().map(|rl| {
-                    RouteLimits::new(name, rl.policies(), &route.rate_limit_headers, redis.cloned(), metrics)
+                    let prev = previous
+                        .and_then(|p| p.router.routes().find(|r| r.name == *name))
+                        .and_then(|r| r.rate_limit.as_ref());
+                    RouteLimits::new(
+                        name,
+                        rl.policies(),
+                        &route.rate_limit_headers,
+                        redis.cloned(),
+                        metrics,
+                        prev,
+                    )
                 }),
                 idempotency: route.idempotency.as_ref().and_then(|cfg| {
                     let backend = match (redis, store) {

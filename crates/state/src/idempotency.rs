@@ -6,8 +6,10 @@
 //! A record is identified by `(scope, key)`: the scope is the caller's (e.g. route and consumer),
 //! so two consumers never share a key. It holds the request's `fingerprint` (hex SHA-256 chosen by
 //! the caller), so the same key with another request is refused rather than answered with the
-//! wrong response. [`crate::Redis`] implements the same contract for deployments that share
-//! Redis instead of PostgreSQL.
+//! wrong response, and the `owner` token of the begin that holds it
+//! ([`new_idempotency_owner`]), so only that request can complete or release it.
+//! [`crate::Redis`] implements the same contract for deployments that share Redis instead of
+//! PostgreSQL.
 //!
 //! ## Design constraints
 //!
@@ -19,8 +21,14 @@
 //! - **Leases, so a crash cannot block a key.** An in-flight record carries `locked_until`; once
 //!   that has passed without [`Store::idempotency_complete`], the next begin takes the record
 //!   over. A node that outlives its lease and completes late still succeeds if nobody took over
-//!   (same fingerprint, still in flight); the caller picks a lease longer than its upstream
+//!   (still its owner token, still in flight); the caller picks a lease longer than its upstream
 //!   timeout.
+//! - **Owner tokens, so a late request cannot touch its successor's record.** Each begin passes a
+//!   fresh random `owner` ([`new_idempotency_owner`]), stored when the record is created or
+//!   taken over (a takeover replaces it). [`Store::idempotency_complete`] and
+//!   [`Store::idempotency_release`] match on `(scope, key, owner)` and in flight, never on the
+//!   fingerprint alone: a request that outlived its lease and was taken over by another with the
+//!   same fingerprint neither writes its response into the new record nor deletes it.
 //! - **Time is the caller's** (`now_ms`, Unix milliseconds), like the rest of the store's
 //!   millisecond columns: nodes sharing PostgreSQL are expected to run NTP. A record is live while
 //!   `expires_at > now`. `ttl_ms` must be at least `lease_ms`, so an in-flight record never
@@ -39,6 +47,21 @@ use crate::store::{Pools, Store, on_pool};
 /// long pause does not hold a write lock for long; the caller purges again while it returns this.
 pub const IDEMPOTENCY_PURGE_BATCH: u64 = 10_000;
 
+/// A fresh owner token for one `idempotency_begin` ([`Store::idempotency_begin`],
+/// [`crate::Redis::idempotency_begin`]): 16 bytes from the operating system's random number
+/// generator, as 32 lower-case hex digits. The caller keeps it for the request's
+/// `idempotency_complete` or `idempotency_release`.
+///
+/// # Panics
+///
+/// If the operating system's random number generator fails, which it does not once the system
+/// has booted.
+pub fn new_idempotency_owner() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the system random number generator failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What `idempotency_begin` ([`Store::idempotency_begin`], [`crate::Redis::idempotency_begin`])
 /// found for a (scope, key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,33 +79,38 @@ pub enum IdempotencyBegin {
 
 impl Store {
     /// Begins the request with `key` in `scope` at `now_ms` (Unix ms), atomically: creates the
-    /// record, in flight with a lease until `now_ms + lease_ms` and expiring at
-    /// `now_ms + ttl_ms`, when there is none, or when the existing one has expired
-    /// (`expires_at <= now`) or is in flight with its lease run out (`locked_until <= now`);
-    /// otherwise reports what is there ([`IdempotencyBegin`]; `Mismatch` takes precedence over
-    /// `InFlight`). Of any number of concurrent callers on any node, exactly one gets
-    /// [`IdempotencyBegin::Started`].
+    /// record, in flight for `owner` (a fresh [`new_idempotency_owner`] per request) with a lease
+    /// until `now_ms + lease_ms` and expiring at `now_ms + ttl_ms`, when there is none, or when
+    /// the existing one has expired (`expires_at <= now`) or is in flight with its lease run out
+    /// (`locked_until <= now`), in which case `owner` replaces the previous one; otherwise
+    /// reports what is there ([`IdempotencyBegin`]; `Mismatch` takes precedence over
+    /// `InFlight`) and does not record `owner`. Of any number of concurrent callers on any node,
+    /// exactly one gets [`IdempotencyBegin::Started`].
     ///
-    /// Fails with [`StateError::InvalidInput`] unless `0 < lease_ms <= ttl_ms`.
+    /// Fails with [`StateError::InvalidInput`] unless `0 < lease_ms <= ttl_ms`, or when `owner` is
+    /// empty.
+    // Eight parameters: the record's identity, its owner, and the times, all from the caller.
+    #[allow(clippy::too_many_arguments)]
     pub async fn idempotency_begin(
         &self,
         scope: &str,
         key: &str,
         fingerprint: &str,
+        owner: &str,
         lease_ms: i64,
         ttl_ms: i64,
         now_ms: i64,
     ) -> Result<IdempotencyBegin, StateError> {
         const OP: &str = "idempotency_begin";
         const BEGIN: &str = "INSERT INTO bridgehead_idempotency
-             (scope, key, fingerprint, response, locked_until, expires_at, created_at)
-             VALUES ($1, $2, $3, NULL, $4, $5, $6)
+             (scope, key, fingerprint, owner, response, locked_until, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6, $7)
              ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,
-                 response = NULL, locked_until = excluded.locked_until,
+                 owner = excluded.owner, response = NULL, locked_until = excluded.locked_until,
                  expires_at = excluded.expires_at, created_at = excluded.created_at
-             WHERE bridgehead_idempotency.expires_at <= $6
+             WHERE bridgehead_idempotency.expires_at <= $7
                  OR (bridgehead_idempotency.response IS NULL
-                     AND bridgehead_idempotency.locked_until <= $6)
+                     AND bridgehead_idempotency.locked_until <= $7)
              RETURNING created_at";
         const SELECT: &str = "SELECT fingerprint, response, locked_until, expires_at
              FROM bridgehead_idempotency WHERE scope = $1 AND key = $2";
@@ -91,6 +119,9 @@ impl Store {
                 op: OP,
                 reason: format!("need 0 < lease_ms <= ttl_ms, got lease_ms {lease_ms}, ttl_ms {ttl_ms}"),
             });
+        }
+        if owner.is_empty() {
+            return Err(StateError::InvalidInput { op: OP, reason: "owner must not be empty".to_owned() });
         }
         let locked_until = now_ms.saturating_add(lease_ms);
         let expires_at = now_ms.saturating_add(ttl_ms);
@@ -104,6 +135,7 @@ impl Store {
                 .bind(scope)
                 .bind(key)
                 .bind(fingerprint)
+                .bind(owner)
                 .bind(locked_until)
                 .bind(expires_at)
                 .bind(now_ms)
@@ -151,23 +183,24 @@ impl Store {
         }
     }
 
-    /// Stores `response` for the caller's in-flight record and makes it expire at
-    /// `expires_at_ms` (Unix ms). `false` when the record is no longer the caller's in-flight one
-    /// (another fingerprint, already completed, or gone): the response was not stored.
+    /// Stores `response` for the caller's in-flight record (the one its begin with `owner`
+    /// started) and makes it expire at `expires_at_ms` (Unix ms). `false` when the record is no
+    /// longer the caller's in-flight one (taken over by another begin, already completed, or
+    /// gone): the response was not stored.
     pub async fn idempotency_complete(
         &self,
         scope: &str,
         key: &str,
-        fingerprint: &str,
+        owner: &str,
         response: &[u8],
         expires_at_ms: i64,
     ) -> Result<bool, StateError> {
         const SQL: &str = "UPDATE bridgehead_idempotency SET response = $4, expires_at = $5
-             WHERE scope = $1 AND key = $2 AND fingerprint = $3 AND response IS NULL";
+             WHERE scope = $1 AND key = $2 AND owner = $3 AND response IS NULL";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(scope)
             .bind(key)
-            .bind(fingerprint)
+            .bind(owner)
             .bind(response)
             .bind(expires_at_ms)
             .execute(pool)
@@ -176,18 +209,13 @@ impl Store {
         .map_err(StateError::query("idempotency_complete"))
     }
 
-    /// Deletes the caller's in-flight record (its request failed in a way that must not be
-    /// replayed), so the key can be used again. Does nothing when the record is completed, has
-    /// another fingerprint, or is gone.
-    pub async fn idempotency_release(
-        &self,
-        scope: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StateError> {
+    /// Deletes the caller's in-flight record (the one its begin with `owner` started; its request
+    /// failed in a way that must not be replayed), so the key can be used again. Does nothing
+    /// when the record is completed, was taken over by another begin, or is gone.
+    pub async fn idempotency_release(&self, scope: &str, key: &str, owner: &str) -> Result<(), StateError> {
         const SQL: &str = "DELETE FROM bridgehead_idempotency
-             WHERE scope = $1 AND key = $2 AND fingerprint = $3 AND response IS NULL";
-        on_pool!(self, pool => sqlx::query(SQL).bind(scope).bind(key).bind(fingerprint).execute(pool).await.map(drop))
+             WHERE scope = $1 AND key = $2 AND owner = $3 AND response IS NULL";
+        on_pool!(self, pool => sqlx::query(SQL).bind(scope).bind(key).bind(owner).execute(pool).await.map(drop))
             .map_err(StateError::query("idempotency_release"))
     }
 

@@ -7,8 +7,9 @@
 //! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
 //! cluster identity, the node registry, API keys (their digests), the state of the built-in
 //! OAuth 2.0 authorization server (signing keys, revoked tokens, codes, refresh tokens, clients)
-//! and idempotency records (`Idempotency-Key`, [`IdempotencyBegin`]); webhook queues will follow
-//! as new tables, each added by a migration.
+//! and idempotency records (`Idempotency-Key`, [`IdempotencyBegin`], each held by the owner token
+//! of one request, [`new_idempotency_owner`]); webhook queues will follow as new tables, each
+//! added by a migration.
 //!
 //! [`Redis`] (module `redis`) is the other place state is shared: GCRA rate-limit buckets
 //! ([`Redis::rate_limit`], on Redis' clock) and idempotency records with the same contract as the
@@ -125,6 +126,7 @@
 //! | `bridgehead_idempotency` (v4) | `scope` | `TEXT`, primary key with `key` | the caller's namespace for keys, e.g. route and consumer |
 //! | | `key` | `TEXT`, primary key with `scope` | the request's `Idempotency-Key` |
 //! | | `fingerprint` | `TEXT NOT NULL` | lower-case hex SHA-256 of the request, chosen by the caller |
+//! | | `owner` | `TEXT NOT NULL` | random token of the [`Store::idempotency_begin`] that created or last took over the record ([`new_idempotency_owner`]); complete and release match on it |
 //! | | `response` | `BLOB` / `BYTEA`, null while in flight | the stored response, opaque to this crate ([`Store::idempotency_complete`]) |
 //! | | `locked_until` | `INTEGER` / `BIGINT NOT NULL` | lease of the in-flight request, Unix ms; taken over after |
 //! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL`, indexed | the record is live before, Unix ms; purged after ([`Store::idempotency_purge`]) |
@@ -168,7 +170,7 @@ pub use crate::redis::{
 };
 pub use api_keys::ApiKeyRecord;
 pub use error::StateError;
-pub use idempotency::{IDEMPOTENCY_PURGE_BATCH, IdempotencyBegin};
+pub use idempotency::{IDEMPOTENCY_PURGE_BATCH, IdempotencyBegin, new_idempotency_owner};
 pub use oauth::{
     CodeRedemption, OAUTH_PURGE_GRACE_SECS, OAuthClientRecord, OAuthCodeRecord, OAuthKeyRecord,
     OAuthRefreshRecord, RefreshRotation,

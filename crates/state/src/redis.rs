@@ -4,8 +4,11 @@
 //! Every operation is one Lua script (`EVALSHA`, loaded again by `redis::Script` after a Redis
 //! restart flushed its script cache), so it is atomic on the server whatever the number of nodes
 //! and concurrent callers. Keys: `bridgehead:rl:{key}` (a string, the bucket's TAT) and
-//! `bridgehead:idem:{scope}:{key}` (a hash). Scope and key are concatenated as given; the gateway
-//! guarantees they contain no newline.
+//! `bridgehead:idem:{scope}:{key}` (a hash: `fp` the fingerprint, `owner` the owner token of the
+//! begin that created it, `done` `0` in flight or `1` completed, `resp` the response once
+//! completed; complete and release act only when `owner` is theirs, so a request that outlived
+//! its lease cannot touch the record of the one that took over). Scope and key are concatenated
+//! as given; the gateway guarantees they contain no newline.
 //!
 //! ## Design constraints
 //!
@@ -88,15 +91,15 @@ return {1, math.floor((limit - (new_tat - now)) / interval), new_tat - now, 0}
     )
 });
 
-/// KEYS[1] = record, ARGV = fingerprint, lease_ms. Returns `{'started'}`, `{'mismatch'}`,
-/// `{'in_flight'}` or `{'completed', response}`.
+/// KEYS[1] = record, ARGV = fingerprint, owner, lease_ms. Returns `{'started'}`,
+/// `{'mismatch'}`, `{'in_flight'}` or `{'completed', response}`.
 static IDEM_BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local fp = redis.call('HGET', KEYS[1], 'fp')
 if not fp then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'done', '0')
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'owner', ARGV[2], 'done', '0')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'started'}
 end
 if fp ~= ARGV[1] then return {'mismatch'} end
@@ -108,11 +111,11 @@ return {'in_flight'}
     )
 });
 
-/// KEYS[1] = record, ARGV = fingerprint, response, ttl_ms. Returns 1 if stored, else 0.
+/// KEYS[1] = record, ARGV = owner, response, ttl_ms. Returns 1 if stored, else 0.
 static IDEM_COMPLETE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'fp') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'done') ~= '0' then
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'done') ~= '0' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'done', '1', 'resp', ARGV[2])
@@ -122,12 +125,12 @@ return 1
     )
 });
 
-/// KEYS[1] = record, ARGV = fingerprint. Deletes the record if it is this fingerprint's and in
-/// flight; returns 1 if deleted, else 0.
+/// KEYS[1] = record, ARGV = owner. Deletes the record if it is this owner's and in flight;
+/// returns 1 if deleted, else 0.
 static IDEM_RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'fp') == ARGV[1] and redis.call('HGET', KEYS[1], 'done') == '0' then
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HGET', KEYS[1], 'done') == '0' then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -232,22 +235,28 @@ impl Redis {
     }
 
     /// Begins the request with `key` in `scope`: when Redis holds no record for it (never, or
-    /// its lease or TTL ran out), creates one in flight that expires after `lease_ms` unless
+    /// its lease or TTL ran out), creates one in flight for `owner` (a fresh
+    /// [`crate::new_idempotency_owner`] per request) that expires after `lease_ms` unless
     /// completed, and returns [`IdempotencyBegin::Started`]; otherwise reports what is there
     /// (`Mismatch` takes precedence over `InFlight`). Of any number of concurrent callers on any
     /// node, exactly one gets `Started`. Fails with [`StateError::InvalidInput`] when `lease_ms`
-    /// is 0.
+    /// is 0 or `owner` is empty.
     pub async fn idempotency_begin(
         &self,
         scope: &str,
         key: &str,
         fingerprint: &str,
+        owner: &str,
         lease_ms: u64,
     ) -> Result<IdempotencyBegin, StateError> {
         const OP: &str = "idempotency_begin";
         positive(OP, "lease_ms", lease_ms)?;
-        let reply: Vec<Vec<u8>> =
-            self.invoke(OP, IDEM_BEGIN.key(idem_key(scope, key)).arg(fingerprint).arg(lease_ms)).await?;
+        if owner.is_empty() {
+            return Err(StateError::InvalidInput { op: OP, reason: "owner must not be empty".to_owned() });
+        }
+        let reply: Vec<Vec<u8>> = self
+            .invoke(OP, IDEM_BEGIN.key(idem_key(scope, key)).arg(fingerprint).arg(owner).arg(lease_ms))
+            .await?;
         match &reply[..] {
             [tag] if tag == b"started" => Ok(IdempotencyBegin::Started),
             [tag] if tag == b"in_flight" => Ok(IdempotencyBegin::InFlight),
@@ -260,37 +269,33 @@ impl Redis {
         }
     }
 
-    /// Stores `response` for the caller's in-flight record and keeps it for `ttl_ms` from now.
-    /// `false` when the record is no longer the caller's in-flight one (another fingerprint,
-    /// already completed, or gone, e.g. because its lease ran out): the response was not stored.
-    /// Fails with [`StateError::InvalidInput`] when `ttl_ms` is 0.
+    /// Stores `response` for the caller's in-flight record (the one its begin with `owner`
+    /// created) and keeps it for `ttl_ms` from now. `false` when the record is no longer the
+    /// caller's in-flight one (already completed, or gone or taken over by another begin because
+    /// its lease ran out): the response was not stored. Fails with [`StateError::InvalidInput`]
+    /// when `ttl_ms` is 0.
     pub async fn idempotency_complete(
         &self,
         scope: &str,
         key: &str,
-        fingerprint: &str,
+        owner: &str,
         response: &[u8],
         ttl_ms: u64,
     ) -> Result<bool, StateError> {
         const OP: &str = "idempotency_complete";
         positive(OP, "ttl_ms", ttl_ms)?;
         let stored: i64 = self
-            .invoke(OP, IDEM_COMPLETE.key(idem_key(scope, key)).arg(fingerprint).arg(response).arg(ttl_ms))
+            .invoke(OP, IDEM_COMPLETE.key(idem_key(scope, key)).arg(owner).arg(response).arg(ttl_ms))
             .await?;
         Ok(stored == 1)
     }
 
-    /// Deletes the caller's in-flight record (its request failed in a way that must not be
-    /// replayed), so the key can be used again. Does nothing when the record is completed, has
-    /// another fingerprint, or is gone.
-    pub async fn idempotency_release(
-        &self,
-        scope: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), StateError> {
+    /// Deletes the caller's in-flight record (the one its begin with `owner` created; its request
+    /// failed in a way that must not be replayed), so the key can be used again. Does nothing
+    /// when the record is completed, was taken over by another begin, or is gone.
+    pub async fn idempotency_release(&self, scope: &str, key: &str, owner: &str) -> Result<(), StateError> {
         const OP: &str = "idempotency_release";
-        let _deleted: i64 = self.invoke(OP, IDEM_RELEASE.key(idem_key(scope, key)).arg(fingerprint)).await?;
+        let _deleted: i64 = self.invoke(OP, IDEM_RELEASE.key(idem_key(scope, key)).arg(owner)).await?;
         Ok(())
     }
 

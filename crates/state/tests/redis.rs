@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use bridgehead_state::testing::TestRedis;
-use bridgehead_state::{IdempotencyBegin, RATE_LIMIT_MAX_WINDOW_US, Redis, StateError};
+use bridgehead_state::{
+    IdempotencyBegin, RATE_LIMIT_MAX_WINDOW_US, Redis, StateError, new_idempotency_owner,
+};
 
 /// A throwaway Redis server, or `None` when BRIDGEHEAD_SKIP_REDIS=1 says to skip.
 fn start_redis() -> Option<TestRedis> {
@@ -24,6 +26,12 @@ const TTL_MS: u64 = 86_400_000;
 /// A distinct 64-digit lower-case hex "fingerprint" per `n`.
 fn fp(n: u32) -> String {
     format!("{n:064x}")
+}
+
+/// A distinct owner token per `n` (the gateway uses `new_idempotency_owner`; fixed ones keep
+/// failures legible).
+fn owner(n: u32) -> String {
+    format!("owner-{n}")
 }
 
 #[tokio::test]
@@ -112,47 +120,96 @@ async fn idempotency_started_in_flight_mismatch_completed_release() {
     use IdempotencyBegin::*;
     let Some(server) = start_redis() else { return };
     let redis = Redis::connect(&server.url()).await.unwrap();
-    let begin = |key: &'static str, fp: String| {
+    let begin = |key: &'static str, fp: String, owner: String| {
         let redis = redis.clone();
-        async move { redis.idempotency_begin(SCOPE, key, &fp, LEASE_MS).await.unwrap() }
+        async move { redis.idempotency_begin(SCOPE, key, &fp, &owner, LEASE_MS).await.unwrap() }
     };
-    assert_eq!(begin("k1", fp(1)).await, Started);
-    assert_eq!(begin("k1", fp(1)).await, InFlight);
-    assert_eq!(begin("k1", fp(2)).await, Mismatch);
-    assert_eq!(redis.idempotency_begin("other scope", "k1", &fp(2), LEASE_MS).await.unwrap(), Started);
+    assert_eq!(begin("k1", fp(1), owner(1)).await, Started);
+    assert_eq!(begin("k1", fp(1), owner(2)).await, InFlight);
+    assert_eq!(begin("k1", fp(2), owner(3)).await, Mismatch);
+    assert_eq!(
+        redis.idempotency_begin("other scope", "k1", &fp(2), &owner(4), LEASE_MS).await.unwrap(),
+        Started
+    );
 
-    // Completing: only the in-flight owner, once.
+    // Completing: only the in-flight owner (not a begin that was refused), once.
     let response = b"HTTP/1.1 201 Created\r\n\r\n{\"id\":7}\xff\x00".to_vec();
-    assert!(!redis.idempotency_complete(SCOPE, "k1", &fp(2), b"wrong", TTL_MS).await.unwrap());
-    assert!(!redis.idempotency_complete(SCOPE, "missing", &fp(1), b"x", TTL_MS).await.unwrap());
-    assert!(redis.idempotency_complete(SCOPE, "k1", &fp(1), &response, TTL_MS).await.unwrap());
-    assert!(!redis.idempotency_complete(SCOPE, "k1", &fp(1), b"again", TTL_MS).await.unwrap());
-    assert_eq!(begin("k1", fp(1)).await, Completed(response.clone()));
-    assert_eq!(begin("k1", fp(2)).await, Mismatch, "mismatch wins over completed");
+    assert!(!redis.idempotency_complete(SCOPE, "k1", &owner(2), b"wrong", TTL_MS).await.unwrap());
+    assert!(!redis.idempotency_complete(SCOPE, "k1", &owner(3), b"wrong", TTL_MS).await.unwrap());
+    assert!(!redis.idempotency_complete(SCOPE, "missing", &owner(1), b"x", TTL_MS).await.unwrap());
+    assert!(redis.idempotency_complete(SCOPE, "k1", &owner(1), &response, TTL_MS).await.unwrap());
+    assert!(!redis.idempotency_complete(SCOPE, "k1", &owner(1), b"again", TTL_MS).await.unwrap());
+    assert_eq!(begin("k1", fp(1), owner(5)).await, Completed(response.clone()));
+    assert_eq!(begin("k1", fp(2), owner(6)).await, Mismatch, "mismatch wins over completed");
 
     // Release: only the in-flight owner; a completed record stays.
-    redis.idempotency_release(SCOPE, "k1", &fp(1)).await.unwrap();
-    assert_eq!(begin("k1", fp(1)).await, Completed(response));
-    assert_eq!(begin("k2", fp(1)).await, Started);
-    redis.idempotency_release(SCOPE, "k2", &fp(2)).await.unwrap();
-    assert_eq!(begin("k2", fp(1)).await, InFlight);
-    redis.idempotency_release(SCOPE, "k2", &fp(1)).await.unwrap();
-    assert_eq!(begin("k2", fp(2)).await, Started, "released: free for any request");
-    redis.idempotency_release(SCOPE, "never", &fp(1)).await.unwrap();
+    redis.idempotency_release(SCOPE, "k1", &owner(1)).await.unwrap();
+    assert_eq!(begin("k1", fp(1), owner(7)).await, Completed(response));
+    assert_eq!(begin("k2", fp(1), owner(8)).await, Started);
+    redis.idempotency_release(SCOPE, "k2", &owner(9)).await.unwrap(); // another owner: no-op
+    assert_eq!(begin("k2", fp(1), owner(10)).await, InFlight);
+    redis.idempotency_release(SCOPE, "k2", &owner(10)).await.unwrap(); // the refused begin's: no-op
+    assert_eq!(begin("k2", fp(1), owner(11)).await, InFlight);
+    redis.idempotency_release(SCOPE, "k2", &owner(8)).await.unwrap();
+    assert_eq!(begin("k2", fp(2), owner(12)).await, Started, "released: free for any request");
+    redis.idempotency_release(SCOPE, "never", &owner(1)).await.unwrap();
 
     // An empty response is a response.
-    assert_eq!(begin("empty", fp(3)).await, Started);
-    assert!(redis.idempotency_complete(SCOPE, "empty", &fp(3), b"", TTL_MS).await.unwrap());
-    assert_eq!(begin("empty", fp(3)).await, Completed(Vec::new()));
+    assert_eq!(begin("empty", fp(3), owner(13)).await, Started);
+    assert!(redis.idempotency_complete(SCOPE, "empty", &owner(13), b"", TTL_MS).await.unwrap());
+    assert_eq!(begin("empty", fp(3), owner(14)).await, Completed(Vec::new()));
 
-    for (lease, ttl) in [(0, TTL_MS), (LEASE_MS, 0)] {
-        let err = if lease == 0 {
-            redis.idempotency_begin(SCOPE, "k3", &fp(1), lease).await.unwrap_err()
-        } else {
-            redis.idempotency_complete(SCOPE, "k2", &fp(2), b"r", ttl).await.unwrap_err()
-        };
+    let errors = [
+        redis.idempotency_begin(SCOPE, "k3", &fp(1), &owner(15), 0).await.unwrap_err(),
+        redis.idempotency_begin(SCOPE, "k3", &fp(1), "", LEASE_MS).await.unwrap_err(),
+        redis.idempotency_complete(SCOPE, "k2", &owner(12), b"r", 0).await.unwrap_err(),
+    ];
+    for err in errors {
         assert!(matches!(err, StateError::InvalidInput { .. }), "{err:?}");
     }
+    assert_eq!(begin("k3", fp(1), owner(15)).await, Started, "nothing was written");
+}
+
+#[tokio::test]
+async fn idempotency_late_owner_cannot_complete_or_release_after_a_takeover() {
+    use IdempotencyBegin::*;
+    let Some(server) = start_redis() else { return };
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (a, b, c) = (new_idempotency_owner(), new_idempotency_owner(), new_idempotency_owner());
+    // Request A starts with a 50 ms lease and outlives it; request B (the same request, retried)
+    // takes the record over once Redis expired it.
+    assert_eq!(redis.idempotency_begin(SCOPE, "k", &fp(1), &a, 50).await.unwrap(), Started);
+    poll_until_started(&redis, "k", &fp(1), &b).await;
+    // A finishes late: its release does not delete B's record, its complete does not write into
+    // it.
+    redis.idempotency_release(SCOPE, "k", &a).await.unwrap();
+    assert!(!redis.idempotency_complete(SCOPE, "k", &a, b"from A", TTL_MS).await.unwrap());
+    assert_eq!(
+        redis.idempotency_begin(SCOPE, "k", &fp(1), &c, LEASE_MS).await.unwrap(),
+        InFlight,
+        "B's record is still there and in flight"
+    );
+    // B completes; its response is the one stored, and nobody releases it.
+    assert!(redis.idempotency_complete(SCOPE, "k", &b, b"from B", TTL_MS).await.unwrap());
+    redis.idempotency_release(SCOPE, "k", &a).await.unwrap();
+    redis.idempotency_release(SCOPE, "k", &b).await.unwrap();
+    assert_eq!(
+        redis.idempotency_begin(SCOPE, "k", &fp(1), &c, LEASE_MS).await.unwrap(),
+        Completed(b"from B".to_vec())
+    );
+
+    // The same after a takeover by another fingerprint, and B releasing instead.
+    assert_eq!(redis.idempotency_begin(SCOPE, "k2", &fp(1), &a, 50).await.unwrap(), Started);
+    poll_until_started(&redis, "k2", &fp(2), &b).await;
+    redis.idempotency_release(SCOPE, "k2", &a).await.unwrap();
+    assert!(!redis.idempotency_complete(SCOPE, "k2", &a, b"from A", TTL_MS).await.unwrap());
+    assert_eq!(redis.idempotency_begin(SCOPE, "k2", &fp(2), &c, LEASE_MS).await.unwrap(), InFlight);
+    redis.idempotency_release(SCOPE, "k2", &b).await.unwrap();
+    assert_eq!(
+        redis.idempotency_begin(SCOPE, "k2", &fp(1), &c, LEASE_MS).await.unwrap(),
+        Started,
+        "released by its owner"
+    );
 }
 
 #[tokio::test]
@@ -163,24 +220,25 @@ async fn idempotency_lease_and_ttl_run_out_on_redis_clock() {
     // A 50 ms lease: the owner "crashed" without completing, and the record is taken over once
     // Redis expired it. Polled (bounded) rather than slept past, as Redis expires keys lazily or
     // on its own timer.
-    assert_eq!(redis.idempotency_begin(SCOPE, "k", &fp(1), 50).await.unwrap(), Started);
-    assert_eq!(redis.idempotency_begin(SCOPE, "k", &fp(2), 50).await.unwrap(), Mismatch);
-    let took_over = poll_until_started(&redis, "k", &fp(2)).await;
+    assert_eq!(redis.idempotency_begin(SCOPE, "k", &fp(1), &owner(1), 50).await.unwrap(), Started);
+    assert_eq!(redis.idempotency_begin(SCOPE, "k", &fp(2), &owner(2), 50).await.unwrap(), Mismatch);
+    let took_over = poll_until_started(&redis, "k", &fp(2), &owner(2)).await;
     assert!(took_over >= Duration::from_millis(40), "taken over after only {took_over:?}");
     // A completed record with a 50 ms TTL is taken over after that.
-    assert!(redis.idempotency_complete(SCOPE, "k", &fp(2), b"r", 50).await.unwrap());
+    assert!(redis.idempotency_complete(SCOPE, "k", &owner(2), b"r", 50).await.unwrap());
     assert_eq!(
-        redis.idempotency_begin(SCOPE, "k", &fp(2), LEASE_MS).await.unwrap(),
+        redis.idempotency_begin(SCOPE, "k", &fp(2), &owner(3), LEASE_MS).await.unwrap(),
         Completed(b"r".to_vec())
     );
-    poll_until_started(&redis, "k", &fp(3)).await;
+    poll_until_started(&redis, "k", &fp(3), &owner(3)).await;
 }
 
-/// Calls begin every 10 ms, for at most 5 s, until it returns `Started`; returns how long it took.
-async fn poll_until_started(redis: &Redis, key: &str, fingerprint: &str) -> Duration {
+/// Calls begin (as `owner`) every 10 ms, for at most 5 s, until it returns `Started`; returns how
+/// long it took.
+async fn poll_until_started(redis: &Redis, key: &str, fingerprint: &str, owner: &str) -> Duration {
     let start = Instant::now();
     for _ in 0..500 {
-        if redis.idempotency_begin(SCOPE, key, fingerprint, LEASE_MS).await.unwrap()
+        if redis.idempotency_begin(SCOPE, key, fingerprint, owner, LEASE_MS).await.unwrap()
             == IdempotencyBegin::Started
         {
             return start.elapsed();
@@ -202,7 +260,8 @@ async fn one_of_twenty_concurrent_begins_starts() {
             let redis = if i == 0 { node_b.clone() } else { redis.clone() };
             tokio::spawn(async move {
                 let fingerprint = fp(i % 2);
-                let begun = redis.idempotency_begin(SCOPE, "race", &fingerprint, LEASE_MS).await;
+                let owner = new_idempotency_owner();
+                let begun = redis.idempotency_begin(SCOPE, "race", &fingerprint, &owner, LEASE_MS).await;
                 (fingerprint, begun.unwrap())
             })
         })
@@ -238,7 +297,7 @@ async fn fails_fast_while_redis_is_down_and_recovers_after_restart() {
         assert!(matches!(err, StateError::Redis { op: "rate_limit", .. }), "call {call}: {err:?}");
         assert!(elapsed < Duration::from_secs(3), "call {call} took {elapsed:?}");
         let start = Instant::now();
-        let err = redis.idempotency_begin(SCOPE, "k", &fp(1), LEASE_MS).await.unwrap_err();
+        let err = redis.idempotency_begin(SCOPE, "k", &fp(1), &owner(1), LEASE_MS).await.unwrap_err();
         assert!(matches!(err, StateError::Redis { op: "idempotency_begin", .. }), "{err:?}");
         assert!(start.elapsed() < Duration::from_secs(3), "call {call} took {:?}", start.elapsed());
     }
@@ -260,7 +319,7 @@ async fn fails_fast_while_redis_is_down_and_recovers_after_restart() {
     let (attempts, d) = recovered.expect("no call succeeded within 100 attempts after the restart");
     assert!(d.allowed && d.remaining == 9, "a fresh bucket after {attempts} failed attempts: {d:?}");
     assert_eq!(
-        redis.idempotency_begin(SCOPE, "k", &fp(1), LEASE_MS).await.unwrap(),
+        redis.idempotency_begin(SCOPE, "k", &fp(1), &owner(1), LEASE_MS).await.unwrap(),
         IdempotencyBegin::Started
     );
 }

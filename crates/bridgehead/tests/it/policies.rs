@@ -359,8 +359,7 @@ async fn circuit_breaker_opens_fails_over_and_recovers() {
 async fn outbound_rate_limit_queues_and_pauses_on_upstream_signals() {
     let m = mock().await;
     let cfg = format!(
-        "upstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\n    rate_limit: {{ rate: 10/s, burst: 1, max_wait: 150ms }}\n  v:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u }}\n  - {{ name: p, match: {{ path_prefix: /p }}, upstream: v }}\n",
-        m.url(),
+        "upstreams:\n  u:\n    targets: [{{ url: \"{0}\" }}]\n    rate_limit: {{ rate: 10/s, burst: 1, max_wait: 150ms }}\n  v:\n    targets: [{{ url: \"{0}\" }}]\n    rate_limit: {{ rate: 1000/s, burst: 100 }}\n  free:\n    targets: [{{ url: \"{0}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u }}\n  - {{ name: p, match: {{ path_prefix: /p }}, upstream: v }}\n  - {{ name: f, match: {{ path_prefix: /f }}, upstream: free }}\n",
         m.url()
     );
     let gw = Gateway::start(&cfg).await;
@@ -390,7 +389,26 @@ async fn outbound_rate_limit_queues_and_pauses_on_upstream_signals() {
     let before = m.request_count();
     let got = get(&gw.url("/p")).await;
     got.assert_problem(503, "pause sending for longer than max_wait");
+    let retry_after: u64 = got.header("retry-after").parse().unwrap();
+    assert!((28..=30).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(m.request_count(), before);
+    // An upstream without `rate_limit` is never paused by what one answer says.
+    let r = Request::get(gw.url("/f"))
+        .header("x-mock-status", "429")
+        .header("x-mock-retry-after", "30")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&client(), r).await.status, 429);
+    assert_eq!(get(&gw.url("/f")).await.status, 200);
+    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    assert!(
+        metrics.contains("bridgehead_upstream_throttled_total{upstream=\"u\",result=\"refused\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bridgehead_upstream_throttled_total{upstream=\"u\",result=\"waited\"} 1"),
+        "{metrics}"
+    );
     let admin = get(&gw.admin_url("/admin/upstreams")).await.json();
     assert!(admin["upstreams"]["v"]["paused_ms"].as_u64().unwrap() > 20_000, "{admin}");
 }
@@ -403,7 +421,7 @@ async fn get_owned(url: String) -> Got {
 async fn upstream_rate_limit_headers_pause_sending() {
     let m = mock().await;
     let cfg = format!(
-        "upstreams:\n  v:\n    targets: [{{ url: \"{0}\" }}]\n  w:\n    targets: [{{ url: \"{0}\" }}]\nroutes:\n  - {{ name: p, match: {{ path_prefix: /p }}, upstream: v }}\n  - {{ name: q, match: {{ path_prefix: /q }}, upstream: w }}\n",
+        "upstreams:\n  v:\n    targets: [{{ url: \"{0}\" }}]\n    rate_limit: {{ rate: 1000/s, burst: 100 }}\n  w:\n    targets: [{{ url: \"{0}\" }}]\n    rate_limit: {{ rate: 1000/s, burst: 100 }}\nroutes:\n  - {{ name: p, match: {{ path_prefix: /p }}, upstream: v }}\n  - {{ name: q, match: {{ path_prefix: /q }}, upstream: w }}\n",
         m.url()
     );
     let gw = Gateway::start(&cfg).await;
@@ -466,4 +484,56 @@ async fn canary_cohorts_stick_to_one_target() {
         get(&gw.url("/y")).await;
     }
     assert_eq!(canary.request_count() - before, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_what_the_upstream_may_have_acted_on() {
+    let m = mock().await;
+    let cfg = format!(
+        "{}routes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, idempotency: {{ max_response_body: 64 }} }}\n",
+        upstream(&m.url(), "")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let c = client();
+
+    // A response too large to store: the client gets it whole; a repeat gets status and headers
+    // with an empty body, and the upstream is not called again.
+    let mut big = post(gw.url("/big"), Some("big-1"), "{}");
+    big.headers_mut().insert("x-mock-body-size", "1000".parse().unwrap());
+    let first = send(&c, big).await;
+    assert_eq!((first.status, first.body.len()), (200, 1000));
+    let mut again = post(gw.url("/big"), Some("big-1"), "{}");
+    again.headers_mut().insert("x-mock-body-size", "1000".parse().unwrap());
+    let again = send(&c, again).await;
+    assert_eq!((again.status, again.body.len()), (200, 0));
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.header("idempotent-body-omitted"), "true");
+    assert_eq!(m.request_count(), 1);
+
+    // 429 from the upstream is not stored: the next try with the key reaches it again.
+    let mut limited = post(gw.url("/pay"), Some("p-429"), "{}");
+    limited.headers_mut().insert("x-mock-status", "429".parse().unwrap());
+    assert_eq!(send(&c, limited).await.status, 429);
+    eventually(5, "429 not stored", async || {
+        send(&c, post(gw.url("/pay"), Some("p-429"), "{}")).await.status == 200
+    })
+    .await;
+    assert_eq!(m.request_count(), 3);
+
+    // The client goes away after the request reached the upstream: the key stays claimed (a
+    // repeat gets 409), because the upstream may have acted.
+    let slow = {
+        let mut r = post(gw.url("/slow"), Some("gone-1"), "{}");
+        r.headers_mut().insert("x-mock-latency", "2s".parse().unwrap());
+        tokio::spawn({
+            let c = c.clone();
+            async move { send(&c, r).await }
+        })
+    };
+    eventually(5, "the slow request reached the upstream", async || m.request_count() == 4).await;
+    slow.abort();
+    let _ = slow.await;
+    let got = send(&c, post(gw.url("/slow"), Some("gone-1"), "{}")).await;
+    got.assert_problem(409, "still being processed");
+    assert_eq!(m.request_count(), 4);
 }

@@ -27,6 +27,7 @@ use crate::problem::GatewayError;
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+pub static IDEMPOTENT_BODY_OMITTED: HeaderName = HeaderName::from_static("idempotent-body-omitted");
 
 /// Longest key accepted.
 const MAX_KEY: usize = 255;
@@ -77,6 +78,15 @@ impl IdempotencyPolicy {
         }
     }
 
+    /// Whether an answer with `status` is stored for replay: not a 5xx (unless
+    /// `store_server_errors`), nor 408 or 429, which tell the client to try again later.
+    pub fn stores(&self, status: StatusCode) -> bool {
+        if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS {
+            return false;
+        }
+        !status.is_server_error() || self.store_server_errors
+    }
+
     /// Whether requests with this method take part.
     pub fn applies_to(&self, method: &Method) -> bool {
         self.methods.contains(method)
@@ -99,30 +109,38 @@ impl IdempotencyPolicy {
         key: String,
         fingerprint: String,
     ) -> Result<Begin, GatewayError> {
-        let scope = format!("{}:{}", self.route, consumer.unwrap_or("-"));
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::error!(route = %self.route, error = %e, "idempotency store failed");
-            GatewayError::IdempotencyUnavailable { route: self.route.to_string() }
-        };
+        // Self-delimiting (the consumer's length first), so no consumer id or key can make two
+        // scopes meet: `r:0:` is anonymous, `r:4:acme` is consumer `acme`.
+        let consumer = consumer.unwrap_or("");
+        let scope = format!("{}:{}:{consumer}", self.route, consumer.len());
+        // Only this request may complete or release what it claims, even after a takeover.
+        let owner = bridgehead_state::new_idempotency_owner();
+        let unavailable = || GatewayError::IdempotencyUnavailable { route: self.route.to_string() };
         let found = match &self.backend {
             Backend::Store(store) => store
                 .idempotency_begin(
                     &scope,
                     &key,
                     &fingerprint,
+                    &owner,
                     self.lease.as_millis() as i64,
                     self.ttl.as_millis() as i64,
                     unix_ms(),
                 )
                 .await
-                .map_err(|e| unavailable(&e))?,
+                .map_err(|e| {
+                    tracing::error!(route = %self.route, error = %e, "idempotency store failed");
+                    unavailable()
+                })?,
             Backend::Redis(shared) => {
                 let health = &shared.health;
+                // Failures are logged once per incident by `health`.
                 let Some(redis) = shared.get() else {
-                    return Err(unavailable(&"Redis is unreachable"));
+                    return Err(unavailable());
                 };
-                let r =
-                    redis.idempotency_begin(&scope, &key, &fingerprint, self.lease.as_millis() as u64).await;
+                let r = redis
+                    .idempotency_begin(&scope, &key, &fingerprint, &owner, self.lease.as_millis() as u64)
+                    .await;
                 match r {
                     Ok(found) => {
                         health.succeeded("idempotency");
@@ -130,7 +148,7 @@ impl IdempotencyPolicy {
                     }
                     Err(e) => {
                         health.failed("idempotency", &e);
-                        return Err(unavailable(&e));
+                        return Err(unavailable());
                     }
                 }
             }
@@ -140,9 +158,10 @@ impl IdempotencyPolicy {
                 backend: self.backend.clone(),
                 scope,
                 key,
-                fingerprint,
+                owner,
                 ttl: self.ttl,
                 open: true,
+                sent: false,
             })),
             IdempotencyBegin::InFlight => Err(GatewayError::IdempotencyInFlight),
             IdempotencyBegin::Mismatch => Err(GatewayError::IdempotencyMismatch),
@@ -151,7 +170,10 @@ impl IdempotencyPolicy {
                     res.headers_mut().insert(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"));
                     Ok(Begin::Replay(res))
                 }
-                None => Err(unavailable(&"a stored response could not be decoded")),
+                None => {
+                    tracing::error!(route = %self.route, "a stored idempotent response could not be decoded");
+                    Err(unavailable())
+                }
             },
         }
     }
@@ -228,38 +250,59 @@ pub fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A claimed key: completed with the response, or released (also when dropped unfinished).
+/// A claimed key: completed with the response, or released. Dropped unfinished before the
+/// request was sent (the client went away while it waited), the key is released; dropped after,
+/// the upstream may have acted, so the record stays in flight until its lease ends and repeats
+/// get 409 meanwhile rather than a second execution.
 pub struct Claim {
     backend: Backend,
     scope: String,
     key: String,
-    fingerprint: String,
+    owner: String,
     ttl: Duration,
     open: bool,
+    sent: bool,
 }
 
 impl Claim {
+    /// Marks that the request is about to reach the upstream.
+    pub fn sent(&mut self) {
+        self.sent = true;
+    }
+
     /// Stores the response for replay.
-    pub async fn complete(mut self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
+    pub async fn complete(self, status: StatusCode, headers: &HeaderMap, body: &Bytes) {
+        self.store(encode(status, headers, body)).await;
+    }
+
+    /// Stores status and headers of a response whose body could not be kept (too large, or it
+    /// broke off): repeats get them with an empty body and `Idempotent-Body-Omitted: true`.
+    pub async fn complete_without_body(self, status: StatusCode, headers: &HeaderMap) {
+        let mut headers = headers.clone();
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(IDEMPOTENT_BODY_OMITTED.clone(), HeaderValue::from_static("true"));
+        self.store(encode(status, &headers, &Bytes::new())).await;
+    }
+
+    async fn store(mut self, bytes: Vec<u8>) {
         self.open = false;
-        let bytes = encode(status, headers, body);
         let done = match &self.backend {
             Backend::Store(store) => store
                 .idempotency_complete(
                     &self.scope,
                     &self.key,
-                    &self.fingerprint,
+                    &self.owner,
                     &bytes,
                     unix_ms() + self.ttl.as_millis() as i64,
                 )
                 .await
                 .map_err(|e| e.to_string()),
-            Backend::Redis(shared) => match shared.get() {
+            Backend::Redis(shared) => match shared.always() {
                 Some(redis) => redis
                     .idempotency_complete(
                         &self.scope,
                         &self.key,
-                        &self.fingerprint,
+                        &self.owner,
                         &bytes,
                         self.ttl.as_millis() as u64,
                     )
@@ -282,30 +325,30 @@ impl Claim {
     /// Frees the key so the request can be made again.
     pub fn release(mut self) {
         self.open = false;
-        spawn_release(self.backend.clone(), self.scope.clone(), self.key.clone(), self.fingerprint.clone());
+        spawn_release(self.backend.clone(), self.scope.clone(), self.key.clone(), self.owner.clone());
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if self.open {
+        if self.open && !self.sent {
             spawn_release(
                 self.backend.clone(),
                 std::mem::take(&mut self.scope),
                 std::mem::take(&mut self.key),
-                std::mem::take(&mut self.fingerprint),
+                std::mem::take(&mut self.owner),
             );
         }
     }
 }
 
-fn spawn_release(backend: Backend, scope: String, key: String, fingerprint: String) {
+fn spawn_release(backend: Backend, scope: String, key: String, owner: String) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
     handle.spawn(async move {
         let r = match &backend {
-            Backend::Store(store) => store.idempotency_release(&scope, &key, &fingerprint).await.map_err(|e| e.to_string()),
-            Backend::Redis(shared) => match shared.get() {
-                Some(redis) => redis.idempotency_release(&scope, &key, &fingerprint).await.map_err(|e| e.to_string()),
+            Backend::Store(store) => store.idempotency_release(&scope, &key, &owner).await.map_err(|e| e.to_string()),
+            Backend::Redis(shared) => match shared.always() {
+                Some(redis) => redis.idempotency_release(&scope, &key, &owner).await.map_err(|e| e.to_string()),
                 None => Err("Redis is unreachable".into()),
             },
         };

@@ -63,6 +63,12 @@ impl SharedRedis {
         }
         self.conn.load_full()
     }
+
+    /// The connection whatever its health: for writes that finish what a request started
+    /// (storing an idempotent response), which are worth one attempt each.
+    pub fn always(&self) -> Option<std::sync::Arc<bridgehead_state::Redis>> {
+        self.conn.load_full()
+    }
 }
 
 /// Microseconds on the tokio clock (so tests can pause time) since the first call.
@@ -92,9 +98,11 @@ impl RequestFacts<'_> {
             RequestKey::Consumer => Cow::Borrowed(self.consumer.unwrap_or_default().as_bytes()),
             RequestKey::Ip => Cow::Owned(match self.client {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
+                // An IPv6 client usually holds a whole /64: key on that, or one host could
+                // rotate addresses past its limit.
                 IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                     Some(v4) => v4.octets().to_vec(),
-                    None => v6.octets().to_vec(),
+                    None => v6.octets()[..8].to_vec(),
                 },
             }),
             RequestKey::Route => Cow::Borrowed(b""),
@@ -160,9 +168,16 @@ pub struct StoreHealth {
 const STORE_RETRY_US: u64 = 1_000_000;
 
 impl StoreHealth {
-    /// Whether a call should be attempted now.
+    /// Whether a call should be attempted now: always while up; while down, by one caller per
+    /// second (the others skip at once instead of each waiting for a timeout).
     pub fn should_try(&self) -> bool {
-        !self.down.load(Relaxed) || clock_us() >= self.skip_until_us.load(Relaxed)
+        if !self.down.load(Relaxed) {
+            return true;
+        }
+        let now = clock_us();
+        let until = self.skip_until_us.load(Relaxed);
+        now >= until
+            && self.skip_until_us.compare_exchange(until, now + STORE_RETRY_US, Relaxed, Relaxed).is_ok()
     }
 
     pub fn failed(&self, what: &str, error: &dyn std::fmt::Display) {
@@ -202,6 +217,29 @@ mod tests {
     }
 
     const PINNED: u64 = 7_716_069_635_880_283_471;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let h = HeaderMap::new();
+        let a = RequestFacts { headers: &h, client: "2001:db8:1:2::1".parse().unwrap(), consumer: None };
+        let b = RequestFacts { headers: &h, client: "2001:db8:1:2:ffff::9".parse().unwrap(), consumer: None };
+        let c = RequestFacts { headers: &h, client: "2001:db8:1:3::1".parse().unwrap(), consumer: None };
+        assert_eq!(a.key(&RequestKey::Ip), b.key(&RequestKey::Ip));
+        assert_ne!(a.key(&RequestKey::Ip), c.key(&RequestKey::Ip));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_store_is_probed_by_one_caller_per_second() {
+        let health = StoreHealth::default();
+        assert!(health.should_try());
+        health.failed("test", &"boom");
+        assert!(!health.should_try() && !health.should_try());
+        tokio::time::advance(std::time::Duration::from_millis(1001)).await;
+        assert!(health.should_try(), "one probe after the pause");
+        assert!(!health.should_try(), "and only one");
+        health.succeeded("test");
+        assert!(health.should_try() && health.should_try());
+    }
 
     #[test]
     fn stable_hash_is_stable_and_separates_parts() {

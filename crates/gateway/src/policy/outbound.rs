@@ -74,51 +74,64 @@ impl Throttle {
         }
     }
 
-    fn refuse(&self, why: &'static str) -> GatewayError {
-        GatewayError::UpstreamRateLimited { upstream: self.upstream.to_string(), reason: why }
+    /// The 503; `ready_at` (clock µs) becomes its `Retry-After` when known.
+    fn refuse(&self, why: &'static str, ready_at: Option<u64>) -> GatewayError {
+        GatewayError::UpstreamRateLimited {
+            upstream: self.upstream.to_string(),
+            reason: why,
+            retry_after: ready_at.map(|at| at.saturating_sub(clock_us()).div_ceil(1_000_000).max(1)),
+        }
     }
 
-    /// Waits for this request's turn. Fast path (no limit, no pause): two atomic loads.
-    pub async fn acquire(&self) -> Result<(), GatewayError> {
+    /// Waits for this request's turn; says whether it had to wait. Fast path (no limit, no
+    /// pause): two atomic loads.
+    pub async fn acquire(&self) -> Result<bool, GatewayError> {
         let start = clock_us();
         let paused = self.state.paused_until_us.load(Relaxed);
         if self.gcra.is_none() && paused <= start {
-            return Ok(());
+            return Ok(false);
         }
         let max_wait_us = self.max_wait.as_micros() as u64;
         let deadline = start + max_wait_us;
         if self.state.waiting.fetch_add(1, Relaxed) >= self.queue {
             self.state.waiting.fetch_sub(1, Relaxed);
-            return Err(self.refuse("too many requests are already waiting to be sent"));
+            return Err(self.refuse("too many requests are already waiting to be sent", None));
         }
         let _waiting = Waiting(&self.state.waiting);
+        let mut slept = false;
         loop {
             let now = clock_us();
             let paused = self.state.paused_until_us.load(Relaxed);
             let mut at = now.max(paused);
             if at > deadline {
-                return Err(
-                    self.refuse("the upstream asked Bridgehead to pause sending for longer than max_wait")
-                );
+                return Err(self.refuse(
+                    "the upstream asked Bridgehead to pause sending for longer than max_wait",
+                    Some(paused),
+                ));
             }
             if let Some(gcra) = &self.gcra {
-                match self.reserve(gcra, at, deadline).await {
-                    Ok(slot) => at = slot,
-                    Err(e) => return Err(e),
-                }
+                at = self.reserve(gcra, at, deadline, &mut slept).await?;
             }
+            let now = clock_us();
             if at > now {
                 tokio::time::sleep(Duration::from_micros(at - now)).await;
+                slept = true;
             }
             // A pause that began while we waited applies to us too.
             if self.state.paused_until_us.load(Relaxed) <= clock_us() {
-                return Ok(());
+                return Ok(slept);
             }
         }
     }
 
     /// The time from which this request may be sent, with its slot taken.
-    async fn reserve(&self, gcra: &Gcra, from: u64, deadline: u64) -> Result<u64, GatewayError> {
+    async fn reserve(
+        &self,
+        gcra: &Gcra,
+        from: u64,
+        deadline: u64,
+        slept: &mut bool,
+    ) -> Result<u64, GatewayError> {
         if let Some(shared) = &self.redis
             && let Some(redis) = shared.get()
         {
@@ -135,10 +148,13 @@ impl Throttle {
                         health.succeeded("outbound rate limit");
                         let next = clock_us().max(at) + d.retry_after_us;
                         if next > deadline {
-                            return Err(self
-                                .refuse("the outbound rate limit would make it wait longer than max_wait"));
+                            return Err(self.refuse(
+                                "the outbound rate limit would make it wait longer than max_wait",
+                                Some(next),
+                            ));
                         }
                         tokio::time::sleep(Duration::from_micros(next.saturating_sub(clock_us()))).await;
+                        *slept = true;
                         at = next;
                     }
                     Err(e) => {
@@ -155,7 +171,9 @@ impl Throttle {
         // The slot is `next - limit`: the earliest time the bucket has room for this request.
         let slot = next.saturating_sub(limit).max(from);
         if slot > deadline {
-            return Err(self.refuse("the outbound rate limit would make it wait longer than max_wait"));
+            return Err(
+                self.refuse("the outbound rate limit would make it wait longer than max_wait", Some(slot))
+            );
         }
         *tat = next;
         Ok(slot)
@@ -163,7 +181,13 @@ impl Throttle {
 
     /// Reads an upstream answer for a request to pause: 429/503 with `Retry-After`,
     /// `X-RateLimit-Remaining: 0` (with `X-RateLimit-Reset`), or a `RateLimit` item with `r=0`.
+    ///
+    /// Only with a configured `rate_limit`: the gateway then owns the pace toward this upstream.
+    /// Without one, an answer meant for one client's own quota must not stop everybody.
     pub fn observe(&self, status: StatusCode, headers: &HeaderMap) {
+        if self.gcra.is_none() {
+            return;
+        }
         let Some(pause) = pause_from(status, headers) else { return };
         let until = clock_us() + pause.min(MAX_PAUSE).as_micros() as u64;
         if self.state.paused_until_us.fetch_max(until, Relaxed) < until {
@@ -299,15 +323,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_upstream_pause_holds_requests_back() {
-        let t = Throttle::new(&Arc::from("u"), None, None, Arc::default());
+        // Without a configured limit, upstream signals change nothing.
+        let free = Throttle::new(&Arc::from("u"), None, None, Arc::default());
+        free.observe(StatusCode::TOO_MANY_REQUESTS, &headers(&[("retry-after", "2")]));
+        assert_eq!(free.paused_for_us(), 0);
+        let t = throttle("1000/s", 100, 5_000, 100);
         t.observe(StatusCode::TOO_MANY_REQUESTS, &headers(&[("retry-after", "2")]));
         assert!(t.paused_for_us() > 1_900_000);
         let start = tokio::time::Instant::now();
         t.acquire().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(2));
-        // A pause longer than max_wait (5 s without a limit) is refused at once.
+        // A pause longer than max_wait is refused at once, with the pause as Retry-After.
         t.observe(StatusCode::SERVICE_UNAVAILABLE, &headers(&[("retry-after", "30")]));
         let err = t.acquire().await.unwrap_err();
-        assert!(matches!(err, GatewayError::UpstreamRateLimited { .. }), "{err}");
+        assert!(matches!(err, GatewayError::UpstreamRateLimited { retry_after: Some(30), .. }), "{err:?}");
     }
 }

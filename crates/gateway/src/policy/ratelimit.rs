@@ -45,14 +45,26 @@ impl LocalBuckets {
         if shard.len() >= KEYS_PER_SHARD && !shard.contains_key(&h) {
             // A bucket whose TAT has passed is full again: forgetting it changes nothing.
             shard.retain(|_, tat| *tat > now);
-            if shard.len() >= KEYS_PER_SHARD
-                && let Some(k) = shard.keys().next().copied()
-            {
-                shard.remove(&k);
+            if shard.len() > KEYS_PER_SHARD * 7 / 8 {
+                // Still nearly full (a flood of distinct keys): drop an eighth at once, so the
+                // next new keys do not each pay for a scan. Those keys start with a full burst.
+                let drop: Vec<u64> = shard.keys().take(KEYS_PER_SHARD / 8).copied().collect();
+                for k in drop {
+                    shard.remove(&k);
+                }
             }
         }
         let tat = shard.entry(h).or_insert(0);
         gcra.check(tat, now)
+    }
+
+    /// Gives back the slot an admitted request took, when another policy refused it.
+    fn refund(&self, gcra: &Gcra, key: &[u8]) {
+        let h = self.hasher.hash_one(key);
+        let mut shard = self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tat) = shard.get_mut(&h) {
+            *tat = tat.saturating_sub(gcra.interval_us);
+        }
     }
 }
 
@@ -64,7 +76,7 @@ struct Policy {
     quota: u64,
     window_secs: u64,
     on_store_error: OnStoreError,
-    local: LocalBuckets,
+    local: Arc<LocalBuckets>,
     /// The Redis key prefix: `{route}:{policy}:`.
     prefix: String,
     refused: Counter,
@@ -91,18 +103,26 @@ impl RouteLimits {
         headers: &RateLimitHeaders,
         redis: Option<RedisHandle>,
         metrics: &Metrics,
+        previous: Option<&RouteLimits>,
     ) -> Self {
         let policies: Vec<Policy> = policies
             .iter()
             .map(|p| {
                 let name = p.name.clone().unwrap_or_else(|| "default".into());
+                let gcra = Gcra::new(p.rate.interval_us(), p.burst.unwrap_or(p.rate.count));
+                // A reload keeps the buckets of a policy whose name and arithmetic did not change.
+                let local = previous
+                    .and_then(|prev| {
+                        prev.policies.iter().find(|q| q.name == name && q.gcra == gcra && q.key == p.key)
+                    })
+                    .map_or_else(|| Arc::new(LocalBuckets::new()), |q| q.local.clone());
                 Policy {
-                    gcra: Gcra::new(p.rate.interval_us(), p.burst.unwrap_or(p.rate.count)),
+                    gcra,
                     quota: p.rate.count,
                     window_secs: p.rate.window_secs(),
                     key: p.key.clone(),
                     on_store_error: p.on_store_error,
-                    local: LocalBuckets::new(),
+                    local,
                     prefix: format!("{route}:{name}:"),
                     refused: metrics
                         .rate_limited
@@ -150,6 +170,17 @@ impl RouteLimits {
                 },
             };
             decisions.push((i, decision));
+            if !decision.allowed {
+                // Refused: the policies checked later are not charged, and (in process) the
+                // ones that admitted it give their slot back.
+                if self.redis.is_none() {
+                    for (j, _) in decisions.iter().filter(|(_, d)| d.allowed) {
+                        let q = &self.policies[*j];
+                        q.local.refund(&q.gcra, &facts.key(&q.key));
+                    }
+                }
+                break;
+            }
         }
         let headers = self.render(&decisions);
         if let Some((i, d)) = decisions.iter().find(|(_, d)| !d.allowed) {
@@ -215,7 +246,8 @@ impl RouteLimits {
                 .iter()
                 .min_by_key(|(i, d)| (d.allowed, d.remaining, u64::MAX - self.policies[*i].window_secs))
                 .expect("not empty");
-            h.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.policies[*i].quota));
+            // The bucket's capacity: what `Remaining` counts down from.
+            h.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.policies[*i].gcra.burst));
             h.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
             h.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(secs(d.reset_us)));
         }
@@ -229,9 +261,10 @@ fn secs(us: u64) -> u64 {
 }
 
 /// A request key as Redis key text: short printable values as they are (readable with
-/// `redis-cli`), anything else as its SHA-256.
+/// `redis-cli`), anything else as `#` and its SHA-256 (a raw value never contains `#`, so the
+/// two forms cannot meet).
 fn key_text(key: &[u8]) -> String {
-    if key.len() <= 64 && key.iter().all(|b| b.is_ascii_graphic()) {
+    if key.len() <= 64 && key.iter().all(|b| b.is_ascii_graphic() && *b != b'#') {
         String::from_utf8_lossy(key).into_owned()
     } else {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
@@ -266,6 +299,7 @@ mod tests {
             &RateLimitHeaders::default(),
             None,
             &m,
+            None,
         );
         let h = HeaderMap::new();
         let first = limits.check(&facts(&h)).await.unwrap();
@@ -298,6 +332,7 @@ mod tests {
             &RateLimitHeaders { ietf: true, legacy: true },
             None,
             &m,
+            None,
         );
         let h = HeaderMap::new();
         let ok = limits.check(&facts(&h)).await.unwrap();
@@ -322,6 +357,7 @@ mod tests {
             &RateLimitHeaders { ietf: false, legacy: true },
             None,
             &m,
+            None,
         );
         let mut a = HeaderMap::new();
         a.insert("x-tenant", "a".parse().unwrap());
@@ -333,10 +369,58 @@ mod tests {
         assert!(limits.check(&facts(&b)).await.is_ok());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_by_one_policy_spends_nothing_of_the_others_and_reloads_keep_buckets() {
+        let m = Metrics::default();
+        let policies = [
+            policy(Some("wide"), RequestKey::Route, "10/h".parse().unwrap(), None),
+            policy(Some("narrow"), RequestKey::Route, "1/h".parse().unwrap(), None),
+        ];
+        let limits =
+            RouteLimits::new(&Arc::from("r"), &policies, &RateLimitHeaders::default(), None, &m, None);
+        let h = HeaderMap::new();
+        limits.check(&facts(&h)).await.unwrap();
+        for _ in 0..5 {
+            assert!(limits.check(&facts(&h)).await.is_err());
+        }
+        // Only the admitted request counted against `wide`.
+        let again = RouteLimits::new(
+            &Arc::from("r"),
+            &policies[..1],
+            &RateLimitHeaders::default(),
+            None,
+            &m,
+            Some(&limits),
+        );
+        assert_eq!(again.check(&facts(&h)).await.unwrap()["ratelimit"], "\"wide\";r=8;t=720");
+        // Refused by the first policy: the later one is not charged at all.
+        let reversed = [policies[1].clone(), policies[0].clone()];
+        let rev = RouteLimits::new(&Arc::from("r2"), &reversed, &RateLimitHeaders::default(), None, &m, None);
+        rev.check(&facts(&h)).await.unwrap();
+        for _ in 0..5 {
+            assert!(rev.check(&facts(&h)).await.is_err());
+        }
+        let wide_only = RouteLimits::new(
+            &Arc::from("r2"),
+            &reversed[1..],
+            &RateLimitHeaders::default(),
+            None,
+            &m,
+            Some(&rev),
+        );
+        assert_eq!(wide_only.check(&facts(&h)).await.unwrap()["ratelimit"], "\"wide\";r=8;t=720");
+        // A changed rate starts fresh buckets.
+        let changed = [policy(Some("wide"), RequestKey::Route, "20/h".parse().unwrap(), None)];
+        let fresh =
+            RouteLimits::new(&Arc::from("r"), &changed, &RateLimitHeaders::default(), None, &m, Some(&again));
+        assert_eq!(fresh.check(&facts(&h)).await.unwrap()["ratelimit"], "\"wide\";r=19;t=180");
+    }
+
     #[test]
     fn redis_key_text() {
         assert_eq!(key_text(b"acme"), "acme");
         assert_eq!(key_text(&[10, 0, 0, 1]).len(), 33);
         assert!(key_text(b"a b").starts_with('#'));
+        assert!(key_text(b"#0123").starts_with("#") && key_text(b"#0123").len() == 33);
     }
 }

@@ -272,9 +272,10 @@ async fn proxy(
         _ => None,
     };
     let mut fresh_token_retry = oauth2.is_some() && plan.is_some();
-    let deadline = tokio::time::Instant::now() + upstream.timeouts.request.get();
+    // The fields of `log` the send loop touches, borrowed apart so closures can share them.
+    let (log_target, log_in_flight, shared) = (&mut log.target, &mut log.in_flight, &log.shared);
     let count = |target: &crate::upstream::Target, outcome: &'static str| {
-        log.shared
+        shared
             .metrics
             .upstream_requests
             .get_or_create(&UpstreamLabels {
@@ -284,19 +285,44 @@ async fn proxy(
             })
             .inc();
     };
+    let released = shared
+        .metrics
+        .idempotency
+        .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
+        .clone();
+    let release = |claim: crate::policy::idempotency::Claim| {
+        claim.release();
+        released.inc();
+    };
+    // Every try, as one block: any error leaving it frees the idempotency key below.
+    let sent = async {
     let mut attempt = 0u32;
-    let (target, mut res) = loop {
+    let mut deadline = None;
+    Ok::<_, GatewayError>(loop {
         attempt += 1;
         // upstream_peer: wait for the outbound throttle, then pick a target.
-        upstream.throttle.acquire().await?;
-        let target = upstream.pick(sticky.as_deref()).map_err(|e| match e {
+        let throttled = upstream.throttle.acquire().await;
+        if !matches!(throttled, Ok(false)) {
+            let result = if throttled.is_ok() { "waited" } else { "refused" };
+            shared
+                .metrics
+                .upstream_throttled
+                .get_or_create(&UpstreamResultLabels { upstream: Name(upstream.name.clone()), result })
+                .inc();
+        }
+        throttled?;
+        // `timeouts.request` covers all tries, from the first send (not the throttle's queue).
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + upstream.timeouts.request.get());
+        // A retry may go elsewhere: stickiness applies to the first try.
+        let target = upstream.pick(sticky.as_deref().filter(|_| attempt == 1)).map_err(|e| match e {
             NoTarget::Unhealthy => GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() },
             NoTarget::CircuitOpen(retry_after) => {
                 GatewayError::CircuitOpen { upstream: upstream.name.to_string(), retry_after }
             }
         })?;
-        log.target = Some(target.url.clone());
-        log.in_flight = Some(target.start_request());
+        *log_target = Some(target.url.clone());
+        *log_in_flight = Some(target.start_request());
 
         // upstream_request_filter, per try.
         let last = retry.is_none_or(|r| attempt >= r.attempts) && !fresh_token_retry;
@@ -331,7 +357,13 @@ async fn proxy(
         // send
         let now = tokio::time::Instant::now();
         let remaining = deadline.saturating_duration_since(now);
-        let try_timeout = retry.and_then(|r| r.per_try_timeout).map_or(remaining, |t| t.min(remaining));
+        let (try_timeout, timeout_key) = match retry.and_then(|r| r.per_try_timeout) {
+            Some(t) if t < remaining => (t, "retry.per_try_timeout"),
+            _ => (remaining, "timeouts.request"),
+        };
+        if let Some(c) = claim.as_mut() {
+            c.sent();
+        }
         let result = tokio::time::timeout(try_timeout, upstream.client.request(req)).await;
         let (failure, outcome) = match result {
             Err(_) => {
@@ -339,7 +371,11 @@ async fn proxy(
                 upstream.record_outcome(target, true);
                 let e = GatewayError::UpstreamTimeout {
                     upstream: upstream.name.to_string(),
-                    timeout: upstream.timeouts.request.to_string(),
+                    timeout: match timeout_key {
+                        "timeouts.request" => upstream.timeouts.request.to_string(),
+                        _ => humantime::format_duration(try_timeout).to_string(),
+                    },
+                    key: timeout_key,
                 };
                 (Failure::Timeout, Err(e))
             }
@@ -408,20 +444,33 @@ async fn proxy(
                 && tokio::time::Instant::now() + wait < deadline
             {
                 let result = if r.take_retry() { "retried" } else { "budget_exhausted" };
-                log.shared
+                shared
                     .metrics
                     .upstream_retries
                     .get_or_create(&UpstreamResultLabels { upstream: Name(upstream.name.clone()), result })
                     .inc();
                 if result == "retried" {
                     drop(outcome);
-                    log.in_flight = None;
+                    *log_in_flight = None;
                     tokio::time::sleep(wait).await;
                     continue;
                 }
             }
         }
         break (target, outcome?);
+    })
+    }
+    .await;
+    let (target, mut res) = match sent {
+        Ok(sent) => sent,
+        Err(e) => {
+            // A gateway error (502, 503, 504) is a 5xx to the client: the key is freed so the
+            // client's retry can succeed, as for an upstream 5xx.
+            if let Some(c) = claim.take() {
+                release(c);
+            }
+            return Err(e);
+        }
     };
 
     // response_filter
@@ -444,16 +493,7 @@ async fn proxy(
     let Some(claim) = claim else { return Ok(res.map(ResponseBody::upstream)) };
     let policy = route.idempotency.as_ref().expect("a claim comes from the route's policy");
     let status = res.status();
-    let release = |claim: crate::policy::idempotency::Claim| {
-        claim.release();
-        log.shared
-            .metrics
-            .idempotency
-            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
-            .inc();
-    };
-    if status == StatusCode::SWITCHING_PROTOCOLS || (status.is_server_error() && !policy.store_server_errors)
-    {
+    if status == StatusCode::SWITCHING_PROTOCOLS || !policy.stores(status) {
         release(claim);
         return Ok(res.map(ResponseBody::upstream));
     }
@@ -464,11 +504,13 @@ async fn proxy(
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
         }
         Err(Collect::TooLarge(head, rest)) => {
-            release(claim);
+            // The upstream acted: the key must not run again. Repeats get the status and
+            // headers, with an empty body and a header saying why.
+            claim.complete_without_body(parts.status, &parts.headers).await;
             Ok(Response::from_parts(parts, ResponseBody::prefixed(head, rest)))
         }
         Err(Collect::Failed(_)) => {
-            release(claim);
+            claim.complete_without_body(parts.status, &parts.headers).await;
             Err(GatewayError::UpstreamFailed {
                 upstream: upstream.name.to_string(),
                 reason: "the response body broke off before it was complete",

@@ -5,11 +5,14 @@
 -- One row per (scope, key): the first request with that key, in flight (response NULL) or
 -- completed (response set), until expires_at. A live record is never replaced; an expired one,
 -- or an in-flight one whose lease (locked_until) ran out because its node died, is taken over
--- by the next request with the key.
+-- by the next request with the key. The request that holds the record is named by owner, a
+-- random token of its begin: complete and release act only for that owner, so a request that
+-- outlived its lease cannot complete or release the record of the request that took it over.
 CREATE TABLE bridgehead_idempotency (
     scope        TEXT    NOT NULL,
     key          TEXT    NOT NULL,
     fingerprint  TEXT    NOT NULL, -- lower-case hex SHA-256 of the request, chosen by the caller
+    owner        TEXT    NOT NULL, -- random token of the begin that created or took over the record
     response     BLOB,             -- the stored response, opaque here; NULL while in flight
     locked_until INTEGER NOT NULL, -- lease of the in-flight request
     expires_at   INTEGER NOT NULL,
