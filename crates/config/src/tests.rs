@@ -345,17 +345,7 @@ fn bad_auth_configs_are_refused_with_key_paths() {
             "routes[0].auth[1]: `k` is listed twice",
         ),
     ];
-    let mut failures = Vec::new();
-    for (text, want) in &cases {
-        match load_text(text) {
-            Ok(_) => failures.push(format!("accepted:\n{text}")),
-            Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
-                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
-            }
-            Err(_) => {}
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_all_refused(&cases);
 }
 
 #[test]
@@ -456,17 +446,7 @@ fn bad_policy_configs_are_refused_with_key_paths() {
             "state.redis: must be a redis://host:port URL",
         ),
     ];
-    let mut failures = Vec::new();
-    for (text, want) in &cases {
-        match load_text(text) {
-            Ok(_) => failures.push(format!("accepted:\n{text}")),
-            Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
-                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
-            }
-            Err(_) => {}
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_all_refused(&cases);
 }
 
 #[test]
@@ -494,4 +474,19 @@ fn policy_defaults_and_redis_redaction() {
     let v = c.redacted_json();
     assert_eq!(v["state"]["redis"], REDACTED);
     assert_eq!(v["routes"][0]["rate_limit"]["rate"], "100/s");
+}
+
+/// Asserts that every config text is refused with a diagnostic containing its expected text.
+fn assert_all_refused(cases: &[(String, &str)]) {
+    let mut failures = Vec::new();
+    for (text, want) in cases {
+        match load_text(text) {
+            Ok(_) => failures.push(format!("accepted:\n{text}")),
+            Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

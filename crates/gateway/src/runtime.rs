@@ -84,11 +84,17 @@ impl Runtime {
                         (None, Some(s)) => Backend::Store(s.clone()),
                         (None, None) => return None,
                     };
+                    // The longest a request can hold its key: every try's wait in the outbound
+                    // queue, the request deadline (which covers all tries), and a token fetch.
                     let up = &loaded.config.upstreams[&route.upstream];
-                    let lease = up.timeouts.request.get()
-                        + up.rate_limit
-                            .as_ref()
-                            .map_or(std::time::Duration::from_secs(5), |r| r.max_wait.get());
+                    let tries = up.retry.as_ref().map_or(1, |r| r.attempts);
+                    let queue =
+                        up.rate_limit.as_ref().map_or(std::time::Duration::ZERO, |r| r.max_wait.get());
+                    let token = match &up.credentials {
+                        Some(bridgehead_config::Credentials::Oauth2ClientCredentials(c)) => c.timeout.get(),
+                        _ => std::time::Duration::ZERO,
+                    };
+                    let lease = up.timeouts.request.get() + queue * tries + token;
                     Some(IdempotencyPolicy::new(name, cfg, lease, backend))
                 }),
             },
