@@ -6,13 +6,16 @@
 //! and replayed to every later request with the same key and fingerprint, marked
 //! `Idempotent-Replayed: true`, without touching the upstream. While the first is in flight a
 //! repeat gets 409; a repeat with another payload gets 422. A 5xx answer (unless
-//! `store_server_errors`), a gateway error, a response too large to store, or the client going
-//! away frees the key instead, so the client can try again.
+//! `store_server_errors`), a 408 or 429, a gateway error, or the client going away before the
+//! request was sent frees the key instead, so the client can try again. Once the request was
+//! sent, the upstream may have acted: a client going away leaves the record in flight until its
+//! lease ends, and a response too large to store is stored as status and headers only.
 //!
 //! Records live in the state database, or in Redis with `state.redis`; an unreachable store
 //! answers 503 rather than risk running a request twice. An in-flight record holds a lease as
-//! long as the upstream may take (all tries), so a node that dies mid-request does not block the
-//! key for the whole `ttl`.
+//! long as the request may take (every try's queue wait, the deadline, a token fetch), so a node
+//! that dies mid-request does not block the key for the whole `ttl`; a random owner token per
+//! claim keeps a request that outlived its lease from touching the record another one took over.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,16 +1,17 @@
-//! Outbound throttling: what Bridgehead sends to one upstream.
+//! Outbound throttling: what Bridgehead sends to one upstream with `upstreams.*.rate_limit`.
 //!
 //! Two things make a request wait before it is sent:
-//! - `upstreams.*.rate_limit`: a GCRA bucket. Each request reserves the next free slot (so
-//!   waiting requests go in arrival order) and sleeps until it; with `state.redis` the bucket is
-//!   shared by every node and a refused request sleeps for the `retry_after` Redis gave and asks
-//!   again.
+//! - The GCRA bucket. Each request reserves the next free slot (so waiting requests go in arrival
+//!   order) and sleeps until it; with `state.redis` the bucket is shared by every node and a
+//!   refused request sleeps for the `retry_after` Redis gave and asks again.
 //! - Pauses the upstream asked for: a 429 or 503 with `Retry-After`, `X-RateLimit-Remaining: 0`
 //!   with `X-RateLimit-Reset`, or an IETF `RateLimit` item with `r=0`. Sending stops until the
-//!   indicated time (at most [`MAX_PAUSE`]), whether or not a rate limit is configured.
+//!   indicated time (at most [`MAX_PAUSE`]). Only with a configured limit: without one, one
+//!   client's exhausted quota must not stop everybody.
 //!
-//! A request waits at most `max_wait` (5 s without a rate limit) and at most `queue` requests
-//! wait at once; beyond either it gets 503 `upstream-rate-limited` at once.
+//! A request waits at most `max_wait` and at most `queue` requests wait at once; beyond either it
+//! gets 503 `upstream-rate-limited` at once, with `Retry-After` when the wait is known. Without a
+//! `rate_limit` the throttle costs two atomic loads per request.
 
 use std::sync::Arc;
 use std::sync::Mutex;
