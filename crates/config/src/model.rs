@@ -187,6 +187,11 @@ pub struct Limits {
     pub idle_timeout: HumanDuration,
     /// Most client connections open at once; further connections wait to be accepted.
     pub max_connections: usize,
+    /// Memory for bodies held whole, across all requests: request bodies kept for a retry or
+    /// fingerprinted for an idempotency key, and responses stored for replay. When it is used
+    /// up, a request is not retried (its body streams), a keyed request gets 503 `busy`, and a
+    /// response is passed through with only its status and headers stored. Requires a restart.
+    pub max_buffered: ByteSize,
 }
 
 impl Default for Limits {
@@ -197,6 +202,7 @@ impl Default for Limits {
             header_timeout: HumanDuration::secs(10),
             idle_timeout: HumanDuration::secs(60),
             max_connections: 10_000,
+            max_buffered: ByteSize::mib(256),
         }
     }
 }

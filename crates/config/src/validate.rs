@@ -724,6 +724,9 @@ fn rate_limits(r: &Route, base: &str, policies: &[RateLimitPolicy], p: &mut Vec<
     if policies.is_empty() {
         push(p, base, "needs at least one policy");
     }
+    if policies.len() > 16 {
+        push(p, base, format!("has {} policies; at most 16 are allowed", policies.len()));
+    }
     let mut names = BTreeSet::new();
     for (i, pol) in policies.iter().enumerate() {
         let pp = if policies.len() == 1 && matches!(r.rate_limit, Some(RateLimits::One(_))) {

@@ -124,6 +124,7 @@ impl App {
             ),
             None => None,
         };
+        let max_buffered = loaded.config.server.limits.max_buffered.get();
         let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())
             .map_err(AppError::Config)?;
         runtime.auth.ready().await;
@@ -134,6 +135,7 @@ impl App {
             store: Some(store),
             oauth: ArcSwapOption::new(oauth),
             redis,
+            buffers: crate::proxy::body::BufferBudget::new(max_buffered),
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());

@@ -85,6 +85,11 @@ pub enum GatewayError {
         "the circuit breaker is open for every target of upstream `{upstream}`; retry after {retry_after} s"
     )]
     CircuitOpen { upstream: String, retry_after: u64 },
+    /// `server.limits.max_buffered` is used up by bodies other requests hold.
+    #[error(
+        "the gateway is holding as many request and response bodies as it may (server.limits.max_buffered); retry shortly"
+    )]
+    Busy,
     /// The outbound throttle refused to queue the request.
     #[error("requests to upstream `{upstream}` are throttled: {reason}")]
     UpstreamRateLimited { upstream: String, reason: &'static str, retry_after: Option<u64> },
@@ -194,6 +199,7 @@ impl GatewayError {
                 "urn:bridgehead:problem:idempotency-unavailable",
                 "Idempotency unavailable",
             ),
+            Busy => kind(StatusCode::SERVICE_UNAVAILABLE, "urn:bridgehead:problem:busy", "Busy"),
             CircuitOpen { .. } => {
                 kind(StatusCode::SERVICE_UNAVAILABLE, "urn:bridgehead:problem:circuit-open", "Circuit open")
             }
@@ -255,7 +261,7 @@ impl GatewayError {
             GatewayError::CircuitOpen { retry_after, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
-            GatewayError::IdempotencyInFlight => {
+            GatewayError::IdempotencyInFlight | GatewayError::Busy => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -175,6 +175,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
             "server.limits.max_connections",
             old.server.limits.max_connections != new.server.limits.max_connections,
         ),
+        ("server.limits.max_buffered", old.server.limits.max_buffered != new.server.limits.max_buffered),
     ];
     for (key, changed) in fixed {
         if changed {

@@ -125,4 +125,6 @@ pub struct Shared {
     pub oauth: arc_swap::ArcSwapOption<crate::oauth::OAuthServer>,
     /// Redis for shared rate limits and idempotency records, when `state.redis` is set.
     pub redis: Option<RedisHandle>,
+    /// `server.limits.max_buffered`, in KiB permits.
+    pub buffers: crate::proxy::body::BufferBudget,
 }

@@ -166,7 +166,8 @@ pub mod testing;
 
 // `crate::` because the `redis` crate has the same name as the module.
 pub use crate::redis::{
-    RATE_LIMIT_MAX_WINDOW_US, REDIS_CONNECT_TIMEOUT, REDIS_RESPONSE_TIMEOUT, RateDecision, Redis,
+    RATE_LIMIT_MAX_BUCKETS, RATE_LIMIT_MAX_WINDOW_US, REDIS_CONNECT_TIMEOUT, REDIS_RESPONSE_TIMEOUT,
+    RateDecision, Redis,
 };
 pub use api_keys::ApiKeyRecord;
 pub use error::StateError;

@@ -44,6 +44,12 @@
 //! `burst * interval_us` is limited to [`RATE_LIMIT_MAX_WINDOW_US`]. Written here rather than
 //! taken from a crate: the limiter crates keep their state in process memory, and this must run
 //! inside Redis.
+//!
+//! [`Redis::rate_limit_all`] applies the same arithmetic to up to [`RATE_LIMIT_MAX_BUCKETS`]
+//! buckets in one script, with one `now`: it first computes every bucket's decision, then charges
+//! (sets `new_tat`, as above) all of them only if all admit, and none otherwise. A route's several
+//! policies (say 100/s with burst 200 and 10000/h) are thus all-or-nothing: a request one policy
+//! refuses does not use up another's capacity.
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -87,6 +93,54 @@ end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
   'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {1, math.floor((limit - (new_tat - now)) / interval), new_tat - now, 0}
+",
+    )
+});
+
+/// The most buckets one [`Redis::rate_limit_all`] call checks.
+pub const RATE_LIMIT_MAX_BUCKETS: usize = 16;
+
+/// GCRA over several buckets, all or nothing; see the module docs and [`Redis::rate_limit_all`].
+/// KEYS = the buckets (distinct), ARGV = interval_us, burst of each bucket in turn. Returns
+/// `{allowed, remaining, reset_us, retry_after_us}` of each bucket in turn, flattened.
+static RATE_LIMIT_ALL: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Check every bucket before charging any.
+local tats = {}
+local all_admit = true
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tats[i] = tat
+  if tat + interval - now > burst * interval then all_admit = false end
+end
+local out = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local limit = tonumber(ARGV[2 * i]) * interval
+  local tat = tats[i]
+  local new_tat = tat + interval
+  local n = #out
+  if new_tat - now > limit then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, tat - now, math.max(new_tat - limit - now, 1)
+  else
+    local reset = tat - now
+    if all_admit then
+      redis.call('SET', KEYS[i], string.format('%.0f', new_tat),
+        'PX', math.ceil((new_tat - now) / 1000) + 1)
+      reset = new_tat - now
+    end
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =
+      1, math.floor((limit - (new_tat - now)) / interval), reset, 0
+  end
+end
+return out
 ",
     )
 });
@@ -138,7 +192,10 @@ return 0
     )
 });
 
-/// The outcome of one [`Redis::rate_limit`] check.
+/// The outcome of one [`Redis::rate_limit`] check, or of one bucket of a
+/// [`Redis::rate_limit_all`] check (where `allowed` says whether that bucket admits, and the
+/// request is admitted only if all do; see there for an admitting bucket's figures when another
+/// refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateDecision {
     /// Whether the request is admitted.
@@ -207,31 +264,64 @@ impl Redis {
         burst: u64,
     ) -> Result<RateDecision, StateError> {
         const OP: &str = "rate_limit";
-        if interval_us == 0
-            || burst == 0
-            || burst.checked_mul(interval_us).is_none_or(|w| w > RATE_LIMIT_MAX_WINDOW_US)
-        {
-            return Err(StateError::InvalidInput {
-                op: OP,
-                reason: format!(
-                    "need interval_us > 0, burst > 0 and burst * interval_us <= \
-                     {RATE_LIMIT_MAX_WINDOW_US}, got interval_us {interval_us}, burst {burst}"
-                ),
-            });
+        check_bucket(interval_us, burst).map_err(|reason| StateError::InvalidInput { op: OP, reason })?;
+        let reply: Vec<i64> =
+            self.invoke(OP, RATE_LIMIT.key(rate_limit_key(key)).arg(interval_us).arg(burst)).await?;
+        match reply[..] {
+            [allowed, remaining, reset_us, retry_after_us] => {
+                Ok(decision(allowed, remaining, reset_us, retry_after_us))
+            }
+            _ => Err(self.unexpected(OP, &reply)),
         }
-        let reply: Vec<i64> = self
-            .invoke(OP, RATE_LIMIT.key(format!("bridgehead:rl:{key}")).arg(interval_us).arg(burst))
-            .await?;
-        let [allowed, remaining, reset_us, retry_after_us] = reply[..] else {
+    }
+
+    /// Checks one request against several GCRA buckets at once, `(key, interval_us, burst)`
+    /// each (a route's several rate-limit policies), in one atomic script on Redis' clock with
+    /// one `now`: every bucket is checked first, and only if every one admits is every one
+    /// charged (its TAT advanced, exactly as [`Redis::rate_limit`] does). The request is admitted
+    /// iff every decision has `allowed`. Decisions come back in input order:
+    ///
+    /// - **All admit:** each decision is exactly what [`Redis::rate_limit`] would have returned
+    ///   for that bucket at that instant, and each bucket is charged. With one bucket, this
+    ///   method behaves exactly like [`Redis::rate_limit`] (same key, arithmetic and expiry).
+    /// - **Some refuse:** no bucket is charged (nothing is written). A refusing bucket reports
+    ///   what [`Redis::rate_limit`] would have: `allowed: false`, `remaining: 0`,
+    ///   `reset_us = tat - now`, `retry_after_us = new_tat - limit - now` (at least 1). A bucket
+    ///   that would have admitted reports `allowed: true`, `retry_after_us: 0`, `remaining` as
+    ///   [`Redis::rate_limit`] would have had it admitted, `floor((limit - (new_tat - now)) /
+    ///   interval)` (the requests it could still take after one more), and `reset_us = tat - now`
+    ///   (its current state, not advanced).
+    ///
+    /// (`tat`, `new_tat`, `limit`: see the module docs.) Fails with
+    /// [`StateError::InvalidInput`] before touching Redis when `buckets` is empty, holds more
+    /// than [`RATE_LIMIT_MAX_BUCKETS`], names a key twice, or any bucket has parameters
+    /// [`Redis::rate_limit`] refuses.
+    pub async fn rate_limit_all(
+        &self,
+        buckets: &[(&str, u64, u64)],
+    ) -> Result<Vec<RateDecision>, StateError> {
+        const OP: &str = "rate_limit_all";
+        let invalid = |reason: String| StateError::InvalidInput { op: OP, reason };
+        if buckets.is_empty() || buckets.len() > RATE_LIMIT_MAX_BUCKETS {
+            return Err(invalid(format!(
+                "need 1 to {RATE_LIMIT_MAX_BUCKETS} buckets, got {}",
+                buckets.len()
+            )));
+        }
+        let mut invocation = RATE_LIMIT_ALL.prepare_invoke();
+        for (i, &(key, interval_us, burst)) in buckets.iter().enumerate() {
+            check_bucket(interval_us, burst).map_err(|reason| invalid(format!("bucket {i}: {reason}")))?;
+            // A key twice would be checked against one TAT and charged once: refuse it.
+            if buckets[..i].iter().any(|&(earlier, _, _)| earlier == key) {
+                return Err(invalid(format!("bucket {i}: key {key:?} appears more than once")));
+            }
+            invocation.key(rate_limit_key(key)).arg(interval_us).arg(burst);
+        }
+        let reply: Vec<i64> = self.invoke(OP, &invocation).await?;
+        if reply.len() != 4 * buckets.len() {
             return Err(self.unexpected(OP, &reply));
-        };
-        let non_negative = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(RateDecision {
-            allowed: allowed == 1,
-            remaining: non_negative(remaining),
-            reset_us: non_negative(reset_us),
-            retry_after_us: non_negative(retry_after_us),
-        })
+        }
+        Ok(reply.chunks_exact(4).map(|d| decision(d[0], d[1], d[2], d[3])).collect())
     }
 
     /// Begins the request with `key` in `scope`: when Redis holds no record for it (never, or
@@ -321,6 +411,36 @@ impl Redis {
 impl fmt::Debug for Redis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redis").field("url", &self.redacted_url).finish_non_exhaustive()
+    }
+}
+
+/// The string holding the TAT of rate-limit bucket `key`.
+fn rate_limit_key(key: &str) -> String {
+    format!("bridgehead:rl:{key}")
+}
+
+/// Why `(interval_us, burst)` is not a bucket the rate limiter takes, if it is not.
+fn check_bucket(interval_us: u64, burst: u64) -> Result<(), String> {
+    if interval_us == 0
+        || burst == 0
+        || burst.checked_mul(interval_us).is_none_or(|w| w > RATE_LIMIT_MAX_WINDOW_US)
+    {
+        return Err(format!(
+            "need interval_us > 0, burst > 0 and burst * interval_us <= {RATE_LIMIT_MAX_WINDOW_US}, \
+             got interval_us {interval_us}, burst {burst}"
+        ));
+    }
+    Ok(())
+}
+
+/// A rate-limit script's `{allowed, remaining, reset_us, retry_after_us}`.
+fn decision(allowed: i64, remaining: i64, reset_us: i64, retry_after_us: i64) -> RateDecision {
+    let non_negative = |n: i64| u64::try_from(n).unwrap_or(0);
+    RateDecision {
+        allowed: allowed == 1,
+        remaining: non_negative(remaining),
+        reset_us: non_negative(reset_us),
+        retry_after_us: non_negative(retry_after_us),
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Redis`] against a real, throwaway `redis-server` per test (`testing::TestRedis`, which needs
-//! the `redis-server` package installed or `BRIDGEHEAD_SKIP_REDIS=1`): the GCRA limiter, the
+//! the `redis-server` package installed or `BRIDGEHEAD_SKIP_REDIS=1`): the GCRA limiter (one
+//! bucket, and several all-or-nothing), the
 //! idempotency contract (the same as the SQL store's), failing fast while Redis is down and
 //! recovering once it is back, and keeping the URL's password out of errors.
 
@@ -113,6 +114,125 @@ async fn gcra_refuses_bad_parameters() {
     }
     // The largest window is accepted.
     assert!(redis.rate_limit("k", RATE_LIMIT_MAX_WINDOW_US, 1).await.unwrap().allowed);
+}
+
+/// An interval long enough that no bucket refills during a test.
+const MINUTE: u64 = 60_000_000;
+
+#[tokio::test]
+async fn rate_limit_all_charges_all_buckets_or_none() {
+    let Some(server) = start_redis() else { return };
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    // Within `SLACK` of the ideal values: the calls take far less.
+    const SLACK: u64 = 5_000_000;
+    let within = |got: u64, ideal: u64| got <= ideal && got > ideal - SLACK;
+    let buckets = [("a", MINUTE, 5), ("b", MINUTE, 1)];
+
+    // Both admit: both charged.
+    let first = redis.rate_limit_all(&buckets).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let (a, b) = (first[0], first[1]);
+    assert!(a.allowed && a.remaining == 4 && a.retry_after_us == 0, "{a:?}");
+    assert!(within(a.reset_us, MINUTE), "{a:?}");
+    assert!(b.allowed && b.remaining == 0 && b.retry_after_us == 0, "{b:?}");
+    assert!(within(b.reset_us, MINUTE), "{b:?}");
+
+    // B refuses: neither is charged. A reports what it would have said had it admitted, with
+    // its reset not advanced; B what rate_limit says when refusing.
+    let second = redis.rate_limit_all(&buckets).await.unwrap();
+    let (a, b) = (second[0], second[1]);
+    assert!(a.allowed && a.remaining == 3 && a.retry_after_us == 0, "{a:?}");
+    assert!(within(a.reset_us, MINUTE), "not advanced: {a:?}");
+    assert!(!b.allowed && b.remaining == 0, "{b:?}");
+    assert!(within(b.reset_us, MINUTE) && within(b.retry_after_us, MINUTE), "{b:?}");
+    // In input order.
+    let reversed = redis.rate_limit_all(&[buckets[1], buckets[0]]).await.unwrap();
+    assert!(!reversed[0].allowed && reversed[1].allowed && reversed[1].remaining == 3, "{reversed:?}");
+
+    // A was charged once only: rate_limit, on the same key, admits its second request.
+    let a_alone = redis.rate_limit("a", MINUTE, 5).await.unwrap();
+    assert!(a_alone.allowed && a_alone.remaining == 3, "{a_alone:?}");
+    assert!(within(a_alone.reset_us, 2 * MINUTE), "{a_alone:?}");
+    // And rate_limit sees B's charge.
+    assert!(!redis.rate_limit("b", MINUTE, 1).await.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn rate_limit_all_with_one_bucket_is_rate_limit() {
+    let Some(server) = start_redis() else { return };
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    // The same sequence on two keys, one through each method: the same decisions (times up to
+    // the calls' own duration).
+    for n in 0..5 {
+        let single = redis.rate_limit("one", MINUTE, 3).await.unwrap();
+        let all = redis.rate_limit_all(&[("all", MINUTE, 3)]).await.unwrap();
+        assert_eq!(all.len(), 1);
+        let all = all[0];
+        assert_eq!((all.allowed, all.remaining), (single.allowed, single.remaining), "request {n}");
+        assert!(all.reset_us.abs_diff(single.reset_us) < 5_000_000, "request {n}: {all:?} {single:?}");
+        assert!(
+            all.retry_after_us.abs_diff(single.retry_after_us) < 5_000_000
+                && (all.retry_after_us == 0) == (single.retry_after_us == 0),
+            "request {n}: {all:?} {single:?}"
+        );
+        assert_eq!(all.allowed, n < 3, "request {n}");
+    }
+    // The largest window is accepted.
+    assert!(redis.rate_limit_all(&[("big", RATE_LIMIT_MAX_WINDOW_US, 1)]).await.unwrap()[0].allowed);
+}
+
+#[tokio::test]
+async fn rate_limit_all_refuses_bad_input_and_writes_nothing() {
+    let Some(server) = start_redis() else { return };
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let keys: Vec<String> = (0..17).map(|i| format!("k{i}")).collect();
+    let seventeen: Vec<(&str, u64, u64)> = keys.iter().map(|k| (k.as_str(), MINUTE, 1)).collect();
+    let bad: [&[(&str, u64, u64)]; 7] = [
+        &[],
+        &seventeen,
+        &[("k0", MINUTE, 1), ("k1", MINUTE, 0)],
+        &[("k0", 0, 1)],
+        &[("k0", MINUTE, 1), ("k1", RATE_LIMIT_MAX_WINDOW_US, 2)],
+        &[("k0", MINUTE, 1), ("k1", u64::MAX, 2)],
+        &[("k0", MINUTE, 1), ("k0", MINUTE, 2)],
+    ];
+    for buckets in bad {
+        let err = redis.rate_limit_all(buckets).await.unwrap_err();
+        assert!(matches!(err, StateError::InvalidInput { op: "rate_limit_all", .. }), "{err:?}");
+    }
+    // Nothing was charged, and 16 buckets are accepted.
+    let decisions = redis.rate_limit_all(&seventeen[..16]).await.unwrap();
+    assert_eq!(decisions.len(), 16);
+    assert!(decisions.iter().all(|d| d.allowed && d.remaining == 0), "{decisions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_concurrent_rate_limit_all_admit_exactly_the_smallest_burst() {
+    let Some(server) = start_redis() else { return };
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let node_b = Redis::connect(&server.url()).await.unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let redis = if i % 4 == 0 { node_b.clone() } else { redis.clone() };
+            tokio::spawn(async move {
+                redis.rate_limit_all(&[("a", MINUTE, 10), ("b", MINUTE, 20)]).await.unwrap()
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        let decisions = task.await.unwrap();
+        if decisions.iter().all(|d| d.allowed) {
+            admitted += 1;
+        } else {
+            assert!(!decisions[0].allowed && decisions[1].allowed, "only A runs out: {decisions:?}");
+        }
+    }
+    assert_eq!(admitted, 10);
+    // B was charged by the admitted ten only.
+    let b = redis.rate_limit("b", MINUTE, 20).await.unwrap();
+    assert!(b.allowed && b.remaining == 20 - 10 - 1, "{b:?}");
+    assert!(!redis.rate_limit("a", MINUTE, 10).await.unwrap().allowed);
 }
 
 #[tokio::test]

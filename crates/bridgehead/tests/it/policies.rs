@@ -537,3 +537,38 @@ async fn keys_survive_what_the_upstream_may_have_acted_on() {
     got.assert_problem(409, "still being processed");
     assert_eq!(m.request_count(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_are_bounded_process_wide() {
+    let m = mock().await;
+    let cfg = format!(
+        "server:\n  limits: {{ max_buffered: 4KiB }}\n{}routes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u, idempotency: {{}} }}\n  - {{ name: g, match: {{ path_prefix: /g }}, upstream: u }}\n",
+        upstream(
+            &m.url(),
+            "    retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms, min_retries: 10 }\n    passive_health: { consecutive_failures: 0 }\n"
+        )
+    );
+    let gw = Gateway::start(&cfg).await;
+    let c = client();
+    // A keyed request whose body does not fit in what is left: 503 busy, nothing sent.
+    let got = send(&c, post(gw.url("/r"), Some("big"), &"x".repeat(8 * 1024))).await;
+    let p = got.assert_problem(503, "server.limits.max_buffered");
+    assert_eq!((p["type"].as_str(), got.header("retry-after")), (Some("urn:bridgehead:problem:busy"), "1"));
+    assert_eq!(m.request_count(), 0);
+    // A small one fits, and its room is given back afterwards (it works again and again).
+    for i in 0..5 {
+        let got = send(&c, post(gw.url("/r"), Some(&format!("small-{i}")), "{\"a\":1}")).await;
+        assert_eq!(got.status, 200);
+    }
+    // A retryable PUT whose body does not fit is streamed instead, and so not retried.
+    m.set_faults(Faults { fail_first: 1, fail_status: 503, ..Faults::default() }).unwrap();
+    let before = m.request_count();
+    let put = Request::put(gw.url("/g")).body(full("y".repeat(8 * 1024))).unwrap();
+    assert_eq!(send(&c, put).await.status, 503);
+    assert_eq!(m.request_count() - before, 1);
+    // The same PUT with a small body is retried.
+    m.set_faults(Faults { fail_first: 1, fail_status: 503, ..Faults::default() }).unwrap();
+    let put = Request::put(gw.url("/g")).body(full("small")).unwrap();
+    assert_eq!(send(&c, put).await.status, 200);
+    assert_eq!(m.request_count() - before, 3);
+}

@@ -9,7 +9,7 @@ use crate::support::*;
 
 fn config(redis: &str, mock: &str) -> String {
     format!(
-        "state:\n  url: sqlite://STATE_DB\n  redis: \"{redis}\"\nupstreams:\n  u:\n    targets: [{{ url: \"{mock}\" }}]\nroutes:\n  - {{ name: shared, match: {{ path_prefix: /shared }}, upstream: u, rate_limit: {{ key: route, rate: 20/h }} }}\n  - {{ name: closed, match: {{ path_prefix: /closed }}, upstream: u, rate_limit: {{ key: ip, rate: 1000/h, on_store_error: closed }} }}\n  - {{ name: idem, match: {{ path_prefix: /idem }}, upstream: u, idempotency: {{}} }}\n"
+        "state:\n  url: sqlite://STATE_DB\n  redis: \"{redis}\"\nupstreams:\n  u:\n    targets: [{{ url: \"{mock}\" }}]\nroutes:\n  - {{ name: shared, match: {{ path_prefix: /shared }}, upstream: u, rate_limit: {{ key: route, rate: 20/h }} }}\n  - {{ name: closed, match: {{ path_prefix: /closed }}, upstream: u, rate_limit: {{ key: ip, rate: 1000/h, on_store_error: closed }} }}\n  - {{ name: idem, match: {{ path_prefix: /idem }}, upstream: u, idempotency: {{}} }}\n  - {{ name: multi, match: {{ path_prefix: /multi }}, upstream: u, rate_limit: [{{ name: wide, key: route, rate: 10/h }}, {{ name: narrow, key: route, rate: 1/h }}] }}\n"
     )
 }
 
@@ -67,6 +67,16 @@ async fn two_nodes_share_limits_and_keys_and_survive_redis_dying() {
     assert_eq!(replay.body, first.body);
     assert_eq!(m.request_count(), 21);
 
+    // Several policies are checked in one script: a request the narrow one refuses costs the
+    // wide one nothing, on either node.
+    assert_eq!(get(&a.url("/multi")).await.status, 200);
+    for node in [&a, &b, &a, &b] {
+        let got = get(&node.url("/multi")).await;
+        assert_eq!(got.assert_problem(429, "rate limit `narrow`")["policy"], "narrow");
+        assert!(got.header("ratelimit").starts_with("\"wide\";r=8;"), "{}", got.header("ratelimit"));
+    }
+    assert_eq!(m.request_count(), 22);
+
     // Redis dies. The fail-open route admits (its quota is spent, yet 200), the fail-closed
     // route refuses with 503, and idempotency refuses rather than risk a double send.
     redis.kill();
@@ -85,7 +95,7 @@ async fn two_nodes_share_limits_and_keys_and_survive_redis_dying() {
         got.assert_problem(503, "the request was not sent")["type"],
         "urn:bridgehead:problem:idempotency-unavailable"
     );
-    assert_eq!(m.request_count(), 26, "only the fail-open requests reached the upstream");
+    assert_eq!(m.request_count(), 27, "only the fail-open requests reached the upstream");
     assert!(metric(&a, "bridgehead_rate_limit_store_errors_total").await >= 6);
 
     // Redis is back (empty): limits are enforced again once the node reconnects.

@@ -155,33 +155,18 @@ impl RouteLimits {
     /// Checks every policy; all must admit. Returns the headers for the response, or the 429
     /// (or, for a `closed` policy whose store is down, 503) with its headers.
     pub async fn check(&self, facts: &RequestFacts<'_>) -> Result<Admitted, GatewayError> {
-        let now = clock_us();
-        let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(self.policies.len());
-        for (i, p) in self.policies.iter().enumerate() {
-            let key = facts.key(&p.key);
-            let decision = match &self.redis {
-                None => p.local.check(&p.gcra, &key, now),
-                Some(redis) => match self.shared(redis, p, &key).await {
-                    Some(d) => d,
-                    None if p.on_store_error == OnStoreError::Closed => {
-                        return Err(GatewayError::RateLimitUnavailable { route: self.route.to_string() });
-                    }
-                    None => continue,
-                },
-            };
-            decisions.push((i, decision));
-            if !decision.allowed {
-                // Refused: the policies checked later are not charged, and (in process) the
-                // ones that admitted it give their slot back.
-                if self.redis.is_none() {
-                    for (j, _) in decisions.iter().filter(|(_, d)| d.allowed) {
-                        let q = &self.policies[*j];
-                        q.local.refund(&q.gcra, &facts.key(&q.key));
-                    }
+        let decisions = match &self.redis {
+            None => self.local(facts),
+            Some(redis) => match self.shared(redis, facts).await {
+                Some(d) => d,
+                // The store is down: a `closed` policy refuses; the `open` ones admit, and the
+                // response carries no rate-limit headers (nothing is known).
+                None if self.policies.iter().any(|p| p.on_store_error == OnStoreError::Closed) => {
+                    return Err(GatewayError::RateLimitUnavailable { route: self.route.to_string() });
                 }
-                break;
-            }
-        }
+                None => Vec::new(),
+            },
+        };
         let headers = self.render(&decisions);
         if let Some((i, d)) = decisions.iter().find(|(_, d)| !d.allowed) {
             let p = &self.policies[*i];
@@ -196,24 +181,54 @@ impl RouteLimits {
         Ok(headers)
     }
 
-    async fn shared(&self, shared: &SharedRedis, p: &Policy, key: &[u8]) -> Option<Decision> {
+    /// In process: policies in order, stopping at the first refusal; the ones that admitted the
+    /// refused request give their slot back, and later ones are not charged.
+    fn local(&self, facts: &RequestFacts<'_>) -> Vec<(usize, Decision)> {
+        let now = clock_us();
+        let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(self.policies.len());
+        for (i, p) in self.policies.iter().enumerate() {
+            let decision = p.local.check(&p.gcra, &facts.key(&p.key), now);
+            decisions.push((i, decision));
+            if !decision.allowed {
+                for (j, _) in decisions.iter().filter(|(_, d)| d.allowed) {
+                    let q = &self.policies[*j];
+                    q.local.refund(&q.gcra, &facts.key(&q.key));
+                }
+                break;
+            }
+        }
+        decisions
+    }
+
+    /// In Redis: every policy in one atomic script, which charges all buckets or none.
+    async fn shared(&self, shared: &SharedRedis, facts: &RequestFacts<'_>) -> Option<Vec<(usize, Decision)>> {
         let health = &shared.health;
         let Some(redis) = shared.get() else {
             self.store_errors.inc();
             return None;
         };
-        let mut redis_key = String::with_capacity(p.prefix.len() + 32);
-        redis_key.push_str(&p.prefix);
-        redis_key.push_str(&key_text(key));
-        match redis.rate_limit(&redis_key, p.gcra.interval_us, p.gcra.burst).await {
-            Ok(d) => {
+        let keys: Vec<String> =
+            self.policies.iter().map(|p| format!("{}{}", p.prefix, key_text(&facts.key(&p.key)))).collect();
+        let buckets: Vec<(&str, u64, u64)> = self
+            .policies
+            .iter()
+            .zip(&keys)
+            .map(|(p, k)| (k.as_str(), p.gcra.interval_us, p.gcra.burst))
+            .collect();
+        match redis.rate_limit_all(&buckets).await {
+            Ok(ds) => {
                 health.succeeded("rate limits");
-                Some(Decision {
-                    allowed: d.allowed,
-                    remaining: d.remaining,
-                    reset_us: d.reset_us,
-                    retry_after_us: d.retry_after_us,
-                })
+                Some(
+                    ds.into_iter()
+                        .map(|d| Decision {
+                            allowed: d.allowed,
+                            remaining: d.remaining,
+                            reset_us: d.reset_us,
+                            retry_after_us: d.retry_after_us,
+                        })
+                        .enumerate()
+                        .collect(),
+                )
             }
             Err(e) => {
                 self.store_errors.inc();

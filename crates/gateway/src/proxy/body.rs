@@ -52,23 +52,69 @@ pub enum RequestBody {
 /// Why a body could not be read whole.
 #[derive(Debug)]
 pub enum Collect {
-    /// Longer than the limit; what was read so far and the rest of the body.
+    /// Longer than the limit, or the process-wide budget ran out; what was read so far and the
+    /// rest of the body.
     TooLarge(Bytes, Incoming),
     /// The body failed (the peer went away or sent garbage).
     Failed(BoxError),
 }
 
-/// Reads `body` whole if it fits in `limit` bytes.
-pub async fn collect(mut body: Incoming, limit: u64) -> Result<Bytes, Collect> {
+/// `server.limits.max_buffered`: memory for bodies held whole, across all requests, counted in
+/// KiB. A request holds its share ([`Held`]) until its response is over.
+#[derive(Clone, Debug)]
+pub struct BufferBudget(Arc<tokio::sync::Semaphore>);
+
+/// Memory taken from the [`BufferBudget`]; given back when dropped.
+#[derive(Debug, Default)]
+pub struct Held(Vec<tokio::sync::OwnedSemaphorePermit>);
+
+impl BufferBudget {
+    pub fn new(bytes: u64) -> Self {
+        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+        Self(Arc::new(tokio::sync::Semaphore::new(kib)))
+    }
+
+    /// Takes room for `bytes` more (rounded up to KiB) into `held`; false when the budget is
+    /// used up (nothing is taken then).
+    pub fn take(&self, bytes: u64, held: &mut Held) -> bool {
+        let kib = bytes.div_ceil(1024).min(u32::MAX as u64) as u32;
+        if kib == 0 {
+            return true;
+        }
+        match self.0.clone().try_acquire_many_owned(kib) {
+            Ok(p) => {
+                held.0.push(p);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// KiB free right now (for tests and metrics).
+    pub fn available_kib(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
+/// Reads `body` whole if it fits in `limit` bytes and, when given, in the budget (taken into
+/// the `Held` as the body grows).
+pub async fn collect(
+    mut body: Incoming,
+    limit: u64,
+    mut budget: Option<(&BufferBudget, &mut Held)>,
+) -> Result<Bytes, Collect> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Collect::Failed(Box::new(e)))?;
         if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() as u64 > limit {
+            let fits = buf.len() as u64 + data.len() as u64 <= limit
+                && budget.as_mut().is_none_or(|(b, held)| b.take(data.len() as u64, held));
+            if !fits {
+                buf.extend_from_slice(&data);
                 return Err(Collect::TooLarge(buf.freeze(), body));
             }
+            buf.extend_from_slice(&data);
         }
     }
     Ok(buf.freeze())

@@ -82,6 +82,7 @@ pub async fn handle(
         status: 0,
         stats: None,
         in_flight: None,
+        held: body::Held::default(),
         access_log,
         shared: shared.clone(),
     };
@@ -198,7 +199,9 @@ async fn proxy(
         && let Some(key) = policy.key(&parts.headers)?
     {
         let limit = policy.max_request_body.min(max_body);
-        let bytes = read_body(body.take().expect("body not taken yet"), limit, &stats, true).await?;
+        let incoming = body.take().expect("body not taken yet");
+        let budget = Some((&log.shared.buffers, &mut log.held));
+        let bytes = read_body(incoming, limit, &stats, true, budget).await?;
         let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
         let result = policy.begin(log.consumer.as_deref(), key, fp).await;
         let label = match &result {
@@ -233,10 +236,16 @@ async fn proxy(
     let plan = match (buffered, body) {
         (Some(b), _) => Some(b),
         (None, Some(incoming)) if incoming.is_end_stream() => Some(Bytes::new()),
+        // Room in `server.limits.max_buffered` is taken first; without it the body streams.
         (None, Some(incoming))
-            if retry.is_some_and(|r| incoming.size_hint().exact().is_some_and(|n| n <= r.max_body)) =>
+            if retry.is_some_and(|r| {
+                incoming
+                    .size_hint()
+                    .exact()
+                    .is_some_and(|n| n <= r.max_body && log.shared.buffers.take(n, &mut log.held))
+            }) =>
         {
-            Some(read_body(incoming, max_body, &stats, false).await?)
+            Some(read_body(incoming, max_body, &stats, false, None).await?)
         }
         (None, Some(incoming)) => {
             stream = Some(RequestBody::Stream { inner: incoming, limit: max_body, stats: stats.clone() });
@@ -498,7 +507,7 @@ async fn proxy(
         return Ok(res.map(ResponseBody::upstream));
     }
     let (parts, body) = res.into_parts();
-    match collect(body, policy.max_response_body).await {
+    match collect(body, policy.max_response_body, Some((&log.shared.buffers, &mut log.held))).await {
         Ok(bytes) => {
             claim.complete(parts.status, &parts.headers, &bytes).await;
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
@@ -525,15 +534,18 @@ async fn read_body(
     limit: u64,
     stats: &RequestStats,
     idempotency: bool,
+    budget: Option<(&body::BufferBudget, &mut body::Held)>,
 ) -> Result<Bytes, GatewayError> {
     if incoming.is_end_stream() {
         return Ok(Bytes::new());
     }
-    match collect(incoming, limit).await {
+    match collect(incoming, limit, budget).await {
         Ok(b) => {
             stats.bytes_in.fetch_add(b.len() as u64, Relaxed);
             Ok(b)
         }
+        // Within the limit yet refused: `server.limits.max_buffered` is used up.
+        Err(Collect::TooLarge(head, _)) if head.len() as u64 <= limit => Err(GatewayError::Busy),
         Err(Collect::TooLarge(..)) if idempotency => Err(GatewayError::IdempotencyBodyTooLarge { limit }),
         Err(Collect::TooLarge(..)) => Err(GatewayError::BodyTooLarge { limit }),
         Err(Collect::Failed(_)) => {
@@ -622,6 +634,8 @@ struct Logging {
     status: u16,
     stats: Option<Arc<RequestStats>>,
     in_flight: Option<InFlight>,
+    /// Room taken in `server.limits.max_buffered`, given back when the response is over.
+    held: body::Held,
     access_log: bool,
     shared: Arc<Shared>,
 }
