@@ -346,8 +346,32 @@ mod tests {
             },
             GatewayError::AuthUnavailable { authenticator: "a".into(), detail: "no keys".into() },
             GatewayError::UpstreamCredentials { upstream: "u".into() },
+            GatewayError::QuotaExceeded {
+                policy: "hourly".into(),
+                rate: "3/3600s".into(),
+                retry_after: 1200,
+                headers: Box::default(),
+            },
+            GatewayError::RateLimitUnavailable { route: "r".into() },
+            GatewayError::IdempotencyKeyMissing,
+            GatewayError::IdempotencyKeyMalformed("bad".into()),
+            GatewayError::IdempotencyInFlight,
+            GatewayError::IdempotencyMismatch,
+            GatewayError::IdempotencyUnavailable { route: "r".into() },
+            GatewayError::IdempotencyBodyTooLarge { limit: 16 },
+            GatewayError::Busy,
+            GatewayError::CircuitOpen { upstream: "u".into(), retry_after: 9 },
+            GatewayError::UpstreamRateLimited {
+                upstream: "u".into(),
+                reason: "queue full",
+                retry_after: Some(3),
+            },
         ];
-        let statuses = [404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503];
+        let statuses = [
+            404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503, 429, 503, 400, 400, 409, 422, 503,
+            413, 503, 503, 503,
+        ];
+        assert_eq!(errors.len(), statuses.len());
         for (e, status) in errors.iter().zip(statuses) {
             let res = e.to_response("rid-1");
             assert_eq!(res.status().as_u16(), status);
@@ -366,6 +390,14 @@ mod tests {
         assert_eq!(challenges.len(), 2);
         let v: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
         assert_eq!(v["reason"], "missing_credentials");
+        let retry_after =
+            |i: usize| errors[i].to_response("r").headers()[header::RETRY_AFTER].to_str().unwrap().to_owned();
+        assert_eq!(
+            (retry_after(12), retry_after(16), retry_after(20), retry_after(21), retry_after(22)),
+            ("1200".into(), "1".into(), "1".into(), "9".into(), "3".into())
+        );
+        let v: serde_json::Value = serde_json::from_slice(errors[12].to_response("r").body()).unwrap();
+        assert_eq!(v["policy"], "hourly");
         let res = errors[9].to_response("r");
         let c = res.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
         assert!(
