@@ -572,3 +572,27 @@ async fn buffered_bodies_are_bounded_process_wide() {
     assert_eq!(send(&c, put).await.status, 200);
     assert_eq!(m.request_count() - before, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeouts_run_inside_the_request_deadline() {
+    let m = mock().await;
+    let cfg = format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"{0}\" }}]\n    timeouts: {{ connect: 1s, request: 5s }}\n    retry: {{ attempts: 3, backoff: 1ms, max_backoff: 2ms, on: [timeout], per_try_timeout: 100ms, min_retries: 10 }}\n    passive_health: {{ consecutive_failures: 0 }}\n  short:\n    targets: [{{ url: \"{0}\" }}]\n    timeouts: {{ connect: 1s, request: 250ms }}\n    retry: {{ attempts: 10, backoff: 1ms, max_backoff: 2ms, on: [timeout], per_try_timeout: 100ms, min_retries: 10 }}\n    passive_health: {{ consecutive_failures: 0 }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u }}\n  - {{ name: s, match: {{ path_prefix: /s }}, upstream: short }}\n",
+        m.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    let slow = |path: &str| Request::get(gw.url(path)).header("x-mock-latency", "1s").body(empty()).unwrap();
+    // Three tries of 100 ms each, then the last answer: 504 naming the per-try timeout.
+    let got = send(&client(), slow("/r")).await;
+    let p = got.assert_problem(504, "did not answer within 100ms (upstreams.u.retry.per_try_timeout)");
+    assert_eq!(p["type"], "urn:bridgehead:problem:upstream-timeout");
+    assert_eq!(m.request_count(), 3);
+    // The request deadline (250 ms) cuts the tries short: at most three start, and the 504
+    // names the deadline.
+    let started = std::time::Instant::now();
+    let got = send(&client(), slow("/s")).await;
+    got.assert_problem(504, "(upstreams.short.timeouts.request)");
+    assert!(started.elapsed() < std::time::Duration::from_millis(900), "{:?}", started.elapsed());
+    let tries = m.request_count() - 3;
+    assert!((2..=3).contains(&tries), "{tries} tries");
+}
