@@ -190,7 +190,9 @@ pub struct Limits {
     /// Memory for bodies held whole, across all requests: request bodies kept for a retry or
     /// fingerprinted for an idempotency key, and responses stored for replay. When it is used
     /// up, a request is not retried (its body streams), a keyed request gets 503 `busy`, and a
-    /// response is passed through with only its status and headers stored. Requires a restart.
+    /// response is passed through with only its status and headers stored. At least each route's
+    /// `idempotency.max_request_body`/`max_response_body` and each upstream's `retry.max_body`.
+    /// Requires a restart.
     pub max_buffered: ByteSize,
 }
 
@@ -918,8 +920,9 @@ pub struct Idempotency {
     /// status and headers are stored (repeats get an empty body and `Idempotent-Body-Omitted:
     /// true`), since the upstream acted on the request.
     pub max_response_body: ByteSize,
-    /// Also store 5xx responses. Off: a 5xx (from the upstream or the gateway) frees the key so
-    /// the client's retry can succeed. 408 and 429 answers are never stored.
+    /// Also store the upstream's 5xx responses. Off: they free the key so the client's retry can
+    /// succeed. The gateway's own errors (502, 503, 504) always free it, and 408 and 429 answers
+    /// are never stored.
     pub store_server_errors: bool,
 }
 

@@ -416,6 +416,14 @@ fn bad_policy_configs_are_refused_with_key_paths() {
             "routes[0].idempotency.max_response_body: must be between",
         ),
         (up("    retry: { attempts: 0 }\n"), "upstreams.u.retry.attempts: must be between 1 and 10, got 0"),
+        (
+            format!("server:\n  limits: {{ max_buffered: 32KiB }}\n{}", up("    retry: {}\n")),
+            "upstreams.u.retry.max_body: 64KiB does not fit in server.limits.max_buffered (32KiB)",
+        ),
+        (
+            format!("server:\n  limits: {{ max_buffered: 512KiB }}\n{}", route(", idempotency: {}")),
+            "routes[0].idempotency.max_request_body: 1MiB does not fit in server.limits.max_buffered (512KiB)",
+        ),
         (up("    retry: { on: [404] }\n"), "upstreams.u.retry.on[0]: `404` is not retryable"),
         (
             up("    retry: { backoff: 1s, max_backoff: 10ms }\n"),

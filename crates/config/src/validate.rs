@@ -20,7 +20,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     admin(config, &mut p);
     state(config, &mut p);
     for (name, upstream) in &config.upstreams {
-        self::upstream(name, upstream, &mut p);
+        self::upstream(name, upstream, config.server.limits.max_buffered, &mut p);
     }
     for (name, a) in &config.authenticators {
         authenticator(config, name, a, &mut p);
@@ -509,7 +509,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
+fn upstream(name: &str, u: &Upstream, max_buffered: crate::units::ByteSize, p: &mut Vec<Problem>) {
     let base = join_key("upstreams", name);
     if !valid_name(name) {
         push(p, &base, "an upstream name is 1 to 64 letters, digits, `-`, `_` or `.`");
@@ -560,6 +560,13 @@ fn upstream(name: &str, u: &Upstream, p: &mut Vec<Problem>) {
     }
     if let Some(r) = &u.retry {
         retry(&join_key(&base, "retry"), r, p);
+        if r.max_body > max_buffered {
+            push(
+                p,
+                join_key(&join_key(&base, "retry"), "max_body"),
+                format!("{} does not fit in server.limits.max_buffered ({max_buffered})", r.max_body),
+            );
+        }
     }
     if let Some(b) = &u.circuit_breaker {
         circuit_breaker(&join_key(&base, "circuit_breaker"), b, p);
@@ -692,6 +699,18 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
         }
         if let Some(idem) = &r.idempotency {
             idempotency(&join_key(&base, "idempotency"), idem, p);
+            let room = c.server.limits.max_buffered;
+            for (key, v) in
+                [("max_request_body", idem.max_request_body), ("max_response_body", idem.max_response_body)]
+            {
+                if v > room {
+                    push(
+                        p,
+                        join_key(&join_key(&base, "idempotency"), key),
+                        format!("{v} does not fit in server.limits.max_buffered ({room})"),
+                    );
+                }
+            }
         }
         let key = serde_json::to_string(&r.matcher).unwrap_or_default();
         if let Some(first) = matches.insert(key, &r.name) {

@@ -94,7 +94,9 @@ impl Runtime {
                         Some(bridgehead_config::Credentials::Oauth2ClientCredentials(c)) => c.timeout.get(),
                         _ => std::time::Duration::ZERO,
                     };
-                    let lease = up.timeouts.request.get() + queue * tries + token;
+                    // Plus a second request timeout for reading the response body, and one more
+                    // queue wait for a fresh-token retry.
+                    let lease = up.timeouts.request.get() * 2 + queue * (tries + 1) + token;
                     Some(IdempotencyPolicy::new(name, cfg, lease, backend))
                 }),
             },

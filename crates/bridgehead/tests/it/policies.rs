@@ -510,7 +510,14 @@ async fn keys_survive_what_the_upstream_may_have_acted_on() {
     assert_eq!(again.header("idempotent-body-omitted"), "true");
     assert_eq!(m.request_count(), 1);
 
-    // 429 from the upstream is not stored: the next try with the key reaches it again.
+    // 408 and 429 from the upstream are not stored: the next try with the key reaches it again.
+    let mut timeout = post(gw.url("/pay"), Some("p-408"), "{}");
+    timeout.headers_mut().insert("x-mock-status", "408".parse().unwrap());
+    assert_eq!(send(&c, timeout).await.status, 408);
+    eventually(5, "408 not stored", async || {
+        send(&c, post(gw.url("/pay"), Some("p-408"), "{}")).await.status == 200
+    })
+    .await;
     let mut limited = post(gw.url("/pay"), Some("p-429"), "{}");
     limited.headers_mut().insert("x-mock-status", "429".parse().unwrap());
     assert_eq!(send(&c, limited).await.status, 429);
@@ -518,7 +525,7 @@ async fn keys_survive_what_the_upstream_may_have_acted_on() {
         send(&c, post(gw.url("/pay"), Some("p-429"), "{}")).await.status == 200
     })
     .await;
-    assert_eq!(m.request_count(), 3);
+    assert_eq!(m.request_count(), 5);
 
     // The client goes away after the request reached the upstream: the key stays claimed (a
     // repeat gets 409), because the upstream may have acted.
@@ -530,47 +537,69 @@ async fn keys_survive_what_the_upstream_may_have_acted_on() {
             async move { send(&c, r).await }
         })
     };
-    eventually(5, "the slow request reached the upstream", async || m.request_count() == 4).await;
+    eventually(5, "the slow request reached the upstream", async || m.request_count() == 6).await;
     slow.abort();
     let _ = slow.await;
     let got = send(&c, post(gw.url("/slow"), Some("gone-1"), "{}")).await;
     got.assert_problem(409, "still being processed");
-    assert_eq!(m.request_count(), 4);
+    // Still claimed once the gateway has dropped the abandoned request (no release was spawned).
+    eventually(5, "the abandoned request is gone", async || {
+        get(&gw.admin_url("/admin/upstreams")).await.json()["upstreams"]["u"]["targets"][0]["in_flight"] == 0
+    })
+    .await;
+    assert_eq!(get(&gw.url("/other")).await.status, 200);
+    let got = send(&c, post(gw.url("/slow"), Some("gone-1"), "{}")).await;
+    got.assert_problem(409, "still being processed");
+    assert_eq!(m.request_count(), 7);
+    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    // Freed twice (the 408 and the 429), not by the abandoned request.
+    assert!(
+        metrics.contains("bridgehead_idempotency_requests_total{route=\"r\",result=\"released\"} 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_bodies_are_bounded_process_wide() {
     let m = mock().await;
     let cfg = format!(
-        "server:\n  limits: {{ max_buffered: 4KiB }}\n{}routes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u, idempotency: {{}} }}\n  - {{ name: g, match: {{ path_prefix: /g }}, upstream: u }}\n",
+        "server:\n  limits: {{ max_buffered: 16KiB }}\n{}routes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: u, idempotency: {{ max_request_body: 8KiB, max_response_body: 16KiB }} }}\n  - {{ name: g, match: {{ path_prefix: /g }}, upstream: u }}\n",
         upstream(
             &m.url(),
-            "    retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms, min_retries: 10 }\n    passive_health: { consecutive_failures: 0 }\n"
+            "    retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms, min_retries: 10, max_body: 8KiB }\n    passive_health: { consecutive_failures: 0 }\n"
         )
     );
     let gw = Gateway::start(&cfg).await;
     let c = client();
-    // A keyed request whose body does not fit in what is left: 503 busy, nothing sent.
-    let got = send(&c, post(gw.url("/r"), Some("big"), &"x".repeat(8 * 1024))).await;
+    let body = "x".repeat(7 * 1024);
+    // Two slow keyed requests hold 14 KiB of the 16 KiB while the upstream takes its time.
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let mut r = post(gw.url("/r"), Some(&format!("slow-{i}")), &body);
+            r.headers_mut().insert("x-mock-latency", "1s".parse().unwrap());
+            tokio::spawn({
+                let c = c.clone();
+                async move { send(&c, r).await }
+            })
+        })
+        .collect();
+    eventually(5, "both slow requests reached the upstream", async || m.request_count() == 2).await;
+    // A third keyed request does not fit: 503 busy, nothing claimed or sent.
+    let got = send(&c, post(gw.url("/r"), Some("third"), &body)).await;
     let p = got.assert_problem(503, "server.limits.max_buffered");
     assert_eq!((p["type"].as_str(), got.header("retry-after")), (Some("urn:bridgehead:problem:busy"), "1"));
-    assert_eq!(m.request_count(), 0);
-    // A small one fits, and its room is given back afterwards (it works again and again).
-    for i in 0..5 {
-        let got = send(&c, post(gw.url("/r"), Some(&format!("small-{i}")), "{\"a\":1}")).await;
-        assert_eq!(got.status, 200);
+    // A retryable PUT that does not fit streams instead, and so is not retried.
+    m.set_faults(Faults { fail_first: 1, fail_status: 503, ..Faults::default() }).unwrap();
+    assert_eq!(send(&c, Request::put(gw.url("/g")).body(full(body.clone())).unwrap()).await.status, 503);
+    assert_eq!(m.request_count(), 3);
+    for t in slow {
+        assert_eq!(t.await.unwrap().status, 200);
     }
-    // A retryable PUT whose body does not fit is streamed instead, and so not retried.
+    // The room is given back: the third key now runs, and the PUT is buffered and retried.
+    assert_eq!(send(&c, post(gw.url("/r"), Some("third"), &body)).await.status, 200);
     m.set_faults(Faults { fail_first: 1, fail_status: 503, ..Faults::default() }).unwrap();
-    let before = m.request_count();
-    let put = Request::put(gw.url("/g")).body(full("y".repeat(8 * 1024))).unwrap();
-    assert_eq!(send(&c, put).await.status, 503);
-    assert_eq!(m.request_count() - before, 1);
-    // The same PUT with a small body is retried.
-    m.set_faults(Faults { fail_first: 1, fail_status: 503, ..Faults::default() }).unwrap();
-    let put = Request::put(gw.url("/g")).body(full("small")).unwrap();
-    assert_eq!(send(&c, put).await.status, 200);
-    assert_eq!(m.request_count() - before, 3);
+    assert_eq!(send(&c, Request::put(gw.url("/g")).body(full(body.clone())).unwrap()).await.status, 200);
+    assert_eq!(m.request_count(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,7 +282,19 @@ impl Claim {
     /// broke off): repeats get them with an empty body and `Idempotent-Body-Omitted: true`.
     pub async fn complete_without_body(self, status: StatusCode, headers: &HeaderMap) {
         let mut headers = headers.clone();
-        headers.remove(http::header::CONTENT_LENGTH);
+        // Headers that describe the absent body would mislead.
+        for name in [
+            "content-length",
+            "content-encoding",
+            "content-range",
+            "etag",
+            "digest",
+            "content-digest",
+            "repr-digest",
+            "content-md5",
+        ] {
+            headers.remove(name);
+        }
         headers.insert(IDEMPOTENT_BODY_OMITTED.clone(), HeaderValue::from_static("true"));
         self.store(encode(status, &headers, &Bytes::new())).await;
     }

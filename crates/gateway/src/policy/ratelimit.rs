@@ -168,7 +168,10 @@ impl RouteLimits {
             },
         };
         let headers = self.render(&decisions);
-        if let Some((i, d)) = decisions.iter().find(|(_, d)| !d.allowed) {
+        // Of several refusing policies, the one that asks the client to wait longest.
+        if let Some((i, d)) =
+            decisions.iter().filter(|(_, d)| !d.allowed).max_by_key(|(_, d)| d.retry_after_us)
+        {
             let p = &self.policies[*i];
             p.refused.inc();
             return Err(GatewayError::QuotaExceeded {
@@ -215,7 +218,12 @@ impl RouteLimits {
             .zip(&keys)
             .map(|(p, k)| (k.as_str(), p.gcra.interval_us, p.gcra.burst))
             .collect();
-        match redis.rate_limit_all(&buckets).await {
+        // One policy: the single-bucket script, which is cheaper to run.
+        let result = match buckets[..] {
+            [(key, interval, burst)] => redis.rate_limit(key, interval, burst).await.map(|d| vec![d]),
+            _ => redis.rate_limit_all(&buckets).await,
+        };
+        match result {
             Ok(ds) => {
                 health.succeeded("rate limits");
                 Some(

@@ -64,9 +64,24 @@ pub enum Collect {
 #[derive(Clone, Debug)]
 pub struct BufferBudget(Arc<tokio::sync::Semaphore>);
 
-/// Memory taken from the [`BufferBudget`]; given back when dropped.
+/// Memory taken from the [`BufferBudget`] (one permit per KiB, merged into one); given back when
+/// dropped.
 #[derive(Debug, Default)]
-pub struct Held(Vec<tokio::sync::OwnedSemaphorePermit>);
+pub struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Held {
+    fn add(&mut self, p: tokio::sync::OwnedSemaphorePermit) {
+        match &mut self.0 {
+            Some(held) => held.merge(p),
+            None => self.0 = Some(p),
+        }
+    }
+
+    /// KiB held.
+    pub fn kib(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits())
+    }
+}
 
 impl BufferBudget {
     pub fn new(bytes: u64) -> Self {
@@ -74,19 +89,36 @@ impl BufferBudget {
         Self(Arc::new(tokio::sync::Semaphore::new(kib)))
     }
 
-    /// Takes room for `bytes` more (rounded up to KiB) into `held`; false when the budget is
-    /// used up (nothing is taken then).
-    pub fn take(&self, bytes: u64, held: &mut Held) -> bool {
-        let kib = bytes.div_ceil(1024).min(u32::MAX as u64) as u32;
-        if kib == 0 {
+    /// Makes `held` cover `total` bytes (rounded up to KiB), taking only what it lacks; false
+    /// when the budget cannot (nothing more is taken then).
+    pub fn cover(&self, total: u64, held: &mut Held) -> bool {
+        let want = total.div_ceil(1024).min(u32::MAX as u64) as usize;
+        let more = want.saturating_sub(held.kib());
+        if more == 0 {
             return true;
         }
-        match self.0.clone().try_acquire_many_owned(kib) {
+        match self.0.clone().try_acquire_many_owned(more as u32) {
             Ok(p) => {
-                held.0.push(p);
+                held.add(p);
                 true
             }
             Err(_) => false,
+        }
+    }
+
+    /// Like [`cover`](Self::cover), but waits up to `patience` for room.
+    pub async fn cover_within(&self, total: u64, held: &mut Held, patience: std::time::Duration) -> bool {
+        let want = total.div_ceil(1024).min(u32::MAX as u64) as usize;
+        let more = want.saturating_sub(held.kib());
+        if more == 0 {
+            return true;
+        }
+        match tokio::time::timeout(patience, self.0.clone().acquire_many_owned(more as u32)).await {
+            Ok(Ok(p)) => {
+                held.add(p);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -96,20 +128,33 @@ impl BufferBudget {
     }
 }
 
-/// Reads `body` whole if it fits in `limit` bytes and, when given, in the budget (taken into
-/// the `Held` as the body grows).
-pub async fn collect(
-    mut body: Incoming,
-    limit: u64,
-    mut budget: Option<(&BufferBudget, &mut Held)>,
-) -> Result<Bytes, Collect> {
+/// How a body being read whole is charged to the [`BufferBudget`].
+pub enum Charge<'a> {
+    /// Not charged (room was taken beforehand).
+    No,
+    /// Charged as it grows; refused at once when there is no room.
+    Now(&'a BufferBudget, &'a mut Held),
+    /// Charged as it grows, waiting up to a second for room (a response the upstream already
+    /// sent, which would otherwise be stored without its body).
+    Patiently(&'a BufferBudget, &'a mut Held),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes and in the budget.
+pub async fn collect(mut body: Incoming, limit: u64, mut charge: Charge<'_>) -> Result<Bytes, Collect> {
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Collect::Failed(Box::new(e)))?;
         if let Ok(data) = frame.into_data() {
-            let fits = buf.len() as u64 + data.len() as u64 <= limit
-                && budget.as_mut().is_none_or(|(b, held)| b.take(data.len() as u64, held));
+            let total = buf.len() as u64 + data.len() as u64;
+            let fits = total <= limit
+                && match &mut charge {
+                    Charge::No => true,
+                    Charge::Now(b, held) => b.cover(total, held),
+                    Charge::Patiently(b, held) => {
+                        b.cover_within(total, held, std::time::Duration::from_secs(1)).await
+                    }
+                };
             if !fits {
                 buf.extend_from_slice(&data);
                 return Err(Collect::TooLarge(buf.freeze(), body));

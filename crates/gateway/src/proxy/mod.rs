@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Any phase may fail with a [`GatewayError`]; [`handle`] renders it once as problem+json.
-//! Bodies stream in both directions and are never buffered.
+//! Bodies stream in both directions; they are read whole only where a policy needs it (a retry
+//! resends the body, an idempotency key fingerprints it and stores the response), within that
+//! policy's size limit and `server.limits.max_buffered`.
 
 pub mod body;
 pub mod headers;
@@ -29,7 +31,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use bytes::Bytes;
 
-use self::body::{Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
+use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
 use self::headers::X_REQUEST_ID;
 use crate::access_log::Record;
 use crate::metrics::{
@@ -194,14 +196,17 @@ async fn proxy(
     let mut claim = None;
     let mut buffered: Option<Bytes> = None;
     let mut body = Some(body);
+    // Room taken in `server.limits.max_buffered` for the request body, given back once the
+    // tries are over.
+    let mut request_held = body::Held::default();
     if let Some(policy) = &route.idempotency
         && policy.applies_to(&parts.method)
         && let Some(key) = policy.key(&parts.headers)?
     {
         let limit = policy.max_request_body.min(max_body);
         let incoming = body.take().expect("body not taken yet");
-        let budget = Some((&log.shared.buffers, &mut log.held));
-        let bytes = read_body(incoming, limit, &stats, true, budget).await?;
+        let charge = Charge::Now(&log.shared.buffers, &mut request_held);
+        let bytes = read_body(incoming, limit, &stats, true, charge).await?;
         let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
         let result = policy.begin(log.consumer.as_deref(), key, fp).await;
         let label = match &result {
@@ -242,10 +247,10 @@ async fn proxy(
                 incoming
                     .size_hint()
                     .exact()
-                    .is_some_and(|n| n <= r.max_body && log.shared.buffers.take(n, &mut log.held))
+                    .is_some_and(|n| n <= r.max_body && log.shared.buffers.cover(n, &mut request_held))
             }) =>
         {
-            Some(read_body(incoming, max_body, &stats, false, None).await?)
+            Some(read_body(incoming, max_body, &stats, false, Charge::No).await?)
         }
         (None, Some(incoming)) => {
             stream = Some(RequestBody::Stream { inner: incoming, limit: max_body, stats: stats.clone() });
@@ -294,14 +299,13 @@ async fn proxy(
             })
             .inc();
     };
-    let released = shared
-        .metrics
-        .idempotency
-        .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
-        .clone();
     let release = |claim: crate::policy::idempotency::Claim| {
         claim.release();
-        released.inc();
+        shared
+            .metrics
+            .idempotency
+            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
+            .inc();
     };
     // Every try, as one block: any error leaving it frees the idempotency key below.
     let sent = async {
@@ -323,6 +327,15 @@ async fn proxy(
         // `timeouts.request` covers all tries, from the first send (not the throttle's queue).
         let deadline =
             *deadline.get_or_insert_with(|| tokio::time::Instant::now() + upstream.timeouts.request.get());
+        if attempt > 1 && tokio::time::Instant::now() >= deadline {
+            // A retry's wait in the queue used up the deadline: no target was tried, so none
+            // is blamed.
+            return Err(GatewayError::UpstreamTimeout {
+                upstream: upstream.name.to_string(),
+                timeout: upstream.timeouts.request.to_string(),
+                key: "timeouts.request",
+            });
+        }
         // A retry may go elsewhere: stickiness applies to the first try.
         let target = upstream.pick(sticky.as_deref().filter(|_| attempt == 1)).map_err(|e| match e {
             NoTarget::Unhealthy => GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() },
@@ -507,7 +520,22 @@ async fn proxy(
         return Ok(res.map(ResponseBody::upstream));
     }
     let (parts, body) = res.into_parts();
-    match collect(body, policy.max_response_body, Some((&log.shared.buffers, &mut log.held))).await {
+    drop(request_held);
+    // The body is read within another `timeouts.request` (the claim's lease covers it).
+    let charge = Charge::Patiently(&log.shared.buffers, &mut log.held);
+    let read = tokio::time::timeout(
+        upstream.timeouts.request.get(),
+        collect(body, policy.max_response_body, charge),
+    );
+    let Ok(read) = read.await else {
+        claim.complete_without_body(parts.status, &parts.headers).await;
+        return Err(GatewayError::UpstreamTimeout {
+            upstream: upstream.name.to_string(),
+            timeout: upstream.timeouts.request.to_string(),
+            key: "timeouts.request",
+        });
+    };
+    match read {
         Ok(bytes) => {
             claim.complete(parts.status, &parts.headers, &bytes).await;
             Ok(Response::from_parts(parts, ResponseBody::full(bytes)))
@@ -534,12 +562,12 @@ async fn read_body(
     limit: u64,
     stats: &RequestStats,
     idempotency: bool,
-    budget: Option<(&body::BufferBudget, &mut body::Held)>,
+    charge: Charge<'_>,
 ) -> Result<Bytes, GatewayError> {
     if incoming.is_end_stream() {
         return Ok(Bytes::new());
     }
-    match collect(incoming, limit, budget).await {
+    match collect(incoming, limit, charge).await {
         Ok(b) => {
             stats.bytes_in.fetch_add(b.len() as u64, Relaxed);
             Ok(b)
