@@ -345,7 +345,7 @@ async fn jwks_url_rotation_and_an_unreachable_identity_provider() {
     let c = Idp::new(Algorithm::ES256);
     assert_refused(&bearer(&url, &c.token(json!({}))).await, "unknown_kid"); // triggers a failing fetch
     assert_eq!(bearer(&url, &b.token(json!({}))).await.status, 200);
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(
             "bridgehead_auth_fetches_total{authenticator=\"idp\",kind=\"jwks\",result=\"error\"} 1"

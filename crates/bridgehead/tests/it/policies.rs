@@ -80,8 +80,7 @@ async fn rate_limit_answers_headers_then_429_per_key() {
     let got = get(&gw.url("/t")).await;
     assert_eq!(got.assert_problem(429, "rate limit `hourly`")["policy"], "hourly");
 
-    let metrics = get(&gw.admin_url("/metrics")).await;
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = gw.metrics().await;
     assert!(text.contains("bridgehead_rate_limited_total{route=\"limited\",policy=\"default\"} 1"), "{text}");
 }
 
@@ -259,7 +258,7 @@ async fn retries_idempotent_requests_with_backoff_within_the_budget() {
     assert_eq!((got.status, got.header("retry-after")), (503, "5"));
     assert_eq!(m.request_count(), 11);
 
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("bridgehead_upstream_retries_total{upstream=\"u\",result=\"retried\"} 5"),
         "{metrics}"
@@ -284,7 +283,7 @@ async fn retry_budget_stops_retries_from_multiplying_an_outage() {
     // 20 requests allow at most 20% retries: 4, not the 40 that three tries each would make.
     let sent = m.request_count();
     assert!((20..=24).contains(&sent), "{sent} upstream requests");
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("result=\"budget_exhausted\""), "{metrics}");
 }
 
@@ -329,7 +328,7 @@ async fn circuit_breaker_opens_fails_over_and_recovers() {
     let admin = get(&gw.admin_url("/admin/upstreams")).await.json();
     assert_eq!(admin["upstreams"]["u"]["targets"][0]["circuit"], "open");
     assert_eq!(admin["upstreams"]["u"]["targets"][1]["circuit"], "closed");
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     let open = format!("bridgehead_circuit_breaker_state{{upstream=\"u\",target=\"{}\"}} 1", bad.url());
     assert!(metrics.contains(&open), "{metrics}");
 
@@ -400,7 +399,7 @@ async fn outbound_rate_limit_queues_and_pauses_on_upstream_signals() {
         .unwrap();
     assert_eq!(send(&client(), r).await.status, 429);
     assert_eq!(get(&gw.url("/f")).await.status, 200);
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("bridgehead_upstream_throttled_total{upstream=\"u\",result=\"refused\"} 3"),
         "{metrics}"
@@ -471,7 +470,7 @@ async fn canary_cohorts_stick_to_one_target() {
     let on_canary = by_user.values().filter(|t| t.contains(&canary.url())).count();
     assert!((3..=20).contains(&on_canary), "{on_canary} of 40 users on the 1/4 canary");
     assert_eq!(canary.request_count() as usize, on_canary * 4);
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     let series = format!(
         "bridgehead_upstream_requests_total{{upstream=\"u\",target=\"{}\",outcome=\"success\"}} {}",
         canary.url(),
@@ -551,7 +550,7 @@ async fn keys_survive_what_the_upstream_may_have_acted_on() {
     let got = send(&c, post(gw.url("/slow"), Some("gone-1"), "{}")).await;
     got.assert_problem(409, "still being processed");
     assert_eq!(m.request_count(), 7);
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     // Freed twice (the 408 and the 429), not by the abandoned request.
     assert!(
         metrics.contains("bridgehead_idempotency_requests_total{route=\"r\",result=\"released\"} 2\n"),

@@ -327,7 +327,7 @@ async fn weighted_split_through_the_proxy_is_exact() {
     }
     assert_eq!(canary.request_count(), 100);
     assert_eq!(main.request_count(), 900);
-    let text = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let text = gw.metrics().await;
     assert!(
         text.contains(&format!(
             "bridgehead_upstream_requests_total{{upstream=\"u\",target=\"{}\",outcome=\"success\"}} 100",

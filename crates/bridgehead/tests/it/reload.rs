@@ -32,7 +32,7 @@ async fn reload_swaps_and_refuses_invalid_configs() {
     // The admin endpoint reports the same, as a problem.
     let got = send(&client(), Request::post(gw.admin_url("/admin/reload")).body(empty()).unwrap()).await;
     got.assert_problem(422, "bridgehead.yaml:2:5: routes[0]: missing field `match`");
-    let text = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let text = gw.metrics().await;
     assert!(text.contains("bridgehead_config_reloads_total{result=\"success\"} 1"), "{text}");
     assert!(text.contains("bridgehead_config_reloads_total{result=\"error\"} 2"), "{text}");
 }

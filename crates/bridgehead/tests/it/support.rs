@@ -82,6 +82,11 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        String::from_utf8_lossy(&get(&self.admin_url("/metrics")).await.body).into_owned()
+    }
+
     /// Signals shutdown and waits until the app has drained.
     pub async fn shutdown(mut self) {
         self.begin_shutdown();

@@ -129,7 +129,7 @@ async fn oauth2_tokens_are_fetched_once_shared_and_refreshed_before_expiry() {
         get(&url).await.json()["headers"]["authorization"] == "Bearer tok-2"
     })
     .await;
-    let metrics = String::from_utf8_lossy(&get(&gw.admin_url("/metrics")).await.body).into_owned();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("bridgehead_upstream_token_fetches_total{upstream=\"u\",result=\"success\"}"),
         "{metrics}"
