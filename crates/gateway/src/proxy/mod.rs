@@ -479,11 +479,11 @@ async fn proxy(
                 }
             }
         }
-        break (target, outcome?);
+        break outcome?;
     })
     }
     .await;
-    let (target, mut res) = match sent {
+    let mut res = match sent {
         Ok(sent) => sent,
         Err(e) => {
             // A gateway error (502, 503, 504) is a 5xx to the client: the key is freed so the
@@ -511,7 +511,6 @@ async fn proxy(
         headers::remove_hop_by_hop(res.headers_mut(), false);
     }
     headers::add_via(res.headers_mut());
-    let _ = target;
     let Some(claim) = claim else { return Ok(res.map(ResponseBody::upstream)) };
     let policy = route.idempotency.as_ref().expect("a claim comes from the route's policy");
     let status = res.status();

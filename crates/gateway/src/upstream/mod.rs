@@ -354,14 +354,14 @@ impl Upstream {
         }
         match &self.breaker {
             Some(cfg) => {
-                let open: Vec<u64> = self
+                let soonest = self
                     .targets
                     .iter()
                     .filter(|t| t.weight > 0 && t.available(now) && !t.state.breaker.available(cfg, now))
                     .map(|t| t.state.breaker.reopens_in_ms(cfg, now).div_ceil(1000).max(1))
-                    .collect();
-                match open.iter().min() {
-                    Some(secs) => Err(NoTarget::CircuitOpen(*secs)),
+                    .min();
+                match soonest {
+                    Some(secs) => Err(NoTarget::CircuitOpen(secs)),
                     None => Err(NoTarget::Unhealthy),
                 }
             }
