@@ -8,6 +8,7 @@
 //! Invariant: a [`LoadedConfig`] exists only for a config that passed validation, so the
 //! gateway never starts or reloads onto a config it would refuse.
 
+pub mod canonical;
 pub mod docs;
 mod error;
 mod interpolate;
@@ -39,6 +40,9 @@ pub struct LoadedConfig {
     pub base_dir: PathBuf,
     /// Key paths whose values came from `${…}` references, with the reference as written.
     pub interpolated: BTreeMap<String, String>,
+    /// Things the config allows but that are probably not meant (`file:line:col: key: message`);
+    /// `config check` prints them and the gateway logs them, neither refuses the config.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl LoadedConfig {
@@ -127,11 +131,16 @@ pub fn load_str(
         list.sort_by_key(|d| d.pos.map(|p| (p.line, p.col)));
         return Err(Diagnostics(list));
     }
+    let warnings = validate::warnings(&config)
+        .into_iter()
+        .map(|(path, message)| diag(doc.locations.find(&path), path, message))
+        .collect();
     Ok(LoadedConfig {
         config,
         file: file.to_owned(),
         base_dir: base_dir.to_owned(),
         interpolated: doc.interpolated,
+        warnings,
     })
 }
 

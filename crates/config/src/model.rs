@@ -128,6 +128,9 @@ pub struct Server {
     pub shutdown_grace: HumanDuration,
     /// Access logging: one JSON object per request on stdout.
     pub access_log: AccessLog,
+    /// How request paths are brought to one canonical spelling before routing, authentication
+    /// and forwarding, so that the gateway and the upstream agree on which resource is meant.
+    pub path_normalization: PathNormalization,
 }
 
 impl Default for Server {
@@ -139,6 +142,7 @@ impl Default for Server {
             workers: None,
             shutdown_grace: HumanDuration::secs(30),
             access_log: AccessLog::default(),
+            path_normalization: PathNormalization::default(),
         }
     }
 }
@@ -207,6 +211,40 @@ impl Default for Limits {
             max_buffered: ByteSize::mib(256),
         }
     }
+}
+
+/// Path normalization. Percent-escapes of unreserved characters are always decoded, dot
+/// segments always removed, and invalid escapes, control characters and raw backslashes always
+/// refused with 400; these settings cover the rest.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathNormalization {
+    /// Merge repeated slashes (`//a///b` is routed and forwarded as `/a/b`). Turn off only for
+    /// an upstream that gives empty segments a meaning; an upstream that merges them (nginx
+    /// does by default) then sees `//secure` where the gateway routes something else.
+    pub merge_slashes: bool,
+    /// Escaped slashes and backslashes (`%2F`, `%5C`) in a request path.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        Self { merge_slashes: true, escaped_slashes: EscapedSlashes::Reject }
+    }
+}
+
+/// What to do with `%2F` and `%5C` in a request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Refuse the request with 400.
+    #[default]
+    Reject,
+    /// Keep them encoded: part of a segment for routing, forwarded encoded (upper-case hex).
+    /// Safe only when the upstream does not decode them either.
+    Keep,
+    /// Decode both to `/` before routing and forwarding.
+    Decode,
 }
 
 /// Access log settings.
@@ -811,6 +849,16 @@ pub struct Route {
     /// response instead of reaching the upstream again. Absent: off.
     #[serde(default)]
     pub idempotency: Option<Idempotency>,
+    /// Protocols an HTTP/1.1 client may switch to through this route (`Upgrade`, RFC 9110 §7.8),
+    /// compared case-insensitively. A request offering another protocol is served as plain
+    /// HTTP/1.1 with `Upgrade` removed; an upstream that answers 101 to it gets a 502. `h2c` is
+    /// never allowed: a tunnel to an HTTP/2 upstream would carry requests past routing and auth.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
 }
 
 /// One rate-limit policy or several.

@@ -1,6 +1,11 @@
-//! Route path patterns: exact paths and templates such as `/orders/{id}`.
+//! Route patterns: exact paths and templates such as `/orders/{id}`, and the order in which
+//! routes are tried.
 //!
-//! Parsed once here so that validation and the router agree on the syntax.
+//! Parsed and ranked here so that validation and the router agree on the syntax and on which
+//! route wins: [`specificity`] sorts the router, and [`covers`] lets validation find a route
+//! that an earlier one shadows.
+
+use crate::model::RouteMatch;
 
 /// One segment of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +101,122 @@ pub fn has_segment_prefix(path: &str, prefix: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// How specific a route's match is; the router tries larger first (ties keep config order).
+///
+/// The host decides first, as nginx server blocks and Envoy virtual hosts do: an exact host
+/// beats a wildcard host (the longer suffix first) beats no host, whatever the paths. Within
+/// one host class: exact path, then template (more literal segments first), then prefix
+/// (longer first), then no path; then more header conditions; then a method list over any
+/// method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Specificity {
+    host_kind: u8,
+    host_len: usize,
+    path_kind: u8,
+    path_weight: usize,
+    headers: usize,
+    has_methods: bool,
+}
+
+/// The rank of a route's match.
+pub fn specificity(m: &RouteMatch) -> Specificity {
+    let (host_kind, host_len) = match &m.host {
+        Some(h) if h.starts_with('*') => (1, h.len()),
+        Some(h) => (2, h.len()),
+        None => (0, 0),
+    };
+    let (path_kind, path_weight) = match (&m.path, &m.path_prefix) {
+        (Some(p), _) => match PathTemplate::parse(p) {
+            Ok(t) if t.is_exact() => (3, t.source.len()),
+            Ok(t) => (2, t.literal_count()),
+            Err(_) => (0, 0),
+        },
+        (None, Some(prefix)) => (1, prefix.len()),
+        (None, None) => (0, 0),
+    };
+    Specificity {
+        host_kind,
+        host_len,
+        path_kind,
+        path_weight,
+        headers: m.headers.len(),
+        has_methods: m.methods.is_some(),
+    }
+}
+
+/// Whether every request that `b` matches is also matched by `a` (so `b` can never be chosen
+/// when `a` is tried first). Conservative: false when unsure.
+pub fn covers(a: &RouteMatch, b: &RouteMatch) -> bool {
+    host_covers(a.host.as_deref(), b.host.as_deref())
+        && path_covers(a, b)
+        && match (&a.methods, &b.methods) {
+            (None, _) => true,
+            (Some(am), Some(bm)) => bm.iter().all(|m| am.contains(m)),
+            (Some(_), None) => false,
+        }
+        && a.headers.iter().all(|(name, want)| {
+            b.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && (want == "*" || want == v))
+        })
+}
+
+fn host_covers(a: Option<&str>, b: Option<&str>) -> bool {
+    let lower = |s: &str| s.to_ascii_lowercase();
+    match (a.map(lower), b.map(lower)) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => match a.strip_prefix('*') {
+            // `*.example.com` covers `x.example.com` and `*.x.example.com`.
+            Some(suffix) => b.trim_start_matches('*').ends_with(suffix) && b.len() > suffix.len(),
+            None => a == b,
+        },
+    }
+}
+
+fn path_covers(a: &RouteMatch, b: &RouteMatch) -> bool {
+    let b_path = match (&b.path, &b.path_prefix) {
+        (Some(p), _) => PathTemplate::parse(p).ok().map(BPath::Template),
+        (None, Some(prefix)) => Some(BPath::Prefix(prefix)),
+        (None, None) => None,
+    };
+    match (&a.path, &a.path_prefix) {
+        (None, None) => true,
+        (None, Some(prefix)) => match b_path {
+            Some(BPath::Prefix(q)) => has_segment_prefix(q, prefix),
+            // A template lies under a prefix when its leading segments are the prefix's, literally.
+            Some(BPath::Template(t)) => {
+                let p = prefix.trim_end_matches('/');
+                p.is_empty() || {
+                    let segs: Vec<&str> = p[1..].split('/').collect();
+                    segs.len() <= t.segments.len()
+                        && segs
+                            .iter()
+                            .zip(&t.segments)
+                            .all(|(x, s)| matches!(s, Segment::Literal(l) if l == x))
+                }
+            }
+            // A route without a path also takes `OPTIONS *`, which no prefix matches.
+            None => false,
+        },
+        (Some(p), _) => match (PathTemplate::parse(p), b_path) {
+            (Ok(at), Some(BPath::Template(bt))) => {
+                at.segments.len() == bt.segments.len()
+                    && at.segments.iter().zip(&bt.segments).all(|pair| match pair {
+                        (Segment::Param(_), Segment::Param(_)) => true,
+                        (Segment::Param(_), Segment::Literal(l)) => !l.is_empty(),
+                        (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                        (Segment::Literal(_), Segment::Param(_)) => false,
+                    })
+            }
+            _ => false,
+        },
+    }
+}
+
+enum BPath<'a> {
+    Prefix(&'a str),
+    Template(PathTemplate),
 }
 
 #[cfg(test)]

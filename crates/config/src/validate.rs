@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::canonical::{canonical_host, normalize_path};
+use crate::model::PathNormalization;
 use crate::model::{
     ApiKeyAuth, Authenticator, CircuitBreaker, ClientAuth, Config, Idempotency, IntrospectionAuth, JwtAuth,
     RateLimitPolicy, RateLimits, RequestKey, Retry, Route, Upstream,
 };
-use crate::pattern::{PathTemplate, check_path, has_segment_prefix};
+use crate::pattern::{PathTemplate, Segment, check_path, covers, has_segment_prefix, specificity};
 use crate::yaml::{join_index, join_key};
 
 /// A problem at a key path.
@@ -660,7 +662,8 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
             };
             push(p, join_key(&base, "upstream"), format!("unknown upstream `{}` ({known})", r.upstream));
         }
-        route_match(r, &base, p);
+        route_match(r, &base, &c.server.path_normalization, p);
+        upgrades(r, &base, p);
         for (j, a) in r.auth.iter().enumerate() {
             if !c.authenticators.contains_key(a) {
                 let known: Vec<&str> = c.authenticators.keys().map(String::as_str).collect();
@@ -718,6 +721,105 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 p,
                 join_key(&base, "match"),
                 format!("same match as route `{first}`, so this route could never be chosen"),
+            );
+        }
+    }
+    shadowed_routes(c, p);
+}
+
+/// Routes that can never be chosen because a route tried before them takes every request they
+/// would (identical matches are reported above, as such).
+fn shadowed_routes(c: &Config, p: &mut Vec<Problem>) {
+    let mut order: Vec<usize> = (0..c.routes.len()).collect();
+    order.sort_by(|&a, &b| {
+        specificity(&c.routes[b].matcher).cmp(&specificity(&c.routes[a].matcher)).then(a.cmp(&b))
+    });
+    for (pos, &j) in order.iter().enumerate() {
+        let b = &c.routes[j];
+        let same =
+            |a: &Route| serde_json::to_string(&a.matcher).ok() == serde_json::to_string(&b.matcher).ok();
+        if let Some(&i) = order[..pos].iter().find(|&&i| covers(&c.routes[i].matcher, &b.matcher)) {
+            let a = &c.routes[i];
+            if !same(a) {
+                push(
+                    p,
+                    join_key(&join_index("routes", j), "match"),
+                    format!(
+                        "route `{}` can never be chosen: route `{}` (routes[{i}]) matches every request it would and is tried first (host, then path, headers and methods; see docs/proxy.md)",
+                        b.name, a.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn upgrades(r: &Route, base: &str, p: &mut Vec<Problem>) {
+    for (j, u) in r.upgrades.iter().enumerate() {
+        let path = join_index(&join_key(base, "upgrades"), j);
+        let name = u.split('/').next().unwrap_or_default();
+        if !is_token(name) || u.split('/').nth(1).is_some_and(|v| !is_token(v)) || u.matches('/').count() > 1
+        {
+            push(p, path, format!("`{u}` is not a protocol name such as `websocket` (RFC 9110 §7.8)"));
+        } else if name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2") {
+            push(
+                p,
+                path,
+                "h2c upgrades are never tunnelled: requests inside the tunnel would bypass routing and authentication; send HTTP/2 with prior knowledge instead",
+            );
+        } else if r.upgrades[..j].iter().any(|x| x.eq_ignore_ascii_case(u)) {
+            push(p, path, format!("`{u}` is listed twice"));
+        }
+    }
+}
+
+/// Things that are allowed but probably not what the author meant.
+pub fn warnings(c: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    string_prefix_neighbours(c, &mut p);
+    p
+}
+
+/// A protected path beside a public route to the same upstream that takes its string-prefix
+/// neighbours (`/securex` next to `/secure`): an upstream that matches prefixes as strings
+/// (nginx `location /secure`, Kong paths) serves those without credentials.
+fn string_prefix_neighbours(c: &Config, p: &mut Vec<Problem>) {
+    for (i, r) in c.routes.iter().enumerate() {
+        if r.auth.is_empty() {
+            continue;
+        }
+        let m = &r.matcher;
+        let Some(path) = m.path_prefix.as_deref().or(m.path.as_deref().filter(|x| !x.contains('{'))) else {
+            continue;
+        };
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            continue;
+        }
+        let probe = format!("{path}x");
+        let public = c.routes.iter().enumerate().find(|(k, q)| {
+            *k != i
+                && q.auth.is_empty()
+                && q.upstream == r.upstream
+                && q.matcher.headers.is_empty()
+                && (q.matcher.host.is_none() || q.matcher.host == m.host)
+                && match (&q.matcher.path, &q.matcher.path_prefix) {
+                    (None, None) => true,
+                    (None, Some(prefix)) => has_segment_prefix(&probe, prefix),
+                    (Some(t), _) => PathTemplate::parse(t).is_ok_and(|t| t.matches(&probe)),
+                }
+        });
+        if let Some((k, q)) = public {
+            push(
+                p,
+                join_key(
+                    &join_key(&join_index("routes", i), "match"),
+                    if m.path_prefix.is_some() { "path_prefix" } else { "path" },
+                ),
+                format!(
+                    "`{path}` is protected, but `{probe}` takes public route `{}` (routes[{k}]) to the same upstream `{}`; an upstream that matches `{path}` as a string prefix (nginx `location {path}`) would serve it without credentials. Match whole segments there too (nginx `location {path}/` and `location = {path}`); see docs/proxy.md",
+                    q.name, r.upstream
+                ),
             );
         }
     }
@@ -860,7 +962,7 @@ fn circuit_breaker(base: &str, b: &CircuitBreaker, p: &mut Vec<Problem>) {
     }
 }
 
-fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
+fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Problem>) {
     let m = &r.matcher;
     let mp = join_key(base, "match");
     if m.path_prefix.is_none() && m.path.is_none() && m.host.is_none() {
@@ -869,23 +971,43 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
     if m.path_prefix.is_some() && m.path.is_some() {
         push(p, &mp, "path_prefix and path cannot both be set");
     }
-    if let Some(prefix) = &m.path_prefix
-        && let Err(e) = check_path(prefix)
-    {
-        push(p, join_key(&mp, "path_prefix"), e);
+    if let Some(prefix) = &m.path_prefix {
+        match check_path(prefix) {
+            Err(e) => push(p, join_key(&mp, "path_prefix"), e),
+            Ok(()) => check_canonical(prefix, prefix, paths, &join_key(&mp, "path_prefix"), p),
+        }
     }
     let template = m.path.as_ref().map(|path| PathTemplate::parse(path));
-    if let Some(Err(e)) = &template {
-        push(p, join_key(&mp, "path"), e.clone());
+    match &template {
+        Some(Err(e)) => push(p, join_key(&mp, "path"), e.clone()),
+        Some(Ok(t)) => {
+            // Parameters stand for one plain segment each.
+            let probe: Vec<&str> = t
+                .segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => l.as_str(),
+                    Segment::Param(_) => "p",
+                })
+                .collect();
+            check_canonical(&t.source, &format!("/{}", probe.join("/")), paths, &join_key(&mp, "path"), p);
+        }
+        None => {}
     }
     if let Some(host) = &m.host {
         let bare = host.strip_prefix("*.").unwrap_or(host);
-        let ok = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
-        if !ok {
+        let problem = if bare.ends_with('.') {
+            Some("must not end with `.`: requests for `example.com.` are matched as `example.com`".to_owned())
+        } else {
+            canonical_host(bare).err().map(|e| e.to_string())
+        };
+        if bare.starts_with('[') || bare.contains(':') {
+            push(p, join_key(&mp, "host"), format!("`{host}` is not a host name (no port, no IP literal)"));
+        } else if let Some(problem) = problem {
             push(
                 p,
                 join_key(&mp, "host"),
-                format!("`{host}` is not a host name (no port; `*.` allowed as a prefix)"),
+                format!("`{host}` is not a host name (no port; `*.` allowed as a prefix): {problem}"),
             );
         }
     }
@@ -935,6 +1057,31 @@ fn route_match(r: &Route, base: &str, p: &mut Vec<Problem>) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// A route path that normalization would change never matches a request (requests are routed
+/// by their canonical path). `probe` is `path` with template parameters replaced by plain text.
+fn check_canonical(path: &str, probe: &str, opts: &PathNormalization, key: &str, p: &mut Vec<Problem>) {
+    match normalize_path(probe, opts) {
+        Ok(canonical) if canonical == probe => {}
+        Ok(canonical) if probe == path => push(
+            p,
+            key,
+            format!(
+                "`{path}` is not a canonical path, so no request would match it (request paths are normalized before routing); write `{canonical}`"
+            ),
+        ),
+        Ok(_) => push(
+            p,
+            key,
+            format!(
+                "`{path}` is not a canonical path, so no request would match it (request paths are normalized before routing: unreserved escapes decoded, repeated slashes merged, dot segments removed)"
+            ),
+        ),
+        Err(e) => {
+            push(p, key, format!("`{path}` could never match: requests with such a path are refused ({e})"))
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum GatewayError {
     /// The request is malformed (bad Host, bad URI form, bad header).
     #[error("{0}")]
     BadRequest(String),
+    /// The request path has no canonical form: an invalid or control-character escape, a
+    /// backslash, an escaped slash under `reject`, or `..` above the root.
+    #[error(transparent)]
+    InvalidPath(#[from] bridgehead_config::canonical::PathError),
     /// The declared or streamed body is larger than `server.limits.max_body`.
     #[error("request body exceeds the limit of {limit} bytes (server.limits.max_body)")]
     BodyTooLarge { limit: u64 },
@@ -119,6 +123,9 @@ impl GatewayError {
             ),
             BadRequest(_) => {
                 kind(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:bad-request", "Bad request")
+            }
+            InvalidPath(_) => {
+                kind(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:invalid-path", "Invalid request path")
             }
             BodyTooLarge { .. } => kind(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -366,10 +373,11 @@ mod tests {
                 reason: "queue full",
                 retry_after: Some(3),
             },
+            GatewayError::InvalidPath(bridgehead_config::canonical::PathError::AboveRoot),
         ];
         let statuses = [
             404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503, 429, 503, 400, 400, 409, 422, 503,
-            413, 503, 503, 503,
+            413, 503, 503, 503, 400,
         ];
         assert_eq!(errors.len(), statuses.len());
         for (e, status) in errors.iter().zip(statuses) {

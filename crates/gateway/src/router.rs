@@ -1,16 +1,21 @@
 //! Route matching: host, path (prefix, exact or template), method and headers; the most
 //! specific route wins.
 //!
-//! Routes are sorted once, when a config is compiled, from most to least specific, so matching
-//! is a linear scan that stops at the first hit. Specificity, in order: exact path, then path
-//! template (more literal segments first), then path prefix (longer first), then no path; within
-//! that, an exact host beats a wildcard host beats no host; then more header conditions; then a
-//! method list beats any method. A route whose host, path and headers match but whose methods do
-//! not makes the answer 405 (with `Allow`) instead of 404 when no other route matches.
+//! Routes are sorted once, when a config is compiled, from most to least specific
+//! ([`bridgehead_config::pattern::specificity`], which validation uses too), so matching is a
+//! linear scan that stops at the first hit. The host ranks first: an exact host beats a
+//! wildcard host beats no host, whatever the paths. Within a host class: exact path, then path
+//! template (more literal segments first), then path prefix (longer first), then no path; then
+//! more header conditions; then a method list beats any method. A route whose host, path and
+//! headers match but whose methods do not makes the answer 405 (with `Allow`) instead of 404
+//! when no other route matches.
+//!
+//! Invariant: the host and path matched here are canonical ([`bridgehead_config::canonical`]),
+//! computed once in the request filter phase; no raw spelling reaches the router.
 
 use std::sync::Arc;
 
-use bridgehead_config::pattern::{PathTemplate, has_segment_prefix};
+use bridgehead_config::pattern::{PathTemplate, has_segment_prefix, specificity};
 use bridgehead_config::{Route as RouteConfig, RouteMatch};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -29,6 +34,8 @@ pub struct Route {
     pub duration: Histogram,
     pub rate_limit: Option<crate::policy::ratelimit::RouteLimits>,
     pub idempotency: Option<crate::policy::idempotency::IdempotencyPolicy>,
+    /// Protocols a client may switch to (`routes[].upgrades`), lower case.
+    pub upgrades: Vec<String>,
     matcher: Matcher,
 }
 
@@ -83,7 +90,7 @@ impl Router {
         auth: impl Fn(&RouteConfig) -> Option<Arc<crate::auth::RouteAuth>>,
         policies: impl Fn(&RouteConfig, &Arc<str>) -> RoutePolicies,
     ) -> Self {
-        let mut compiled: Vec<(Specificity, usize, Route)> = routes
+        let mut compiled: Vec<(_, usize, Route)> = routes
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -91,7 +98,7 @@ impl Router {
                 let name: Arc<str> = r.name.as_str().into();
                 let RoutePolicies { rate_limit, idempotency } = policies(r, &name);
                 (
-                    matcher.specificity(),
+                    specificity(&r.matcher),
                     i,
                     Route {
                         duration: duration(&name),
@@ -101,6 +108,7 @@ impl Router {
                         auth: auth(r),
                         rate_limit,
                         idempotency,
+                        upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
                         matcher,
                     },
                 )
@@ -115,7 +123,8 @@ impl Router {
         self.routes.iter()
     }
 
-    /// Finds the route for a request. `host` is lower-case and without port.
+    /// Finds the route for a request by its canonical host (lower case, no port, no trailing
+    /// dot) and canonical path.
     pub fn find(
         &self,
         host: Option<&str>,
@@ -148,17 +157,6 @@ impl Router {
     }
 }
 
-/// Sort key; larger is more specific.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Specificity {
-    path_kind: u8,
-    path_weight: usize,
-    host_kind: u8,
-    host_len: usize,
-    headers: usize,
-    has_methods: bool,
-}
-
 impl Matcher {
     fn compile(m: &RouteMatch) -> Self {
         let path = match (&m.path, &m.path_prefix) {
@@ -187,28 +185,6 @@ impl Matcher {
             })
             .collect();
         Self { path, host, methods, headers }
-    }
-
-    fn specificity(&self) -> Specificity {
-        let (path_kind, path_weight) = match &self.path {
-            PathMatch::Template(t) if t.is_exact() => (3, t.source.len()),
-            PathMatch::Template(t) => (2, t.literal_count()),
-            PathMatch::Prefix(p) => (1, p.len()),
-            PathMatch::Any => (0, 0),
-        };
-        let (host_kind, host_len) = match &self.host {
-            HostMatch::Exact(h) => (2, h.len()),
-            HostMatch::Suffix(s) => (1, s.len()),
-            HostMatch::Any => (0, 0),
-        };
-        Specificity {
-            path_kind,
-            path_weight,
-            host_kind,
-            host_len,
-            headers: self.headers.len(),
-            has_methods: self.methods.is_some(),
-        }
     }
 
     fn host_matches(&self, host: Option<&str>) -> bool {

@@ -44,6 +44,9 @@ impl Runtime {
         oauth: Option<&Arc<crate::oauth::OAuthServer>>,
         redis: Option<&RedisHandle>,
     ) -> Result<Self, String> {
+        for w in &loaded.warnings {
+            tracing::warn!(warning = %w, "config warning");
+        }
         let jwks = previous.map(|p| p.jwks.clone()).unwrap_or_default();
         let auth = Authenticators::build(&loaded, &jwks, store, metrics, oauth)?;
         let carry = previous.map(|p| Carryover::from_upstreams(p.upstreams.values())).unwrap_or_default();

@@ -57,17 +57,22 @@ pub fn config_check(file: &Path, output: Output) -> anyhow::Result<ExitCode> {
     let result = bridgehead_config::load(file)
         .map_err(|d| d.0.iter().map(ToString::to_string).collect::<Vec<_>>())
         .and_then(|loaded| {
-            bridgehead_gateway::preflight(&loaded).map_err(|e| vec![format!("{}: {e}", file.display())])
+            bridgehead_gateway::preflight(&loaded).map_err(|e| vec![format!("{}: {e}", file.display())])?;
+            Ok(loaded.warnings.iter().map(warning_line).collect::<Vec<_>>())
         });
+    let name = file.display().to_string();
     match (result, output) {
-        (Ok(()), Output::Text) => {
-            println!("{}: ok", file.display());
+        (Ok(warnings), Output::Text) => {
+            for w in &warnings {
+                println!("{w}");
+            }
+            println!("{name}: ok");
             Ok(ExitCode::SUCCESS)
         }
-        (Ok(()), Output::Json) => {
+        (Ok(warnings), Output::Json) => {
             println!(
                 "{}",
-                serde_json::json!({"file": file.display().to_string(), "valid": true, "errors": []})
+                serde_json::json!({"file": name, "valid": true, "errors": [], "warnings": warnings})
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -80,9 +85,16 @@ pub fn config_check(file: &Path, output: Output) -> anyhow::Result<ExitCode> {
         (Err(lines), Output::Json) => {
             println!(
                 "{}",
-                serde_json::json!({"file": file.display().to_string(), "valid": false, "errors": lines})
+                serde_json::json!({"file": name, "valid": false, "errors": lines, "warnings": []})
             );
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `file:line:col: key.path: warning: message`.
+fn warning_line(d: &bridgehead_config::Diagnostic) -> String {
+    let mut d = d.clone();
+    d.message = format!("warning: {}", d.message);
+    d.to_string()
 }

@@ -1,10 +1,12 @@
 //! Header rules of a proxy (RFC 9110 §7.6): hop-by-hop fields removed in both directions,
-//! `X-Forwarded-*` and `Via` added, `X-Request-Id` kept or generated.
+//! `X-Forwarded-*` and `Via` added, `X-Request-Id` kept or generated, and protocol upgrades
+//! (RFC 9110 §7.8) let through only for the protocols a route allows.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -13,11 +15,14 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 const VIA: HeaderValue = HeaderValue::from_static("1.1 bridgehead");
 
-/// Removes hop-by-hop fields: `Connection` and every field it names, plus the fixed list.
-/// `keep_upgrade` leaves `Connection: upgrade` and `Upgrade` for a protocol switch.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Removes hop-by-hop fields: `Connection` and every field it names, plus the fixed list and
+/// `HTTP2-Settings` (meaningful only with an h2c upgrade, which is never forwarded).
+/// `upgrade` is the `Upgrade` value to forward for a protocol switch (with `Connection:
+/// upgrade`); `None` removes both.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     // Fast path: most requests carry none of these.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -27,17 +32,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
         headers.remove(name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+    match upgrade {
+        Some(protocols) => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocols.clone());
+        }
+        None => {
+            headers.remove(header::CONNECTION);
+            headers.remove(header::UPGRADE);
+        }
     }
+    headers.remove(&HTTP2_SETTINGS);
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
@@ -50,14 +57,52 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether the request asks to switch protocols (WebSocket and friends).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+/// The protocols of an HTTP/1.1 upgrade request (`Connection: upgrade` plus `Upgrade`) that
+/// `allowed` names, as the `Upgrade` value to forward; `None` when the request asks for no
+/// upgrade or only for others (`h2c` among them): it is then served as plain HTTP/1.1.
+pub fn allowed_upgrade(version: Version, headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 || !headers.contains_key(header::UPGRADE) || !has_upgrade_token(headers) {
+        return None;
+    }
+    let offered = headers.get_all(header::UPGRADE).iter().filter_map(|v| v.to_str().ok());
+    let kept: Vec<&str> = offered
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(protocol_name(p))))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// Whether a 101 response switches to one of the protocols the request offered (`offered` is
+/// what [`allowed_upgrade`] forwarded). RFC 9110 §15.2.2: the 101 names the new protocol in
+/// `Upgrade`.
+pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
+    let Some(chosen) = response.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let offered = offered.to_str().unwrap_or_default();
+    chosen
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .all(|c| offered.split(',').any(|o| protocol_name(o.trim()).eq_ignore_ascii_case(protocol_name(c))))
+        && !chosen.trim().is_empty()
+}
+
+/// `websocket` of `websocket/13`.
+fn protocol_name(p: &str) -> &str {
+    p.split('/').next().unwrap_or_default().trim()
+}
+
+fn has_upgrade_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced), and `Via`.
@@ -142,23 +187,67 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("x-end-to-end", "stays"),
         ]);
-        remove_hop_by_hop(&mut h, false);
+        remove_hop_by_hop(&mut h, None);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "stays");
         let mut h = map(&[("te", "trailers")]);
-        remove_hop_by_hop(&mut h, false);
+        remove_hop_by_hop(&mut h, None);
         assert_eq!(h["te"], "trailers");
     }
 
     #[test]
-    fn upgrades_keep_their_headers() {
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "x")]);
-        assert!(is_upgrade(&h));
-        remove_hop_by_hop(&mut h, true);
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
-        assert!(!h.contains_key("keep-alive"));
-        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    fn upgrades_pass_only_for_allowed_protocols() {
+        let ws = vec!["websocket".to_owned()];
+        let v11 = Version::HTTP_11;
+        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket"), ("keep-alive", "x")]);
+        let up = allowed_upgrade(v11, &h, &ws).expect("websocket is allowed");
+        assert_eq!(up, "WebSocket");
+        let mut forwarded = h.clone();
+        remove_hop_by_hop(&mut forwarded, Some(&up));
+        assert_eq!(forwarded["connection"], "upgrade");
+        assert_eq!(forwarded["upgrade"], "WebSocket");
+        assert!(!forwarded.contains_key("keep-alive"));
+        // Not an upgrade request, or not one the route allows, or not HTTP/1.1.
+        type Case<'a> = (&'a str, Version, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            ("no Connection: upgrade", v11, &[("upgrade", "websocket")]),
+            ("no Upgrade", v11, &[("connection", "upgrade")]),
+            (
+                "h2c",
+                v11,
+                &[
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAMAAABkAAQAAP__"),
+                ],
+            ),
+            ("another protocol", v11, &[("connection", "upgrade"), ("upgrade", "foo/2")]),
+            ("HTTP/1.0", Version::HTTP_10, &[("connection", "upgrade"), ("upgrade", "websocket")]),
+            ("HTTP/2", Version::HTTP_2, &[("connection", "upgrade"), ("upgrade", "websocket")]),
+        ];
+        for (name, version, pairs) in cases {
+            let mut h = map(pairs);
+            assert_eq!(allowed_upgrade(*version, &h, &ws), None, "{name}");
+            remove_hop_by_hop(&mut h, None);
+            for gone in ["connection", "upgrade", "http2-settings"] {
+                assert!(!h.contains_key(gone), "{name}: {gone} left in {h:?}");
+            }
+        }
+        // Of several offered, only the allowed ones are forwarded.
+        let h = map(&[("connection", "upgrade"), ("upgrade", "h2c, websocket/13, foo")]);
+        assert_eq!(allowed_upgrade(v11, &h, &ws).unwrap(), "websocket/13");
+        let more = vec!["websocket".to_owned(), "foo".to_owned()];
+        assert_eq!(allowed_upgrade(v11, &h, &more).unwrap(), "websocket/13, foo");
+    }
+
+    #[test]
+    fn a_switch_must_be_to_an_offered_protocol() {
+        let offered = HeaderValue::from_static("websocket");
+        assert!(upgrade_accepted(&offered, &map(&[("upgrade", "WebSocket")])));
+        assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "h2c")])));
+        assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "websocket, h2c")])));
+        assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "")])));
+        assert!(!upgrade_accepted(&offered, &HeaderMap::new()));
     }
 
     #[test]

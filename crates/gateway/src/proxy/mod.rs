@@ -2,9 +2,14 @@
 //!
 //! ```text
 //! request_filter ─▶ route ─▶ authenticate ─▶ upstream_peer ─▶ upstream_request_filter ─▶ send ─▶ response_filter ─▶ logging
-//!  limits, Host,    most       route's auth,    pick a healthy     rewrite path, strip         pooled   strip hop-by-hop,   on body end:
-//!  request id       specific   scopes, consumer target by weight   hop-by-hop, X-Forwarded-*   client   X-Request-Id, Via   metrics + access log
+//!  limits, request  most       route's auth,    pick a healthy     strip prefix, hop-by-hop    pooled   hop-by-hop, 101     on body end:
+//!  id, canonical    specific   scopes, consumer target by weight   (upgrades by allow-list),   client   only to an allowed  metrics + access log
+//!  host and path                                                   X-Forwarded-*                        upgrade, Via
 //! ```
+//!
+//! Invariant: from `request_filter` on, the request's URI holds the canonical path
+//! ([`bridgehead_config::canonical`]): routing, authentication, policies, the access log and
+//! the upstream see one spelling, so they cannot disagree on which resource is meant.
 //!
 //! Any phase may fail with a [`GatewayError`]; [`handle`] renders it once as problem+json.
 //! Bodies stream in both directions; they are read whole only where a policy needs it (a retry
@@ -14,6 +19,7 @@
 pub mod body;
 pub mod headers;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -29,6 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
+use bridgehead_config::canonical::{canonical_host, normalize_path};
 use bytes::Bytes;
 
 use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
@@ -68,13 +75,16 @@ pub async fn handle(
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
     let access_log = rt.loaded.config.server.access_log.enabled;
+    let mut req = req;
+    let filtered = request_filter(&rt, &mut req);
     let mut log = Logging {
         start: Instant::now(),
         request_id: request_id.clone(),
         client: conn.client,
         version: req.version(),
         method: req.method().clone(),
-        // Only the access log reads the path: no copy when it is off.
+        // Only the access log reads the path (canonical once the filter passed): no copy when
+        // it is off.
         path: if access_log { req.uri().path().to_owned() } else { String::new() },
         route: None,
         consumer: None,
@@ -90,7 +100,8 @@ pub async fn handle(
     };
     // The built-in authorization server answers its own paths before routing.
     // The path test comes first: most requests never touch the server's slot.
-    if crate::oauth::is_oauth_path(req.uri().path())
+    if filtered.is_ok()
+        && crate::oauth::is_oauth_path(req.uri().path())
         && let Some(oauth) = shared.oauth.load_full()
     {
         log.route = Some(Arc::from(OAUTH_ROUTE));
@@ -101,7 +112,11 @@ pub async fn handle(
         return Ok(Response::from_parts(parts, body.on_finish(Box::new(log))));
     }
     let mut extra = http::HeaderMap::new();
-    let mut res = match proxy(&rt, &conn, req, &request_id, &mut log, &mut extra).await {
+    let result = match filtered {
+        Ok(target) => proxy(&rt, &conn, req, target, &request_id, &mut log, &mut extra).await,
+        Err(e) => Err(e),
+    };
+    let mut res = match result {
         Ok(res) => res,
         Err(e) => {
             let id = request_id.to_str().unwrap_or_default();
@@ -122,16 +137,20 @@ pub async fn handle(
     Ok(Response::from_parts(parts, body.on_finish(Box::new(log))))
 }
 
-async fn proxy(
-    rt: &Runtime,
-    conn: &ConnInfo,
-    mut req: Request<Incoming>,
-    request_id: &HeaderValue,
-    log: &mut Logging,
-    extra: &mut http::HeaderMap,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    // request_filter: limits and a well-formed request target.
-    let limits = &rt.loaded.config.server.limits;
+/// Where a request is addressed, in canonical form.
+struct RequestTarget {
+    /// Lower case, no port, no trailing dot; `None` for an HTTP/1.0 request without `Host`.
+    host: Option<String>,
+    /// The canonical host with the port as sent: forwarded as `Host` and `X-Forwarded-Host`.
+    authority: Option<Authority>,
+}
+
+/// request_filter: limits, then one canonical host and path. The request's URI is rewritten to
+/// the canonical path, so routing, authentication, policies, the access log and the upstream
+/// all see the same spelling.
+fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTarget, GatewayError> {
+    let server = &rt.loaded.config.server;
+    let limits = &server.limits;
     let size = headers::header_bytes(req.headers());
     if size as u64 > limits.max_header_bytes.get() {
         return Err(GatewayError::HeadersTooLarge { size, limit: limits.max_header_bytes.get() });
@@ -139,13 +158,43 @@ async fn proxy(
     if req.method() == Method::CONNECT {
         return Err(GatewayError::BadRequest("CONNECT tunnels are not supported".into()));
     }
-    let (host, authority) = request_host(&req)?;
+    let target = request_host(req)?;
+    match normalize_path(req.uri().path(), &server.path_normalization)? {
+        Cow::Borrowed(_) => {}
+        Cow::Owned(path) => {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(
+                PathAndQuery::try_from(pq)
+                    .map_err(|_| GatewayError::BadRequest("invalid request path".into()))?,
+            );
+            *req.uri_mut() = Uri::from_parts(parts)
+                .map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
+        }
+    }
     let max_body = limits.max_body.get();
     if let Some(len) = req.body().size_hint().exact()
         && len > max_body
     {
         return Err(GatewayError::BodyTooLarge { limit: max_body });
     }
+    Ok(target)
+}
+
+async fn proxy(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    target: RequestTarget,
+    request_id: &HeaderValue,
+    log: &mut Logging,
+    extra: &mut http::HeaderMap,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let RequestTarget { host, authority } = target;
+    let max_body = rt.loaded.config.server.limits.max_body.get();
 
     // route
     let route = match rt.router.find(host.as_deref(), req.uri().path(), req.method(), req.headers()) {
@@ -170,11 +219,13 @@ async fn proxy(
     log.upstream = Some(upstream.name.clone());
 
     // authenticate
-    let upgrade = headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // Only protocols the route allows are switched to; any other upgrade (h2c above all) is
+    // served as plain HTTP/1.1.
+    let upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // Hop-by-hop first, so that `Connection: x-consumer-id` cannot remove what the gateway sets.
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
     crate::auth::strip_identity(&mut parts.headers, rt.auth.protected());
     if let Some(auth) = &route.auth {
         let identity = auth.authenticate(&mut parts, conn, &log.shared.metrics).await?;
@@ -497,7 +548,21 @@ async fn proxy(
 
     // response_filter
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        // A tunnel only to a protocol the client asked for and the route allows: a 101 to
+        // anything else would carry unrouted, unauthenticated requests to the upstream.
+        let accepted =
+            upgrade.as_ref().is_some_and(|offered| headers::upgrade_accepted(offered, res.headers()));
+        let Some(client_upgrade) = client_upgrade.filter(|_| accepted) else {
+            tracing::warn!(upstream = %upstream.name, "upstream switched protocols without an allowed upgrade request");
+            if let Some(c) = claim.take() {
+                release(c);
+            }
+            return Err(GatewayError::UpstreamFailed {
+                upstream: upstream.name.to_string(),
+                reason: "it switched protocols (101) although the request asked for no upgrade it may make",
+            });
+        };
+        {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(async move {
                 if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
@@ -508,7 +573,7 @@ async fn proxy(
             });
         }
     } else {
-        headers::remove_hop_by_hop(res.headers_mut(), false);
+        headers::remove_hop_by_hop(res.headers_mut(), None);
     }
     headers::add_via(res.headers_mut());
     let Some(claim) = claim else { return Ok(res.map(ResponseBody::upstream)) };
@@ -581,14 +646,15 @@ async fn read_body(
     }
 }
 
-/// The host the request is addressed to (lower case, no port) and the authority to forward.
+/// The host the request is addressed to, canonical (lower case, no port, no trailing dot), and
+/// the authority to forward (the canonical host with the port as sent).
 ///
 /// RFC 9112 §3.2.2: an absolute-form request target wins over the Host header. HTTP/2 carries
 /// `:authority` in the URI. An HTTP/1.1 request without Host, with several Host fields or with
 /// an invalid one is refused with 400.
-fn request_host(req: &Request<Incoming>) -> Result<(Option<String>, Option<Authority>), GatewayError> {
+fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> {
     let uri = req.uri();
-    if let Some(authority) = uri.authority() {
+    let (authority, source) = if let Some(authority) = uri.authority() {
         match uri.scheme_str() {
             None | Some("http") | Some("https") => {}
             Some(other) => {
@@ -600,23 +666,38 @@ fn request_host(req: &Request<Incoming>) -> Result<(Option<String>, Option<Autho
         if authority.as_str().contains('@') {
             return Err(GatewayError::BadRequest("request target must not contain user information".into()));
         }
-        return Ok((Some(authority.host().to_ascii_lowercase()), Some(authority.clone())));
-    }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let Some(value) = hosts.next() else {
-        if req.version() == Version::HTTP_11 {
-            return Err(GatewayError::BadRequest("missing Host header (required in HTTP/1.1)".into()));
+        (authority.clone(), "request target")
+    } else {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let Some(value) = hosts.next() else {
+            if req.version() == Version::HTTP_11 {
+                return Err(GatewayError::BadRequest("missing Host header (required in HTTP/1.1)".into()));
+            }
+            return Ok(RequestTarget { host: None, authority: None });
+        };
+        if hosts.next().is_some() {
+            return Err(GatewayError::BadRequest("more than one Host header".into()));
         }
-        return Ok((None, None));
+        let authority = Authority::try_from(value.as_bytes())
+            .ok()
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            .ok_or_else(|| {
+                GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
+            })?;
+        (authority, "Host header")
     };
-    if hosts.next().is_some() {
-        return Err(GatewayError::BadRequest("more than one Host header".into()));
+    let host = canonical_host(authority.host())
+        .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {source}: {e}")))?;
+    if host == authority.host() {
+        return Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(authority) });
     }
-    let authority = Authority::try_from(value.as_bytes())
-        .ok()
-        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
-        .ok_or_else(|| GatewayError::BadRequest("invalid Host header: expected host or host:port".into()))?;
-    Ok((Some(authority.host().to_ascii_lowercase()), Some(authority)))
+    let forwarded = match authority.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let forwarded = Authority::try_from(forwarded)
+        .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {source}")))?;
+    Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(forwarded) })
 }
 
 /// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
