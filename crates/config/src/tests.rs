@@ -498,3 +498,131 @@ fn assert_all_refused(cases: &[(String, &str)]) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Route configs that could never match a request, or allow what is never allowed.
+#[test]
+fn bad_edge_configs_are_refused_with_key_paths() {
+    let up = "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n";
+    let route = |m: &str| format!("  - {{ name: r, match: {m}, upstream: u }}\n");
+    let two = |a: &str, b: &str| {
+        format!(
+            "{up}  - {{ name: a, match: {a}, upstream: u }}\n  - {{ name: b, match: {b}, upstream: u }}\n"
+        )
+    };
+    let shadow = "routes[1].match: route `b` can never be chosen: route `a` (routes[0])";
+    let cases: Vec<(String, &str)> = vec![
+        // Paths that normalization would change never match.
+        (
+            format!("{up}{}", route("{ path_prefix: /api//v1 }")),
+            "routes[0].match.path_prefix: `/api//v1` is not a canonical path, so no request would match it (request paths are normalized before routing); write `/api/v1`",
+        ),
+        (format!("{up}{}", route("{ path_prefix: /%7Euser }")), "write `/~user`"),
+        (
+            format!("{up}{}", route("{ path: /a/./b }")),
+            "routes[0].match.path: `/a/./b` is not a canonical path",
+        ),
+        (
+            format!("{up}{}", route("{ path: \"/a/../{id}\" }")),
+            "routes[0].match.path: `/a/../{id}` is not a canonical path",
+        ),
+        (
+            format!("{up}{}", route("{ path_prefix: /a%2fb }")),
+            "`/a%2fb` could never match: requests with such a path are refused (the path contains an escaped slash",
+        ),
+        (format!("{up}{}", route("{ path_prefix: /.. }")), "climbs above the root"),
+        (format!("{up}{}", route("{ path_prefix: \"/a\\\\b\" }")), "backslash"),
+        // Hosts are matched in canonical form.
+        (
+            format!("{up}{}", route("{ host: admin.example.com. }")),
+            "routes[0].match.host: `admin.example.com.` is not a host name (no port; `*.` allowed as a prefix): must not end with `.`",
+        ),
+        (format!("{up}{}", route("{ host: \"a..b\" }")), "empty label"),
+        (format!("{up}{}", route("{ host: \"[::1]\" }")), "no IP literal"),
+        // Shadowed routes name the route that shadows them.
+        (two("{ path_prefix: /api/ }", "{ path_prefix: /api }"), shadow),
+        (
+            two("{ path_prefix: /a, headers: { x-t: \"*\" } }", "{ path_prefix: /a, headers: { x-t: v } }"),
+            shadow,
+        ),
+        (two("{ path_prefix: /a, methods: [GET, POST] }", "{ path_prefix: /a, methods: [GET] }"), shadow),
+        (two("{ path: \"/o/{id}\" }", "{ path: \"/o/{key}\" }"), shadow),
+        (two("{ host: \"*.example.com\" }", "{ host: \"*.EXAMPLE.com\" }"), shadow),
+        // h2c is never tunnelled.
+        (
+            format!(
+                "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [websocket, H2C] }}\n"
+            ),
+            "routes[0].upgrades[1]: h2c upgrades are never tunnelled",
+        ),
+        (
+            format!(
+                "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [\"web socket\"] }}\n"
+            ),
+            "routes[0].upgrades[0]: `web socket` is not a protocol name",
+        ),
+        (
+            format!(
+                "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [foo, FOO] }}\n"
+            ),
+            "routes[0].upgrades[1]: `FOO` is listed twice",
+        ),
+        (
+            "server:\n  path_normalization: { escaped_slashes: unescape }\n".into(),
+            "server.path_normalization.escaped_slashes: unknown variant `unescape`",
+        ),
+    ];
+    assert_all_refused(&cases);
+}
+
+/// Routes that rank apart, or match different requests, are not shadowed; a host route is
+/// never shadowed by a host-less one, whatever its path.
+#[test]
+fn routes_that_can_be_chosen_are_accepted() {
+    let up = "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n";
+    let ok = [
+        "  - { name: a, match: { path_prefix: / }, upstream: u }\n  - { name: b, match: { host: admin.example.com }, upstream: u }\n",
+        "  - { name: a, match: { path_prefix: /api }, upstream: u }\n  - { name: b, match: { path: \"/api/{id}\" }, upstream: u }\n",
+        "  - { name: a, match: { path_prefix: /a, methods: [GET] }, upstream: u }\n  - { name: b, match: { path_prefix: /a }, upstream: u }\n",
+        "  - { name: a, match: { path_prefix: /a, headers: { x-t: v } }, upstream: u }\n  - { name: b, match: { path_prefix: /a, headers: { x-t: w } }, upstream: u }\n",
+        "  - { name: a, match: { host: \"*.example.com\" }, upstream: u }\n  - { name: b, match: { host: \"*.a.example.com\" }, upstream: u }\n",
+        "  - { name: a, match: { path_prefix: /.well-known, host: x.example.com }, upstream: u }\n  - { name: b, match: { path: \"/caf%C3%A9\" }, upstream: u, upgrades: [websocket, \"foo/2\"] }\n",
+    ];
+    for routes in ok {
+        if let Err(e) = load_text(&format!("{up}{routes}")) {
+            panic!("refused:\n{routes}\n{e}");
+        }
+    }
+    // `keep` makes `%2F` a canonical character of a segment.
+    let text = format!(
+        "server:\n  path_normalization: {{ escaped_slashes: keep, merge_slashes: false }}\n{up}  - {{ name: a, match: {{ path_prefix: \"/a%2Fb\" }}, upstream: u }}\n"
+    );
+    let c = load_text(&text).unwrap();
+    assert!(!c.config.server.path_normalization.merge_slashes);
+    assert_eq!(c.config.routes[0].upgrades, ["websocket"]);
+}
+
+#[test]
+fn a_protected_prefix_beside_a_public_route_to_the_same_upstream_is_a_warning() {
+    let head = "authenticators:\n  k:\n    api_key:\n      keys: [{ consumer: c, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }]\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n  v:\n    targets: [{ url: \"http://y\" }]\nroutes:\n";
+    let warned = |routes: &str| load_text(&format!("{head}{routes}")).unwrap().warnings;
+    let w = warned(
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: / }, upstream: u }\n",
+    );
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "routes[0].match.path_prefix");
+    assert!(w[0].message.starts_with("`/secure` is protected, but `/securex` takes public route `p` (routes[1]) to the same upstream `u`"), "{}", w[0].message);
+    assert!(w[0].pos.is_some());
+    // An exact protected path too.
+    let w = warned(
+        "  - { name: s, match: { path: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: / }, upstream: u }\n",
+    );
+    assert_eq!(w[0].path, "routes[0].match.path");
+    // Not when the public route goes elsewhere, or does not take the neighbour.
+    for routes in [
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: / }, upstream: v }\n",
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: /public }, upstream: u }\n",
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: /, host: other.example.com }, upstream: u }\n",
+    ] {
+        assert!(warned(routes).is_empty(), "{routes}");
+    }
+}

@@ -7,6 +7,7 @@ mod admin;
 mod apikey_cli;
 mod auth;
 mod cli;
+mod edge;
 mod jwt_cli;
 mod oauth;
 mod policies;

@@ -394,3 +394,111 @@ impl Node {
         self.stderr.by_ref().map_while(Result::ok).collect::<Vec<_>>().join("\n")
     }
 }
+
+/// Skips the tests that need nginx when set to 1.
+pub const NGINX_SKIP_ENV: &str = "BRIDGEHEAD_SKIP_NGINX";
+
+/// A throwaway nginx (Debian's `nginx` package) on a free port in a temp dir, in the foreground
+/// and without a master process, killed when dropped. `server` is the body of its one `server`
+/// block (`listen` is added).
+pub struct TestNginx {
+    pub addr: SocketAddr,
+    child: Killed,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNginx {
+    /// `None` only when `BRIDGEHEAD_SKIP_NGINX=1`; a missing nginx otherwise fails the test with
+    /// what to install, so tests never skip silently.
+    pub fn start(server: &str) -> Option<TestNginx> {
+        if std::env::var(NGINX_SKIP_ENV).is_ok_and(|v| v == "1") {
+            eprintln!("skipped: {NGINX_SKIP_ENV}=1");
+            return None;
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bin = std::env::split_paths(&path)
+            .map(|d| d.join("nginx"))
+            .chain(["/usr/sbin/nginx".into(), "/usr/local/sbin/nginx".into()])
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!("nginx is not installed: apt-get install nginx (scripts/test does), or set {NGINX_SKIP_ENV}=1 to skip these tests")
+            });
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let d = dir.path().display();
+            let conf = format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                 events {{ worker_connections 128; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+                 default_type text/plain;\n  server {{\n    listen 127.0.0.1:{port};\n{server}\n  }}\n}}\n"
+            );
+            std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+            let mut child = Killed(
+                std::process::Command::new(&bin)
+                    .arg("-p")
+                    .arg(dir.path())
+                    .arg("-e")
+                    .arg(dir.path().join("error.log"))
+                    .arg("-c")
+                    .arg(dir.path().join("nginx.conf"))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display())),
+            );
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                    if log.contains("Address already in use") {
+                        break; // another process took the port: try a new one
+                    }
+                    panic!("nginx exited ({status}): {log}");
+                }
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return Some(TestNginx { addr, child, _dir: dir });
+                }
+                assert!(std::time::Instant::now() < deadline, "nginx did not listen on {addr} within 10 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("nginx found no free port in 5 attempts");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether nginx is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.0.try_wait().unwrap().is_none()
+    }
+}
+
+/// A raw HTTP/1.1 response: status code, head (lower-cased) and body.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn parse(text: &str) -> RawResponse {
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        RawResponse { status, head: head.to_ascii_lowercase(), body: body.to_owned() }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one raw request (`Connection: close` is the caller's) and parses the answer.
+pub async fn raw_request(addr: SocketAddr, request: &str) -> RawResponse {
+    RawResponse::parse(&raw(addr, request.as_bytes()).await)
+}

@@ -82,6 +82,42 @@ fn most_specific_match_wins() {
     }
 }
 
+/// A route with a host condition beats every route without one, whatever the paths (as nginx
+/// server blocks and Envoy virtual hosts); exact hosts beat wildcards; within a host class the
+/// path rules stay, and a host route whose path does not match falls through to the others.
+#[test]
+fn host_routes_rank_before_host_less_ones() {
+    let r = router(
+        r#"  - { name: exact-path, match: { path: /api/orders/special }, upstream: u }
+  - { name: catch-all, match: { path_prefix: / }, upstream: u }
+  - { name: admin, match: { host: admin.example.com }, upstream: u }
+  - { name: admin-api, match: { host: admin.example.com, path_prefix: /api }, upstream: u }
+  - { name: wild, match: { host: "*.example.com", path: /api/orders/special }, upstream: u }
+  - { name: shop, match: { host: shop.example.com, path_prefix: /shop }, upstream: u }
+"#,
+    );
+    let none = HeaderMap::new();
+    let cases: &[(Option<&str>, &str, &str)] = &[
+        (Some("admin.example.com"), "/api/orders/special", "admin-api"),
+        (Some("admin.example.com"), "/", "admin"),
+        (Some("admin.example.com"), "/anything", "admin"),
+        (Some("www.example.com"), "/api/orders/special", "wild"),
+        (Some("shop.example.com"), "/api/orders/special", "wild"),
+        (Some("shop.example.com"), "/shop/1", "shop"),
+        (Some("shop.example.com"), "/other", "catch-all"),
+        (Some("example.org"), "/api/orders/special", "exact-path"),
+        (None, "/x", "catch-all"),
+    ];
+    let mut failures = Vec::new();
+    for (host, path, want) in cases {
+        let got = find(&r, *host, Method::GET, path, &none);
+        if got.as_deref() != Ok(*want) {
+            failures.push(format!("{host:?} {path}: want {want}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn strip_prefix_keeps_a_leading_slash() {
     assert_eq!(strip("/api/orders/7", "/api"), "/orders/7");
