@@ -102,6 +102,7 @@ async fn no_spelling_of_a_protected_path_reaches_the_secret() {
         !logged.iter().any(|p| p.contains("%73") || p.contains("..") || p.starts_with("//")),
         "{logged:?}"
     );
+    assert!(nginx.running(), "the upstream stayed up");
 }
 
 #[tokio::test]
