@@ -17,14 +17,18 @@
 //! 4. Dot segments are removed (RFC 3986 §5.2.4), including decoded ones; a path that climbs
 //!    above the root is refused rather than clamped, since no honest client sends one.
 //!
+//! Routes are matched against the canonical path with `;` segment parameters removed
+//! ([`without_parameters`]), since servlet containers map `/secure;x/y` as `/secure/y`; the
+//! upstream gets the canonical path with them.
+//!
 //! Refused outright: invalid escapes (`%zz`, a lone `%`), control characters raw or encoded
 //! (`%00`, `%0A`, …), a raw backslash, and dot segments with parameters (`..;x`, which Java
 //! servers read as `..`). The query string is not touched. Matching stays case-sensitive, as
 //! RFC 3986 §6.2.2.1 leaves paths: folding case would merge resources a case-sensitive upstream
 //! keeps apart.
 //!
-//! Already-canonical paths — nearly every request — are recognised by one scan over a byte table
-//! and returned borrowed, without allocating. Written by hand: the `url` crate implements the
+//! Already-canonical paths — nearly every request, escapes in canonical form included — are
+//! recognised by one scan over a byte table and returned borrowed, without allocating. Written by hand: the `url` crate implements the
 //! WHATWG URL parser, which clamps `..` at the root, decodes no unreserved escapes and treats
 //! `\` as `/` only for special schemes; none of that is the policy wanted here.
 
@@ -134,23 +138,45 @@ fn is_unreserved(b: u8) -> bool {
 /// The canonical form of a request path (without its query). `*` (the asterisk-form of
 /// `OPTIONS *`) is returned as is.
 pub fn normalize_path<'a>(raw: &'a str, opts: &PathNormalization) -> Result<Cow<'a, str>, PathError> {
-    if raw == "*" || is_canonical(raw.as_bytes(), opts.merge_slashes) {
+    if raw == "*" || is_canonical(raw.as_bytes(), opts) {
         return Ok(Cow::Borrowed(raw));
     }
     let escaped = decode(raw.as_bytes(), opts.escaped_slashes)?;
-    Ok(Cow::Owned(remove_dot_segments(&escaped, opts.merge_slashes)?))
+    let path = remove_dot_segments(&escaped, opts.merge_slashes)?;
+    Ok(if path == raw { Cow::Borrowed(raw) } else { Cow::Owned(path) })
 }
 
-/// True when `p` needs no rewriting: it starts with `/`, has only plain bytes, no `%`, no
-/// segment starting with a dot that could be a dot segment, and (when merging) no `//`.
-fn is_canonical(p: &[u8], merge_slashes: bool) -> bool {
+/// True when `p` needs no rewriting: it starts with `/`, has only plain bytes and escapes in
+/// canonical form, no segment that is a dot segment, and (when merging) no `//`.
+fn is_canonical(p: &[u8], opts: &PathNormalization) -> bool {
     if p.first() != Some(&b'/') {
         return false;
     }
+    let merge_slashes = opts.merge_slashes;
     let mut prev = b'/';
-    for (i, &b) in p.iter().enumerate().skip(1) {
+    let mut i = 1;
+    while i < p.len() {
+        let b = p[i];
         match CLASS[b as usize] {
             Class::Plain => {}
+            // An escape stays as is when its hex is upper case and it is not one to decode or
+            // refuse: an unreserved character, a control character, or (unless kept) a slash.
+            Class::Percent => {
+                let canonical = |h: u8| matches!(h, b'0'..=b'9' | b'A'..=b'F');
+                let (Some(&hi), Some(&lo)) = (p.get(i + 1), p.get(i + 2)) else { return false };
+                if !(canonical(hi) && canonical(lo)) {
+                    return false;
+                }
+                let v = (hi as char).to_digit(16).unwrap_or(0) << 4 | (lo as char).to_digit(16).unwrap_or(0);
+                let v = v as u8;
+                let slash_kept = opts.escaped_slashes == EscapedSlashes::Keep;
+                if is_unreserved(v) || v < 0x20 || v == 0x7f || (matches!(v, b'/' | b'\\') && !slash_kept) {
+                    return false;
+                }
+                prev = b'%';
+                i += 3;
+                continue;
+            }
             Class::Slash if prev == b'/' && merge_slashes => return false,
             Class::Slash => {}
             // A segment starting with a dot: `.`, `..`, `.;…` and `..;…` need the slow path
@@ -166,8 +192,29 @@ fn is_canonical(p: &[u8], merge_slashes: bool) -> bool {
             _ => return false,
         }
         prev = b;
+        i += 1;
     }
     true
+}
+
+/// The path the router matches: `path` (canonical) with the parameters of each segment removed
+/// (`/secure;jsessionid=1/x` is routed as `/secure/x`), as Java servlet containers map it; `None`
+/// when the path has no `;`. The upstream still gets `path` itself.
+pub fn without_parameters(path: &str, merge_slashes: bool) -> Option<String> {
+    if !path.contains(';') {
+        return None;
+    }
+    let names: Vec<&str> = path[1..].split('/').map(|s| s.split(';').next().unwrap_or_default()).collect();
+    let mut out = String::with_capacity(path.len());
+    for (i, name) in names.iter().enumerate() {
+        // A segment that was only parameters leaves an empty one: merged like `//`.
+        if name.is_empty() && merge_slashes && i + 1 < names.len() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(name);
+    }
+    Some(out)
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";

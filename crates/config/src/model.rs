@@ -850,9 +850,10 @@ pub struct Route {
     #[serde(default)]
     pub idempotency: Option<Idempotency>,
     /// Protocols an HTTP/1.1 client may switch to through this route (`Upgrade`, RFC 9110 §7.8),
-    /// compared case-insensitively. A request offering another protocol is served as plain
-    /// HTTP/1.1 with `Upgrade` removed; an upstream that answers 101 to it gets a 502. `h2c` is
-    /// never allowed: a tunnel to an HTTP/2 upstream would carry requests past routing and auth.
+    /// compared case-insensitively; `foo` allows every `foo/N`, `foo/2` only that version. A
+    /// request offering another protocol is served as plain HTTP/1.1 with `Upgrade` removed; an
+    /// upstream that answers 101 to it gets a 502. `h2c`, `h2`, `HTTP` and `TLS` are never
+    /// allowed: the tunnel would carry HTTP requests past routing and authentication.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
 }

@@ -196,8 +196,9 @@ fn path_covers(a: &RouteMatch, b: &RouteMatch) -> bool {
                             .all(|(x, s)| matches!(s, Segment::Literal(l) if l == x))
                 }
             }
-            // A route without a path also takes `OPTIONS *`, which no prefix matches.
-            None => false,
+            // A route without a path also takes `OPTIONS *`, which no prefix matches; beside `/`
+            // that is all it could ever get, so it counts as covered.
+            None => prefix == "/",
         },
         (Some(p), _) => match (PathTemplate::parse(p), b_path) {
             (Ok(at), Some(BPath::Template(bt))) => {

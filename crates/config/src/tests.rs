@@ -552,8 +552,23 @@ fn bad_edge_configs_are_refused_with_key_paths() {
             format!(
                 "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [websocket, H2C] }}\n"
             ),
-            "routes[0].upgrades[1]: h2c upgrades are never tunnelled",
+            "routes[0].upgrades[1]: `H2C` upgrades are never tunnelled",
         ),
+        (
+            format!(
+                "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [\"HTTP/2.0\"] }}\n"
+            ),
+            "routes[0].upgrades[0]: `HTTP/2.0` upgrades are never tunnelled",
+        ),
+        (
+            format!("{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [TLS/1.2] }}\n"),
+            "`TLS/1.2` upgrades are never tunnelled",
+        ),
+        (
+            format!("{up}{}", route("{ path_prefix: \"/a;x\" }")),
+            "routes[0].match.path_prefix: `/a;x` could never match: routes are matched against the path without `;` segment parameters",
+        ),
+        (two("{ host: b.example.com, path_prefix: / }", "{ host: b.example.com }"), shadow),
         (
             format!(
                 "{up}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, upgrades: [\"web socket\"] }}\n"
@@ -621,7 +636,31 @@ fn a_protected_prefix_beside_a_public_route_to_the_same_upstream_is_a_warning() 
     for routes in [
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: / }, upstream: v }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: /public }, upstream: u }\n",
-        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: p, match: { path_prefix: /, host: other.example.com }, upstream: u }\n",
+    ] {
+        assert!(warned(routes).is_empty(), "{routes}");
+    }
+}
+
+/// Host routes rank first: a public host route that takes all of a protected host-less route's
+/// paths leaves them unprotected on that host.
+#[test]
+fn a_host_route_over_a_protected_path_is_a_warning() {
+    let head = "authenticators:\n  k:\n    api_key:\n      keys: [{ consumer: c, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }]\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n  v:\n    targets: [{ url: \"http://y\" }]\nroutes:\n";
+    let warned = |routes: &str| load_text(&format!("{head}{routes}")).unwrap().warnings;
+    let w = warned(
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v }\n",
+    );
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].path, "routes[0].match");
+    assert!(
+        w[0].message.starts_with("on host `api.example.com`, route `api` (routes[1]) takes every request protected route `s` would, without credentials"),
+        "{}",
+        w[0].message
+    );
+    // Not when the host route is protected alike, or does not take the protected paths.
+    for routes in [
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: /api }, upstream: v }\n",
     ] {
         assert!(warned(routes).is_empty(), "{routes}");
     }

@@ -761,11 +761,13 @@ fn upgrades(r: &Route, base: &str, p: &mut Vec<Problem>) {
         if !is_token(name) || u.split('/').nth(1).is_some_and(|v| !is_token(v)) || u.matches('/').count() > 1
         {
             push(p, path, format!("`{u}` is not a protocol name such as `websocket` (RFC 9110 §7.8)"));
-        } else if name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2") {
+        } else if ["h2c", "h2", "http", "tls"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
             push(
                 p,
                 path,
-                "h2c upgrades are never tunnelled: requests inside the tunnel would bypass routing and authentication; send HTTP/2 with prior knowledge instead",
+                format!(
+                    "`{u}` upgrades are never tunnelled: HTTP requests inside the tunnel would bypass routing and authentication (clients use HTTP/2 with prior knowledge or TLS with ALPN instead)"
+                ),
             );
         } else if r.upgrades[..j].iter().any(|x| x.eq_ignore_ascii_case(u)) {
             push(p, path, format!("`{u}` is listed twice"));
@@ -777,7 +779,41 @@ fn upgrades(r: &Route, base: &str, p: &mut Vec<Problem>) {
 pub fn warnings(c: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
     string_prefix_neighbours(c, &mut p);
+    host_routes_over_protected_paths(c, &mut p);
     p
+}
+
+/// Host routes rank before host-less ones, whatever their paths: a protected host-less route
+/// is not consulted on a host whose route takes all of its paths with other authenticators
+/// (`/secure` behind a key, beside a public `host: api.example.com` with `path_prefix: /`).
+fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
+    for (j, b) in c.routes.iter().enumerate() {
+        if b.auth.is_empty() || b.matcher.host.is_some() {
+            continue;
+        }
+        for (i, a) in c.routes.iter().enumerate() {
+            let Some(host) = &a.matcher.host else { continue };
+            let mut on_host = b.matcher.clone();
+            on_host.host = Some(host.clone());
+            let same_auth = a.auth.len() == b.auth.len() && a.auth.iter().all(|x| b.auth.contains(x));
+            if same_auth || !covers(&a.matcher, &on_host) {
+                continue;
+            }
+            let protection = if a.auth.is_empty() {
+                "without credentials".to_owned()
+            } else {
+                format!("with authenticators [{}]", a.auth.join(", "))
+            };
+            push(
+                p,
+                join_key(&join_index("routes", j), "match"),
+                format!(
+                    "on host `{host}`, route `{}` (routes[{i}]) takes every request protected route `{}` would, {protection}: a route with a host ranks before every route without one; add the same protection there, or give `{}` a route on that host",
+                    a.name, b.name, b.name
+                ),
+            );
+        }
+    }
 }
 
 /// A protected path beside a public route to the same upstream that takes its string-prefix
@@ -1064,6 +1100,15 @@ fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Pro
 /// A route path that normalization would change never matches a request (requests are routed
 /// by their canonical path). `probe` is `path` with template parameters replaced by plain text.
 fn check_canonical(path: &str, probe: &str, opts: &PathNormalization, key: &str, p: &mut Vec<Problem>) {
+    if path.contains(';') {
+        return push(
+            p,
+            key,
+            format!(
+                "`{path}` could never match: routes are matched against the path without `;` segment parameters (`/a;x/b` is routed as `/a/b`)"
+            ),
+        );
+    }
     match normalize_path(probe, opts) {
         Ok(canonical) if canonical == probe => {}
         Ok(canonical) if probe == path => push(

@@ -49,6 +49,8 @@ const BYPASSES: &[&str] = &[
     "/secure%2fx",
     "/x/..%2fsecure/x",
     "/secure\\x",
+    // Path parameters: nginx's string prefix takes them, servlet containers strip them.
+    "/secure;jsessionid=1/x",
 ];
 
 /// The ones that were refused before, and must stay so.
@@ -85,6 +87,7 @@ async fn no_spelling_of_a_protected_path_reaches_the_secret() {
         ("/pub/../secure/x", "/secure/x"),
         ("/%73ecure/x?q=%2e%2E", "/secure/x?q=%2e%2E"),
         ("/secure/a%3fb", "/secure/a%3Fb"),
+        ("/secure;jsessionid=1/x", "/secure;jsessionid=1/x"),
     ] {
         let res = raw_request(gw.addr, &get(path, "x", &key)).await;
         assert_eq!(res.status, 200, "{path}: {}", res.body);
@@ -103,6 +106,34 @@ async fn no_spelling_of_a_protected_path_reaches_the_secret() {
         "{logged:?}"
     );
     assert!(nginx.running(), "the upstream stayed up");
+}
+
+/// HTTP/2 carries the path in `:path`: the same spellings, the same answers.
+#[tokio::test]
+async fn http2_spellings_are_refused_alike() {
+    let Some(nginx) = TestNginx::start(SITE) else { return };
+    let gw = Gateway::start(&config(&nginx.url(), SECURE_AND_PUBLIC)).await;
+    let c = h2c_client();
+    let mut failures = Vec::new();
+    for path in BYPASSES.iter().chain(REFUSED) {
+        let Ok(uri) = format!("http://{}{path}", gw.addr).parse::<http::Uri>() else {
+            continue; // not a URI the client library can send
+        };
+        let got = send(&c, http::Request::get(uri).body(empty()).unwrap()).await;
+        let ok = match got.status {
+            401 => got.json()["reason"] == "missing_credentials",
+            400 => got.json()["type"] == "urn:bridgehead:problem:invalid-path",
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("{path}: {} {}", got.status, String::from_utf8_lossy(&got.body)));
+        }
+    }
+    assert!(failures.is_empty(), "over HTTP/2:\n{}", failures.join("\n"));
+    let uri: http::Uri = format!("http://{}//secure/./x", gw.addr).parse().unwrap();
+    let req = http::Request::get(uri).header("x-api-key", KEY).body(empty()).unwrap();
+    let got = send(&c, req).await;
+    assert_eq!(String::from_utf8_lossy(&got.body).trim(), format!("SECRET host={} uri=/secure/x", gw.addr));
 }
 
 #[tokio::test]
@@ -349,8 +380,16 @@ async fn a_101_nobody_asked_for_is_a_502_not_a_tunnel() {
             p["detail"]
         );
     }
+    // A route that allows no upgrade: the WebSocket offer is dropped, and the 101 is refused.
+    gw.shutdown().await;
+    let routes = "  - { name: public, match: { path_prefix: / }, upstream: site, upgrades: [] }\n";
+    let gw = Gateway::start(&config(&up.url(), routes)).await;
+    let res = raw_request(gw.addr, &get("/x", "x", ws)).await;
+    assert_eq!(res.status, 502, "{}", res.body);
+    assert!(res.json()["detail"].as_str().unwrap().contains("switched protocols (101)"));
     let heads = up.heads();
-    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(heads.len(), 4, "{heads:?}");
+    assert!(!heads[3].contains("upgrade"), "forwarded: {}", heads[3]);
     assert!(!heads.iter().any(|h| h.starts_with("tunnel:") || h.contains("http2-settings")), "{heads:?}");
 }
 

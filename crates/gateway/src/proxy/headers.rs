@@ -16,6 +16,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 const VIA: HeaderValue = HeaderValue::from_static("1.1 bridgehead");
 
 /// Removes hop-by-hop fields: `Connection` and every field it names, plus the fixed list and
@@ -68,7 +71,7 @@ pub fn allowed_upgrade(version: Version, headers: &HeaderMap, allowed: &[String]
     let kept: Vec<&str> = offered
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|p| allowed.iter().any(|a| a.eq_ignore_ascii_case(protocol_name(p))))
+        .filter(|p| allowed.iter().any(|a| protocol_allowed(a, p)))
         .collect();
     if kept.is_empty() {
         return None;
@@ -92,6 +95,16 @@ pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
         && !chosen.trim().is_empty()
 }
 
+/// Whether an offered protocol (`name` or `name/version`) is what an allow-list entry names: an
+/// entry without a version allows every version, one with a version only that one.
+fn protocol_allowed(entry: &str, offered: &str) -> bool {
+    if entry.contains('/') {
+        entry.eq_ignore_ascii_case(offered)
+    } else {
+        entry.eq_ignore_ascii_case(protocol_name(offered))
+    }
+}
+
 /// `websocket` of `websocket/13`.
 fn protocol_name(p: &str) -> &str {
     p.split('/').next().unwrap_or_default().trim()
@@ -105,8 +118,13 @@ fn has_upgrade_token(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced), and `Via`.
+/// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced), and `Via`. Removes the
+/// client's `Forwarded` (its `host` and `proto` are unchecked claims that frameworks trust) and
+/// `X-Original-URL` / `X-Rewrite-URL` (a path some servers route on instead of the request's).
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
+    headers.remove(&FORWARDED);
+    headers.remove(&X_ORIGINAL_URL);
+    headers.remove(&X_REWRITE_URL);
     let ip = client.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
@@ -238,6 +256,18 @@ mod tests {
         assert_eq!(allowed_upgrade(v11, &h, &ws).unwrap(), "websocket/13");
         let more = vec!["websocket".to_owned(), "foo".to_owned()];
         assert_eq!(allowed_upgrade(v11, &h, &more).unwrap(), "websocket/13, foo");
+        // An entry with a version allows that version only.
+        let versioned = vec!["foo/2".to_owned()];
+        for (offer, want) in
+            [("foo/2", Some("foo/2")), ("FOO/2", Some("FOO/2")), ("foo/3", None), ("foo", None)]
+        {
+            let h = map(&[("connection", "upgrade"), ("upgrade", offer)]);
+            assert_eq!(
+                allowed_upgrade(v11, &h, &versioned).as_ref().map(|v| v.to_str().unwrap()),
+                want,
+                "{offer}"
+            );
+        }
     }
 
     #[test]
@@ -252,8 +282,17 @@ mod tests {
 
     #[test]
     fn forwarded_headers() {
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "spoofed")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "spoofed"),
+            ("forwarded", "for=1.2.3.4;host=admin.example.com;proto=https"),
+            ("x-original-url", "/secure/x"),
+            ("x-rewrite-url", "/secure/x"),
+        ]);
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("api.example.com"));
+        for gone in ["forwarded", "x-original-url", "x-rewrite-url"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");

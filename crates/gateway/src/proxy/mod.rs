@@ -35,7 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
-use bridgehead_config::canonical::{canonical_host, normalize_path};
+use bridgehead_config::canonical::{canonical_host, normalize_path, without_parameters};
 use bytes::Bytes;
 
 use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
@@ -143,6 +143,10 @@ struct RequestTarget {
     host: Option<String>,
     /// The canonical host with the port as sent: forwarded as `Host` and `X-Forwarded-Host`.
     authority: Option<Authority>,
+    /// The path routes are matched against when it differs from the canonical path: without
+    /// `;` segment parameters (`/secure;x/y` is routed as `/secure/y`, as a servlet container
+    /// maps it).
+    route_path: Option<String>,
 }
 
 /// request_filter: limits, then one canonical host and path. The request's URI is rewritten to
@@ -158,8 +162,9 @@ fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTa
     if req.method() == Method::CONNECT {
         return Err(GatewayError::BadRequest("CONNECT tunnels are not supported".into()));
     }
-    let target = request_host(req)?;
-    match normalize_path(req.uri().path(), &server.path_normalization)? {
+    let mut target = request_host(req)?;
+    let paths = &server.path_normalization;
+    match normalize_path(req.uri().path(), paths)? {
         Cow::Borrowed(_) => {}
         Cow::Owned(path) => {
             let pq = match req.uri().query() {
@@ -175,6 +180,7 @@ fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTa
                 .map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
         }
     }
+    target.route_path = without_parameters(req.uri().path(), paths.merge_slashes);
     let max_body = limits.max_body.get();
     if let Some(len) = req.body().size_hint().exact()
         && len > max_body
@@ -193,11 +199,12 @@ async fn proxy(
     log: &mut Logging,
     extra: &mut http::HeaderMap,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let RequestTarget { host, authority } = target;
+    let RequestTarget { host, authority, route_path } = target;
     let max_body = rt.loaded.config.server.limits.max_body.get();
 
     // route
-    let route = match rt.router.find(host.as_deref(), req.uri().path(), req.method(), req.headers()) {
+    let route_path = route_path.as_deref().unwrap_or(req.uri().path());
+    let route = match rt.router.find(host.as_deref(), route_path, req.method(), req.headers()) {
         RouteResult::Found(r) => r,
         RouteResult::MethodNotAllowed(allow) => {
             return Err(GatewayError::MethodNotAllowed {
@@ -673,7 +680,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
             if req.version() == Version::HTTP_11 {
                 return Err(GatewayError::BadRequest("missing Host header (required in HTTP/1.1)".into()));
             }
-            return Ok(RequestTarget { host: None, authority: None });
+            return Ok(RequestTarget { host: None, authority: None, route_path: None });
         };
         if hosts.next().is_some() {
             return Err(GatewayError::BadRequest("more than one Host header".into()));
@@ -689,7 +696,11 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
     let host = canonical_host(authority.host())
         .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {source}: {e}")))?;
     if host == authority.host() {
-        return Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(authority) });
+        return Ok(RequestTarget {
+            host: Some(host.into_owned()),
+            authority: Some(authority),
+            route_path: None,
+        });
     }
     let forwarded = match authority.port() {
         Some(port) => format!("{host}:{port}"),
@@ -697,7 +708,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
     };
     let forwarded = Authority::try_from(forwarded)
         .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {source}")))?;
-    Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(forwarded) })
+    Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(forwarded), route_path: None })
 }
 
 /// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
