@@ -54,6 +54,8 @@ pub enum PathError {
     AboveRoot,
     /// A segment such as `..;jsessionid=x`, which some servers read as `..`.
     DotSegmentParameters { segment: String },
+    /// A segment of parameters only, such as `;x`.
+    ParametersOnly { segment: String },
 }
 
 impl fmt::Display for PathError {
@@ -83,6 +85,10 @@ impl fmt::Display for PathError {
                 f,
                 "the path segment `{segment}` is a dot segment with parameters, which some servers read as `{}`",
                 if segment.starts_with("..") { ".." } else { "." }
+            ),
+            Self::ParametersOnly { segment } => write!(
+                f,
+                "the path segment `{segment}` has parameters but no name; servers disagree on whether it is a segment"
             ),
         }
     }
@@ -199,22 +205,36 @@ fn is_canonical(p: &[u8], opts: &PathNormalization) -> bool {
 
 /// The path the router matches: `path` (canonical) with the parameters of each segment removed
 /// (`/secure;jsessionid=1/x` is routed as `/secure/x`), as Java servlet containers map it; `None`
-/// when the path has no `;`. The upstream still gets `path` itself.
-pub fn without_parameters(path: &str, merge_slashes: bool) -> Option<String> {
+/// when the path has no `;`. The upstream still gets `path` itself. A segment that is only
+/// parameters (`/users/;x/secrets`) is refused: servers disagree on whether it is a segment.
+pub fn without_parameters(path: &str) -> Result<Option<String>, PathError> {
     if !path.contains(';') {
-        return None;
+        return Ok(None);
     }
-    let names: Vec<&str> = path[1..].split('/').map(|s| s.split(';').next().unwrap_or_default()).collect();
     let mut out = String::with_capacity(path.len());
-    for (i, name) in names.iter().enumerate() {
-        // A segment that was only parameters leaves an empty one: merged like `//`.
-        if name.is_empty() && merge_slashes && i + 1 < names.len() {
-            continue;
+    for seg in path[1..].split('/') {
+        let name = seg.split(';').next().unwrap_or_default();
+        if name.is_empty() && !seg.is_empty() {
+            return Err(PathError::ParametersOnly { segment: seg.to_owned() });
         }
         out.push('/');
         out.push_str(name);
     }
-    Some(out)
+    Ok(Some(out))
+}
+
+/// The number of segments `prefix` has (`/api/v1` has 2, `/` none).
+fn segment_count(prefix: &str) -> usize {
+    prefix.split('/').filter(|s| !s.is_empty()).count()
+}
+
+/// `path` without its first segments, as many as `prefix` has, parameters and all
+/// (`/api;v=1/orders` without `/api` is `/orders`): `strip_prefix` for a path whose parameters
+/// the router ignored.
+pub fn strip_segments(path: &str, prefix: &str) -> String {
+    let n = segment_count(prefix);
+    let rest = path[1..].splitn(n + 1, '/').nth(n).unwrap_or_default();
+    format!("/{rest}")
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";

@@ -657,8 +657,15 @@ fn a_host_route_over_a_protected_path_is_a_warning() {
         "{}",
         w[0].message
     );
-    // Not when the host route is protected alike, or does not take the protected paths.
+    // With the same authenticators but without the scopes: weaker, so warned.
+    let w = warned(
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k], require_scopes: [admin] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
+    );
+    assert!(w[0].message.contains("with authenticators [k] and scopes []"), "{w:?}");
+    // Not when the host route is protected alike, does not take the protected paths, or a route
+    // on that host protects them first.
     for routes in [
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: s2, match: { host: api.example.com, path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: /api }, upstream: v }\n",
     ] {

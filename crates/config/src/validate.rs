@@ -784,25 +784,41 @@ pub fn warnings(c: &Config) -> Vec<Problem> {
 }
 
 /// Host routes rank before host-less ones, whatever their paths: a protected host-less route
-/// is not consulted on a host whose route takes all of its paths with other authenticators
-/// (`/secure` behind a key, beside a public `host: api.example.com` with `path_prefix: /`).
+/// is not consulted on a host where another route, tried first, takes all of its paths with
+/// weaker protection (`/secure` behind a key, beside a public `host: api.example.com` with
+/// `path_prefix: /`).
 fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
+    let mut order: Vec<usize> = (0..c.routes.len()).collect();
+    order.sort_by(|&a, &b| {
+        specificity(&c.routes[b].matcher).cmp(&specificity(&c.routes[a].matcher)).then(a.cmp(&b))
+    });
+    let mut hosts: Vec<&String> = c.routes.iter().filter_map(|r| r.matcher.host.as_ref()).collect();
+    hosts.sort();
+    hosts.dedup();
     for (j, b) in c.routes.iter().enumerate() {
         if b.auth.is_empty() || b.matcher.host.is_some() {
             continue;
         }
-        for (i, a) in c.routes.iter().enumerate() {
-            let Some(host) = &a.matcher.host else { continue };
+        for host in &hosts {
             let mut on_host = b.matcher.clone();
-            on_host.host = Some(host.clone());
-            let same_auth = a.auth.len() == b.auth.len() && a.auth.iter().all(|x| b.auth.contains(x));
-            if same_auth || !covers(&a.matcher, &on_host) {
+            on_host.host = Some((*host).clone());
+            // The first route tried that takes all of them on this host.
+            let Some(&i) = order.iter().find(|&&i| covers(&c.routes[i].matcher, &on_host)) else { continue };
+            let a = &c.routes[i];
+            let as_strong = b.auth.iter().all(|x| a.auth.contains(x))
+                && a.auth.iter().all(|x| b.auth.contains(x))
+                && b.require_scopes.iter().all(|s| a.require_scopes.contains(s));
+            if i == j || as_strong {
                 continue;
             }
             let protection = if a.auth.is_empty() {
                 "without credentials".to_owned()
             } else {
-                format!("with authenticators [{}]", a.auth.join(", "))
+                format!(
+                    "with authenticators [{}] and scopes [{}]",
+                    a.auth.join(", "),
+                    a.require_scopes.join(", ")
+                )
             };
             push(
                 p,

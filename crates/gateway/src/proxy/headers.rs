@@ -19,6 +19,8 @@ static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const VIA: HeaderValue = HeaderValue::from_static("1.1 bridgehead");
 
 /// Removes hop-by-hop fields: `Connection` and every field it names, plus the fixed list and
@@ -87,12 +89,17 @@ pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
         return false;
     };
     let offered = offered.to_str().unwrap_or_default();
-    chosen
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .all(|c| offered.split(',').any(|o| protocol_name(o.trim()).eq_ignore_ascii_case(protocol_name(c))))
-        && !chosen.trim().is_empty()
+    // Each protocol switched to was offered: same name, and the same version where both name one.
+    let was_offered = |c: &str| {
+        offered.split(',').map(str::trim).any(|o| {
+            protocol_name(o).eq_ignore_ascii_case(protocol_name(c))
+                && match (o.split_once('/'), c.split_once('/')) {
+                    (Some((_, ov)), Some((_, cv))) => ov.trim().eq_ignore_ascii_case(cv.trim()),
+                    _ => true,
+                }
+        })
+    };
+    !chosen.trim().is_empty() && chosen.split(',').map(str::trim).filter(|p| !p.is_empty()).all(was_offered)
 }
 
 /// Whether an offered protocol (`name` or `name/version`) is what an allow-list entry names: an
@@ -119,12 +126,13 @@ fn has_upgrade_token(headers: &HeaderMap) -> bool {
 }
 
 /// Adds `X-Forwarded-For` (appended), `-Proto` and `-Host` (replaced), and `Via`. Removes the
-/// client's `Forwarded` (its `host` and `proto` are unchecked claims that frameworks trust) and
-/// `X-Original-URL` / `X-Rewrite-URL` (a path some servers route on instead of the request's).
+/// client's claims about where the request went, which frameworks trust: `Forwarded` (`host=`,
+/// `proto=`), `X-Forwarded-Prefix` and `-Port`, and `X-Original-URL` / `X-Rewrite-URL` (a path
+/// some frameworks route on instead of the request's).
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
-    headers.remove(&FORWARDED);
-    headers.remove(&X_ORIGINAL_URL);
-    headers.remove(&X_REWRITE_URL);
+    for name in [&FORWARDED, &X_ORIGINAL_URL, &X_REWRITE_URL, &X_FORWARDED_PREFIX, &X_FORWARDED_PORT] {
+        headers.remove(name);
+    }
     let ip = client.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
@@ -278,6 +286,12 @@ mod tests {
         assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "websocket, h2c")])));
         assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "")])));
         assert!(!upgrade_accepted(&offered, &HeaderMap::new()));
+        // Versions: the one offered, or any where one side names none.
+        let foo2 = HeaderValue::from_static("foo/2");
+        assert!(upgrade_accepted(&foo2, &map(&[("upgrade", "FOO/2")])));
+        assert!(upgrade_accepted(&foo2, &map(&[("upgrade", "foo")])));
+        assert!(!upgrade_accepted(&foo2, &map(&[("upgrade", "foo/3")])));
+        assert!(upgrade_accepted(&HeaderValue::from_static("foo"), &map(&[("upgrade", "foo/3")])));
     }
 
     #[test]
@@ -288,9 +302,12 @@ mod tests {
             ("forwarded", "for=1.2.3.4;host=admin.example.com;proto=https"),
             ("x-original-url", "/secure/x"),
             ("x-rewrite-url", "/secure/x"),
+            ("x-forwarded-prefix", "/secure"),
+            ("x-forwarded-port", "8443"),
         ]);
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("api.example.com"));
-        for gone in ["forwarded", "x-original-url", "x-rewrite-url"] {
+        for gone in ["forwarded", "x-original-url", "x-rewrite-url", "x-forwarded-prefix", "x-forwarded-port"]
+        {
             assert!(!h.contains_key(gone), "{gone}");
         }
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");

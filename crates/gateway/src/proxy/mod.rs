@@ -35,7 +35,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
-use bridgehead_config::canonical::{canonical_host, normalize_path, without_parameters};
+use bridgehead_config::canonical::{canonical_host, normalize_path, strip_segments, without_parameters};
 use bytes::Bytes;
 
 use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
@@ -180,7 +180,7 @@ fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTa
                 .map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
         }
     }
-    target.route_path = without_parameters(req.uri().path(), paths.merge_slashes);
+    target.route_path = without_parameters(req.uri().path())?;
     let max_body = limits.max_body.get();
     if let Some(len) = req.body().size_hint().exact()
         && len > max_body
@@ -203,8 +203,8 @@ async fn proxy(
     let max_body = rt.loaded.config.server.limits.max_body.get();
 
     // route
-    let route_path = route_path.as_deref().unwrap_or(req.uri().path());
-    let route = match rt.router.find(host.as_deref(), route_path, req.method(), req.headers()) {
+    let routed = route_path.as_deref().unwrap_or(req.uri().path());
+    let route = match rt.router.find(host.as_deref(), routed, req.method(), req.headers()) {
         RouteResult::Found(r) => r,
         RouteResult::MethodNotAllowed(allow) => {
             return Err(GatewayError::MethodNotAllowed {
@@ -415,6 +415,7 @@ async fn proxy(
         *req.uri_mut() = upstream_uri(
             &parts.uri,
             route.strip_prefix.as_deref(),
+            route_path.is_some(),
             target.scheme.clone(),
             target.authority.clone(),
         )?;
@@ -712,9 +713,12 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
 }
 
 /// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
+/// `parameters`: the path has `;` parameters the router ignored, so the prefix is stripped by
+/// segments, parameters and all.
 fn upstream_uri(
     uri: &Uri,
     strip_prefix: Option<&str>,
+    parameters: bool,
     scheme: Scheme,
     authority: Authority,
 ) -> Result<Uri, GatewayError> {
@@ -722,7 +726,8 @@ fn upstream_uri(
         (None, Some(pq)) => pq.clone(),
         (None, None) => PathAndQuery::from_static("/"),
         (Some(prefix), _) => {
-            let path = strip(uri.path(), prefix);
+            let path =
+                if parameters { strip_segments(uri.path(), prefix) } else { strip(uri.path(), prefix) };
             let pq = match uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
