@@ -61,6 +61,7 @@ fn examples_and_starter_pass_config_check() {
         if path.extension().is_some_and(|e| e == "yaml") {
             let (code, out, err) = bridgehead(&["config", "check", path.to_str().unwrap()]);
             assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            assert!(!out.contains("warning:"), "examples model good configs: {out}");
             checked += 1;
         }
     }
