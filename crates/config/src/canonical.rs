@@ -17,9 +17,9 @@
 //! 4. Dot segments are removed (RFC 3986 §5.2.4), including decoded ones; a path that climbs
 //!    above the root is refused rather than clamped, since no honest client sends one.
 //!
-//! Routes are matched against the canonical path with `;` segment parameters removed
-//! ([`without_parameters`]), since servlet containers map `/secure;x/y` as `/secure/y`; the
-//! upstream gets the canonical path with them.
+//! A path with `;` segment parameters is also routed without them ([`without_parameters`]),
+//! since servlet containers map `/secure;x/y` as `/secure/y`; the gateway's route phase reads it
+//! both ways, and the upstream gets the canonical path with them.
 //!
 //! Refused outright: invalid escapes (`%zz`, a lone `%`), control characters raw or encoded
 //! (`%00`, `%0A`, …), a raw backslash, and dot segments with parameters (`..;x`, which Java
@@ -206,15 +206,18 @@ fn is_canonical(p: &[u8], opts: &PathNormalization) -> bool {
 /// The path the router matches: `path` (canonical) with the parameters of each segment removed
 /// (`/secure;jsessionid=1/x` is routed as `/secure/x`), as Java servlet containers map it; `None`
 /// when the path has no `;`. The upstream still gets `path` itself. A segment that is only
-/// parameters (`/users/;x/secrets`) is refused: servers disagree on whether it is a segment.
+/// parameters (`/users/;x/secrets`) is refused, since servers disagree on whether it is a
+/// segment, unless it is the last one (`/app/;jsessionid=1`, Tomcat's URL rewriting), which is
+/// routed as a trailing slash.
 pub fn without_parameters(path: &str) -> Result<Option<String>, PathError> {
     if !path.contains(';') {
         return Ok(None);
     }
     let mut out = String::with_capacity(path.len());
-    for seg in path[1..].split('/') {
+    let count = path[1..].split('/').count();
+    for (i, seg) in path[1..].split('/').enumerate() {
         let name = seg.split(';').next().unwrap_or_default();
-        if name.is_empty() && !seg.is_empty() {
+        if name.is_empty() && !seg.is_empty() && i + 1 < count {
             return Err(PathError::ParametersOnly { segment: seg.to_owned() });
         }
         out.push('/');
@@ -223,14 +226,14 @@ pub fn without_parameters(path: &str) -> Result<Option<String>, PathError> {
     Ok(Some(out))
 }
 
-/// The number of segments `prefix` has (`/api/v1` has 2, `/` none).
+/// The number of segments `prefix` has (`/api/v1` has 2, `/` none, `/a//b` 3).
 fn segment_count(prefix: &str) -> usize {
-    prefix.split('/').filter(|s| !s.is_empty()).count()
+    if prefix == "/" { 0 } else { prefix.trim_end_matches('/').split('/').count() - 1 }
 }
 
 /// `path` without its first segments, as many as `prefix` has, parameters and all
 /// (`/api;v=1/orders` without `/api` is `/orders`): `strip_prefix` for a path whose parameters
-/// the router ignored.
+/// the router ignored. The caller checks that the path without parameters starts with `prefix`.
 pub fn strip_segments(path: &str, prefix: &str) -> String {
     let n = segment_count(prefix);
     let rest = path[1..].splitn(n + 1, '/').nth(n).unwrap_or_default();

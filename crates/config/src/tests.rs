@@ -645,7 +645,7 @@ fn a_protected_prefix_beside_a_public_route_to_the_same_upstream_is_a_warning() 
 /// paths leaves them unprotected on that host.
 #[test]
 fn a_host_route_over_a_protected_path_is_a_warning() {
-    let head = "authenticators:\n  k:\n    api_key:\n      keys: [{ consumer: c, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }]\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n  v:\n    targets: [{ url: \"http://y\" }]\nroutes:\n";
+    let head = "authenticators:\n  k:\n    api_key:\n      keys: [{ consumer: c, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }]\n  j:\n    api_key:\n      header: X-Other\n      keys: [{ consumer: c, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }]\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\n  v:\n    targets: [{ url: \"http://y\" }]\nroutes:\n";
     let warned = |routes: &str| load_text(&format!("{head}{routes}")).unwrap().warnings;
     let w = warned(
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v }\n",
@@ -653,7 +653,7 @@ fn a_host_route_over_a_protected_path_is_a_warning() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].path, "routes[0].match");
     assert!(
-        w[0].message.starts_with("on host `api.example.com`, route `api` (routes[1]) takes every request protected route `s` would, without credentials"),
+        w[0].message.starts_with("on host `api.example.com`, route `api` (routes[1]) takes requests protected route `s` would, without credentials"),
         "{}",
         w[0].message
     );
@@ -662,9 +662,15 @@ fn a_host_route_over_a_protected_path_is_a_warning() {
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k], require_scopes: [admin] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
     );
     assert!(w[0].message.contains("with authenticators [k] and scopes []"), "{w:?}");
+    // Some methods are enough; a stricter authenticator list is not weaker.
+    let w = warned(
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: /, methods: [GET, HEAD] }, upstream: v }\n",
+    );
+    assert_eq!(w.len(), 1, "{w:?}");
     // Not when the host route is protected alike, does not take the protected paths, or a route
     // on that host protects them first.
     for routes in [
+        "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k, j] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: s2, match: { host: api.example.com, path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: / }, upstream: v, auth: [k] }\n",
         "  - { name: s, match: { path_prefix: /secure }, upstream: u, auth: [k] }\n  - { name: api, match: { host: api.example.com, path_prefix: /api }, upstream: v }\n",

@@ -784,9 +784,10 @@ pub fn warnings(c: &Config) -> Vec<Problem> {
 }
 
 /// Host routes rank before host-less ones, whatever their paths: a protected host-less route
-/// is not consulted on a host where another route, tried first, takes all of its paths with
+/// is not consulted on a host where a route tried before it takes some of its requests with
 /// weaker protection (`/secure` behind a key, beside a public `host: api.example.com` with
-/// `path_prefix: /`).
+/// `path_prefix: /`). Silent when a route with protection at least as strong takes all of them
+/// first.
 fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
     let mut order: Vec<usize> = (0..c.routes.len()).collect();
     order.sort_by(|&a, &b| {
@@ -795,6 +796,12 @@ fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
     let mut hosts: Vec<&String> = c.routes.iter().filter_map(|r| r.matcher.host.as_ref()).collect();
     hosts.sort();
     hosts.dedup();
+    // `a` asks at least what `b` does: any-of authenticators, a subset of them; all-of scopes, a superset.
+    let as_strong = |a: &Route, b: &Route| {
+        !a.auth.is_empty()
+            && a.auth.iter().all(|x| b.auth.contains(x))
+            && b.require_scopes.iter().all(|s| a.require_scopes.contains(s))
+    };
     for (j, b) in c.routes.iter().enumerate() {
         if b.auth.is_empty() || b.matcher.host.is_some() {
             continue;
@@ -802,32 +809,41 @@ fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
         for host in &hosts {
             let mut on_host = b.matcher.clone();
             on_host.host = Some((*host).clone());
-            // The first route tried that takes all of them on this host.
-            let Some(&i) = order.iter().find(|&&i| covers(&c.routes[i].matcher, &on_host)) else { continue };
-            let a = &c.routes[i];
-            let as_strong = b.auth.iter().all(|x| a.auth.contains(x))
-                && a.auth.iter().all(|x| b.auth.contains(x))
-                && b.require_scopes.iter().all(|s| a.require_scopes.contains(s));
-            if i == j || as_strong {
-                continue;
+            for &i in &order {
+                let a = &c.routes[i];
+                if i == j || (as_strong(a, b) && covers(&a.matcher, &on_host)) {
+                    break; // protected from here on
+                }
+                // Some of b's requests on this host: its paths, some of its methods.
+                let mut reach = a.matcher.clone();
+                reach.methods = None;
+                reach.headers.clear();
+                let methods_meet = match (&a.matcher.methods, &b.matcher.methods) {
+                    (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+                    _ => true,
+                };
+                if a.matcher.host.is_none() || !methods_meet || !covers(&reach, &on_host) || as_strong(a, b) {
+                    continue;
+                }
+                let protection = if a.auth.is_empty() {
+                    "without credentials".to_owned()
+                } else {
+                    format!(
+                        "with authenticators [{}] and scopes [{}]",
+                        a.auth.join(", "),
+                        a.require_scopes.join(", ")
+                    )
+                };
+                push(
+                    p,
+                    join_key(&join_index("routes", j), "match"),
+                    format!(
+                        "on host `{host}`, route `{}` (routes[{i}]) takes requests protected route `{}` would, {protection}: a route with a host ranks before every route without one; add the same protection there, or give `{}` a route on that host",
+                        a.name, b.name, b.name
+                    ),
+                );
+                break;
             }
-            let protection = if a.auth.is_empty() {
-                "without credentials".to_owned()
-            } else {
-                format!(
-                    "with authenticators [{}] and scopes [{}]",
-                    a.auth.join(", "),
-                    a.require_scopes.join(", ")
-                )
-            };
-            push(
-                p,
-                join_key(&join_index("routes", j), "match"),
-                format!(
-                    "on host `{host}`, route `{}` (routes[{i}]) takes every request protected route `{}` would, {protection}: a route with a host ranks before every route without one; add the same protection there, or give `{}` a route on that host",
-                    a.name, b.name, b.name
-                ),
-            );
         }
     }
 }

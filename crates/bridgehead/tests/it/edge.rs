@@ -160,6 +160,48 @@ async fn path_parameters_are_routed_without_and_forwarded_with() {
     let res = raw_request(gw.addr, &get("/users/;x/secrets", "x", "")).await;
     assert_eq!(res.status, 400, "{}", res.body);
     assert!(res.json()["detail"].as_str().unwrap().contains("segment `;x` has parameters but no name"));
+    // Tomcat's URL rewriting: a last segment of parameters only.
+    let res = raw_request(gw.addr, &get("/secure/;jsessionid=1", "x", "")).await;
+    assert_eq!(res.status, 401, "{}", res.body);
+    let res = raw_request(gw.addr, &get("/pub/;jsessionid=1", "x", "")).await;
+    assert_eq!(res.body.trim(), "public host=x uri=/pub/;jsessionid=1");
+}
+
+/// A path with parameters is routed both ways: without them (a servlet container's reading)
+/// and as sent (everyone else's). A protected route met either way authenticates the request.
+#[tokio::test]
+async fn path_parameters_cannot_turn_a_protected_reading_public() {
+    let Some(nginx) = TestNginx::start(SITE) else { return };
+    let digest = bridgehead_auth::apikey::sha256_hex(KEY);
+    let yaml = format!(
+        "authenticators:\n  partners:\n    api_key:\n      header: X-API-Key\n      keys: [{{ consumer: acme, sha256: \"{digest}\" }}]\n  ops:\n    api_key:\n      header: X-Ops-Key\n      keys: [{{ consumer: ops, sha256: \"{digest}\" }}]\n\
+         upstreams:\n  site:\n    targets: [{{ url: \"{}\" }}]\n\
+         routes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: site, auth: [ops] }}\n  - {{ name: health, match: {{ path: /health }}, upstream: site }}\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: site, auth: [partners] }}\n  - {{ name: v1, match: {{ host: api.example.com }}, upstream: site, strip_prefix: /v1 }}\n",
+        nginx.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    // Deny by default: `/health;x` is `/health` only to a servlet container; nginx's `location /`
+    // (and the catch-all route) take it as sent, so it needs the catch-all's key.
+    let res = raw_request(gw.addr, &get("/health;x", "x", "")).await;
+    assert_eq!(res.status, 401, "{}", res.body);
+    let res = raw_request(gw.addr, &get("/health", "x", "")).await;
+    assert_eq!(res.body.trim(), "public host=x uri=/health");
+    let res = raw_request(gw.addr, &get("/health;x", "x", &format!("X-Ops-Key: {KEY}\r\n"))).await;
+    assert_eq!(res.body.trim(), "public host=x uri=/health;x");
+    // Two protected routes, one per reading: ambiguous.
+    let res = raw_request(gw.addr, &get("/a;x", "x", "")).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert!(
+        res.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("matches route `a` without its `;` parameters and route `all` with them")
+    );
+    // `strip_prefix` applies only where the path without parameters starts with it.
+    let res = raw_request(gw.addr, &get("/other;p/b", "api.example.com", "")).await;
+    assert_eq!(res.body.trim(), "public host=api.example.com uri=/other;p/b");
+    let res = raw_request(gw.addr, &get("/v1;p/b", "api.example.com", "")).await;
+    assert_eq!(res.body.trim(), "public host=api.example.com uri=/b");
 }
 
 #[tokio::test]

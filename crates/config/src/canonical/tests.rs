@@ -252,7 +252,10 @@ fn routing_paths_drop_segment_parameters() {
         ("//a;x", Ok(Some("//a"))),
         ("/;x/secure", Err("segment `;x` has parameters but no name")),
         ("/users/;x/secrets", Err("segment `;x`")),
-        ("/a/;", Err("segment `;`")),
+        ("/a/;x/b", Err("segment `;x`")),
+        // A last segment of parameters only: Tomcat's URL rewriting.
+        ("/;jsessionid=1", Ok(Some("/"))),
+        ("/app/;jsessionid=1", Ok(Some("/app/"))),
     ];
     for (path, want) in rows {
         let got = without_parameters(path);
@@ -267,6 +270,7 @@ fn routing_paths_drop_segment_parameters() {
         ("/api;v=1", "/api", "/"),
         ("/a;x/b;y/c", "/a/b", "/c"),
         ("/a;x/b", "/", "/a;x/b"),
+        ("/a;x//b;y/c", "/a//b", "/c"),
     ] {
         assert_eq!(strip_segments(path, prefix), want, "{path} - {prefix}");
     }

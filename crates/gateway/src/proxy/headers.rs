@@ -85,9 +85,9 @@ pub fn allowed_upgrade(version: Version, headers: &HeaderMap, allowed: &[String]
 /// what [`allowed_upgrade`] forwarded). RFC 9110 §15.2.2: the 101 names the new protocol in
 /// `Upgrade`.
 pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
-    let Some(chosen) = response.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
+    let chosen: Vec<&str> =
+        response.get_all(header::UPGRADE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let chosen = chosen.join(",");
     let offered = offered.to_str().unwrap_or_default();
     // Each protocol switched to was offered: same name, and the same version where both name one.
     let was_offered = |c: &str| {
@@ -286,6 +286,7 @@ mod tests {
         assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "websocket, h2c")])));
         assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "")])));
         assert!(!upgrade_accepted(&offered, &HeaderMap::new()));
+        assert!(!upgrade_accepted(&offered, &map(&[("upgrade", "websocket"), ("upgrade", "h2c")])));
         // Versions: the one offered, or any where one side names none.
         let foo2 = HeaderValue::from_static("foo/2");
         assert!(upgrade_accepted(&foo2, &map(&[("upgrade", "FOO/2")])));

@@ -36,6 +36,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
 use bridgehead_config::canonical::{canonical_host, normalize_path, strip_segments, without_parameters};
+use bridgehead_config::pattern::has_segment_prefix;
 use bytes::Bytes;
 
 use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
@@ -190,6 +191,49 @@ fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTa
     Ok(target)
 }
 
+/// route: the most specific route for the canonical host and path. A path with `;` parameters
+/// is matched both without them (as servlet containers map it) and as sent (as most other
+/// servers read it). When the two pick different routes, the one that authenticates wins, so
+/// neither reading reaches a protected resource through a public route; two routes that both
+/// authenticate make the path ambiguous (400). Returns the route, and the parameter-free path
+/// when that is what it matched.
+fn route<'r, 'p>(
+    rt: &'r Runtime,
+    req: &Request<Incoming>,
+    host: Option<&str>,
+    without_parameters: Option<&'p str>,
+) -> Result<(&'r crate::router::Route, Option<&'p str>), GatewayError> {
+    let find = |path: &str| rt.router.find(host, path, req.method(), req.headers());
+    let raw = req.uri().path();
+    let refuse = |result: RouteResult<'_>| match result {
+        RouteResult::MethodNotAllowed(allow) => {
+            GatewayError::MethodNotAllowed { method: req.method().to_string(), path: raw.to_owned(), allow }
+        }
+        _ => GatewayError::NoRoute { method: req.method().to_string(), path: raw.to_owned() },
+    };
+    let Some(stripped) = without_parameters else {
+        return match find(raw) {
+            RouteResult::Found(r) => Ok((r, None)),
+            other => Err(refuse(other)),
+        };
+    };
+    match (find(stripped), find(raw)) {
+        (RouteResult::Found(a), RouteResult::Found(b)) if !std::ptr::eq(a, b) => {
+            match (a.auth.is_some(), b.auth.is_some()) {
+                (false, true) => Ok((b, None)),
+                (true, true) => Err(GatewayError::BadRequest(format!(
+                    "the path matches route `{}` without its `;` parameters and route `{}` with them; send it without parameters",
+                    a.name, b.name
+                ))),
+                _ => Ok((a, Some(stripped))),
+            }
+        }
+        (RouteResult::Found(a), _) => Ok((a, Some(stripped))),
+        (_, RouteResult::Found(b)) => Ok((b, None)),
+        (other, _) => Err(refuse(other)),
+    }
+}
+
 async fn proxy(
     rt: &Runtime,
     conn: &ConnInfo,
@@ -203,23 +247,7 @@ async fn proxy(
     let max_body = rt.loaded.config.server.limits.max_body.get();
 
     // route
-    let routed = route_path.as_deref().unwrap_or(req.uri().path());
-    let route = match rt.router.find(host.as_deref(), routed, req.method(), req.headers()) {
-        RouteResult::Found(r) => r,
-        RouteResult::MethodNotAllowed(allow) => {
-            return Err(GatewayError::MethodNotAllowed {
-                method: req.method().to_string(),
-                path: req.uri().path().to_owned(),
-                allow,
-            });
-        }
-        RouteResult::NotFound => {
-            return Err(GatewayError::NoRoute {
-                method: req.method().to_string(),
-                path: req.uri().path().to_owned(),
-            });
-        }
-    };
+    let (route, stripped) = route(rt, &req, host.as_deref(), route_path.as_deref())?;
     let upstream = &route.upstream;
     log.route = Some(route.name.clone());
     log.duration = Some(route.duration.clone());
@@ -415,7 +443,7 @@ async fn proxy(
         *req.uri_mut() = upstream_uri(
             &parts.uri,
             route.strip_prefix.as_deref(),
-            route_path.is_some(),
+            stripped,
             target.scheme.clone(),
             target.authority.clone(),
         )?;
@@ -713,12 +741,12 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
 }
 
 /// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
-/// `parameters`: the path has `;` parameters the router ignored, so the prefix is stripped by
-/// segments, parameters and all.
+/// `stripped`: the route matched this path without the `;` parameters the request has, so the
+/// prefix is stripped by segments, parameters and all (when that path starts with it).
 fn upstream_uri(
     uri: &Uri,
     strip_prefix: Option<&str>,
-    parameters: bool,
+    stripped: Option<&str>,
     scheme: Scheme,
     authority: Authority,
 ) -> Result<Uri, GatewayError> {
@@ -726,8 +754,10 @@ fn upstream_uri(
         (None, Some(pq)) => pq.clone(),
         (None, None) => PathAndQuery::from_static("/"),
         (Some(prefix), _) => {
-            let path =
-                if parameters { strip_segments(uri.path(), prefix) } else { strip(uri.path(), prefix) };
+            let path = match stripped {
+                Some(routed) if has_segment_prefix(routed, prefix) => strip_segments(uri.path(), prefix),
+                _ => strip(uri.path(), prefix),
+            };
             let pq = match uri.query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path,
