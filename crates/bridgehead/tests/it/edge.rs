@@ -439,6 +439,13 @@ async fn a_101_nobody_asked_for_is_a_502_not_a_tunnel() {
             p["detail"]
         );
     }
+    // Each counts against the target, as an error (passive health and the breaker see it too).
+    let metrics = gw.metrics().await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("bridgehead_upstream_requests_total{") && l.contains("outcome=\"error\""))
+        .unwrap_or_else(|| panic!("no error outcome counted:\n{metrics}"));
+    assert!(line.ends_with(" 3"), "{line}");
     // A route that allows no upgrade: the WebSocket offer is dropped, and the 101 is refused.
     gw.shutdown().await;
     let routes = "  - { name: public, match: { path_prefix: / }, upstream: site, upgrades: [] }\n";

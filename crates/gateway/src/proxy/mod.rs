@@ -514,8 +514,13 @@ async fn proxy(
                 (failure, Err(GatewayError::UpstreamFailed { upstream: upstream.name.to_string(), reason }))
             }
             Ok(Ok(res)) => {
-                let failed = res.status().is_server_error();
-                if failed {
+                // A switch to a protocol nobody asked for is refused below (502): the target's fault.
+                let unasked_switch = res.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && !upgrade.as_ref().is_some_and(|offered| headers::upgrade_accepted(offered, res.headers()));
+                let failed = res.status().is_server_error() || unasked_switch;
+                if unasked_switch {
+                    count(target, outcome::ERROR);
+                } else if failed {
                     count(target, outcome::HTTP_5XX);
                 } else {
                     target.success.inc();
