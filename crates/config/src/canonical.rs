@@ -168,13 +168,12 @@ fn is_canonical(p: &[u8], opts: &PathNormalization) -> bool {
             // An escape stays as is when its hex is upper case and it is not one to decode or
             // refuse: an unreserved character, a control character, or (unless kept) a slash.
             Class::Percent => {
-                let canonical = |h: u8| matches!(h, b'0'..=b'9' | b'A'..=b'F');
                 let (Some(&hi), Some(&lo)) = (p.get(i + 1), p.get(i + 2)) else { return false };
-                if !(canonical(hi) && canonical(lo)) {
+                if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
                     return false;
                 }
-                let v = (hi as char).to_digit(16).unwrap_or(0) << 4 | (lo as char).to_digit(16).unwrap_or(0);
-                let v = v as u8;
+                let (Some(hi), Some(lo)) = (hex_value(hi), hex_value(lo)) else { return false };
+                let v = hi << 4 | lo;
                 let slash_kept = opts.escaped_slashes == EscapedSlashes::Keep;
                 if is_unreserved(v) || v < 0x20 || v == 0x7f || (matches!(v, b'/' | b'\\') && !slash_kept) {
                     return false;
@@ -214,10 +213,10 @@ pub fn without_parameters(path: &str) -> Result<Option<String>, PathError> {
         return Ok(None);
     }
     let mut out = String::with_capacity(path.len());
-    let count = path[1..].split('/').count();
-    for (i, seg) in path[1..].split('/').enumerate() {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
         let name = seg.split(';').next().unwrap_or_default();
-        if name.is_empty() && !seg.is_empty() && i + 1 < count {
+        if name.is_empty() && !seg.is_empty() && segments.peek().is_some() {
             return Err(PathError::ParametersOnly { segment: seg.to_owned() });
         }
         out.push('/');

@@ -727,13 +727,17 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
     shadowed_routes(c, p);
 }
 
+/// Route indices in the order the router tries them: most specific first, ties in config order.
+fn try_order(c: &Config) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..c.routes.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(specificity(&c.routes[i].matcher)), i));
+    order
+}
+
 /// Routes that can never be chosen because a route tried before them takes every request they
 /// would (identical matches are reported above, as such).
 fn shadowed_routes(c: &Config, p: &mut Vec<Problem>) {
-    let mut order: Vec<usize> = (0..c.routes.len()).collect();
-    order.sort_by(|&a, &b| {
-        specificity(&c.routes[b].matcher).cmp(&specificity(&c.routes[a].matcher)).then(a.cmp(&b))
-    });
+    let order = try_order(c);
     for (pos, &j) in order.iter().enumerate() {
         let b = &c.routes[j];
         let same =
@@ -789,10 +793,7 @@ pub fn warnings(c: &Config) -> Vec<Problem> {
 /// `path_prefix: /`). Silent when a route with protection at least as strong takes all of them
 /// first.
 fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
-    let mut order: Vec<usize> = (0..c.routes.len()).collect();
-    order.sort_by(|&a, &b| {
-        specificity(&c.routes[b].matcher).cmp(&specificity(&c.routes[a].matcher)).then(a.cmp(&b))
-    });
+    let order = try_order(c);
     let mut hosts: Vec<&String> = c.routes.iter().filter_map(|r| r.matcher.host.as_ref()).collect();
     hosts.sort();
     hosts.dedup();
@@ -1064,14 +1065,14 @@ fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Pro
     }
     if let Some(host) = &m.host {
         let bare = host.strip_prefix("*.").unwrap_or(host);
-        let problem = if bare.ends_with('.') {
+        let problem = if bare.starts_with('[') || bare.contains(':') {
+            Some("no port, no IP literal".to_owned())
+        } else if bare.ends_with('.') {
             Some("must not end with `.`: requests for `example.com.` are matched as `example.com`".to_owned())
         } else {
             canonical_host(bare).err().map(|e| e.to_string())
         };
-        if bare.starts_with('[') || bare.contains(':') {
-            push(p, join_key(&mp, "host"), format!("`{host}` is not a host name (no port, no IP literal)"));
-        } else if let Some(problem) = problem {
+        if let Some(problem) = problem {
             push(
                 p,
                 join_key(&mp, "host"),

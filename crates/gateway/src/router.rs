@@ -34,7 +34,7 @@ pub struct Route {
     pub duration: Histogram,
     pub rate_limit: Option<crate::policy::ratelimit::RouteLimits>,
     pub idempotency: Option<crate::policy::idempotency::IdempotencyPolicy>,
-    /// Protocols a client may switch to (`routes[].upgrades`), lower case.
+    /// Protocols a client may switch to (`routes[].upgrades`), compared case-insensitively.
     pub upgrades: Vec<String>,
     matcher: Matcher,
 }
@@ -108,7 +108,7 @@ impl Router {
                         auth: auth(r),
                         rate_limit,
                         idempotency,
-                        upgrades: r.upgrades.iter().map(|u| u.to_ascii_lowercase()).collect(),
+                        upgrades: r.upgrades.clone(),
                         matcher,
                     },
                 )

@@ -71,12 +71,11 @@ pub struct ConnInfo {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
     let access_log = rt.loaded.config.server.access_log.enabled;
-    let mut req = req;
     let filtered = request_filter(&rt, &mut req);
     let mut log = Logging {
         start: Instant::now(),
@@ -258,6 +257,10 @@ async fn proxy(
     // served as plain HTTP/1.1.
     let upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    // Whether a 101 switches to a protocol the client offered and the route allows.
+    let switch_allowed = |res: &Response<Incoming>| {
+        upgrade.as_ref().is_some_and(|o| headers::upgrade_accepted(o, res.headers()))
+    };
     let (mut parts, body) = req.into_parts();
     // Hop-by-hop first, so that `Connection: x-consumer-id` cannot remove what the gateway sets.
     headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
@@ -515,8 +518,7 @@ async fn proxy(
             }
             Ok(Ok(res)) => {
                 // A switch to a protocol nobody asked for is refused below (502): the target's fault.
-                let unasked_switch = res.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && !upgrade.as_ref().is_some_and(|offered| headers::upgrade_accepted(offered, res.headers()));
+                let unasked_switch = res.status() == StatusCode::SWITCHING_PROTOCOLS && !switch_allowed(&res);
                 let failed = res.status().is_server_error() || unasked_switch;
                 if unasked_switch {
                     count(target, outcome::ERROR);
@@ -591,9 +593,7 @@ async fn proxy(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         // A tunnel only to a protocol the client asked for and the route allows: a 101 to
         // anything else would carry unrouted, unauthenticated requests to the upstream.
-        let accepted =
-            upgrade.as_ref().is_some_and(|offered| headers::upgrade_accepted(offered, res.headers()));
-        let Some(client_upgrade) = client_upgrade.filter(|_| accepted) else {
+        let Some(client_upgrade) = client_upgrade.filter(|_| switch_allowed(&res)) else {
             tracing::warn!(upstream = %upstream.name, "upstream switched protocols without an allowed upgrade request");
             if let Some(c) = claim.take() {
                 release(c);
@@ -603,16 +603,13 @@ async fn proxy(
                 reason: "it switched protocols (101) although the request asked for no upgrade it may make",
             });
         };
-        {
-            let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(async move {
-                if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                            .await;
-                }
-            });
-        }
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                    .await;
+            }
+        });
     } else {
         headers::remove_hop_by_hop(res.headers_mut(), None);
     }
