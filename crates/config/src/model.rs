@@ -431,8 +431,9 @@ pub struct Retry {
     pub max_backoff: HumanDuration,
     /// What is retried: `connect-error` (the target refused or did not answer the connection),
     /// `timeout` (no response head within `per_try_timeout`; the upstream may have acted on the
-    /// request), `reset` (the connection broke before a response head), or a status code such
-    /// as `503` or `429`.
+    /// request), `reset` (the connection broke before a response head), a status code such
+    /// as `503` or `429`, or a gRPC status of a failed call (`unavailable`, `resource-exhausted`,
+    /// `deadline-exceeded`, `internal`, `unknown`, `cancelled`).
     pub on: Vec<RetryOn>,
     /// Time one try may take until its response head; `timeouts.request` stays the deadline for
     /// all tries together. Absent: `timeouts.request`.
@@ -477,7 +478,21 @@ pub enum RetryOn {
     Reset,
     /// The upstream answered with this status (408, 429 or 5xx).
     Status(u16),
+    /// A gRPC call failed with this status code (judged on routes that speak gRPC): named as
+    /// `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, `unavailable` or
+    /// `unknown`.
+    Grpc(u32),
 }
+
+/// The gRPC status codes `retry.on` may name, by name.
+const GRPC_RETRY_CODES: [(&str, u32); 6] = [
+    ("cancelled", 1),
+    ("unknown", 2),
+    ("deadline-exceeded", 4),
+    ("resource-exhausted", 8),
+    ("internal", 13),
+    ("unavailable", 14),
+];
 
 impl std::str::FromStr for RetryOn {
     type Err = String;
@@ -488,10 +503,13 @@ impl std::str::FromStr for RetryOn {
             "reset" => return Ok(Self::Reset),
             _ => {}
         }
+        if let Some((_, code)) = GRPC_RETRY_CODES.iter().find(|(name, _)| *name == s) {
+            return Ok(Self::Grpc(*code));
+        }
         match s.parse::<u16>() {
             Ok(n) if n == 408 || n == 429 || (500..=599).contains(&n) => Ok(Self::Status(n)),
             _ => Err(format!(
-                "`{s}` is not retryable; use connect-error, timeout, reset, 408, 429 or a 5xx status"
+                "`{s}` is not retryable; use connect-error, timeout, reset, 408, 429, a 5xx status, or a gRPC status: cancelled, unknown, deadline-exceeded, resource-exhausted, internal, unavailable"
             )),
         }
     }
@@ -504,6 +522,10 @@ impl std::fmt::Display for RetryOn {
             Self::Timeout => f.write_str("timeout"),
             Self::Reset => f.write_str("reset"),
             Self::Status(n) => write!(f, "{n}"),
+            Self::Grpc(code) => {
+                let name = GRPC_RETRY_CODES.iter().find(|(_, c)| c == code).map_or("unknown", |(n, _)| n);
+                f.write_str(name)
+            }
         }
     }
 }
@@ -545,16 +567,17 @@ impl JsonSchema for RetryOn {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "`connect-error`, `timeout`, `reset`, or a status code (408, 429, 5xx).",
+            "description": "`connect-error`, `timeout`, `reset`, a status code (408, 429, 5xx), or a gRPC status name.",
             "anyOf": [
-                {"type": "string", "enum": ["connect-error", "timeout", "reset"]},
+                {"type": "string", "enum": ["connect-error", "timeout", "reset", "cancelled", "unknown", "deadline-exceeded", "resource-exhausted", "internal", "unavailable"]},
                 {"type": "integer", "minimum": 408, "maximum": 599}
             ]
         })
     }
 }
 
-/// A circuit breaker per target. Failures are connect errors, timeouts and 5xx answers.
+/// A circuit breaker per target. Failures are connect errors, timeouts, 5xx answers, and gRPC
+/// calls that fail with UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE or DATA_LOSS.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {

@@ -110,6 +110,11 @@ pub mod outcome {
     pub const TIMEOUT: &str = "timeout";
     /// The connection failed after it was established (closed early, invalid response).
     pub const ERROR: &str = "error";
+    /// A gRPC call failed with a status that blames the server (UNKNOWN, DEADLINE_EXCEEDED,
+    /// INTERNAL, UNAVAILABLE, DATA_LOSS), or ended without a status.
+    pub const GRPC_ERROR: &str = "grpc_error";
+    /// The client went away before a streamed gRPC answer's status arrived.
+    pub const CANCELLED: &str = "cancelled";
 }
 
 /// Label used for requests that matched no route.

@@ -17,6 +17,8 @@ pub enum Failure {
     Timeout,
     Reset,
     Status(StatusCode),
+    /// A gRPC call failed with this status.
+    Grpc(u32),
 }
 
 /// A compiled retry policy of one upstream.
@@ -61,6 +63,7 @@ impl RetryPolicy {
             (RetryOn::Timeout, Failure::Timeout) => true,
             (RetryOn::Reset, Failure::Reset) => true,
             (RetryOn::Status(s), Failure::Status(got)) => *s == got.as_u16(),
+            (RetryOn::Grpc(want), Failure::Grpc(got)) => *want == got,
             _ => false,
         })
     }

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::classify::UpstreamBody;
+
 /// Boxed error type of the bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,10 +53,10 @@ pub enum RequestBody {
 
 /// Why a body could not be read whole.
 #[derive(Debug)]
-pub enum Collect {
+pub enum Collect<B = Incoming> {
     /// Longer than the limit, or the process-wide budget ran out; what was read so far and the
     /// rest of the body.
-    TooLarge(Bytes, Incoming),
+    TooLarge(Bytes, B),
     /// The body failed (the peer went away or sent garbage).
     Failed(BoxError),
 }
@@ -140,11 +142,15 @@ pub enum Charge<'a> {
 }
 
 /// Reads `body` whole if it fits in `limit` bytes and in the budget.
-pub async fn collect(mut body: Incoming, limit: u64, mut charge: Charge<'_>) -> Result<Bytes, Collect> {
+pub async fn collect<B>(mut body: B, limit: u64, mut charge: Charge<'_>) -> Result<Bytes, Collect<B>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Collect::Failed(Box::new(e)))?;
+        let frame = frame.map_err(|e| Collect::Failed(e.into()))?;
         if let Ok(data) = frame.into_data() {
             let total = buf.len() as u64 + data.len() as u64;
             let fits = total <= limit
@@ -214,9 +220,9 @@ pub trait OnFinish: Send + Sync + 'static {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// Bytes already read from the upstream body, then the rest of it.
-    Prefixed(Option<Bytes>, Incoming),
+    Prefixed(Option<Bytes>, UpstreamBody),
 }
 
 /// A response body sent to the client.
@@ -232,12 +238,12 @@ impl ResponseBody {
         Self { inner: Inner::Full(Some(bytes)), bytes_out: 0, completed: false, on_finish: None }
     }
 
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         Self { inner: Inner::Upstream(body), bytes_out: 0, completed: false, on_finish: None }
     }
 
     /// `head`, already read from the upstream body, followed by the rest of it.
-    pub fn prefixed(head: Bytes, rest: Incoming) -> Self {
+    pub fn prefixed(head: Bytes, rest: UpstreamBody) -> Self {
         Self { inner: Inner::Prefixed(Some(head), rest), bytes_out: 0, completed: false, on_finish: None }
     }
 
@@ -268,10 +274,10 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(inner) => poll_incoming(inner, cx),
+            Inner::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             Inner::Prefixed(head, rest) => match head.take() {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => poll_incoming(rest, cx),
+                None => Pin::new(rest).poll_frame(cx),
             },
         };
         match &polled {

@@ -21,39 +21,35 @@ pub mod headers;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use bridgehead_config::canonical::{canonical_host, normalize_path, strip_segments, without_parameters};
+use bridgehead_config::pattern::has_segment_prefix;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
-use bridgehead_config::canonical::{canonical_host, normalize_path, strip_segments, without_parameters};
-use bridgehead_config::pattern::has_segment_prefix;
-use bytes::Bytes;
-
 use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
 use self::headers::X_REQUEST_ID;
 use crate::access_log::Record;
-use crate::metrics::{
-    self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels, UpstreamLabels,
-    UpstreamResultLabels, outcome,
-};
+use crate::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels};
 use crate::policy::RequestFacts;
-use crate::policy::idempotency::{Begin, IDEMPOTENCY_KEY, fingerprint};
-use crate::policy::retry::{Failure, RetryPolicy};
+use crate::policy::idempotency::{Begin, Claim, IDEMPOTENCY_KEY, fingerprint};
+use crate::policy::retry::RetryPolicy;
 use crate::problem::GatewayError;
-use crate::router::{RouteResult, strip};
+use crate::router::{Route, RouteResult, strip};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::InFlight;
-use crate::upstream::NoTarget;
+use crate::upstream::classify::{Classify, UpstreamBody};
+use crate::upstream::send::{Observer, Outgoing, Payload, Sender};
 
 /// The route label of requests the built-in authorization server answers.
 pub const OAUTH_ROUTE: &str = "(oauth)";
@@ -73,68 +69,179 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Invariant: one generation per request, loaded here and nowhere else.
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
-    let access_log = rt.loaded.config.server.access_log.enabled;
     let filtered = request_filter(&rt, &mut req);
-    let mut log = Logging {
-        start: Instant::now(),
-        request_id: request_id.clone(),
-        client: conn.client,
-        version: req.version(),
-        method: req.method().clone(),
-        // Only the access log reads the path (canonical once the filter passed): no copy when
-        // it is off.
-        path: if access_log { req.uri().path().to_owned() } else { String::new() },
+    let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone());
+    let stats = Arc::new(RequestStats::default());
+    log.stats = Some(stats.clone());
+    let mut ctx = RequestCtx {
+        rt: &rt,
+        conn: &conn,
+        request_id,
+        target: RequestTarget { host: None, authority: None, route_path: None },
         route: None,
-        consumer: None,
-        duration: None,
-        upstream: None,
-        target: None,
-        status: 0,
-        stats: None,
-        in_flight: None,
-        held: body::Held::default(),
-        access_log,
-        shared: shared.clone(),
+        without_parameters: false,
+        upgrade: None,
+        client_upgrade: None,
+        body: BodyState::Taken,
+        stats,
+        claim: None,
+        request_held: body::Held::default(),
+        extra: http::HeaderMap::new(),
+        log,
     };
-    // The built-in authorization server answers its own paths before routing.
-    // The path test comes first: most requests never touch the server's slot.
-    if filtered.is_ok()
-        && crate::oauth::is_oauth_path(req.uri().path())
-        && let Some(oauth) = shared.oauth.load_full()
-    {
-        log.route = Some(Arc::from(OAUTH_ROUTE));
-        let mut res = oauth.handle(req, conn.client.ip()).await.map(ResponseBody::full);
-        res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        log.status = res.status().as_u16();
-        let (parts, body) = res.into_parts();
-        return Ok(Response::from_parts(parts, body.on_finish(Box::new(log))));
-    }
-    let mut extra = http::HeaderMap::new();
     let result = match filtered {
-        Ok(target) => proxy(&rt, &conn, req, target, &request_id, &mut log, &mut extra).await,
+        Ok(target) => {
+            ctx.target = target;
+            match oauth_server(&mut ctx, req).await {
+                Ok(res) => Ok(res),
+                Err(req) => proxy(&mut ctx, *req).await,
+            }
+        }
         Err(e) => Err(e),
     };
+    Ok(respond(ctx, result))
+}
+
+/// Everything the phases of one request share.
+struct RequestCtx<'a> {
+    rt: &'a Runtime,
+    conn: &'a ConnInfo,
+    request_id: HeaderValue,
+    /// Where the request is addressed, canonical (set by `request_filter`).
+    target: RequestTarget,
+    /// The route (set by `route`).
+    route: Option<&'a Route>,
+    /// The route matched the path without its `;` segment parameters.
+    without_parameters: bool,
+    /// The `Upgrade` value to forward: protocols the client offered and the route allows.
+    upgrade: Option<HeaderValue>,
+    /// The client side of an allowed upgrade.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    body: BodyState,
+    /// Byte counts of the request body, shared with the logging phase.
+    stats: Arc<RequestStats>,
+    /// The idempotency key this request holds, from `idempotency` until `store_response`.
+    claim: Option<Claim>,
+    /// Room taken in `server.limits.max_buffered` for the request body, given back once the
+    /// tries are over.
+    request_held: body::Held,
+    /// Headers every answer to this request carries (the rate-limit headers).
+    extra: http::HeaderMap,
+    log: Logging,
+}
+
+/// The request body as the phases see it.
+enum BodyState {
+    /// Not read yet: it streams to the upstream unless a phase reads it.
+    Streaming(Incoming),
+    /// Read whole (by the idempotency phase): it can be sent again.
+    Buffered(Bytes),
+    /// Moved on (into the upstream request, or never had one).
+    Taken,
+}
+
+impl<'a> RequestCtx<'a> {
+    fn route(&self) -> &'a Route {
+        self.route.expect("set by the route phase")
+    }
+
+    fn upstream(&self) -> &'a Arc<crate::upstream::Upstream> {
+        &self.route().upstream
+    }
+
+    /// The request facts policies key on: headers, client address, consumer.
+    fn facts<'h>(&'h self, headers: &'h http::HeaderMap) -> RequestFacts<'h> {
+        RequestFacts { headers, client: self.conn.client.ip(), consumer: self.log.consumer.as_deref() }
+    }
+
+    /// Whether a 101 switches to a protocol the client offered and the route allows.
+    fn switch_allowed(&self, response: &http::HeaderMap) -> bool {
+        self.upgrade.as_ref().is_some_and(|o| headers::upgrade_accepted(o, response))
+    }
+
+    /// Frees the idempotency key, counting it.
+    fn release_claim(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            claim.release();
+            self.count_idempotency("released");
+        }
+    }
+
+    fn count_idempotency(&self, result: &'static str) {
+        let route = Name(self.route().name.clone());
+        self.log.shared.metrics.idempotency.get_or_create(&RouteResultLabels { route, result }).inc();
+    }
+}
+
+/// The answer, with the request id and the extra headers; the logging phase runs when its body
+/// is over.
+fn respond(
+    mut ctx: RequestCtx<'_>,
+    result: Result<Response<ResponseBody>, GatewayError>,
+) -> Response<ResponseBody> {
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
-            let id = request_id.to_str().unwrap_or_default();
+            // A gateway error (502, 503, 504 …) is a failure to the client: a key it holds is
+            // freed, so the client's retry can succeed, as after an upstream 5xx.
+            if ctx.claim.is_some() {
+                ctx.release_claim();
+            }
+            let id = ctx.request_id.to_str().unwrap_or_default();
             if e.status().is_server_error() {
                 tracing::warn!(request_id = id, error = %e, "request failed");
             }
             e.to_response(id).map(ResponseBody::full)
         }
     };
-    res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    for (name, value) in extra {
+    res.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id);
+    for (name, value) in ctx.extra {
         if let Some(name) = name {
             res.headers_mut().insert(name, value);
         }
     }
-    log.status = res.status().as_u16();
+    ctx.log.status = res.status().as_u16();
+    // Room held for the request body is given back now; the logging record keeps what the
+    // response holds.
+    drop(ctx.request_held);
     let (parts, body) = res.into_parts();
-    Ok(Response::from_parts(parts, body.on_finish(Box::new(log))))
+    Response::from_parts(parts, body.on_finish(Box::new(ctx.log)))
+}
+
+/// The built-in authorization server answers its own paths before routing. Gives the request
+/// back when it is not for the server.
+async fn oauth_server(
+    ctx: &mut RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Box<Request<Incoming>>> {
+    // The path test comes first: most requests never touch the server's slot.
+    if !crate::oauth::is_oauth_path(req.uri().path()) {
+        return Err(Box::new(req));
+    }
+    let Some(oauth) = ctx.log.shared.oauth.load_full() else { return Err(Box::new(req)) };
+    ctx.log.route = Some(Arc::from(OAUTH_ROUTE));
+    Ok(oauth.handle(req, ctx.conn.client.ip()).await.map(ResponseBody::full))
+}
+
+/// The proxy backend: every phase from routing to the stored response, in order.
+async fn proxy(
+    ctx: &mut RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let mut parts = route(ctx, req)?;
+    authenticate(ctx, &mut parts).await?;
+    rate_limit(ctx, &parts).await?;
+    if let Some(replay) = idempotency(ctx, &parts).await? {
+        return Ok(replay);
+    }
+    let payload = request_body(ctx).await?;
+    let (outgoing, sticky) = upstream_request_filter(ctx, parts, payload)?;
+    let res = send(ctx, outgoing, sticky).await?;
+    let res = response_filter(ctx, res)?;
+    store_response(ctx, res).await
 }
 
 /// Where a request is addressed, in canonical form.
@@ -190,18 +297,18 @@ fn request_filter(rt: &Runtime, req: &mut Request<Incoming>) -> Result<RequestTa
     Ok(target)
 }
 
-/// route: the most specific route for the canonical host and path. A path with `;` parameters
+/// The most specific route for the canonical host and path. A path with `;` parameters
 /// is matched both without them (as servlet containers map it) and as sent (as most other
 /// servers read it). When the two pick different routes, the one that authenticates wins, so
 /// neither reading reaches a protected resource through a public route; two routes that both
-/// authenticate make the path ambiguous (400). Returns the route, and the parameter-free path
-/// when that is what it matched.
-fn route<'r, 'p>(
+/// authenticate make the path ambiguous (400). Returns the route, and whether it matched the
+/// parameter-free path.
+fn find_route<'r>(
     rt: &'r Runtime,
     req: &Request<Incoming>,
     host: Option<&str>,
-    without_parameters: Option<&'p str>,
-) -> Result<(&'r crate::router::Route, Option<&'p str>), GatewayError> {
+    without_parameters: Option<&str>,
+) -> Result<(&'r Route, bool), GatewayError> {
     let find = |path: &str| rt.router.find(host, path, req.method(), req.headers());
     let raw = req.uri().path();
     let refuse = |result: RouteResult<'_>| match result {
@@ -212,419 +319,271 @@ fn route<'r, 'p>(
     };
     let Some(stripped) = without_parameters else {
         return match find(raw) {
-            RouteResult::Found(r) => Ok((r, None)),
+            RouteResult::Found(r) => Ok((r, false)),
             other => Err(refuse(other)),
         };
     };
     match (find(stripped), find(raw)) {
         (RouteResult::Found(a), RouteResult::Found(b)) if !std::ptr::eq(a, b) => {
             match (a.auth.is_some(), b.auth.is_some()) {
-                (false, true) => Ok((b, None)),
+                (false, true) => Ok((b, false)),
                 (true, true) => Err(GatewayError::BadRequest(format!(
                     "the path matches route `{}` without its `;` parameters and route `{}` with them; send it without parameters",
                     a.name, b.name
                 ))),
-                _ => Ok((a, Some(stripped))),
+                _ => Ok((a, true)),
             }
         }
-        (RouteResult::Found(a), _) => Ok((a, Some(stripped))),
-        (_, RouteResult::Found(b)) => Ok((b, None)),
+        (RouteResult::Found(a), _) => Ok((a, true)),
+        (_, RouteResult::Found(b)) => Ok((b, false)),
         (other, _) => Err(refuse(other)),
     }
 }
 
-async fn proxy(
-    rt: &Runtime,
-    conn: &ConnInfo,
-    mut req: Request<Incoming>,
-    target: RequestTarget,
-    request_id: &HeaderValue,
-    log: &mut Logging,
-    extra: &mut http::HeaderMap,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let RequestTarget { host, authority, route_path } = target;
-    let max_body = rt.loaded.config.server.limits.max_body.get();
-
-    // route
-    let (route, stripped) = route(rt, &req, host.as_deref(), route_path.as_deref())?;
-    let upstream = &route.upstream;
-    log.route = Some(route.name.clone());
-    log.duration = Some(route.duration.clone());
-    log.upstream = Some(upstream.name.clone());
-
-    // authenticate
+/// route: finds the route (see [`find_route`]), notes what it allows the client to upgrade
+/// to, and splits the request: its body is kept in the context.
+fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::request::Parts, GatewayError> {
+    let (route, without_parameters) =
+        find_route(ctx.rt, &req, ctx.target.host.as_deref(), ctx.target.route_path.as_deref())?;
+    ctx.route = Some(route);
+    ctx.without_parameters = without_parameters;
+    ctx.log.route = Some(route.name.clone());
+    ctx.log.duration = Some(route.duration.clone());
+    ctx.log.upstream = Some(route.upstream.name.clone());
     // Only protocols the route allows are switched to; any other upgrade (h2c above all) is
     // served as plain HTTP/1.1.
-    let upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    // Whether a 101 switches to a protocol the client offered and the route allows.
-    let switch_allowed = |res: &Response<Incoming>| {
-        upgrade.as_ref().is_some_and(|o| headers::upgrade_accepted(o, res.headers()))
+    ctx.upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);
+    if ctx.upgrade.is_some() {
+        ctx.client_upgrade = Some(hyper::upgrade::on(&mut req));
+    }
+    let (parts, body) = req.into_parts();
+    ctx.body = BodyState::Streaming(body);
+    Ok(parts)
+}
+
+/// authenticate: hop-by-hop fields and identity headers out first (so that `Connection:
+/// x-consumer-id` cannot remove what the gateway sets), then the route's authenticators.
+async fn authenticate(
+    ctx: &mut RequestCtx<'_>,
+    parts: &mut http::request::Parts,
+) -> Result<(), GatewayError> {
+    headers::remove_hop_by_hop(&mut parts.headers, ctx.upgrade.as_ref());
+    crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
+    if let Some(auth) = &ctx.route().auth {
+        let identity = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await?;
+        ctx.log.consumer = Some(identity.consumer.clone());
+    }
+    Ok(())
+}
+
+/// rate_limit: the route's policies, in order; their headers go on every answer.
+async fn rate_limit(ctx: &mut RequestCtx<'_>, parts: &http::request::Parts) -> Result<(), GatewayError> {
+    if let Some(limits) = &ctx.route().rate_limit {
+        ctx.extra = limits.check(&ctx.facts(&parts.headers)).await?;
+    }
+    Ok(())
+}
+
+/// idempotency: a request with a key (on a route with the policy) has its body read and
+/// fingerprinted, then claims the key, or gets the stored answer. After `rate_limit`: a
+/// refused request claims no key.
+async fn idempotency(
+    ctx: &mut RequestCtx<'_>,
+    parts: &http::request::Parts,
+) -> Result<Option<Response<ResponseBody>>, GatewayError> {
+    let Some(policy) = ctx.route().idempotency.as_ref().filter(|p| p.applies_to(&parts.method)) else {
+        return Ok(None);
     };
-    let (mut parts, body) = req.into_parts();
-    // Hop-by-hop first, so that `Connection: x-consumer-id` cannot remove what the gateway sets.
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    crate::auth::strip_identity(&mut parts.headers, rt.auth.protected());
-    if let Some(auth) = &route.auth {
-        let identity = auth.authenticate(&mut parts, conn, &log.shared.metrics).await?;
-        log.consumer = Some(identity.consumer.clone());
+    let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
+    let limit = policy.max_request_body.min(ctx.rt.loaded.config.server.limits.max_body.get());
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        unreachable!("the body is read here first")
+    };
+    let charge = Charge::Now(&ctx.log.shared.buffers, &mut ctx.request_held);
+    let bytes = read_body(incoming, limit, &ctx.stats, true, charge).await?;
+    let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
+    let result = policy.begin(ctx.log.consumer.as_deref(), key, fp).await;
+    ctx.count_idempotency(match &result {
+        Ok(Begin::Run(_)) => "started",
+        Ok(Begin::Replay(_)) => "replayed",
+        Err(GatewayError::IdempotencyInFlight) => "in_flight",
+        Err(GatewayError::IdempotencyMismatch) => "mismatch",
+        Err(_) => "unavailable",
+    });
+    match result? {
+        Begin::Run(c) => ctx.claim = Some(c),
+        Begin::Replay(res) => return Ok(Some(res.map(ResponseBody::full))),
     }
+    ctx.body = BodyState::Buffered(bytes);
+    Ok(None)
+}
 
-    // policies: rate limits, then the idempotency key (a refused request claims no key).
-    if let Some(limits) = &route.rate_limit {
-        let facts = RequestFacts {
-            headers: &parts.headers,
-            client: conn.client.ip(),
-            consumer: log.consumer.as_deref(),
-        };
-        *extra = limits.check(&facts).await?;
-    }
-    let stats = Arc::new(RequestStats::default());
-    log.stats = Some(stats.clone());
-    let has_idempotency_key = parts.headers.contains_key(&IDEMPOTENCY_KEY);
-    let mut claim = None;
-    let mut buffered: Option<Bytes> = None;
-    let mut body = Some(body);
-    // Room taken in `server.limits.max_buffered` for the request body, given back once the
-    // tries are over.
-    let mut request_held = body::Held::default();
-    if let Some(policy) = &route.idempotency
-        && policy.applies_to(&parts.method)
-        && let Some(key) = policy.key(&parts.headers)?
-    {
-        let limit = policy.max_request_body.min(max_body);
-        let incoming = body.take().expect("body not taken yet");
-        let charge = Charge::Now(&log.shared.buffers, &mut request_held);
-        let bytes = read_body(incoming, limit, &stats, true, charge).await?;
-        let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
-        let result = policy.begin(log.consumer.as_deref(), key, fp).await;
-        let label = match &result {
-            Ok(Begin::Run(_)) => "started",
-            Ok(Begin::Replay(_)) => "replayed",
-            Err(GatewayError::IdempotencyInFlight) => "in_flight",
-            Err(GatewayError::IdempotencyMismatch) => "mismatch",
-            Err(_) => "unavailable",
-        };
-        log.shared
-            .metrics
-            .idempotency
-            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: label })
-            .inc();
-        match result? {
-            Begin::Run(c) => claim = Some(c),
-            Begin::Replay(res) => return Ok(res.map(ResponseBody::full)),
+/// request_body: a body that may have to be sent again is read whole (empty, already read, or
+/// small enough to read now under `retry.max_body` and `server.limits.max_buffered`); any other
+/// body streams, once.
+async fn request_body(ctx: &mut RequestCtx<'_>) -> Result<Payload, GatewayError> {
+    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
+    let retry = ctx.upstream().retry.as_ref();
+    Ok(match std::mem::replace(&mut ctx.body, BodyState::Taken) {
+        BodyState::Buffered(b) => Payload::Replayable(b),
+        BodyState::Taken => Payload::Replayable(Bytes::new()),
+        BodyState::Streaming(incoming) if incoming.is_end_stream() => Payload::Replayable(Bytes::new()),
+        // Room in `server.limits.max_buffered` is taken first; without it the body streams.
+        BodyState::Streaming(incoming)
+            if retry.is_some_and(|r| {
+                incoming.size_hint().exact().is_some_and(|n| {
+                    n <= r.max_body && ctx.log.shared.buffers.cover(n, &mut ctx.request_held)
+                })
+            }) =>
+        {
+            Payload::Replayable(read_body(incoming, max_body, &ctx.stats, false, Charge::No).await?)
         }
-        buffered = Some(bytes);
-    }
+        BodyState::Streaming(inner) => {
+            Payload::Stream(RequestBody::Stream { inner, limit: max_body, stats: ctx.stats.clone() })
+        }
+    })
+}
 
-    // A request is sent again only if it is safe to (idempotent, or carries a key) and its body
-    // can be resent: empty, already read, or small enough to read now.
-    let retry = upstream
-        .retry
-        .as_ref()
-        .filter(|_| RetryPolicy::request_is_retryable(&parts.method, has_idempotency_key));
+/// upstream_request_filter, the part that is the same for every try: the path after
+/// `strip_prefix`, `X-Forwarded-*` and `Via`, the canonical `Host`, the request id. Returns the
+/// request for the sender and the sticky key of its first try.
+fn upstream_request_filter(
+    ctx: &mut RequestCtx<'_>,
+    mut parts: http::request::Parts,
+    body: Payload,
+) -> Result<(Outgoing, Option<Vec<u8>>), GatewayError> {
+    let upstream = ctx.upstream();
+    let sticky = upstream.sticky.as_ref().and_then(|k| {
+        let facts = ctx.facts(&parts.headers);
+        facts.has(k).then(|| facts.key(k).into_owned())
+    });
+    let authority = ctx.target.authority.as_ref();
+    headers::add_forwarded(
+        &mut parts.headers,
+        ctx.conn.client.ip(),
+        ctx.conn.tls,
+        authority.map(Authority::as_str),
+    );
+    if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let routed = ctx.target.route_path.as_deref().filter(|_| ctx.without_parameters);
+    let path_and_query = upstream_path(&parts.uri, ctx.route().strip_prefix.as_deref(), routed)?;
+    let outgoing = Outgoing { method: parts.method, path_and_query, headers: parts.headers, body };
+    Ok((outgoing, sticky))
+}
+
+/// send: the upstream's sender (`upstream_peer`, the per-try filter, the exchange and the
+/// retry decision; see [`crate::upstream::send`]). A request is sent again only if it is safe
+/// to (idempotent, or carries a key) and its body is replayable.
+async fn send(
+    ctx: &mut RequestCtx<'_>,
+    outgoing: Outgoing,
+    sticky: Option<Vec<u8>>,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let upstream = ctx.upstream();
+    let retry = upstream.retry.as_ref().filter(|_| {
+        RetryPolicy::request_is_retryable(&outgoing.method, outgoing.headers.contains_key(&IDEMPOTENCY_KEY))
+    });
     if let Some(r) = retry {
         r.count_request();
     }
-    let mut stream = None;
-    let plan = match (buffered, body) {
-        (Some(b), _) => Some(b),
-        (None, Some(incoming)) if incoming.is_end_stream() => Some(Bytes::new()),
-        // Room in `server.limits.max_buffered` is taken first; without it the body streams.
-        (None, Some(incoming))
-            if retry.is_some_and(|r| {
-                incoming
-                    .size_hint()
-                    .exact()
-                    .is_some_and(|n| n <= r.max_body && log.shared.buffers.cover(n, &mut request_held))
-            }) =>
-        {
-            Some(read_body(incoming, max_body, &stats, false, Charge::No).await?)
-        }
-        (None, Some(incoming)) => {
-            stream = Some(RequestBody::Stream { inner: incoming, limit: max_body, stats: stats.clone() });
-            None
-        }
-        (None, None) => Some(Bytes::new()),
+    let retry = retry.filter(|_| matches!(outgoing.body, Payload::Replayable(_)));
+    let offered = ctx.upgrade.clone();
+    let accept_switch =
+        move |res: &http::HeaderMap| offered.as_ref().is_some_and(|o| headers::upgrade_accepted(o, res));
+    let sender = Sender {
+        upstream,
+        metrics: &ctx.log.shared.metrics,
+        sticky: sticky.as_deref(),
+        retry,
+        classify: Classify::of_request(&outgoing.headers),
+        accept_switch: &accept_switch,
+        stats: Some(&ctx.stats),
+        max_body: ctx.rt.loaded.config.server.limits.max_body.get(),
     };
-    let retry = retry.filter(|_| plan.is_some());
-    let sticky = upstream.sticky.as_ref().and_then(|k| {
-        let facts = RequestFacts {
-            headers: &parts.headers,
-            client: conn.client.ip(),
-            consumer: log.consumer.as_deref(),
-        };
-        facts.has(k).then(|| facts.key(k).into_owned())
-    });
+    let mut tries =
+        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
+    sender.send(outgoing, &mut tries).await
+}
 
-    // upstream_request_filter, the part that is the same for every try.
-    headers::add_forwarded(
-        &mut parts.headers,
-        conn.client.ip(),
-        conn.tls,
-        authority.as_ref().map(Authority::as_str),
-    );
-    if let Some(a) = &authority
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        parts.headers.insert(header::HOST, v);
+/// What the proxy hears of the sender's tries: the target for the log, the moment the request
+/// leaves for the idempotency claim.
+struct TryLog<'c> {
+    target: &'c mut Option<Arc<str>>,
+    in_flight: &'c mut Option<InFlight>,
+    claim: Option<&'c mut Claim>,
+}
+
+impl Observer for TryLog<'_> {
+    fn target(&mut self, url: &Arc<str>, in_flight: InFlight) {
+        *self.target = Some(url.clone());
+        *self.in_flight = Some(in_flight);
     }
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let oauth2 = match &upstream.credentials {
-        Some(crate::upstream::credentials::Credentials::OAuth2(tokens)) => Some(tokens),
-        _ => None,
-    };
-    let mut fresh_token_retry = oauth2.is_some() && plan.is_some();
-    // The fields of `log` the send loop touches, borrowed apart so closures can share them.
-    let (log_target, log_in_flight, shared) = (&mut log.target, &mut log.in_flight, &log.shared);
-    let count = |target: &crate::upstream::Target, outcome: &'static str| {
-        shared
-            .metrics
-            .upstream_requests
-            .get_or_create(&UpstreamLabels {
-                upstream: Name(upstream.name.clone()),
-                target: Name(target.url.clone()),
-                outcome,
-            })
-            .inc();
-    };
-    let release = |claim: crate::policy::idempotency::Claim| {
-        claim.release();
-        shared
-            .metrics
-            .idempotency
-            .get_or_create(&RouteResultLabels { route: Name(route.name.clone()), result: "released" })
-            .inc();
-    };
-    // Every try, as one block: any error leaving it frees the idempotency key below.
-    let sent = async {
-    let mut attempt = 0u32;
-    let mut deadline = None;
-    Ok::<_, GatewayError>(loop {
-        attempt += 1;
-        // upstream_peer: wait for the outbound throttle, then pick a target.
-        let throttled = upstream.throttle.acquire().await;
-        if !matches!(throttled, Ok(false)) {
-            let result = if throttled.is_ok() { "waited" } else { "refused" };
-            shared
-                .metrics
-                .upstream_throttled
-                .get_or_create(&UpstreamResultLabels { upstream: Name(upstream.name.clone()), result })
-                .inc();
-        }
-        throttled?;
-        // `timeouts.request` covers all tries, from the first send (not the throttle's queue).
-        let deadline =
-            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + upstream.timeouts.request.get());
-        if attempt > 1 && tokio::time::Instant::now() >= deadline {
-            // A retry's wait in the queue used up the deadline: no target was tried, so none
-            // is blamed.
-            return Err(GatewayError::UpstreamTimeout {
-                upstream: upstream.name.to_string(),
-                timeout: upstream.timeouts.request.to_string(),
-                key: "timeouts.request",
-            });
-        }
-        // A retry may go elsewhere: stickiness applies to the first try.
-        let target = upstream.pick(sticky.as_deref().filter(|_| attempt == 1)).map_err(|e| match e {
-            NoTarget::Unhealthy => GatewayError::NoHealthyTarget { upstream: upstream.name.to_string() },
-            NoTarget::CircuitOpen(retry_after) => {
-                GatewayError::CircuitOpen { upstream: upstream.name.to_string(), retry_after }
-            }
-        })?;
-        *log_target = Some(target.url.clone());
-        *log_in_flight = Some(target.start_request());
 
-        // upstream_request_filter, per try.
-        let last = retry.is_none_or(|r| attempt >= r.attempts) && !fresh_token_retry;
-        let mut req = Request::new(match (&plan, last) {
-            (Some(b), _) if b.is_empty() => RequestBody::Empty,
-            (Some(b), _) => RequestBody::Full(Some(b.clone())),
-            (None, _) => stream.take().unwrap_or(RequestBody::Empty),
-        });
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = upstream_uri(
-            &parts.uri,
-            route.strip_prefix.as_deref(),
-            stripped,
-            target.scheme.clone(),
-            target.authority.clone(),
-        )?;
-        *req.headers_mut() = if last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
-        if authority.is_none()
-            && !req.headers().contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
-        // The upstream's own credential replaces whatever the client sent in that header.
-        let mut used = None;
-        if let Some(credentials) = &upstream.credentials {
-            used = credentials.apply(req.headers_mut()).await.map_err(|e| {
-                tracing::warn!(upstream = %upstream.name, error = %e, "no credential for the upstream");
-                GatewayError::UpstreamCredentials { upstream: upstream.name.to_string() }
-            })?;
-        }
+    fn retrying(&mut self) {
+        *self.in_flight = None;
+    }
 
-        // send
-        let now = tokio::time::Instant::now();
-        let remaining = deadline.saturating_duration_since(now);
-        let (try_timeout, timeout_key) = match retry.and_then(|r| r.per_try_timeout) {
-            Some(t) if t < remaining => (t, "retry.per_try_timeout"),
-            _ => (remaining, "timeouts.request"),
-        };
-        if let Some(c) = claim.as_mut() {
+    fn sending(&mut self) {
+        if let Some(c) = self.claim.as_mut() {
             c.sent();
         }
-        let result = tokio::time::timeout(try_timeout, upstream.client.request(req)).await;
-        let (failure, outcome) = match result {
-            Err(_) => {
-                count(target, outcome::TIMEOUT);
-                upstream.record_outcome(target, true);
-                let e = GatewayError::UpstreamTimeout {
-                    upstream: upstream.name.to_string(),
-                    timeout: match timeout_key {
-                        "timeouts.request" => upstream.timeouts.request.to_string(),
-                        _ => humantime::format_duration(try_timeout).to_string(),
-                    },
-                    key: timeout_key,
-                };
-                (Failure::Timeout, Err(e))
-            }
-            Ok(Err(e)) => {
-                if stats.too_large.load(Relaxed) {
-                    return Err(GatewayError::BodyTooLarge { limit: max_body });
-                }
-                let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
-                if hyper_err.is_some_and(hyper::Error::is_user) {
-                    // The client's body failed (it went away or sent garbage): not the upstream's fault.
-                    return Err(GatewayError::BadRequest(
-                        "the request body ended before it was complete".into(),
-                    ));
-                }
-                let (label, failure, reason) = if e.is_connect() {
-                    (outcome::CONNECT_ERROR, Failure::Connect, "could not connect to the target")
-                } else {
-                    (
-                        outcome::ERROR,
-                        Failure::Reset,
-                        "the connection closed or the response was invalid before a complete response head arrived",
-                    )
-                };
-                count(target, label);
-                upstream.record_outcome(target, true);
-                tracing::debug!(upstream = %upstream.name, target = %target.url, error = %e, "upstream request failed");
-                (failure, Err(GatewayError::UpstreamFailed { upstream: upstream.name.to_string(), reason }))
-            }
-            Ok(Ok(res)) => {
-                // A switch to a protocol nobody asked for is refused below (502): the target's fault.
-                let unasked_switch = res.status() == StatusCode::SWITCHING_PROTOCOLS && !switch_allowed(&res);
-                let failed = res.status().is_server_error() || unasked_switch;
-                if unasked_switch {
-                    count(target, outcome::ERROR);
-                } else if failed {
-                    count(target, outcome::HTTP_5XX);
-                } else {
-                    target.success.inc();
-                }
-                upstream.record_outcome(target, failed);
-                upstream.throttle.observe(res.status(), res.headers());
-                (Failure::Status(res.status()), Ok(res))
-            }
-        };
-
-        // A token the upstream refuses may have been revoked or expired early: fetch a new
-        // one and send again, once.
-        if let (Some(tokens), Some(used), Ok(res)) = (oauth2, &used, &outcome)
-            && res.status() == StatusCode::UNAUTHORIZED
-            && fresh_token_retry
-        {
-            fresh_token_retry = false;
-            tokens.rejected(used);
-            if tokens.token().await.is_ok_and(|fresh| fresh != *used) {
-                attempt -= 1;
-                continue;
-            }
-        }
-
-        // Retry with backoff (or the upstream's Retry-After) while tries, time and budget last.
-        if let Some(r) = retry
-            && attempt < r.attempts
-            && r.retries_on(failure)
-        {
-            let wait = match &outcome {
-                Ok(res) => r.wait_after(res.headers(), attempt),
-                Err(_) => Some(r.backoff(attempt)),
-            };
-            if let Some(wait) = wait
-                && tokio::time::Instant::now() + wait < deadline
-            {
-                let result = if r.take_retry() { "retried" } else { "budget_exhausted" };
-                shared
-                    .metrics
-                    .upstream_retries
-                    .get_or_create(&UpstreamResultLabels { upstream: Name(upstream.name.clone()), result })
-                    .inc();
-                if result == "retried" {
-                    drop(outcome);
-                    *log_in_flight = None;
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            }
-        }
-        break outcome?;
-    })
     }
-    .await;
-    let mut res = match sent {
-        Ok(sent) => sent,
-        Err(e) => {
-            // A gateway error (502, 503, 504) is a 5xx to the client: the key is freed so the
-            // client's retry can succeed, as for an upstream 5xx.
-            if let Some(c) = claim.take() {
-                release(c);
-            }
-            return Err(e);
-        }
-    };
+}
 
-    // response_filter
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        // A tunnel only to a protocol the client asked for and the route allows: a 101 to
-        // anything else would carry unrouted, unauthenticated requests to the upstream.
-        let Some(client_upgrade) = client_upgrade.filter(|_| switch_allowed(&res)) else {
-            tracing::warn!(upstream = %upstream.name, "upstream switched protocols without an allowed upgrade request");
-            if let Some(c) = claim.take() {
-                release(c);
-            }
-            return Err(GatewayError::UpstreamFailed {
-                upstream: upstream.name.to_string(),
-                reason: "it switched protocols (101) although the request asked for no upgrade it may make",
-            });
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut res);
-        tokio::spawn(async move {
-            if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                    .await;
-            }
-        });
-    } else {
+/// response_filter: hop-by-hop fields out, `Via` in; a 101 opens a tunnel only to a protocol
+/// the client asked for and the route allows: a 101 to anything else would carry unrouted,
+/// unauthenticated requests to the upstream (502).
+fn response_filter(
+    ctx: &mut RequestCtx<'_>,
+    mut res: Response<UpstreamBody>,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::remove_hop_by_hop(res.headers_mut(), None);
+        headers::add_via(res.headers_mut());
+        return Ok(res);
     }
+    let Some(client_upgrade) = ctx.client_upgrade.take().filter(|_| ctx.switch_allowed(res.headers())) else {
+        let upstream = ctx.upstream().name.to_string();
+        tracing::warn!(upstream, "upstream switched protocols without an allowed upgrade request");
+        return Err(GatewayError::UpstreamFailed {
+            upstream,
+            reason: "it switched protocols (101) although the request asked for no upgrade it may make",
+        });
+    };
+    let upstream_upgrade = hyper::upgrade::on(&mut res);
+    tokio::spawn(async move {
+        if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+        }
+    });
     headers::add_via(res.headers_mut());
-    let Some(claim) = claim else { return Ok(res.map(ResponseBody::upstream)) };
-    let policy = route.idempotency.as_ref().expect("a claim comes from the route's policy");
+    Ok(res)
+}
+
+/// store_response: the answer to a request that claimed an idempotency key is stored (read
+/// whole within `max_response_body` and another `timeouts.request`) and the key completed; an
+/// answer the policy does not store frees the key.
+async fn store_response(
+    ctx: &mut RequestCtx<'_>,
+    res: Response<UpstreamBody>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let Some(claim) = ctx.claim.take() else { return Ok(res.map(ResponseBody::upstream)) };
+    let policy = ctx.route().idempotency.as_ref().expect("a claim comes from the route's policy");
     let status = res.status();
     if status == StatusCode::SWITCHING_PROTOCOLS || !policy.stores(status) {
-        release(claim);
+        ctx.claim = Some(claim);
+        ctx.release_claim();
         return Ok(res.map(ResponseBody::upstream));
     }
     let (parts, body) = res.into_parts();
-    drop(request_held);
+    ctx.request_held = body::Held::default();
+    let upstream = ctx.upstream();
     // The body is read within another `timeouts.request` (the claim's lease covers it).
-    let charge = Charge::Patiently(&log.shared.buffers, &mut log.held);
+    let charge = Charge::Patiently(&ctx.log.shared.buffers, &mut ctx.log.held);
     let read = tokio::time::timeout(
         upstream.timeouts.request.get(),
         collect(body, policy.max_response_body, charge),
@@ -742,21 +701,19 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
     Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(forwarded), route_path: None })
 }
 
-/// The URI sent upstream: the target's scheme and authority, the (stripped) path and the query.
-/// `stripped`: the route matched this path without the `;` parameters the request has, so the
-/// prefix is stripped by segments, parameters and all (when that path starts with it).
-fn upstream_uri(
+/// The path and query sent upstream: the (stripped) path and the query. `routed`: the route
+/// matched this path without the `;` parameters the request has, so the prefix is stripped by
+/// segments, parameters and all (when that path starts with it).
+fn upstream_path(
     uri: &Uri,
     strip_prefix: Option<&str>,
-    stripped: Option<&str>,
-    scheme: Scheme,
-    authority: Authority,
-) -> Result<Uri, GatewayError> {
-    let path_and_query = match (strip_prefix, uri.path_and_query()) {
+    routed: Option<&str>,
+) -> Result<PathAndQuery, GatewayError> {
+    Ok(match (strip_prefix, uri.path_and_query()) {
         (None, Some(pq)) => pq.clone(),
         (None, None) => PathAndQuery::from_static("/"),
         (Some(prefix), _) => {
-            let path = match stripped {
+            let path = match routed {
                 Some(routed) if has_segment_prefix(routed, prefix) => strip_segments(uri.path(), prefix),
                 _ => strip(uri.path(), prefix),
             };
@@ -766,12 +723,7 @@ fn upstream_uri(
             };
             PathAndQuery::try_from(pq).map_err(|_| GatewayError::BadRequest("invalid request path".into()))?
         }
-    };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target".into()))
+    })
 }
 
 /// The logging phase: runs when the response body is over.
@@ -794,6 +746,39 @@ struct Logging {
     held: body::Held,
     access_log: bool,
     shared: Arc<Shared>,
+}
+
+impl Logging {
+    fn new(
+        rt: &Runtime,
+        shared: &Arc<Shared>,
+        conn: &ConnInfo,
+        req: &Request<Incoming>,
+        request_id: HeaderValue,
+    ) -> Self {
+        let access_log = rt.loaded.config.server.access_log.enabled;
+        Logging {
+            start: Instant::now(),
+            request_id,
+            client: conn.client,
+            version: req.version(),
+            method: req.method().clone(),
+            // Only the access log reads the path (canonical once the filter passed): no copy
+            // when it is off.
+            path: if access_log { req.uri().path().to_owned() } else { String::new() },
+            route: None,
+            consumer: None,
+            duration: None,
+            upstream: None,
+            target: None,
+            status: 0,
+            stats: None,
+            in_flight: None,
+            held: body::Held::default(),
+            access_log,
+            shared: shared.clone(),
+        }
+    }
 }
 
 impl OnFinish for Logging {

@@ -10,8 +10,10 @@
 //! wheel at random (so by weight) and takes the one with fewer requests in flight per unit of
 //! weight. Unavailable targets (failed active checks, or passively ejected) are skipped.
 
+pub mod classify;
 pub mod credentials;
 pub mod health;
+pub mod send;
 pub(crate) mod tls;
 
 use std::collections::HashMap;
@@ -431,6 +433,14 @@ impl Upstream {
         (0..len)
             .map(|i| &self.targets[self.wheel[(start + i) % len] as usize])
             .find(|t| self.pickable(t, now))
+    }
+
+    /// The upstream's OAuth 2.0 token provider, when its credential is one.
+    pub fn oauth2(&self) -> Option<&Arc<credentials::TokenProvider>> {
+        match &self.credentials {
+            Some(credentials::Credentials::OAuth2(tokens)) => Some(tokens),
+            _ => None,
+        }
     }
 
     /// Whether at least one target may take traffic now.
