@@ -307,6 +307,14 @@ pub struct Upstream {
     /// How a target is picked among the healthy ones.
     #[serde(default)]
     pub load_balancing: LoadBalancing,
+    /// The protocol spoken to the targets: `http1`, `h2c` (HTTP/2 over plain TCP, prior
+    /// knowledge), `h2` (HTTP/2 over TLS, agreed by ALPN), or `auto` (ALPN decides over TLS,
+    /// HTTP/1.1 on plain TCP).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2 settings toward the targets, with `protocol: h2c`, `h2` or `auto`.
+    #[serde(default)]
+    pub http2: Http2Settings,
     /// Timeouts toward this upstream.
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
@@ -761,6 +769,59 @@ pub enum LoadBalancing {
     RoundRobin,
     /// Weighted least outstanding requests: of two targets drawn by weight, the less busy one.
     LeastRequests,
+}
+
+/// The protocol spoken to an upstream's targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS for `https://` targets, offering only `http/1.1` in ALPN).
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge; `http://` targets only. For gRPC servers.
+    H2c,
+    /// HTTP/2 over TLS; `https://` targets only. A target that does not agree to `h2` in ALPN
+    /// fails the connection.
+    H2,
+    /// Over TLS, HTTP/2 when the target agrees to `h2` in ALPN, else HTTP/1.1 (remembered per
+    /// target until the next reload); on plain TCP, HTTP/1.1.
+    Auto,
+}
+
+/// HTTP/2 connections toward an upstream's targets.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Settings {
+    /// Streams (requests) in flight on one connection; past it, another connection to the
+    /// same target is opened. The target's own `SETTINGS_MAX_CONCURRENT_STREAMS` applies too.
+    pub max_concurrent_streams: u32,
+    /// Connections kept to one target; when all carry `max_concurrent_streams`, further
+    /// requests share the least busy one.
+    pub max_connections: u32,
+    /// Initial flow-control window of each stream.
+    pub initial_stream_window: ByteSize,
+    /// Initial flow-control window of each connection.
+    pub initial_connection_window: ByteSize,
+    /// Largest frame payload Bridgehead accepts (16KiB to 16MiB - 1).
+    pub max_frame_size: ByteSize,
+    /// Interval of PING frames that check an idle connection is alive.
+    pub keep_alive_interval: HumanDuration,
+    /// Time a PING may wait for its answer before the connection is closed.
+    pub keep_alive_timeout: HumanDuration,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            max_connections: 8,
+            initial_stream_window: ByteSize::kib(1024),
+            initial_connection_window: ByteSize::kib(4096),
+            max_frame_size: ByteSize::kib(16),
+            keep_alive_interval: HumanDuration::secs(30),
+            keep_alive_timeout: HumanDuration::secs(10),
+        }
+    }
 }
 
 /// Timeouts toward an upstream.

@@ -450,6 +450,35 @@ fn bad_policy_configs_are_refused_with_key_paths() {
         (up("    sticky: route\n"), "upstreams.u.sticky: `route` would send every request to one target"),
         (up("    sticky: 'cookie:a;b'\n"), "upstreams.u.sticky: `a;b` is not a valid cookie name"),
         (
+            up("    protocol: h2\n"),
+            "upstreams.u.protocol: h2 is HTTP/2 over TLS, but target http://x is http://",
+        ),
+        (up("    protocol: http3\n"), "upstreams.u.protocol: unknown variant `http3`"),
+        (
+            up("    http2: { max_frame_size: 1KiB }\n"),
+            "upstreams.u.http2.max_frame_size: must be between 16KiB",
+        ),
+        (
+            up("    http2: { max_concurrent_streams: 0 }\n"),
+            "upstreams.u.http2.max_concurrent_streams: must be at least 1",
+        ),
+        (
+            up("    http2: { max_connections: 0 }\n"),
+            "upstreams.u.http2.max_connections: must be between 1 and 1024",
+        ),
+        (
+            up("    http2: { initial_stream_window: 1KiB }\n"),
+            "upstreams.u.http2.initial_stream_window: must be between 65535",
+        ),
+        (
+            up("    retry: { on: [unavaliable] }\n"),
+            "is not retryable; use connect-error, timeout, reset, 408, 429, a 5xx status, or a gRPC status",
+        ),
+        (
+            "upstreams:\n  u:\n    targets: [{ url: \"https://x\" }]\n    protocol: h2c\nroutes: []\n".into(),
+            "upstreams.u.protocol: h2c is HTTP/2 over plain TCP, but target https://x is https://",
+        ),
+        (
             "state:\n  redis: \"http://127.0.0.1:6379\"\n".into(),
             "state.redis: must be a redis://host:port URL",
         ),

@@ -7,7 +7,7 @@ use crate::canonical::{canonical_host, normalize_path};
 use crate::model::PathNormalization;
 use crate::model::{
     ApiKeyAuth, Authenticator, CircuitBreaker, ClientAuth, Config, Idempotency, IntrospectionAuth, JwtAuth,
-    RateLimitPolicy, RateLimits, RequestKey, Retry, Route, Upstream,
+    RateLimitPolicy, RateLimits, RequestKey, Retry, Route, Upstream, UpstreamProtocol,
 };
 use crate::pattern::{PathTemplate, Segment, check_path, covers, has_segment_prefix, specificity};
 use crate::yaml::{join_index, join_key};
@@ -537,6 +537,7 @@ fn upstream(name: &str, u: &Upstream, max_buffered: crate::units::ByteSize, p: &
     if !u.targets.is_empty() && total == 0 {
         push(p, join_key(&base, "targets"), "every target has weight 0, so none would get traffic");
     }
+    protocol(&base, u, p);
     let t = &u.timeouts;
     for (key, d) in [("connect", t.connect), ("request", t.request)] {
         if d.get().is_zero() {
@@ -614,6 +615,55 @@ fn upstream(name: &str, u: &Upstream, max_buffered: crate::units::ByteSize, p: &
 }
 
 /// A target URL is `http://host[:port]` or `https://host[:port]` with nothing after the authority.
+/// `protocol` against the targets' schemes, and the HTTP/2 settings' bounds.
+fn protocol(base: &str, u: &Upstream, p: &mut Vec<Problem>) {
+    let key = join_key(base, "protocol");
+    let wrong = match u.protocol {
+        UpstreamProtocol::H2c => u.targets.iter().find(|t| t.url.starts_with("https://")).map(|t| {
+            format!(
+                "h2c is HTTP/2 over plain TCP, but target {} is https://; use `h2` (or `auto`) for TLS",
+                t.url
+            )
+        }),
+        UpstreamProtocol::H2 => u.targets.iter().find(|t| t.url.starts_with("http://")).map(|t| {
+            format!(
+                "h2 is HTTP/2 over TLS, but target {} is http://; use `h2c` for HTTP/2 over plain TCP",
+                t.url
+            )
+        }),
+        UpstreamProtocol::Http1 | UpstreamProtocol::Auto => None,
+    };
+    if let Some(message) = wrong {
+        push(p, key, message);
+    }
+    let h = &u.http2;
+    let hp = join_key(base, "http2");
+    if h.max_concurrent_streams == 0 {
+        push(p, join_key(&hp, "max_concurrent_streams"), "must be at least 1");
+    }
+    if !(1..=1024).contains(&h.max_connections) {
+        push(p, join_key(&hp, "max_connections"), "must be between 1 and 1024");
+    }
+    if !(16 * 1024..(1 << 24)).contains(&h.max_frame_size.get()) {
+        push(p, join_key(&hp, "max_frame_size"), "must be between 16KiB and 16MiB - 1 (RFC 9113 §6.5.2)");
+    }
+    for (name, size) in [
+        ("initial_stream_window", h.initial_stream_window),
+        ("initial_connection_window", h.initial_connection_window),
+    ] {
+        if size.get() < 65_535 || size.get() > (1 << 31) - 1 {
+            push(p, join_key(&hp, name), "must be between 65535 bytes and 2GiB - 1 (RFC 9113 §6.9.2)");
+        }
+    }
+    for (name, d) in
+        [("keep_alive_interval", h.keep_alive_interval), ("keep_alive_timeout", h.keep_alive_timeout)]
+    {
+        if d.get().is_zero() {
+            push(p, join_key(&hp, name), "must be greater than 0");
+        }
+    }
+}
+
 pub fn check_target_url(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     match uri.scheme_str() {

@@ -8,6 +8,8 @@ mod apikey_cli;
 mod auth;
 mod cli;
 mod edge;
+mod h2;
+mod h2peer;
 mod jwt_cli;
 mod oauth;
 mod policies;

@@ -476,16 +476,18 @@ fn upstream_request_filter(
 
 /// send: the upstream's sender (`upstream_peer`, the per-try filter, the exchange and the
 /// retry decision; see [`crate::upstream::send`]). A request is sent again only if it is safe
-/// to (idempotent, or carries a key) and its body is replayable.
+/// to (idempotent, or carries a key; a gRPC call only after a connect error or a gRPC status
+/// `retry.on` names) and its body is replayable.
 async fn send(
     ctx: &mut RequestCtx<'_>,
     outgoing: Outgoing,
     sticky: Option<Vec<u8>>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let upstream = ctx.upstream();
-    let retry = upstream.retry.as_ref().filter(|_| {
-        RetryPolicy::request_is_retryable(&outgoing.method, outgoing.headers.contains_key(&IDEMPOTENCY_KEY))
-    });
+    let classify = Classify::of_request(&outgoing.headers);
+    let idempotent =
+        RetryPolicy::request_is_retryable(&outgoing.method, outgoing.headers.contains_key(&IDEMPOTENCY_KEY));
+    let retry = upstream.retry.as_ref().filter(|_| idempotent || classify == Classify::Grpc);
     if let Some(r) = retry {
         r.count_request();
     }
@@ -498,7 +500,8 @@ async fn send(
         metrics: &ctx.log.shared.metrics,
         sticky: sticky.as_deref(),
         retry,
-        classify: Classify::of_request(&outgoing.headers),
+        classify,
+        idempotent,
         accept_switch: &accept_switch,
         stats: Some(&ctx.stats),
         max_body: ctx.rt.loaded.config.server.limits.max_body.get(),

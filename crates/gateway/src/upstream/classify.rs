@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use super::transport::StreamSlot;
 use super::{Target, Upstream};
 use crate::metrics::{Metrics, Name, UpstreamLabels, outcome};
 use crate::policy::retry::Failure;
@@ -98,13 +99,12 @@ impl Classify {
     /// Judges a response head (reading up to the first frame of a gRPC answer when `peek`).
     pub(super) async fn judge(
         self,
-        res: Response<Incoming>,
+        res: Response<UpstreamBody>,
         accept_switch: &(dyn Fn(&HeaderMap) -> bool + Sync),
         peek: bool,
         upstream: &str,
     ) -> Judged {
         let status = res.status();
-        let res = res.map(UpstreamBody::new);
         if status == StatusCode::SWITCHING_PROTOCOLS && !accept_switch(res.headers()) {
             // A switch to a protocol nobody asked for is refused by the caller: the target's fault.
             return Judged {
@@ -180,6 +180,8 @@ pub struct UpstreamBody {
     first: Option<Frame<Bytes>>,
     inner: Incoming,
     settle: Option<Settle>,
+    /// The HTTP/2 stream this answer holds on its connection, freed with the body.
+    _slot: Option<StreamSlot>,
 }
 
 /// The bookkeeping of a verdict that waits for the end of the stream.
@@ -206,7 +208,12 @@ impl Settle {
 
 impl UpstreamBody {
     pub fn new(inner: Incoming) -> Self {
-        Self { first: None, inner, settle: None }
+        Self { first: None, inner, settle: None, _slot: None }
+    }
+
+    pub fn with_slot(mut self, slot: StreamSlot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 }
 
@@ -244,7 +251,9 @@ impl Body for UpstreamBody {
                 Poll::Ready(None) => Some((outcome::GRPC_ERROR, true)),
                 Poll::Pending => None,
             };
-            if let (Some((label, failed)), Some(s)) = (verdict, this.settle.take()) {
+            if let Some((label, failed)) = verdict
+                && let Some(s) = this.settle.take()
+            {
                 s.settle(label, Some(failed));
             }
         }

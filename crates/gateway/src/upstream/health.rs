@@ -42,7 +42,7 @@ async fn check(up: &Upstream, t: &Target, path: &str, timeout: std::time::Durati
     else {
         return false;
     };
-    match tokio::time::timeout(timeout, up.client.request(req)).await {
+    match tokio::time::timeout(timeout, up.transport.request(t, req)).await {
         Ok(Ok(res)) => {
             let s = res.status();
             s.is_success() || s.is_redirection()

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod health;
 pub mod send;
 pub(crate) mod tls;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -22,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bridgehead_config::{
-    HealthCheck, LoadBalancing, PassiveHealth, Upstream as UpstreamConfig, UpstreamTimeouts,
+    HealthCheck, LoadBalancing, PassiveHealth, Upstream as UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
 };
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -137,7 +138,8 @@ pub struct Upstream {
     wheel: Vec<u32>,
     next: AtomicUsize,
     balancing: LoadBalancing,
-    pub client: UpstreamClient,
+    /// HTTP/1.1 or HTTP/2 toward the targets.
+    pub transport: transport::Transport,
     client_key: Option<String>,
     /// The credential added to every forwarded request.
     pub credentials: Option<credentials::Credentials>,
@@ -163,7 +165,7 @@ pub enum NoTarget {
 #[derive(Default)]
 pub struct Carryover {
     states: HashMap<(String, String), Arc<TargetState>>,
-    clients: HashMap<String, (Option<String>, UpstreamClient)>,
+    clients: HashMap<String, (Option<String>, transport::Transport)>,
     /// OAuth 2.0 token providers by upstream name, with the settings they were made for, so a
     /// reload keeps a cached token.
     pub(crate) tokens: HashMap<String, Arc<credentials::TokenProvider>>,
@@ -178,7 +180,7 @@ impl Carryover {
             for t in &u.targets {
                 c.states.insert((u.name.to_string(), t.url.to_string()), t.state.clone());
             }
-            c.clients.insert(u.name.to_string(), (u.client_key.clone(), u.client.clone()));
+            c.clients.insert(u.name.to_string(), (u.client_key.clone(), u.transport.clone()));
             c.throttles.insert(u.name.to_string(), u.throttle.state.clone());
             if let Some(credentials::Credentials::OAuth2(p)) = &u.credentials {
                 c.tokens.insert(u.name.to_string(), p.clone());
@@ -188,10 +190,27 @@ impl Carryover {
     }
 }
 
-/// What decides whether a pooled client can be reused; `None` (never reused) when the upstream
-/// has TLS settings, whose files may have changed.
-fn client_key(t: &UpstreamTimeouts, tls: Option<&bridgehead_config::UpstreamTls>) -> Option<String> {
-    tls.is_none().then(|| format!("{:?}/{:?}", t.connect, t.pool_idle))
+/// What decides whether a transport (its pooled connections) can be reused; `None` (never
+/// reused) when the upstream has TLS settings, whose files may have changed.
+fn client_key(cfg: &UpstreamConfig) -> Option<String> {
+    let t = &cfg.timeouts;
+    cfg.tls.is_none().then(|| format!("{:?}/{:?}/{:?}/{:?}", t.connect, t.pool_idle, cfg.protocol, cfg.http2))
+}
+
+fn new_transport(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> transport::Transport {
+    let server_name = cfg.tls.as_ref().and_then(|t| t.server_name.as_deref());
+    let http2 = (cfg.protocol != UpstreamProtocol::Http1).then(|| {
+        let tls = cfg.targets.iter().any(|t| t.url.starts_with("https://")).then(|| tls.clone());
+        let auto = cfg.protocol == UpstreamProtocol::Auto;
+        Arc::new(transport::Http2Pool::new(
+            cfg.http2.clone(),
+            cfg.timeouts.connect.get(),
+            tls,
+            server_name,
+            auto,
+        ))
+    });
+    transport::Transport::new(cfg.protocol, new_client(&cfg.timeouts, tls, server_name), http2)
 }
 
 fn new_client(t: &UpstreamTimeouts, tls: rustls::ClientConfig, server_name: Option<&str>) -> UpstreamClient {
@@ -279,10 +298,10 @@ impl Upstream {
                 })
             })
             .collect();
-        let key = client_key(&cfg.timeouts, cfg.tls.as_ref());
-        let client = match carry.clients.get(name) {
+        let key = client_key(cfg);
+        let transport = match carry.clients.get(name) {
             Some((Some(k), c)) if key.as_ref() == Some(k) => c.clone(),
-            _ => new_client(&cfg.timeouts, tls, cfg.tls.as_ref().and_then(|t| t.server_name.as_deref())),
+            _ => new_transport(cfg, tls),
         };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let name: Arc<str> = name.into();
@@ -302,7 +321,7 @@ impl Upstream {
             targets,
             next: AtomicUsize::new(0),
             balancing: cfg.load_balancing,
-            client,
+            transport,
             client_key: key,
             credentials,
             timeouts: cfg.timeouts.clone(),

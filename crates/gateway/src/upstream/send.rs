@@ -24,7 +24,6 @@
 //! to hear of each try (the target, for its log; the moment the request leaves, for an
 //! idempotency claim) it hears through [`Observer`].
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -78,9 +77,13 @@ pub struct Sender<'a> {
     pub metrics: &'a Metrics,
     /// The sticky key of the first try, if the upstream has one and the request carries it.
     pub sticky: Option<&'a [u8]>,
-    /// The retry policy, if the request may be sent more than once (idempotent, with a
-    /// replayable body).
+    /// The retry policy, if the request may be sent more than once (idempotent or a gRPC
+    /// call, with a replayable body).
     pub retry: Option<&'a RetryPolicy>,
+    /// The request is idempotent (or carries an idempotency key): any failure `retry.on`
+    /// names may be retried. Otherwise (a gRPC call) only a connect error, where nothing
+    /// reached the target, and a gRPC status, where the server said how the call ended.
+    pub idempotent: bool,
     pub classify: Classify,
     /// Whether a 101 answer switches to a protocol the caller asked for; any other 101 is the
     /// target's fault.
@@ -260,7 +263,7 @@ impl<'a> Tries<'a> {
     async fn exchange(&self, target: &Target, p: Prepared) -> Result<Judged, GatewayError> {
         let s = self.s;
         let up = &**s.upstream;
-        let result = tokio::time::timeout(p.timeout, up.client.request(p.req)).await;
+        let result = tokio::time::timeout(p.timeout, up.transport.request(target, p.req)).await;
         let judged = match result {
             Err(_) => {
                 let timeout = match p.timeout_key {
@@ -273,8 +276,7 @@ impl<'a> Tries<'a> {
                 if s.stats.is_some_and(|st| st.too_large.load(Relaxed)) {
                     return Err(GatewayError::BodyTooLarge { limit: s.max_body });
                 }
-                let hyper_err = e.source().and_then(|s| s.downcast_ref::<hyper::Error>());
-                if hyper_err.is_some_and(hyper::Error::is_user) {
+                if e.is_client_body() {
                     // The client's body failed (it went away or sent garbage): not the upstream's fault.
                     return Err(GatewayError::BadRequest(
                         "the request body ended before it was complete".into(),
@@ -326,7 +328,9 @@ impl<'a> Tries<'a> {
         // Retry with backoff (or the upstream's Retry-After) while tries, time and budget last.
         if let Some(r) = s.retry
             && self.attempt() < r.attempts
-            && judged.failure.is_some_and(|f| r.retries_on(f))
+            && judged.failure.is_some_and(|f| {
+                r.retries_on(f) && (s.idempotent || matches!(f, Failure::Connect | Failure::Grpc(_)))
+            })
         {
             let wait = match &judged.result {
                 Ok(res) => r.wait_after(res.headers(), self.attempt()),
