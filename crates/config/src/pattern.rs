@@ -220,6 +220,45 @@ enum BPath<'a> {
     Template(PathTemplate),
 }
 
+/// The built-in authorization server's paths (with `oauth_server`): everything under this
+/// prefix...
+pub const OAUTH_PREFIX: &str = "/oauth2";
+/// ...and these documents. The router tries the built-in routes for them before any user
+/// route, on every host.
+pub const OAUTH_DOCUMENTS: [&str; 2] = ["/.well-known/oauth-authorization-server", "/.well-known/jwks.json"];
+/// The server's endpoints under [`OAUTH_PREFIX`], for templates that could match one.
+const OAUTH_ENDPOINTS: [&str; 4] =
+    ["/oauth2/authorize", "/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"];
+
+/// The reserved path a route's path condition overlaps, if any: a prefix, exact path or
+/// template at or under [`OAUTH_PREFIX`] or a document, or a prefix above a document other
+/// than `/` (a catch-all keeps everything else). A route without a path condition is a
+/// catch-all too.
+pub fn reserved_overlap(m: &RouteMatch) -> Option<&'static str> {
+    let within = |path: &str| -> Option<&'static str> {
+        if has_segment_prefix(path, OAUTH_PREFIX) {
+            return Some("/oauth2/");
+        }
+        OAUTH_DOCUMENTS.into_iter().find(|d| has_segment_prefix(path, d))
+    };
+    match (&m.path, &m.path_prefix) {
+        (Some(path), _) => match PathTemplate::parse(path) {
+            Ok(t) if t.segments.iter().any(|s| matches!(s, Segment::Param(_))) => {
+                let concrete = OAUTH_ENDPOINTS.iter().chain(OAUTH_DOCUMENTS.iter());
+                concrete
+                    .copied()
+                    .find(|c| t.matches(c))
+                    .map(|c| if c.starts_with(OAUTH_PREFIX) { "/oauth2/" } else { c })
+            }
+            _ => within(path),
+        },
+        (None, Some(prefix)) if prefix != "/" => {
+            within(prefix).or_else(|| OAUTH_DOCUMENTS.into_iter().find(|d| has_segment_prefix(d, prefix)))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

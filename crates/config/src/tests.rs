@@ -707,3 +707,37 @@ fn a_host_route_over_a_protected_path_is_a_warning() {
         assert!(warned(routes).is_empty(), "{routes}");
     }
 }
+
+/// With `oauth_server`, a user route under its reserved paths is an error naming both routes.
+#[test]
+fn routes_over_the_authorization_servers_paths_are_refused() {
+    let base = "oauth_server: { issuer: \"https://gw.example\" }\nupstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n";
+    let route = |m: &str| format!("{base}  - {{ name: mine, match: {m}, upstream: u }}\n");
+    let want = "routes[0].match: route `mine` overlaps the built-in route `(oauth)`, which answers";
+    let cases: Vec<(String, &str)> = [
+        "{ path_prefix: /oauth2 }",
+        "{ path_prefix: /oauth2/token }",
+        "{ path: /oauth2/custom }",
+        "{ path: /.well-known/jwks.json }",
+        "{ path_prefix: /.well-known }",
+        "{ host: api.example.com, path: /.well-known/oauth-authorization-server }",
+        "{ path: \"/{any}/token\" }",
+    ]
+    .iter()
+    .map(|m| (route(m), want))
+    .collect();
+    assert_all_refused(&cases);
+    for ok in [
+        "{ path_prefix: / }",
+        "{ host: api.example.com }",
+        "{ path: /.well-known/openid-configuration }",
+        "{ path_prefix: /oauth2x }",
+    ] {
+        assert!(load_text(&route(ok)).is_ok(), "{ok} is not reserved");
+    }
+    let text = format!(
+        "{}  - {{ name: mine, match: {{ path_prefix: /oauth2 }}, upstream: u }}\n",
+        base.replace("oauth_server: { issuer: \"https://gw.example\" }\n", "")
+    );
+    assert!(load_text(&text).is_ok(), "without oauth_server nothing is reserved");
+}

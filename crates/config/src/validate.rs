@@ -9,7 +9,9 @@ use crate::model::{
     ApiKeyAuth, Authenticator, CircuitBreaker, ClientAuth, Config, Idempotency, IntrospectionAuth, JwtAuth,
     RateLimitPolicy, RateLimits, RequestKey, Retry, Route, Upstream, UpstreamProtocol,
 };
-use crate::pattern::{PathTemplate, Segment, check_path, covers, has_segment_prefix, specificity};
+use crate::pattern::{
+    PathTemplate, Segment, check_path, covers, has_segment_prefix, reserved_overlap, specificity,
+};
 use crate::yaml::{join_index, join_key};
 
 /// A problem at a key path.
@@ -775,6 +777,26 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
         }
     }
     shadowed_routes(c, p);
+    if c.oauth_server.is_some() {
+        reserved_paths(c, p);
+    }
+}
+
+/// With `oauth_server`, the built-in route `(oauth)` answers `/oauth2/…` and its documents on
+/// every host, before any user route: a user route there would silently never be chosen.
+fn reserved_paths(c: &Config, p: &mut Vec<Problem>) {
+    for (i, r) in c.routes.iter().enumerate() {
+        if let Some(reserved) = reserved_overlap(&r.matcher) {
+            push(
+                p,
+                join_key(&join_index("routes", i), "match"),
+                format!(
+                    "route `{}` overlaps the built-in route `(oauth)`, which answers `{reserved}` on every host while `oauth_server` is on, so this route would never get those requests; give it another path or turn oauth_server off",
+                    r.name
+                ),
+            );
+        }
+    }
 }
 
 /// Route indices in the order the router tries them: most specific first, ties in config order.

@@ -1,5 +1,5 @@
 //! The admin plane, on its own listener: `/healthz`, `/readyz`, `/metrics`, `/admin/config`,
-//! `/admin/upstreams`, `POST /admin/reload`, and the built-in authorization server's run-time
+//! `/admin/routes`, `/admin/upstreams`, `POST /admin/reload`, and the built-in authorization server's run-time
 //! clients under `/admin/oauth/clients`.
 //!
 //! With `admin.token` set, `/metrics` and `/admin/*` need `Authorization: Bearer TOKEN`
@@ -35,6 +35,7 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/config", get(config))
         .route("/admin/upstreams", get(upstreams))
+        .route("/admin/routes", get(routes))
         .route("/admin/reload", post(reload))
         .route("/admin/oauth/clients", get(oauth_clients).post(oauth_client_add))
         .route("/admin/oauth/clients/{id}", axum::routing::delete(oauth_client_remove))
@@ -136,6 +137,35 @@ async fn config(State(s): State<AdminState>) -> Response {
         "config": rt.loaded.redacted_json(),
     }))
     .into_response()
+}
+
+/// The routes of the running generation in the order the router tries them: the built-in
+/// ones (the authorization server's) first, then the user's, most specific first.
+async fn routes(State(s): State<AdminState>) -> Response {
+    let rt = s.shared.runtime.load();
+    let list: Vec<_> = rt
+        .router
+        .routes()
+        .enumerate()
+        .map(|(i, r)| {
+            let (authenticators, scopes) = r.auth.as_ref().map(|a| a.describe()).unwrap_or_default();
+            json!({
+                "order": i + 1,
+                "name": &*r.name,
+                "builtin": r.builtin,
+                "backend": r.backend.kind(),
+                "upstream": r.upstream().map(|u| &*u.name),
+                "match": &r.matched,
+                "strip_prefix": r.strip_prefix,
+                "auth": authenticators,
+                "require_scopes": scopes,
+                "rate_limit": r.rate_limit.is_some(),
+                "idempotency": r.idempotency.is_some(),
+                "upgrades": r.upgrades,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "generation": rt.generation, "routes": list })).into_response()
 }
 
 async fn upstreams(State(s): State<AdminState>) -> Response {

@@ -277,6 +277,83 @@ impl GatewayError {
     }
 }
 
+/// gRPC status codes the gateway answers with.
+pub mod grpc_code {
+    pub const UNKNOWN: u32 = 2;
+    pub const INVALID_ARGUMENT: u32 = 3;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const PERMISSION_DENIED: u32 = 7;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const ABORTED: u32 = 10;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
+    pub const UNAUTHENTICATED: u32 = 16;
+}
+
+impl GatewayError {
+    /// The gRPC status of this error. The base is the gRPC spec's mapping of HTTP statuses
+    /// (`doc/http-grpc-status-mapping.md`: 400 INTERNAL, 401 UNAUTHENTICATED, 403
+    /// PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504 UNAVAILABLE, others UNKNOWN),
+    /// made precise where the gateway knows more: a quota or a size limit is
+    /// RESOURCE_EXHAUSTED, a timeout DEADLINE_EXCEEDED, a bad path or key INVALID_ARGUMENT, a
+    /// method a route does not take UNIMPLEMENTED, a key in use ABORTED.
+    pub fn grpc_code(&self) -> u32 {
+        use GatewayError::*;
+        use grpc_code::*;
+        match self {
+            QuotaExceeded { .. }
+            | BodyTooLarge { .. }
+            | IdempotencyBodyTooLarge { .. }
+            | HeadersTooLarge { .. } => RESOURCE_EXHAUSTED,
+            UpstreamTimeout { .. } => DEADLINE_EXCEEDED,
+            InvalidPath(_) | IdempotencyKeyMissing | IdempotencyKeyMalformed(_) | IdempotencyMismatch => {
+                INVALID_ARGUMENT
+            }
+            MethodNotAllowed { .. } => UNIMPLEMENTED,
+            IdempotencyInFlight => ABORTED,
+            _ => match self.status().as_u16() {
+                400 => INTERNAL,
+                401 => UNAUTHENTICATED,
+                403 => PERMISSION_DENIED,
+                404 => UNIMPLEMENTED,
+                429 | 502 | 503 | 504 => UNAVAILABLE,
+                _ => UNKNOWN,
+            },
+        }
+    }
+
+    /// Renders this error for a gRPC client: a trailers-only answer (HTTP 200, no body) whose
+    /// `grpc-status` and `grpc-message` say what went wrong; the headers of the problem form
+    /// that a client acts on (`Retry-After`, `WWW-Authenticate`, rate-limit fields) come along.
+    pub fn to_grpc_response(&self, request_id: &str) -> http::Response<()> {
+        let (mut parts, _) = self.to_response(request_id).into_parts();
+        parts.status = StatusCode::OK;
+        let h = &mut parts.headers;
+        h.remove(header::CACHE_CONTROL);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        if let Ok(v) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
+            h.insert("grpc-message", v);
+        }
+        http::Response::from_parts(parts, ())
+    }
+}
+
+/// `grpc-message` encoding (gRPC over HTTP/2): bytes outside printable ASCII, and `%`, are
+/// percent-encoded.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A problem response with a fresh request id (also in `X-Request-Id`), for answers made outside
 /// the proxy lifecycle, such as the admin plane's.
 pub fn standalone_problem(k: &ProblemKind, detail: &str) -> http::Response<Bytes> {
@@ -321,9 +398,9 @@ fn problem_with_members(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_error_renders_a_complete_problem() {
-        let errors = [
+    /// One of every variant.
+    fn all_errors() -> Vec<GatewayError> {
+        vec![
             GatewayError::NoRoute { method: "GET".into(), path: "/x".into() },
             GatewayError::MethodNotAllowed {
                 method: "PUT".into(),
@@ -374,7 +451,58 @@ mod tests {
                 retry_after: Some(3),
             },
             GatewayError::InvalidPath(bridgehead_config::canonical::PathError::AboveRoot),
+        ]
+    }
+
+    #[test]
+    fn every_error_renders_a_grpc_status_for_grpc_clients() {
+        use grpc_code::*;
+        let codes = [
+            UNIMPLEMENTED,
+            UNIMPLEMENTED,
+            INTERNAL,
+            RESOURCE_EXHAUSTED,
+            RESOURCE_EXHAUSTED,
+            UNAVAILABLE,
+            UNAVAILABLE,
+            DEADLINE_EXCEEDED,
+            UNAUTHENTICATED,
+            PERMISSION_DENIED,
+            UNAVAILABLE,
+            UNAVAILABLE,
+            RESOURCE_EXHAUSTED,
+            UNAVAILABLE,
+            INVALID_ARGUMENT,
+            INVALID_ARGUMENT,
+            ABORTED,
+            INVALID_ARGUMENT,
+            UNAVAILABLE,
+            RESOURCE_EXHAUSTED,
+            UNAVAILABLE,
+            UNAVAILABLE,
+            UNAVAILABLE,
+            INVALID_ARGUMENT,
         ];
+        let errors = all_errors();
+        assert_eq!(errors.len(), codes.len());
+        for (e, code) in errors.iter().zip(codes) {
+            let res = e.to_grpc_response("rid-1");
+            assert_eq!(res.status(), StatusCode::OK, "{e:?}: gRPC errors travel in a 200");
+            let h = res.headers();
+            assert_eq!(h[header::CONTENT_TYPE], "application/grpc");
+            assert_eq!(h["grpc-status"], code.to_string().as_str(), "{e:?}");
+            let message = h["grpc-message"].to_str().unwrap();
+            assert!(!message.is_empty() && !message.contains('\n'), "{e:?}");
+            assert!(h.get(header::CACHE_CONTROL).is_none());
+        }
+        let quota = &errors[12];
+        assert_eq!(quota.to_grpc_response("r").headers()[header::RETRY_AFTER], "1200");
+        assert_eq!(grpc_message("50% über"), "50%25 %C3%BCber");
+    }
+
+    #[test]
+    fn every_error_renders_a_complete_problem() {
+        let errors = all_errors();
         let statuses = [
             404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503, 429, 503, 400, 400, 409, 422, 503,
             413, 503, 503, 503, 400,

@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use bridgehead_config::pattern::{PathTemplate, has_segment_prefix, specificity};
+use bridgehead_config::pattern::{
+    OAUTH_DOCUMENTS, OAUTH_PREFIX, PathTemplate, has_segment_prefix, specificity,
+};
 use bridgehead_config::{Route as RouteConfig, RouteMatch};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -23,10 +25,44 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::upstream::Upstream;
 
+/// What answers a route's requests.
+pub enum Backend {
+    /// Forwarded to an upstream (`upstream:` in the config).
+    Proxy(Arc<Upstream>),
+    /// The built-in authorization server (`oauth_server`): its endpoints and documents.
+    OAuth,
+}
+
+impl Backend {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Proxy(_) => "proxy",
+            Backend::OAuth => "oauth",
+        }
+    }
+
+    /// Whether a gateway error on this backend is rendered as a gRPC status (trailers-only)
+    /// rather than problem+json: for a gRPC call (`content-type: application/grpc…`) on a
+    /// proxy route. The authorization server's clients speak OAuth's JSON.
+    pub fn renders_grpc(&self, grpc_request: bool) -> bool {
+        match self {
+            Backend::Proxy(_) => grpc_request,
+            Backend::OAuth => false,
+        }
+    }
+}
+
+/// The name of the built-in authorization server's routes.
+pub const OAUTH_ROUTE: &str = "(oauth)";
+
 /// A compiled route.
 pub struct Route {
     pub name: Arc<str>,
-    pub upstream: Arc<Upstream>,
+    pub backend: Backend,
+    /// A route the gateway adds itself (the authorization server's), not one of `routes`.
+    pub builtin: bool,
+    /// The match as configured, for `/admin/routes`.
+    pub matched: RouteMatch,
     pub strip_prefix: Option<String>,
     /// Who may call this route; `None` for a public route.
     pub auth: Option<Arc<crate::auth::RouteAuth>>,
@@ -80,11 +116,41 @@ pub struct Router {
     routes: Vec<Route>,
 }
 
+impl Route {
+    /// The upstream of a proxy route.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match &self.backend {
+            Backend::Proxy(u) => Some(u),
+            Backend::OAuth => None,
+        }
+    }
+
+    /// A route the gateway adds itself, tried before every user route.
+    fn builtin(name: &str, matched: RouteMatch, backend: Backend, duration: Histogram) -> Self {
+        Route {
+            name: name.into(),
+            backend,
+            builtin: true,
+            matcher: Matcher::compile(&matched),
+            matched,
+            strip_prefix: None,
+            auth: None,
+            duration,
+            rate_limit: None,
+            idempotency: None,
+            upgrades: Vec::new(),
+        }
+    }
+}
+
 impl Router {
     /// Compiles routes; `upstream` looks up the compiled upstream by name (validation has
-    /// already checked that it exists).
+    /// already checked that it exists). With `oauth`, the built-in authorization server's
+    /// routes come first: `/oauth2/…` and its documents on every host (validation refuses a
+    /// user route that overlaps them).
     pub fn new(
         routes: &[RouteConfig],
+        oauth: bool,
         upstream: impl Fn(&str) -> Arc<Upstream>,
         duration: impl Fn(&Arc<str>) -> Histogram,
         auth: impl Fn(&RouteConfig) -> Option<Arc<crate::auth::RouteAuth>>,
@@ -103,7 +169,9 @@ impl Router {
                     Route {
                         duration: duration(&name),
                         name,
-                        upstream: upstream(&r.upstream),
+                        backend: Backend::Proxy(upstream(&r.upstream)),
+                        builtin: false,
+                        matched: r.matcher.clone(),
                         strip_prefix: r.strip_prefix.clone(),
                         auth: auth(r),
                         rate_limit,
@@ -116,7 +184,18 @@ impl Router {
             .collect();
         // Most specific first; ties keep config order.
         compiled.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        Self { routes: compiled.into_iter().map(|(_, _, r)| r).collect() }
+        let mut all = Vec::with_capacity(compiled.len() + 3);
+        if oauth {
+            let name: Arc<str> = OAUTH_ROUTE.into();
+            let prefix = RouteMatch { path_prefix: Some(OAUTH_PREFIX.into()), ..RouteMatch::default() };
+            all.push(Route::builtin(OAUTH_ROUTE, prefix, Backend::OAuth, duration(&name)));
+            for doc in OAUTH_DOCUMENTS {
+                let exact = RouteMatch { path: Some(doc.into()), ..RouteMatch::default() };
+                all.push(Route::builtin(OAUTH_ROUTE, exact, Backend::OAuth, duration(&name)));
+            }
+        }
+        all.extend(compiled.into_iter().map(|(_, _, r)| r));
+        Self { routes: all }
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {

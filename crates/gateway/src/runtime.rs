@@ -64,6 +64,7 @@ impl Runtime {
         }
         let router = Router::new(
             &loaded.config.routes,
+            loaded.config.oauth_server.is_some(),
             |name| upstreams[name].clone(),
             |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
             |route| auth.for_route(route),
@@ -116,7 +117,9 @@ impl Runtime {
 
     /// Upstreams that at least one route sends traffic to.
     pub fn upstreams_in_use(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.upstreams.values().filter(|u| self.router.routes().any(|r| Arc::ptr_eq(&r.upstream, u)))
+        self.upstreams
+            .values()
+            .filter(|u| self.router.routes().any(|r| r.upstream().is_some_and(|ru| Arc::ptr_eq(ru, u))))
     }
 }
 

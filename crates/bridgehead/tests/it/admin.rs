@@ -88,3 +88,51 @@ async fn gateway_runs_on_postgresql_state() {
     assert_eq!(nodes.len(), 1, "the gateway registered itself");
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_listed_in_the_order_they_are_tried_with_the_builtin_ones_first() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "oauth_server: {{ issuer: \"https://gw.example\" }}\nauthenticators:\n  local:\n    jwt: {{ issuer: local }}\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n  - {{ name: orders, match: {{ path_prefix: /orders, methods: [GET] }}, upstream: u, auth: [local], require_scopes: [orders.read], strip_prefix: /orders }}\n",
+        m.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    let got = get(&gw.admin_url("/admin/routes")).await;
+    assert_eq!(got.status, 200);
+    let v = got.json();
+    assert_eq!(v["generation"], 1);
+    let routes = v["routes"].as_array().unwrap();
+    let names: Vec<_> =
+        routes.iter().map(|r| (r["name"].as_str().unwrap(), r["backend"].as_str().unwrap())).collect();
+    assert_eq!(
+        names,
+        [
+            ("(oauth)", "oauth"),
+            ("(oauth)", "oauth"),
+            ("(oauth)", "oauth"),
+            ("orders", "proxy"),
+            ("all", "proxy")
+        ]
+    );
+    assert_eq!(routes[0]["match"]["path_prefix"], "/oauth2");
+    assert_eq!(routes[0]["builtin"], true);
+    assert_eq!(routes[1]["match"]["path"], "/.well-known/oauth-authorization-server");
+    let orders = &routes[3];
+    assert_eq!(orders["order"], 4);
+    assert_eq!(orders["builtin"], false);
+    assert_eq!(orders["upstream"], "u");
+    assert_eq!(orders["auth"], serde_json::json!(["local"]));
+    assert_eq!(orders["require_scopes"], serde_json::json!(["orders.read"]));
+    assert_eq!(orders["strip_prefix"], "/orders");
+    assert_eq!(orders["match"]["methods"], serde_json::json!(["GET"]));
+    assert_eq!(routes[0]["upstream"], serde_json::Value::Null);
+    // The built-in route answers before the catch-all, on any host.
+    let got = send(
+        &client(),
+        Request::get(gw.url("/.well-known/jwks.json")).header("host", "other.example").body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert!(got.json()["keys"].is_array());
+    assert_eq!(gw.log_lines().last().unwrap()["route"], "(oauth)");
+}

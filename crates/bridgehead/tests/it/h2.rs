@@ -215,3 +215,44 @@ async fn nghttp_through_the_gateway_to_an_h2c_upstream() {
     assert!(text.contains("\"version\":\"HTTP/2.0\""), "{text}");
     assert!(text.contains("\"te\":\"trailers\""), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_errors_reach_grpc_clients_as_a_grpc_status() {
+    let peer = H2Peer::start().await;
+    let cfg = format!(
+        "authenticators:\n  keys:\n    api_key:\n      keys: [{{ consumer: c, sha256: \"{}\" }}]\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\n    protocol: h2c\nroutes:\n  - {{ name: svc, match: {{ path_prefix: /pkg.Svc }}, upstream: u, auth: [keys] }}\n",
+        "0".repeat(64),
+        peer.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    let call = |path: &str, content_type: &str| {
+        let req = Request::post(gw.url(path))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(full(&b"\0\0\0\0\0"[..]))
+            .unwrap();
+        h2c_client().request(req)
+    };
+    for (path, code, message) in [
+        ("/pkg.Svc/Get", "16", "no credentials"),
+        ("/other.Svc/Get", "12", "no route matches POST /other.Svc/Get"),
+        ("/pkg.Svc/%2e%2e%2f", "3", ""),
+    ] {
+        let res = call(path, "application/grpc+proto").await.unwrap();
+        assert_eq!(res.status(), 200, "{path}: gRPC errors travel in a 200");
+        let h = res.headers().clone();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], code, "{path}");
+        assert!(
+            h["grpc-message"].to_str().unwrap().to_lowercase().contains(&message.to_lowercase()),
+            "{path}: {h:?}"
+        );
+        assert!(h.contains_key("x-request-id"));
+        let body = res.into_body().collect().await.unwrap();
+        assert!(body.trailers().is_none() && body.to_bytes().is_empty(), "{path}: trailers-only");
+    }
+    // The same refusal to a plain HTTP client stays problem+json.
+    let got = send(&client(), Request::post(gw.url("/pkg.Svc/Get")).body(empty()).unwrap()).await;
+    got.assert_problem(401, "");
+    assert_eq!(peer.hits("/pkg.Svc/Get"), 0);
+}

@@ -342,6 +342,11 @@ pub struct RouteAuth {
 }
 
 impl RouteAuth {
+    /// The route's authenticators, in the order they are tried, and the scopes it requires.
+    pub fn describe(&self) -> (Vec<&str>, &[String]) {
+        (self.authenticators.iter().map(|a| &*a.name).collect(), &self.require_scopes)
+    }
+
     /// Runs the route's authenticators in order; on success, checks scopes, strips credentials
     /// and sets the identity headers for the upstream. The caller has already removed the
     /// protected identity headers ([`strip_identity`]) and the hop-by-hop ones.

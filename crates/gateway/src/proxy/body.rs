@@ -238,6 +238,11 @@ impl ResponseBody {
         Self { inner: Inner::Full(Some(bytes)), bytes_out: 0, completed: false, on_finish: None }
     }
 
+    /// No body at all: the head ends the stream (a gRPC trailers-only answer).
+    pub fn empty() -> Self {
+        Self { inner: Inner::Full(None), bytes_out: 0, completed: false, on_finish: None }
+    }
+
     pub fn upstream(body: UpstreamBody) -> Self {
         Self { inner: Inner::Upstream(body), bytes_out: 0, completed: false, on_finish: None }
     }

@@ -45,14 +45,11 @@ use crate::policy::RequestFacts;
 use crate::policy::idempotency::{Begin, Claim, IDEMPOTENCY_KEY, fingerprint};
 use crate::policy::retry::RetryPolicy;
 use crate::problem::GatewayError;
-use crate::router::{Route, RouteResult, strip};
+use crate::router::{Backend, Route, RouteResult, strip};
 use crate::runtime::{Runtime, Shared};
 use crate::upstream::InFlight;
 use crate::upstream::classify::{Classify, UpstreamBody};
 use crate::upstream::send::{Observer, Outgoing, Payload, Sender};
-
-/// The route label of requests the built-in authorization server answers.
-pub const OAUTH_ROUTE: &str = "(oauth)";
 
 /// What the data plane knows about a client connection.
 #[derive(Debug, Clone)]
@@ -72,6 +69,7 @@ pub async fn handle(
     // Invariant: one generation per request, loaded here and nowhere else.
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
+    let grpc = Classify::of_request(req.headers()) == Classify::Grpc;
     let filtered = request_filter(&rt, &mut req);
     let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone());
     let stats = Arc::new(RequestStats::default());
@@ -80,6 +78,7 @@ pub async fn handle(
         rt: &rt,
         conn: &conn,
         request_id,
+        grpc,
         target: RequestTarget { host: None, authority: None, route_path: None },
         route: None,
         without_parameters: false,
@@ -95,10 +94,7 @@ pub async fn handle(
     let result = match filtered {
         Ok(target) => {
             ctx.target = target;
-            match oauth_server(&mut ctx, req).await {
-                Ok(res) => Ok(res),
-                Err(req) => proxy(&mut ctx, *req).await,
-            }
+            pipeline(&mut ctx, req).await
         }
         Err(e) => Err(e),
     };
@@ -110,6 +106,8 @@ struct RequestCtx<'a> {
     rt: &'a Runtime,
     conn: &'a ConnInfo,
     request_id: HeaderValue,
+    /// The request is a gRPC call (`content-type: application/grpc…`).
+    grpc: bool,
     /// Where the request is addressed, canonical (set by `request_filter`).
     target: RequestTarget,
     /// The route (set by `route`).
@@ -148,8 +146,9 @@ impl<'a> RequestCtx<'a> {
         self.route.expect("set by the route phase")
     }
 
+    /// The upstream of a proxy route (the phases after `route` run only for those).
     fn upstream(&self) -> &'a Arc<crate::upstream::Upstream> {
-        &self.route().upstream
+        self.route().upstream().expect("a proxy route")
     }
 
     /// The request facts policies key on: headers, client address, consumer.
@@ -194,7 +193,12 @@ fn respond(
             if e.status().is_server_error() {
                 tracing::warn!(request_id = id, error = %e, "request failed");
             }
-            e.to_response(id).map(ResponseBody::full)
+            // The route's backend decides the form; before routing, the request's kind does.
+            if ctx.route.map_or(ctx.grpc, |r| r.backend.renders_grpc(ctx.grpc)) {
+                e.to_grpc_response(id).map(|()| ResponseBody::empty())
+            } else {
+                e.to_response(id).map(ResponseBody::full)
+            }
         }
     };
     res.headers_mut().insert(X_REQUEST_ID.clone(), ctx.request_id);
@@ -211,27 +215,42 @@ fn respond(
     Response::from_parts(parts, body.on_finish(Box::new(ctx.log)))
 }
 
-/// The built-in authorization server answers its own paths before routing. Gives the request
-/// back when it is not for the server.
-async fn oauth_server(
-    ctx: &mut RequestCtx<'_>,
-    req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Box<Request<Incoming>>> {
-    // The path test comes first: most requests never touch the server's slot.
-    if !crate::oauth::is_oauth_path(req.uri().path()) {
-        return Err(Box::new(req));
-    }
-    let Some(oauth) = ctx.log.shared.oauth.load_full() else { return Err(Box::new(req)) };
-    ctx.log.route = Some(Arc::from(OAUTH_ROUTE));
-    Ok(oauth.handle(req, ctx.conn.client.ip()).await.map(ResponseBody::full))
-}
-
-/// The proxy backend: every phase from routing to the stored response, in order.
-async fn proxy(
+/// Routes the request, then hands it to the route's backend.
+async fn pipeline(
     ctx: &mut RequestCtx<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let mut parts = route(ctx, req)?;
+    let parts = route(ctx, req)?;
+    match &ctx.route().backend {
+        Backend::Proxy(_) => proxy(ctx, parts).await,
+        Backend::OAuth => oauth_server(ctx, parts).await,
+    }
+}
+
+/// The OAuth backend: the built-in authorization server answers its endpoints and documents.
+async fn oauth_server(
+    ctx: &mut RequestCtx<'_>,
+    parts: http::request::Parts,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let BodyState::Streaming(body) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        unreachable!("set by the route phase")
+    };
+    let Some(oauth) = ctx.log.shared.oauth.load_full() else {
+        // The server is configured in this generation but not running (yet): as if absent.
+        return Err(GatewayError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        });
+    };
+    let req = Request::from_parts(parts, body);
+    Ok(oauth.handle(req, ctx.conn.client.ip()).await.map(ResponseBody::full))
+}
+
+/// The proxy backend: every phase after routing, in order.
+async fn proxy(
+    ctx: &mut RequestCtx<'_>,
+    mut parts: http::request::Parts,
+) -> Result<Response<ResponseBody>, GatewayError> {
     authenticate(ctx, &mut parts).await?;
     rate_limit(ctx, &parts).await?;
     if let Some(replay) = idempotency(ctx, &parts).await? {
@@ -349,7 +368,7 @@ fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::r
     ctx.without_parameters = without_parameters;
     ctx.log.route = Some(route.name.clone());
     ctx.log.duration = Some(route.duration.clone());
-    ctx.log.upstream = Some(route.upstream.name.clone());
+    ctx.log.upstream = route.upstream().map(|u| u.name.clone());
     // Only protocols the route allows are switched to; any other upgrade (h2c above all) is
     // served as plain HTTP/1.1.
     ctx.upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);

@@ -8,12 +8,17 @@ use crate::upstream::{Carryover, Upstream};
 use prometheus_client::metrics::histogram::Histogram;
 
 fn router(routes_yaml: &str) -> Router {
+    router_with(routes_yaml, false)
+}
+
+fn router_with(routes_yaml: &str, oauth: bool) -> Router {
     let text =
         format!("upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:1\" }}]\nroutes:\n{routes_yaml}");
     let loaded = load_str(&text, Path::new("t.yaml"), Path::new("."), &MapResolver::default()).unwrap();
     let up = Arc::new(Upstream::new("u", &loaded.config.upstreams["u"], &Carryover::default()));
     Router::new(
         &loaded.config.routes,
+        oauth,
         |_| up.clone(),
         |_| Histogram::new([1.0]),
         |_| None,
@@ -123,4 +128,26 @@ fn strip_prefix_keeps_a_leading_slash() {
     assert_eq!(strip("/api/orders/7", "/api"), "/orders/7");
     assert_eq!(strip("/api", "/api"), "/");
     assert_eq!(strip("/other", "/api"), "/other");
+}
+
+#[test]
+fn builtin_oauth_routes_come_first_on_every_host() {
+    let r = router_with(
+        "  - { name: host-all, match: { host: api.example.com, path_prefix: / }, upstream: u }\n  - { name: all, match: { path_prefix: / }, upstream: u }\n",
+        true,
+    );
+    let none = HeaderMap::new();
+    for (host, path, want) in [
+        (Some("api.example.com"), "/oauth2/token", "(oauth)"),
+        (None, "/oauth2/authorize", "(oauth)"),
+        (Some("other.example"), "/.well-known/jwks.json", "(oauth)"),
+        (Some("api.example.com"), "/.well-known/oauth-authorization-server", "(oauth)"),
+        (Some("api.example.com"), "/.well-known/openid-configuration", "host-all"),
+        (None, "/oauth2x", "all"),
+    ] {
+        assert_eq!(find(&r, host, Method::POST, path, &none).as_deref(), Ok(want), "{host:?} {path}");
+    }
+    let builtins: Vec<_> = r.routes().filter(|r| r.builtin).map(|r| r.backend.kind()).collect();
+    assert_eq!(builtins, ["oauth", "oauth", "oauth"]);
+    assert!(router(ROUTES).routes().all(|r| !r.builtin && r.backend.kind() == "proxy"));
 }
