@@ -4,5 +4,6 @@
 //! use them directly.
 
 pub mod apikey;
+pub mod cache;
 pub mod cert;
 pub mod jwt;

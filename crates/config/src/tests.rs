@@ -118,7 +118,7 @@ fn bad_configs_are_refused_with_location_and_path() {
         match load_text(text) {
             Ok(_) => failures.push(format!("accepted:\n{text}")),
             Err(err) if !err.0[0].to_string().starts_with(&format!("b.yaml:{want}")) => {
-                failures.push(format!("config:\n{text}\nwant: b.yaml:{want}\ngot:  {err}"))
+                failures.push(format!("config:\n{text}\nwant: b.yaml:{want}\ngot:  {err}"));
             }
             Err(_) => {}
         }
@@ -520,7 +520,7 @@ fn assert_all_refused(cases: &[(String, &str)]) {
         match load_text(text) {
             Ok(_) => failures.push(format!("accepted:\n{text}")),
             Err(err) if !err.0.iter().any(|d| d.to_string().contains(want)) => {
-                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"));
             }
             Err(_) => {}
         }

@@ -976,7 +976,7 @@ fn check_request_key(path: &str, key: &RequestKey, has_auth: bool, p: &mut Vec<P
         RequestKey::Header(h) => check_header_name(path, h, p),
         RequestKey::Cookie(c) if !is_token(c) => push(p, path, format!("`{c}` is not a valid cookie name")),
         RequestKey::Consumer if !has_auth => {
-            push(p, path, "`consumer` needs `auth` on the route; use `ip` or `route` on a public route")
+            push(p, path, "`consumer` needs `auth` on the route; use `ip` or `route` on a public route");
         }
         _ => {}
     }
@@ -1005,10 +1005,10 @@ fn rate_limits(r: &Route, base: &str, policies: &[RateLimitPolicy], p: &mut Vec<
                 ),
             ),
             Some(n) if !names.insert(n.as_str()) => {
-                push(p, join_key(&pp, "name"), format!("policy name `{n}` is used twice on this route"))
+                push(p, join_key(&pp, "name"), format!("policy name `{n}` is used twice on this route"));
             }
             None if policies.len() > 1 => {
-                push(p, &pp, "a route with several policies needs a `name` on each")
+                push(p, &pp, "a route with several policies needs a `name` on each");
             }
             _ => {}
         }
@@ -1231,7 +1231,7 @@ fn check_canonical(path: &str, probe: &str, opts: &PathNormalization, key: &str,
             ),
         ),
         Err(e) => {
-            push(p, key, format!("`{path}` could never match: requests with such a path are refused ({e})"))
+            push(p, key, format!("`{path}` could never match: requests with such a path are refused ({e})"));
         }
     }
 }

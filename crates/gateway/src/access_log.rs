@@ -69,7 +69,7 @@ impl AccessLog {
     pub fn write(&self, record: &Record<'_>) -> bool {
         if let Some(m) = &self.memory {
             if let Ok(line) = serde_json::to_string(record) {
-                m.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
             }
             return true;
         }

@@ -16,11 +16,11 @@ use axum::routing::{get, post};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::metrics::{Name, TargetLabels};
-use crate::problem::{ProblemKind, standalone_problem};
 use crate::reload::Reloader;
 use crate::runtime::Shared;
-use crate::upstream::clock_ms;
+use bridgehead_http::metrics::{Name, TargetLabels};
+use bridgehead_http::problem::{ProblemKind, standalone_problem};
+use bridgehead_upstream::clock_ms;
 
 #[derive(Clone)]
 struct AdminState {

@@ -14,9 +14,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::{AccessLog, Sink};
-use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::runtime::{Runtime, Shared};
+use bridgehead_http::metrics::Metrics;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
     crate::tls::acceptor(loaded)?;
     for (name, u) in &loaded.config.upstreams {
         if u.tls.is_some() {
-            crate::upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
+            bridgehead_upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
         }
     }
     crate::auth::preflight(loaded)
@@ -113,7 +113,9 @@ impl App {
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
         let metrics = Metrics::default();
         let oauth = match &loaded.config.oauth_server {
-            Some(cfg) => Some(crate::oauth::OAuthServer::start(cfg, &store).await.map_err(AppError::Config)?),
+            Some(cfg) => {
+                Some(bridgehead_oauth::OAuthServer::start(cfg, &store).await.map_err(AppError::Config)?)
+            }
             None => None,
         };
         let redis = match &loaded.config.state.redis {
@@ -135,7 +137,7 @@ impl App {
             store: Some(store),
             oauth: ArcSwapOption::new(oauth),
             redis,
-            buffers: crate::proxy::body::BufferBudget::new(max_buffered),
+            buffers: bridgehead_http::body::BufferBudget::new(max_buffered),
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
@@ -198,7 +200,7 @@ impl App {
                         // Up to ten batches a minute: a backlog drains without one long
                         // transaction holding the database.
                         for _ in 0..10 {
-                            match store.idempotency_purge(crate::policy::unix_ms()).await {
+                            match store.idempotency_purge(bridgehead_http::clock::unix_ms()).await {
                                 Ok(purged) if purged < bridgehead_state::IDEMPOTENCY_PURGE_BATCH => break,
                                 Ok(_) => {}
                                 Err(e) => {

@@ -14,8 +14,8 @@ use arc_swap::ArcSwapOption;
 use notify::Watcher;
 use tokio_rustls::TlsAcceptor;
 
-use crate::metrics::ResultLabels;
 use crate::runtime::{Runtime, Shared};
+use bridgehead_http::metrics::ResultLabels;
 
 /// Reloads the config file into the running gateway.
 #[derive(Clone)]
@@ -58,7 +58,7 @@ impl Reloader {
         match &result {
             Ok(generation) => tracing::info!(generation, "config reloaded"),
             Err(e) => {
-                tracing::error!(errors = %e, "config reload refused; the running config keeps serving")
+                tracing::error!(errors = %e, "config reload refused; the running config keeps serving");
             }
         }
         result
@@ -77,7 +77,7 @@ impl Reloader {
                 Some(running)
             }
             (Some(cfg), None, Some(store)) => {
-                Some(crate::oauth::OAuthServer::start(cfg, store).await.map_err(ReloadError::Invalid)?)
+                Some(bridgehead_oauth::OAuthServer::start(cfg, store).await.map_err(ReloadError::Invalid)?)
             }
             _ => None,
         };
@@ -125,7 +125,7 @@ impl Reloader {
             return Ok(None);
         };
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        let name = path.file_name().map(|n| n.to_owned());
+        let name = path.file_name().map(std::borrow::ToOwned::to_owned);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev

@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::upstream::Upstream;
+use bridgehead_upstream::Upstream;
 
 /// What answers a route's requests.
 pub enum Backend {

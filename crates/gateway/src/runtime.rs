@@ -12,12 +12,12 @@ use bridgehead_config::LoadedConfig;
 
 use crate::access_log::AccessLog;
 use crate::auth::{Authenticators, JwksSources};
-use crate::metrics::{Metrics, Name, RouteLabels};
 use crate::policy::RedisHandle;
 use crate::policy::idempotency::{Backend, IdempotencyPolicy};
 use crate::policy::ratelimit::RouteLimits;
 use crate::router::{RoutePolicies, Router};
-use crate::upstream::{Carryover, Upstream, health};
+use bridgehead_http::metrics::{Metrics, Name, RouteLabels};
+use bridgehead_upstream::{Carryover, Upstream, health};
 
 /// A compiled config generation.
 pub struct Runtime {
@@ -41,7 +41,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Metrics,
         store: Option<&bridgehead_state::Store>,
-        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
+        oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
         redis: Option<&RedisHandle>,
     ) -> Result<Self, String> {
         for w in &loaded.warnings {
@@ -130,9 +130,9 @@ pub struct Shared {
     pub access_log: AccessLog,
     pub store: Option<bridgehead_state::Store>,
     /// The built-in authorization server, when `oauth_server` is configured.
-    pub oauth: arc_swap::ArcSwapOption<crate::oauth::OAuthServer>,
+    pub oauth: arc_swap::ArcSwapOption<bridgehead_oauth::OAuthServer>,
     /// Redis for shared rate limits and idempotency records, when `state.redis` is set.
     pub redis: Option<RedisHandle>,
     /// `server.limits.max_buffered`, in KiB permits.
-    pub buffers: crate::proxy::body::BufferBudget,
+    pub buffers: bridgehead_http::body::BufferBudget,
 }

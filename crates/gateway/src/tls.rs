@@ -17,10 +17,11 @@ pub fn acceptor(loaded: &LoadedConfig) -> Result<Option<TlsAcceptor>, String> {
     };
     let cert_path = loaded.resolve_path(&tls.cert);
     let key_path = loaded.resolve_path(&tls.key);
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect::<Result<_, _>>()).map_err(
-            |e| format!("server.tls.cert: cannot read certificates from {}: {e}", cert_path.display()),
-        )?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(std::iter::Iterator::collect::<Result<_, _>>)
+        .map_err(|e| {
+            format!("server.tls.cert: cannot read certificates from {}: {e}", cert_path.display())
+        })?;
     if certs.is_empty() {
         return Err(format!("server.tls.cert: {} holds no PEM certificate", cert_path.display()));
     }
@@ -36,7 +37,7 @@ pub fn acceptor(loaded: &LoadedConfig) -> Result<Option<TlsAcceptor>, String> {
             let ca_path = loaded.resolve_path(ca);
             let mut roots = rustls::RootCertStore::empty();
             let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca_path)
-                .and_then(|it| it.collect::<Result<_, _>>())
+                .and_then(std::iter::Iterator::collect::<Result<_, _>>)
                 .map_err(|e| {
                     format!("server.tls.client_ca: cannot read certificates from {}: {e}", ca_path.display())
                 })?;

@@ -38,7 +38,7 @@ impl serde::Serialize for EchoHeaders<'_> {
                 (Some(only), None) => map.serialize_entry(name.as_str(), &lossy(only))?,
                 _ => {
                     let all: Vec<_> = values.iter().map(lossy).collect();
-                    map.serialize_entry(name.as_str(), &all)?
+                    map.serialize_entry(name.as_str(), &all)?;
                 }
             }
         }

@@ -247,7 +247,7 @@ impl Store {
     /// Closes every connection of this store and its clones; later calls fail. For SQLite this
     /// also checkpoints the WAL into the database file (when the last connection closes).
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
     }
 }
 

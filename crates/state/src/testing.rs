@@ -70,8 +70,7 @@ impl TestPostgres {
             return Ok(None);
         }
         let bin = find_bin_dir()?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let run_as = (unsafe { libc::geteuid() } == 0).then_some(OS_USER);
+        let run_as = is_root().then_some(OS_USER);
 
         let dir = tempfile::Builder::new()
             .prefix("bridgehead-pg-")
@@ -430,4 +429,11 @@ fn log_tail(log: &Path) -> String {
         let _ = write!(message, "\n  {line}");
     }
     message
+}
+
+/// Whether this process runs as root (PostgreSQL refuses to; the server then runs as `postgres`).
+#[allow(unsafe_code)] // The one unsafe call of the workspace: geteuid has no preconditions and cannot fail.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }

@@ -164,7 +164,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
             match args.output {
                 Output::Text => println!("not a JWT: {rejection}"),
                 Output::Json => {
-                    println!("{}", json!({"error": rejection.to_string(), "code": rejection.code()}))
+                    println!("{}", json!({"error": rejection.to_string(), "code": rejection.code()}));
                 }
             }
             return Ok(ExitCode::FAILURE);
@@ -256,7 +256,7 @@ fn warnings(header: &Map<String, Value>, claims: &Map<String, Value>, now: u64) 
         Some(exp) if exp < now => out.push(format!("expired {}", relative(exp, now))),
         Some(_) => {}
         None if !claims.contains_key("exp") => {
-            out.push("no exp: the token never expires (bridgehead requires exp)".to_owned())
+            out.push("no exp: the token never expires (bridgehead requires exp)".to_owned());
         }
         None => {}
     }

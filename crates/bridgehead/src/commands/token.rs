@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bridgehead_config::{ClientAuthMethod, Secret};
-use bridgehead_gateway::upstream::credentials::{TokenError, TokenRequest};
+use bridgehead_upstream::credentials::{TokenError, TokenRequest};
 
 #[derive(clap::Args)]
 pub struct TokenArgs {
@@ -65,7 +65,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
         audience: args.audience,
         auth_method: args.auth_method,
     };
-    let client = bridgehead_gateway::auth::fetch_client(args.ca.as_deref(), Duration::from_secs(30))
+    let client = bridgehead_upstream::fetch::client(args.ca.as_deref(), Duration::from_secs(30))
         .map_err(|e| anyhow::anyhow!("--{e}"))?;
     let result = super::runtime(Some(1))?.block_on(request.send(&client));
     let token = match result {

@@ -93,9 +93,9 @@ impl H2Peer {
                         Some(a) => {
                             let Ok(tls) = a.accept(tcp).await else { return };
                             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                serve_h2(tls, st).await
+                                serve_h2(tls, st).await;
                             } else {
-                                serve_http1(tls).await
+                                serve_http1(tls).await;
                             }
                         }
                     }
@@ -256,7 +256,7 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
                 .collect();
             let echo = serde_json::json!({
                 "version": format!("{:?}", parts.version),
-                "authority": parts.uri.authority().map(|a| a.to_string()),
+                "authority": parts.uri.authority().map(std::string::ToString::to_string),
                 "host": h("host"),
                 "te": h("te"),
                 "path": parts.uri.path(),

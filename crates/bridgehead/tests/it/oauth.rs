@@ -312,7 +312,7 @@ fn pkce() -> (String, String) {
 fn authz_query(challenge: &str, redirect: &str, extra: &str) -> String {
     format!(
         "response_type=code&client_id=console&redirect_uri={}&scope=orders.read&state=st-42&code_challenge={challenge}&code_challenge_method=S256{extra}",
-        bridgehead_gateway::upstream::credentials::form_encode(redirect)
+        bridgehead_http::codec::form_encode(redirect)
     )
 }
 
@@ -379,7 +379,7 @@ async fn authorization_code_with_pkce_and_refresh_rotation() {
             post_form(
                 &url,
                 None,
-                &format!("grant_type=authorization_code&client_id=console&code={code}&redirect_uri={}&code_verifier={verifier}", bridgehead_gateway::upstream::credentials::form_encode(REDIRECT)),
+                &format!("grant_type=authorization_code&client_id=console&code={code}&redirect_uri={}&code_verifier={verifier}", bridgehead_http::codec::form_encode(REDIRECT)),
             )
             .await
         }
@@ -501,7 +501,7 @@ async fn run_time_clients_and_key_rotation_from_the_command_line() {
         .await
         .unwrap()
     };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let s = |v: &[&str]| v.iter().map(std::string::ToString::to_string).collect::<Vec<_>>();
 
     // A client added at run time: its secret is printed once and works within seconds.
     let (code, secret, err) = cli(s(&[
@@ -755,7 +755,7 @@ async fn the_oauth2_crate_as_a_client() {
         .filter_map(|rest| {
             let (name, rest) = rest.split_once("\" value=\"")?;
             let value = rest.split_once('"')?.0.replace("&amp;", "&").replace("&quot;", "\"");
-            Some(format!("{name}={}", bridgehead_gateway::upstream::credentials::form_encode(&value)))
+            Some(format!("{name}={}", bridgehead_http::codec::form_encode(&value)))
         })
         .collect();
     form.extend(["username=fde".into(), "password=correct+horse".into(), "decision=approve".into()]);
@@ -809,7 +809,7 @@ async fn an_expired_code_is_refused() {
         None,
         &format!(
             "grant_type=authorization_code&client_id=console&code=an-old-code&redirect_uri={}&code_verifier={verifier}",
-            bridgehead_gateway::upstream::credentials::form_encode(REDIRECT)
+            bridgehead_http::codec::form_encode(REDIRECT)
         ),
     )
     .await;

@@ -289,7 +289,11 @@ impl Peer {
                         async move {
                             counter.fetch_add(1, Ordering::SeqCst);
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(http_body_util::Collected::to_bytes)
+                                .unwrap_or_default();
                             let res = handler(Request::from_parts(parts, body));
                             Ok::<_, Infallible>(res.map(Full::new))
                         }

@@ -298,7 +298,7 @@ fn hosts() {
     ];
     let mut failures = Vec::new();
     for (input, want) in rows {
-        let got = canonical_host(input).map(|h| h.into_owned());
+        let got = canonical_host(input).map(std::borrow::Cow::into_owned);
         if got.as_deref().map_err(Clone::clone) != *want {
             failures.push(format!("{input:?}: want {want:?}, got {got:?}"));
         }

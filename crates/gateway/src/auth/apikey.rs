@@ -13,7 +13,8 @@ use http::request::Parts;
 use http::uri::PathAndQuery;
 
 use super::{Identity, Outcome};
-use crate::metrics::{FetchLabels, Metrics, Name};
+use bridgehead_http::codec::percent_decode;
+use bridgehead_http::metrics::{FetchLabels, Metrics, Name};
 
 pub struct ApiKeys {
     header: Option<HeaderName>,
@@ -163,36 +164,6 @@ impl ApiKeys {
             parts.uri = u;
         }
     }
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding) in a query component; invalid escapes stay as
-/// they are.
-pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(s);
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// Keeps the table in step with the state database: configured keys plus the active stored ones.

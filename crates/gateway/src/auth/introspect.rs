@@ -9,11 +9,11 @@ use bridgehead_config::{IntrospectionAuth, LoadedConfig, Secret};
 use http::HeaderName;
 use http::request::Parts;
 
-use super::cache::{TokenCache, digest};
-use super::jwt::unix_now;
 use super::{ClaimHeaders, Identity, Outcome, TokenSource, consumer_from_claims, scopes_from_claims};
-use crate::metrics::{FetchLabels, Metrics, Name};
-use crate::upstream::credentials::form_encode;
+use bridgehead_auth::cache::{TokenCache, digest};
+use bridgehead_http::clock::unix_now;
+use bridgehead_http::metrics::{FetchLabels, Metrics, Name};
+use bridgehead_upstream::credentials::form_encode;
 
 const INACTIVE_CACHE_SECS: u64 = 5;
 /// Most introspection calls in flight at once per authenticator; further tokens wait for a slot
@@ -44,7 +44,7 @@ impl Introspection {
             url: cfg.url.clone(),
             client_id: cfg.client_id.clone(),
             client_secret: cfg.client_secret.clone(),
-            client: super::fetch::client(ca.as_deref(), cfg.timeout.get())?,
+            client: bridgehead_upstream::fetch::client(ca.as_deref(), cfg.timeout.get())?,
             audiences: cfg.audiences.clone(),
             cache: TokenCache::new(cfg.token_cache),
             cache_ttl: cfg.cache_ttl.get().as_secs(),
@@ -110,7 +110,7 @@ impl Introspection {
             }
         };
         self.count(name, "success");
-        if answer.get("active").and_then(|a| a.as_bool()) != Some(true) {
+        if answer.get("active").and_then(serde_json::Value::as_bool) != Some(true) {
             if let Some(cache) = &self.cache {
                 cache.insert(key, None, now + INACTIVE_CACHE_SECS.min(self.cache_ttl.max(1)), now, 0);
             }
@@ -169,12 +169,12 @@ impl Introspection {
             .form(&[("token", token), ("token_type_hint", "access_token")])
             .send()
             .await
-            .map_err(|e| super::fetch::describe(&e))?;
+            .map_err(|e| bridgehead_upstream::fetch::describe(&e))?;
         let status = res.status();
         if !status.is_success() {
             return Err(format!("it answered {status}"));
         }
-        let body = super::fetch::body(res).await?;
+        let body = bridgehead_upstream::fetch::body(res).await?;
         match serde_json::from_slice(&body) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
             _ => Err("the answer is not a JSON object".into()),

@@ -9,10 +9,10 @@ use bridgehead_config::{JwtAuth, LoadedConfig};
 use http::HeaderName;
 use http::request::Parts;
 
-use super::cache::{TokenCache, digest};
 use super::source::{FileSource, JwksSources, KeySource, UrlKey};
 use super::{ClaimHeaders, Identity, Outcome, TokenSource, consumer_from_claims, scopes_from_claims};
-use crate::metrics::Metrics;
+use bridgehead_auth::cache::{TokenCache, digest};
+use bridgehead_http::metrics::Metrics;
 
 /// Entries for tokens without `exp` (allowed only with `require_exp: false`) live this long.
 const NO_EXP_CACHE_SECS: u64 = 60;
@@ -36,7 +36,7 @@ impl Jwt {
         sources: &JwksSources,
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
-        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
+        oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
     ) -> Result<Self, String> {
         if cfg.issuer.as_deref() == Some("local") {
             return Self::local(cfg, oauth);
@@ -98,7 +98,7 @@ impl Jwt {
     }
 
     /// `issuer: local`: the built-in authorization server's keys and issuer, RFC 9068 `typ`.
-    fn local(cfg: &JwtAuth, oauth: Option<&Arc<crate::oauth::OAuthServer>>) -> Result<Self, String> {
+    fn local(cfg: &JwtAuth, oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>) -> Result<Self, String> {
         let oauth = oauth.ok_or("issuer: `local` needs oauth_server")?;
         let policy = Policy {
             algorithms: vec![Algorithm::ES256],

@@ -14,9 +14,6 @@
 //! - No credential, token or secret is ever logged or echoed in a response.
 
 mod apikey;
-pub(crate) use apikey::percent_decode;
-pub(crate) mod cache;
-mod fetch;
 mod introspect;
 pub(crate) mod jwt;
 mod mtls;
@@ -29,11 +26,10 @@ use bridgehead_config::{Authenticator as AuthConfig, LoadedConfig};
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 
-use crate::metrics::{AuthLabels, Metrics, Name};
-use crate::problem::GatewayError;
-use crate::proxy::ConnInfo;
+use bridgehead_http::ConnInfo;
+use bridgehead_http::metrics::{AuthLabels, Metrics, Name};
+use bridgehead_http::problem::GatewayError;
 
-pub use self::fetch::{body as read_answer, client as fetch_client, describe as describe_fetch_error};
 pub use self::source::JwksSources;
 
 /// The header that carries the authenticated consumer upstream.
@@ -198,7 +194,7 @@ impl Authenticators {
         sources: &JwksSources,
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
-        oauth: Option<&Arc<crate::oauth::OAuthServer>>,
+        oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
     ) -> Result<Self, String> {
         let mut by_name = BTreeMap::new();
         for (name, cfg) in &loaded.config.authenticators {
@@ -315,8 +311,11 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
                         .map_err(|e| format!("{base}.secret: {e}"))?;
                 }
                 if let Some(ca) = &j.ca {
-                    fetch::client(Some(&loaded.resolve_path(ca)), std::time::Duration::from_secs(1))
-                        .map_err(|e| format!("{base}.{e}"))?;
+                    bridgehead_upstream::fetch::client(
+                        Some(&loaded.resolve_path(ca)),
+                        std::time::Duration::from_secs(1),
+                    )
+                    .map_err(|e| format!("{base}.{e}"))?;
                 }
             }
             AuthConfig::Mtls(m) => {
@@ -324,8 +323,11 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
             }
             AuthConfig::Introspection(i) => {
                 if let Some(ca) = &i.ca {
-                    fetch::client(Some(&loaded.resolve_path(ca)), std::time::Duration::from_secs(1))
-                        .map_err(|e| format!("{base}.introspection.{e}"))?;
+                    bridgehead_upstream::fetch::client(
+                        Some(&loaded.resolve_path(ca)),
+                        std::time::Duration::from_secs(1),
+                    )
+                    .map_err(|e| format!("{base}.introspection.{e}"))?;
                 }
             }
             AuthConfig::ApiKey(_) => {}
@@ -699,7 +701,7 @@ pub fn scopes_from_claims(claims: &serde_json::Map<String, serde_json::Value>) -
         match claims.get(key) {
             Some(serde_json::Value::String(s)) => out.extend(s.split_ascii_whitespace().map(str::to_owned)),
             Some(serde_json::Value::Array(items)) => {
-                out.extend(items.iter().filter_map(|i| i.as_str()).map(str::to_owned))
+                out.extend(items.iter().filter_map(|i| i.as_str()).map(str::to_owned));
             }
             _ => {}
         }

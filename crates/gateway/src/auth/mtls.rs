@@ -9,7 +9,7 @@ use bridgehead_config::MtlsAuth;
 use http::{HeaderName, HeaderValue};
 
 use super::{Identity, Outcome};
-use crate::proxy::ConnInfo;
+use bridgehead_http::ConnInfo;
 
 pub struct Mtls {
     patterns: Vec<SubjectPattern>,

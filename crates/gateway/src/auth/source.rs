@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -22,28 +21,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 
-use crate::metrics::{FetchLabels, Name};
+use bridgehead_http::metrics::{FetchLabels, Name};
 
-/// Generation numbers of key sets, process-wide so that a cache entry can never match a
-/// different set by accident.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-fn next_generation() -> u64 {
-    GENERATION.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A key set with the generation number it was loaded as, swapped as one value so a reader never
-/// pairs one set with another set's generation (the token cache relies on it).
-pub struct Versioned {
-    pub keys: KeySet,
-    pub generation: u64,
-}
-
-impl Versioned {
-    pub(crate) fn new(keys: KeySet) -> Arc<Self> {
-        Arc::new(Self { keys, generation: next_generation() })
-    }
-}
+pub use bridgehead_auth::cache::Versioned;
 
 /// The keys an authenticator verifies with.
 pub enum KeySource {
@@ -51,7 +31,7 @@ pub enum KeySource {
     File(Arc<FileSource>),
     Url(Arc<UrlSource>),
     /// The built-in authorization server's keys (`issuer: local`).
-    Local(Arc<crate::oauth::LocalKeys>),
+    Local(Arc<dyn bridgehead_auth::cache::PublishedKeys>),
 }
 
 impl KeySource {
@@ -81,7 +61,7 @@ impl KeySource {
     pub fn unavailable_reason(&self) -> String {
         match self {
             Self::Url(u) => {
-                let last = u.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let last = u.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 // The reason itself (addresses, TLS errors) is in the log.
                 format!(
                     "no key set has been fetched from the JWKS URL yet{}",
@@ -136,7 +116,7 @@ impl FileSource {
 
     fn poll(&self) {
         let now = stamp(&self.path);
-        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.stamp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if now == *last {
             return;
         }
@@ -186,7 +166,7 @@ pub struct UrlSource {
     keys: ArcSwapOption<Versioned>,
     last_error: Mutex<Option<String>>,
     /// SHA-256 of the last JWKS document loaded.
-    last_digest: Mutex<Option<super::cache::Digest>>,
+    last_digest: Mutex<Option<bridgehead_auth::cache::Digest>>,
     /// When the last fetch started; unknown-kid fetches wait `min_refresh` after it.
     last_attempt: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
@@ -204,10 +184,15 @@ impl UrlSource {
     async fn fetch(&self) -> bool {
         let started = Instant::now();
         let _guard = self.fetching.lock().await;
-        if self.last_attempt.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t >= started) {
+        if self
+            .last_attempt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|t| t >= started)
+        {
             return false;
         }
-        *self.last_attempt.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *self.last_attempt.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let result = self.fetch_once().await;
         let label = if result.is_ok() { "success" } else { "error" };
         self.fetches
@@ -220,9 +205,9 @@ impl UrlSource {
         match result {
             Ok((keys, text)) => {
                 // Compared as served, so that new key material under an old kid counts as a change.
-                let digest = super::cache::digest(&text);
+                let digest = bridgehead_auth::cache::digest(&text);
                 let changed = {
-                    let mut last = self.last_digest.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut last = self.last_digest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let changed = *last != Some(digest) || self.keys.load().is_none();
                     *last = Some(digest);
                     changed
@@ -236,7 +221,7 @@ impl UrlSource {
                         tracing::warn!(authenticator = %self.name, error = %e, "could not save the JWKS in the state database");
                     }
                 }
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 changed
             }
             Err(e) => {
@@ -245,7 +230,7 @@ impl UrlSource {
                     serving = if self.keys.load().is_some() { "last good key set" } else { "nothing" },
                     "JWKS fetch failed"
                 );
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
                 false
             }
         }
@@ -258,12 +243,12 @@ impl UrlSource {
             .header("accept", "application/jwk-set+json, application/json")
             .send()
             .await
-            .map_err(|e| super::fetch::describe(&e))?;
+            .map_err(|e| bridgehead_upstream::fetch::describe(&e))?;
         let status = res.status();
         if !status.is_success() {
             return Err(format!("the identity provider answered {status}"));
         }
-        let bytes = super::fetch::body(res).await?;
+        let bytes = bridgehead_upstream::fetch::body(res).await?;
         let (keys, warnings) = KeySet::from_jwks(&bytes).map_err(|e| e.to_string())?;
         for w in warnings {
             tracing::warn!(authenticator = %self.name, "{w}");
@@ -277,7 +262,7 @@ impl UrlSource {
         let due = self
             .last_attempt
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_none_or(|t| t.elapsed() >= self.key.min_refresh);
         if due {
             self.fetch().await;
@@ -318,12 +303,12 @@ impl JwksSources {
         store: Option<&bridgehead_state::Store>,
         fetches: &Family<FetchLabels, Counter>,
     ) -> Result<Arc<UrlSource>, String> {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
             return Ok(existing);
         }
-        let client = super::fetch::client(key.ca.as_deref(), key.timeout)?;
+        let client = bridgehead_upstream::fetch::client(key.ca.as_deref(), key.timeout)?;
         let source = Arc::new(UrlSource {
             key: key.clone(),
             name: name.into(),
@@ -351,7 +336,7 @@ impl JwksSources {
             loop {
                 let Some(s) = weak.upgrade() else { break };
                 let wait = if s.keys.load().is_none()
-                    || s.last_error.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+                    || s.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
                 {
                     s.key.min_refresh.min(s.key.refresh)
                 } else {

@@ -66,7 +66,7 @@ fn identity_headers_and_their_underscore_aliases_are_removed() {
         "/",
     );
     strip_identity(&mut p.headers, &protected);
-    let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+    let names: Vec<_> = p.headers.keys().map(http::HeaderName::as_str).collect();
     assert_eq!(names, ["x_other"]);
 }
 

@@ -25,8 +25,9 @@ use bridgehead_state::{IdempotencyBegin, Store};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::{RedisHandle, unix_ms};
-use crate::problem::GatewayError;
+use super::RedisHandle;
+use bridgehead_http::clock::unix_ms;
+use bridgehead_http::problem::GatewayError;
 
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -329,10 +330,10 @@ impl Claim {
         match done {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(scope = %self.scope, "idempotency record was taken over before the response arrived (the request outlived its lease)")
+                tracing::warn!(scope = %self.scope, "idempotency record was taken over before the response arrived (the request outlived its lease)");
             }
             Err(e) => {
-                tracing::error!(scope = %self.scope, error = %e, "idempotency response could not be stored; the key frees when its lease ends")
+                tracing::error!(scope = %self.scope, error = %e, "idempotency response could not be stored; the key frees when its lease ends");
             }
         }
     }

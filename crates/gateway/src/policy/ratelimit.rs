@@ -13,10 +13,11 @@ use bridgehead_config::{OnStoreError, RateLimitHeaders, RateLimitPolicy, Request
 use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 
-use super::gcra::{Decision, Gcra};
-use super::{RedisHandle, RequestFacts, SharedRedis, clock_us};
-use crate::metrics::{Metrics, Name, RateLimitLabels};
-use crate::problem::GatewayError;
+use super::{RedisHandle, RequestFacts, SharedRedis};
+use bridgehead_http::clock::clock_us;
+use bridgehead_http::metrics::{Metrics, Name, RateLimitLabels};
+use bridgehead_http::problem::GatewayError;
+use bridgehead_upstream::gcra::{Decision, Gcra};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -41,7 +42,8 @@ impl LocalBuckets {
 
     fn check(&self, gcra: &Gcra, key: &[u8], now: u64) -> Decision {
         let h = self.hasher.hash_one(key);
-        let mut shard = self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard =
+            self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if shard.len() >= KEYS_PER_SHARD && !shard.contains_key(&h) {
             // A bucket whose TAT has passed is full again: forgetting it changes nothing.
             shard.retain(|_, tat| *tat > now);
@@ -61,7 +63,8 @@ impl LocalBuckets {
     /// Gives back the slot an admitted request took, when another policy refused it.
     fn refund(&self, gcra: &Gcra, key: &[u8]) {
         let h = self.hasher.hash_one(key);
-        let mut shard = self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard =
+            self.shards[(h as usize) % SHARDS].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tat) = shard.get_mut(&h) {
             *tat = tat.saturating_sub(gcra.interval_us);
         }
@@ -146,7 +149,7 @@ impl RouteLimits {
             redis,
             store_errors: metrics
                 .rate_limit_store_errors
-                .get_or_create(&crate::metrics::RouteLabels { route: Name(route.clone()) })
+                .get_or_create(&bridgehead_http::metrics::RouteLabels { route: Name(route.clone()) })
                 .clone(),
             route: route.clone(),
         }

@@ -16,9 +16,6 @@
 //! resends the body, an idempotency key fingerprints it and stores the response), within that
 //! policy's size limit and `server.limits.max_buffered`.
 
-pub mod body;
-pub mod headers;
-
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,28 +34,23 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
 
-use self::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
-use self::headers::X_REQUEST_ID;
 use crate::access_log::Record;
-use crate::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels};
 use crate::policy::RequestFacts;
 use crate::policy::idempotency::{Begin, Claim, IDEMPOTENCY_KEY, fingerprint};
-use crate::policy::retry::RetryPolicy;
-use crate::problem::GatewayError;
 use crate::router::{Backend, Route, RouteResult, strip};
 use crate::runtime::{Runtime, Shared};
-use crate::upstream::InFlight;
-use crate::upstream::classify::{Classify, UpstreamBody};
-use crate::upstream::send::{Observer, Outgoing, Payload, Sender};
+use bridgehead_http::body;
+use bridgehead_http::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
+use bridgehead_http::headers::{self, X_REQUEST_ID};
+use bridgehead_http::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels};
+use bridgehead_http::problem::GatewayError;
+use bridgehead_http::upstream_body::UpstreamBody;
+use bridgehead_upstream::InFlight;
+use bridgehead_upstream::classify::Classify;
+use bridgehead_upstream::retry::RetryPolicy;
+use bridgehead_upstream::send::{Observer, Outgoing, Payload, Sender};
 
-/// What the data plane knows about a client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub client: SocketAddr,
-    pub tls: bool,
-    /// The client certificate the TLS handshake verified against `server.tls.client_ca`.
-    pub client_cert: Option<Arc<bridgehead_auth::cert::ClientIdentity>>,
-}
+pub use bridgehead_http::ConnInfo;
 
 /// Serves one request. Never fails: errors become problem responses.
 pub async fn handle(
@@ -147,7 +139,7 @@ impl<'a> RequestCtx<'a> {
     }
 
     /// The upstream of a proxy route (the phases after `route` run only for those).
-    fn upstream(&self) -> &'a Arc<crate::upstream::Upstream> {
+    fn upstream(&self) -> &'a Arc<bridgehead_upstream::Upstream> {
         self.route().upstream().expect("a proxy route")
     }
 
@@ -494,7 +486,7 @@ fn upstream_request_filter(
 }
 
 /// send: the upstream's sender (`upstream_peer`, the per-try filter, the exchange and the
-/// retry decision; see [`crate::upstream::send`]). A request is sent again only if it is safe
+/// retry decision; see [`bridgehead_upstream::send`]). A request is sent again only if it is safe
 /// to (idempotent, or carries a key; a gRPC call only after a connect error or a gRPC status
 /// `retry.on` names) and its body is replayable.
 async fn send(
@@ -675,7 +667,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
     let uri = req.uri();
     let (authority, source) = if let Some(authority) = uri.authority() {
         match uri.scheme_str() {
-            None | Some("http") | Some("https") => {}
+            None | Some("http" | "https") => {}
             Some(other) => {
                 return Err(GatewayError::BadRequest(format!(
                     "request target scheme `{other}` is not supported; use http or https"

@@ -4,7 +4,7 @@ use bridgehead_config::{MapResolver, load_str};
 use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
-use crate::upstream::{Carryover, Upstream};
+use bridgehead_upstream::{Carryover, Upstream};
 use prometheus_client::metrics::histogram::Histogram;
 
 fn router(routes_yaml: &str) -> Router {

@@ -19,7 +19,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 
 use super::Carryover;
-use crate::metrics::{Metrics, Name, TokenFetchLabels};
+use bridgehead_http::metrics::{Metrics, Name, TokenFetchLabels};
 
 /// Share of a token's lifetime after which a new one is fetched in the background.
 const REFRESH_AT: f64 = 0.8;
@@ -80,7 +80,7 @@ impl Credentials {
                     Some(p) if p.fingerprint == fingerprint => Self::OAuth2(p.clone()),
                     _ => {
                         let ca = o.ca.as_ref().map(|p| loaded.resolve_path(p));
-                        let client = crate::auth::fetch_client(ca.as_deref(), o.timeout.get())
+                        let client = crate::fetch::client(ca.as_deref(), o.timeout.get())
                             .map_err(|e| format!("{base}.oauth2_client_credentials.{e}"))?;
                         Self::OAuth2(Arc::new(TokenProvider {
                             request: TokenRequest::from_config(o),
@@ -178,11 +178,8 @@ impl TokenRequest {
                 form.push(("client_secret", self.client_secret.expose()));
             }
         }
-        let res = req
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| TokenError::Network(crate::auth::describe_fetch_error(&e)))?;
+        let res =
+            req.form(&form).send().await.map_err(|e| TokenError::Network(crate::fetch::describe(&e)))?;
         let status = res.status();
         let retry_after = res
             .headers()
@@ -190,7 +187,7 @@ impl TokenRequest {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = crate::auth::read_answer(res).await.map_err(TokenError::Network)?;
+        let body = crate::fetch::body(res).await.map_err(TokenError::Network)?;
         let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             let field =
@@ -323,7 +320,7 @@ pub struct TokenProvider {
 
 impl TokenProvider {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current token as an `Authorization` value, fetching one if needed.

@@ -4,14 +4,43 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::jwt::KeySet;
+
+/// Generation numbers of key sets, process-wide so that a cache entry can never match a
+/// different set by accident.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// A key set with the generation number it was loaded as, swapped as one value so a reader never
+/// pairs one set with another set's generation (the token cache relies on it).
+pub struct Versioned {
+    pub keys: KeySet,
+    pub generation: u64,
+}
+
+impl Versioned {
+    pub fn new(keys: KeySet) -> Arc<Self> {
+        Arc::new(Self { keys, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
+    }
+}
+
+/// The built-in authorization server's published keys and revocations, as edge
+/// authentication (`issuer: local`) reads them: a narrow, read-only view.
+pub trait PublishedKeys: Send + Sync {
+    /// The keys tokens are verified with now.
+    fn current(&self) -> Arc<Versioned>;
+    /// Whether a token id was revoked before its expiry.
+    fn is_revoked(&self, jti: &str) -> bool;
+}
 
 const SHARDS: usize = 16;
 
 pub type Digest = [u8; 32];
 
 /// SHA-256 of a credential: the same digest API keys are stored and looked up by.
-pub use bridgehead_auth::apikey::sha256 as digest;
+pub use crate::apikey::sha256 as digest;
 
 /// The key is already a uniform hash: use its first bytes instead of hashing it again.
 #[derive(Default)]
@@ -58,7 +87,7 @@ impl<V: Clone> TokenCache<V> {
 
     /// The value for `key` if it has not expired at `now` and belongs to `generation`.
     pub fn get(&self, key: &Digest, now: u64, generation: u64) -> Option<V> {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(key).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match shard.get(key) {
             Some(e) if e.expires > now && e.generation == generation => Some(e.value.clone()),
             Some(_) => {
@@ -73,7 +102,7 @@ impl<V: Clone> TokenCache<V> {
         if expires <= now {
             return;
         }
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(&key).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if shard.len() >= self.per_shard && !shard.contains_key(&key) {
             shard.retain(|_, e| e.expires > now && e.generation == generation);
             if shard.len() >= self.per_shard {
@@ -87,7 +116,7 @@ impl<V: Clone> TokenCache<V> {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
     }
 }

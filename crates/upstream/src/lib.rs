@@ -1,4 +1,10 @@
-//! Upstreams: their targets, target selection, passive ejection, and the pooled client.
+//! Upstreams: their targets, target selection, passive ejection, the transport (HTTP/1.1 pool
+//! or HTTP/2 connections), and the sender that tries a request until it has an answer to pass
+//! on ([`send`]), with retries ([`retry`]), circuit breakers ([`breaker`]), the outbound
+//! throttle ([`outbound`]) and upstream credentials ([`credentials`]).
+//!
+//! Invariant: nothing here knows routes or client connections; the gateway's pipeline calls
+//! the sender with a request it has filtered, a background task with one it made.
 //!
 //! Target health lives in [`TargetState`], shared by every config generation that names the
 //! same upstream and URL, so a reload neither forgets that a target is down nor drops pooled
@@ -10,16 +16,22 @@
 //! wheel at random (so by weight) and takes the one with fewer requests in flight per unit of
 //! weight. Unavailable targets (failed active checks, or passively ejected) are skipped.
 
+pub mod breaker;
 pub mod classify;
 pub mod credentials;
+pub mod fetch;
+pub mod gcra;
 pub mod health;
+pub mod outbound;
+pub mod redis;
+pub mod retry;
 pub mod send;
-pub(crate) mod tls;
+pub mod tls;
 pub mod transport;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bridgehead_config::{
@@ -35,21 +47,36 @@ use prometheus_client::metrics::counter::Counter;
 use bridgehead_config::{CircuitBreaker as CircuitBreakerConfig, RequestKey};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::metrics::{Metrics, Name, TargetLabels, UpstreamLabels, outcome};
-use crate::policy::RedisHandle;
-use crate::policy::breaker::{Breaker, State as BreakerState};
-use crate::policy::outbound::{Throttle, ThrottleState};
-use crate::policy::retry::RetryPolicy;
-use crate::proxy::body::RequestBody;
+use crate::breaker::{Breaker, State as BreakerState};
+use crate::outbound::{Throttle, ThrottleState};
+use crate::redis::RedisHandle;
+use crate::retry::RetryPolicy;
+use bridgehead_http::body::RequestBody;
+use bridgehead_http::metrics::{Metrics, Name, TargetLabels, UpstreamLabels, outcome};
 
 /// The pooled HTTP client toward one upstream's targets (plain HTTP, or TLS for `https://`).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// Milliseconds on the tokio clock (so tests can pause time) since the first call.
-pub fn clock_ms() -> u64 {
-    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
-    let start = *START.get_or_init(tokio::time::Instant::now);
-    tokio::time::Instant::now().saturating_duration_since(start).as_millis() as u64
+pub use bridgehead_http::clock::clock_ms;
+
+/// 64-bit FNV-1a with a final mix: stable across processes and nodes (unlike `RandomState`),
+/// so every node hashes a sticky key to the same target.
+pub fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finalizer: spreads FNV's weak low bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// Health of one target, kept across config reloads.
@@ -398,7 +425,7 @@ impl Upstream {
             .iter()
             .filter(|t| t.weight > 0 && self.pickable(t, now))
             .map(|t| {
-                let h = crate::policy::stable_hash(&[key, t.url.as_bytes()]);
+                let h = crate::stable_hash(&[key, t.url.as_bytes()]);
                 // (h >> 11) + 1 over 2^53: uniform in (0, 1].
                 let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
                 let score = -f64::from(t.weight) / u.ln().min(-f64::MIN_POSITIVE);
@@ -408,14 +435,14 @@ impl Upstream {
             .map(|(t, _)| t)
     }
 
-    fn breaker_changed(&self, t: &Target, (from, to): crate::policy::breaker::Transition) {
+    fn breaker_changed(&self, t: &Target, (from, to): crate::breaker::Transition) {
         t.breaker_gauge.set(to as i64);
         match to {
             BreakerState::Open => {
-                tracing::warn!(upstream = %self.name, target = %t.url, from = from.as_str(), "circuit breaker opened")
+                tracing::warn!(upstream = %self.name, target = %t.url, from = from.as_str(), "circuit breaker opened");
             }
             _ => {
-                tracing::info!(upstream = %self.name, target = %t.url, from = from.as_str(), to = to.as_str(), "circuit breaker changed state")
+                tracing::info!(upstream = %self.name, target = %t.url, from = from.as_str(), to = to.as_str(), "circuit breaker changed state");
             }
         }
     }
@@ -530,3 +557,18 @@ fn gcd(a: u32, b: u32) -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hash_tests {
+    use super::stable_hash;
+
+    const PINNED: u64 = 7_716_069_635_880_283_471;
+
+    #[test]
+    fn stable_hash_is_stable_and_separates_parts() {
+        assert_eq!(stable_hash(&[b"alice", b"http://a"]), stable_hash(&[b"alice", b"http://a"]));
+        assert_ne!(stable_hash(&[b"ab", b"c"]), stable_hash(&[b"a", b"bc"]));
+        // Pinned: the hash must not change between releases, or sticky users move to other targets.
+        assert_eq!(stable_hash(&[b"alice", b"http://10.0.0.1:9000"]), PINNED);
+    }
+}

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::classify::UpstreamBody;
+use crate::upstream_body::UpstreamBody;
 
 /// Boxed error type of the bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -81,7 +81,7 @@ impl Held {
 
     /// KiB held.
     pub fn kib(&self) -> usize {
-        self.0.as_ref().map_or(0, |p| p.num_permits())
+        self.0.as_ref().map_or(0, tokio::sync::OwnedSemaphorePermit::num_permits)
     }
 }
 

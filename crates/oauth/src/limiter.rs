@@ -29,7 +29,7 @@ impl Limiter {
         let rate = f64::from(self.rate.load(Ordering::Relaxed));
         let burst = rate * 2.0;
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if buckets.len() >= MAX_ENTRIES && !buckets.contains_key(&ip) {
             buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
             if buckets.len() >= MAX_ENTRIES {

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 pub use self::keys::LocalKeys;
-use crate::auth::jwt::unix_now;
+use bridgehead_http::clock::unix_now;
 
 /// Largest form body accepted by the endpoints.
 const MAX_FORM: usize = 16 * 1024;
@@ -79,7 +79,7 @@ pub struct OAuthServer {
     /// Clients registered at run time, re-read every 5 s.
     db_clients: ArcSwap<HashMap<String, Client>>,
     /// Verified access tokens, for introspection.
-    verified: crate::auth::cache::TokenCache<Arc<serde_json::Map<String, Value>>>,
+    verified: bridgehead_auth::cache::TokenCache<Arc<serde_json::Map<String, Value>>>,
     keys: Arc<LocalKeys>,
     store: bridgehead_state::Store,
     limiter: limiter::Limiter,
@@ -103,7 +103,7 @@ impl OAuthServer {
         let server = Arc::new(Self {
             settings: ArcSwap::from_pointee(settings(cfg)),
             db_clients: ArcSwap::from_pointee(HashMap::new()),
-            verified: crate::auth::cache::TokenCache::new(10_000).expect("a non-zero capacity"),
+            verified: bridgehead_auth::cache::TokenCache::new(10_000).expect("a non-zero capacity"),
             keys,
             store: store.clone(),
             limiter: limiter::Limiter::new(cfg.token_rate_per_ip),
@@ -152,7 +152,7 @@ impl OAuthServer {
                 self.db_clients.store(Arc::new(map));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read OAuth clients from the state database; keeping the last ones")
+                tracing::warn!(error = %e, "cannot read OAuth clients from the state database; keeping the last ones");
             }
         }
     }
@@ -372,7 +372,7 @@ impl OAuthServer {
     async fn active_claims(&self, token: &str) -> Option<Arc<serde_json::Map<String, Value>>> {
         let generation = self.keys.current().generation;
         let now = unix_now();
-        let key = crate::auth::cache::digest(token);
+        let key = bridgehead_auth::cache::digest(token);
         if let Some(claims) = self.verified.get(&key, now, generation) {
             return Some(claims);
         }
@@ -522,11 +522,11 @@ fn parse_pairs(text: &str) -> Result<Form, String> {
 
 /// Decodes one form component (`+` and `%XX`).
 fn form_decode(s: &str) -> String {
-    crate::auth::percent_decode(s).into_owned()
+    bridgehead_http::codec::percent_decode(s).into_owned()
 }
 
 fn clip(s: &str) -> String {
-    crate::upstream::credentials::clip(s, 64)
+    bridgehead_http::codec::clip(s, 64)
 }
 
 /// A random identifier (`jti`): 16 random bytes, base64url.

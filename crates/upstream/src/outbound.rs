@@ -22,8 +22,9 @@ use bridgehead_config::UpstreamRateLimit;
 use http::{HeaderMap, StatusCode};
 
 use super::gcra::Gcra;
-use super::{RedisHandle, clock_us};
-use crate::problem::GatewayError;
+use crate::redis::RedisHandle;
+use bridgehead_http::clock::clock_us;
+use bridgehead_http::problem::GatewayError;
 
 /// The longest pause an upstream's headers can impose.
 pub const MAX_PAUSE: Duration = Duration::from_secs(600);
@@ -166,7 +167,7 @@ impl Throttle {
                 }
             }
         }
-        let mut tat = self.state.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tat = self.state.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let limit = gcra.burst * gcra.interval_us;
         let next = (*tat).max(from) + gcra.interval_us;
         // The slot is `next - limit`: the earliest time the bucket has room for this request.

@@ -357,9 +357,9 @@ fn grpc_message(text: &str) -> String {
 /// A problem response with a fresh request id (also in `X-Request-Id`), for answers made outside
 /// the proxy lifecycle, such as the admin plane's.
 pub fn standalone_problem(k: &ProblemKind, detail: &str) -> http::Response<Bytes> {
-    let id = crate::proxy::headers::new_request_id();
+    let id = crate::headers::new_request_id();
     let mut res = problem_response(k, detail, id.to_str().unwrap_or_default());
-    res.headers_mut().insert(crate::proxy::headers::X_REQUEST_ID.clone(), id);
+    res.headers_mut().insert(crate::headers::X_REQUEST_ID.clone(), id);
     res
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use http::{Request, Uri};
 
 use super::{Target, Upstream};
-use crate::proxy::body::RequestBody;
+use bridgehead_http::body::RequestBody;
 
 /// Starts the checker for `upstream` if it has a `health_check`.
 pub fn spawn(upstream: &std::sync::Arc<Upstream>) {

@@ -34,12 +34,13 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use tokio::time::Instant;
 
-use super::classify::{Classify, Judged, UpstreamBody};
+use super::classify::{Classify, Judged};
 use super::{InFlight, NoTarget, Target, Upstream};
-use crate::metrics::{Metrics, Name, UpstreamLabels, UpstreamResultLabels, outcome};
-use crate::policy::retry::{Failure, RetryPolicy};
-use crate::problem::GatewayError;
-use crate::proxy::body::{RequestBody, RequestStats};
+use crate::retry::{Failure, RetryPolicy};
+use bridgehead_http::body::{RequestBody, RequestStats};
+use bridgehead_http::metrics::{Metrics, Name, UpstreamLabels, UpstreamResultLabels, outcome};
+use bridgehead_http::problem::GatewayError;
+use bridgehead_http::upstream_body::UpstreamBody;
 
 /// A request for the sender: everything but the target.
 pub struct Outgoing {

@@ -18,8 +18,8 @@ use bridgehead_auth::jwt::{self, Algorithm, KeySet, Policy, Signer};
 use bridgehead_state::{OAuthKeyRecord, Store};
 use serde_json::{Value, json};
 
-use crate::auth::jwt::unix_now;
-use crate::auth::source::Versioned;
+use bridgehead_auth::cache::{PublishedKeys, Versioned};
+use bridgehead_http::clock::unix_now;
 
 /// How often keys and revocations are re-read from the database.
 const REFRESH: Duration = Duration::from_secs(10);
@@ -92,7 +92,7 @@ impl LocalKeys {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot re-read the local issuer's keys; keeping the previous ones")
+                        tracing::warn!(error = %e, "cannot re-read the local issuer's keys; keeping the previous ones");
                     }
                 }
                 k.refresh_revoked().await;
@@ -122,7 +122,7 @@ impl LocalKeys {
             self.signing.store(Some(Arc::new(Signing { kid: signer.kid.clone(), signer: s })));
         }
         let kids: Vec<String> = live.iter().map(|r| r.kid.clone()).collect();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.0 != kids {
             seen.0 = kids;
             self.published.store(Versioned::new(set));
@@ -134,8 +134,8 @@ impl LocalKeys {
     async fn refresh_revoked(&self) {
         let Ok(jtis) = self.store.oauth_revoked_active(unix_now() as i64).await else { return };
         let n = jtis.len();
-        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = jtis.into_iter().collect();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        *self.revoked.write().unwrap_or_else(std::sync::PoisonError::into_inner) = jtis.into_iter().collect();
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.1 != n {
             seen.1 = n;
             self.bump();
@@ -178,12 +178,22 @@ impl LocalKeys {
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.read().unwrap_or_else(|e| e.into_inner()).contains(jti)
+        self.revoked.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(jti)
     }
 
     /// Records a revocation made on this node at once (other nodes see it within 10 s).
     pub fn revoked_locally(&self, jti: &str) {
-        self.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(jti.to_owned());
+        self.revoked.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(jti.to_owned());
         self.bump();
+    }
+}
+
+impl PublishedKeys for LocalKeys {
+    fn current(&self) -> Arc<Versioned> {
+        LocalKeys::current(self)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        LocalKeys::is_revoked(self, jti)
     }
 }

@@ -28,8 +28,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::Target;
-use super::classify::UpstreamBody;
-use crate::proxy::body::{BoxError, RequestBody};
+use bridgehead_http::body::{BoxError, RequestBody};
+use bridgehead_http::upstream_body::{StreamSlot, UpstreamBody};
 
 /// Why a request could not be exchanged.
 #[derive(Debug, thiserror::Error)]
@@ -138,15 +138,6 @@ struct Conn {
     streams: Arc<AtomicUsize>,
 }
 
-/// A stream slot on a connection, held until the response body is over.
-pub struct StreamSlot(Arc<AtomicUsize>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
 /// A connection picked for one request.
 struct Lease {
     send: SendRequest<RequestBody>,
@@ -155,8 +146,7 @@ struct Lease {
 
 impl Lease {
     fn of(conn: &Conn) -> Self {
-        conn.streams.fetch_add(1, Relaxed);
-        Lease { send: conn.send.clone(), slot: StreamSlot(conn.streams.clone()) }
+        Lease { send: conn.send.clone(), slot: StreamSlot::take(&conn.streams) }
     }
 
     /// Sends on the lease's connection. `:authority` is the `Host` the request carries (the
@@ -203,7 +193,7 @@ impl Http2Pool {
     }
 
     fn conns(&self, target: &Target) -> Arc<TargetConns> {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets = self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         targets.entry(target.url.to_string()).or_default().clone()
     }
 
@@ -222,7 +212,9 @@ impl Http2Pool {
         if let Some(lease) = self.pick(&t, false) {
             return Ok(Some(lease));
         }
-        if t.conns.lock().unwrap_or_else(|e| e.into_inner()).len() >= self.settings.max_connections as usize {
+        if t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+            >= self.settings.max_connections as usize
+        {
             return Ok(self.pick(&t, true));
         }
         let Some(send) = self.connect(target, auto).await? else {
@@ -232,13 +224,13 @@ impl Http2Pool {
         };
         let conn = Conn { send, streams: Arc::new(AtomicUsize::new(0)) };
         let lease = Lease::of(&conn);
-        t.conns.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
         Ok(Some(lease))
     }
 
     /// The least busy open connection; under the stream cap unless `any`.
     fn pick(&self, t: &TargetConns, any: bool) -> Option<Lease> {
-        let mut conns = t.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         conns.retain(|c| !c.send.is_closed());
         let cap = self.settings.max_concurrent_streams as usize;
         conns

@@ -15,23 +15,18 @@
 //! kept and passed on first. Otherwise the answer streams at once and is judged when its
 //! trailers arrive ([`UpstreamBody`] settles the outcome then, or when the stream breaks).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use super::transport::StreamSlot;
 use super::{Target, Upstream};
-use crate::metrics::{Metrics, Name, UpstreamLabels, outcome};
-use crate::policy::retry::Failure;
-use crate::problem::GatewayError;
-use crate::proxy::body::BoxError;
+use crate::retry::Failure;
+use bridgehead_http::grpc::{grpc_failed, grpc_status};
+use bridgehead_http::metrics::{Metrics, Name, UpstreamLabels, outcome};
+use bridgehead_http::problem::GatewayError;
+use bridgehead_http::upstream_body::{Settle, UpstreamBody};
 
 /// How an answer is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,17 +45,6 @@ impl Classify {
         });
         if grpc { Classify::Grpc } else { Classify::Http }
     }
-}
-
-/// The gRPC status of a header or trailer block (`grpc-status`), if it has one.
-pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
-}
-
-/// Whether a gRPC status blames the server: UNKNOWN, DEADLINE_EXCEEDED, INTERNAL,
-/// UNAVAILABLE, DATA_LOSS.
-pub fn grpc_failed(code: u32) -> bool {
-    matches!(code, 2 | 4 | 13 | 14 | 15)
 }
 
 /// What one try came to.
@@ -85,11 +69,11 @@ impl Judged {
             && let Ok(res) = &mut self.result
             && let Some(index) = upstream.targets.iter().position(|t| std::ptr::eq(t, target))
         {
-            res.body_mut().settle = Some(Settle {
+            res.body_mut().settle_with(Box::new(TrailerVerdict {
                 upstream: upstream.clone(),
                 target: index,
                 counters: metrics.upstream_requests.clone(),
-            });
+            }));
         }
         self
     }
@@ -129,16 +113,12 @@ impl Classify {
             return Judged { verdict: None, failure: None, result: Ok(res) };
         }
         let (parts, mut body) = res.into_parts();
-        match std::future::poll_fn(|cx| Pin::new(&mut body.inner).poll_frame(cx)).await {
+        match body.next_frame().await {
             Some(Ok(frame)) => match frame.trailers_ref().and_then(grpc_status) {
-                Some(code) => {
-                    body.first = Some(frame);
-                    Judged::grpc(code, Response::from_parts(parts, body))
-                }
+                Some(code) => Judged::grpc(code, Response::from_parts(parts, body.with_first(frame))),
                 None => {
                     let trailers = frame.is_trailers();
-                    body.first = Some(frame);
-                    let res = Response::from_parts(parts, body);
+                    let res = Response::from_parts(parts, body.with_first(frame));
                     if trailers {
                         // Trailers without a status: the call failed (gRPC: INTERNAL).
                         return Judged {
@@ -174,25 +154,16 @@ impl Judged {
     }
 }
 
-/// A response body from an upstream: possibly a first frame already read, and, for a gRPC
-/// answer whose verdict waits for its trailers, what settles it.
-pub struct UpstreamBody {
-    first: Option<Frame<Bytes>>,
-    inner: Incoming,
-    settle: Option<Settle>,
-    /// The HTTP/2 stream this answer holds on its connection, freed with the body.
-    _slot: Option<StreamSlot>,
-}
-
-/// The bookkeeping of a verdict that waits for the end of the stream.
-struct Settle {
+/// The bookkeeping of a verdict that waits for the trailers: the outcome counter of the target,
+/// and its breaker and passive health.
+struct TrailerVerdict {
     upstream: Arc<Upstream>,
     target: usize,
     counters: Family<UpstreamLabels, Counter>,
 }
 
-impl Settle {
-    fn settle(self, label: &'static str, failed: Option<bool>) {
+impl Settle for TrailerVerdict {
+    fn settle(self: Box<Self>, label: &'static str, failed: Option<bool>) {
         let Some(target) = self.upstream.targets.get(self.target) else { return };
         let labels = UpstreamLabels {
             upstream: Name(self.upstream.name.clone()),
@@ -203,75 +174,5 @@ impl Settle {
         if let Some(failed) = failed {
             self.upstream.record_outcome(target, failed);
         }
-    }
-}
-
-impl UpstreamBody {
-    pub fn new(inner: Incoming) -> Self {
-        Self { first: None, inner, settle: None, _slot: None }
-    }
-
-    pub fn with_slot(mut self, slot: StreamSlot) -> Self {
-        self._slot = Some(slot);
-        self
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // The client went away before the trailers: not the target's doing.
-        if let Some(s) = self.settle.take() {
-            s.settle(outcome::CANCELLED, None);
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if let Some(f) = this.first.take() {
-            return Poll::Ready(Some(Ok(f)));
-        }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.settle.is_some() {
-            let verdict = match &polled {
-                Poll::Ready(Some(Ok(f))) => f.trailers_ref().map(|t| match grpc_status(t) {
-                    Some(code) if grpc_failed(code) => (outcome::GRPC_ERROR, true),
-                    Some(_) => (outcome::SUCCESS, false),
-                    None => (outcome::GRPC_ERROR, true),
-                }),
-                Poll::Ready(Some(Err(_))) => Some((outcome::ERROR, true)),
-                // The stream ended without trailers: no gRPC status (gRPC: INTERNAL).
-                Poll::Ready(None) => Some((outcome::GRPC_ERROR, true)),
-                Poll::Pending => None,
-            };
-            if let Some((label, failed)) = verdict
-                && let Some(s) = this.settle.take()
-            {
-                s.settle(label, Some(failed));
-            }
-        }
-        polled.map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
-        let n = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |b| b.len() as u64);
-        let mut h = SizeHint::new();
-        h.set_lower(inner.lower() + n);
-        if let Some(u) = inner.upper() {
-            h.set_upper(u + n);
-        }
-        h
     }
 }

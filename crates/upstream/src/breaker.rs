@@ -82,7 +82,7 @@ impl Breaker {
     pub fn state(&self, cfg: &Config, now_ms: u64) -> State {
         match self.load() {
             State::Open => {
-                let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if now_ms >= inner.opened_at + cfg.open_for.get().as_millis() as u64 {
                     State::HalfOpen
                 } else {
@@ -98,7 +98,7 @@ impl Breaker {
         if self.load() != State::Open {
             return 0;
         }
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (inner.opened_at + cfg.open_for.get().as_millis() as u64).saturating_sub(now_ms)
     }
 
@@ -107,7 +107,7 @@ impl Breaker {
         match self.load() {
             State::Closed => true,
             _ => {
-                let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 self.admits(&inner, cfg, now_ms)
             }
         }
@@ -131,7 +131,7 @@ impl Breaker {
         if self.load() == State::Closed {
             return (true, None);
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !self.admits(&inner, cfg, now_ms) {
             return (false, None);
         }
@@ -161,7 +161,7 @@ impl Breaker {
 
     /// Records the outcome of a request that `acquire` let through.
     pub fn record(&self, cfg: &Config, failed: bool, now_ms: u64) -> Option<Transition> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.load() {
             State::Closed => {
                 let span = (cfg.window.get().as_millis() as u64 / BUCKETS as u64).max(1);

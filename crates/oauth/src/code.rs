@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 
 use super::{Client, Form, OAuthServer, json_response, new_id, oauth_error};
-use crate::auth::jwt::unix_now;
+use bridgehead_http::clock::unix_now;
 
 /// Lifetime of an authorization code.
 const CODE_TTL: i64 = 60;
@@ -114,14 +114,12 @@ impl OAuthServer {
     /// 303 to `uri` with `params`, `state` and `iss` (RFC 9207) added to its query.
     fn redirect(&self, uri: &str, params: &[(&str, &str)], state: Option<&str>) -> Response<Bytes> {
         let issuer = self.settings.load().issuer.clone();
-        let mut query: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", crate::upstream::credentials::form_encode(v)))
-            .collect();
+        let mut query: Vec<String> =
+            params.iter().map(|(k, v)| format!("{k}={}", bridgehead_http::codec::form_encode(v))).collect();
         if let Some(s) = state {
-            query.push(format!("state={}", crate::upstream::credentials::form_encode(s)));
+            query.push(format!("state={}", bridgehead_http::codec::form_encode(s)));
         }
-        query.push(format!("iss={}", crate::upstream::credentials::form_encode(&issuer)));
+        query.push(format!("iss={}", bridgehead_http::codec::form_encode(&issuer)));
         let sep = if uri.contains('?') { '&' } else { '?' };
         let location = format!("{uri}{sep}{}", query.join("&"));
         let mut res = Response::new(Bytes::new());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bridgehead_config::{Retry as Config, RetryOn};
 use http::{HeaderMap, Method, StatusCode};
 
-use super::clock_us;
+use bridgehead_http::clock::clock_us;
 
 /// Why a try failed, in the vocabulary of `retry.on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl RetryPolicy {
             backoff: cfg.backoff.get(),
             max_backoff: cfg.max_backoff.get(),
             on: cfg.on.clone(),
-            per_try_timeout: cfg.per_try_timeout.map(|d| d.get()),
+            per_try_timeout: cfg.per_try_timeout.map(bridgehead_config::HumanDuration::get),
             max_body: cfg.max_body.get(),
             budget: Budget::new(cfg.budget_window.get(), cfg.budget_ratio, cfg.min_retries),
         }

@@ -1,0 +1,136 @@
+//! A response body from an upstream, as the proxy passes it on: possibly a first frame the
+//! sender already read, the HTTP/2 stream slot it holds, and, for a gRPC answer whose verdict
+//! waits for its trailers, what settles that verdict when they arrive (or the stream breaks, or
+//! the client goes away).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::body::BoxError;
+use crate::grpc::{grpc_failed, grpc_status};
+use crate::metrics::outcome;
+
+/// What settles a verdict that waits for the end of a stream: the `outcome` label, and
+/// whether the target failed (`None`: not the target's doing, nothing to record).
+pub trait Settle: Send + Sync {
+    fn settle(self: Box<Self>, label: &'static str, failed: Option<bool>);
+}
+
+/// A stream slot on an HTTP/2 connection, held until the response body is over.
+pub struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    /// Takes one slot of `streams`.
+    pub fn take(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Relaxed);
+        StreamSlot(streams.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response body from an upstream: possibly a first frame already read, and, for a gRPC
+/// answer whose verdict waits for its trailers, what settles it.
+pub struct UpstreamBody {
+    first: Option<Frame<Bytes>>,
+    inner: Incoming,
+    settle: Option<Box<dyn Settle>>,
+    /// The HTTP/2 stream this answer holds on its connection, freed with the body.
+    _slot: Option<StreamSlot>,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming) -> Self {
+        Self { first: None, inner, settle: None, _slot: None }
+    }
+
+    pub fn with_slot(mut self, slot: StreamSlot) -> Self {
+        self._slot = Some(slot);
+        self
+    }
+
+    /// A first frame already read from `inner`, passed on before the rest.
+    pub fn with_first(mut self, frame: Frame<Bytes>) -> Self {
+        self.first = Some(frame);
+        self
+    }
+
+    /// Reads the next frame of the inner body (before any is passed on).
+    pub async fn next_frame(&mut self) -> Option<Result<Frame<Bytes>, hyper::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await
+    }
+
+    /// Leaves the verdict to `settle`, when the trailers arrive.
+    pub fn settle_with(&mut self, settle: Box<dyn Settle>) {
+        self.settle = Some(settle);
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // The client went away before the trailers: not the target's doing.
+        if let Some(s) = self.settle.take() {
+            s.settle(outcome::CANCELLED, None);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.settle.is_some() {
+            let verdict = match &polled {
+                Poll::Ready(Some(Ok(f))) => f.trailers_ref().map(|t| match grpc_status(t) {
+                    Some(code) if grpc_failed(code) => (outcome::GRPC_ERROR, true),
+                    Some(_) => (outcome::SUCCESS, false),
+                    None => (outcome::GRPC_ERROR, true),
+                }),
+                Poll::Ready(Some(Err(_))) => Some((outcome::ERROR, true)),
+                // The stream ended without trailers: no gRPC status (gRPC: INTERNAL).
+                Poll::Ready(None) => Some((outcome::GRPC_ERROR, true)),
+                Poll::Pending => None,
+            };
+            if let Some((label, failed)) = verdict
+                && let Some(s) = this.settle.take()
+            {
+                s.settle(label, Some(failed));
+            }
+        }
+        polled.map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let n = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |b| b.len() as u64);
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + n);
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + n);
+        }
+        h
+    }
+}
