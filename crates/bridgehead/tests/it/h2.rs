@@ -7,8 +7,8 @@
 use http::Request;
 use http_body_util::BodyExt;
 
-use crate::h2peer::H2Peer;
 use crate::support::*;
+use bridgehead_testkit::h2peer::H2Peer;
 
 fn config(url: &str, upstream_extra: &str) -> String {
     format!(

@@ -9,7 +9,7 @@ mod auth;
 mod cli;
 mod edge;
 mod h2;
-mod h2peer;
+
 mod jwt_cli;
 mod oauth;
 mod policies;
