@@ -51,3 +51,29 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// A config that passed validation but could not be turned into running parts: a file that
+/// cannot be read or holds nothing usable, key material that does not parse, a store that
+/// cannot be reached. Carries the key path apart from the reason, so callers can place it
+/// (`under`) without splicing strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct BuildError {
+    /// Key path such as `upstreams.billing.tls.ca`.
+    pub key: String,
+    /// What went wrong, for a person.
+    pub reason: String,
+}
+
+impl BuildError {
+    pub fn new(key: impl Into<String>, reason: impl fmt::Display) -> Self {
+        Self { key: key.into(), reason: reason.to_string() }
+    }
+
+    /// The same error with its key placed under `prefix` (`ca` under `authenticators.a.jwt`).
+    #[must_use]
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.key = if self.key.is_empty() { prefix.to_owned() } else { format!("{prefix}.{}", self.key) };
+        self
+    }
+}

@@ -21,7 +21,7 @@ mod yaml;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use error::{Diagnostic, Diagnostics, Pos};
+pub use error::{BuildError, Diagnostic, Diagnostics, Pos};
 pub use interpolate::{MapResolver, Resolver, SystemResolver};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};

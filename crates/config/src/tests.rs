@@ -741,3 +741,14 @@ fn routes_over_the_authorization_servers_paths_are_refused() {
     );
     assert!(load_text(&text).is_ok(), "without oauth_server nothing is reserved");
 }
+
+#[test]
+fn build_errors_keep_the_key_apart_from_the_reason() {
+    let e = crate::BuildError::new("ca", "cannot read /x: not found").under("authenticators.a.jwt");
+    assert_eq!(e.key, "authenticators.a.jwt.ca");
+    assert_eq!(e.to_string(), "authenticators.a.jwt.ca: cannot read /x: not found");
+    assert_eq!(
+        crate::BuildError::new("", "needs a key source").under("authenticators.a.jwt").key,
+        "authenticators.a.jwt"
+    );
+}

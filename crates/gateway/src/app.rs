@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bridgehead_config::LoadedConfig;
+use bridgehead_config::{BuildError, LoadedConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -21,8 +21,12 @@ use bridgehead_http::metrics::Metrics;
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{0}")]
-    Config(String),
+    /// The config is valid but a part could not be built from it.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Redis (`state.redis`) is unusable.
+    #[error("state.redis: {0}")]
+    Redis(bridgehead_state::StateError),
     #[error("state store: {0}")]
     State(#[from] bridgehead_state::StateError),
     #[error("listener: {0}")]
@@ -89,7 +93,7 @@ pub struct App {
 
 /// Checks what validation cannot see without touching the outside: TLS files (listener and
 /// upstreams) and authenticator key files. Used by `serve` before binding and by `config check`.
-pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
+pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
     crate::tls::acceptor(loaded)?;
     for (name, u) in &loaded.config.upstreams {
         if u.tls.is_some() {
@@ -107,28 +111,23 @@ impl App {
         opts: AppOptions,
     ) -> Result<Self, AppError> {
         let loaded_bytes = opts.config_path.as_ref().and_then(|p| std::fs::read(p).ok());
-        let tls = crate::tls::acceptor(&loaded).map_err(AppError::Config)?;
+        let tls = crate::tls::acceptor(&loaded)?;
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
         let metrics = Metrics::default();
         let oauth = match &loaded.config.oauth_server {
-            Some(cfg) => {
-                Some(bridgehead_oauth::OAuthServer::start(cfg, &store).await.map_err(AppError::Config)?)
-            }
+            Some(cfg) => Some(bridgehead_oauth::OAuthServer::start(cfg, &store).await?),
             None => None,
         };
         let redis = match &loaded.config.state.redis {
-            Some(url) => Some(
-                crate::policy::SharedRedis::start(url.expose())
-                    .await
-                    .map_err(|e| AppError::Config(e.to_string()))?,
-            ),
+            Some(url) => {
+                Some(crate::policy::SharedRedis::start(url.expose()).await.map_err(AppError::Redis)?)
+            }
             None => None,
         };
         let max_buffered = loaded.config.server.limits.max_buffered.get();
-        let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())
-            .map_err(AppError::Config)?;
+        let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?;
         runtime.auth.ready().await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),

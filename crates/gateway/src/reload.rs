@@ -36,8 +36,12 @@ struct Inner {
 pub enum ReloadError {
     #[error("no config file to reload from")]
     NoFile,
+    /// The file does not load or validate (the diagnostics, one per line).
     #[error("{0}")]
     Invalid(String),
+    /// The config is valid but a part could not be built from it.
+    #[error(transparent)]
+    Build(#[from] bridgehead_config::BuildError),
 }
 
 impl Reloader {
@@ -67,7 +71,7 @@ impl Reloader {
     async fn try_reload(&self) -> Result<u64, ReloadError> {
         let path = self.inner.path.as_deref().ok_or(ReloadError::NoFile)?;
         let loaded = bridgehead_config::load(path).map_err(|d| ReloadError::Invalid(d.to_string()))?;
-        let tls = crate::tls::acceptor(&loaded).map_err(ReloadError::Invalid)?;
+        let tls = crate::tls::acceptor(&loaded)?;
         let shared = &self.inner.shared;
         let old = shared.runtime.load_full();
         warn_restart_only(&old.loaded.config, &loaded.config);
@@ -76,9 +80,7 @@ impl Reloader {
                 running.reconfigure(cfg);
                 Some(running)
             }
-            (Some(cfg), None, Some(store)) => {
-                Some(bridgehead_oauth::OAuthServer::start(cfg, store).await.map_err(ReloadError::Invalid)?)
-            }
+            (Some(cfg), None, Some(store)) => Some(bridgehead_oauth::OAuthServer::start(cfg, store).await?),
             _ => None,
         };
         let runtime = Runtime::build(
@@ -88,8 +90,7 @@ impl Reloader {
             shared.store.as_ref(),
             oauth.as_ref(),
             shared.redis.as_ref(),
-        )
-        .map_err(ReloadError::Invalid)?;
+        )?;
         shared.oauth.store(oauth);
         runtime.auth.ready().await;
         let generation = runtime.generation;

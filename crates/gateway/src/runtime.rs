@@ -43,7 +43,7 @@ impl Runtime {
         store: Option<&bridgehead_state::Store>,
         oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
         redis: Option<&RedisHandle>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, bridgehead_config::BuildError> {
         for w in &loaded.warnings {
             tracing::warn!(warning = %w, "config warning");
         }
@@ -58,7 +58,7 @@ impl Runtime {
                 let u = Upstream::build(name, cfg, &carry, &loaded, metrics, redis)?;
                 Ok((name.clone(), Arc::new(u.with_metrics(metrics))))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, bridgehead_config::BuildError>>()?;
         for u in upstreams.values() {
             health::spawn(u);
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bridgehead_auth::jwt::{self, Algorithm, KeySet, Policy, Signer};
+use bridgehead_config::BuildError;
 use bridgehead_state::{OAuthKeyRecord, Store};
 use serde_json::{Value, json};
 
@@ -42,15 +43,15 @@ pub struct LocalKeys {
 }
 
 impl LocalKeys {
-    pub async fn start(store: Store) -> Result<Arc<Self>, String> {
+    pub async fn start(store: Store) -> Result<Arc<Self>, BuildError> {
         let now = unix_now() as i64;
         let mut records = store
             .oauth_keys_all()
             .await
-            .map_err(|e| format!("oauth_server: cannot read signing keys: {e}"))?;
+            .map_err(|e| BuildError::new("oauth_server", format!("cannot read signing keys: {e}")))?;
         if !records.iter().any(|r| r.activate_at <= now && r.retire_at.is_none_or(|t| t > now)) {
-            let generated =
-                jwt::keygen::generate(Algorithm::ES256).map_err(|e| format!("oauth_server: {e}"))?;
+            let generated = jwt::keygen::generate(Algorithm::ES256)
+                .map_err(|e| BuildError::new("oauth_server", format!("{e}")))?;
             let rec = OAuthKeyRecord {
                 kid: generated.kid.clone(),
                 alg: "ES256".into(),
@@ -63,12 +64,12 @@ impl LocalKeys {
             store
                 .oauth_key_insert(&rec)
                 .await
-                .map_err(|e| format!("oauth_server: cannot store a signing key: {e}"))?;
+                .map_err(|e| BuildError::new("oauth_server", format!("cannot store a signing key: {e}")))?;
             tracing::info!(kid = %rec.kid, "generated the local issuer's first signing key");
             records = store
                 .oauth_keys_all()
                 .await
-                .map_err(|e| format!("oauth_server: cannot read signing keys: {e}"))?;
+                .map_err(|e| BuildError::new("oauth_server", format!("cannot read signing keys: {e}")))?;
         }
         let keys = Arc::new(Self {
             store,
@@ -78,7 +79,7 @@ impl LocalKeys {
             revoked: RwLock::new(HashSet::new()),
             seen: std::sync::Mutex::new((Vec::new(), 0)),
         });
-        keys.apply(records)?;
+        keys.apply(records).map_err(|e| BuildError::new("oauth_server", e))?;
         keys.refresh_revoked().await;
         let weak = Arc::downgrade(&keys);
         tokio::spawn(async move {
@@ -149,10 +150,10 @@ impl LocalKeys {
     }
 
     /// Signs access-token claims with the active key.
-    pub fn sign(&self, claims: &Value) -> Result<String, String> {
+    pub fn sign(&self, claims: &Value) -> Result<String, SignError> {
         let s = self.signing.load();
-        let s = s.as_ref().ok_or("no active signing key")?;
-        s.signer.sign(claims).map_err(|e| e.to_string())
+        let s = s.as_ref().ok_or(SignError::NoKey)?;
+        s.signer.sign(claims).map_err(|e| SignError::Failed(e.to_string()))
     }
 
     /// Verifies one of this issuer's access tokens (signature, `typ`, `iss`, `exp`).
@@ -186,6 +187,15 @@ impl LocalKeys {
         self.revoked.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(jti.to_owned());
         self.bump();
     }
+}
+
+/// Why a token could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("no active signing key")]
+    NoKey,
+    #[error("signing failed: {0}")]
+    Failed(String),
 }
 
 impl PublishedKeys for LocalKeys {

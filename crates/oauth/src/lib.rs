@@ -98,7 +98,7 @@ impl OAuthServer {
     pub async fn start(
         cfg: &OAuthServerConfig,
         store: &bridgehead_state::Store,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, bridgehead_config::BuildError> {
         let keys = LocalKeys::start(store.clone()).await?;
         let server = Arc::new(Self {
             settings: ArcSwap::from_pointee(settings(cfg)),

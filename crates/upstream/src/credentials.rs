@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bridgehead_config::{
-    ClientAuthMethod, Credentials as CredentialsConfig, LoadedConfig, OAuth2ClientCredentials, Secret,
+    BuildError, ClientAuthMethod, Credentials as CredentialsConfig, LoadedConfig, OAuth2ClientCredentials,
+    Secret,
 };
 use http::header::{self, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
@@ -43,7 +44,7 @@ impl Credentials {
         carry: &Carryover,
         loaded: &LoadedConfig,
         metrics: &Metrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let sensitive = |mut v: HeaderValue| {
             v.set_sensitive(true);
             v
@@ -51,18 +52,20 @@ impl Credentials {
         Ok(match cfg {
             CredentialsConfig::Bearer(b) => Self::Static(
                 header::AUTHORIZATION,
-                sensitive(
-                    HeaderValue::from_str(&format!("Bearer {}", b.token.expose()))
-                        .map_err(|_| format!("{base}.bearer.token: not a valid header value"))?,
-                ),
+                sensitive(HeaderValue::from_str(&format!("Bearer {}", b.token.expose())).map_err(|_| {
+                    BuildError::new(format!("{base}.bearer.token"), "not a valid header value")
+                })?),
             ),
             CredentialsConfig::ApiKey(k) => Self::Static(
-                HeaderName::from_bytes(k.header.as_bytes())
-                    .map_err(|_| format!("{base}.api_key.header: `{}` is not a header name", k.header))?,
-                sensitive(
-                    HeaderValue::from_str(k.value.expose())
-                        .map_err(|_| format!("{base}.api_key.value: not a valid header value"))?,
-                ),
+                HeaderName::from_bytes(k.header.as_bytes()).map_err(|_| {
+                    BuildError::new(
+                        format!("{base}.api_key.header"),
+                        format!("`{}` is not a header name", k.header),
+                    )
+                })?,
+                sensitive(HeaderValue::from_str(k.value.expose()).map_err(|_| {
+                    BuildError::new(format!("{base}.api_key.value"), "not a valid header value")
+                })?),
             ),
             CredentialsConfig::Basic(b) => {
                 let raw = format!("{}:{}", b.username, b.password.expose());
@@ -70,7 +73,8 @@ impl Credentials {
                 Self::Static(
                     header::AUTHORIZATION,
                     sensitive(
-                        HeaderValue::from_str(&value).map_err(|_| format!("{base}.basic: not encodable"))?,
+                        HeaderValue::from_str(&value)
+                            .map_err(|_| BuildError::new(format!("{base}.basic"), "not encodable"))?,
                     ),
                 )
             }
@@ -81,7 +85,7 @@ impl Credentials {
                     _ => {
                         let ca = o.ca.as_ref().map(|p| loaded.resolve_path(p));
                         let client = crate::fetch::client(ca.as_deref(), o.timeout.get())
-                            .map_err(|e| format!("{base}.oauth2_client_credentials.{e}"))?;
+                            .map_err(|e| e.under(&format!("{base}.oauth2_client_credentials")))?;
                         Self::OAuth2(Arc::new(TokenProvider {
                             request: TokenRequest::from_config(o),
                             client,
@@ -187,7 +191,7 @@ impl TokenRequest {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = crate::fetch::body(res).await.map_err(TokenError::Network)?;
+        let body = crate::fetch::body(res).await.map_err(|e| TokenError::Network(e.to_string()))?;
         let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             let field =

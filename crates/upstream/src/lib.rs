@@ -44,7 +44,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use prometheus_client::metrics::counter::Counter;
 
-use bridgehead_config::{CircuitBreaker as CircuitBreakerConfig, RequestKey};
+use bridgehead_config::{BuildError, CircuitBreaker as CircuitBreakerConfig, RequestKey};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::breaker::{Breaker, State as BreakerState};
@@ -272,7 +272,7 @@ impl Upstream {
         Self::with_parts(name, cfg, carry, tls, None, None)
     }
 
-    /// Compiles an upstream with its TLS settings and credentials. Errors name the key.
+    /// Compiles an upstream with its TLS settings and credentials.
     pub fn build(
         name: &str,
         cfg: &UpstreamConfig,
@@ -280,7 +280,7 @@ impl Upstream {
         loaded: &bridgehead_config::LoadedConfig,
         metrics: &Metrics,
         redis: Option<&RedisHandle>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let base = format!("upstreams.{name}");
         let tls = tls::client_config(&base, cfg.tls.as_ref(), loaded)?;
         let credentials = cfg

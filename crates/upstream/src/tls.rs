@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bridgehead_config::{LoadedConfig, UpstreamTls};
+use bridgehead_config::{BuildError, LoadedConfig, UpstreamTls};
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -15,7 +15,7 @@ pub fn client_config(
     base: &str,
     tls: Option<&UpstreamTls>,
     loaded: &LoadedConfig,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, BuildError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -23,28 +23,35 @@ pub fn client_config(
     }
     if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
         let path = loaded.resolve_path(ca);
-        for cert in read_certs(&path).map_err(|e| format!("{base}.tls.ca: {e}"))? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{base}.tls.ca: {}: unusable CA certificate: {e}", path.display()))?;
+        let key = format!("{base}.tls.ca");
+        for cert in read_certs(&path).map_err(|e| BuildError::new(&key, e))? {
+            roots.add(cert).map_err(|e| {
+                BuildError::new(&key, format!("{}: unusable CA certificate: {e}", path.display()))
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("{base}.tls: {e}"))?
+        .map_err(|e| BuildError::new(format!("{base}.tls"), e))?
         .with_root_certificates(roots);
     let config = match tls.and_then(|t| t.cert.as_ref().zip(t.key.as_ref())) {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let cert_path = loaded.resolve_path(cert);
             let key_path = loaded.resolve_path(key);
-            let chain = read_certs(&cert_path).map_err(|e| format!("{base}.tls.cert: {e}"))?;
+            let chain = read_certs(&cert_path).map_err(|e| BuildError::new(format!("{base}.tls.cert"), e))?;
             let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
-                format!("{base}.tls.key: cannot read a private key from {}: {e}", key_path.display())
+                BuildError::new(
+                    format!("{base}.tls.key"),
+                    format!("cannot read a private key from {}: {e}", key_path.display()),
+                )
             })?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                format!("{base}.tls: client certificate and key do not form a usable pair: {e}")
+                BuildError::new(
+                    format!("{base}.tls"),
+                    format!("client certificate and key do not form a usable pair: {e}"),
+                )
             })?
         }
     };

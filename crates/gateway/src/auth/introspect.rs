@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use bridgehead_config::BuildError;
 use bridgehead_config::{IntrospectionAuth, LoadedConfig, Secret};
 use http::HeaderName;
 use http::request::Parts;
@@ -38,7 +39,11 @@ pub struct Introspection {
 }
 
 impl Introspection {
-    pub fn build(cfg: &IntrospectionAuth, loaded: &LoadedConfig, metrics: &Metrics) -> Result<Self, String> {
+    pub fn build(
+        cfg: &IntrospectionAuth,
+        loaded: &LoadedConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
         let ca = cfg.ca.as_ref().map(|p| loaded.resolve_path(p));
         Ok(Self {
             url: cfg.url.clone(),
@@ -174,7 +179,7 @@ impl Introspection {
         if !status.is_success() {
             return Err(format!("it answered {status}"));
         }
-        let body = bridgehead_upstream::fetch::body(res).await?;
+        let body = bridgehead_upstream::fetch::body(res).await.map_err(|e| e.to_string())?;
         match serde_json::from_slice(&body) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
             _ => Err("the answer is not a JSON object".into()),

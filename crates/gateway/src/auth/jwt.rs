@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bridgehead_auth::jwt::{self, ASYMMETRIC, Algorithm, HMAC, KeySet, Policy, Rejection, Verified};
+use bridgehead_config::BuildError;
 use bridgehead_config::{JwtAuth, LoadedConfig};
 use http::HeaderName;
 use http::request::Parts;
@@ -37,7 +38,7 @@ impl Jwt {
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
         oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         if cfg.issuer.as_deref() == Some("local") {
             return Self::local(cfg, oauth);
         }
@@ -53,7 +54,7 @@ impl Jwt {
         } else {
             cfg.algorithms
                 .iter()
-                .map(|a| jwt::parse_algorithm(a).map_err(|e| format!("algorithms: {e}")))
+                .map(|a| jwt::parse_algorithm(a).map_err(|e| BuildError::new("algorithms", e)))
                 .collect::<Result<_, _>>()?
         };
         let keys = if let Some(url) = &cfg.jwks_url {
@@ -66,23 +67,23 @@ impl Jwt {
             };
             KeySource::Url(sources.get_or_start(name, key, store, &metrics.auth_fetches)?)
         } else if let Some(path) = &cfg.jwks_file {
-            KeySource::File(
-                FileSource::start(name, loaded.resolve_path(path)).map_err(|e| format!("jwks_file: {e}"))?,
-            )
+            KeySource::File(FileSource::start(name, loaded.resolve_path(path))?)
         } else if let Some(path) = &cfg.public_key_file {
             let path = loaded.resolve_path(path);
-            let pem = std::fs::read(&path)
-                .map_err(|e| format!("public_key_file: cannot read {}: {e}", path.display()))?;
+            let pem = std::fs::read(&path).map_err(|e| {
+                BuildError::new("public_key_file", format!("cannot read {}: {e}", path.display()))
+            })?;
             KeySource::fixed(
-                KeySet::from_pem(&pem).map_err(|e| format!("public_key_file: {}: {e}", path.display()))?,
+                KeySet::from_pem(&pem)
+                    .map_err(|e| BuildError::new("public_key_file", format!("{}: {e}", path.display())))?,
             )
         } else if let Some(secret) = &cfg.secret {
             KeySource::fixed(
                 KeySet::from_secret(secret.expose().as_bytes(), &algorithms)
-                    .map_err(|e| format!("secret: {e}"))?,
+                    .map_err(|e| BuildError::new("secret", e))?,
             )
         } else {
-            return Err("needs a key source".into());
+            return Err(BuildError::new("", "needs a key source"));
         };
         let policy = Policy {
             algorithms,
@@ -98,8 +99,8 @@ impl Jwt {
     }
 
     /// `issuer: local`: the built-in authorization server's keys and issuer, RFC 9068 `typ`.
-    fn local(cfg: &JwtAuth, oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>) -> Result<Self, String> {
-        let oauth = oauth.ok_or("issuer: `local` needs oauth_server")?;
+    fn local(cfg: &JwtAuth, oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>) -> Result<Self, BuildError> {
+        let oauth = oauth.ok_or_else(|| BuildError::new("issuer", "`local` needs oauth_server"))?;
         let policy = Policy {
             algorithms: vec![Algorithm::ES256],
             issuer: Some(oauth.issuer()),
@@ -114,7 +115,7 @@ impl Jwt {
     }
 
     /// The parts every JWT authenticator has, whatever its key source.
-    fn assemble(keys: KeySource, policy: Policy, cfg: &JwtAuth) -> Result<Self, String> {
+    fn assemble(keys: KeySource, policy: Policy, cfg: &JwtAuth) -> Result<Self, BuildError> {
         Ok(Self {
             keys,
             policy,

@@ -22,7 +22,7 @@ pub(crate) mod source;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bridgehead_config::{Authenticator as AuthConfig, LoadedConfig};
+use bridgehead_config::{Authenticator as AuthConfig, BuildError, LoadedConfig};
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 
@@ -195,14 +195,14 @@ impl Authenticators {
         store: Option<&bridgehead_state::Store>,
         metrics: &Metrics,
         oauth: Option<&Arc<bridgehead_oauth::OAuthServer>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let mut by_name = BTreeMap::new();
         for (name, cfg) in &loaded.config.authenticators {
             let base = format!("authenticators.{name}");
             let (kind, identity_headers) = match cfg {
                 AuthConfig::Jwt(j) => {
                     let jwt = jwt::Jwt::build(name, j, loaded, sources, store, metrics, oauth)
-                        .map_err(|e| format!("{base}.jwt.{e}"))?;
+                        .map_err(|e| e.under(&format!("{base}.jwt")))?;
                     let headers = jwt.identity_headers();
                     (Kind::Jwt(jwt), headers)
                 }
@@ -210,13 +210,13 @@ impl Authenticators {
                     (Kind::ApiKey(apikey::ApiKeys::build(name, k, store, metrics)), Vec::new())
                 }
                 AuthConfig::Mtls(m) => {
-                    let mtls = mtls::Mtls::build(m).map_err(|e| format!("{base}.mtls.{e}"))?;
+                    let mtls = mtls::Mtls::build(m).map_err(|e| e.under(&format!("{base}.mtls")))?;
                     let headers = mtls.identity_headers();
                     (Kind::Mtls(mtls), headers)
                 }
                 AuthConfig::Introspection(i) => {
                     let intro = introspect::Introspection::build(i, loaded, metrics)
-                        .map_err(|e| format!("{base}.introspection.{e}"))?;
+                        .map_err(|e| e.under(&format!("{base}.introspection")))?;
                     let headers = intro.identity_headers();
                     (Kind::Introspection(intro), headers)
                 }
@@ -283,7 +283,7 @@ impl Authenticators {
 /// Checks authenticator key material without starting anything: key and JWKS files parse, RSA
 /// keys are long enough, HMAC secrets too, certificate patterns parse, CA bundles read. No
 /// network access (JWKS URLs are fetched when the gateway starts).
-pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
+pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
     use bridgehead_auth::jwt::{KeySet, parse_algorithm};
     for (name, cfg) in &loaded.config.authenticators {
         let base = format!("authenticators.{name}");
@@ -292,34 +292,38 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
                 let base = format!("{base}.jwt");
                 let read = |key: &str, p: &std::path::Path| {
                     let path = loaded.resolve_path(p);
-                    std::fs::read(&path)
-                        .map_err(|e| format!("{base}.{key}: cannot read {}: {e}", path.display()))
+                    std::fs::read(&path).map_err(|e| {
+                        BuildError::new(
+                            format!("{base}.{key}"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })
                 };
                 if let Some(p) = &j.public_key_file {
                     KeySet::from_pem(&read("public_key_file", p)?)
-                        .map_err(|e| format!("{base}.public_key_file: {e}"))?;
+                        .map_err(|e| BuildError::new(format!("{base}.public_key_file"), e))?;
                 }
                 if let Some(p) = &j.jwks_file {
                     KeySet::from_jwks(&read("jwks_file", p)?)
-                        .map_err(|e| format!("{base}.jwks_file: {e}"))?;
+                        .map_err(|e| BuildError::new(format!("{base}.jwks_file"), e))?;
                 }
                 if let Some(secret) = &j.secret {
                     let algs: Vec<_> = j.algorithms.iter().filter_map(|a| parse_algorithm(a).ok()).collect();
                     let algs =
                         if algs.is_empty() { vec![bridgehead_auth::jwt::Algorithm::HS256] } else { algs };
                     KeySet::from_secret(secret.expose().as_bytes(), &algs)
-                        .map_err(|e| format!("{base}.secret: {e}"))?;
+                        .map_err(|e| BuildError::new(format!("{base}.secret"), e))?;
                 }
                 if let Some(ca) = &j.ca {
                     bridgehead_upstream::fetch::client(
                         Some(&loaded.resolve_path(ca)),
                         std::time::Duration::from_secs(1),
                     )
-                    .map_err(|e| format!("{base}.{e}"))?;
+                    .map_err(|e| e.under(&base))?;
                 }
             }
             AuthConfig::Mtls(m) => {
-                mtls::Mtls::build(m).map_err(|e| format!("{base}.mtls.{e}"))?;
+                mtls::Mtls::build(m).map_err(|e| e.under(&format!("{base}.mtls")))?;
             }
             AuthConfig::Introspection(i) => {
                 if let Some(ca) = &i.ca {
@@ -327,7 +331,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), String> {
                         Some(&loaded.resolve_path(ca)),
                         std::time::Duration::from_secs(1),
                     )
-                    .map_err(|e| format!("{base}.introspection.{e}"))?;
+                    .map_err(|e| e.under(&format!("{base}.introspection")))?;
                 }
             }
             AuthConfig::ApiKey(_) => {}
@@ -496,11 +500,11 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    pub fn new(header: Option<&str>, cookie: Option<&str>) -> Result<Self, String> {
+    pub fn new(header: Option<&str>, cookie: Option<&str>) -> Result<Self, BuildError> {
         let header = header
             .map(|h| {
                 HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| format!("header: `{h}` is not a header name"))
+                    .map_err(|_| BuildError::new("header", format!("`{h}` is not a header name")))
             })
             .transpose()?;
         Ok(Self { header, cookie: cookie.map(str::to_owned) })
@@ -630,13 +634,16 @@ pub struct ClaimHeaders {
 }
 
 impl ClaimHeaders {
-    pub fn new(map: &BTreeMap<String, String>) -> Result<Self, String> {
+    pub fn new(map: &BTreeMap<String, String>) -> Result<Self, BuildError> {
         let map = map
             .iter()
             .map(|(claim, h)| {
-                HeaderName::from_bytes(h.as_bytes())
-                    .map(|n| (claim.clone(), n))
-                    .map_err(|_| format!("claims_to_headers.{claim}: `{h}` is not a header name"))
+                HeaderName::from_bytes(h.as_bytes()).map(|n| (claim.clone(), n)).map_err(|_| {
+                    BuildError::new(
+                        format!("claims_to_headers.{claim}"),
+                        format!("`{h}` is not a header name"),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { map })

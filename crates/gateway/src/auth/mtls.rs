@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bridgehead_auth::cert::SubjectPattern;
+use bridgehead_config::BuildError;
 use bridgehead_config::MtlsAuth;
 use http::{HeaderName, HeaderValue};
 
@@ -18,15 +19,16 @@ pub struct Mtls {
 }
 
 impl Mtls {
-    pub fn build(cfg: &MtlsAuth) -> Result<Self, String> {
+    pub fn build(cfg: &MtlsAuth) -> Result<Self, BuildError> {
         let patterns = cfg
             .subjects
             .iter()
             .enumerate()
-            .map(|(i, s)| SubjectPattern::parse(s).map_err(|e| format!("subjects[{i}]: {e}")))
+            .map(|(i, s)| SubjectPattern::parse(s).map_err(|e| BuildError::new(format!("subjects[{i}]"), e)))
             .collect::<Result<_, _>>()?;
         let header = |key: &str, h: &str| {
-            HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{key}: `{h}` is not a header name"))
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| BuildError::new(key, format!("`{h}` is not a header name")))
         };
         Ok(Self {
             patterns,

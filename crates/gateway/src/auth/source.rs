@@ -91,8 +91,9 @@ pub struct FileSource {
 
 impl FileSource {
     /// Reads the file now (errors name the problem) and starts watching it.
-    pub fn start(name: &str, path: PathBuf) -> Result<Arc<Self>, String> {
-        let keys = read_jwks_file(&path)?;
+    /// Errors name the key `jwks_file`.
+    pub fn start(name: &str, path: PathBuf) -> Result<Arc<Self>, bridgehead_config::BuildError> {
+        let keys = read_jwks_file(&path).map_err(|e| bridgehead_config::BuildError::new("jwks_file", e))?;
         let source = Arc::new(Self {
             stamp: Mutex::new(stamp(&path)),
             path,
@@ -248,7 +249,7 @@ impl UrlSource {
         if !status.is_success() {
             return Err(format!("the identity provider answered {status}"));
         }
-        let bytes = bridgehead_upstream::fetch::body(res).await?;
+        let bytes = bridgehead_upstream::fetch::body(res).await.map_err(|e| e.to_string())?;
         let (keys, warnings) = KeySet::from_jwks(&bytes).map_err(|e| e.to_string())?;
         for w in warnings {
             tracing::warn!(authenticator = %self.name, "{w}");
@@ -302,7 +303,7 @@ impl JwksSources {
         key: UrlKey,
         store: Option<&bridgehead_state::Store>,
         fetches: &Family<FetchLabels, Counter>,
-    ) -> Result<Arc<UrlSource>, String> {
+    ) -> Result<Arc<UrlSource>, bridgehead_config::BuildError> {
         let mut map = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
