@@ -244,6 +244,13 @@ pub fn reserved_overlap(m: &RouteMatch) -> Option<&'static str> {
     match (&m.path, &m.path_prefix) {
         (Some(path), _) => match PathTemplate::parse(path) {
             Ok(t) if t.segments.iter().any(|s| matches!(s, Segment::Param(_))) => {
+                // A template under `/oauth2/…` by its literal first segment, or one whose
+                // parameters can spell a reserved endpoint or document (`/{any}/token`); a
+                // template that only could with a parameter equal to `oauth2` and no endpoint
+                // name after it (`/{tenant}/orders`) keeps its routes.
+                if t.segments.first() == Some(&Segment::Literal("oauth2".into())) {
+                    return Some("/oauth2/");
+                }
                 let concrete = OAUTH_ENDPOINTS.iter().chain(OAUTH_DOCUMENTS.iter());
                 concrete
                     .copied()

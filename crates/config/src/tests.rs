@@ -722,6 +722,7 @@ fn routes_over_the_authorization_servers_paths_are_refused() {
         "{ path_prefix: /.well-known }",
         "{ host: api.example.com, path: /.well-known/oauth-authorization-server }",
         "{ path: \"/{any}/token\" }",
+        "{ path: \"/oauth2/{tenant}/callback\" }",
     ]
     .iter()
     .map(|m| (route(m), want))
@@ -731,6 +732,7 @@ fn routes_over_the_authorization_servers_paths_are_refused() {
         "{ path_prefix: / }",
         "{ host: api.example.com }",
         "{ path: /.well-known/openid-configuration }",
+        "{ path: \"/{tenant}/orders\" }",
         "{ path_prefix: /oauth2x }",
     ] {
         assert!(load_text(&route(ok)).is_ok(), "{ok} is not reserved");

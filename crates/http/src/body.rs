@@ -27,6 +27,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct RequestStats {
     pub bytes_in: AtomicU64,
     pub too_large: AtomicBool,
+    /// The client's body failed while streaming (it went away or sent garbage): whatever error
+    /// the upstream exchange reports then is the client's doing (HTTP/2 clients report it as a
+    /// reset stream, not as a body error).
+    pub broken: AtomicBool,
 }
 
 /// The body over the limit.
@@ -184,6 +188,9 @@ impl Body for RequestBody {
             RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Stream { inner, limit, stats } => poll_incoming(inner, cx).map(|frame| {
                 let frame = frame?;
+                if frame.is_err() {
+                    stats.broken.store(true, Relaxed);
+                }
                 if let Some(data) = frame.as_ref().ok().and_then(Frame::data_ref) {
                     let seen = stats.bytes_in.fetch_add(data.len() as u64, Relaxed) + data.len() as u64;
                     if seen > *limit {

@@ -4,7 +4,10 @@
 //! echo instead.
 //!
 //! Paths:
-//! - `/reset`: RST_STREAM (INTERNAL_ERROR) before any header; `/reset-once`: the first time only.
+//! - `/reset`: RST_STREAM (INTERNAL_ERROR) before any header; `/reset-once`: the first time only;
+//!   `/refuse-once`: RST_STREAM (REFUSED_STREAM, "not processed") the first time.
+//! - `/grpc/hold-first`: a gRPC head, then its message and `grpc-status: 0` only once
+//!   [`H2Peer::release`] is called.
 //! - `/goaway`: a response head and part of the body, then nothing until [`H2Peer::goaway`].
 //! - `/grpc/unavailable-once`: trailers-only `grpc-status: 14` the first time, then OK.
 //! - `/grpc/trailers-once`: a head, then trailers with `grpc-status: 14` (no data), the first
@@ -214,6 +217,7 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
     match path.as_str() {
         "/reset" => respond.send_reset(Reason::INTERNAL_ERROR),
         "/reset-once" if first => respond.send_reset(Reason::INTERNAL_ERROR),
+        "/refuse-once" if first => respond.send_reset(Reason::REFUSED_STREAM),
         "/goaway" => {
             let mut s = respond.send_response(head(200, &[]), false).unwrap();
             let _ = s.send_data(Bytes::from_static(b"partial"), false);
@@ -227,6 +231,15 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
         "/grpc/trailers-once" if first => {
             let mut s = respond.send_response(head(200, &grpc), false).unwrap();
             let _ = s.send_trailers(trailers(&[("grpc-status", "14")]));
+        }
+        "/grpc/hold-first" => {
+            let mut s = respond.send_response(head(200, &grpc), false).unwrap();
+            let released = st.release.notified();
+            if !st.released.load(SeqCst) {
+                released.await;
+            }
+            let _ = s.send_data(grpc_frame(b"late"), false);
+            let _ = s.send_trailers(trailers(&[("grpc-status", "0")]));
         }
         "/grpc/data-then-14" => {
             let mut s = respond.send_response(head(200, &grpc), false).unwrap();

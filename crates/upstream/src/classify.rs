@@ -38,13 +38,22 @@ pub enum Classify {
 }
 
 impl Classify {
-    /// gRPC for a request that says it is one (`content-type: application/grpc…`), else HTTP.
+    /// gRPC for a request that says it is a gRPC call (`content-type: application/grpc`, or
+    /// `application/grpc+proto` and the like; not gRPC-Web, whose status travels in the body),
+    /// else HTTP.
     pub fn of_request(headers: &HeaderMap) -> Self {
-        let grpc = headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
-            v.as_bytes().len() >= 16 && v.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc")
-        });
-        if grpc { Classify::Grpc } else { Classify::Http }
+        if is_grpc(headers) { Classify::Grpc } else { Classify::Http }
     }
+}
+
+/// Whether a header block says `content-type: application/grpc` (with an optional `+codec` or
+/// parameters), the framing whose status comes in `grpc-status`.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(http::header::CONTENT_TYPE) else { return false };
+    let v = v.as_bytes();
+    v.len() >= 16
+        && v[..16].eq_ignore_ascii_case(b"application/grpc")
+        && matches!(v.get(16), None | Some(b'+' | b';'))
 }
 
 /// What one try came to.
@@ -80,12 +89,14 @@ impl Judged {
 }
 
 impl Classify {
-    /// Judges a response head (reading up to the first frame of a gRPC answer when `peek`).
+    /// Judges a response head. With `peek` (the time left of the try), a gRPC answer without a
+    /// status in its head is read up to its first frame, for at most that long: a call that
+    /// sends nothing by then streams on and is judged by its trailers.
     pub(super) async fn judge(
         self,
         res: Response<UpstreamBody>,
         accept_switch: &(dyn Fn(&HeaderMap) -> bool + Sync),
-        peek: bool,
+        peek: Option<std::time::Duration>,
         upstream: &str,
     ) -> Judged {
         let status = res.status();
@@ -97,7 +108,10 @@ impl Classify {
                 result: Ok(res),
             };
         }
-        if self == Classify::Http || status != StatusCode::OK {
+        // A gRPC verdict needs a gRPC answer: anything else (an HTTP error page, a HEAD, a proxy
+        // in between) is judged by its HTTP status, so a client cannot make a plain answer
+        // count as a failed call by what it claims to be.
+        if self == Classify::Http || status != StatusCode::OK || !is_grpc(res.headers()) {
             let failed = status.is_server_error();
             let label = if failed { outcome::HTTP_5XX } else { outcome::SUCCESS };
             return Judged {
@@ -109,11 +123,14 @@ impl Classify {
         if let Some(code) = grpc_status(res.headers()) {
             return Judged::grpc(code, res);
         }
-        if !peek {
+        let Some(patience) = peek else {
             return Judged { verdict: None, failure: None, result: Ok(res) };
-        }
+        };
         let (parts, mut body) = res.into_parts();
-        match body.next_frame().await {
+        let Ok(first) = tokio::time::timeout(patience, body.next_frame()).await else {
+            return Judged { verdict: None, failure: None, result: Ok(Response::from_parts(parts, body)) };
+        };
+        match first {
             Some(Ok(frame)) => match frame.trailers_ref().and_then(grpc_status) {
                 Some(code) => Judged::grpc(code, Response::from_parts(parts, body.with_first(frame))),
                 None => {

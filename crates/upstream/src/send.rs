@@ -264,6 +264,7 @@ impl<'a> Tries<'a> {
     async fn exchange(&self, target: &Target, p: Prepared) -> Result<Judged, GatewayError> {
         let s = self.s;
         let up = &**s.upstream;
+        let try_deadline = Instant::now() + p.timeout;
         let result = tokio::time::timeout(p.timeout, up.transport.request(target, p.req)).await;
         let judged = match result {
             Err(_) => {
@@ -277,7 +278,7 @@ impl<'a> Tries<'a> {
                 if s.stats.is_some_and(|st| st.too_large.load(Relaxed)) {
                     return Err(GatewayError::BodyTooLarge { limit: s.max_body });
                 }
-                if e.is_client_body() {
+                if e.is_client_body() || s.stats.is_some_and(|st| st.broken.load(Relaxed)) {
                     // The client's body failed (it went away or sent garbage): not the upstream's fault.
                     return Err(GatewayError::BadRequest(
                         "the request body ended before it was complete".into(),
@@ -298,8 +299,9 @@ impl<'a> Tries<'a> {
             }
             Ok(Ok(res)) => {
                 up.throttle.observe(res.status(), res.headers());
-                // Only a request that may be retried waits for a gRPC answer's first frame.
-                let peek = s.retry.is_some();
+                // Only a request that may be retried waits for a gRPC answer's first frame, and
+                // no longer than the try may take.
+                let peek = s.retry.is_some().then(|| try_deadline.saturating_duration_since(Instant::now()));
                 s.classify.judge(res, s.accept_switch, peek, &up.name).await
             }
         };

@@ -26,6 +26,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::Target;
 use bridgehead_http::body::{BoxError, RequestBody};
@@ -47,12 +48,20 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// The connection could not be made: nothing reached the target.
+    /// Nothing reached the target: the connection could not be made, or (HTTP/2) the request
+    /// was never sent on a connection that closed meanwhile, or the target refused the stream
+    /// unprocessed (`REFUSED_STREAM`, RFC 9113 §8.7), as it does for streams past a GOAWAY.
     pub fn is_connect(&self) -> bool {
         match self {
             Self::Connect(_) => true,
             Self::Http1(e) => e.is_connect(),
-            Self::Http2(_) => false,
+            Self::Http2(e) => {
+                use std::error::Error as _;
+                e.is_canceled()
+                    || e.source()
+                        .and_then(|s| s.downcast_ref::<h2::Error>())
+                        .is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM))
+            }
         }
     }
 
@@ -130,6 +139,9 @@ struct TargetConns {
     connecting: tokio::sync::Mutex<()>,
     /// With `auto`: the target picked HTTP/1.1 in ALPN.
     http1_only: AtomicBool,
+    /// When the last connection attempt failed: requests that waited for it fail at once
+    /// rather than each spending a connect timeout on a target that is down.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 #[derive(Clone)]
@@ -207,20 +219,40 @@ impl Http2Pool {
         if let Some(lease) = self.pick(&t, false) {
             return Ok(Some(lease));
         }
+        let waited_from = Instant::now();
         let _connecting = t.connecting.lock().await;
-        // Another request may have connected while this one waited.
+        // Another request may have connected, learned the target speaks HTTP/1.1, or failed to
+        // connect while this one waited: use what it found instead of trying again.
+        if t.http1_only.load(Relaxed) {
+            return Ok(None);
+        }
         if let Some(lease) = self.pick(&t, false) {
             return Ok(Some(lease));
         }
+        if t.failed_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at >= waited_from)
+        {
+            return Err(TransportError::Connect("the connection attempt made meanwhile failed".into()));
+        }
         if t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
             >= self.settings.max_connections as usize
+            && let Some(lease) = self.pick(&t, true)
         {
-            return Ok(self.pick(&t, true));
+            return Ok(Some(lease));
         }
-        let Some(send) = self.connect(target, auto).await? else {
-            t.http1_only.store(true, Relaxed);
-            tracing::info!(target = %target.url, "target chose HTTP/1.1 in ALPN");
-            return Ok(None);
+        let send = match self.connect(target, auto).await {
+            Ok(Some(send)) => send,
+            Ok(None) => {
+                t.http1_only.store(true, Relaxed);
+                tracing::info!(target = %target.url, "target chose HTTP/1.1 in ALPN");
+                return Ok(None);
+            }
+            Err(e) => {
+                *t.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                return Err(e);
+            }
         };
         let conn = Conn { send, streams: Arc::new(AtomicUsize::new(0)) };
         let lease = Lease::of(&conn);

@@ -234,7 +234,7 @@ async fn gateway_errors_reach_grpc_clients_as_a_grpc_status() {
         h2c_client().request(req)
     };
     for (path, code, message) in [
-        ("/pkg.Svc/Get", "16", "no credentials"),
+        ("/pkg.Svc/Get", "16", ""),
         ("/other.Svc/Get", "12", "no route matches POST /other.Svc/Get"),
         ("/pkg.Svc/%2e%2e%2f", "3", ""),
     ] {
@@ -251,8 +251,97 @@ async fn gateway_errors_reach_grpc_clients_as_a_grpc_status() {
         let body = res.into_body().collect().await.unwrap();
         assert!(body.trailers().is_none() && body.to_bytes().is_empty(), "{path}: trailers-only");
     }
+    // The log and the metrics keep the error's own status, not the 200 it travelled in.
+    let logged: Vec<_> = gw.log_lines().iter().map(|l| l["status"].as_u64().unwrap()).collect();
+    assert_eq!(logged, [401, 404, 400]);
     // The same refusal to a plain HTTP client stays problem+json.
     let got = send(&client(), Request::post(gw.url("/pkg.Svc/Get")).body(empty()).unwrap()).await;
     got.assert_problem(401, "");
     assert_eq!(peer.hits("/pkg.Svc/Get"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_reached_nothing_and_a_grpc_call_is_tried_again() {
+    let peer = H2Peer::start().await;
+    let extra = "    retry: { attempts: 2, backoff: 1ms, on: [connect-error] }\n";
+    let gw = Gateway::start(&config(&peer.url(), extra)).await;
+    // A gRPC call is a POST: only what says nothing was done may send it again.
+    let req = Request::post(gw.url("/refuse-once"))
+        .header("content-type", "application/grpc")
+        .body(full(&b"\0\0\0\0\0"[..]))
+        .unwrap();
+    let res = h2c_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(peer.hits("/refuse-once"), 2, "REFUSED_STREAM means unprocessed: tried again");
+    let m = gw.metrics().await;
+    assert!(m.contains("outcome=\"connect_error\"} 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_answer_slow_to_its_first_message_streams_on_after_the_try_timeout() {
+    let peer = H2Peer::start().await;
+    let extra = "    retry: { attempts: 2, backoff: 1ms, per_try_timeout: 200ms, on: [unavailable] }\n";
+    let gw = Gateway::start(&config(&peer.url(), extra)).await;
+    let req = Request::post(gw.url("/grpc/hold-first"))
+        .header("content-type", "application/grpc")
+        .body(full(&b"\0\0\0\0\0"[..]))
+        .unwrap();
+    // The head arrives although the first message does not come before the release.
+    let res = tokio::time::timeout(std::time::Duration::from_secs(10), h2c_client().request(req))
+        .await
+        .expect("the head is passed on once the try's time for peeking is over")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    peer.release();
+    let body = res.into_body().collect().await.unwrap();
+    assert_eq!(body.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(peer.hits("/grpc/hold-first"), 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_claiming_grpc_cannot_make_plain_answers_count_as_failures() {
+    let m = bridgehead_mock::MockServer::start(bridgehead_mock::MockOptions::default()).await.unwrap();
+    let cfg = format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\n    retry: {{ attempts: 3, backoff: 1ms, on: [unavailable, reset] }}\n    passive_health: {{ consecutive_failures: 2 }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n",
+        m.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    for method in ["HEAD", "GET", "POST"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(gw.url("/x"))
+            .header("content-type", "application/grpc")
+            .body(empty())
+            .unwrap();
+        let got = send(&client(), req).await;
+        assert_eq!(got.status, 200, "{method}: a plain answer passes as it is");
+    }
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("outcome=\"success\"} 3"), "{metrics}");
+    assert!(!metrics.contains("grpc_error") && !metrics.contains("outcome=\"error\""), "{metrics}");
+    assert_eq!(get(&gw.url("/y")).await.status, 200, "the target was not ejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_body_that_breaks_toward_an_h2_upstream_is_the_clients_fault() {
+    let peer = H2Peer::start().await;
+    let extra = "    passive_health: { consecutive_failures: 1 }\n";
+    let gw = Gateway::start(&config(&peer.url(), extra)).await;
+    // Promise 100000 bytes, send 10, and go away.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    eventually(10, "the upstream saw the request", async || peer.hits("/upload") == 1).await;
+    drop(s);
+    eventually(10, "the request was logged", async || gw.log_lines().iter().any(|l| l["path"] == "/upload"))
+        .await;
+    let line = gw.log_lines().into_iter().find(|l| l["path"] == "/upload").unwrap();
+    assert_eq!(line["status"], 400, "{line}");
+    let m = gw.metrics().await;
+    assert!(!m.contains("outcome=\"error\""), "not counted against the target:\n{m}");
+    assert_eq!(get(&gw.url("/after")).await.status, 200, "the target was not ejected");
 }

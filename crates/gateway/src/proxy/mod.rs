@@ -173,6 +173,9 @@ fn respond(
     mut ctx: RequestCtx<'_>,
     result: Result<Response<ResponseBody>, GatewayError>,
 ) -> Response<ResponseBody> {
+    // The status the metrics and the access log record: the error's own for a gRPC-rendered
+    // error (which travels in a 200), so 5xx alerts see gateway failures on gRPC traffic too.
+    let mut logged_status = None;
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
@@ -187,6 +190,7 @@ fn respond(
             }
             // The route's backend decides the form; before routing, the request's kind does.
             if ctx.route.map_or(ctx.grpc, |r| r.backend.renders_grpc(ctx.grpc)) {
+                logged_status = Some(e.status().as_u16());
                 e.to_grpc_response(id).map(|()| ResponseBody::empty())
             } else {
                 e.to_response(id).map(ResponseBody::full)
@@ -199,7 +203,7 @@ fn respond(
             res.headers_mut().insert(name, value);
         }
     }
-    ctx.log.status = res.status().as_u16();
+    ctx.log.status = logged_status.unwrap_or_else(|| res.status().as_u16());
     // Room held for the request body is given back now; the logging record keeps what the
     // response holds.
     drop(ctx.request_held);
@@ -248,7 +252,7 @@ async fn proxy(
     if let Some(replay) = idempotency(ctx, &parts).await? {
         return Ok(replay);
     }
-    let payload = request_body(ctx).await?;
+    let payload = request_body(ctx, &parts).await?;
     let (outgoing, sticky) = upstream_request_filter(ctx, parts, payload)?;
     let res = send(ctx, outgoing, sticky).await?;
     let res = response_filter(ctx, res)?;
@@ -406,6 +410,12 @@ async fn idempotency(
         return Ok(None);
     };
     let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
+    if ctx.grpc {
+        // A gRPC answer ends in trailers, which the stored response format does not keep.
+        return Err(GatewayError::IdempotencyKeyMalformed(
+            "idempotency keys apply to HTTP requests, not to gRPC calls (their status travels in trailers, which are not stored)".into(),
+        ));
+    }
     let limit = policy.max_request_body.min(ctx.rt.loaded.config.server.limits.max_body.get());
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("the body is read here first")
@@ -432,9 +442,12 @@ async fn idempotency(
 /// request_body: a body that may have to be sent again is read whole (empty, already read, or
 /// small enough to read now under `retry.max_body` and `server.limits.max_buffered`); any other
 /// body streams, once.
-async fn request_body(ctx: &mut RequestCtx<'_>) -> Result<Payload, GatewayError> {
+async fn request_body(
+    ctx: &mut RequestCtx<'_>,
+    parts: &http::request::Parts,
+) -> Result<Payload, GatewayError> {
     let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
-    let retry = ctx.upstream().retry.as_ref();
+    let retry = ctx.upstream().retry.as_ref().filter(|_| may_send_again(parts));
     Ok(match std::mem::replace(&mut ctx.body, BodyState::Taken) {
         BodyState::Buffered(b) => Payload::Replayable(b),
         BodyState::Taken => Payload::Replayable(Bytes::new()),
@@ -453,6 +466,17 @@ async fn request_body(ctx: &mut RequestCtx<'_>) -> Result<Payload, GatewayError>
             Payload::Stream(RequestBody::Stream { inner, limit: max_body, stats: ctx.stats.clone() })
         }
     })
+}
+
+/// Whether a request may be sent more than once at all: idempotent (or carrying an
+/// `Idempotency-Key`), or a gRPC call (retried only on what says nothing was done, see `send`).
+fn may_send_again(parts: &http::request::Parts) -> bool {
+    may_send_again_headers(&parts.method, &parts.headers)
+}
+
+fn may_send_again_headers(method: &Method, headers: &http::HeaderMap) -> bool {
+    RetryPolicy::request_is_retryable(method, headers.contains_key(&IDEMPOTENCY_KEY))
+        || Classify::of_request(headers) == Classify::Grpc
 }
 
 /// upstream_request_filter, the part that is the same for every try: the path after
