@@ -318,15 +318,18 @@ impl Body for ResponseBody {
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(inner) => inner.size_hint(),
             Inner::Prefixed(head, rest) => {
-                let inner = rest.size_hint();
-                let n = head.as_ref().map_or(0, |b| b.len() as u64);
-                let mut h = SizeHint::new();
-                h.set_lower(inner.lower() + n);
-                if let Some(u) = inner.upper() {
-                    h.set_upper(u + n);
-                }
-                h
+                plus(rest.size_hint(), head.as_ref().map_or(0, |b| b.len() as u64))
             }
         }
     }
+}
+
+/// A body's size hint with `n` more bytes in front.
+pub(crate) fn plus(inner: SizeHint, n: u64) -> SizeHint {
+    let mut h = SizeHint::new();
+    h.set_lower(inner.lower() + n);
+    if let Some(u) = inner.upper() {
+        h.set_upper(u + n);
+    }
+    h
 }

@@ -73,6 +73,11 @@ pub enum GatewayError {
     /// The `Idempotency-Key` header is malformed.
     #[error("{0}")]
     IdempotencyKeyMalformed(String),
+    /// A gRPC call on a route whose idempotency policy would have to store its answer.
+    #[error(
+        "idempotency keys apply to HTTP requests, not to gRPC calls: a call's status travels in trailers, which stored answers do not keep"
+    )]
+    IdempotencyUnsupported,
     /// A request with the same key is still being processed.
     #[error("a request with this Idempotency-Key is still being processed; retry after it completes")]
     IdempotencyInFlight,
@@ -191,6 +196,11 @@ impl GatewayError {
                 "urn:bridgehead:problem:idempotency-key-malformed",
                 "Idempotency-Key malformed",
             ),
+            IdempotencyUnsupported => kind(
+                StatusCode::BAD_REQUEST,
+                "urn:bridgehead:problem:idempotency-unsupported",
+                "Idempotency unsupported",
+            ),
             IdempotencyInFlight => kind(
                 StatusCode::CONFLICT,
                 "urn:bridgehead:problem:idempotency-in-flight",
@@ -307,9 +317,11 @@ impl GatewayError {
             | IdempotencyBodyTooLarge { .. }
             | HeadersTooLarge { .. } => RESOURCE_EXHAUSTED,
             UpstreamTimeout { .. } => DEADLINE_EXCEEDED,
-            InvalidPath(_) | IdempotencyKeyMissing | IdempotencyKeyMalformed(_) | IdempotencyMismatch => {
-                INVALID_ARGUMENT
-            }
+            InvalidPath(_)
+            | IdempotencyKeyMissing
+            | IdempotencyKeyMalformed(_)
+            | IdempotencyMismatch
+            | IdempotencyUnsupported => INVALID_ARGUMENT,
             MethodNotAllowed { .. } => UNIMPLEMENTED,
             IdempotencyInFlight => ABORTED,
             _ => match self.status().as_u16() {
@@ -451,6 +463,7 @@ mod tests {
                 retry_after: Some(3),
             },
             GatewayError::InvalidPath(bridgehead_config::canonical::PathError::AboveRoot),
+            GatewayError::IdempotencyUnsupported,
         ]
     }
 
@@ -482,6 +495,7 @@ mod tests {
             UNAVAILABLE,
             UNAVAILABLE,
             INVALID_ARGUMENT,
+            INVALID_ARGUMENT,
         ];
         let errors = all_errors();
         assert_eq!(errors.len(), codes.len());
@@ -505,7 +519,7 @@ mod tests {
         let errors = all_errors();
         let statuses = [
             404, 405, 400, 413, 431, 503, 502, 504, 401, 403, 503, 503, 429, 503, 400, 400, 409, 422, 503,
-            413, 503, 503, 503, 400,
+            413, 503, 503, 503, 400, 400,
         ];
         assert_eq!(errors.len(), statuses.len());
         for (e, status) in errors.iter().zip(statuses) {

@@ -124,13 +124,7 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let inner = self.inner.size_hint();
         let n = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |b| b.len() as u64);
-        let mut h = SizeHint::new();
-        h.set_lower(inner.lower() + n);
-        if let Some(u) = inner.upper() {
-            h.set_upper(u + n);
-        }
-        h
+        crate::body::plus(self.inner.size_hint(), n)
     }
 }

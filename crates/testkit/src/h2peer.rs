@@ -219,7 +219,7 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
         "/reset-once" if first => respond.send_reset(Reason::INTERNAL_ERROR),
         "/refuse-once" if first => respond.send_reset(Reason::REFUSED_STREAM),
         "/goaway" => {
-            let mut s = respond.send_response(head(200, &[]), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &[]), false) else { return };
             let _ = s.send_data(Bytes::from_static(b"partial"), false);
             // The stream stays open until the test sends GOAWAY.
             std::future::pending::<()>().await;
@@ -229,11 +229,11 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
             let _ = respond.send_response(h, true);
         }
         "/grpc/trailers-once" if first => {
-            let mut s = respond.send_response(head(200, &grpc), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &grpc), false) else { return };
             let _ = s.send_trailers(trailers(&[("grpc-status", "14")]));
         }
         "/grpc/hold-first" => {
-            let mut s = respond.send_response(head(200, &grpc), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &grpc), false) else { return };
             let released = st.release.notified();
             if !st.released.load(SeqCst) {
                 released.await;
@@ -242,12 +242,12 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
             let _ = s.send_trailers(trailers(&[("grpc-status", "0")]));
         }
         "/grpc/data-then-14" => {
-            let mut s = respond.send_response(head(200, &grpc), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &grpc), false) else { return };
             let _ = s.send_data(grpc_frame(b"partial"), false);
             let _ = s.send_trailers(trailers(&[("grpc-status", "14"), ("grpc-message", "went away")]));
         }
         p if p.starts_with("/grpc/") => {
-            let mut s = respond.send_response(head(200, &grpc), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &grpc), false) else { return };
             let _ = s.send_data(grpc_frame(b"ok"), false);
             let _ = s.send_trailers(trailers(&[("grpc-status", "0")]));
         }
@@ -276,8 +276,10 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
                 "body": String::from_utf8_lossy(&data),
                 "trailers": echoed,
             });
-            let mut s =
-                respond.send_response(head(200, &[("content-type", "application/json")]), false).unwrap();
+            let Ok(mut s) = respond.send_response(head(200, &[("content-type", "application/json")]), false)
+            else {
+                return;
+            };
             let _ = s.send_data(Bytes::from(echo.to_string()), false);
             let mut t = req_trailers.unwrap_or_default();
             t.insert("x-peer-trailer", "done".parse().unwrap());

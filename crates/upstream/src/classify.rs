@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 
 use super::{Target, Upstream};
 use crate::retry::Failure;
+use bridgehead_http::body::RequestStats;
 use bridgehead_http::grpc::{grpc_failed, grpc_status};
 use bridgehead_http::metrics::{Metrics, Name, UpstreamLabels, outcome};
 use bridgehead_http::problem::GatewayError;
@@ -41,8 +42,9 @@ impl Classify {
     /// gRPC for a request that says it is a gRPC call (`content-type: application/grpc`, or
     /// `application/grpc+proto` and the like; not gRPC-Web, whose status travels in the body),
     /// else HTTP.
-    pub fn of_request(headers: &HeaderMap) -> Self {
-        if is_grpc(headers) { Classify::Grpc } else { Classify::Http }
+    pub fn of_request(method: &http::Method, headers: &HeaderMap) -> Self {
+        // gRPC calls are POSTs (gRPC over HTTP/2); anything else is not one, whatever it says.
+        if method == http::Method::POST && is_grpc(headers) { Classify::Grpc } else { Classify::Http }
     }
 }
 
@@ -65,15 +67,24 @@ pub(super) struct Judged {
     /// a failed call, or how the exchange failed; `None` when nothing is known yet.
     pub failure: Option<Failure>,
     pub result: Result<Response<UpstreamBody>, GatewayError>,
+    /// Whether the verdict is the target's to bear (breaker, passive health); false for a
+    /// connect that another request made and that failed.
+    pub blame: bool,
 }
 
 impl Judged {
     pub fn failed(label: &'static str, failure: Failure, error: GatewayError) -> Self {
-        Self { verdict: Some((label, true)), failure: Some(failure), result: Err(error) }
+        Self { verdict: Some((label, true)), failure: Some(failure), result: Err(error), blame: true }
     }
 
     /// Attaches the target to an answer whose verdict waits for its trailers.
-    pub fn with_target(mut self, upstream: &Arc<Upstream>, target: &Target, metrics: &Metrics) -> Self {
+    pub fn with_target(
+        mut self,
+        upstream: &Arc<Upstream>,
+        target: &Target,
+        metrics: &Metrics,
+        stats: Option<&Arc<RequestStats>>,
+    ) -> Self {
         if self.verdict.is_none()
             && let Ok(res) = &mut self.result
             && let Some(index) = upstream.targets.iter().position(|t| std::ptr::eq(t, target))
@@ -82,6 +93,7 @@ impl Judged {
                 upstream: upstream.clone(),
                 target: index,
                 counters: metrics.upstream_requests.clone(),
+                stats: stats.cloned(),
             }));
         }
         self
@@ -106,29 +118,45 @@ impl Classify {
                 verdict: Some((outcome::ERROR, true)),
                 failure: Some(Failure::Status(status)),
                 result: Ok(res),
+                blame: true,
             };
         }
-        // A gRPC verdict needs a gRPC answer: anything else (an HTTP error page, a HEAD, a proxy
-        // in between) is judged by its HTTP status, so a client cannot make a plain answer
-        // count as a failed call by what it claims to be.
-        if self == Classify::Http || status != StatusCode::OK || !is_grpc(res.headers()) {
+        if self == Classify::Http || status != StatusCode::OK {
             let failed = status.is_server_error();
             let label = if failed { outcome::HTTP_5XX } else { outcome::SUCCESS };
             return Judged {
                 verdict: Some((label, failed)),
                 failure: Some(Failure::Status(status)),
                 result: Ok(res),
+                blame: true,
             };
         }
+        // A status in the head (trailers-only) is the server's word, whatever its content type.
         if let Some(code) = grpc_status(res.headers()) {
             return Judged::grpc(code, res);
         }
+        // Waiting for a status in trailers needs a gRPC answer: anything else (an HTTP error
+        // page, a proxy in between) is judged by its HTTP status, so a client cannot make a
+        // plain answer count as a failed call by what it claims to send.
+        if !is_grpc(res.headers()) {
+            return Judged {
+                verdict: Some((outcome::SUCCESS, false)),
+                failure: Some(Failure::Status(status)),
+                result: Ok(res),
+                blame: true,
+            };
+        }
         let Some(patience) = peek else {
-            return Judged { verdict: None, failure: None, result: Ok(res) };
+            return Judged { verdict: None, failure: None, result: Ok(res), blame: true };
         };
         let (parts, mut body) = res.into_parts();
         let Ok(first) = tokio::time::timeout(patience, body.next_frame()).await else {
-            return Judged { verdict: None, failure: None, result: Ok(Response::from_parts(parts, body)) };
+            return Judged {
+                verdict: None,
+                failure: None,
+                result: Ok(Response::from_parts(parts, body)),
+                blame: true,
+            };
         };
         match first {
             Some(Ok(frame)) => match frame.trailers_ref().and_then(grpc_status) {
@@ -142,9 +170,10 @@ impl Classify {
                             verdict: Some((outcome::GRPC_ERROR, true)),
                             failure: Some(Failure::Grpc(13)),
                             result: Ok(res),
+                            blame: true,
                         };
                     }
-                    Judged { verdict: None, failure: None, result: Ok(res) }
+                    Judged { verdict: None, failure: None, result: Ok(res), blame: true }
                 }
             },
             Some(Err(_)) | None => Judged {
@@ -154,6 +183,7 @@ impl Classify {
                     upstream: upstream.to_owned(),
                     reason: "the response ended before its gRPC status arrived",
                 }),
+                blame: true,
             },
         }
     }
@@ -167,6 +197,7 @@ impl Judged {
             verdict: Some((label, failed)),
             failure: (code != 0).then_some(Failure::Grpc(code)),
             result: Ok(res),
+            blame: true,
         }
     }
 }
@@ -177,11 +208,21 @@ struct TrailerVerdict {
     upstream: Arc<Upstream>,
     target: usize,
     counters: Family<UpstreamLabels, Counter>,
+    /// The client's upload: a stream that broke because the client's body did (a cancelled
+    /// client-streaming call) is the client's doing.
+    stats: Option<Arc<RequestStats>>,
 }
 
 impl Settle for TrailerVerdict {
     fn settle(self: Box<Self>, label: &'static str, failed: Option<bool>) {
         let Some(target) = self.upstream.targets.get(self.target) else { return };
+        let client_broke =
+            self.stats.as_ref().is_some_and(|s| s.broken.load(std::sync::atomic::Ordering::Relaxed));
+        let (label, failed) = if client_broke && label == outcome::ERROR {
+            (outcome::CANCELLED, None)
+        } else {
+            (label, failed)
+        };
         let labels = UpstreamLabels {
             upstream: Name(self.upstream.name.clone()),
             target: Name(target.url.clone()),

@@ -14,6 +14,7 @@ use bridgehead_config::{
     BuildError, ClientAuthMethod, Credentials as CredentialsConfig, LoadedConfig, OAuth2ClientCredentials,
     Secret,
 };
+use bridgehead_http::codec::{clip, form_encode};
 use http::header::{self, HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -271,27 +272,6 @@ fn refused_message(status: u16, error: Option<&str>, description: Option<&str>) 
         s.push_str(&format!(" (it says: {d})"));
     }
     s
-}
-
-/// At most `max` characters of a value that came from outside, for messages.
-pub(crate) fn clip(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 Appendix B).
-pub fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[derive(Default)]

@@ -91,7 +91,7 @@ pub struct Sender<'a> {
     pub accept_switch: &'a (dyn Fn(&HeaderMap) -> bool + Sync),
     /// The request body's counters (a streamed body over its limit fails the exchange; that is
     /// the client's doing, not the target's).
-    pub stats: Option<&'a RequestStats>,
+    pub stats: Option<&'a Arc<RequestStats>>,
     /// `server.limits.max_body`, for the error when `stats` says the body was too large.
     pub max_body: u64,
 }
@@ -295,21 +295,28 @@ impl<'a> Tries<'a> {
                 };
                 tracing::debug!(upstream = %up.name, target = %target.url, error = %e, "upstream request failed");
                 let error = GatewayError::UpstreamFailed { upstream: up.name.to_string(), reason };
-                Judged::failed(label, failure, error)
+                let mut judged = Judged::failed(label, failure, error);
+                // A connect another request made failed: that one already counted against the
+                // target.
+                judged.blame = !e.is_shared_connect();
+                judged
             }
             Ok(Ok(res)) => {
                 up.throttle.observe(res.status(), res.headers());
-                // Only a request that may be retried waits for a gRPC answer's first frame, and
-                // no longer than the try may take.
-                let peek = s.retry.is_some().then(|| try_deadline.saturating_duration_since(Instant::now()));
+                // Only a request that another try may follow waits for a gRPC answer's first
+                // frame, and no longer than the try may take.
+                let another = s.retry.is_some_and(|r| self.attempt() < r.attempts);
+                let peek = another.then(|| try_deadline.saturating_duration_since(Instant::now()));
                 s.classify.judge(res, s.accept_switch, peek, &up.name).await
             }
         };
         if let Some((label, failed)) = judged.verdict {
             s.count(target, label);
-            up.record_outcome(target, failed);
+            if judged.blame {
+                up.record_outcome(target, failed);
+            }
         }
-        Ok(judged.with_target(s.upstream, target, s.metrics))
+        Ok(judged.with_target(s.upstream, target, s.metrics, s.stats))
     }
 
     /// decide: pass the answer on, try again with a fresh token, or retry.

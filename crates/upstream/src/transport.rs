@@ -38,6 +38,9 @@ pub enum TransportError {
     /// No connection could be made (TCP, TLS, or a target that refused HTTP/2 in ALPN).
     #[error("could not connect: {0}")]
     Connect(BoxError),
+    /// The connect this request waited for, made by another request, failed.
+    #[error("the connection attempt made meanwhile failed")]
+    ConnectShared,
     /// The HTTP/2 exchange failed: a reset stream, a GOAWAY, a broken connection, or the
     /// client's body.
     #[error(transparent)]
@@ -53,23 +56,28 @@ impl TransportError {
     /// unprocessed (`REFUSED_STREAM`, RFC 9113 §8.7), as it does for streams past a GOAWAY.
     pub fn is_connect(&self) -> bool {
         match self {
-            Self::Connect(_) => true,
+            Self::Connect(_) | Self::ConnectShared => true,
             Self::Http1(e) => e.is_connect(),
             Self::Http2(e) => {
                 use std::error::Error as _;
                 e.is_canceled()
-                    || e.source()
-                        .and_then(|s| s.downcast_ref::<h2::Error>())
-                        .is_some_and(|h| h.reason() == Some(h2::Reason::REFUSED_STREAM))
+                    || e.source().and_then(|s| s.downcast_ref::<h2::Error>()).is_some_and(|h| {
+                        h.is_reset() && h.is_remote() && h.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    })
             }
         }
+    }
+
+    /// The connect failed for another request this one waited for (already counted there).
+    pub fn is_shared_connect(&self) -> bool {
+        matches!(self, Self::ConnectShared)
     }
 
     /// The client's request body failed (it went away or sent garbage): not the target's fault.
     pub fn is_client_body(&self) -> bool {
         use std::error::Error as _;
         match self {
-            Self::Connect(_) => false,
+            Self::Connect(_) | Self::ConnectShared => false,
             Self::Http2(e) => e.is_user(),
             Self::Http1(e) => {
                 e.source().and_then(|s| s.downcast_ref::<hyper::Error>()).is_some_and(hyper::Error::is_user)
@@ -234,7 +242,8 @@ impl Http2Pool {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|at| at >= waited_from)
         {
-            return Err(TransportError::Connect("the connection attempt made meanwhile failed".into()));
+            // Share a full connection if there is one; else the target is unreachable now.
+            return self.pick(&t, true).map(Some).ok_or(TransportError::ConnectShared);
         }
         if t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
             >= self.settings.max_connections as usize

@@ -234,7 +234,7 @@ async fn gateway_errors_reach_grpc_clients_as_a_grpc_status() {
         h2c_client().request(req)
     };
     for (path, code, message) in [
-        ("/pkg.Svc/Get", "16", ""),
+        ("/pkg.Svc/Get", "16", "no credentials"),
         ("/other.Svc/Get", "12", "no route matches POST /other.Svc/Get"),
         ("/pkg.Svc/%2e%2e%2f", "3", ""),
     ] {
@@ -252,8 +252,9 @@ async fn gateway_errors_reach_grpc_clients_as_a_grpc_status() {
         assert!(body.trailers().is_none() && body.to_bytes().is_empty(), "{path}: trailers-only");
     }
     // The log and the metrics keep the error's own status, not the 200 it travelled in.
-    let logged: Vec<_> = gw.log_lines().iter().map(|l| l["status"].as_u64().unwrap()).collect();
-    assert_eq!(logged, [401, 404, 400]);
+    let logged = || gw.log_lines().iter().map(|l| l["status"].as_u64().unwrap()).collect::<Vec<_>>();
+    eventually(10, "three log lines", async || logged().len() == 3).await;
+    assert_eq!(logged(), [401, 404, 400]);
     // The same refusal to a plain HTTP client stays problem+json.
     let got = send(&client(), Request::post(gw.url("/pkg.Svc/Get")).body(empty()).unwrap()).await;
     got.assert_problem(401, "");
@@ -280,7 +281,7 @@ async fn a_refused_stream_reached_nothing_and_a_grpc_call_is_tried_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_answer_slow_to_its_first_message_streams_on_after_the_try_timeout() {
     let peer = H2Peer::start().await;
-    let extra = "    retry: { attempts: 2, backoff: 1ms, per_try_timeout: 200ms, on: [unavailable] }\n";
+    let extra = "    retry: { attempts: 2, backoff: 1ms, per_try_timeout: 1s, on: [unavailable] }\n";
     let gw = Gateway::start(&config(&peer.url(), extra)).await;
     let req = Request::post(gw.url("/grpc/hold-first"))
         .header("content-type", "application/grpc")
@@ -344,4 +345,41 @@ async fn a_client_body_that_breaks_toward_an_h2_upstream_is_the_clients_fault() 
     let m = gw.metrics().await;
     assert!(!m.contains("outcome=\"error\""), "not counted against the target:\n{m}");
     assert_eq!(get(&gw.url("/after")).await.status, 200, "the target was not ejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_and_non_post_requests_are_plain_http_and_keyed_grpc_calls_are_refused() {
+    let peer = H2Peer::start().await;
+    let cfg = format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\n    protocol: h2c\nroutes:\n  - {{ name: keyed, match: {{ path_prefix: /keyed }}, upstream: u, strip_prefix: /keyed, idempotency: {{}} }}\n",
+        peer.url()
+    );
+    let gw = Gateway::start(&cfg).await;
+    // gRPC-Web carries its status in the body: a gateway error is problem+json for it.
+    let req = Request::post(gw.url("/nowhere"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(empty())
+        .unwrap();
+    send(&client(), req).await.assert_problem(404, "no route");
+    let req =
+        Request::get(gw.url("/nowhere")).header("content-type", "application/grpc").body(empty()).unwrap();
+    send(&client(), req).await.assert_problem(404, "no route");
+    // A keyed gRPC call on a route that stores answers: refused, as a gRPC status.
+    let req = Request::post(gw.url("/keyed/Svc/Call"))
+        .header("content-type", "application/grpc")
+        .header("idempotency-key", "\"k-1\"")
+        .body(full(&b"\0\0\0\0\0"[..]))
+        .unwrap();
+    let res = h2c_client().request(req).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "3");
+    assert!(res.headers()["grpc-message"].to_str().unwrap().contains("not to gRPC calls"));
+    // Without a key it passes, trailers and all.
+    let req = Request::post(gw.url("/keyed/grpc/ok"))
+        .header("content-type", "application/grpc")
+        .body(full(&b"\0\0\0\0\0"[..]))
+        .unwrap();
+    let res = h2c_client().request(req).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(peer.hits("/Svc/Call"), 0);
+    assert_eq!(peer.hits("/grpc/ok"), 1);
 }

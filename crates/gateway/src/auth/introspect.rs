@@ -13,8 +13,8 @@ use http::request::Parts;
 use super::{ClaimHeaders, Identity, Outcome, TokenSource, consumer_from_claims, scopes_from_claims};
 use bridgehead_auth::cache::{TokenCache, digest};
 use bridgehead_http::clock::unix_now;
+use bridgehead_http::codec::form_encode;
 use bridgehead_http::metrics::{FetchLabels, Metrics, Name};
-use bridgehead_upstream::credentials::form_encode;
 
 const INACTIVE_CACHE_SECS: u64 = 5;
 /// Most introspection calls in flight at once per authenticator; further tokens wait for a slot

@@ -61,7 +61,7 @@ pub async fn handle(
     // Invariant: one generation per request, loaded here and nowhere else.
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
-    let grpc = Classify::of_request(req.headers()) == Classify::Grpc;
+    let grpc = Classify::of_request(req.method(), req.headers()) == Classify::Grpc;
     let filtered = request_filter(&rt, &mut req);
     let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone());
     let stats = Arc::new(RequestStats::default());
@@ -409,13 +409,15 @@ async fn idempotency(
     let Some(policy) = ctx.route().idempotency.as_ref().filter(|p| p.applies_to(&parts.method)) else {
         return Ok(None);
     };
-    let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
     if ctx.grpc {
-        // A gRPC answer ends in trailers, which the stored response format does not keep.
-        return Err(GatewayError::IdempotencyKeyMalformed(
-            "idempotency keys apply to HTTP requests, not to gRPC calls (their status travels in trailers, which are not stored)".into(),
-        ));
+        // A gRPC answer ends in trailers, which the stored response format does not keep: a
+        // keyed call (or any call, where keys are required) is refused rather than stored wrong.
+        if policy.required || parts.headers.contains_key(&IDEMPOTENCY_KEY) {
+            return Err(GatewayError::IdempotencyUnsupported);
+        }
+        return Ok(None);
     }
+    let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
     let limit = policy.max_request_body.min(ctx.rt.loaded.config.server.limits.max_body.get());
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("the body is read here first")
@@ -476,7 +478,7 @@ fn may_send_again(parts: &http::request::Parts) -> bool {
 
 fn may_send_again_headers(method: &Method, headers: &http::HeaderMap) -> bool {
     RetryPolicy::request_is_retryable(method, headers.contains_key(&IDEMPOTENCY_KEY))
-        || Classify::of_request(headers) == Classify::Grpc
+        || Classify::of_request(method, headers) == Classify::Grpc
 }
 
 /// upstream_request_filter, the part that is the same for every try: the path after
@@ -519,7 +521,7 @@ async fn send(
     sticky: Option<Vec<u8>>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let upstream = ctx.upstream();
-    let classify = Classify::of_request(&outgoing.headers);
+    let classify = Classify::of_request(&outgoing.method, &outgoing.headers);
     let idempotent =
         RetryPolicy::request_is_retryable(&outgoing.method, outgoing.headers.contains_key(&IDEMPOTENCY_KEY));
     let retry = upstream.retry.as_ref().filter(|_| idempotent || classify == Classify::Grpc);
