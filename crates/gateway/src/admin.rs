@@ -325,9 +325,7 @@ async fn oauth_client_add(State(s): State<AdminState>, body: axum::body::Bytes) 
         grants: new.grants,
         scopes: new.scopes,
         redirect_uris: new.redirect_uris,
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
+        created_at: bridgehead_http::clock::unix_now() as i64,
     };
     match store.oauth_client_insert(&rec).await {
         Ok(()) => {}

@@ -24,14 +24,20 @@ pub fn clock_us() -> u64 {
     tokio::time::Instant::now().saturating_duration_since(start()).as_micros() as u64
 }
 
+/// The wall clock, for dates people and other programs read (the access log's `time`, an
+/// HTTP-date in `Retry-After`).
+pub fn wall() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Milliseconds since the Unix epoch, for records other nodes read.
 pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    wall().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -214,8 +214,7 @@ pub fn pause_from(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
     if num("x-ratelimit-remaining") == Some(0) {
         // Reset is delta seconds, or (as GitHub sends it) a Unix time.
         let reset = num("x-ratelimit-reset").unwrap_or(1);
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = bridgehead_http::clock::unix_now();
         let secs = if reset > 1_000_000_000 { reset.saturating_sub(now) } else { reset };
         return Some(Duration::from_secs(secs.max(1)));
     }

@@ -107,7 +107,7 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate_parse(v)?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(at.duration_since(bridgehead_http::clock::wall()).unwrap_or(Duration::ZERO))
 }
 
 fn httpdate_parse(v: &str) -> Option<std::time::SystemTime> {

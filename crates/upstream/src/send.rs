@@ -364,3 +364,6 @@ impl<'a> Tries<'a> {
         Next::Done
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -145,7 +145,7 @@ impl Jwt {
             Ok(None) => return Outcome::Absent,
             Err(ambiguous) => return Outcome::Refused { reason: "malformed", detail: ambiguous.into() },
         };
-        let now = unix_now();
+        let now = bridgehead_http::clock::unix_now();
         let Some(mut keys) = self.keys.current() else {
             return Outcome::Unavailable(self.keys.unavailable_reason());
         };
@@ -223,8 +223,4 @@ fn claim_matches(value: Option<&serde_json::Value>, accepted: &[String]) -> bool
         Some(serde_json::Value::Number(n)) => accepted.iter().any(|a| *a == n.to_string()),
         _ => false,
     }
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -845,7 +845,7 @@ impl OnFinish for Logging {
             return;
         }
         let record = Record {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_millis(bridgehead_http::clock::wall()).to_string(),
             request_id: self.request_id.to_str().unwrap_or_default(),
             client: self.client.ip().to_string(),
             protocol: match self.version {
