@@ -6,15 +6,15 @@
 //! See ARCHITECTURE.md for the crate graph, the request lifecycle and the invariants.
 
 pub mod access_log;
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
-pub mod auth;
-pub mod policy;
-pub mod proxy;
+pub(crate) mod auth;
+pub(crate) mod policy;
+pub(crate) mod proxy;
 pub mod reload;
-pub mod router;
-pub mod runtime;
-pub mod server;
-pub mod tls;
+pub(crate) mod router;
+pub(crate) mod runtime;
+pub(crate) mod server;
+pub(crate) mod tls;
 
 pub use app::{App, AppError, AppOptions, Listeners, preflight, shutdown_signal};

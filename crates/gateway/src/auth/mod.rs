@@ -576,10 +576,6 @@ impl TokenSource {
         }
         s
     }
-
-    pub fn header(&self) -> Option<&HeaderName> {
-        self.header.as_ref()
-    }
 }
 
 /// The credentials of an `Authorization: Bearer …` value (scheme case-insensitive, any blank

@@ -5,8 +5,7 @@
 pub mod idempotency;
 pub mod ratelimit;
 
-pub use bridgehead_upstream::redis::{RedisHandle, SharedRedis, StoreHealth};
-pub use bridgehead_upstream::stable_hash;
+pub use bridgehead_upstream::redis::{RedisHandle, SharedRedis};
 
 use std::borrow::Cow;
 use std::net::IpAddr;
