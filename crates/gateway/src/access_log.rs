@@ -1,31 +1,44 @@
 //! The access log: one JSON object per request on stdout.
 //!
-//! Lines are handed to a writer thread through a bounded channel, so a slow stdout never
-//! blocks the data path; when the channel is full the line is dropped and counted in
-//! `bridgehead_access_log_dropped_total`. Only the fields below are written: no headers, no
-//! query string (it can carry credentials), no bodies.
+//! ## Design constraints
+//!
+//! - **The data path never waits for stdout and never wakes a thread per line.** A line is
+//!   formatted straight into one of a few sharded buffers (the shard is picked per worker
+//!   thread, so workers do not contend) by a hand-written JSON writer: the fields are known, and
+//!   only strings that need it are escaped. The writer thread takes whole buffers every 100 ms,
+//!   or at once when one passes 64 KiB, and writes them to stdout.
+//! - **Lines are dropped only when stdout cannot keep up**: when a shard holds more than 4 MiB
+//!   not yet written, the line is dropped and counted in `bridgehead_access_log_dropped_total`.
+//! - **What is written:** only the fields of [`Record`]; no headers, no query string (it can
+//!   carry credentials), no bodies.
+//! - **Loss on exit:** lines of the last 100 ms are flushed when the log is dropped at shutdown;
+//!   a crash loses them.
+//!
+//! Written by hand rather than with serde: serde_json formats through a generic serializer and
+//! the record through owned strings (time, client address), which cost more than the proxying.
 
+use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
-
-use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One request's log record.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Record<'a> {
-    pub time: String,
+    pub time: SystemTime,
     pub request_id: &'a str,
-    pub client: String,
+    pub client: IpAddr,
     pub protocol: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     pub route: Option<&'a str>,
     /// The authenticated consumer id (never a credential).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer: Option<&'a str>,
     pub status: u16,
-    pub duration_ms: f64,
+    /// From the request's head to the end of its response.
+    pub duration: Duration,
     pub upstream: Option<&'a str>,
     pub target: Option<&'a str>,
     pub bytes_in: u64,
@@ -43,9 +56,28 @@ pub enum Sink {
     Off,
 }
 
+const SHARDS: usize = 8;
+/// A shard this full wakes the writer at once.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// A shard this full drops lines: stdout is not keeping up.
+const MAX_PENDING: usize = 4 << 20;
+/// The writer's period when no shard fills up.
+const PERIOD: Duration = Duration::from_millis(100);
+
+/// The buffers between the workers and the writer thread.
+struct Buffers {
+    shards: [Mutex<Vec<u8>>; SHARDS],
+    /// Set when a shard passed `FLUSH_BYTES` (or at shutdown), with the condvar that wakes the
+    /// writer.
+    wake: Mutex<bool>,
+    wakeup: Condvar,
+    closing: AtomicBool,
+}
+
 /// The access log writer.
 pub struct AccessLog {
-    tx: Option<SyncSender<Vec<u8>>>,
+    buffers: Option<Arc<Buffers>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     memory: Option<Arc<Mutex<Vec<String>>>>,
 }
 
@@ -53,44 +85,271 @@ impl AccessLog {
     pub fn new(sink: Sink) -> Self {
         match sink {
             Sink::Stdout => {
-                let (tx, rx) = sync_channel(16 * 1024);
-                std::thread::Builder::new()
+                let buffers = Arc::new(Buffers {
+                    shards: std::array::from_fn(|_| Mutex::new(Vec::with_capacity(FLUSH_BYTES))),
+                    wake: Mutex::new(false),
+                    wakeup: Condvar::new(),
+                    closing: AtomicBool::new(false),
+                });
+                let b = buffers.clone();
+                let writer = std::thread::Builder::new()
                     .name("access-log".into())
-                    .spawn(move || writer(rx))
+                    .spawn(move || writer(&b, &mut std::io::stdout()))
                     .expect("spawn access log thread");
-                Self { tx: Some(tx), memory: None }
+                Self { buffers: Some(buffers), writer: Some(writer), memory: None }
             }
-            Sink::Memory(m) => Self { tx: None, memory: Some(m) },
-            Sink::Off => Self { tx: None, memory: None },
+            Sink::Memory(m) => Self { buffers: None, writer: None, memory: Some(m) },
+            Sink::Off => Self { buffers: None, writer: None, memory: None },
         }
     }
 
     /// Writes a record; returns false if it had to be dropped.
     pub fn write(&self, record: &Record<'_>) -> bool {
         if let Some(m) = &self.memory {
-            if let Ok(line) = serde_json::to_string(record) {
-                m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
-            }
+            let mut line = Vec::with_capacity(320);
+            encode(record, &mut line);
+            m.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(String::from_utf8_lossy(&line).into_owned());
             return true;
         }
-        let Some(tx) = &self.tx else { return true };
-        let mut line = Vec::with_capacity(320);
-        if serde_json::to_writer(&mut line, record).is_err() {
-            return true;
+        let Some(b) = &self.buffers else { return true };
+        let mut shard = b.shards[shard_index()].lock().unwrap_or_else(PoisonError::into_inner);
+        if shard.len() > MAX_PENDING {
+            return false;
         }
-        line.push(b'\n');
-        !matches!(tx.try_send(line), Err(TrySendError::Full(_)))
+        encode(record, &mut shard);
+        shard.push(b'\n');
+        let full = shard.len() >= FLUSH_BYTES;
+        drop(shard);
+        if full {
+            *b.wake.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            b.wakeup.notify_one();
+        }
+        true
     }
 }
 
-fn writer(rx: Receiver<Vec<u8>>) {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(&line);
-        while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(&more);
+impl AccessLog {
+    /// Writes out what is buffered now, from the calling thread (at shutdown, after the drain).
+    pub fn flush(&self) {
+        let Some(b) = &self.buffers else { return };
+        let mut out = std::io::stdout().lock();
+        for shard in &b.shards {
+            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = out.write_all(&s);
+            s.clear();
         }
         let _ = out.flush();
+    }
+}
+
+impl Drop for AccessLog {
+    /// Flushes what is buffered (the lines of the last period) before the process ends.
+    fn drop(&mut self) {
+        if let (Some(b), Some(w)) = (&self.buffers, self.writer.take()) {
+            b.closing.store(true, Relaxed);
+            *b.wake.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            b.wakeup.notify_one();
+            let _ = w.join();
+        }
+    }
+}
+
+/// The shard of the calling thread: assigned round robin on a thread's first line.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: Cell<usize> = const { Cell::new(usize::MAX) });
+    INDEX.with(|i| {
+        if i.get() == usize::MAX {
+            i.set(NEXT.fetch_add(1, Relaxed) % SHARDS);
+        }
+        i.get()
+    })
+}
+
+/// Takes every shard's lines each period (or when woken) and writes them out.
+fn writer(b: &Buffers, out: &mut dyn Write) {
+    let mut spare = Vec::with_capacity(FLUSH_BYTES);
+    loop {
+        {
+            let woken = b.wake.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mut woken, _) =
+                b.wakeup.wait_timeout_while(woken, PERIOD, |w| !*w).unwrap_or_else(PoisonError::into_inner);
+            *woken = false;
+        }
+        let closing = b.closing.load(Relaxed);
+        for shard in &b.shards {
+            {
+                let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut *s, &mut spare);
+            }
+            let _ = out.write_all(&spare);
+            spare.clear();
+            if spare.capacity() > 4 * FLUSH_BYTES {
+                spare.shrink_to(FLUSH_BYTES);
+            }
+        }
+        let _ = out.flush();
+        if closing {
+            return;
+        }
+    }
+}
+
+/// The record as one JSON object (no newline), with the keys of earlier versions.
+fn encode(r: &Record<'_>, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"time\":\"");
+    time(r.time, buf);
+    buf.extend_from_slice(b"\",\"request_id\":");
+    string(buf, r.request_id);
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, ",\"client\":\"{}\",\"protocol\":", r.client);
+    string(buf, r.protocol);
+    buf.extend_from_slice(b",\"method\":");
+    string(buf, r.method);
+    buf.extend_from_slice(b",\"path\":");
+    string(buf, r.path);
+    buf.extend_from_slice(b",\"route\":");
+    optional(buf, r.route);
+    if let Some(c) = r.consumer {
+        buf.extend_from_slice(b",\"consumer\":");
+        string(buf, c);
+    }
+    let micros = r.duration.as_micros();
+    let _ = write!(
+        buf,
+        ",\"status\":{},\"duration_ms\":{}.{:03},\"upstream\":",
+        r.status,
+        micros / 1000,
+        micros % 1000
+    );
+    optional(buf, r.upstream);
+    buf.extend_from_slice(b",\"target\":");
+    optional(buf, r.target);
+    let _ = write!(
+        buf,
+        ",\"bytes_in\":{},\"bytes_out\":{},\"completed\":{}}}",
+        r.bytes_in, r.bytes_out, r.completed
+    );
+}
+
+/// RFC 3339 with milliseconds in UTC; the part up to the seconds is formatted once per second
+/// per thread.
+fn time(t: SystemTime, buf: &mut Vec<u8>) {
+    thread_local!(static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) });
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = UNIX_EPOCH + Duration::from_secs(secs);
+            // `2026-12-06T23:45:01Z` without the `Z`.
+            let mut s = humantime::format_rfc3339_seconds(whole).to_string();
+            s.pop();
+            *cached = (secs, s);
+        }
+        buf.extend_from_slice(cached.1.as_bytes());
+    });
+    let _ = write!(buf, ".{:03}Z", since.subsec_millis());
+}
+
+fn optional(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string(buf, s),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string: as it is when nothing in it needs escaping (the common case), else with `"`,
+/// `\` and control characters escaped.
+fn string(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.extend_from_slice(s.as_bytes());
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => buf.extend_from_slice(b"\\\""),
+                '\\' => buf.extend_from_slice(b"\\\\"),
+                '\n' => buf.extend_from_slice(b"\\n"),
+                '\r' => buf.extend_from_slice(b"\\r"),
+                '\t' => buf.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(buf, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut utf8 = [0; 4];
+                    buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+        }
+    }
+    buf.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(consumer: Option<&'static str>, route: Option<&'static str>) -> Record<'static> {
+        Record {
+            time: UNIX_EPOCH + Duration::from_millis(1_765_064_701_042),
+            request_id: "abc-1",
+            client: "2001:db8::1".parse().unwrap(),
+            protocol: "HTTP/1.1",
+            method: "GET",
+            path: "/orders/7",
+            route,
+            consumer,
+            status: 200,
+            duration: Duration::from_micros(12_345),
+            upstream: Some("orders"),
+            target: None,
+            bytes_in: 0,
+            bytes_out: 31,
+            completed: true,
+        }
+    }
+
+    #[test]
+    fn lines_are_the_json_of_earlier_versions() {
+        let mut buf = Vec::new();
+        encode(&record(Some("acme \"corp\"\n\u{1}é"), Some("orders")), &mut buf);
+        let line = String::from_utf8(buf).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time": "2025-12-06T23:45:01.042Z", "request_id": "abc-1", "client": "2001:db8::1",
+                "protocol": "HTTP/1.1", "method": "GET", "path": "/orders/7", "route": "orders",
+                "consumer": "acme \"corp\"\n\u{1}é", "status": 200, "duration_ms": 12.345,
+                "upstream": "orders", "target": null, "bytes_in": 0, "bytes_out": 31, "completed": true
+            })
+        );
+        let mut buf = Vec::new();
+        encode(&record(None, None), &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v.get("consumer").is_none(), "absent when anonymous: {v}");
+        assert_eq!(v["route"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_writer_takes_whole_buffers_and_flushes_on_close() {
+        let b = Buffers {
+            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
+            wake: Mutex::new(true),
+            wakeup: Condvar::new(),
+            closing: AtomicBool::new(true),
+        };
+        b.shards[3].lock().unwrap().extend_from_slice(b"{\"a\":1}\n");
+        b.shards[5].lock().unwrap().extend_from_slice(b"{\"b\":2}\n");
+        let mut out = Vec::new();
+        writer(&b, &mut out);
+        assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
+        assert!(b.shards.iter().all(|s| s.lock().unwrap().is_empty()));
     }
 }

@@ -235,6 +235,8 @@ impl App {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        // The access log's last lines (it hands buffers to its writer every 100 ms).
+        shared.access_log.flush();
         if let Some(h) = heartbeat {
             h.abort();
         }

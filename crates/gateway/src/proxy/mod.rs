@@ -845,9 +845,9 @@ impl OnFinish for Logging {
             return;
         }
         let record = Record {
-            time: humantime::format_rfc3339_millis(bridgehead_http::clock::wall()).to_string(),
+            time: bridgehead_http::clock::wall(),
             request_id: self.request_id.to_str().unwrap_or_default(),
-            client: self.client.ip().to_string(),
+            client: self.client.ip(),
             protocol: match self.version {
                 Version::HTTP_10 => "HTTP/1.0",
                 Version::HTTP_2 => "HTTP/2",
@@ -858,7 +858,7 @@ impl OnFinish for Logging {
             route: self.route.as_deref(),
             consumer: self.consumer.as_deref(),
             status: self.status,
-            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            duration: elapsed,
             upstream: self.upstream.as_deref(),
             target: self.target.as_deref(),
             bytes_in: self.stats.as_ref().map_or(0, |s| s.bytes_in.load(Relaxed)),
