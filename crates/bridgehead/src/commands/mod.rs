@@ -20,19 +20,28 @@ pub enum Output {
     Json,
 }
 
-/// A tokio runtime with `workers` threads (default: one per core). One worker means a
-/// current-thread runtime: no work stealing and no cross-thread wake-ups on the data path.
+/// A tokio runtime with `workers` threads. Unset: one per CPU this process may run on (its
+/// affinity mask and cgroup CPU quota, as `std::thread::available_parallelism` reads them, not
+/// the machine's core count). One worker means a current-thread runtime: no work stealing and no
+/// cross-thread wake-ups on the data path, which is faster on one CPU than a multi-thread
+/// runtime with one worker.
 pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
+    let mut b = match effective_workers(workers) {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
             b
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
     };
     b.enable_all().thread_name("bridgehead").build().context("cannot start the async runtime")
+}
+
+/// `server.workers`, or the CPUs available to this process when unset.
+pub fn effective_workers(workers: Option<usize>) -> usize {
+    workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .max(1)
 }
 
 /// Structured logs (JSON lines) to stderr; stdout carries the access log only.

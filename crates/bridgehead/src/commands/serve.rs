@@ -14,8 +14,11 @@ pub fn run(config: &Path, watch: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let rt = super::runtime(loaded.config.server.workers)?;
+    let workers = super::effective_workers(loaded.config.server.workers);
+    let rt = super::runtime(Some(workers))?;
     rt.block_on(async move {
+        let flavor = if workers == 1 { "current_thread" } else { "multi_thread" };
+        tracing::info!(workers, runtime = flavor, "async runtime");
         let listeners = Listeners::bind(&loaded.config)?;
         let opts = AppOptions {
             config_path: Some(config.to_owned()),

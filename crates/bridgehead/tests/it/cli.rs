@@ -273,3 +273,34 @@ async fn demo_starts_and_its_tour_works() {
     let recorded = get(&format!("{mock}/__mock/requests")).await.json();
     assert!(recorded.as_array().unwrap().iter().any(|r| r["path"] == "/orders/42"), "{recorded}");
 }
+
+/// `workers` unset follows the CPUs the process may use: under a one-CPU affinity mask
+/// (`taskset`, util-linux) the gateway runs a single-threaded runtime, and serves.
+#[test]
+fn workers_unset_follow_the_cpu_affinity_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = format!("http://{}", m.local_addr().unwrap());
+    drop(m);
+    let cfg = dir.path().join("one-cpu.yaml");
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nstate:\n  url: sqlite://{}/one.db\n{}",
+        dir.path().display(),
+        simple_config(&upstream)
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Killed(
+        std::process::Command::new("taskset")
+            .args(["-c", "0", BIN, "serve", "--no-watch", "-c", cfg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("taskset (util-linux) runs the binary"),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let runtime = wait_log(&mut stderr, "async runtime");
+    assert_eq!(runtime["fields"]["workers"], 1, "{runtime}");
+    assert_eq!(runtime["fields"]["runtime"], "current_thread");
+    let listening = wait_log(&mut stderr, "listening");
+    assert!(listening["fields"]["data"].is_string());
+}
