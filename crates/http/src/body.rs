@@ -39,7 +39,10 @@ pub struct RequestStats {
 pub struct BodyTooLarge(pub u64);
 
 /// Polls a hyper body, boxing its error: the one place both directions read from hyper.
-fn poll_incoming(inner: &mut Incoming, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+pub(crate) fn poll_incoming(
+    inner: &mut Incoming,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     Pin::new(inner).poll_frame(cx).map(|frame| frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
 }
 
@@ -228,8 +231,6 @@ pub trait OnFinish: Send + Sync + 'static {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
-    /// Bytes already read from the upstream body, then the rest of it.
-    Prefixed(Option<Bytes>, UpstreamBody),
 }
 
 /// A response body sent to the client.
@@ -256,7 +257,7 @@ impl ResponseBody {
 
     /// `head`, already read from the upstream body, followed by the rest of it.
     pub fn prefixed(head: Bytes, rest: UpstreamBody) -> Self {
-        Self { inner: Inner::Prefixed(Some(head), rest), bytes_out: 0, completed: false, on_finish: None }
+        Self::upstream(rest.with_first(Frame::data(head)))
     }
 
     /// Runs `f` when the body is dropped.
@@ -287,10 +288,6 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(inner) => Pin::new(inner).poll_frame(cx),
-            Inner::Prefixed(head, rest) => match head.take() {
-                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => Pin::new(rest).poll_frame(cx),
-            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -308,7 +305,6 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(inner) => inner.is_end_stream(),
-            Inner::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -317,19 +313,6 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(inner) => inner.size_hint(),
-            Inner::Prefixed(head, rest) => {
-                plus(rest.size_hint(), head.as_ref().map_or(0, |b| b.len() as u64))
-            }
         }
     }
-}
-
-/// A body's size hint with `n` more bytes in front.
-pub(crate) fn plus(inner: SizeHint, n: u64) -> SizeHint {
-    let mut h = SizeHint::new();
-    h.set_lower(inner.lower() + n);
-    if let Some(u) = inner.upper() {
-        h.set_upper(u + n);
-    }
-    h
 }

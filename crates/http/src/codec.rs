@@ -65,4 +65,18 @@ mod tests {
         assert_eq!(clip("abcdef", 3), "abc…");
         assert_eq!(clip("abc", 3), "abc");
     }
+
+    #[test]
+    fn client_credentials_are_form_encoded() {
+        assert_eq!(form_encode("bridge head:1%+/é"), "bridge+head%3A1%25%2B%2F%C3%A9");
+        assert_eq!(form_encode("plain-id_1.x"), "plain-id_1.x");
+    }
+
+    #[test]
+    fn query_components_are_percent_decoded() {
+        assert_eq!(percent_decode("api%5Fkey"), "api_key");
+        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
 }

@@ -97,7 +97,7 @@ impl Body for UpstreamBody {
         if let Some(f) = this.first.take() {
             return Poll::Ready(Some(Ok(f)));
         }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = crate::body::poll_incoming(&mut this.inner, cx);
         if this.settle.is_some() {
             let verdict = match &polled {
                 Poll::Ready(Some(Ok(f))) => f.trailers_ref().map(|t| match grpc_status(t) {
@@ -116,7 +116,7 @@ impl Body for UpstreamBody {
                 s.settle(label, Some(failed));
             }
         }
-        polled.map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -124,7 +124,13 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
         let n = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |b| b.len() as u64);
-        crate::body::plus(self.inner.size_hint(), n)
+        let mut h = SizeHint::new();
+        h.set_lower(inner.lower() + n);
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + n);
+        }
+        h
     }
 }

@@ -419,10 +419,4 @@ mod tests {
         assert!(refused_message(429, None, None).contains("rate limiting"));
         assert!(refused_message(503, None, None).contains("failed on its side"));
     }
-
-    #[test]
-    fn client_credentials_are_form_encoded() {
-        assert_eq!(form_encode("bridge head:1%+/é"), "bridge+head%3A1%25%2B%2F%C3%A9");
-        assert_eq!(form_encode("plain-id_1.x"), "plain-id_1.x");
-    }
 }

@@ -103,10 +103,6 @@ impl Transport {
         Self { protocol, http1, http2 }
     }
 
-    pub fn protocol(&self) -> UpstreamProtocol {
-        self.protocol
-    }
-
     /// Exchanges one request with `target`. The request's URI carries the target's scheme and
     /// authority; its `Host` header (if any) is the authority the upstream should see.
     pub async fn request(

@@ -221,16 +221,3 @@ fn spawn_state_refresh(
         }
     });
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_components_are_percent_decoded() {
-        assert_eq!(percent_decode("api%5Fkey"), "api_key");
-        assert_eq!(percent_decode("a+b%2Bc"), "a b+c");
-        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
-        assert_eq!(percent_decode("plain"), "plain");
-    }
-}

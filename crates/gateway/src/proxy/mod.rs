@@ -148,9 +148,17 @@ impl<'a> RequestCtx<'a> {
         RequestFacts { headers, client: self.conn.client.ip(), consumer: self.log.consumer.as_deref() }
     }
 
-    /// Whether a 101 switches to a protocol the client offered and the route allows.
-    fn switch_allowed(&self, response: &http::HeaderMap) -> bool {
-        self.upgrade.as_ref().is_some_and(|o| headers::upgrade_accepted(o, response))
+    /// How the sender judges this request's answers: gRPC for a gRPC call (decided once, in
+    /// `handle`).
+    fn classify(&self) -> Classify {
+        if self.grpc { Classify::Grpc } else { Classify::Http }
+    }
+
+    /// Whether the request may be sent more than once at all: idempotent (or carrying an
+    /// `Idempotency-Key`), or a gRPC call (retried only on what says nothing was done, see
+    /// `send`).
+    fn may_send_again(&self, method: &Method, headers: &http::HeaderMap) -> bool {
+        idempotent(method, headers) || self.grpc
     }
 
     /// Frees the idempotency key, counting it.
@@ -449,7 +457,7 @@ async fn request_body(
     parts: &http::request::Parts,
 ) -> Result<Payload, GatewayError> {
     let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
-    let retry = ctx.upstream().retry.as_ref().filter(|_| may_send_again(parts));
+    let retry = ctx.upstream().retry.as_ref().filter(|_| ctx.may_send_again(&parts.method, &parts.headers));
     Ok(match std::mem::replace(&mut ctx.body, BodyState::Taken) {
         BodyState::Buffered(b) => Payload::Replayable(b),
         BodyState::Taken => Payload::Replayable(Bytes::new()),
@@ -470,15 +478,15 @@ async fn request_body(
     })
 }
 
-/// Whether a request may be sent more than once at all: idempotent (or carrying an
-/// `Idempotency-Key`), or a gRPC call (retried only on what says nothing was done, see `send`).
-fn may_send_again(parts: &http::request::Parts) -> bool {
-    may_send_again_headers(&parts.method, &parts.headers)
+/// An idempotent request, or one carrying an `Idempotency-Key`: any failure `retry.on` names
+/// may be retried.
+fn idempotent(method: &Method, headers: &http::HeaderMap) -> bool {
+    RetryPolicy::request_is_retryable(method, headers.contains_key(&IDEMPOTENCY_KEY))
 }
 
-fn may_send_again_headers(method: &Method, headers: &http::HeaderMap) -> bool {
-    RetryPolicy::request_is_retryable(method, headers.contains_key(&IDEMPOTENCY_KEY))
-        || Classify::of_request(method, headers) == Classify::Grpc
+/// Whether a 101 switches to a protocol the client offered (`offered`, what the route allows).
+fn switch_allowed(offered: Option<&HeaderValue>, response: &http::HeaderMap) -> bool {
+    offered.is_some_and(|o| headers::upgrade_accepted(o, response))
 }
 
 /// upstream_request_filter, the part that is the same for every try: the path after
@@ -521,23 +529,20 @@ async fn send(
     sticky: Option<Vec<u8>>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let upstream = ctx.upstream();
-    let classify = Classify::of_request(&outgoing.method, &outgoing.headers);
-    let idempotent =
-        RetryPolicy::request_is_retryable(&outgoing.method, outgoing.headers.contains_key(&IDEMPOTENCY_KEY));
-    let retry = upstream.retry.as_ref().filter(|_| idempotent || classify == Classify::Grpc);
+    let retry = upstream.retry.as_ref().filter(|_| ctx.may_send_again(&outgoing.method, &outgoing.headers));
     if let Some(r) = retry {
         r.count_request();
     }
     let retry = retry.filter(|_| matches!(outgoing.body, Payload::Replayable(_)));
-    let offered = ctx.upgrade.clone();
-    let accept_switch =
-        move |res: &http::HeaderMap| offered.as_ref().is_some_and(|o| headers::upgrade_accepted(o, res));
+    let idempotent = idempotent(&outgoing.method, &outgoing.headers);
+    let offered = ctx.upgrade.as_ref();
+    let accept_switch = |res: &http::HeaderMap| switch_allowed(offered, res);
     let sender = Sender {
         upstream,
         metrics: &ctx.log.shared.metrics,
         sticky: sticky.as_deref(),
         retry,
-        classify,
+        classify: ctx.classify(),
         idempotent,
         accept_switch: &accept_switch,
         stats: Some(&ctx.stats),
@@ -585,7 +590,9 @@ fn response_filter(
         headers::add_via(res.headers_mut());
         return Ok(res);
     }
-    let Some(client_upgrade) = ctx.client_upgrade.take().filter(|_| ctx.switch_allowed(res.headers())) else {
+    let Some(client_upgrade) =
+        ctx.client_upgrade.take().filter(|_| switch_allowed(ctx.upgrade.as_ref(), res.headers()))
+    else {
         let upstream = ctx.upstream().name.to_string();
         tracing::warn!(upstream, "upstream switched protocols without an allowed upgrade request");
         return Err(GatewayError::UpstreamFailed {
