@@ -1,7 +1,8 @@
 //! A response body from an upstream, as the proxy passes it on: possibly a first frame the
-//! sender already read, the HTTP/2 stream slot it holds, and, for a gRPC answer whose verdict
-//! waits for its trailers, what settles that verdict when they arrive (or the stream breaks, or
-//! the client goes away).
+//! sender already read, what it holds of its connection (an HTTP/2 stream slot, or an HTTP/1.1
+//! connection given back to its pool when the body has been read to the end), and, for a gRPC
+//! answer whose verdict waits for its trailers, what settles that verdict when they arrive (or
+//! the stream breaks, or the client goes away).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::body::BoxError;
+use crate::body::{BoxError, RequestBody};
 use crate::grpc::{grpc_failed, grpc_status};
 use crate::metrics::outcome;
 
@@ -39,24 +40,66 @@ impl Drop for StreamSlot {
     }
 }
 
+/// Where an HTTP/1.1 connection goes back once its response has been read to the end.
+pub trait Release: Send + Sync {
+    fn release(&self, conn: hyper::client::conn::http1::SendRequest<RequestBody>);
+}
+
+/// An HTTP/1.1 connection lent to one exchange.
+pub struct Http1Lease {
+    pub conn: hyper::client::conn::http1::SendRequest<RequestBody>,
+    pub pool: Arc<dyn Release>,
+}
+
+/// What the answer holds of its connection.
+enum Hold {
+    None,
+    /// The HTTP/2 stream this answer holds on its connection, freed with the body.
+    Stream {
+        _slot: StreamSlot,
+    },
+    /// Given back at the end of the body; dropped (so the connection closes) if the body is
+    /// dropped before its end.
+    Http1(Http1Lease),
+}
+
 /// A response body from an upstream: possibly a first frame already read, and, for a gRPC
 /// answer whose verdict waits for its trailers, what settles it.
 pub struct UpstreamBody {
     first: Option<Frame<Bytes>>,
     inner: Incoming,
     settle: Option<Box<dyn Settle>>,
-    /// The HTTP/2 stream this answer holds on its connection, freed with the body.
-    _slot: Option<StreamSlot>,
+    hold: Hold,
 }
 
 impl UpstreamBody {
     pub fn new(inner: Incoming) -> Self {
-        Self { first: None, inner, settle: None, _slot: None }
+        Self { first: None, inner, settle: None, hold: Hold::None }
     }
 
     pub fn with_slot(mut self, slot: StreamSlot) -> Self {
-        self._slot = Some(slot);
+        self.hold = Hold::Stream { _slot: slot };
         self
+    }
+
+    /// Holds an HTTP/1.1 connection until the body has been read to the end, then gives it
+    /// back (at once if the body is empty).
+    pub fn with_http1(mut self, lease: Http1Lease) -> Self {
+        self.hold = Hold::Http1(lease);
+        self.release_if_ended();
+        self
+    }
+
+    fn release_if_ended(&mut self) {
+        if self.first.is_none() && self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        if let Hold::Http1(lease) = std::mem::replace(&mut self.hold, Hold::None) {
+            lease.pool.release(lease.conn);
+        }
     }
 
     /// A first frame already read from `inner`, passed on before the rest.
@@ -98,6 +141,11 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Ok(f)));
         }
         let polled = crate::body::poll_incoming(&mut this.inner, cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) => this.release_if_ended(),
+            _ => {}
+        }
         if this.settle.is_some() {
             let verdict = match &polled {
                 Poll::Ready(Some(Ok(f))) => f.trailers_ref().map(|t| match grpc_status(t) {

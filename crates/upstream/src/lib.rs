@@ -32,15 +32,10 @@ pub mod transport;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
 
 use bridgehead_config::{
     HealthCheck, LoadBalancing, PassiveHealth, Upstream as UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
 };
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -51,11 +46,7 @@ use crate::breaker::{Breaker, State as BreakerState};
 use crate::outbound::{Throttle, ThrottleState};
 use crate::redis::RedisHandle;
 use crate::retry::RetryPolicy;
-use bridgehead_http::body::RequestBody;
 use bridgehead_http::metrics::{Metrics, Name, TargetLabels, UpstreamLabels, outcome};
-
-/// The pooled HTTP client toward one upstream's targets (plain HTTP, or TLS for `https://`).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 pub use bridgehead_http::clock::clock_ms;
 
@@ -119,6 +110,10 @@ pub struct Target {
     pub state: Arc<TargetState>,
     /// This target's `outcome="success"` series, looked up once (the common case).
     pub success: Counter,
+    /// The connections to this target (of the upstream's transport).
+    pub conns: Arc<transport::TargetConns>,
+    /// `Host` for a request that carries none: the target's authority.
+    pub host: http::HeaderValue,
     /// This target's `bridgehead_circuit_breaker_state` series.
     breaker_gauge: Gauge,
 }
@@ -229,34 +224,16 @@ fn new_transport(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> transport::
     let http2 = (cfg.protocol != UpstreamProtocol::Http1).then(|| {
         let tls = cfg.targets.iter().any(|t| t.url.starts_with("https://")).then(|| tls.clone());
         let auto = cfg.protocol == UpstreamProtocol::Auto;
-        Arc::new(transport::Http2Pool::new(
-            cfg.http2.clone(),
-            cfg.timeouts.connect.get(),
-            tls,
-            server_name,
-            auto,
-        ))
+        transport::Http2Pool::new(cfg.http2.clone(), cfg.timeouts.connect.get(), tls, server_name, auto)
     });
-    transport::Transport::new(cfg.protocol, new_client(&cfg.timeouts, tls, server_name), http2)
-}
-
-fn new_client(t: &UpstreamTimeouts, tls: rustls::ClientConfig, server_name: Option<&str>) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(t.connect.get()));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    connector.enforce_http(false);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
-    // Validation has checked that the name parses.
-    let builder = match server_name.and_then(|n| rustls_pki_types::ServerName::try_from(n.to_owned()).ok()) {
-        Some(name) => builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name)),
-        None => builder,
-    };
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(t.pool_idle.get())
-        .pool_max_idle_per_host(1024)
-        .build(builder.enable_http1().wrap_connector(connector))
+    transport::Transport::new(
+        cfg.protocol,
+        cfg.timeouts.connect.get(),
+        cfg.timeouts.pool_idle.get(),
+        tls,
+        server_name,
+        http2,
+    )
 }
 
 impl Upstream {
@@ -308,16 +285,24 @@ impl Upstream {
         credentials: Option<credentials::Credentials>,
         redis: Option<&RedisHandle>,
     ) -> Self {
+        let key = client_key(cfg);
+        let transport = match carry.clients.get(name) {
+            Some((Some(k), c)) if key.as_ref() == Some(k) => c.clone(),
+            _ => new_transport(cfg, tls),
+        };
         let targets: Vec<Target> = cfg
             .targets
             .iter()
             .filter_map(|t| {
                 let uri = bridgehead_config::check_target_url(&t.url).ok()?;
                 let parts = uri.into_parts();
+                let authority = parts.authority?;
                 Some(Target {
                     url: t.url.as_str().into(),
                     scheme: parts.scheme?,
-                    authority: parts.authority?,
+                    host: http::HeaderValue::from_str(authority.as_str()).ok()?,
+                    authority,
+                    conns: transport.conns(&t.url),
                     weight: t.weight,
                     state: carry.states.get(&(name.to_owned(), t.url.clone())).cloned().unwrap_or_default(),
                     success: Counter::default(),
@@ -325,11 +310,6 @@ impl Upstream {
                 })
             })
             .collect();
-        let key = client_key(cfg);
-        let transport = match carry.clients.get(name) {
-            Some((Some(k), c)) if key.as_ref() == Some(k) => c.clone(),
-            _ => new_transport(cfg, tls),
-        };
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let name: Arc<str> = name.into();
         let throttle = Throttle::new(

@@ -229,18 +229,13 @@ impl<'a> Tries<'a> {
         };
         let mut req = Request::new(body);
         *req.method_mut() = self.out.method.clone();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(target.scheme.clone());
-        parts.authority = Some(target.authority.clone());
-        parts.path_and_query = Some(self.out.path_and_query.clone());
-        *req.uri_mut() =
-            Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
+        // Origin form: the transport adds the scheme and authority where the protocol wants
+        // them (HTTP/2).
+        *req.uri_mut() = Uri::from(self.out.path_and_query.clone());
         *req.headers_mut() =
             if last { std::mem::take(&mut self.out.headers) } else { self.out.headers.clone() };
-        if !req.headers().contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(target.authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, target.host.clone());
         }
         // The upstream's own credential replaces whatever the client sent in that header.
         let mut token = None;

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use bridgehead_config::{MapResolver, load_str};
 
 use super::*;

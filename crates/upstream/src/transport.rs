@@ -1,27 +1,41 @@
-//! The wire toward an upstream's targets: HTTP/1.1 through a pooled client, or HTTP/2 through
-//! multiplexed connections of our own (`upstreams.*.protocol`).
+//! The wire toward an upstream's targets: HTTP/1.1 or HTTP/2 (`upstreams.*.protocol`), on
+//! connections made here, on hyper's `client::conn` handshakes.
 //!
-//! HTTP/2 connections are made here, on hyper's `client::conn::http2`, rather than by the
-//! pooled client, for two reasons: the client would put every request to a target on one
-//! connection whatever its stream count (`http2.max_concurrent_streams` opens another), and it
-//! takes `:authority` from the URI it connects to, where the upstream must see the client's
-//! host, as `Host` says over HTTP/1.1. Per target there are at most `http2.max_connections`;
-//! a request takes the least busy one under the stream cap, else opens one (one connect at a
-//! time per target), else shares the least busy. A stream counts against its connection until
-//! its response body is over or dropped.
+//! **HTTP/1.1.** Each target keeps a LIFO list of idle connections. A request takes the most
+//! recently used one, sends on it inside its own task, and its response body gives the
+//! connection back when it has been read to the end (a body dropped before its end drops the
+//! connection, which hyper then closes). Nothing per request but one uncontended lock: no
+//! spawned task to return a connection, no URI rewritten into a pool key, no boxed futures —
+//! what hyper-util's pooled client costs per request, measured in `bench/`. A connection
+//! idle for longer than `timeouts.pool_idle` is not used again and is closed by a reaper task;
+//! one that closed meanwhile is skipped, and a request it could not take (nothing was written)
+//! goes to the next one. At most [`MAX_IDLE`] idle connections are kept per target.
+//!
+//! **HTTP/2** connections are made here too rather than by a pooled client, for two reasons:
+//! the client would put every request to a target on one connection whatever its stream count
+//! (`http2.max_concurrent_streams` opens another), and it takes `:authority` from the URI it
+//! connects to, where the upstream must see the client's host, as `Host` says over HTTP/1.1.
+//! Per target there are at most `http2.max_connections`; a request takes the least busy one
+//! under the stream cap, else opens one (one connect at a time per target), else shares the
+//! least busy. A stream counts against its connection until its response body is over or
+//! dropped.
 //!
 //! `auto` over TLS offers `h2` and `http/1.1` in ALPN; a target that picks `http/1.1` is
-//! remembered as such (until the next reload) and served by the pooled HTTP/1.1 client.
+//! remembered as such (until the next reload) and served over HTTP/1.1.
+//!
+//! Each [`Target`] holds its [`TargetConns`], looked up once when the upstream is compiled, so
+//! no request hashes a target's name.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use bridgehead_config::{Http2Settings, UpstreamProtocol};
 use http::header;
-use http::uri::Authority;
-use http::{Request, Response, Uri};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::client::conn::http1;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
@@ -30,7 +44,11 @@ use tokio::time::Instant;
 
 use super::Target;
 use bridgehead_http::body::{BoxError, RequestBody};
-use bridgehead_http::upstream_body::{StreamSlot, UpstreamBody};
+use bridgehead_http::clock::clock_ms;
+use bridgehead_http::upstream_body::{Http1Lease, Release, StreamSlot, UpstreamBody};
+
+/// Idle HTTP/1.1 connections kept per target; one given back past this closes the oldest.
+pub const MAX_IDLE: usize = 1024;
 
 /// Why a request could not be exchanged.
 #[derive(Debug, thiserror::Error)]
@@ -41,24 +59,20 @@ pub enum TransportError {
     /// The connect this request waited for, made by another request, failed.
     #[error("the connection attempt made meanwhile failed")]
     ConnectShared,
-    /// The HTTP/2 exchange failed: a reset stream, a GOAWAY, a broken connection, or the
-    /// client's body.
+    /// The exchange failed: a reset stream, a GOAWAY, a broken connection, an invalid
+    /// response, or the client's body.
     #[error(transparent)]
-    Http2(#[from] hyper::Error),
-    /// The pooled HTTP/1.1 exchange failed.
-    #[error(transparent)]
-    Http1(#[from] hyper_util::client::legacy::Error),
+    Exchange(#[from] hyper::Error),
 }
 
 impl TransportError {
-    /// Nothing reached the target: the connection could not be made, or (HTTP/2) the request
-    /// was never sent on a connection that closed meanwhile, or the target refused the stream
+    /// Nothing reached the target: the connection could not be made, or the request was never
+    /// sent on a connection that closed meanwhile, or (HTTP/2) the target refused the stream
     /// unprocessed (`REFUSED_STREAM`, RFC 9113 §8.7), as it does for streams past a GOAWAY.
     pub fn is_connect(&self) -> bool {
         match self {
             Self::Connect(_) | Self::ConnectShared => true,
-            Self::Http1(e) => e.is_connect(),
-            Self::Http2(e) => {
+            Self::Exchange(e) => {
                 use std::error::Error as _;
                 e.is_canceled()
                     || e.source().and_then(|s| s.downcast_ref::<h2::Error>()).is_some_and(|h| {
@@ -75,69 +89,52 @@ impl TransportError {
 
     /// The client's request body failed (it went away or sent garbage): not the target's fault.
     pub fn is_client_body(&self) -> bool {
-        use std::error::Error as _;
         match self {
             Self::Connect(_) | Self::ConnectShared => false,
-            Self::Http2(e) => e.is_user(),
-            Self::Http1(e) => {
-                e.source().and_then(|s| s.downcast_ref::<hyper::Error>()).is_some_and(hyper::Error::is_user)
-            }
+            Self::Exchange(e) => e.is_user(),
         }
     }
 }
 
-/// How requests reach an upstream's targets.
+/// How requests reach an upstream's targets. Cheap to clone; clones share their connections.
 #[derive(Clone)]
-pub struct Transport {
+pub struct Transport(Arc<Shared>);
+
+struct Shared {
     protocol: UpstreamProtocol,
-    http1: super::UpstreamClient,
-    http2: Option<Arc<Http2Pool>>,
+    connect: Connector,
+    /// TLS for HTTP/1.1, with ALPN `http/1.1`.
+    tls: Arc<rustls::ClientConfig>,
+    idle_timeout: Duration,
+    http2: Option<Http2Pool>,
+    targets: Mutex<HashMap<String, Arc<TargetConns>>>,
+    /// The idle reaper runs (started with the first HTTP/1.1 connection).
+    reaping: AtomicBool,
 }
 
-impl Transport {
-    pub fn new(
-        protocol: UpstreamProtocol,
-        http1: super::UpstreamClient,
-        http2: Option<Arc<Http2Pool>>,
-    ) -> Self {
-        Self { protocol, http1, http2 }
-    }
-
-    /// Exchanges one request with `target`. The request's URI carries the target's scheme and
-    /// authority; its `Host` header (if any) is the authority the upstream should see.
-    pub async fn request(
-        &self,
-        target: &Target,
-        req: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, TransportError> {
-        let http2 = match (&self.http2, self.protocol) {
-            (Some(pool), UpstreamProtocol::H2c | UpstreamProtocol::H2) => Some(pool),
-            (Some(pool), UpstreamProtocol::Auto) if target.scheme == http::uri::Scheme::HTTPS => Some(pool),
-            _ => None,
-        };
-        if let Some(pool) = http2
-            && let Some(lease) = pool.lease(target, self.protocol == UpstreamProtocol::Auto).await?
-        {
-            return lease.send(target, req).await;
-        }
-        Ok(self.http1.request(req).await?.map(UpstreamBody::new))
-    }
-}
-
-/// HTTP/2 connections to the targets of one upstream.
-pub struct Http2Pool {
-    settings: Http2Settings,
-    connect_timeout: Duration,
-    /// With ALPN `h2` (and `http/1.1` for `auto`); `None` for h2c.
-    tls: Option<Arc<rustls::ClientConfig>>,
+/// How a connection is made: TCP within `timeouts.connect`, then TLS for `https://` targets.
+struct Connector {
+    timeout: Duration,
     /// The SNI override (`tls.server_name`).
     server_name: Option<ServerName<'static>>,
-    targets: Mutex<HashMap<String, Arc<TargetConns>>>,
 }
 
 /// The connections to one target.
+pub struct TargetConns {
+    /// Idle HTTP/1.1 connections, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout_ms: u64,
+    h2: H2Conns,
+}
+
+struct Idle {
+    conn: http1::SendRequest<RequestBody>,
+    since_ms: u64,
+}
+
+/// The HTTP/2 connections to one target.
 #[derive(Default)]
-struct TargetConns {
+struct H2Conns {
     conns: Mutex<Vec<Conn>>,
     /// One connect at a time per target.
     connecting: tokio::sync::Mutex<()>,
@@ -146,6 +143,268 @@ struct TargetConns {
     /// When the last connection attempt failed: requests that waited for it fail at once
     /// rather than each spending a connect timeout on a target that is down.
     failed_at: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl TargetConns {
+    /// The most recently used idle connection still open and fresh; older ones past
+    /// `pool_idle` are dropped.
+    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let mut idle = lock(&self.idle);
+        while let Some(i) = idle.pop() {
+            if clock_ms().saturating_sub(i.since_ms) >= self.idle_timeout_ms {
+                // Everything below is older still.
+                idle.clear();
+                return None;
+            }
+            if !i.conn.is_closed() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Drops idle connections past `pool_idle` or closed.
+    fn reap(&self) {
+        let now = clock_ms();
+        lock(&self.idle)
+            .retain(|i| now.saturating_sub(i.since_ms) < self.idle_timeout_ms && !i.conn.is_closed());
+    }
+
+    /// Idle connections still open.
+    fn idle_count(&self) -> usize {
+        lock(&self.idle).iter().filter(|i| !i.conn.is_closed()).count()
+    }
+}
+
+impl std::fmt::Debug for TargetConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetConns").field("idle", &self.idle_count()).finish_non_exhaustive()
+    }
+}
+
+impl Release for TargetConns {
+    fn release(&self, conn: http1::SendRequest<RequestBody>) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle { conn, since_ms: clock_ms() });
+    }
+}
+
+impl Transport {
+    pub fn new(
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: rustls::ClientConfig,
+        server_name: Option<&str>,
+        http2: Option<Http2Pool>,
+    ) -> Self {
+        let mut tls = tls;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Self(Arc::new(Shared {
+            protocol,
+            connect: Connector::new(connect_timeout, server_name),
+            tls: Arc::new(tls),
+            idle_timeout,
+            http2,
+            targets: Mutex::new(HashMap::new()),
+            reaping: AtomicBool::new(false),
+        }))
+    }
+
+    /// The connections to the target at `url` (shared by every generation using this
+    /// transport).
+    pub fn conns(&self, url: &str) -> Arc<TargetConns> {
+        lock(&self.0.targets)
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                Arc::new(TargetConns {
+                    idle: Mutex::new(Vec::new()),
+                    idle_timeout_ms: self.0.idle_timeout.as_millis() as u64,
+                    h2: H2Conns::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// Idle HTTP/1.1 connections to the target at `url` (for tests and the admin view).
+    pub fn idle_connections(&self, url: &str) -> usize {
+        lock(&self.0.targets).get(url).map_or(0, |t| t.idle_count())
+    }
+
+    /// Exchanges one request with `target`. The request's URI is its path and query (an
+    /// absolute URI is reduced to them); its `Host` header (if any) is the authority the
+    /// upstream should see.
+    pub async fn request(
+        &self,
+        target: &Target,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, TransportError> {
+        let s = &*self.0;
+        let http2 = match (&s.http2, s.protocol) {
+            (Some(pool), UpstreamProtocol::H2c | UpstreamProtocol::H2) => Some(pool),
+            (Some(pool), UpstreamProtocol::Auto) if target.scheme == Scheme::HTTPS => Some(pool),
+            _ => None,
+        };
+        if let Some(pool) = http2
+            && let Some(lease) =
+                pool.lease(&target.conns.h2, target, s.protocol == UpstreamProtocol::Auto).await?
+        {
+            return lease.send(target, req).await;
+        }
+        self.http1(target, req).await
+    }
+
+    async fn http1(
+        &self,
+        target: &Target,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, TransportError> {
+        let conns = &target.conns;
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = Uri::from(pq);
+        }
+        *req.version_mut() = http::Version::HTTP_11;
+        loop {
+            let (mut conn, reused) = match conns.checkout() {
+                Some(conn) => (conn, true),
+                None => (self.connect_http1(target).await?, false),
+            };
+            if reused && !conn.is_ready() {
+                // The connection has not taken up its next request yet (its last exchange is
+                // finishing): wait for it, no longer than a connect may take.
+                if !matches!(tokio::time::timeout(self.0.connect.timeout, conn.ready()).await, Ok(Ok(()))) {
+                    continue;
+                }
+            }
+            match conn.try_send_request(req).await {
+                Ok(res) => {
+                    // An upgraded connection belongs to the upgrade: it is never given back.
+                    let keep = res.status() != StatusCode::SWITCHING_PROTOCOLS;
+                    return Ok(res.map(|b| {
+                        let body = UpstreamBody::new(b);
+                        if keep { body.with_http1(Http1Lease { conn, pool: conns.clone() }) } else { body }
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Nothing was written: the connection closed meanwhile. The next one takes it.
+                    Some(r) if reused => req = r,
+                    _ => return Err(TransportError::Exchange(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Opens an HTTP/1.1 connection to `target`.
+    async fn connect_http1(
+        &self,
+        target: &Target,
+    ) -> Result<http1::SendRequest<RequestBody>, TransportError> {
+        self.start_reaper();
+        let c = &self.0.connect;
+        let tcp = c.tcp(target).await?;
+        if target.scheme != Scheme::HTTPS {
+            return http1_handshake(tcp).await;
+        }
+        http1_handshake(c.tls(&self.0.tls, target, tcp).await?).await
+    }
+
+    /// Starts the task that closes idle HTTP/1.1 connections past `pool_idle` (once; it ends
+    /// when the transport is dropped).
+    fn start_reaper(&self) {
+        if self.0.reaping.swap(true, Relaxed) {
+            return;
+        }
+        let weak: Weak<Shared> = Arc::downgrade(&self.0);
+        let period = (self.0.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else { break };
+                let targets: Vec<Arc<TargetConns>> = lock(&shared.targets).values().cloned().collect();
+                for t in targets {
+                    t.reap();
+                }
+            }
+        });
+    }
+}
+
+async fn http1_handshake<IO>(io: IO) -> Result<http1::SendRequest<RequestBody>, TransportError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| TransportError::Connect(e.into()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream HTTP/1.1 connection closed");
+        }
+    });
+    Ok(send)
+}
+
+impl Connector {
+    fn new(timeout: Duration, server_name: Option<&str>) -> Self {
+        Self { timeout, server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()) }
+    }
+
+    /// TCP to the target's host and port, within the connect timeout; `TCP_NODELAY` and
+    /// keep-alive probes after 60 s idle.
+    async fn tcp(&self, target: &Target) -> Result<TcpStream, TransportError> {
+        let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port =
+            target.authority.port_u16().unwrap_or(if target.scheme == Scheme::HTTPS { 443 } else { 80 });
+        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| TransportError::Connect("timed out".into()))?
+            .map_err(|e| TransportError::Connect(e.into()))?;
+        let _ = tcp.set_nodelay(true);
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        Ok(tcp)
+    }
+
+    /// TLS over `tcp` with `config`, within the connect timeout; SNI is `tls.server_name` or the
+    /// target's host.
+    async fn tls(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+        target: &Target,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransportError> {
+        let connect_error = |e: BoxError| TransportError::Connect(e);
+        let name = match &self.server_name {
+            Some(n) => n.clone(),
+            None => {
+                let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
+                ServerName::try_from(host.to_owned()).map_err(|e| connect_error(e.into()))?
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        tokio::time::timeout(self.timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| connect_error("the TLS handshake timed out".into()))?
+            .map_err(|e| connect_error(e.into()))
+    }
 }
 
 #[derive(Clone)]
@@ -178,12 +437,21 @@ impl Lease {
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .unwrap_or_else(|| target.authority.clone());
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(target.scheme.clone());
         parts.authority = Some(authority);
         *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
         *req.version_mut() = http::Version::HTTP_2;
         let res = self.send.send_request(req).await?;
         Ok(res.map(|b| UpstreamBody::new(b).with_slot(self.slot)))
     }
+}
+
+/// HTTP/2 connections to the targets of one upstream.
+pub struct Http2Pool {
+    settings: Http2Settings,
+    /// With ALPN `h2` (and `http/1.1` for `auto`); `None` for h2c.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect: Connector,
 }
 
 impl Http2Pool {
@@ -199,28 +467,16 @@ impl Http2Pool {
                 if auto { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"h2".to_vec()] };
             Arc::new(c)
         });
-        Self {
-            settings,
-            connect_timeout,
-            tls,
-            server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()),
-            targets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn conns(&self, target: &Target) -> Arc<TargetConns> {
-        let mut targets = self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        targets.entry(target.url.to_string()).or_default().clone()
+        Self { settings, tls, connect: Connector::new(connect_timeout, server_name) }
     }
 
     /// A connection with room for one more stream; `None` when an `auto` target speaks only
     /// HTTP/1.1.
-    async fn lease(&self, target: &Target, auto: bool) -> Result<Option<Lease>, TransportError> {
-        let t = self.conns(target);
+    async fn lease(&self, t: &H2Conns, target: &Target, auto: bool) -> Result<Option<Lease>, TransportError> {
         if t.http1_only.load(Relaxed) {
             return Ok(None);
         }
-        if let Some(lease) = self.pick(&t, false) {
+        if let Some(lease) = self.pick(t, false) {
             return Ok(Some(lease));
         }
         let waited_from = Instant::now();
@@ -230,20 +486,15 @@ impl Http2Pool {
         if t.http1_only.load(Relaxed) {
             return Ok(None);
         }
-        if let Some(lease) = self.pick(&t, false) {
+        if let Some(lease) = self.pick(t, false) {
             return Ok(Some(lease));
         }
-        if t.failed_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|at| at >= waited_from)
-        {
+        if lock(&t.failed_at).is_some_and(|at| at >= waited_from) {
             // Share a full connection if there is one; else the target is unreachable now.
-            return self.pick(&t, true).map(Some).ok_or(TransportError::ConnectShared);
+            return self.pick(t, true).map(Some).ok_or(TransportError::ConnectShared);
         }
-        if t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-            >= self.settings.max_connections as usize
-            && let Some(lease) = self.pick(&t, true)
+        if lock(&t.conns).len() >= self.settings.max_connections as usize
+            && let Some(lease) = self.pick(t, true)
         {
             return Ok(Some(lease));
         }
@@ -255,19 +506,19 @@ impl Http2Pool {
                 return Ok(None);
             }
             Err(e) => {
-                *t.failed_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                *lock(&t.failed_at) = Some(Instant::now());
                 return Err(e);
             }
         };
         let conn = Conn { send, streams: Arc::new(AtomicUsize::new(0)) };
         let lease = Lease::of(&conn);
-        t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+        lock(&t.conns).push(conn);
         Ok(Some(lease))
     }
 
     /// The least busy open connection; under the stream cap unless `any`.
-    fn pick(&self, t: &TargetConns, any: bool) -> Option<Lease> {
-        let mut conns = t.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn pick(&self, t: &H2Conns, any: bool) -> Option<Lease> {
+        let mut conns = lock(&t.conns);
         conns.retain(|c| !c.send.is_closed());
         let cap = self.settings.max_concurrent_streams as usize;
         conns
@@ -284,28 +535,13 @@ impl Http2Pool {
         target: &Target,
         auto: bool,
     ) -> Result<Option<SendRequest<RequestBody>>, TransportError> {
-        let connect_error = |e: BoxError| TransportError::Connect(e);
-        let host = target.authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        let port = target.authority.port_u16().unwrap_or(if self.tls.is_some() { 443 } else { 80 });
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| connect_error("timed out".into()))?
-            .map_err(|e| connect_error(e.into()))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.connect.tcp(target).await?;
         let Some(tls) = &self.tls else { return self.handshake(tcp).await.map(Some) };
-        let name = match &self.server_name {
-            Some(n) => n.clone(),
-            None => ServerName::try_from(host).map_err(|e| connect_error(e.into()))?,
-        };
-        let connector = tokio_rustls::TlsConnector::from(tls.clone());
-        let stream = tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp))
-            .await
-            .map_err(|_| connect_error("the TLS handshake timed out".into()))?
-            .map_err(|e| connect_error(e.into()))?;
+        let stream = self.connect.tls(tls, target, tcp).await?;
         match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => self.handshake(stream).await.map(Some),
             _ if auto => Ok(None),
-            _ => Err(connect_error("the target did not agree to HTTP/2 (`h2`) in ALPN".into())),
+            _ => Err(TransportError::Connect("the target did not agree to HTTP/2 (`h2`) in ALPN".into())),
         }
     }
 
@@ -332,3 +568,6 @@ impl Http2Pool {
         Ok(send)
     }
 }
+
+#[cfg(test)]
+mod tests;
