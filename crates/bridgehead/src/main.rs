@@ -1,10 +1,13 @@
 //! The `bridgehead` command line: parses arguments and the config, then hands them to the
 //! gateway's composition root. Nothing here is on the request path.
 
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
 mod commands;
 
 /// mimalloc: measurably faster than glibc malloc for the many small, short-lived allocations of
 /// a proxy, and it returns memory to the OS promptly.
+#[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -104,6 +107,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::install();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, no_watch } => commands::serve::run(&config, !no_watch),

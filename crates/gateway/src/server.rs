@@ -75,7 +75,7 @@ pub async fn serve(
         let idle = limits.idle_timeout.get();
         match &tls {
             None => {
-                let info = Arc::new(ConnInfo { client, tls: false, client_cert: None });
+                let info = Arc::new(ConnInfo::new(client, false, None));
                 let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)
@@ -97,7 +97,7 @@ pub async fn serve(
                         return;
                     };
                     let client_cert = client_identity(stream.get_ref().1);
-                    let info = Arc::new(ConnInfo { client, tls: true, client_cert });
+                    let info = Arc::new(ConnInfo::new(client, true, client_cert));
                     let service = service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req));
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(IdleIo::new(stream, idle)), service)

@@ -2,7 +2,6 @@
 //! `X-Forwarded-*` and `Via` added, `X-Request-Id` kept or generated, and protocol upgrades
 //! (RFC 9110 §7.8) let through only for the protocols a route allows.
 
-use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -28,14 +27,19 @@ const VIA: HeaderValue = HeaderValue::from_static("1.1 bridgehead");
 /// `upgrade` is the `Upgrade` value to forward for a protocol switch (with `Connection:
 /// upgrade`); `None` removes both.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    // Fast path: most requests carry none of these.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // The tokens that name no field, or one removed below anyway, are skipped: most messages
+    // carry only those (`keep-alive`, `close`, `upgrade`), and then nothing is allocated.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            let removed_anyway =
+                ["", "keep-alive", "close", "upgrade"].iter().any(|t| token.eq_ignore_ascii_case(t));
+            if !removed_anyway && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
     for name in named {
         headers.remove(name);
     }
@@ -129,20 +133,28 @@ fn has_upgrade_token(headers: &HeaderMap) -> bool {
 /// client's claims about where the request went, which frameworks trust: `Forwarded` (`host=`,
 /// `proto=`), `X-Forwarded-Prefix` and `-Port`, and `X-Original-URL` / `X-Rewrite-URL` (a path
 /// some frameworks route on instead of the request's).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
+///
+/// `client` is the client's IP address as a header value ([`crate::conn::ConnInfo::client_ip`]);
+/// `host` the authority forwarded as `Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, host: Option<HeaderValue>) {
     for name in [&FORWARDED, &X_ORIGINAL_URL, &X_REWRITE_URL, &X_FORWARDED_PREFIX, &X_FORWARDED_PORT] {
         headers.remove(name);
     }
-    let ip = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let xff = match headers.get(&X_FORWARDED_FOR).filter(|v| !v.is_empty()) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match host {
         Some(v) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
@@ -179,7 +191,13 @@ pub fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| fastrand::u64(..));
     let n = COUNTER.fetch_add(1, Relaxed);
-    HeaderValue::try_from(format!("{prefix:016x}{n:016x}")).expect("hex is a valid header value")
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        *b = b"0123456789abcdef"[((word >> (4 * (15 - i % 16))) & 0xf) as usize];
+    }
+    // One allocation, whose clones (the response header, the access log) share it.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)).expect("hex is a valid header value")
 }
 
 /// Approximate size of a request head's fields as sent on the wire (`name: value\r\n`).
@@ -306,7 +324,8 @@ mod tests {
             ("x-forwarded-prefix", "/secure"),
             ("x-forwarded-port", "8443"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), true, Some("api.example.com"));
+        let client = HeaderValue::from_static("127.0.0.1");
+        add_forwarded(&mut h, &client, true, Some(HeaderValue::from_static("api.example.com")));
         for gone in ["forwarded", "x-original-url", "x-rewrite-url", "x-forwarded-prefix", "x-forwarded-port"]
         {
             assert!(!h.contains_key(gone), "{gone}");
@@ -327,6 +346,12 @@ mod tests {
             let id = request_id(&h);
             assert_eq!(id.len(), 32, "{bad:?}");
         }
-        assert_ne!(new_request_id(), new_request_id());
+        let (a, b) = (new_request_id(), new_request_id());
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{a}");
+        // One random prefix per process, then a counter.
+        assert_eq!(a[..16], b[..16]);
+        let n = |s: &str| u64::from_str_radix(&s[16..], 16).unwrap();
+        assert_eq!(n(b), n(a) + 1);
     }
 }

@@ -126,6 +126,30 @@ fn duration_histogram() -> Histogram {
     ])
 }
 
+/// A source of the process's allocation count, set by a binary built with a counting allocator
+/// (the `alloc-count` feature of the `bridgehead` crate, for `scripts/bench`). Set before the
+/// first [`Metrics`] is made; it is then exported as `bridgehead_process_allocations_total`.
+static ALLOCATIONS: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Exports `count` as `bridgehead_process_allocations_total` in every [`Metrics`] made from now.
+pub fn count_allocations_with(count: fn() -> u64) {
+    let _ = ALLOCATIONS.set(count);
+}
+
+/// The allocation count, read at scrape time.
+#[derive(Debug)]
+struct Allocations(fn() -> u64);
+
+impl prometheus_client::encoding::EncodeMetric for Allocations {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&(self.0)(), None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
+
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -149,6 +173,13 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("bridgehead");
+        if let Some(count) = ALLOCATIONS.get() {
+            registry.register(
+                "process_allocations",
+                "Heap allocations made by the process (builds with the alloc-count feature only)",
+                Allocations(*count),
+            );
+        }
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",

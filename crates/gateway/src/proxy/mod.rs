@@ -71,7 +71,7 @@ pub async fn handle(
         conn: &conn,
         request_id,
         grpc,
-        target: RequestTarget { host: None, authority: None, route_path: None },
+        target: RequestTarget::default(),
         route: None,
         without_parameters: false,
         upgrade: None,
@@ -268,15 +268,27 @@ async fn proxy(
 }
 
 /// Where a request is addressed, in canonical form.
+#[derive(Default)]
 struct RequestTarget {
-    /// Lower case, no port, no trailing dot; `None` for an HTTP/1.0 request without `Host`.
-    host: Option<String>,
-    /// The canonical host with the port as sent: forwarded as `Host` and `X-Forwarded-Host`.
+    /// Lower case, no port, no trailing dot, when that differs from the authority's host.
+    canonical_host: Option<String>,
+    /// The canonical host with the port as sent: forwarded as `Host` and `X-Forwarded-Host`;
+    /// `None` for an HTTP/1.0 request without `Host`.
     authority: Option<Authority>,
+    /// `Host` to forward when the request's own is not it (absolute-form request target, or a
+    /// host that was not canonical); `None`: the request's `Host` is forwarded as it came.
+    new_host: Option<HeaderValue>,
     /// The path routes are matched against when it differs from the canonical path: without
     /// `;` segment parameters (`/secure;x/y` is routed as `/secure/y`, as a servlet container
     /// maps it).
     route_path: Option<String>,
+}
+
+impl RequestTarget {
+    /// The canonical host: lower case, no port, no trailing dot.
+    fn host(&self) -> Option<&str> {
+        self.canonical_host.as_deref().or_else(|| self.authority.as_ref().map(Authority::host))
+    }
 }
 
 /// request_filter: limits, then one canonical host and path. The request's URI is rewritten to
@@ -367,7 +379,7 @@ fn find_route<'r>(
 /// to, and splits the request: its body is kept in the context.
 fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::request::Parts, GatewayError> {
     let (route, without_parameters) =
-        find_route(ctx.rt, &req, ctx.target.host.as_deref(), ctx.target.route_path.as_deref())?;
+        find_route(ctx.rt, &req, ctx.target.host(), ctx.target.route_path.as_deref())?;
     ctx.route = Some(route);
     ctx.without_parameters = without_parameters;
     ctx.log.route = Some(route.name.clone());
@@ -502,16 +514,11 @@ fn upstream_request_filter(
         let facts = ctx.facts(&parts.headers);
         facts.has(k).then(|| facts.key(k).into_owned())
     });
-    let authority = ctx.target.authority.as_ref();
-    headers::add_forwarded(
-        &mut parts.headers,
-        ctx.conn.client.ip(),
-        ctx.conn.tls,
-        authority.map(Authority::as_str),
-    );
-    if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-        parts.headers.insert(header::HOST, v);
+    if let Some(v) = &ctx.target.new_host {
+        parts.headers.insert(header::HOST, v.clone());
     }
+    let host = ctx.target.authority.as_ref().and_then(|_| parts.headers.get(header::HOST).cloned());
+    headers::add_forwarded(&mut parts.headers, &ctx.conn.client_ip, ctx.conn.tls, host);
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     let routed = ctx.target.route_path.as_deref().filter(|_| ctx.without_parameters);
     let path_and_query = upstream_path(&parts.uri, ctx.route().strip_prefix.as_deref(), routed)?;
@@ -710,14 +717,14 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         if authority.as_str().contains('@') {
             return Err(GatewayError::BadRequest("request target must not contain user information".into()));
         }
-        (authority.clone(), "request target")
+        (authority.clone(), Source::RequestTarget)
     } else {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         let Some(value) = hosts.next() else {
             if req.version() == Version::HTTP_11 {
                 return Err(GatewayError::BadRequest("missing Host header (required in HTTP/1.1)".into()));
             }
-            return Ok(RequestTarget { host: None, authority: None, route_path: None });
+            return Ok(RequestTarget::default());
         };
         if hosts.next().is_some() {
             return Err(GatewayError::BadRequest("more than one Host header".into()));
@@ -728,14 +735,20 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
             .ok_or_else(|| {
                 GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
             })?;
-        (authority, "Host header")
+        (authority, Source::HostHeader)
     };
     let host = canonical_host(authority.host())
-        .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {source}: {e}")))?;
+        .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {}: {e}", source.name())))?;
     if host == authority.host() {
+        // The common case: the Host header is forwarded as it came.
+        let new_host = match source {
+            Source::HostHeader => None,
+            Source::RequestTarget => Some(authority_value(&authority)?),
+        };
         return Ok(RequestTarget {
-            host: Some(host.into_owned()),
+            canonical_host: None,
             authority: Some(authority),
+            new_host,
             route_path: None,
         });
     }
@@ -744,8 +757,33 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         None => host.to_string(),
     };
     let forwarded = Authority::try_from(forwarded)
-        .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {source}")))?;
-    Ok(RequestTarget { host: Some(host.into_owned()), authority: Some(forwarded), route_path: None })
+        .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {}", source.name())))?;
+    Ok(RequestTarget {
+        canonical_host: Some(host.into_owned()),
+        new_host: Some(authority_value(&forwarded)?),
+        authority: Some(forwarded),
+        route_path: None,
+    })
+}
+
+/// Where the authority of a request came from.
+#[derive(Clone, Copy)]
+enum Source {
+    RequestTarget,
+    HostHeader,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::RequestTarget => "request target",
+            Source::HostHeader => "Host header",
+        }
+    }
+}
+
+fn authority_value(a: &Authority) -> Result<HeaderValue, GatewayError> {
+    HeaderValue::from_str(a.as_str()).map_err(|_| GatewayError::BadRequest("invalid host".into()))
 }
 
 /// The path and query sent upstream: the (stripped) path and the query. `routed`: the route
