@@ -1,8 +1,8 @@
 //! A response body from an upstream, as the proxy passes it on: possibly a first frame the
 //! sender already read, what it holds of its connection (an HTTP/2 stream slot, or an HTTP/1.1
-//! connection given back to its pool when the body has been read to the end), and, for a gRPC
-//! answer whose verdict waits for its trailers, what settles that verdict when they arrive (or
-//! the stream breaks, or the client goes away).
+//! connection it drives and gives back to its pool when the body has been read to the end), and,
+//! for a gRPC answer whose verdict waits for its trailers, what settles that verdict when they
+//! arrive (or the stream breaks, or the client goes away).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,14 +40,56 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Where an HTTP/1.1 connection goes back once its response has been read to the end.
-pub trait Release: Send + Sync {
-    fn release(&self, conn: hyper::client::conn::http1::SendRequest<RequestBody>);
+/// A byte stream to an upstream: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync> Stream for T {}
+
+/// The I/O of an HTTP/1.1 connection to an upstream.
+pub type Http1Io = hyper_util::rt::TokioIo<Pin<Box<dyn Stream>>>;
+
+/// An HTTP/1.1 connection to an upstream, driven by whoever uses it — the request that sends
+/// on it, then its response body — rather than by a task of its own: no wake-up of another
+/// task per request. Idle in its pool, nobody drives it; it is checked when taken.
+pub struct Http1Conn {
+    pub send: hyper::client::conn::http1::SendRequest<RequestBody>,
+    pub conn: hyper::client::conn::http1::Connection<Http1Io, RequestBody>,
+    /// The connection is over; it is never driven again.
+    over: bool,
 }
 
-/// An HTTP/1.1 connection lent to one exchange.
+impl Http1Conn {
+    pub fn new(
+        send: hyper::client::conn::http1::SendRequest<RequestBody>,
+        conn: hyper::client::conn::http1::Connection<Http1Io, RequestBody>,
+    ) -> Self {
+        Self { send, conn, over: false }
+    }
+
+    /// Drives the connection (reads, writes, keep-alive bookkeeping). Ready once it is over:
+    /// closed by either side, failed, or not to be reused; from then on, at once.
+    pub fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.over && Pin::new(&mut self.conn).poll(cx).is_ready() {
+            self.over = true;
+        }
+        if self.over { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    /// Whether the connection is over (it is then never reused).
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back once its response has been read to the end.
+pub trait Release: Send + Sync {
+    fn release(&self, conn: Box<Http1Conn>);
+}
+
+/// An HTTP/1.1 connection lent to one exchange (boxed once, when it is made: it moves from the
+/// pool to the request to the body and back without being copied).
 pub struct Http1Lease {
-    pub conn: hyper::client::conn::http1::SendRequest<RequestBody>,
+    pub conn: Box<Http1Conn>,
     pub pool: Arc<dyn Release>,
 }
 
@@ -58,8 +100,8 @@ enum Hold {
     Stream {
         _slot: StreamSlot,
     },
-    /// Given back at the end of the body; dropped (so the connection closes) if the body is
-    /// dropped before its end.
+    /// Driven while the body is read, given back at its end; dropped (so the connection
+    /// closes) if the body is dropped before its end.
     Http1(Http1Lease),
 }
 
@@ -97,7 +139,9 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Hold::Http1(lease) = std::mem::replace(&mut self.hold, Hold::None) {
+        if let Hold::Http1(lease) = std::mem::replace(&mut self.hold, Hold::None)
+            && !lease.conn.is_over()
+        {
             lease.pool.release(lease.conn);
         }
     }
@@ -109,8 +153,27 @@ impl UpstreamBody {
     }
 
     /// Reads the next frame of the inner body (before any is passed on).
-    pub async fn next_frame(&mut self) -> Option<Result<Frame<Bytes>, hyper::Error>> {
-        std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await
+    pub async fn next_frame(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        std::future::poll_fn(|cx| self.poll_inner(cx)).await
+    }
+
+    /// Drives the HTTP/1.1 connection this body holds, if any, then reads the inner body; gives
+    /// the connection back when the body is over.
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Hold::Http1(lease) = &mut self.hold
+            && lease.conn.poll_conn(cx).is_ready()
+        {
+            // Over (the target closed it, or said `Connection: close`): what it read is in the
+            // body's channel already; the connection is not reused.
+            self.hold = Hold::None;
+        }
+        let polled = crate::body::poll_incoming(&mut self.inner, cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) => self.release_if_ended(),
+            _ => {}
+        }
+        polled
     }
 
     /// Leaves the verdict to `settle`, when the trailers arrive.
@@ -140,12 +203,7 @@ impl Body for UpstreamBody {
         if let Some(f) = this.first.take() {
             return Poll::Ready(Some(Ok(f)));
         }
-        let polled = crate::body::poll_incoming(&mut this.inner, cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) => this.release_if_ended(),
-            _ => {}
-        }
+        let polled = this.poll_inner(cx);
         if this.settle.is_some() {
             let verdict = match &polled {
                 Poll::Ready(Some(Ok(f))) => f.trailers_ref().map(|t| match grpc_status(t) {

@@ -2,14 +2,17 @@
 //! connections made here, on hyper's `client::conn` handshakes.
 //!
 //! **HTTP/1.1.** Each target keeps a LIFO list of idle connections. A request takes the most
-//! recently used one, sends on it inside its own task, and its response body gives the
-//! connection back when it has been read to the end (a body dropped before its end drops the
-//! connection, which hyper then closes). Nothing per request but one uncontended lock: no
-//! spawned task to return a connection, no URI rewritten into a pool key, no boxed futures —
-//! what hyper-util's pooled client costs per request, measured in `bench/`. A connection
-//! idle for longer than `timeouts.pool_idle` is not used again and is closed by a reaper task;
-//! one that closed meanwhile is skipped, and a request it could not take (nothing was written)
-//! goes to the next one. At most [`MAX_IDLE`] idle connections are kept per target.
+//! recently used one and drives it from its own task: the connection ([`Http1Conn`]) has no
+//! task of its own, so a request costs no wake-up of another task, no channel hand-off to it,
+//! and nothing spawned to return the connection. The response body drives it while it is read
+//! and gives it back at its end (a body dropped before its end drops the connection, which then
+//! closes). Per request there is one uncontended lock, no URI rewritten into a pool key and no
+//! boxed future — what hyper-util's pooled client costs, measured in `bench/`. A request that
+//! offers a protocol upgrade is the exception: its connection is handed to a task that can
+//! complete the upgrade, and never comes back. Idle, nobody drives a connection: it is checked
+//! when taken (closed meanwhile → skipped; a request it could not take, nothing written, goes to
+//! the next one), and a reaper task closes those the target closed and those idle for longer
+//! than `timeouts.pool_idle`. At most [`MAX_IDLE`] idle connections are kept per target.
 //!
 //! **HTTP/2** connections are made here too rather than by a pooled client, for two reasons:
 //! the client would put every request to a target on one connection whatever its stream count
@@ -27,14 +30,17 @@
 //! no request hashes a target's name.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use bridgehead_config::{Http2Settings, UpstreamProtocol};
 use http::header;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use hyper::client::conn::http1;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -45,7 +51,7 @@ use tokio::time::Instant;
 use super::Target;
 use bridgehead_http::body::{BoxError, RequestBody};
 use bridgehead_http::clock::clock_ms;
-use bridgehead_http::upstream_body::{Http1Lease, Release, StreamSlot, UpstreamBody};
+use bridgehead_http::upstream_body::{Http1Conn, Http1Lease, Release, StreamSlot, UpstreamBody};
 
 /// Idle HTTP/1.1 connections kept per target; one given back past this closes the oldest.
 pub const MAX_IDLE: usize = 1024;
@@ -59,6 +65,9 @@ pub enum TransportError {
     /// The connect this request waited for, made by another request, failed.
     #[error("the connection attempt made meanwhile failed")]
     ConnectShared,
+    /// The HTTP/1.1 connection ended before the request was answered.
+    #[error("the connection closed before a response arrived")]
+    Closed,
     /// The exchange failed: a reset stream, a GOAWAY, a broken connection, an invalid
     /// response, or the client's body.
     #[error(transparent)]
@@ -72,6 +81,7 @@ impl TransportError {
     pub fn is_connect(&self) -> bool {
         match self {
             Self::Connect(_) | Self::ConnectShared => true,
+            Self::Closed => false,
             Self::Exchange(e) => {
                 use std::error::Error as _;
                 e.is_canceled()
@@ -90,7 +100,7 @@ impl TransportError {
     /// The client's request body failed (it went away or sent garbage): not the target's fault.
     pub fn is_client_body(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::ConnectShared => false,
+            Self::Connect(_) | Self::ConnectShared | Self::Closed => false,
             Self::Exchange(e) => e.is_user(),
         }
     }
@@ -128,7 +138,7 @@ pub struct TargetConns {
 }
 
 struct Idle {
-    conn: http1::SendRequest<RequestBody>,
+    conn: Box<Http1Conn>,
     since_ms: u64,
 }
 
@@ -150,33 +160,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl TargetConns {
-    /// The most recently used idle connection still open and fresh; older ones past
-    /// `pool_idle` are dropped.
-    fn checkout(&self) -> Option<http1::SendRequest<RequestBody>> {
+    /// The most recently used idle connection younger than `pool_idle`; older ones are
+    /// dropped (closed).
+    fn checkout(&self) -> Option<Box<Http1Conn>> {
         let mut idle = lock(&self.idle);
-        while let Some(i) = idle.pop() {
-            if clock_ms().saturating_sub(i.since_ms) >= self.idle_timeout_ms {
-                // Everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if !i.conn.is_closed() {
-                return Some(i.conn);
-            }
+        let i = idle.pop()?;
+        if clock_ms().saturating_sub(i.since_ms) >= self.idle_timeout_ms {
+            // Everything below is older still.
+            idle.clear();
+            return None;
         }
-        None
+        Some(i.conn)
     }
 
-    /// Drops idle connections past `pool_idle` or closed.
-    fn reap(&self) {
+    /// Closes idle connections past `pool_idle`, and those the target closed (driving each
+    /// once, from the reaper's task, notices that).
+    fn reap(&self, cx: &mut std::task::Context<'_>) {
         let now = clock_ms();
-        lock(&self.idle)
-            .retain(|i| now.saturating_sub(i.since_ms) < self.idle_timeout_ms && !i.conn.is_closed());
+        lock(&self.idle).retain_mut(|i| {
+            now.saturating_sub(i.since_ms) < self.idle_timeout_ms && i.conn.poll_conn(cx).is_pending()
+        });
     }
 
-    /// Idle connections still open.
     fn idle_count(&self) -> usize {
-        lock(&self.idle).iter().filter(|i| !i.conn.is_closed()).count()
+        lock(&self.idle).len()
     }
 }
 
@@ -187,10 +194,7 @@ impl std::fmt::Debug for TargetConns {
 }
 
 impl Release for TargetConns {
-    fn release(&self, conn: http1::SendRequest<RequestBody>) {
-        if conn.is_closed() {
-            return;
-        }
+    fn release(&self, conn: Box<Http1Conn>) {
         let mut idle = lock(&self.idle);
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
@@ -279,48 +283,56 @@ impl Transport {
             *req.uri_mut() = Uri::from(pq);
         }
         *req.version_mut() = http::Version::HTTP_11;
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
             let (mut conn, reused) = match conns.checkout() {
                 Some(conn) => (conn, true),
                 None => (self.connect_http1(target).await?, false),
             };
-            if reused && !conn.is_ready() {
-                // The connection has not taken up its next request yet (its last exchange is
-                // finishing): wait for it, no longer than a connect may take.
-                if !matches!(tokio::time::timeout(self.0.connect.timeout, conn.ready()).await, Ok(Ok(()))) {
-                    continue;
-                }
+            if reused && !self.ready(&mut conn).await {
+                continue;
             }
-            match conn.try_send_request(req).await {
-                Ok(res) => {
-                    // An upgraded connection belongs to the upgrade: it is never given back.
-                    let keep = res.status() != StatusCode::SWITCHING_PROTOCOLS;
-                    return Ok(res.map(|b| {
-                        let body = UpstreamBody::new(b);
-                        if keep { body.with_http1(Http1Lease { conn, pool: conns.clone() }) } else { body }
-                    }));
+            if upgrade {
+                return upgrade_exchange(conn, req).await;
+            }
+            match exchange(conn, req).await {
+                Ok((res, conn)) => {
+                    let pool: Arc<dyn Release> = conns.clone();
+                    return Ok(res.map(|b| UpstreamBody::new(b).with_http1(Http1Lease { conn, pool })));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Nothing was written: the connection closed meanwhile. The next one takes it.
-                    Some(r) if reused => req = r,
-                    _ => return Err(TransportError::Exchange(e.into_error())),
-                },
+                // Nothing was written: the connection closed meanwhile. The next one takes it.
+                Err((_, Some(r))) if reused => req = r,
+                Err((e, _)) => return Err(e),
             }
         }
     }
 
+    /// Whether an idle connection can take a request: driven until it says so (at once,
+    /// normally), or found closed, or not within the connect timeout (its previous exchange is
+    /// still finishing).
+    async fn ready(&self, conn: &mut Http1Conn) -> bool {
+        let mut wait = pin!(poll_fn(|cx| {
+            if conn.poll_conn(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            conn.send.poll_ready(cx).map(|r| r.is_ok())
+        }));
+        // The first poll answers almost always; only a wait needs a timer.
+        match poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
+            Poll::Ready(ready) => ready,
+            Poll::Pending => tokio::time::timeout(self.0.connect.timeout, wait).await.unwrap_or(false),
+        }
+    }
+
     /// Opens an HTTP/1.1 connection to `target`.
-    async fn connect_http1(
-        &self,
-        target: &Target,
-    ) -> Result<http1::SendRequest<RequestBody>, TransportError> {
+    async fn connect_http1(&self, target: &Target) -> Result<Box<Http1Conn>, TransportError> {
         self.start_reaper();
         let c = &self.0.connect;
         let tcp = c.tcp(target).await?;
         if target.scheme != Scheme::HTTPS {
-            return http1_handshake(tcp).await;
+            return http1_handshake(Box::pin(tcp)).await;
         }
-        http1_handshake(c.tls(&self.0.tls, target, tcp).await?).await
+        http1_handshake(Box::pin(c.tls(&self.0.tls, target, tcp).await?)).await
     }
 
     /// Starts the task that closes idle HTTP/1.1 connections past `pool_idle` (once; it ends
@@ -338,28 +350,84 @@ impl Transport {
                 tick.tick().await;
                 let Some(shared) = weak.upgrade() else { break };
                 let targets: Vec<Arc<TargetConns>> = lock(&shared.targets).values().cloned().collect();
-                for t in targets {
-                    t.reap();
-                }
+                poll_fn(|cx| {
+                    for t in &targets {
+                        t.reap(cx);
+                    }
+                    Poll::Ready(())
+                })
+                .await;
             }
         });
     }
 }
 
-async fn http1_handshake<IO>(io: IO) -> Result<http1::SendRequest<RequestBody>, TransportError>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
+async fn http1_handshake(
+    io: std::pin::Pin<Box<dyn bridgehead_http::upstream_body::Stream>>,
+) -> Result<Box<Http1Conn>, TransportError> {
     let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| TransportError::Connect(e.into()))?;
+    Ok(Box::new(Http1Conn::new(send, conn)))
+}
+
+/// Sends `req` on `conn`, driving the connection from this task until the response head
+/// arrives; the connection comes back with the answer. On failure, the request comes back if
+/// nothing of it was written.
+async fn exchange(
+    mut conn: Box<Http1Conn>,
+    req: Request<RequestBody>,
+) -> Result<(Response<hyper::body::Incoming>, Box<Http1Conn>), (TransportError, Option<Request<RequestBody>>)>
+{
+    let mut sent = pin!(conn.send.try_send_request(req));
+    let answer = poll_fn(|cx| {
+        if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        match conn.poll_conn(cx) {
+            Poll::Pending => Poll::Pending,
+            // Over: the answer may have come with the end (a 101), else it never will.
+            Poll::Ready(()) => Poll::Ready(match sent.as_mut().poll(cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            }),
+        }
+    })
+    .await;
+    let unsent = |mut e: hyper::client::conn::TrySendError<Request<RequestBody>>| {
+        let req = e.take_message();
+        (TransportError::Exchange(e.into_error()), req)
+    };
+    match answer {
+        Some(Ok(res)) => Ok((res, conn)),
+        Some(Err(e)) => Err(unsent(e)),
+        None => {
+            // Dropping the connection fails the request it holds, and hands it back if none
+            // of it was written.
+            drop(conn);
+            match poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx))).await {
+                Poll::Ready(Err(e)) => Err(unsent(e)),
+                _ => Err((TransportError::Closed, None)),
+            }
+        }
+    }
+}
+
+/// Sends a request that offers a protocol upgrade: its connection goes to a task that can
+/// complete the upgrade (hyper hands the I/O to the upgraded protocol from there) and is never
+/// reused.
+async fn upgrade_exchange(
+    conn: Box<Http1Conn>,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, TransportError> {
+    let Http1Conn { mut send, conn, .. } = *conn;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream HTTP/1.1 connection closed");
         }
     });
-    Ok(send)
+    Ok(send.send_request(req).await?.map(UpstreamBody::new))
 }
 
 impl Connector {
