@@ -253,13 +253,24 @@ pub enum EscapedSlashes {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLog {
-    /// Write one JSON line per request to stdout.
+    /// Write one JSON line per request.
     pub enabled: bool,
+    /// Where the lines go: `stdout`, or a file (a relative path is read from the config file's
+    /// directory), appended to and reopened on SIGUSR1 so logrotate can move it away. Changing
+    /// it requires a restart.
+    pub output: String,
 }
 
 impl Default for AccessLog {
     fn default() -> Self {
-        Self { enabled: true }
+        Self { enabled: true, output: "stdout".into() }
+    }
+}
+
+impl AccessLog {
+    /// The file the lines go to; `None` for stdout.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        (self.output != "stdout").then(|| std::path::Path::new(&self.output))
     }
 }
 

@@ -455,6 +455,14 @@ fn bad_policy_configs_are_refused_with_key_paths() {
         ),
         (up("    protocol: http3\n"), "upstreams.u.protocol: unknown variant `http3`"),
         (
+            "server:\n  access_log: { output: /var/log/ }\n".into(),
+            "server.access_log.output: must be `stdout` or a file path, got `/var/log/`",
+        ),
+        (
+            "server:\n  access_log: { output: '' }\n".into(),
+            "server.access_log.output: must be `stdout` or a file path, got ``",
+        ),
+        (
             up("    http2: { max_frame_size: 1KiB }\n"),
             "upstreams.u.http2.max_frame_size: must be between 16KiB",
         ),

@@ -466,6 +466,10 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
     if l.max_connections == 0 {
         push(p, "server.limits.max_connections", "must be greater than 0");
     }
+    let out = &s.access_log.output;
+    if out.is_empty() || out.ends_with('/') || out.contains('\0') {
+        push(p, "server.access_log.output", format!("must be `stdout` or a file path, got `{out}`"));
+    }
 }
 
 fn admin(c: &Config, p: &mut Vec<Problem>) {

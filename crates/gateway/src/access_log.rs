@@ -1,4 +1,5 @@
-//! The access log: one JSON object per request on stdout.
+//! The access log: one JSON object per request, on stdout or appended to a file
+//! (`server.access_log.output`) that SIGUSR1 reopens, for logrotate.
 //!
 //! ## Design constraints
 //!
@@ -6,9 +7,14 @@
 //!   formatted straight into one of a few sharded buffers (the shard is picked per worker
 //!   thread, so workers do not contend) by a hand-written JSON writer: the fields are known, and
 //!   only strings that need it are escaped. The writer thread takes whole buffers every 100 ms,
-//!   or at once when one passes 64 KiB, and writes them to stdout.
-//! - **Lines are dropped only when stdout cannot keep up**: when a shard holds more than 4 MiB
-//!   not yet written, the line is dropped and counted in `bridgehead_access_log_dropped_total`.
+//!   or at once when one passes 64 KiB, and writes them out.
+//! - **Lines are dropped only when the output cannot keep up**: when a shard holds more than
+//!   4 MiB not yet written, the line is dropped and counted in
+//!   `bridgehead_access_log_dropped_total`.
+//! - **Rotation:** [`AccessLog::reopen`] (on SIGUSR1) makes the writer finish what it holds,
+//!   then open the file's path anew (created if missing, appended to otherwise): logrotate
+//!   renames the file, signals, and the next lines go to a new file. A path that cannot be
+//!   opened then keeps the old file and logs a warning.
 //! - **What is written:** only the fields of [`Record`]; no headers, no query string (it can
 //!   carry credentials), no bodies.
 //! - **Loss on exit:** lines of the last 100 ms are flushed when the log is dropped at shutdown;
@@ -20,6 +26,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,6 +58,8 @@ pub struct Record<'a> {
 #[derive(Clone)]
 pub enum Sink {
     Stdout,
+    /// Appended to this file, reopened on [`AccessLog::reopen`].
+    File(PathBuf),
     /// Kept in memory; tests read it.
     Memory(Arc<Mutex<Vec<String>>>),
     Off,
@@ -72,6 +81,49 @@ struct Buffers {
     wake: Mutex<bool>,
     wakeup: Condvar,
     closing: AtomicBool,
+    /// Set by [`AccessLog::reopen`]; the writer reopens the file before its next write.
+    reopen: AtomicBool,
+    /// Where the writer writes; shared with [`AccessLog::flush`] at shutdown.
+    out: Mutex<Output>,
+}
+
+/// The writer's output.
+enum Output {
+    Stdout(std::io::Stdout),
+    File {
+        path: PathBuf,
+        file: std::fs::File,
+    },
+    #[cfg(test)]
+    Memory(Vec<u8>),
+}
+
+impl Output {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::Stdout(out) => out,
+            Output::File { file, .. } => file,
+            #[cfg(test)]
+            Output::Memory(v) => v,
+        }
+    }
+
+    /// Opens the file again at its path (after logrotate moved it away).
+    fn reopen(&mut self) {
+        if let Output::File { path, file } = self {
+            let _ = file.flush();
+            match open(path) {
+                Ok(f) => *file = f,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file");
+                }
+            }
+        }
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// The access log writer.
@@ -81,25 +133,56 @@ pub struct AccessLog {
     memory: Option<Arc<Mutex<Vec<String>>>>,
 }
 
+impl Buffers {
+    fn new(out: Output) -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(Vec::with_capacity(FLUSH_BYTES))),
+            wake: Mutex::new(false),
+            wakeup: Condvar::new(),
+            closing: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+            out: Mutex::new(out),
+        }
+    }
+
+    fn wake(&self) {
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.wakeup.notify_one();
+    }
+}
+
 impl AccessLog {
-    pub fn new(sink: Sink) -> Self {
-        match sink {
-            Sink::Stdout => {
-                let buffers = Arc::new(Buffers {
-                    shards: std::array::from_fn(|_| Mutex::new(Vec::with_capacity(FLUSH_BYTES))),
-                    wake: Mutex::new(false),
-                    wakeup: Condvar::new(),
-                    closing: AtomicBool::new(false),
-                });
-                let b = buffers.clone();
-                let writer = std::thread::Builder::new()
-                    .name("access-log".into())
-                    .spawn(move || writer(&b, &mut std::io::stdout()))
-                    .expect("spawn access log thread");
-                Self { buffers: Some(buffers), writer: Some(writer), memory: None }
+    /// Starts the log. A file is opened (created if missing) now: an error names the path.
+    pub fn new(sink: Sink) -> std::io::Result<Self> {
+        let out = match sink {
+            Sink::Stdout => Output::Stdout(std::io::stdout()),
+            Sink::File(path) => {
+                let file = open(&path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open {} for appending: {e}", path.display()),
+                    )
+                })?;
+                Output::File { path, file }
             }
-            Sink::Memory(m) => Self { buffers: None, writer: None, memory: Some(m) },
-            Sink::Off => Self { buffers: None, writer: None, memory: None },
+            Sink::Memory(m) => return Ok(Self { buffers: None, writer: None, memory: Some(m) }),
+            Sink::Off => return Ok(Self { buffers: None, writer: None, memory: None }),
+        };
+        let buffers = Arc::new(Buffers::new(out));
+        let b = buffers.clone();
+        let writer = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(&b))
+            .expect("spawn access log thread");
+        Ok(Self { buffers: Some(buffers), writer: Some(writer), memory: None })
+    }
+
+    /// Writes out what is buffered, then reopens the file at its path (SIGUSR1, after
+    /// logrotate moved it away). Nothing for stdout.
+    pub fn reopen(&self) {
+        if let Some(b) = &self.buffers {
+            b.reopen.store(true, Relaxed);
+            b.wake();
         }
     }
 
@@ -123,8 +206,7 @@ impl AccessLog {
         let full = shard.len() >= FLUSH_BYTES;
         drop(shard);
         if full {
-            *b.wake.lock().unwrap_or_else(PoisonError::into_inner) = true;
-            b.wakeup.notify_one();
+            b.wake();
         }
         true
     }
@@ -134,7 +216,8 @@ impl AccessLog {
     /// Writes out what is buffered now, from the calling thread (at shutdown, after the drain).
     pub fn flush(&self) {
         let Some(b) = &self.buffers else { return };
-        let mut out = std::io::stdout().lock();
+        let mut out = b.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = out.writer();
         for shard in &b.shards {
             let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = out.write_all(&s);
@@ -149,8 +232,7 @@ impl Drop for AccessLog {
     fn drop(&mut self) {
         if let (Some(b), Some(w)) = (&self.buffers, self.writer.take()) {
             b.closing.store(true, Relaxed);
-            *b.wake.lock().unwrap_or_else(PoisonError::into_inner) = true;
-            b.wakeup.notify_one();
+            b.wake();
             let _ = w.join();
         }
     }
@@ -168,8 +250,9 @@ fn shard_index() -> usize {
     })
 }
 
-/// Takes every shard's lines each period (or when woken) and writes them out.
-fn writer(b: &Buffers, out: &mut dyn Write) {
+/// Takes every shard's lines each period (or when woken) and writes them out; reopens the file
+/// when asked, after writing what was taken before.
+fn writer(b: &Buffers) {
     let mut spare = Vec::with_capacity(FLUSH_BYTES);
     loop {
         {
@@ -179,6 +262,8 @@ fn writer(b: &Buffers, out: &mut dyn Write) {
             *woken = false;
         }
         let closing = b.closing.load(Relaxed);
+        let reopen = b.reopen.swap(false, Relaxed);
+        let mut out = b.out.lock().unwrap_or_else(PoisonError::into_inner);
         for shard in &b.shards {
             {
                 let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -187,13 +272,17 @@ fn writer(b: &Buffers, out: &mut dyn Write) {
                 }
                 std::mem::swap(&mut *s, &mut spare);
             }
-            let _ = out.write_all(&spare);
+            let _ = out.writer().write_all(&spare);
             spare.clear();
             if spare.capacity() > 4 * FLUSH_BYTES {
                 spare.shrink_to(FLUSH_BYTES);
             }
         }
-        let _ = out.flush();
+        let _ = out.writer().flush();
+        if reopen {
+            out.reopen();
+        }
+        drop(out);
         if closing {
             return;
         }
@@ -339,17 +428,50 @@ mod tests {
 
     #[test]
     fn the_writer_takes_whole_buffers_and_flushes_on_close() {
-        let b = Buffers {
-            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
-            wake: Mutex::new(true),
-            wakeup: Condvar::new(),
-            closing: AtomicBool::new(true),
-        };
+        let b = Buffers::new(Output::Memory(Vec::new()));
+        b.closing.store(true, Relaxed);
+        b.wake();
         b.shards[3].lock().unwrap().extend_from_slice(b"{\"a\":1}\n");
         b.shards[5].lock().unwrap().extend_from_slice(b"{\"b\":2}\n");
-        let mut out = Vec::new();
-        writer(&b, &mut out);
+        writer(&b);
+        let Output::Memory(out) = &*b.out.lock().unwrap() else { unreachable!() };
         assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
         assert!(b.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
+    #[test]
+    fn a_file_is_appended_to_and_reopened_after_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "earlier\n").unwrap();
+        let log = AccessLog::new(Sink::File(path.clone())).unwrap();
+        assert!(log.write(&record(None, Some("one"))));
+        log.flush();
+        // logrotate: move the file away, then signal.
+        let rotated = dir.path().join("access.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        assert!(log.write(&record(None, Some("two"))));
+        log.reopen();
+        // The line buffered before the reopen goes to the old file; the writer then makes a new one.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the log was not reopened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(log.write(&record(None, Some("three"))));
+        drop(log);
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        assert!(old.starts_with("earlier\n"), "{old}");
+        assert!(old.contains("\"route\":\"one\"") && old.contains("\"route\":\"two\""), "{old}");
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(new.contains("\"route\":\"three\"") && !new.contains("\"one\""), "{new}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir/access.log");
+        let Err(e) = AccessLog::new(Sink::File(path.clone())) else { panic!("opened") };
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
 }

@@ -95,6 +95,19 @@ pub struct App {
 /// upstreams) and authenticator key files. Used by `serve` before binding and by `config check`.
 pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
     crate::tls::acceptor(loaded)?;
+    if let Some(file) = loaded.config.server.access_log.file() {
+        let path = loaded.resolve_path(file);
+        let key = "server.access_log.output";
+        if path.is_dir() {
+            return Err(BuildError::new(key, format!("{} is a directory", path.display())));
+        }
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => {
+                return Err(BuildError::new(key, format!("directory {} does not exist", dir.display())));
+            }
+            _ => {}
+        }
+    }
     for (name, u) in &loaded.config.upstreams {
         if u.tls.is_some() {
             bridgehead_upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
@@ -127,12 +140,19 @@ impl App {
             None => None,
         };
         let max_buffered = loaded.config.server.limits.max_buffered.get();
+        // `server.access_log.output` names a file: it replaces stdout (never a sink a test chose).
+        let sink = match (&opts.access_log, loaded.config.server.access_log.file()) {
+            (Sink::Stdout, Some(file)) => Sink::File(loaded.resolve_path(file)),
+            (sink, _) => sink.clone(),
+        };
+        let access_log = AccessLog::new(sink)
+            .map_err(|e| AppError::Build(BuildError::new("server.access_log.output", e)))?;
         let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?;
         runtime.auth.ready().await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
-            access_log: AccessLog::new(opts.access_log.clone()),
+            access_log,
             store: Some(store),
             oauth: ArcSwapOption::new(oauth),
             redis,
@@ -175,6 +195,7 @@ impl App {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if opts.sighup {
             reloader.watch_sighup();
+            watch_sigusr1(shared.clone());
         }
         let _watcher = if opts.watch_config {
             reloader.watch_file(loaded_bytes).unwrap_or_else(|e| {
@@ -262,4 +283,18 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+}
+
+/// Reopens the access log file on every SIGUSR1 (logrotate's `postrotate`).
+fn watch_sigusr1(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        else {
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the access log");
+            shared.access_log.reopen();
+        }
+    });
 }

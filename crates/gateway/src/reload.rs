@@ -169,6 +169,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
         ("server.listen", old.server.listen != new.server.listen),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("server.workers", old.server.workers != new.server.workers),
+        ("server.access_log.output", old.server.access_log.output != new.server.access_log.output),
         ("server.tls", old.server.tls.is_some() != new.server.tls.is_some()),
         ("state.url", old.state.url != new.state.url),
         ("state.redis", old.state.redis != new.state.redis),

@@ -3,6 +3,7 @@
 //!
 //! Tests that need PostgreSQL skip only when BRIDGEHEAD_SKIP_POSTGRES=1.
 
+mod access_log;
 mod admin;
 mod apikey_cli;
 mod auth;

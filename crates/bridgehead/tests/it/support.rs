@@ -42,9 +42,15 @@ pub struct Node {
 impl Node {
     /// Starts `bridgehead serve` with `yaml` plus listeners on port 0 and a SQLite state in `dir`.
     pub fn start(dir: &std::path::Path, name: &str, yaml: &str) -> Node {
+        Self::start_with(dir, name, "", yaml)
+    }
+
+    /// The same, with `server_keys` (indented lines) added under `server:`.
+    pub fn start_with(dir: &std::path::Path, name: &str, server_keys: &str, yaml: &str) -> Node {
         use std::io::BufRead;
         let cfg = dir.join(format!("{name}.yaml"));
-        let text = format!("server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n{yaml}",);
+        let text =
+            format!("server:\n  listen: 127.0.0.1:0\n{server_keys}admin:\n  listen: 127.0.0.1:0\n{yaml}");
         std::fs::write(&cfg, text.replace("STATE_DB", &dir.join(format!("{name}.db")).display().to_string()))
             .unwrap();
         let mut child = Killed(
