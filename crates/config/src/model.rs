@@ -841,7 +841,9 @@ impl Default for Http2Settings {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTimeouts {
-    /// Time to establish a TCP connection to a target; exceeded counts as a connect error (502).
+    /// Time to resolve a target's name and establish a TCP connection (each address the name
+    /// resolves to gets an equal share of what is left), then again for the TLS handshake;
+    /// exceeded counts as a connect error (502).
     pub connect: HumanDuration,
     /// Time from sending the request until the response head arrives; exceeded gives 504.
     pub request: HumanDuration,

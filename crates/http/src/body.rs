@@ -58,6 +58,13 @@ pub enum RequestBody {
     },
 }
 
+impl RequestBody {
+    /// Streamed from the client (not read whole beforehand).
+    pub fn is_stream(&self) -> bool {
+        matches!(self, RequestBody::Stream { .. })
+    }
+}
+
 /// Why a body could not be read whole.
 #[derive(Debug)]
 pub enum Collect<B = Incoming> {

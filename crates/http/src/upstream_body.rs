@@ -125,7 +125,7 @@ impl UpstreamBody {
     }
 
     /// Holds an HTTP/1.1 connection until the body has been read to the end, then gives it
-    /// back (at once if the body is empty).
+    /// back (at once if the body is empty) if it is done both ways.
     pub fn with_http1(mut self, lease: Http1Lease) -> Self {
         self.hold = Hold::Http1(lease);
         self.release_if_ended();
@@ -139,8 +139,11 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
+        // Only a connection done both ways goes back: one still writing the request body (the
+        // target answered early) is dropped, which closes it.
         if let Hold::Http1(lease) = std::mem::replace(&mut self.hold, Hold::None)
             && !lease.conn.is_over()
+            && lease.conn.send.is_ready()
         {
             lease.pool.release(lease.conn);
         }
@@ -169,7 +172,9 @@ impl UpstreamBody {
         }
         let polled = crate::body::poll_incoming(&mut self.inner, cx);
         match &polled {
+            // Trailers end a chunked body.
             Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() => self.release(),
             Poll::Ready(Some(Ok(_))) => self.release_if_ended(),
             _ => {}
         }

@@ -5,11 +5,14 @@
 //! recently used one and drives it from its own task: the connection ([`Http1Conn`]) has no
 //! task of its own, so a request costs no wake-up of another task, no channel hand-off to it,
 //! and nothing spawned to return the connection. The response body drives it while it is read
-//! and gives it back at its end (a body dropped before its end drops the connection, which then
-//! closes). Per request there is one uncontended lock, no URI rewritten into a pool key and no
-//! boxed future — what hyper-util's pooled client costs, measured in `bench/`. A request that
-//! offers a protocol upgrade is the exception: its connection is handed to a task that can
-//! complete the upgrade, and never comes back. Idle, nobody drives a connection: it is checked
+//! and gives it back at its end if it is done both ways (a body dropped before its end, or a
+//! request body still being written, drops the connection, which then closes). Per request
+//! there are two short uncontended locks (take, give back), no URI rewritten into a pool key and
+//! no boxed future — what hyper-util's pooled client costs, measured in `bench/`. Two
+//! exceptions get a task: a request whose body streams from the client (its connection is
+//! driven by a task for the exchange, so the upload flows whether or not the answer is read,
+//! then given back), and a request that offers a protocol upgrade (a fresh connection, handed to
+//! a task that can complete the upgrade, never reused). Idle, nobody drives a connection: it is checked
 //! when taken (closed meanwhile → skipped; a request it could not take, nothing written, goes to
 //! the next one), and a reaper task closes those the target closed and those idle for longer
 //! than `timeouts.pool_idle`. At most [`MAX_IDLE`] idle connections are kept per target.
@@ -177,9 +180,15 @@ impl TargetConns {
     /// once, from the reaper's task, notices that).
     fn reap(&self, cx: &mut std::task::Context<'_>) {
         let now = clock_ms();
-        lock(&self.idle).retain_mut(|i| {
+        // Polled outside the lock (TLS reads among them): requests take and give back meanwhile.
+        let mut list = std::mem::take(&mut *lock(&self.idle));
+        list.retain_mut(|i| {
             now.saturating_sub(i.since_ms) < self.idle_timeout_ms && i.conn.poll_conn(cx).is_pending()
         });
+        let mut idle = lock(&self.idle);
+        // Those given back meanwhile are the most recent: on top.
+        list.append(&mut idle);
+        *idle = list;
     }
 
     fn idle_count(&self) -> usize {
@@ -283,26 +292,45 @@ impl Transport {
             *req.uri_mut() = Uri::from(pq);
         }
         *req.version_mut() = http::Version::HTTP_11;
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); the proxy always sets it, a health check not.
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, target.host.clone());
+        }
+        // An upgrade takes its connection for good: a fresh one, never one from the pool (no
+        // keep-alive race to lose).
         let upgrade = req.headers().contains_key(header::UPGRADE);
+        let streaming = req.body().is_stream();
         loop {
-            let (mut conn, reused) = match conns.checkout() {
-                Some(conn) => (conn, true),
+            let (conn, reused) = match conns.checkout().filter(|_| !upgrade) {
+                Some(mut conn) => {
+                    if !self.ready(&mut conn).await {
+                        continue;
+                    }
+                    (conn, true)
+                }
                 None => (self.connect_http1(target).await?, false),
             };
-            if reused && !self.ready(&mut conn).await {
-                continue;
-            }
-            if upgrade {
+            let result = if upgrade {
                 return upgrade_exchange(conn, req).await;
-            }
-            match exchange(conn, req).await {
-                Ok((res, conn)) => {
+            } else if streaming {
+                driven_exchange(conn, req, conns.clone()).await.map(|res| res.map(UpstreamBody::new))
+            } else {
+                exchange(conn, req).await.map(|(res, conn)| {
                     let pool: Arc<dyn Release> = conns.clone();
-                    return Ok(res.map(|b| UpstreamBody::new(b).with_http1(Http1Lease { conn, pool })));
+                    res.map(|b| UpstreamBody::new(b).with_http1(Http1Lease { conn, pool }))
+                })
+            };
+            match result {
+                Ok(res) => return Ok(res),
+                // Nothing was written: the connection closed meanwhile. The next one takes it;
+                // on a fresh connection, nothing reached the target.
+                Err((e, Some(r))) => {
+                    if !reused {
+                        return Err(TransportError::Connect(Box::new(e)));
+                    }
+                    req = r;
                 }
-                // Nothing was written: the connection closed meanwhile. The next one takes it.
-                Err((_, Some(r))) if reused => req = r,
-                Err((e, _)) => return Err(e),
+                Err((e, None)) => return Err(e),
             }
         }
     }
@@ -403,15 +431,44 @@ async fn exchange(
         Some(Ok(res)) => Ok((res, conn)),
         Some(Err(e)) => Err(unsent(e)),
         None => {
-            // Dropping the connection fails the request it holds, and hands it back if none
-            // of it was written.
+            // Dropping the connection fails the request it holds (hyper's "dispatch gone", which
+            // is not the client's doing), and hands it back if none of it was written.
             drop(conn);
-            match poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx))).await {
-                Poll::Ready(Err(e)) => Err(unsent(e)),
-                _ => Err((TransportError::Closed, None)),
-            }
+            let unwritten = match poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx))).await {
+                Poll::Ready(Err(mut e)) => e.take_message(),
+                _ => None,
+            };
+            Err((TransportError::Closed, unwritten))
         }
     }
+}
+
+/// Sends a request whose body streams from the client. Its connection gets a task of its own
+/// for the exchange, so the body keeps flowing whether or not the response is being read (an
+/// upstream may answer while it reads); the task gives the connection back once it is done both
+/// ways, or drops it.
+async fn driven_exchange(
+    mut conn: Box<Http1Conn>,
+    req: Request<RequestBody>,
+    pool: Arc<TargetConns>,
+) -> Result<Response<hyper::body::Incoming>, (TransportError, Option<Request<RequestBody>>)> {
+    let sent = conn.send.try_send_request(req);
+    tokio::spawn(async move {
+        let done = poll_fn(|cx| {
+            if conn.poll_conn(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            conn.send.poll_ready(cx).map(|r| r.is_ok())
+        })
+        .await;
+        if done {
+            pool.release(conn);
+        }
+    });
+    sent.await.map_err(|mut e| {
+        let req = e.take_message();
+        (TransportError::Exchange(e.into_error()), req)
+    })
 }
 
 /// Sends a request that offers a protocol upgrade: its connection goes to a task that can
@@ -435,16 +492,36 @@ impl Connector {
         Self { timeout, server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()) }
     }
 
-    /// TCP to the target's host and port, within the connect timeout; `TCP_NODELAY` and
-    /// keep-alive probes after 60 s idle.
+    /// TCP to the target's host and port, DNS included, within the connect timeout: each
+    /// address the name resolves to gets an equal share of what is left, so one that does not
+    /// answer (a blackholed AAAA) leaves time for the next. `TCP_NODELAY`, and keep-alive probes
+    /// after 60 s idle.
     async fn tcp(&self, target: &Target) -> Result<TcpStream, TransportError> {
         let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
         let port =
             target.authority.port_u16().unwrap_or(if target.scheme == Scheme::HTTPS { 443 } else { 80 });
-        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| TransportError::Connect("timed out".into()))?
-            .map_err(|e| TransportError::Connect(e.into()))?;
+        let deadline = Instant::now() + self.timeout;
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::time::timeout_at(deadline, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| TransportError::Connect(format!("resolving {host} timed out").into()))?
+                .map_err(|e| TransportError::Connect(format!("resolving {host}: {e}").into()))?
+                .collect();
+        let mut last: BoxError = format!("{host} resolved to no address").into();
+        let mut tcp = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX);
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = format!("{addr}: {e}").into(),
+                Err(_) => last = format!("{addr}: timed out").into(),
+            }
+        }
+        let tcp = tcp.ok_or(TransportError::Connect(last))?;
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);

@@ -1,5 +1,7 @@
 //! The data path: routing, headers, limits, upstream failures, streaming, upgrades.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use bridgehead_mock::{MockOptions, MockServer};
@@ -161,7 +163,98 @@ async fn bad_host_and_request_targets_get_400() {
     // HTTP/1.0 without Host is allowed.
     let answer = raw(gw.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer:?}");
-    assert_eq!(m.request_count(), 2);
+    // `Connection` naming `Host` removes nothing that matters: the upstream still sees the host
+    // the gateway routed on, never the target's address.
+    let answer =
+        raw(gw.addr, b"GET /conn HTTP/1.1\r\nHost: api.example\r\nConnection: host, close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        answer.contains("\"host\":\"api.example\"")
+            && answer.contains("\"x-forwarded-host\":\"api.example\""),
+        "{answer}"
+    );
+    assert_eq!(m.request_count(), 3);
+}
+
+/// An upstream that answers a POST at once (401, before reading its body), then reads the
+/// body; counts its connections and the body bytes it read.
+async fn early_answer_peer(accepted: Arc<AtomicUsize>, body_read: Arc<AtomicUsize>) -> String {
+    tcp_peer(move |mut s| {
+        accepted.fetch_add(1, SeqCst);
+        let body_read = body_read.clone();
+        async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                buf.drain(..end);
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let reply: &[u8] = if head.starts_with("post") {
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                if s.write_all(reply).await.is_err() {
+                    return;
+                }
+                // Then the body, as it comes.
+                let mut left = len;
+                while left > 0 {
+                    if buf.is_empty() {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let take = left.min(buf.len());
+                    buf.drain(..take);
+                    left -= take;
+                    body_read.fetch_add(take, SeqCst);
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_answered_early_keeps_flowing_and_its_connection_is_reused_once_done() {
+    let (accepted, body_read) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let peer = early_answer_peer(accepted.clone(), body_read.clone()).await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"{peer}\" }}]\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n"
+    ))
+    .await;
+    // A streamed upload: part of the body, the early answer, then the rest.
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    c.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").await.unwrap();
+    c.write_all(&[b'a'; 10_000]).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = c.read(&mut b).await.unwrap();
+        assert!(n > 0, "the gateway closed before answering");
+        head.extend_from_slice(&b[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 401"), "{}", String::from_utf8_lossy(&head));
+    // The rest of the upload still reaches the upstream, though nobody reads the (empty)
+    // answer's body any more.
+    c.write_all(&[b'a'; 90_000]).await.unwrap();
+    eventually(10, "the whole upload at the upstream", async || body_read.load(SeqCst) == 100_000).await;
+    // Done both ways, the connection went back to the pool: the next request reuses it.
+    let answer = raw(gw.addr, b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"), "{answer}");
+    assert_eq!(accepted.load(SeqCst), 1);
 }
 
 /// A TCP server that answers each connection with `f`.

@@ -275,9 +275,10 @@ struct RequestTarget {
     /// The canonical host with the port as sent: forwarded as `Host` and `X-Forwarded-Host`;
     /// `None` for an HTTP/1.0 request without `Host`.
     authority: Option<Authority>,
-    /// `Host` to forward when the request's own is not it (absolute-form request target, or a
-    /// host that was not canonical); `None`: the request's `Host` is forwarded as it came.
-    new_host: Option<HeaderValue>,
+    /// `Host` as forwarded (and `X-Forwarded-Host`): the request's own value when it was already
+    /// canonical (a shared clone, nothing allocated), else made from `authority`. Always set
+    /// again before the request leaves, whatever `Connection` named.
+    forward_host: Option<HeaderValue>,
     /// The path routes are matched against when it differs from the canonical path: without
     /// `;` segment parameters (`/secure;x/y` is routed as `/secure/y`, as a servlet container
     /// maps it).
@@ -514,11 +515,16 @@ fn upstream_request_filter(
         let facts = ctx.facts(&parts.headers);
         facts.has(k).then(|| facts.key(k).into_owned())
     });
-    if let Some(v) = &ctx.target.new_host {
-        parts.headers.insert(header::HOST, v.clone());
-    }
-    let host = ctx.target.authority.as_ref().and_then(|_| parts.headers.get(header::HOST).cloned());
-    headers::add_forwarded(&mut parts.headers, &ctx.conn.client_ip, ctx.conn.tls, host);
+    match &ctx.target.forward_host {
+        Some(v) => parts.headers.insert(header::HOST, v.clone()),
+        None => parts.headers.remove(header::HOST),
+    };
+    headers::add_forwarded(
+        &mut parts.headers,
+        &ctx.conn.client_ip,
+        ctx.conn.tls,
+        ctx.target.forward_host.clone(),
+    );
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     let routed = ctx.target.route_path.as_deref().filter(|_| ctx.without_parameters);
     let path_and_query = upstream_path(&parts.uri, ctx.route().strip_prefix.as_deref(), routed)?;
@@ -705,7 +711,7 @@ async fn read_body(
 /// an invalid one is refused with 400.
 fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> {
     let uri = req.uri();
-    let (authority, source) = if let Some(authority) = uri.authority() {
+    let (authority, source, host_value) = if let Some(authority) = uri.authority() {
         match uri.scheme_str() {
             None | Some("http" | "https") => {}
             Some(other) => {
@@ -717,7 +723,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         if authority.as_str().contains('@') {
             return Err(GatewayError::BadRequest("request target must not contain user information".into()));
         }
-        (authority.clone(), Source::RequestTarget)
+        (authority.clone(), Source::RequestTarget, None)
     } else {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         let Some(value) = hosts.next() else {
@@ -735,20 +741,20 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
             .ok_or_else(|| {
                 GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
             })?;
-        (authority, Source::HostHeader)
+        (authority, Source::HostHeader, Some(value.clone()))
     };
     let host = canonical_host(authority.host())
         .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {}: {e}", source.name())))?;
     if host == authority.host() {
         // The common case: the Host header is forwarded as it came.
-        let new_host = match source {
-            Source::HostHeader => None,
-            Source::RequestTarget => Some(authority_value(&authority)?),
+        let forward_host = match host_value {
+            Some(v) => v,
+            None => authority_value(&authority)?,
         };
         return Ok(RequestTarget {
             canonical_host: None,
             authority: Some(authority),
-            new_host,
+            forward_host: Some(forward_host),
             route_path: None,
         });
     }
@@ -760,7 +766,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {}", source.name())))?;
     Ok(RequestTarget {
         canonical_host: Some(host.into_owned()),
-        new_host: Some(authority_value(&forwarded)?),
+        forward_host: Some(authority_value(&forwarded)?),
         authority: Some(forwarded),
         route_path: None,
     })

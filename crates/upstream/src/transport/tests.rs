@@ -20,12 +20,16 @@ use bridgehead_http::body::RequestBody;
 enum Answer {
     /// `200`, `Content-Length: 2`, `ok`; the connection stays open.
     Ok,
-    /// The same, then the origin closes the connection without saying so.
-    OkThenClose,
     /// `200` with `Connection: close`, then closes.
     ConnectionClose,
     /// A head announcing 10 bytes, then 5 of them; the connection stays open.
     Partial,
+    /// `ok` once the test says so (`Origin::close`), then closes.
+    OkThenCloseWhenTold,
+    /// `400` to a request without `Host`, `ok` otherwise.
+    RequireHost,
+    /// `200` with `Connection: close`, leaving the close to the client.
+    ConnectionCloseLeftOpen,
 }
 
 struct Origin {
@@ -33,6 +37,8 @@ struct Origin {
     accepted: Arc<AtomicUsize>,
     /// Connections the origin has closed.
     closed: Arc<AtomicUsize>,
+    /// Tells an `OkThenCloseWhenTold` origin to close.
+    close: Arc<tokio::sync::Notify>,
 }
 
 async fn origin(answer: Answer) -> Origin {
@@ -40,12 +46,13 @@ async fn origin(answer: Answer) -> Origin {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
-    let (count, closes) = (accepted.clone(), closed.clone());
+    let close = Arc::new(tokio::sync::Notify::new());
+    let (count, closes, told) = (accepted.clone(), closed.clone(), close.clone());
     tokio::spawn(async move {
         loop {
             let (mut sock, _) = listener.accept().await.unwrap();
             count.fetch_add(1, SeqCst);
-            let closes = closes.clone();
+            let (closes, told) = (closes.clone(), told.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -58,10 +65,16 @@ async fn origin(answer: Answer) -> Origin {
                         }
                     }
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                     buf.drain(..end);
                     let reply: &[u8] = match answer {
-                        Answer::Ok | Answer::OkThenClose => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                        Answer::ConnectionClose => {
+                        Answer::RequireHost if !head.contains("\r\nhost:") => {
+                            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+                        }
+                        Answer::Ok | Answer::OkThenCloseWhenTold | Answer::RequireHost => {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        }
+                        Answer::ConnectionClose | Answer::ConnectionCloseLeftOpen => {
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
                         }
                         Answer::Partial => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345",
@@ -69,7 +82,10 @@ async fn origin(answer: Answer) -> Origin {
                     if sock.write_all(reply).await.is_err() {
                         return;
                     }
-                    if matches!(answer, Answer::OkThenClose | Answer::ConnectionClose) {
+                    if matches!(answer, Answer::OkThenCloseWhenTold | Answer::ConnectionCloseLeftOpen) {
+                        told.notified().await;
+                    }
+                    if matches!(answer, Answer::ConnectionClose | Answer::OkThenCloseWhenTold) {
                         drop(sock);
                         closes.fetch_add(1, SeqCst);
                         return;
@@ -78,7 +94,7 @@ async fn origin(answer: Answer) -> Origin {
             });
         }
     });
-    Origin { url, accepted, closed }
+    Origin { url, accepted, closed, close }
 }
 
 fn upstream(url: &str, extra: &str) -> Upstream {
@@ -153,23 +169,45 @@ async fn a_body_dropped_before_its_end_does_not_return_its_connection() {
 
 #[tokio::test]
 async fn connection_close_is_honoured() {
+    // The origin says `Connection: close` but leaves closing to the client: the connection
+    // must not go back to the pool.
+    let o = origin(Answer::ConnectionCloseLeftOpen).await;
+    let up = upstream(&o.url, "");
+    assert_eq!(fetch(&up).await, "ok");
+    assert_eq!(up.transport.idle_connections(&o.url), 0, "a connection the target closes is not kept");
+    assert_eq!(fetch(&up).await, "ok");
+    assert_eq!(o.accepted.load(SeqCst), 2);
+    // And closing it itself.
     let o = origin(Answer::ConnectionClose).await;
     let up = upstream(&o.url, "");
     for _ in 0..3 {
         assert_eq!(fetch(&up).await, "ok");
+        assert_eq!(up.transport.idle_connections(&o.url), 0);
     }
     assert_eq!(o.accepted.load(SeqCst), 3);
 }
 
 #[tokio::test]
+async fn requests_without_host_get_the_targets_authority() {
+    // Health checks send none; HTTP/1.1 servers refuse a request without Host.
+    let o = origin(Answer::RequireHost).await;
+    let up = upstream(&o.url, "");
+    let req = Request::get("/health").body(RequestBody::Empty).unwrap();
+    let res = up.transport.request(&up.targets[0], req).await.unwrap_or_else(|_| panic!("an answer"));
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn a_connection_the_target_closed_while_idle_is_skipped() {
-    let o = origin(Answer::OkThenClose).await;
+    let o = origin(Answer::OkThenCloseWhenTold).await;
     let up = upstream(&o.url, "");
     for n in 1..=3 {
         assert_eq!(fetch(&up).await, "ok");
         assert_eq!(o.accepted.load(SeqCst), n);
-        // The connection went back to the pool; the origin then closes it. The next request
-        // notices when it takes the connection, and opens another instead of failing on it.
+        assert_eq!(up.transport.idle_connections(&o.url), 1, "back in the pool");
+        // Idle in the pool, the origin closes it. The next request notices when it takes the
+        // connection, and opens another instead of failing on it.
+        o.close.notify_one();
         eventually("the origin to close the connection", || o.closed.load(SeqCst) == n).await;
     }
     assert_eq!(fetch(&up).await, "ok");
