@@ -93,6 +93,13 @@ impl Throttle {
         if self.gcra.is_none() && paused <= start {
             return Ok(false);
         }
+        // Boxed: the waiting (and Redis) machinery would otherwise weigh on every request's
+        // future, throttled or not.
+        Box::pin(self.wait_turn(start)).await
+    }
+
+    /// The slow path of [`Throttle::acquire`]: a limit, or a pause.
+    async fn wait_turn(&self, start: u64) -> Result<bool, GatewayError> {
         let max_wait_us = self.max_wait.as_micros() as u64;
         let deadline = start + max_wait_us;
         if self.state.waiting.fetch_add(1, Relaxed) >= self.queue {

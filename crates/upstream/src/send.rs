@@ -240,7 +240,7 @@ impl<'a> Tries<'a> {
         // The upstream's own credential replaces whatever the client sent in that header.
         let mut token = None;
         if let Some(credentials) = &up.credentials {
-            token = credentials.apply(req.headers_mut()).await.map_err(|e| {
+            token = Box::pin(credentials.apply(req.headers_mut())).await.map_err(|e| {
                 tracing::warn!(upstream = %up.name, error = %e, "no credential for the upstream");
                 GatewayError::UpstreamCredentials { upstream: up.name.to_string() }
             })?;
@@ -325,7 +325,7 @@ impl<'a> Tries<'a> {
         {
             self.fresh_token = false;
             tokens.rejected(used);
-            if tokens.token().await.is_ok_and(|fresh| fresh != *used) {
+            if Box::pin(tokens.token()).await.is_ok_and(|fresh| fresh != *used) {
                 self.fresh_tries += 1;
                 return Next::Again(None);
             }

@@ -308,12 +308,14 @@ impl Transport {
                     }
                     (conn, true)
                 }
-                None => (self.connect_http1(target).await?, false),
+                None => (Box::pin(self.connect_http1(target)).await?, false),
             };
             let result = if upgrade {
-                return upgrade_exchange(conn, req).await;
+                return Box::pin(upgrade_exchange(conn, req)).await;
             } else if streaming {
-                driven_exchange(conn, req, conns.clone()).await.map(|res| res.map(UpstreamBody::new))
+                Box::pin(driven_exchange(conn, req, conns.clone()))
+                    .await
+                    .map(|res| res.map(UpstreamBody::new))
             } else {
                 exchange(conn, req).await.map(|(res, conn)| {
                     let pool: Arc<dyn Release> = conns.clone();
@@ -643,7 +645,7 @@ impl Http2Pool {
         {
             return Ok(Some(lease));
         }
-        let send = match self.connect(target, auto).await {
+        let send = match Box::pin(self.connect(target, auto)).await {
             Ok(Some(send)) => send,
             Ok(None) => {
                 t.http1_only.store(true, Relaxed);
