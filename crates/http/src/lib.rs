@@ -13,6 +13,7 @@ pub mod codec;
 pub mod conn;
 pub mod grpc;
 pub mod headers;
+pub mod log_budget;
 pub mod metrics;
 pub mod problem;
 pub mod upstream_body;

@@ -38,6 +38,7 @@ use super::classify::{Classify, Judged};
 use super::{InFlight, NoTarget, Target, Upstream};
 use crate::retry::{Failure, RetryPolicy};
 use bridgehead_http::body::{RequestBody, RequestStats};
+use bridgehead_http::log_budget::LogBudget;
 use bridgehead_http::metrics::{Metrics, Name, UpstreamLabels, UpstreamResultLabels, outcome};
 use bridgehead_http::problem::GatewayError;
 use bridgehead_http::upstream_body::UpstreamBody;
@@ -241,7 +242,10 @@ impl<'a> Tries<'a> {
         let mut token = None;
         if let Some(credentials) = &up.credentials {
             token = Box::pin(credentials.apply(req.headers_mut())).await.map_err(|e| {
-                tracing::warn!(upstream = %up.name, error = %e, "no credential for the upstream");
+                static NO_CREDENTIAL: LogBudget = LogBudget::new();
+                if let Some(left_out) = NO_CREDENTIAL.admit() {
+                    tracing::warn!(upstream = %up.name, error = %e, left_out, "no credential for the upstream");
+                }
                 GatewayError::UpstreamCredentials { upstream: up.name.to_string() }
             })?;
         }

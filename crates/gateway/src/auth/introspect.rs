@@ -109,7 +109,11 @@ impl Introspection {
             Ok(a) => a,
             Err(e) => {
                 self.count(name, "error");
-                tracing::warn!(authenticator = %name, error = %e, "token introspection failed");
+                static FAILED: bridgehead_http::log_budget::LogBudget =
+                    bridgehead_http::log_budget::LogBudget::new();
+                if let Some(left_out) = FAILED.admit() {
+                    tracing::warn!(authenticator = %name, error = %e, left_out, "token introspection failed");
+                }
                 // Details (addresses, TLS errors) go to the log, not to the client.
                 return Outcome::Unavailable("the introspection endpoint could not be used".into());
             }

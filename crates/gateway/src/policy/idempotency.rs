@@ -133,7 +133,11 @@ impl IdempotencyPolicy {
                 )
                 .await
                 .map_err(|e| {
-                    tracing::error!(route = %self.route, error = %e, "idempotency store failed");
+                    static FAILED: bridgehead_http::log_budget::LogBudget =
+                        bridgehead_http::log_budget::LogBudget::new();
+                    if let Some(left_out) = FAILED.admit() {
+                        tracing::error!(route = %self.route, error = %e, left_out, "idempotency store failed");
+                    }
                     unavailable()
                 })?,
             Backend::Redis(shared) => {

@@ -42,6 +42,7 @@ use crate::runtime::{Runtime, Shared};
 use bridgehead_http::body;
 use bridgehead_http::body::{Charge, Collect, OnFinish, RequestBody, RequestStats, ResponseBody, collect};
 use bridgehead_http::headers::{self, X_REQUEST_ID};
+use bridgehead_http::log_budget::LogBudget;
 use bridgehead_http::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels};
 use bridgehead_http::problem::GatewayError;
 use bridgehead_http::upstream_body::UpstreamBody;
@@ -193,8 +194,11 @@ fn respond(
                 ctx.release_claim();
             }
             let id = ctx.request_id.to_str().unwrap_or_default();
-            if e.status().is_server_error() {
-                tracing::warn!(request_id = id, error = %e, "request failed");
+            static FAILED: LogBudget = LogBudget::new();
+            if e.status().is_server_error()
+                && let Some(left_out) = FAILED.admit()
+            {
+                tracing::warn!(request_id = id, error = %e, left_out, "request failed");
             }
             // The route's backend decides the form; before routing, the request's kind does.
             if ctx.route.map_or(ctx.grpc, |r| r.backend.renders_grpc(ctx.grpc)) {

@@ -1,0 +1,64 @@
+//! A budget for log lines written per request: at most so many a second, so that an outage
+//! that fails every request (an upstream down, a store unreachable) does not also write a line
+//! to stderr per request — a synchronous write each, slowing the gateway when it is already in
+//! trouble, and burying the first lines that say what went wrong. The first line of each new
+//! second says how many were left out since the last one written; the metrics count every
+//! failure regardless.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::clock::clock_ms;
+
+/// Lines a call site may write per second.
+pub const LINES_PER_SECOND: u32 = 10;
+
+/// The budget of one call site: `static FAILED: LogBudget = LogBudget::new();`.
+pub struct LogBudget {
+    second: AtomicU64,
+    used: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    pub const fn new() -> Self {
+        Self { second: AtomicU64::new(u64::MAX), used: AtomicU32::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// `Some(lines left out since the last one written)` when a line may be written now.
+    pub fn admit(&self) -> Option<u64> {
+        let now = clock_ms() / 1000;
+        let second = self.second.load(Relaxed);
+        if second != now && self.second.compare_exchange(second, now, Relaxed, Relaxed).is_ok() {
+            self.used.store(0, Relaxed);
+        }
+        if self.used.fetch_add(1, Relaxed) < LINES_PER_SECOND {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_lines_a_second_then_the_count_of_those_left_out() {
+        let b = LogBudget::new();
+        let admitted = (0..1000).filter(|_| b.admit().is_some()).count();
+        assert_eq!(admitted, LINES_PER_SECOND as usize);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.admit(), Some(990), "the first line of the next second counts the rest");
+        assert_eq!(b.admit(), Some(0));
+    }
+}
