@@ -128,7 +128,7 @@ pub struct Server {
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     pub shutdown_grace: HumanDuration,
-    /// Access logging: one JSON object per request on stdout.
+    /// Access logging: one JSON object per request, on stdout or to a file.
     pub access_log: AccessLog,
     /// How request paths are brought to one canonical spelling before routing, authentication
     /// and forwarding, so that the gateway and the upstream agree on which resource is meant.

@@ -459,6 +459,10 @@ fn bad_policy_configs_are_refused_with_key_paths() {
             "server.access_log.output: must be `stdout` or a file path, got `/var/log/`",
         ),
         (
+            "server:\n  access_log: { output: stderr }\n".into(),
+            "server.access_log.output: must be `stdout` or a file path, got `stderr`",
+        ),
+        (
             "server:\n  access_log: { output: '' }\n".into(),
             "server.access_log.output: must be `stdout` or a file path, got ``",
         ),

@@ -467,7 +467,7 @@ fn server(c: &Config, p: &mut Vec<Problem>) {
         push(p, "server.limits.max_connections", "must be greater than 0");
     }
     let out = &s.access_log.output;
-    if out.is_empty() || out.ends_with('/') || out.contains('\0') {
+    if out.is_empty() || out.ends_with('/') || out.contains('\0') || matches!(out.as_str(), "-" | "stderr") {
         push(p, "server.access_log.output", format!("must be `stdout` or a file path, got `{out}`"));
     }
 }

@@ -81,7 +81,8 @@ struct Buffers {
     wake: Mutex<bool>,
     wakeup: Condvar,
     closing: AtomicBool,
-    /// Set by [`AccessLog::reopen`]; the writer reopens the file before its next write.
+    /// Set by [`AccessLog::reopen`]; the writer reopens the file after writing what it took,
+    /// and keeps trying each period while the path cannot be opened.
     reopen: AtomicBool,
     /// Where the writer writes; shared with [`AccessLog::flush`] at shutdown.
     out: Mutex<Output>,
@@ -108,22 +109,38 @@ impl Output {
         }
     }
 
-    /// Opens the file again at its path (after logrotate moved it away).
-    fn reopen(&mut self) {
+    /// Opens the file again at its path (after logrotate moved it away); false when it could
+    /// not be opened (the old file keeps the lines meanwhile).
+    fn reopen(&mut self) -> bool {
         if let Output::File { path, file } = self {
             let _ = file.flush();
             match open(path) {
                 Ok(f) => *file = f,
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file");
+                    static FAILED: bridgehead_http::log_budget::LogBudget =
+                        bridgehead_http::log_budget::LogBudget::new();
+                    if FAILED.admit().is_none() {
+                        return false;
+                    }
+                    tracing::warn!(path = %path.display(), error = %e, "cannot reopen the access log; still writing to the old file, retrying");
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// Whether lines go to a file.
+    fn is_file(&self) -> bool {
+        matches!(self, Output::File { .. })
     }
 }
 
+/// Appends to `path`, creating it readable by its owner and group only (the lines hold client
+/// addresses, paths and consumer ids).
 fn open(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o640).open(path)
 }
 
 /// The access log writer.
@@ -178,11 +195,15 @@ impl AccessLog {
     }
 
     /// Writes out what is buffered, then reopens the file at its path (SIGUSR1, after
-    /// logrotate moved it away). Nothing for stdout.
-    pub fn reopen(&self) {
-        if let Some(b) = &self.buffers {
-            b.reopen.store(true, Relaxed);
-            b.wake();
+    /// logrotate moved it away). False, and nothing done, when lines go to stdout.
+    pub fn reopen(&self) -> bool {
+        match &self.buffers {
+            Some(b) if b.out.lock().unwrap_or_else(PoisonError::into_inner).is_file() => {
+                b.reopen.store(true, Relaxed);
+                b.wake();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -279,8 +300,9 @@ fn writer(b: &Buffers) {
             }
         }
         let _ = out.writer().flush();
-        if reopen {
-            out.reopen();
+        if reopen && !out.reopen() {
+            // Try again next period.
+            b.reopen.store(true, Relaxed);
         }
         drop(out);
         if closing {
@@ -465,6 +487,47 @@ mod tests {
         assert!(old.contains("\"route\":\"one\"") && old.contains("\"route\":\"two\""), "{old}");
         let new = std::fs::read_to_string(&path).unwrap();
         assert!(new.contains("\"route\":\"three\"") && !new.contains("\"one\""), "{new}");
+    }
+
+    #[test]
+    fn a_reopen_that_fails_is_retried_until_the_path_can_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let path = logs.join("access.log");
+        let log = AccessLog::new(Sink::File(path.clone())).unwrap();
+        // The directory goes away (moved with the file in it): the reopen fails, the old file
+        // keeps the lines.
+        let moved = dir.path().join("logs.old");
+        std::fs::rename(&logs, &moved).unwrap();
+        assert!(log.reopen());
+        assert!(log.write(&record(None, Some("one"))));
+        std::fs::create_dir(&logs).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the reopen was not retried");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(log.write(&record(None, Some("two"))));
+        drop(log);
+        let old = std::fs::read_to_string(moved.join("access.log")).unwrap();
+        assert!(old.contains("\"route\":\"one\""), "{old}");
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(new.contains("\"route\":\"two\""), "{new}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640 & !umask());
+    }
+
+    /// The umask this process passes on, as a shell started from it reports it.
+    fn umask() -> u32 {
+        let m = std::process::Command::new("sh").args(["-c", "umask"]).output().unwrap();
+        u32::from_str_radix(String::from_utf8_lossy(&m.stdout).trim(), 8).unwrap()
+    }
+
+    #[test]
+    fn stdout_ignores_reopen() {
+        let log = AccessLog::new(Sink::Stdout).unwrap();
+        assert!(!log.reopen());
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct App {
     node_id: String,
     /// The config file's bytes when it was loaded, to notice changes made before watching starts.
     loaded_bytes: Option<Vec<u8>>,
+    /// SIGUSR1, registered when the app is built (with `sighup`), so a logrotate signal during a
+    /// slow start does not end the process.
+    usr1: Option<tokio::signal::unix::Signal>,
 }
 
 /// Checks what validation cannot see without touching the outside: TLS files (listener and
@@ -124,6 +127,18 @@ impl App {
         opts: AppOptions,
     ) -> Result<Self, AppError> {
         let loaded_bytes = opts.config_path.as_ref().and_then(|p| std::fs::read(p).ok());
+        // Before anything slow (migrations, key fetches): from here on SIGUSR1 is caught.
+        let usr1 = if opts.sighup {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot catch SIGUSR1; the access log file will not be reopened");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let tls = crate::tls::acceptor(&loaded)?;
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
@@ -173,6 +188,7 @@ impl App {
             opts,
             node_id,
             loaded_bytes,
+            usr1,
         })
     }
 
@@ -191,11 +207,13 @@ impl App {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish for up to `server.shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let App { shared, tls, reloader, data, admin, opts, node_id, loaded_bytes } = self;
+        let App { shared, tls, reloader, data, admin, opts, node_id, loaded_bytes, usr1 } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if opts.sighup {
             reloader.watch_sighup();
-            watch_sigusr1(shared.clone());
+            if let Some(usr1) = usr1 {
+                watch_sigusr1(shared.clone(), usr1);
+            }
         }
         let _watcher = if opts.watch_config {
             reloader.watch_file(loaded_bytes).unwrap_or_else(|e| {
@@ -286,15 +304,15 @@ pub async fn shutdown_signal() {
 }
 
 /// Reopens the access log file on every SIGUSR1 (logrotate's `postrotate`).
-fn watch_sigusr1(shared: Arc<Shared>) {
+/// The handler is registered before this returns (SIGUSR1's default action ends the process).
+fn watch_sigusr1(shared: Arc<Shared>, mut usr1: tokio::signal::unix::Signal) {
     tokio::spawn(async move {
-        let Ok(mut usr1) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        else {
-            return;
-        };
         while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: reopening the access log");
-            shared.access_log.reopen();
+            if shared.access_log.reopen() {
+                tracing::info!("SIGUSR1: reopening the access log");
+            } else {
+                tracing::info!("SIGUSR1 ignored: the access log goes to stdout");
+            }
         }
     });
 }

@@ -1,41 +1,46 @@
 //! A budget for log lines written per request: at most so many a second, so that an outage
 //! that fails every request (an upstream down, a store unreachable) does not also write a line
 //! to stderr per request — a synchronous write each, slowing the gateway when it is already in
-//! trouble, and burying the first lines that say what went wrong. The first line of each new
-//! second says how many were left out since the last one written; the metrics count every
-//! failure regardless.
+//! trouble, and burying the first lines that say what went wrong. The next line written says
+//! how many were left out since the one before it; the metrics count every failure
+//! regardless.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::clock::clock_ms;
 
 /// Lines a call site may write per second.
 pub const LINES_PER_SECOND: u32 = 10;
 
-/// The budget of one call site: `static FAILED: LogBudget = LogBudget::new();`.
+/// The budget of one call site: `static FAILED: LogBudget = LogBudget::new();`. One budget
+/// for the site, whatever upstream or route the line is about.
 pub struct LogBudget {
-    second: AtomicU64,
-    used: AtomicU32,
+    /// The current second (high 32 bits) and the lines written in it (low 32 bits), changed
+    /// together; seconds only move forward.
+    state: AtomicU64,
     suppressed: AtomicU64,
 }
 
 impl LogBudget {
     pub const fn new() -> Self {
-        Self { second: AtomicU64::new(u64::MAX), used: AtomicU32::new(0), suppressed: AtomicU64::new(0) }
+        Self { state: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
     /// `Some(lines left out since the last one written)` when a line may be written now.
     pub fn admit(&self) -> Option<u64> {
         let now = clock_ms() / 1000;
-        let second = self.second.load(Relaxed);
-        if second != now && self.second.compare_exchange(second, now, Relaxed, Relaxed).is_ok() {
-            self.used.store(0, Relaxed);
-        }
-        if self.used.fetch_add(1, Relaxed) < LINES_PER_SECOND {
-            Some(self.suppressed.swap(0, Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Relaxed);
-            None
+        let mut cur = self.state.load(Relaxed);
+        loop {
+            let (second, used) = (cur >> 32, cur & 0xffff_ffff);
+            let (second, used) = if now > second { (now, 0) } else { (second, used) };
+            if used >= u64::from(LINES_PER_SECOND) {
+                self.suppressed.fetch_add(1, Relaxed);
+                return None;
+            }
+            match self.state.compare_exchange_weak(cur, (second << 32) | (used + 1), Relaxed, Relaxed) {
+                Ok(_) => return Some(self.suppressed.swap(0, Relaxed)),
+                Err(actual) => cur = actual,
+            }
         }
     }
 }

@@ -180,15 +180,12 @@ impl TargetConns {
     /// once, from the reaper's task, notices that).
     fn reap(&self, cx: &mut std::task::Context<'_>) {
         let now = clock_ms();
-        // Polled outside the lock (TLS reads among them): requests take and give back meanwhile.
-        let mut list = std::mem::take(&mut *lock(&self.idle));
-        list.retain_mut(|i| {
+        // Under the lock: a poll of an idle connection is one read that would block, so the
+        // lock is held for microseconds per connection, once a period; taking the list out
+        // instead would send every request of that moment to a fresh connect.
+        lock(&self.idle).retain_mut(|i| {
             now.saturating_sub(i.since_ms) < self.idle_timeout_ms && i.conn.poll_conn(cx).is_pending()
         });
-        let mut idle = lock(&self.idle);
-        // Those given back meanwhile are the most recent: on top.
-        list.append(&mut idle);
-        *idle = list;
     }
 
     fn idle_count(&self) -> usize {
@@ -301,7 +298,8 @@ impl Transport {
         let upgrade = req.headers().contains_key(header::UPGRADE);
         let streaming = req.body().is_stream();
         loop {
-            let (conn, reused) = match conns.checkout().filter(|_| !upgrade) {
+            let pooled = if upgrade { None } else { conns.checkout() };
+            let (conn, reused) = match pooled {
                 Some(mut conn) => {
                     if !self.ready(&mut conn).await {
                         continue;

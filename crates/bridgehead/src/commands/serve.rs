@@ -14,6 +14,12 @@ pub fn run(config: &Path, watch: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    // What `config check` checks beyond validation (TLS and key files, the access log's
+    // directory), before anything is opened or bound.
+    if let Err(e) = bridgehead_gateway::preflight(&loaded) {
+        eprintln!("{}: {e}", loaded.file.display());
+        return Ok(ExitCode::FAILURE);
+    }
     let workers = super::effective_workers(loaded.config.server.workers);
     let rt = super::runtime(Some(workers))?;
     rt.block_on(async move {

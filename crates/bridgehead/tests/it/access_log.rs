@@ -60,3 +60,13 @@ fn a_missing_directory_is_refused_by_config_check() {
     let all = format!("{out}{err}");
     assert!(all.contains("server.access_log.output") && all.contains("does not exist"), "{all}");
 }
+
+#[test]
+fn serve_refuses_a_missing_directory_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.yaml");
+    std::fs::write(&cfg, "server:\n  listen: 127.0.0.1:0\n  access_log: { output: nowhere/access.log }\nadmin:\n  listen: 127.0.0.1:0\n").unwrap();
+    let (code, out, err) = bridgehead(&["serve", "--no-watch", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("server.access_log.output") && err.contains("does not exist"), "{err}");
+}

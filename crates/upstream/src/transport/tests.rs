@@ -250,3 +250,21 @@ async fn an_invalid_answer_is_an_exchange_error_not_a_connect_error() {
     let Err(err) = up.transport.request(&up.targets[0], get()).await else { panic!("an answer") };
     assert!(!err.is_connect() && !err.is_client_body(), "{err}");
 }
+
+#[tokio::test]
+async fn an_upgrade_takes_a_fresh_connection_and_leaves_the_pool_alone() {
+    let o = origin(Answer::Ok).await;
+    let up = upstream(&o.url, "");
+    fetch(&up).await;
+    assert_eq!(up.transport.idle_connections(&o.url), 1);
+    let req = Request::get("/ws")
+        .header("host", "origin.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(RequestBody::Empty)
+        .unwrap();
+    let res = up.transport.request(&up.targets[0], req).await.unwrap_or_else(|_| panic!("an answer"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(up.transport.idle_connections(&o.url), 1, "the pooled connection is still there");
+    assert_eq!(o.accepted.load(SeqCst), 2, "the upgrade went on a connection of its own");
+}
