@@ -92,6 +92,8 @@ pub struct App {
     /// SIGUSR1, registered when the app is built (with `sighup`), so a logrotate signal during a
     /// slow start does not end the process.
     usr1: Option<tokio::signal::unix::Signal>,
+    /// SIGHUP, the same way.
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 /// Checks what validation cannot see without touching the outside: TLS files (listener and
@@ -127,18 +129,18 @@ impl App {
         opts: AppOptions,
     ) -> Result<Self, AppError> {
         let loaded_bytes = opts.config_path.as_ref().and_then(|p| std::fs::read(p).ok());
-        // Before anything slow (migrations, key fetches): from here on SIGUSR1 is caught.
-        let usr1 = if opts.sighup {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot catch SIGUSR1; the access log file will not be reopened");
-                    None
-                }
-            }
-        } else {
-            None
+        // Before anything slow (migrations, key fetches): from here on SIGHUP and SIGUSR1 are
+        // caught (their default action would end the process).
+        let catch = |kind, what: &str| {
+            opts.sighup
+                .then(|| tokio::signal::unix::signal(kind))
+                .and_then(|s| s.map_err(|e| tracing::warn!(error = %e, "cannot catch {what}")).ok())
         };
+        let hup = catch(tokio::signal::unix::SignalKind::hangup(), "SIGHUP; reload with POST /admin/reload");
+        let usr1 = catch(
+            tokio::signal::unix::SignalKind::user_defined1(),
+            "SIGUSR1; the access log file will not be reopened",
+        );
         let tls = crate::tls::acceptor(&loaded)?;
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
@@ -189,6 +191,7 @@ impl App {
             node_id,
             loaded_bytes,
             usr1,
+            hup,
         })
     }
 
@@ -207,13 +210,13 @@ impl App {
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish for up to `server.shutdown_grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-        let App { shared, tls, reloader, data, admin, opts, node_id, loaded_bytes, usr1 } = self;
+        let App { shared, tls, reloader, data, admin, opts, node_id, loaded_bytes, usr1, hup } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if opts.sighup {
-            reloader.watch_sighup();
-            if let Some(usr1) = usr1 {
-                watch_sigusr1(shared.clone(), usr1);
-            }
+        if let Some(hup) = hup {
+            reloader.watch_sighup(hup);
+        }
+        if let Some(usr1) = usr1 {
+            watch_sigusr1(shared.clone(), usr1);
         }
         let _watcher = if opts.watch_config {
             reloader.watch_file(loaded_bytes).unwrap_or_else(|e| {

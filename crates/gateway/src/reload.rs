@@ -101,13 +101,11 @@ impl Reloader {
         Ok(generation)
     }
 
-    /// Reloads on every SIGHUP until the process ends.
-    pub fn watch_sighup(&self) {
+    /// Reloads on every SIGHUP until the process ends; `hup` is registered by the caller, as
+    /// early as it can (SIGHUP's default action ends the process).
+    pub fn watch_sighup(&self, mut hup: tokio::signal::unix::Signal) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-                return;
-            };
             while hup.recv().await.is_some() {
                 let _ = this.reload().await;
             }

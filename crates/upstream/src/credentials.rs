@@ -111,7 +111,8 @@ impl Credentials {
                 Ok(None)
             }
             Self::OAuth2(p) => {
-                let value = p.token().await?;
+                // Boxed: a fetch's machinery would otherwise weigh on every request's future.
+                let value = Box::pin(p.token()).await?;
                 headers.insert(header::AUTHORIZATION, value.clone());
                 Ok(Some(value))
             }

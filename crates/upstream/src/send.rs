@@ -241,7 +241,7 @@ impl<'a> Tries<'a> {
         // The upstream's own credential replaces whatever the client sent in that header.
         let mut token = None;
         if let Some(credentials) = &up.credentials {
-            token = Box::pin(credentials.apply(req.headers_mut())).await.map_err(|e| {
+            token = credentials.apply(req.headers_mut()).await.map_err(|e| {
                 static NO_CREDENTIAL: LogBudget = LogBudget::new();
                 if let Some(left_out) = NO_CREDENTIAL.admit() {
                     tracing::warn!(upstream = %up.name, error = %e, left_out, "no credential for the upstream");

@@ -68,3 +68,33 @@ async fn file_changes_reload_by_themselves() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_binary_and_sigusr1_with_stdout_is_harmless() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = |extra: &str| {
+        format!(
+            "state:\n  url: sqlite://STATE_DB\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: u }}\n{extra}",
+            m.url()
+        )
+    };
+    let node = Node::start(dir.path(), "n", &routes(""));
+    assert_eq!(get(&node.url("/b")).await.status, 404);
+    let pid = node.child.0.id().to_string();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    };
+    // SIGUSR1 with the access log on stdout: ignored, the process lives on.
+    signal("-USR1");
+    // The same file as Node::start wrote, with a second route.
+    let cfg = dir.path().join("n.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}  - {{ name: b, match: {{ path_prefix: /b }}, upstream: u }}\n"))
+        .unwrap();
+    signal("-HUP");
+    eventually(10, "the reloaded route", async || get(&node.url("/b")).await.status == 200).await;
+    assert_eq!(get(&node.url("/a")).await.status, 200);
+    let log = node.stop();
+    assert!(log.contains("SIGUSR1 ignored"), "{log}");
+}
