@@ -475,11 +475,7 @@ mod tests {
         assert!(log.write(&record(None, Some("two"))));
         log.reopen();
         // The line buffered before the reopen goes to the old file; the writer then makes a new one.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(std::time::Instant::now() < deadline, "the log was not reopened");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_file(&path, "the log was not reopened");
         assert!(log.write(&record(None, Some("three"))));
         drop(log);
         let old = std::fs::read_to_string(&rotated).unwrap();
@@ -503,11 +499,7 @@ mod tests {
         assert!(log.reopen());
         assert!(log.write(&record(None, Some("one"))));
         std::fs::create_dir(&logs).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !path.exists() {
-            assert!(std::time::Instant::now() < deadline, "the reopen was not retried");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_file(&path, "the reopen was not retried");
         assert!(log.write(&record(None, Some("two"))));
         drop(log);
         let old = std::fs::read_to_string(moved.join("access.log")).unwrap();
@@ -516,6 +508,15 @@ mod tests {
         assert!(new.contains("\"route\":\"two\""), "{new}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640 & !umask());
+    }
+
+    /// Polls (the writer is a thread) until `path` exists, failing with `what` after 10 s.
+    fn wait_for_file(path: &Path, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The umask this process passes on, as a shell started from it reports it.

@@ -75,9 +75,18 @@ impl Http1Conn {
         if self.over { Poll::Ready(()) } else { Poll::Pending }
     }
 
-    /// Whether the connection is over (it is then never reused).
-    pub fn is_over(&self) -> bool {
-        self.over
+    /// Drives the connection until it can take another request (`true`: both directions of
+    /// the last exchange are done) or is over (`false`).
+    pub fn poll_reusable(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.poll_conn(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        self.send.poll_ready(cx).map(|r| r.is_ok())
+    }
+
+    /// Whether the connection can take another request now, without driving it.
+    pub fn is_reusable(&self) -> bool {
+        !self.over && self.send.is_ready()
     }
 }
 
@@ -142,8 +151,7 @@ impl UpstreamBody {
         // Only a connection done both ways goes back: one still writing the request body (the
         // target answered early) is dropped, which closes it.
         if let Hold::Http1(lease) = std::mem::replace(&mut self.hold, Hold::None)
-            && !lease.conn.is_over()
-            && lease.conn.send.is_ready()
+            && lease.conn.is_reusable()
         {
             lease.pool.release(lease.conn);
         }

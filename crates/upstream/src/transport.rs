@@ -295,11 +295,13 @@ impl Transport {
         }
         // An upgrade takes its connection for good: a fresh one, never one from the pool (no
         // keep-alive race to lose).
-        let upgrade = req.headers().contains_key(header::UPGRADE);
+        if req.headers().contains_key(header::UPGRADE) {
+            let conn = Box::pin(self.connect_http1(target)).await?;
+            return Box::pin(upgrade_exchange(conn, req)).await;
+        }
         let streaming = req.body().is_stream();
         loop {
-            let pooled = if upgrade { None } else { conns.checkout() };
-            let (conn, reused) = match pooled {
+            let (conn, reused) = match conns.checkout() {
                 Some(mut conn) => {
                     if !self.ready(&mut conn).await {
                         continue;
@@ -308,9 +310,7 @@ impl Transport {
                 }
                 None => (Box::pin(self.connect_http1(target)).await?, false),
             };
-            let result = if upgrade {
-                return Box::pin(upgrade_exchange(conn, req)).await;
-            } else if streaming {
+            let result = if streaming {
                 Box::pin(driven_exchange(conn, req, conns.clone()))
                     .await
                     .map(|res| res.map(UpstreamBody::new))
@@ -339,12 +339,7 @@ impl Transport {
     /// normally), or found closed, or not within the connect timeout (its previous exchange is
     /// still finishing).
     async fn ready(&self, conn: &mut Http1Conn) -> bool {
-        let mut wait = pin!(poll_fn(|cx| {
-            if conn.poll_conn(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            conn.send.poll_ready(cx).map(|r| r.is_ok())
-        }));
+        let mut wait = pin!(poll_fn(|cx| conn.poll_reusable(cx)));
         // The first poll answers almost always; only a wait needs a timer.
         match poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await {
             Poll::Ready(ready) => ready,
@@ -423,10 +418,6 @@ async fn exchange(
         }
     })
     .await;
-    let unsent = |mut e: hyper::client::conn::TrySendError<Request<RequestBody>>| {
-        let req = e.take_message();
-        (TransportError::Exchange(e.into_error()), req)
-    };
     match answer {
         Some(Ok(res)) => Ok((res, conn)),
         Some(Err(e)) => Err(unsent(e)),
@@ -454,21 +445,20 @@ async fn driven_exchange(
 ) -> Result<Response<hyper::body::Incoming>, (TransportError, Option<Request<RequestBody>>)> {
     let sent = conn.send.try_send_request(req);
     tokio::spawn(async move {
-        let done = poll_fn(|cx| {
-            if conn.poll_conn(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            conn.send.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await;
-        if done {
+        if poll_fn(|cx| conn.poll_reusable(cx)).await {
             pool.release(conn);
         }
     });
-    sent.await.map_err(|mut e| {
-        let req = e.take_message();
-        (TransportError::Exchange(e.into_error()), req)
-    })
+    sent.await.map_err(unsent)
+}
+
+/// A failed send as the transport reports it: the error, and the request if none of it was
+/// written.
+fn unsent(
+    mut e: hyper::client::conn::TrySendError<Request<RequestBody>>,
+) -> (TransportError, Option<Request<RequestBody>>) {
+    let req = e.take_message();
+    (TransportError::Exchange(e.into_error()), req)
 }
 
 /// Sends a request that offers a protocol upgrade: its connection goes to a task that can
@@ -487,6 +477,11 @@ async fn upgrade_exchange(
     Ok(send.send_request(req).await?.map(UpstreamBody::new))
 }
 
+/// The target's host as DNS and SNI want it: an IPv6 literal without its brackets.
+fn bare_host(target: &Target) -> &str {
+    target.authority.host().trim_start_matches('[').trim_end_matches(']')
+}
+
 impl Connector {
     fn new(timeout: Duration, server_name: Option<&str>) -> Self {
         Self { timeout, server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()) }
@@ -497,7 +492,7 @@ impl Connector {
     /// answer (a blackholed AAAA) leaves time for the next. `TCP_NODELAY`, and keep-alive probes
     /// after 60 s idle.
     async fn tcp(&self, target: &Target) -> Result<TcpStream, TransportError> {
-        let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = bare_host(target);
         let port =
             target.authority.port_u16().unwrap_or(if target.scheme == Scheme::HTTPS { 443 } else { 80 });
         let deadline = Instant::now() + self.timeout;
@@ -540,8 +535,7 @@ impl Connector {
         let name = match &self.server_name {
             Some(n) => n.clone(),
             None => {
-                let host = target.authority.host().trim_start_matches('[').trim_end_matches(']');
-                ServerName::try_from(host.to_owned()).map_err(|e| connect_error(e.into()))?
+                ServerName::try_from(bare_host(target).to_owned()).map_err(|e| connect_error(e.into()))?
             }
         };
         let connector = tokio_rustls::TlsConnector::from(config.clone());

@@ -727,7 +727,7 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         if authority.as_str().contains('@') {
             return Err(GatewayError::BadRequest("request target must not contain user information".into()));
         }
-        (authority.clone(), Source::RequestTarget, None)
+        (authority.clone(), "request target", None)
     } else {
         let mut hosts = req.headers().get_all(header::HOST).iter();
         let Some(value) = hosts.next() else {
@@ -745,10 +745,10 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
             .ok_or_else(|| {
                 GatewayError::BadRequest("invalid Host header: expected host or host:port".into())
             })?;
-        (authority, Source::HostHeader, Some(value.clone()))
+        (authority, "Host header", Some(value.clone()))
     };
     let host = canonical_host(authority.host())
-        .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {}: {e}", source.name())))?;
+        .map_err(|e| GatewayError::BadRequest(format!("invalid host in the {source}: {e}")))?;
     if host == authority.host() {
         // The common case: the Host header is forwarded as it came.
         let forward_host = match host_value {
@@ -767,29 +767,13 @@ fn request_host(req: &Request<Incoming>) -> Result<RequestTarget, GatewayError> 
         None => host.to_string(),
     };
     let forwarded = Authority::try_from(forwarded)
-        .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {}", source.name())))?;
+        .map_err(|_| GatewayError::BadRequest(format!("invalid host in the {source}")))?;
     Ok(RequestTarget {
         canonical_host: Some(host.into_owned()),
         forward_host: Some(authority_value(&forwarded)?),
         authority: Some(forwarded),
         route_path: None,
     })
-}
-
-/// Where the authority of a request came from.
-#[derive(Clone, Copy)]
-enum Source {
-    RequestTarget,
-    HostHeader,
-}
-
-impl Source {
-    fn name(self) -> &'static str {
-        match self {
-            Source::RequestTarget => "request target",
-            Source::HostHeader => "Host header",
-        }
-    }
 }
 
 fn authority_value(a: &Authority) -> Result<HeaderValue, GatewayError> {
