@@ -122,9 +122,10 @@ pub struct Server {
     pub tls: Option<ServerTls>,
     /// Limits that protect the gateway from oversized or slow clients.
     pub limits: Limits,
-    /// Worker threads for the data plane; absent means one per CPU this process may use (its CPU
-    /// affinity mask and cgroup quota), and one means a single-threaded runtime. Requires a
-    /// restart.
+    /// Data-plane workers; absent means one per CPU this process may use (its CPU affinity mask
+    /// and cgroup quota). One worker serves everything on one single-threaded runtime; several
+    /// each get a thread with a runtime and an `SO_REUSEPORT` listener of their own, the kernel
+    /// spreading connections over them. Requires a restart.
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     pub shutdown_grace: HumanDuration,

@@ -33,32 +33,83 @@ pub enum AppError {
     Io(#[from] std::io::Error),
 }
 
-/// Already-bound listeners.
+/// Already-bound listeners. More than one data listener means one data-plane worker per
+/// listener, each on its own single-threaded runtime and thread (see [`App::run`]).
 pub struct Listeners {
-    pub data: std::net::TcpListener,
+    /// One per worker: `SO_REUSEPORT` sockets on the same address when there are several.
+    pub data: Vec<std::net::TcpListener>,
     pub admin: std::net::TcpListener,
 }
 
 impl Listeners {
-    /// Binds the addresses in the config.
+    /// Binds the addresses in the config: [`workers`] data listeners.
     pub fn bind(config: &bridgehead_config::Config) -> std::io::Result<Self> {
-        let bind = |addr: SocketAddr, key: &str| {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
+        let named = |key: &'static str, addr: SocketAddr| {
+            move |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}"))
+            }
         };
+        let listen = config.server.listen;
         Ok(Self {
-            data: bind(config.server.listen, "server.listen")?,
-            admin: bind(config.admin.listen, "admin.listen")?,
+            data: bind_data(listen, workers(config)).map_err(named("server.listen", listen))?,
+            admin: std::net::TcpListener::bind(config.admin.listen)
+                .map_err(named("admin.listen", config.admin.listen))?,
         })
     }
 
-    /// Binds both on 127.0.0.1 with ports chosen by the OS.
-    pub fn ephemeral() -> std::io::Result<Self> {
+    /// Binds on 127.0.0.1 with ports chosen by the OS: `workers` data listeners (at least one)
+    /// and the admin listener.
+    pub fn ephemeral(workers: usize) -> std::io::Result<Self> {
         Ok(Self {
-            data: std::net::TcpListener::bind("127.0.0.1:0")?,
+            data: bind_data(SocketAddr::from(([127, 0, 0, 1], 0)), workers)?,
             admin: std::net::TcpListener::bind("127.0.0.1:0")?,
         })
     }
+}
+
+/// The data-plane workers `config` asks for: `server.workers`, or one per CPU this process may
+/// run on (its affinity mask and cgroup CPU quota, as `std::thread::available_parallelism`
+/// reads them, not the machine's core count).
+pub fn workers(config: &bridgehead_config::Config) -> usize {
+    config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .max(1)
+}
+
+/// `n` listeners on `addr`: one plain socket, or `n` with `SO_REUSEPORT`, among which the
+/// kernel spreads incoming connections. With port 0 the first socket's port is shared.
+///
+/// `SO_REUSEPORT` would also let another process of the same user join the group unnoticed (a
+/// second gateway started by mistake would take half of the connections), so the address is
+/// first bound without it, which fails when anything listens there already.
+fn bind_data(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if n <= 1 {
+        return Ok(vec![std::net::TcpListener::bind(addr)?]);
+    }
+    let socket = || {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        Ok::<_, std::io::Error>(s)
+    };
+    if addr.port() != 0 {
+        socket()?.bind(&addr.into())?;
+    }
+    let mut addr = addr;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = socket()?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        if let Some(bound) = s.local_addr()?.as_socket() {
+            addr = bound;
+        }
+        out.push(s.into());
+    }
+    Ok(out)
 }
 
 /// How the app is run.
@@ -83,7 +134,8 @@ pub struct App {
     shared: Arc<Shared>,
     tls: Arc<ArcSwapOption<TlsAcceptor>>,
     reloader: Reloader,
-    data: TcpListener,
+    /// Non-blocking, registered with a runtime only where they are served (one per worker).
+    data: Vec<std::net::TcpListener>,
     admin: TcpListener,
     opts: AppOptions,
     node_id: String,
@@ -142,6 +194,8 @@ impl App {
             "SIGUSR1; the access log file will not be reopened",
         );
         let tls = crate::tls::acceptor(&loaded)?;
+        // Before anything keeps per-worker state (the upstream connection pools).
+        bridgehead_http::worker::set_workers(listeners.data.len());
         let store = bridgehead_state::Store::open(&loaded.config.state.url).await?;
         let node_id = format!("{}-{}", hostname(), std::process::id());
         store.register_node(&node_id, env!("CARGO_PKG_VERSION")).await?;
@@ -177,13 +231,13 @@ impl App {
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
-        let to_tokio = |l: std::net::TcpListener| {
+        for l in &listeners.data {
             l.set_nonblocking(true)?;
-            TcpListener::from_std(l)
-        };
+        }
+        listeners.admin.set_nonblocking(true)?;
         Ok(Self {
-            data: to_tokio(listeners.data)?,
-            admin: to_tokio(listeners.admin)?,
+            data: listeners.data,
+            admin: TcpListener::from_std(listeners.admin)?,
             shared,
             tls,
             reloader,
@@ -196,7 +250,7 @@ impl App {
     }
 
     pub fn data_addr(&self) -> SocketAddr {
-        self.data.local_addr().expect("bound listener has an address")
+        self.data[0].local_addr().expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -264,18 +318,20 @@ impl App {
                 })
                 .await;
         });
-        let data_task = tokio::spawn(crate::server::serve(data, shared.clone(), tls, stop_rx));
+        let mut data_plane = crate::server::DataPlane::start(data, &shared, &tls, &stop_rx)?;
         tracing::info!(generation = shared.runtime.load().generation, "gateway ready");
 
-        shutdown.await;
+        let failed = tokio::select! {
+            () = shutdown => false,
+            () = data_plane.failed() => {
+                tracing::error!("a data-plane worker ended; shutting down");
+                true
+            }
+        };
         let grace = shared.runtime.load().loaded.config.server.shutdown_grace.get();
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
-        if let Ok(graceful) = data_task.await
-            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
-        {
-            tracing::warn!("shutdown grace period over; closing remaining connections");
-        }
+        data_plane.drain(&shared).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
         // The access log's last lines (it hands buffers to its writer every 100 ms).
         shared.access_log.flush();
@@ -284,6 +340,9 @@ impl App {
         }
         if let Some(store) = &shared.store {
             store.close().await;
+        }
+        if failed {
+            return Err(AppError::Io(std::io::Error::other("a data-plane worker ended unexpectedly")));
         }
         Ok(())
     }
@@ -318,4 +377,49 @@ fn watch_sigusr1(shared: Arc<Shared>, mut usr1: tokio::signal::unix::Signal) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_workers_share_one_port_with_reuseport() {
+        let ls = bind_data(SocketAddr::from(([127, 0, 0, 1], 0)), 3).unwrap();
+        assert_eq!(ls.len(), 3);
+        let port = ls[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+        // Every socket listens: a connection to the port is accepted by one of them.
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn an_address_in_use_is_refused_even_by_another_reuseport_group() {
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind_data(plain.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+
+        // A second gateway of the same user must not silently join the first one's group.
+        let group = bind_data(SocketAddr::from(([127, 0, 0, 1], 0)), 2).unwrap();
+        let err = bind_data(group[0].local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+        let err = bind_data(group[0].local_addr().unwrap(), 1).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    }
+
+    #[test]
+    fn bind_names_the_key_of_the_address_in_use() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = bridgehead_config::Config::default();
+        config.server.listen = taken.local_addr().unwrap();
+        config.server.workers = Some(2);
+        let err = Listeners::bind(&config).err().expect("address in use");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot listen on {} (server.listen)", config.server.listen)),
+            "{text}"
+        );
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

@@ -17,4 +17,4 @@ pub(crate) mod runtime;
 pub(crate) mod server;
 pub(crate) mod tls;
 
-pub use app::{App, AppError, AppOptions, Listeners, preflight, shutdown_signal};
+pub use app::{App, AppError, AppOptions, Listeners, preflight, shutdown_signal, workers};

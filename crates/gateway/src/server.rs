@@ -23,18 +23,144 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::Shared;
+use bridgehead_http::metrics::WorkerLabels;
+
+/// The data-plane workers. One listener is served on the caller's runtime. Several are served
+/// one per thread, each thread with its own single-threaded runtime: a connection, the requests
+/// on it and the upstream connections they open stay on one thread and one reactor, with no
+/// work stealing and no cross-thread wake-up, and the kernel (`SO_REUSEPORT`) spreads incoming
+/// connections over the listeners. `server.limits.max_connections` is shared by all workers.
+pub struct DataPlane {
+    /// The accept loop on the caller's runtime (one listener).
+    local: Option<tokio::task::JoinHandle<GracefulShutdown>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// One message per worker thread: it drained after the stop, or it ended early (failed).
+    ended: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// Worker threads heard from on `ended`.
+    ended_count: usize,
+    /// Lets drained worker threads end: their runtimes drive connections the other workers'
+    /// requests may still use (HTTP/2 upstream connections are shared), so none ends before all
+    /// have drained.
+    release: watch::Sender<bool>,
+}
+
+impl DataPlane {
+    /// Starts serving `listeners` (non-blocking) until `stop` flips to true.
+    pub fn start(
+        mut listeners: Vec<std::net::TcpListener>,
+        shared: &Arc<Shared>,
+        tls: &Arc<ArcSwapOption<TlsAcceptor>>,
+        stop: &watch::Receiver<bool>,
+    ) -> io::Result<Self> {
+        let max_conns = shared.runtime.load().loaded.config.server.limits.max_connections;
+        let permits = Arc::new(Semaphore::new(max_conns));
+        let (ended_tx, ended) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = watch::channel(false);
+        let mut plane = Self { local: None, threads: Vec::new(), ended, ended_count: 0, release };
+        if listeners.len() == 1 {
+            let listener = TcpListener::from_std(listeners.remove(0))?;
+            let task = serve(listener, shared.clone(), tls.clone(), stop.clone(), permits);
+            plane.local = Some(tokio::spawn(task));
+            return Ok(plane);
+        }
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = i + 1;
+            let (shared, tls, stop, permits) = (shared.clone(), tls.clone(), stop.clone(), permits.clone());
+            let mut release = release_rx.clone();
+            let mut report = Report(Some(ended_tx.clone()));
+            let thread = std::thread::Builder::new().name(format!("bridgehead-w{id}")).spawn(move || {
+                bridgehead_http::worker::enter(id);
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        return tracing::error!(worker = id, error = %e, "cannot start a worker's runtime");
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return tracing::error!(worker = id, error = %e, "cannot serve a listener"),
+                    };
+                    let graceful = serve(listener, shared.clone(), tls, stop, permits).await;
+                    drain(graceful, &shared).await;
+                    report.send();
+                    let _ = release.wait_for(|r| *r).await;
+                });
+            })?;
+            plane.threads.push(thread);
+        }
+        Ok(plane)
+    }
+
+    /// Completes when a worker thread ends before the stop (it failed); never with one
+    /// listener.
+    pub async fn failed(&mut self) {
+        if self.threads.is_empty() || self.ended.recv().await.is_none() {
+            return std::future::pending().await;
+        }
+        self.ended_count += 1;
+    }
+
+    /// After the stop: waits for every worker to drain (each bounded by
+    /// `server.shutdown_grace`), then ends them.
+    pub async fn drain(mut self, shared: &Shared) {
+        if let Some(local) = self.local.take()
+            && let Ok(graceful) = local.await
+        {
+            drain(graceful, shared).await;
+        }
+        while self.ended_count < self.threads.len() && self.ended.recv().await.is_some() {
+            self.ended_count += 1;
+        }
+        let _ = self.release.send(true);
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Tells the main thread a worker is done, once: explicitly when it drained, else when it is
+/// dropped (the worker failed or panicked).
+struct Report(Option<tokio::sync::mpsc::UnboundedSender<()>>);
+
+impl Report {
+    fn send(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+/// Lets in-flight requests finish for up to `server.shutdown_grace`.
+async fn drain(graceful: GracefulShutdown, shared: &Shared) {
+    let grace = shared.runtime.load().loaded.config.server.shutdown_grace.get();
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
 
 /// Runs the accept loop until `shutdown` flips to true; returns the handle that drains the
-/// open connections (the caller bounds it by `server.shutdown_grace`).
-pub async fn serve(
+/// open connections. `permits` bounds the open connections.
+async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls_swap: Arc<ArcSwapOption<TlsAcceptor>>,
     mut shutdown: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
 ) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
-    let max_conns = shared.runtime.load().loaded.config.server.limits.max_connections;
-    let permits = Arc::new(Semaphore::new(max_conns));
+    let worker = u16::try_from(bridgehead_http::worker::current(usize::MAX).max(1)).unwrap_or(u16::MAX);
+    let accepted = shared.metrics.connections.get_or_create(&WorkerLabels { worker }).clone();
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
@@ -52,6 +178,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        accepted.inc();
         let _ = stream.set_nodelay(true);
         let rt = shared.runtime.load();
         let limits = rt.loaded.config.server.limits.clone();

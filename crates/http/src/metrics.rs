@@ -101,6 +101,12 @@ pub struct UpstreamResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// 1 to `server.workers` (one worker: 1).
+    pub worker: u16,
+}
+
 pub mod outcome {
     /// A response arrived with a status below 500.
     pub const SUCCESS: &str = "success";
@@ -168,6 +174,7 @@ pub struct Metrics {
     pub upstream_retries: Family<UpstreamResultLabels, Counter>,
     pub circuit_breaker_state: Family<TargetLabels, Gauge>,
     pub upstream_throttled: Family<UpstreamResultLabels, Counter>,
+    pub connections: Family<WorkerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -276,8 +283,15 @@ impl Default for Metrics {
             "Requests the outbound throttle delayed (waited) or refused (refused)",
             upstream_throttled.clone(),
         );
+        let connections = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted on the data listener, by worker (how the kernel spreads them)",
+            connections.clone(),
+        );
         Self {
             registry,
+            connections,
             rate_limited,
             rate_limit_store_errors,
             idempotency,

@@ -68,7 +68,9 @@ impl Gateway {
             watch_config,
             sighup: false,
         };
-        let app = App::build(loaded, Listeners::ephemeral().unwrap(), opts).await.unwrap();
+        // `server.workers` unset means one worker here, whatever the machine's CPUs.
+        let listeners = Listeners::ephemeral(loaded.config.server.workers.unwrap_or(1)).unwrap();
+        let app = App::build(loaded, listeners, opts).await.unwrap();
         let (addr, admin, reloader) = (app.data_addr(), app.admin_addr(), app.reloader());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

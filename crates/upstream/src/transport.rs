@@ -1,7 +1,8 @@
 //! The wire toward an upstream's targets: HTTP/1.1 or HTTP/2 (`upstreams.*.protocol`), on
 //! connections made here, on hyper's `client::conn` handshakes.
 //!
-//! **HTTP/1.1.** Each target keeps a LIFO list of idle connections. A request takes the most
+//! **HTTP/1.1.** Each target keeps a LIFO list of idle connections per data-plane worker (a
+//! connection is driven by the reactor of the worker that opened it). A request takes the most
 //! recently used one and drives it from its own task: the connection ([`Http1Conn`]) has no
 //! task of its own, so a request costs no wake-up of another task, no channel hand-off to it,
 //! and nothing spawned to return the connection. The response body drives it while it is read
@@ -15,7 +16,7 @@
 //! a task that can complete the upgrade, never reused). Idle, nobody drives a connection: it is checked
 //! when taken (closed meanwhile → skipped; a request it could not take, nothing written, goes to
 //! the next one), and a reaper task closes those the target closed and those idle for longer
-//! than `timeouts.pool_idle`. At most [`MAX_IDLE`] idle connections are kept per target.
+//! than `timeouts.pool_idle`. At most [`MAX_IDLE`] idle connections are kept per target and worker.
 //!
 //! **HTTP/2** connections are made here too rather than by a pooled client, for two reasons:
 //! the client would put every request to a target on one connection whatever its stream count
@@ -56,7 +57,7 @@ use bridgehead_http::body::{BoxError, RequestBody};
 use bridgehead_http::clock::clock_ms;
 use bridgehead_http::upstream_body::{Http1Conn, Http1Lease, Release, StreamSlot, UpstreamBody};
 
-/// Idle HTTP/1.1 connections kept per target; one given back past this closes the oldest.
+/// Idle HTTP/1.1 connections kept per target and worker; one given back past this closes the oldest.
 pub const MAX_IDLE: usize = 1024;
 
 /// Why a request could not be exchanged.
@@ -134,8 +135,10 @@ struct Connector {
 
 /// The connections to one target.
 pub struct TargetConns {
-    /// Idle HTTP/1.1 connections, the most recently used last.
-    idle: Mutex<Vec<Idle>>,
+    /// Idle HTTP/1.1 connections per worker ([`bridgehead_http::worker`]), the most recently
+    /// used last: a connection is driven by the reactor of the worker that opened it, so it goes
+    /// back to that worker's list and is taken from there.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     idle_timeout_ms: u64,
     h2: H2Conns,
 }
@@ -166,7 +169,7 @@ impl TargetConns {
     /// The most recently used idle connection younger than `pool_idle`; older ones are
     /// dropped (closed).
     fn checkout(&self) -> Option<Box<Http1Conn>> {
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(self.own());
         let i = idle.pop()?;
         if clock_ms().saturating_sub(i.since_ms) >= self.idle_timeout_ms {
             // Everything below is older still.
@@ -183,13 +186,20 @@ impl TargetConns {
         // Under the lock: a poll of an idle connection is one read that would block, so the
         // lock is held for microseconds per connection, once a period; taking the list out
         // instead would send every request of that moment to a fresh connect.
-        lock(&self.idle).retain_mut(|i| {
-            now.saturating_sub(i.since_ms) < self.idle_timeout_ms && i.conn.poll_conn(cx).is_pending()
-        });
+        for list in &self.idle {
+            lock(list).retain_mut(|i| {
+                now.saturating_sub(i.since_ms) < self.idle_timeout_ms && i.conn.poll_conn(cx).is_pending()
+            });
+        }
     }
 
     fn idle_count(&self) -> usize {
-        lock(&self.idle).len()
+        self.idle.iter().map(|list| lock(list).len()).sum()
+    }
+
+    /// The calling worker's idle list.
+    fn own(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[bridgehead_http::worker::current(self.idle.len())]
     }
 }
 
@@ -201,7 +211,7 @@ impl std::fmt::Debug for TargetConns {
 
 impl Release for TargetConns {
     fn release(&self, conn: Box<Http1Conn>) {
-        let mut idle = lock(&self.idle);
+        let mut idle = lock(self.own());
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
@@ -238,7 +248,7 @@ impl Transport {
             .entry(url.to_owned())
             .or_insert_with(|| {
                 Arc::new(TargetConns {
-                    idle: Mutex::new(Vec::new()),
+                    idle: (0..bridgehead_http::worker::slots()).map(|_| Mutex::new(Vec::new())).collect(),
                     idle_timeout_ms: self.0.idle_timeout.as_millis() as u64,
                     h2: H2Conns::default(),
                 })

@@ -60,7 +60,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let listeners = Listeners::bind(&loaded.config)?;
         // The local issuer names the address clients actually reach.
         if let Some(o) = &mut loaded.config.oauth_server {
-            o.issuer = format!("http://{}", listeners.data.local_addr()?);
+            o.issuer = format!("http://{}", listeners.data[0].local_addr()?);
         }
         let app = App::build(loaded, listeners, AppOptions::default()).await?;
         print_tour(app.data_addr(), app.admin_addr(), mock.addr(), &private, &idp.kid);

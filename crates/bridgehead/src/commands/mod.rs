@@ -20,13 +20,14 @@ pub enum Output {
     Json,
 }
 
-/// A tokio runtime with `workers` threads. Unset: one per CPU this process may run on (its
-/// affinity mask and cgroup CPU quota, as `std::thread::available_parallelism` reads them, not
-/// the machine's core count). One worker means a current-thread runtime: no work stealing and no
-/// cross-thread wake-ups on the data path, which is faster on one CPU than a multi-thread
-/// runtime with one worker.
+/// A tokio runtime with `workers` threads, or one per CPU this process may run on when unset.
+/// One worker means a current-thread runtime. (`serve` runs its data-plane workers on threads
+/// of their own; see `App::run`.)
 pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = match effective_workers(workers) {
+    let n = workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+        .max(1);
+    let mut b = match n {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -35,13 +36,6 @@ pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime
         }
     };
     b.enable_all().thread_name("bridgehead").build().context("cannot start the async runtime")
-}
-
-/// `server.workers`, or the CPUs available to this process when unset.
-pub fn effective_workers(workers: Option<usize>) -> usize {
-    workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
-        .max(1)
 }
 
 /// Structured logs (JSON lines) to stderr; stdout carries the access log only.

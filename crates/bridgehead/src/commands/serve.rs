@@ -20,11 +20,13 @@ pub fn run(config: &Path, watch: bool) -> anyhow::Result<ExitCode> {
         eprintln!("{}: {e}", loaded.file.display());
         return Ok(ExitCode::FAILURE);
     }
-    let workers = super::effective_workers(loaded.config.server.workers);
-    let rt = super::runtime(Some(workers))?;
+    // One worker: everything on this thread. Several: each data-plane worker on a thread and
+    // single-threaded runtime of its own (App::run starts them), and this thread keeps the admin
+    // listener and the background tasks.
+    let workers = bridgehead_gateway::workers(&loaded.config);
+    let rt = super::runtime(Some(1))?;
     rt.block_on(async move {
-        let flavor = if workers == 1 { "current_thread" } else { "multi_thread" };
-        tracing::info!(workers, runtime = flavor, "async runtime");
+        tracing::info!(workers, "data-plane workers");
         let listeners = Listeners::bind(&loaded.config)?;
         let opts = AppOptions {
             config_path: Some(config.to_owned()),

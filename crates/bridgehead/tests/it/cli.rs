@@ -275,7 +275,7 @@ async fn demo_starts_and_its_tour_works() {
 }
 
 /// `workers` unset follows the CPUs the process may use: under a one-CPU affinity mask
-/// (`taskset`, util-linux) the gateway runs a single-threaded runtime, and serves.
+/// (`taskset`, util-linux) the gateway runs one worker, and serves.
 #[test]
 fn workers_unset_follow_the_cpu_affinity_mask() {
     let dir = tempfile::tempdir().unwrap();
@@ -298,9 +298,92 @@ fn workers_unset_follow_the_cpu_affinity_mask() {
             .expect("taskset (util-linux) runs the binary"),
     );
     let mut stderr = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let runtime = wait_log(&mut stderr, "async runtime");
+    let runtime = wait_log(&mut stderr, "data-plane workers");
     assert_eq!(runtime["fields"]["workers"], 1, "{runtime}");
-    assert_eq!(runtime["fields"]["runtime"], "current_thread");
     let listening = wait_log(&mut stderr, "listening");
     assert!(listening["fields"]["data"].is_string());
+    wait_log(&mut stderr, "gateway ready");
+    assert_eq!(worker_threads(child.0.id()), 0, "one worker serves on the main thread");
+}
+
+/// The data-plane worker threads of process `pid` (named `bridgehead-wN`).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.starts_with("bridgehead-w")
+        })
+        .count()
+}
+
+/// `workers: 2`: two threads, each with its own runtime and `SO_REUSEPORT` listener on the one
+/// port; the kernel spreads connections over both; SIGTERM drains the requests in flight on
+/// every worker, then the process exits 0. A second gateway on the same port is refused rather
+/// than joining the first one's listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_workers_share_the_port_and_drain_together() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start_with(
+        dir.path(),
+        "workers",
+        "  workers: 2\n",
+        &format!("state:\n  url: sqlite://STATE_DB\n{}", simple_config(&m.url())),
+    );
+    wait_log(&mut node.stderr, "gateway ready");
+    assert_eq!(worker_threads(node.child.0.id()), 2);
+
+    // A new connection per request.
+    for i in 0..40 {
+        assert_eq!(get(&node.url(&format!("/r{i}"))).await.status, 200);
+    }
+    let metrics = get(&format!("http://{}/metrics", node.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    for worker in ["1", "2"] {
+        let line = format!("bridgehead_connections_accepted_total{{worker=\"{worker}\"}}");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("{line} missing:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(n > 0, "worker {worker} got no connection of 40:\n{metrics}");
+    }
+
+    // The same address again: refused, naming the key.
+    let cfg = dir.path().join("second.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  listen: {}\n  workers: 2\nadmin:\n  listen: 127.0.0.1:0\nstate:\n  url: sqlite://{}/second.db\n{}",
+            node.addr,
+            dir.path().display(),
+            simple_config(&m.url())
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = bridgehead(&["serve", "--no-watch", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot listen on {} (server.listen)", node.addr)), "{err}");
+    assert!(err.contains("in use"), "{err}");
+
+    // Slow requests in flight on both workers (16 connections), then SIGTERM: all complete.
+    let slow: Vec<_> = (0..16)
+        .map(|i| {
+            let url = node.url(&format!("/slow{i}"));
+            tokio::spawn(async move {
+                send(&client(), Request::get(url).header("x-mock-latency", "500ms").body(empty()).unwrap())
+                    .await
+            })
+        })
+        .collect();
+    eventually(5, "slow requests reached the upstream", async || m.request_count() == 56).await;
+    signal(&node.child.0, 15);
+    for s in slow {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+    let status = tokio::task::spawn_blocking(move || node.child.0.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status}");
 }
