@@ -192,7 +192,9 @@ pub struct Limits {
     pub header_timeout: HumanDuration,
     /// A connection with no bytes moving in either direction for this long is closed.
     pub idle_timeout: HumanDuration,
-    /// Most client connections open at once; further connections wait to be accepted.
+    /// Most client connections open at once, all workers together; past it, further
+    /// connections wait (each worker holds at most one accepted connection until another closes,
+    /// the rest wait in the listen backlog).
     pub max_connections: usize,
     /// Memory for bodies held whole, across all requests: request bodies kept for a retry or
     /// fingerprinted for an idempotency key, and responses stored for replay. When it is used
@@ -809,8 +811,8 @@ pub struct Http2Settings {
     /// Streams (requests) in flight on one connection; past it, another connection to the
     /// same target is opened. The target's own `SETTINGS_MAX_CONCURRENT_STREAMS` applies too.
     pub max_concurrent_streams: u32,
-    /// Connections kept to one target; when all carry `max_concurrent_streams`, further
-    /// requests share the least busy one.
+    /// Connections kept to one target by each data-plane worker (`server.workers`); when all
+    /// carry `max_concurrent_streams`, further requests share the least busy one.
     pub max_connections: u32,
     /// Initial flow-control window of each stream.
     pub initial_stream_window: ByteSize,

@@ -390,8 +390,17 @@ mod tests {
         let port = ls[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
         assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
-        // Every socket listens: a connection to the port is accepted by one of them.
-        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Every socket listens, and the kernel spreads connections over all of them.
+        let _clients: Vec<_> =
+            (0..64).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+        let mut total = 0;
+        for l in &ls {
+            l.set_nonblocking(true).unwrap();
+            let n = std::iter::from_fn(|| l.accept().ok()).count();
+            assert!(n > 0, "a listener got none of 64 connections");
+            total += n;
+        }
+        assert_eq!(total, 64);
     }
 
     #[test]

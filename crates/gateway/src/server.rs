@@ -162,10 +162,10 @@ async fn serve(
     let worker = u16::try_from(bridgehead_http::worker::current(usize::MAX).max(1)).unwrap_or(u16::MAX);
     let accepted = shared.metrics.connections.get_or_create(&WorkerLabels { worker }).clone();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
-            _ = shutdown.changed() => break,
-        };
+        // Accept, then wait for a permit: a worker waiting for a connection holds no permit, so
+        // the limit is shared by the connections actually open on every worker (the kernel
+        // picks the worker, whether or not it has a permit). At the limit each worker holds at
+        // most one accepted connection until another one closes.
         let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -179,6 +179,10 @@ async fn serve(
             _ = shutdown.changed() => break,
         };
         accepted.inc();
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = shutdown.changed() => break,
+        };
         let _ = stream.set_nodelay(true);
         let rt = shared.runtime.load();
         let limits = rt.loaded.config.server.limits.clone();

@@ -22,9 +22,9 @@
 //! the client would put every request to a target on one connection whatever its stream count
 //! (`http2.max_concurrent_streams` opens another), and it takes `:authority` from the URI it
 //! connects to, where the upstream must see the client's host, as `Host` says over HTTP/1.1.
-//! Per target there are at most `http2.max_connections`; a request takes the least busy one
-//! under the stream cap, else opens one (one connect at a time per target), else shares the
-//! least busy. A stream counts against its connection until its response body is over or
+//! Per target and worker there are at most `http2.max_connections`; a request takes the least
+//! busy one under the stream cap, else opens one (one connect at a time per target), else shares
+//! the least busy. A stream counts against its connection until its response body is over or
 //! dropped.
 //!
 //! `auto` over TLS offers `h2` and `http/1.1` in ALPN; a target that picks `http/1.1` is
@@ -140,7 +140,9 @@ pub struct TargetConns {
     /// back to that worker's list and is taken from there.
     idle: Box<[Mutex<Vec<Idle>>]>,
     idle_timeout_ms: u64,
-    h2: H2Conns,
+    /// HTTP/2 connections per worker, for the same reason: a connection's task runs on the
+    /// runtime that opened it, and its streams wake that runtime.
+    h2: Box<[H2Conns]>,
 }
 
 struct Idle {
@@ -201,6 +203,11 @@ impl TargetConns {
     fn own(&self) -> &Mutex<Vec<Idle>> {
         &self.idle[bridgehead_http::worker::current(self.idle.len())]
     }
+
+    /// The calling worker's HTTP/2 connections.
+    fn own_h2(&self) -> &H2Conns {
+        &self.h2[bridgehead_http::worker::current(self.h2.len())]
+    }
 }
 
 impl std::fmt::Debug for TargetConns {
@@ -250,7 +257,7 @@ impl Transport {
                 Arc::new(TargetConns {
                     idle: (0..bridgehead_http::worker::slots()).map(|_| Mutex::new(Vec::new())).collect(),
                     idle_timeout_ms: self.0.idle_timeout.as_millis() as u64,
-                    h2: H2Conns::default(),
+                    h2: (0..bridgehead_http::worker::slots()).map(|_| H2Conns::default()).collect(),
                 })
             })
             .clone()
@@ -277,7 +284,7 @@ impl Transport {
         };
         if let Some(pool) = http2
             && let Some(lease) =
-                pool.lease(&target.conns.h2, target, s.protocol == UpstreamProtocol::Auto).await?
+                pool.lease(target.conns.own_h2(), target, s.protocol == UpstreamProtocol::Auto).await?
         {
             return lease.send(target, req).await;
         }

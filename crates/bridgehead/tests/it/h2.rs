@@ -39,6 +39,28 @@ async fn h2c_upstream_gets_the_clients_host_as_authority_on_one_connection() {
     assert_eq!(gw.log_lines().last().unwrap()["upstream"], "u");
 }
 
+/// `workers: 2`: each worker keeps its own HTTP/2 connection to the target (its task runs on
+/// the worker's runtime), requests on either worker go through, and the gateway drains and
+/// stops with both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_opens_its_own_h2_connection_and_all_drain() {
+    let peer = H2Peer::start().await;
+    let gw = Gateway::start(&format!("server:\n  workers: 2\n{}", config(&peer.url(), ""))).await;
+    // A new client connection per request: the kernel spreads them over both workers.
+    for i in 0..40 {
+        let got = get(&gw.url(&format!("/echo/{i}"))).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["version"], "HTTP/2.0");
+    }
+    let metrics = gw.metrics().await;
+    for worker in ["1", "2"] {
+        let line = format!("bridgehead_connections_accepted_total{{worker=\"{worker}\"}} ");
+        assert!(metrics.lines().any(|l| l.starts_with(&line) && !l.ends_with(" 0")), "{line}:\n{metrics}");
+    }
+    assert_eq!(peer.connections(), 2, "one HTTP/2 connection per worker");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_connection_opens_another_up_to_max_connections() {
     let peer = H2Peer::start().await;
