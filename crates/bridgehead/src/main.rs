@@ -83,6 +83,11 @@ enum Command {
     /// Example: bridgehead oauth client add -c bridgehead.yaml --id dashboard --grant client_credentials --scope orders.read
     #[command(subcommand)]
     Oauth(commands::oauth::OauthCommand),
+    /// Sign a webhook payload the way a provider would, or verify a delivery's signature.
+    ///
+    /// Example: bridgehead webhook verify --scheme stripe --secret-env STRIPE_WHSEC -H "Stripe-Signature: t=…,v1=…" --payload event.json
+    #[command(subcommand)]
+    Webhook(commands::webhook::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Keys(cmd) => commands::keys::run(cmd),
         Command::Token(args) => commands::token::run(args),
         Command::Oauth(cmd) => commands::oauth::run(cmd),
+        Command::Webhook(cmd) => commands::webhook::run(cmd),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod oauth;
 pub mod serve;
 pub mod token;
+pub mod webhook;
 
 use std::path::Path;
 use std::process::ExitCode;

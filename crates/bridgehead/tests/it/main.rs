@@ -20,3 +20,4 @@ mod reload;
 mod support;
 mod tls;
 mod upstream_auth;
+mod webhook_cli;

@@ -581,24 +581,6 @@ async fn run_time_clients_and_key_rotation_from_the_command_line() {
     gw.shutdown().await;
 }
 
-/// The Python interpreter with the test peers (Authlib), from `scripts/test`; `None` only when
-/// BRIDGEHEAD_SKIP_PYTHON=1 says to skip. Anything else missing is a failure, never a silent skip.
-pub fn python() -> Option<String> {
-    if std::env::var("BRIDGEHEAD_SKIP_PYTHON").as_deref() == Ok("1") {
-        eprintln!("skipped: BRIDGEHEAD_SKIP_PYTHON=1");
-        return None;
-    }
-    let from_env = std::env::var("BRIDGEHEAD_PYTHON").ok();
-    let local = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/pyenv/bin/python");
-    let python = from_env.unwrap_or_else(|| local.to_owned());
-    assert!(
-        std::path::Path::new(&python).exists(),
-        "no Python test peers at {python}: run scripts/test (it creates target/pyenv with Authlib), \
-         set BRIDGEHEAD_PYTHON, or set BRIDGEHEAD_SKIP_PYTHON=1 to skip these tests"
-    );
-    Some(python)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authlib_drives_every_flow() {
     let Some(python) = python() else { return };

@@ -1,0 +1,269 @@
+//! End-to-end: `bridgehead webhook sign | verify` with published vectors, and interop both ways
+//! with the official Standard Webhooks Python library (skipped only with BRIDGEHEAD_SKIP_PYTHON=1).
+
+use crate::support::*;
+
+const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn payload(dir: &std::path::Path, body: &str) -> String {
+    let p = dir.join("payload.json");
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn sign_prints_the_published_standard_webhooks_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = payload(dir.path(), r#"{"test": 2432232314}"#);
+    let (code, out, err) = bridgehead(&[
+        "webhook",
+        "sign",
+        "--scheme",
+        "standard",
+        "--secret",
+        SW_SECRET,
+        "--id",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "--timestamp",
+        "1614265330",
+        "--payload",
+        &body,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "webhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek\nwebhook-timestamp: 1614265330\nwebhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=\n"
+    );
+}
+
+#[test]
+fn verify_says_valid_or_why_not_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = payload(dir.path(), "Hello, World!");
+    let sig = "X-Hub-Signature-256: sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["webhook", "verify", "--scheme", "github", "--secret-env", "GH_SECRET", "--payload", &body];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(BIN)
+            .args(&args)
+            .env("GH_SECRET", "It's a Secret to Everybody")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["-H", sig]);
+    assert_eq!((code, out.as_str()), (0, "valid: secret #1\n"));
+    let (code, out, _) = run(&["-H", &sig.replace("757107", "757108")]);
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "invalid: x-hub-signature-256: no signature matches a configured secret\n")
+    );
+    let (code, out, _) = run(&["--output", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"valid": false, "header": "x-hub-signature-256", "reason": "missing", "detail": "missing"})
+    );
+    // Usage errors exit 2 and never echo the secret.
+    let (code, _, err) = run(&["-H", "no colon here"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected \"Name: value\""), "{err}");
+    let (code, _, err) = bridgehead(&[
+        "webhook",
+        "verify",
+        "--scheme",
+        "standard",
+        "--secret",
+        "whsec_***",
+        "--payload",
+        &body,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--secret #1: a whsec_ secret is not valid base64") && !err.contains("***"),
+        "{err}"
+    );
+    let (code, _, err) =
+        bridgehead(&["webhook", "verify", "--scheme", "sha1", "--secret", "x", "--payload", &body]);
+    assert_eq!(code, 2);
+    assert!(err.contains("use standard, stripe, github, slack or hmac"), "{err}");
+}
+
+#[test]
+fn slack_and_stripe_timestamps_follow_now_and_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = payload(dir.path(), r#"{"id":"evt_1","type":"charge.succeeded"}"#);
+    let sig =
+        "Stripe-Signature: t=1700000000,v1=c0475716eb2200f1fe97fcf35a3c05d1fd4f8ba9a07a596730c8d18bb87c0672";
+    let verify = |now: &str, tolerance: &str| {
+        bridgehead(&[
+            "webhook",
+            "verify",
+            "--scheme",
+            "stripe",
+            "--secret",
+            "whsec_test_secret",
+            "-H",
+            sig,
+            "--payload",
+            &body,
+            "--now",
+            now,
+            "--tolerance",
+            tolerance,
+        ])
+    };
+    assert_eq!(verify("1700000100", "5m").0, 0);
+    let (code, out, _) = verify("1700000400", "5m");
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "invalid: stripe-signature: timestamp expired: 400 s old, the tolerance is 300 s\n")
+    );
+    assert_eq!(verify("1700000400", "10m").0, 0);
+    // Without --now the check runs against the clock: a 2023 timestamp is long expired.
+    let (code, out, _) = bridgehead(&[
+        "webhook",
+        "verify",
+        "--scheme",
+        "stripe",
+        "--secret",
+        "whsec_test_secret",
+        "-H",
+        sig,
+        "--payload",
+        &body,
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("timestamp expired"), "{out}");
+}
+
+#[test]
+fn hmac_scheme_from_the_command_line_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = payload(dir.path(), r#"{"a":1}"#);
+    let scheme = [
+        "--scheme",
+        "hmac",
+        "--secret",
+        "custom-secret",
+        "--signature-header",
+        "X-Signature",
+        "--algorithm",
+        "sha512",
+        "--encoding",
+        "base64",
+        "--content",
+        "{id}:{timestamp}:{body}",
+        "--timestamp-header",
+        "X-Timestamp",
+        "--id-header",
+        "X-Id",
+        "--payload",
+        &body,
+    ];
+    let mut args = vec!["webhook", "sign", "--id", "msg-7", "--timestamp", "1700000000", "--output", "json"];
+    args.extend_from_slice(&scheme);
+    let (code, out, err) = bridgehead(&args);
+    assert_eq!(code, 0, "{err}");
+    let headers: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        headers["x-signature"],
+        "CepHhGkLOHCnj1Rlz3OZMUgS3PuMMyYP4pxUS/D6Si0Rwx52IKmQZDoTkmzHSIB1jE6li+qSWT+4i90/x04Q3w=="
+    );
+    let mut args = vec!["webhook", "verify", "--now", "1700000000"];
+    args.extend_from_slice(&scheme);
+    let hs: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap())).collect();
+    for h in &hs {
+        args.extend_from_slice(&["-H", h]);
+    }
+    let (code, out, _) = bridgehead(&args);
+    assert_eq!((code, out.as_str()), (0, "valid: secret #1 id=msg-7 timestamp=1700000000\n"));
+    let (code, _, err) = bridgehead(&[
+        "webhook",
+        "sign",
+        "--scheme",
+        "hmac",
+        "--secret",
+        "s",
+        "--content",
+        "{timestamp}.{body}",
+        "--id",
+        "m",
+        "--payload",
+        &body,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("content signs {timestamp}: set timestamp_header"), "{err}");
+}
+
+/// The official library verifies what we sign, and we verify what it signs.
+#[test]
+fn standard_webhooks_python_library_interoperates_both_ways() {
+    let Some(python) = python() else { return };
+    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/standardwebhooks_peer.py");
+    let dir = tempfile::tempdir().unwrap();
+    let body = payload(dir.path(), r#"{"type":"order.created","data":{"id":42,"note":"ünïcode"}}"#);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().to_string();
+    let secret = "whsec_c2VjcmV0LWZvci1pbnRlcm9wLXRlc3Rz";
+
+    // Theirs → ours.
+    let out = std::process::Command::new(&python)
+        .args([peer, "sign", secret, "msg_interop_1", &now, &body])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sig = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (code, out, err) = bridgehead(&[
+        "webhook",
+        "verify",
+        "--scheme",
+        "standard",
+        "--secret",
+        secret,
+        "--payload",
+        &body,
+        "-H",
+        "webhook-id: msg_interop_1",
+        "-H",
+        &format!("webhook-timestamp: {now}"),
+        "-H",
+        &format!("webhook-signature: {sig}"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Ours → theirs.
+    let (code, out, err) = bridgehead(&[
+        "webhook",
+        "sign",
+        "--scheme",
+        "standard",
+        "--secret",
+        secret,
+        "--id",
+        "msg_interop_2",
+        "--payload",
+        &body,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let run = |headers: &str| {
+        let out = std::process::Command::new(&python)
+            .args([peer, "verify", secret, &body, headers])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    assert_eq!(run(out.trim()), (0, "valid\n".to_owned()));
+    // And it refuses what it should: a tampered signature.
+    let mut tampered: serde_json::Value = serde_json::from_str(&out).unwrap();
+    tampered["webhook-id"] = "msg_other".into();
+    assert_eq!(run(&tampered.to_string()).0, 1);
+}
