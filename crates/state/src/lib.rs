@@ -7,9 +7,9 @@
 //! talks to [`Store`] and does not know which backend is behind it. Today the store holds the
 //! cluster identity, the node registry, API keys (their digests), the state of the built-in
 //! OAuth 2.0 authorization server (signing keys, revoked tokens, codes, refresh tokens, clients)
-//! and idempotency records (`Idempotency-Key`, [`IdempotencyBegin`], each held by the owner token
-//! of one request, [`new_idempotency_owner`]); webhook queues will follow as new tables, each
-//! added by a migration.
+//! idempotency records (`Idempotency-Key`, [`IdempotencyBegin`], each held by the owner token
+//! of one request, [`new_idempotency_owner`]), and the webhook receiver's messages, deliveries,
+//! attempts and dead letters (module `webhooks`, [`Store::webhook_accept`]).
 //!
 //! [`Redis`] (module `redis`) is the other place state is shared: GCRA rate-limit buckets
 //! ([`Redis::rate_limit`], on Redis' clock) and idempotency records with the same contract as the
@@ -70,7 +70,7 @@
 //!   (`public` unless the URL's `options=-c search_path=…` says otherwise); every table name
 //!   starts with `bridgehead_` so a shared database stays legible.
 //!
-//! ## Table layout (schema version 4)
+//! ## Table layout (schema version 5)
 //!
 //! | table | column | SQLite / PostgreSQL type | meaning |
 //! |---|---|---|---|
@@ -131,6 +131,29 @@
 //! | | `locked_until` | `INTEGER` / `BIGINT NOT NULL` | lease of the in-flight request, Unix ms; taken over after |
 //! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL`, indexed | the record is live before, Unix ms; purged after ([`Store::idempotency_purge`]) |
 //! | | `created_at` | `INTEGER` / `BIGINT NOT NULL` | its last [`Store::idempotency_begin`] that started it, Unix ms |
+//! | `bridgehead_webhook_messages` (v5) | `id` | `TEXT` primary key | `msg_` + 32 hex digits |
+//! | | `source` | `TEXT NOT NULL` | `inbound:<receiver name>` |
+//! | | `external_id` | `TEXT`, unique with `source` | the sender's message id (replay protection) |
+//! | | `event_type` | `TEXT` | the event's type, when known |
+//! | | `headers` | `TEXT NOT NULL` | headers to pass on, JSON `[[name, value], …]`, secrets redacted |
+//! | | `body` | `BLOB` / `BYTEA NOT NULL` | the raw body as received |
+//! | | `received_at` | `INTEGER` / `BIGINT NOT NULL` | Unix ms |
+//! | | `expires_at` | `INTEGER` / `BIGINT NOT NULL`, indexed | end of the retention; purged after once delivered |
+//! | `bridgehead_webhook_deliveries` (v5) | `id` | `INTEGER` autoincrement / `BIGSERIAL` primary key | |
+//! | | `message_id` | `TEXT NOT NULL`, references the message (cascade) | |
+//! | | `destination` | `TEXT NOT NULL` | `forward:<receiver name>` |
+//! | | `state` | `TEXT NOT NULL` | `pending`, `delivered` or `dead` |
+//! | | `attempts` | `INTEGER` / `BIGINT NOT NULL` | attempts made |
+//! | | `next_attempt_at` | `INTEGER` / `BIGINT NOT NULL`, indexed with `state` | due from, Unix ms |
+//! | | `lease_owner`, `lease_until` | `TEXT`, `INTEGER` / `BIGINT` | the worker holding it, until (Unix ms) |
+//! | | `last_status`, `last_error` | `INTEGER` / `BIGINT`, `TEXT` | the last attempt's answer or error |
+//! | | `updated_at` | `INTEGER` / `BIGINT NOT NULL` | Unix ms |
+//! | `bridgehead_webhook_attempts` (v5) | `delivery_id`, `attempt` | primary key; the delivery cascades | |
+//! | | `at`, `status`, `latency_ms`, `error`, `response` | | when, the status (null without a response), how long, why it failed, the first KiB of the answer |
+//! | `bridgehead_webhook_dead_letters` (v5) | `id` | `TEXT` primary key | `dlq_` + 32 hex digits |
+//! | | `source`, `reason`, `detail` | `TEXT NOT NULL` | the receiver, a short reason label, what the sender was told |
+//! | | `headers`, `body` | `TEXT`, `BLOB` / `BYTEA NOT NULL` | the request (secrets redacted) |
+//! | | `received_at`, `replayed_at`, `message_id` | | Unix ms; the replay, and the message it created |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
@@ -163,6 +186,7 @@ mod redis;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhooks;
 
 // `crate::` because the `redis` crate has the same name as the module.
 pub use crate::redis::{
@@ -178,3 +202,7 @@ pub use oauth::{
 };
 pub use redact::redact_url;
 pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};
+pub use webhooks::{
+    Accepted, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeadLetter, DeliveryRecord, NewDeadLetter,
+    NewWebhookMessage, WEBHOOK_PURGE_BATCH,
+};

@@ -1,0 +1,65 @@
+-- Schema version 5 (PostgreSQL): webhook messages, their deliveries and attempts, and dead letters.
+-- Append-only: never edit this file once released; add 0006_*.sql here AND in ../sqlite/.
+-- Timestamps are Unix milliseconds (BIGINT, INTEGER in the SQLite twin).
+
+-- A message accepted by a webhook receiver (source 'inbound:<name>'), committed before the
+-- sender heard 2xx. external_id is the sender's message id: a second message with the same
+-- (source, external_id) is a replay and is not stored again, until expires_at (the retention).
+CREATE TABLE bridgehead_webhook_messages (
+    id          TEXT    PRIMARY KEY, -- msg_ + 32 hex digits
+    source      TEXT    NOT NULL,
+    external_id TEXT,
+    event_type  TEXT,
+    headers     TEXT    NOT NULL,    -- JSON array of [name, value] pairs, secrets redacted
+    body        BYTEA   NOT NULL,    -- the raw bytes as received
+    received_at BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX bridgehead_webhook_messages_external
+    ON bridgehead_webhook_messages (source, external_id);
+CREATE INDEX bridgehead_webhook_messages_expires_at ON bridgehead_webhook_messages (expires_at);
+
+-- One delivery of a message to one destination ('forward:<inbound name>'), written in the same
+-- transaction as its message (an outbox). A worker claims a due delivery with a lease
+-- (lease_owner, lease_until); a lease that runs out (its node died) is claimed again.
+CREATE TABLE bridgehead_webhook_deliveries (
+    id              BIGSERIAL PRIMARY KEY,
+    message_id      TEXT    NOT NULL REFERENCES bridgehead_webhook_messages (id) ON DELETE CASCADE,
+    destination     TEXT    NOT NULL,
+    state           TEXT    NOT NULL, -- pending | delivered | dead
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     BIGINT NOT NULL DEFAULT 0,
+    last_status     BIGINT,
+    last_error      TEXT,
+    updated_at      BIGINT NOT NULL
+);
+CREATE INDEX bridgehead_webhook_deliveries_due ON bridgehead_webhook_deliveries (state, next_attempt_at);
+CREATE INDEX bridgehead_webhook_deliveries_message ON bridgehead_webhook_deliveries (message_id);
+
+-- Every attempt of a delivery: what the destination answered, or why nothing came back.
+CREATE TABLE bridgehead_webhook_attempts (
+    delivery_id BIGINT NOT NULL REFERENCES bridgehead_webhook_deliveries (id) ON DELETE CASCADE,
+    attempt     BIGINT NOT NULL,
+    at          BIGINT NOT NULL,
+    status      BIGINT,          -- NULL when no response came
+    latency_ms  BIGINT NOT NULL,
+    error       TEXT,
+    response    BYTEA,             -- the first KiB of the response body
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+-- A request a receiver refused, kept to be looked at and replayed once fixed.
+CREATE TABLE bridgehead_webhook_dead_letters (
+    id          TEXT    PRIMARY KEY, -- dlq_ + 32 hex digits
+    source      TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,    -- a short label: signature, schema, not_json, ...
+    detail      TEXT    NOT NULL,    -- what was wrong, as the sender was told
+    headers     TEXT    NOT NULL,    -- JSON array of [name, value] pairs, secrets redacted
+    body        BYTEA   NOT NULL,
+    received_at BIGINT NOT NULL,
+    replayed_at BIGINT,
+    message_id  TEXT                 -- the message its replay created
+);
+CREATE INDEX bridgehead_webhook_dead_letters_received ON bridgehead_webhook_dead_letters (received_at);

@@ -1,0 +1,506 @@
+//! Webhook messages, deliveries, attempts and dead letters (migration 0005), for the webhook
+//! receiver and its delivery worker.
+//!
+//! ## Design constraints
+//!
+//! - **Nothing acknowledged that was not committed.** [`Store::webhook_accept`] writes the
+//!   message and one delivery row per destination in one transaction (an outbox: no moment where
+//!   a stored message has no delivery), and returns only after the commit. On SQLite that commit
+//!   runs with `synchronous=FULL` (fsync before it returns), unlike the store's other writes
+//!   (`NORMAL`, see the crate docs), so an accepted webhook survives a power loss too.
+//! - **Replays are refused by the database.** `(source, external_id)` is unique: of two
+//!   concurrent deliveries of the same message id, on any nodes, one is stored and the other
+//!   gets [`Accepted::Duplicate`]. The id is remembered until the message's `expires_at`.
+//! - **Leases, so a crash loses nothing and a live worker is not doubled.** A worker claims due
+//!   deliveries with [`Store::webhook_claim`], which sets `lease_owner` and `lease_until` in one
+//!   statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so nodes claim disjoint rows; SQLite
+//!   serialises writers). A claim whose lease ran out (its node died) is claimed again: every
+//!   accepted message is delivered at least once. [`Store::webhook_record_attempt`] acts only
+//!   for the lease's owner, so a worker that outlived its lease cannot overwrite the outcome of
+//!   the one that took over.
+//! - **Time is the caller's** (`now_ms`, Unix milliseconds), as elsewhere in the store.
+
+use sqlx::Row;
+
+use crate::StateError;
+use crate::store::{Pools, Store, on_pool};
+
+/// At most this many rows are deleted by one purge statement (see [`Store::webhook_purge`]).
+pub const WEBHOOK_PURGE_BATCH: i64 = 5_000;
+
+/// A message to accept.
+#[derive(Debug, Clone)]
+pub struct NewWebhookMessage<'a> {
+    /// `inbound:<receiver name>`.
+    pub source: &'a str,
+    /// The sender's message id, when it has one: the replay-protection key.
+    pub external_id: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    /// The headers to pass on, as `[[name, value], …]` JSON (secrets already redacted).
+    pub headers_json: &'a str,
+    pub body: &'a [u8],
+    /// How long the message (and its id, for replay protection) is kept, in ms.
+    pub retention_ms: i64,
+}
+
+/// What [`Store::webhook_accept`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored with this id, its deliveries pending.
+    New(String),
+    /// A message with the same `(source, external_id)` is already stored (this id): nothing
+    /// was written.
+    Duplicate(String),
+}
+
+/// A delivery claimed by a worker, with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub message_id: String,
+    pub destination: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub headers_json: String,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+}
+
+/// One attempt's result, for [`Store::webhook_record_attempt`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    /// The response status, if one came.
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    /// Why it failed, when it did.
+    pub error: Option<&'a str>,
+    /// The first KiB of the response body.
+    pub response: Option<&'a [u8]>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    /// No more tries: the delivery is dead.
+    Dead,
+}
+
+/// A delivery's state as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub message_id: String,
+    pub destination: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A refused request, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub source: String,
+    pub reason: String,
+    pub detail: String,
+    pub headers_json: String,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+    pub replayed_at_ms: Option<i64>,
+    pub message_id: Option<String>,
+}
+
+/// A refused request to keep, for [`Store::webhook_dead_letter_add`].
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter<'a> {
+    pub source: &'a str,
+    pub reason: &'a str,
+    pub detail: &'a str,
+    pub headers_json: &'a str,
+    pub body: &'a [u8],
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}{}", crate::new_idempotency_owner())
+}
+
+/// Reads rows of either backend the same way.
+trait RowExt {
+    fn delivery(&self) -> Result<DeliveryRecord, sqlx::Error>;
+    fn dead_letter(&self) -> Result<DeadLetter, sqlx::Error>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl RowExt for $row {
+            fn delivery(&self) -> Result<DeliveryRecord, sqlx::Error> {
+                Ok(DeliveryRecord {
+                    id: self.try_get(0)?,
+                    message_id: self.try_get(1)?,
+                    destination: self.try_get(2)?,
+                    state: self.try_get(3)?,
+                    attempts: self.try_get(4)?,
+                    next_attempt_at_ms: self.try_get(5)?,
+                    last_status: self.try_get(6)?,
+                    last_error: self.try_get(7)?,
+                })
+            }
+
+            fn dead_letter(&self) -> Result<DeadLetter, sqlx::Error> {
+                Ok(DeadLetter {
+                    id: self.try_get(0)?,
+                    source: self.try_get(1)?,
+                    reason: self.try_get(2)?,
+                    detail: self.try_get(3)?,
+                    headers_json: self.try_get(4)?,
+                    body: self.try_get(5)?,
+                    received_at_ms: self.try_get(6)?,
+                    replayed_at_ms: self.try_get(7)?,
+                    message_id: self.try_get(8)?,
+                })
+            }
+        }
+    };
+}
+impl_row_ext!(sqlx::sqlite::SqliteRow);
+impl_row_ext!(sqlx::postgres::PgRow);
+
+const DELIVERY_COLUMNS: &str =
+    "id, message_id, destination, state, attempts, next_attempt_at, last_status, last_error";
+const DEAD_LETTER_COLUMNS: &str =
+    "id, source, reason, detail, headers, body, received_at, replayed_at, message_id";
+
+impl Store {
+    /// Stores `msg` with one pending delivery per destination, due at once, in one transaction
+    /// committed durably (see the module docs) before this returns; or, when a message with the
+    /// same `(source, external_id)` is stored and not yet purged, writes nothing and says which.
+    pub async fn webhook_accept(
+        &self,
+        msg: &NewWebhookMessage<'_>,
+        destinations: &[&str],
+        now_ms: i64,
+    ) -> Result<Accepted, StateError> {
+        const OP: &str = "webhook_accept";
+        const INSERT: &str = "INSERT INTO bridgehead_webhook_messages
+             (id, source, external_id, event_type, headers, body, received_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (source, external_id) DO NOTHING";
+        const EXISTING: &str =
+            "SELECT id FROM bridgehead_webhook_messages WHERE source = $1 AND external_id = $2";
+        const DELIVERY: &str = "INSERT INTO bridgehead_webhook_deliveries
+             (message_id, destination, state, attempts, next_attempt_at, updated_at)
+             VALUES ($1, $2, 'pending', 0, $3, $3)";
+        let id = random_id("msg_");
+        let expires = now_ms.saturating_add(msg.retention_ms.max(0));
+        macro_rules! accept {
+            ($conn:expr) => {
+                async {
+                    let mut tx = sqlx::Connection::begin($conn).await?;
+                    let inserted = sqlx::query(INSERT)
+                        .bind(&id)
+                        .bind(msg.source)
+                        .bind(msg.external_id)
+                        .bind(msg.event_type)
+                        .bind(msg.headers_json)
+                        .bind(msg.body)
+                        .bind(now_ms)
+                        .bind(expires)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if inserted == 0 {
+                        let existing: String = sqlx::query_scalar(EXISTING)
+                            .bind(msg.source)
+                            .bind(msg.external_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        tx.rollback().await?;
+                        Ok::<_, sqlx::Error>(Accepted::Duplicate(existing))
+                    } else {
+                        for d in destinations {
+                            sqlx::query(DELIVERY).bind(&id).bind(*d).bind(now_ms).execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                        Ok(Accepted::New(id.clone()))
+                    }
+                }
+                .await
+            };
+        }
+        let result = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.map_err(StateError::query(OP))?;
+                // An fsync before the commit returns, for this transaction only.
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StateError::query(OP))?;
+                let result = accept!(&mut *conn);
+                // Back to the pool's setting (on failure the connection keeps FULL: slower, never
+                // less safe).
+                let _ = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
+                result
+            }
+            Pools::Postgres(pool) => {
+                let mut conn = pool.acquire().await.map_err(StateError::query(OP))?;
+                accept!(&mut *conn)
+            }
+        };
+        result.map_err(StateError::query(OP))
+    }
+
+    /// Claims up to `limit` deliveries that are due (`next_attempt_at <= now`) and not leased
+    /// (or whose lease ran out), for `owner` until `now_ms + lease_ms`, oldest due first, with
+    /// their messages. Concurrent claimers on any node get disjoint deliveries.
+    pub async fn webhook_claim(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>, StateError> {
+        const OP: &str = "webhook_claim";
+        // The inner SELECT picks; PostgreSQL skips rows another claimer holds locked.
+        let sql = |lock: &str| {
+            format!(
+                "UPDATE bridgehead_webhook_deliveries SET lease_owner = $1, lease_until = $2
+                 WHERE id IN (SELECT id FROM bridgehead_webhook_deliveries
+                     WHERE state = 'pending' AND next_attempt_at <= $3 AND lease_until <= $3
+                     ORDER BY next_attempt_at, id LIMIT $4 {lock})
+                 RETURNING id, message_id, destination, attempts"
+            )
+        };
+        const MESSAGE: &str =
+            "SELECT headers, body, received_at FROM bridgehead_webhook_messages WHERE id = $1";
+        let until = now_ms.saturating_add(lease_ms);
+        let claimed: Vec<(i64, String, String, i64)> = match &self.pools {
+            Pools::Sqlite(pool) => {
+                sqlx::query_as(&sql(""))
+                    .bind(owner)
+                    .bind(until)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query_as(&sql("FOR UPDATE SKIP LOCKED"))
+                    .bind(owner)
+                    .bind(until)
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await
+            }
+        }
+        .map_err(StateError::query(OP))?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for (id, message_id, destination, attempts) in claimed {
+            let (headers_json, body, received_at_ms): (String, Vec<u8>, i64) = on_pool!(self, pool => {
+                sqlx::query_as(MESSAGE).bind(&message_id).fetch_one(pool).await
+            })
+            .map_err(StateError::query(OP))?;
+            out.push(ClaimedDelivery {
+                id,
+                message_id,
+                destination,
+                attempts,
+                headers_json,
+                body,
+                received_at_ms,
+            });
+        }
+        out.sort_by_key(|c| c.id);
+        Ok(out)
+    }
+
+    /// Records attempt number `attempts + 1` of a delivery claimed by `owner`, and what follows
+    /// ([`AttemptOutcome`]), releasing the lease, in one transaction. Returns false (and writes
+    /// nothing) when `owner` no longer holds the lease: another worker took the delivery over.
+    pub async fn webhook_record_attempt(
+        &self,
+        delivery_id: i64,
+        owner: &str,
+        attempt: &AttemptRecord<'_>,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        const OP: &str = "webhook_record_attempt";
+        const UPDATE: &str = "UPDATE bridgehead_webhook_deliveries
+             SET attempts = attempts + 1, state = $1, next_attempt_at = $2, lease_owner = NULL,
+                 lease_until = 0, last_status = $3, last_error = $4, updated_at = $5
+             WHERE id = $6 AND lease_owner = $7 AND state = 'pending'
+             RETURNING attempts";
+        const ATTEMPT: &str = "INSERT INTO bridgehead_webhook_attempts
+             (delivery_id, attempt, at, status, latency_ms, error, response)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let (state, next) = match outcome {
+            AttemptOutcome::Delivered => ("delivered", now_ms),
+            AttemptOutcome::RetryAt(at) => ("pending", at),
+            AttemptOutcome::Dead => ("dead", now_ms),
+        };
+        let status = attempt.status.map(i64::from);
+        on_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                let number: Option<i64> = sqlx::query_scalar(UPDATE)
+                    .bind(state)
+                    .bind(next)
+                    .bind(status)
+                    .bind(attempt.error)
+                    .bind(now_ms)
+                    .bind(delivery_id)
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(number) = number else {
+                    tx.rollback().await?;
+                    return Ok(false);
+                };
+                sqlx::query(ATTEMPT)
+                    .bind(delivery_id)
+                    .bind(number)
+                    .bind(now_ms)
+                    .bind(status)
+                    .bind(attempt.latency_ms)
+                    .bind(attempt.error)
+                    .bind(attempt.response)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(true)
+            }
+            .await
+        })
+        .map_err(StateError::query(OP))
+    }
+
+    /// The deliveries of a message, by id.
+    pub async fn webhook_deliveries(&self, message_id: &str) -> Result<Vec<DeliveryRecord>, StateError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM bridgehead_webhook_deliveries WHERE message_id = $1 ORDER BY id"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql).bind(message_id).fetch_all(pool).await;
+            rows.and_then(|rows| rows.iter().map(RowExt::delivery).collect::<Result<Vec<_>, _>>())
+        })
+        .map_err(StateError::query("webhook_deliveries"))
+    }
+
+    /// Pending deliveries per destination: how many, and the oldest message's `received_at`.
+    pub async fn webhook_backlog(&self) -> Result<Vec<(String, i64, i64)>, StateError> {
+        const SQL: &str = "SELECT d.destination, COUNT(*), MIN(m.received_at)
+             FROM bridgehead_webhook_deliveries d
+             JOIN bridgehead_webhook_messages m ON m.id = d.message_id
+             WHERE d.state = 'pending' GROUP BY d.destination ORDER BY d.destination";
+        on_pool!(self, pool => sqlx::query_as::<_, (String, i64, i64)>(SQL).fetch_all(pool).await)
+            .map_err(StateError::query("webhook_backlog"))
+    }
+
+    /// Keeps a refused request; returns its id (`dlq_…`).
+    pub async fn webhook_dead_letter_add(
+        &self,
+        dl: &NewDeadLetter<'_>,
+        now_ms: i64,
+    ) -> Result<String, StateError> {
+        const SQL: &str = "INSERT INTO bridgehead_webhook_dead_letters
+             (id, source, reason, detail, headers, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let id = random_id("dlq_");
+        on_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(&id)
+                .bind(dl.source)
+                .bind(dl.reason)
+                .bind(dl.detail)
+                .bind(dl.headers_json)
+                .bind(dl.body)
+                .bind(now_ms)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(StateError::query("webhook_dead_letter_add"))?;
+        Ok(id)
+    }
+
+    /// Dead letters, newest first: of `source` when given, received before `before_ms` when
+    /// given (for paging), at most `limit`.
+    pub async fn webhook_dead_letters(
+        &self,
+        source: Option<&str>,
+        before_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, StateError> {
+        let sql = format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM bridgehead_webhook_dead_letters
+             WHERE (CAST($1 AS TEXT) IS NULL OR source = CAST($1 AS TEXT)) AND received_at < $2
+             ORDER BY received_at DESC, id DESC LIMIT $3"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(source)
+                .bind(before_ms.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(pool)
+                .await;
+            rows.and_then(|rows| rows.iter().map(RowExt::dead_letter).collect::<Result<Vec<_>, _>>())
+        })
+        .map_err(StateError::query("webhook_dead_letters"))
+    }
+
+    /// One dead letter.
+    pub async fn webhook_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StateError> {
+        let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM bridgehead_webhook_dead_letters WHERE id = $1");
+        on_pool!(self, pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await;
+            row.and_then(|row| row.as_ref().map(RowExt::dead_letter).transpose())
+        })
+        .map_err(StateError::query("webhook_dead_letter"))
+    }
+
+    /// Marks a dead letter replayed into `message_id`.
+    pub async fn webhook_dead_letter_replayed(
+        &self,
+        id: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        const SQL: &str =
+            "UPDATE bridgehead_webhook_dead_letters SET replayed_at = $1, message_id = $2 WHERE id = $3";
+        on_pool!(self, pool => sqlx::query(SQL).bind(now_ms).bind(message_id).bind(id).execute(pool).await.map(drop))
+            .map_err(StateError::query("webhook_dead_letter_replayed"))
+    }
+
+    /// Deletes messages past their retention whose deliveries are all finished (with their
+    /// deliveries and attempts), and dead letters received before `dead_letters_before_ms`; at
+    /// most [`WEBHOOK_PURGE_BATCH`] of each per call. Returns how many rows went.
+    pub async fn webhook_purge(&self, now_ms: i64, dead_letters_before_ms: i64) -> Result<u64, StateError> {
+        const MESSAGES: &str = "DELETE FROM bridgehead_webhook_messages WHERE id IN (
+             SELECT m.id FROM bridgehead_webhook_messages m WHERE m.expires_at <= $1
+             AND NOT EXISTS (SELECT 1 FROM bridgehead_webhook_deliveries d
+                 WHERE d.message_id = m.id AND d.state = 'pending')
+             LIMIT $2)";
+        const DEAD: &str = "DELETE FROM bridgehead_webhook_dead_letters WHERE id IN (
+             SELECT id FROM bridgehead_webhook_dead_letters WHERE received_at < $1 LIMIT $2)";
+        on_pool!(self, pool => {
+            async {
+                let a = sqlx::query(MESSAGES).bind(now_ms).bind(WEBHOOK_PURGE_BATCH).execute(pool).await?.rows_affected();
+                let b = sqlx::query(DEAD)
+                    .bind(dead_letters_before_ms)
+                    .bind(WEBHOOK_PURGE_BATCH)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok::<_, sqlx::Error>(a + b)
+            }
+            .await
+        })
+        .map_err(StateError::query("webhook_purge"))
+    }
+}

@@ -1,0 +1,268 @@
+//! The webhook part of the `Store` contract (migration 0005), run against both backends like
+//! tests/store.rs: every check in `checks` runs once on a fresh SQLite file and once on a fresh
+//! throwaway PostgreSQL server (which needs PostgreSQL installed or `BRIDGEHEAD_SKIP_POSTGRES=1`).
+
+#[macro_use]
+mod common;
+
+use bridgehead_state::{
+    Accepted, AttemptOutcome, AttemptRecord, Backend, NewDeadLetter, NewWebhookMessage, Store,
+};
+
+each_backend!(
+    accept_stores_once_per_external_id_with_its_deliveries,
+    claims_are_disjoint_leased_and_taken_over_when_the_lease_runs_out,
+    attempts_are_recorded_only_by_the_lease_owner,
+    dead_letters_are_kept_listed_and_marked_replayed,
+    purge_keeps_pending_and_retained_messages,
+    twenty_concurrent_accepts_of_one_id_store_one,
+);
+
+mod checks {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const DAY: i64 = 86_400_000;
+
+    fn msg<'a>(external_id: Option<&'a str>, body: &'a [u8]) -> NewWebhookMessage<'a> {
+        NewWebhookMessage {
+            source: "inbound:stripe",
+            external_id,
+            event_type: Some("invoice.paid"),
+            headers_json: r#"[["content-type","application/json"]]"#,
+            body,
+            retention_ms: DAY,
+        }
+    }
+
+    fn new_id(a: Accepted) -> String {
+        match a {
+            Accepted::New(id) => id,
+            other => panic!("expected a new message, got {other:?}"),
+        }
+    }
+
+    pub async fn accept_stores_once_per_external_id_with_its_deliveries(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let body = b"{\"id\":\"evt_1\"}\xff";
+        let id =
+            new_id(store.webhook_accept(&msg(Some("evt_1"), body), &["forward:stripe"], NOW).await.unwrap());
+        assert!(id.starts_with("msg_") && id.len() == 36, "{id}");
+        // The same id again: a replay, nothing written.
+        let again =
+            store.webhook_accept(&msg(Some("evt_1"), b"other"), &["forward:stripe"], NOW + 1).await.unwrap();
+        assert_eq!(again, Accepted::Duplicate(id.clone()));
+        // Another source, or no id: stored.
+        let other = NewWebhookMessage { source: "inbound:github", ..msg(Some("evt_1"), body) };
+        new_id(store.webhook_accept(&other, &["forward:github"], NOW).await.unwrap());
+        let a = new_id(store.webhook_accept(&msg(None, body), &["forward:stripe"], NOW).await.unwrap());
+        let b = new_id(store.webhook_accept(&msg(None, body), &["forward:stripe"], NOW).await.unwrap());
+        assert_ne!(a, b);
+
+        let deliveries = store.webhook_deliveries(&id).await.unwrap();
+        assert_eq!(deliveries.len(), 1);
+        let d = &deliveries[0];
+        assert_eq!(
+            (d.destination.as_str(), d.state.as_str(), d.attempts, d.next_attempt_at_ms),
+            ("forward:stripe", "pending", 0, NOW)
+        );
+        // The message travels with its claim, byte for byte.
+        let claimed = store.webhook_claim("node-a", NOW, 30_000, 10).await.unwrap();
+        let c = claimed.iter().find(|c| c.message_id == id).unwrap();
+        assert_eq!(c.body, body);
+        assert_eq!(c.headers_json, r#"[["content-type","application/json"]]"#);
+        assert_eq!(c.received_at_ms, NOW);
+        assert_eq!(
+            store.webhook_backlog().await.unwrap(),
+            vec![("forward:github".to_owned(), 1, NOW), ("forward:stripe".to_owned(), 3, NOW),]
+        );
+    }
+
+    pub async fn claims_are_disjoint_leased_and_taken_over_when_the_lease_runs_out(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        for i in 0..5 {
+            let ext = format!("e{i}");
+            store.webhook_accept(&msg(Some(&ext), b"{}"), &["forward:stripe"], NOW + i).await.unwrap();
+        }
+        let a = store.webhook_claim("node-a", NOW + 10, 30_000, 3).await.unwrap();
+        let b = store.webhook_claim("node-b", NOW + 10, 30_000, 10).await.unwrap();
+        assert_eq!((a.len(), b.len()), (3, 2));
+        assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
+        // Oldest due first.
+        assert!(a.windows(2).all(|w| w[0].id < w[1].id));
+        // Nothing left while the leases hold.
+        assert!(store.webhook_claim("node-c", NOW + 20_000, 30_000, 10).await.unwrap().is_empty());
+        // node-a died: its leases run out and node-c takes them; node-b's were renewed... not.
+        let c = store.webhook_claim("node-c", NOW + 10 + 30_000, 30_000, 10).await.unwrap();
+        assert_eq!(c.len(), 5, "every lease ran out");
+        // A delivery not yet due is not claimed.
+        let due_later = NewWebhookMessage { source: "inbound:later", ..msg(Some("l"), b"{}") };
+        store.webhook_accept(&due_later, &["forward:later"], NOW + 1_000_000).await.unwrap();
+        assert!(
+            store
+                .webhook_claim("node-d", NOW + 999_999, 30_000, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|d| d.destination != "forward:later")
+        );
+    }
+
+    pub async fn attempts_are_recorded_only_by_the_lease_owner(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let id =
+            new_id(store.webhook_accept(&msg(Some("e1"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
+        let d = store.webhook_claim("node-a", NOW, 1_000, 10).await.unwrap().remove(0);
+        let failed = AttemptRecord {
+            status: Some(503),
+            latency_ms: 12,
+            error: Some("HTTP 503"),
+            response: Some(b"busy"),
+        };
+        assert!(
+            store
+                .webhook_record_attempt(
+                    d.id,
+                    "node-a",
+                    &failed,
+                    AttemptOutcome::RetryAt(NOW + 5_000),
+                    NOW + 20
+                )
+                .await
+                .unwrap()
+        );
+        let rec = &store.webhook_deliveries(&id).await.unwrap()[0];
+        assert_eq!(
+            (rec.state.as_str(), rec.attempts, rec.next_attempt_at_ms, rec.last_status),
+            ("pending", 1, NOW + 5_000, Some(503))
+        );
+        assert_eq!(rec.last_error.as_deref(), Some("HTTP 503"));
+        // Not due yet.
+        assert!(store.webhook_claim("node-a", NOW + 4_999, 1_000, 10).await.unwrap().is_empty());
+        let d = store.webhook_claim("node-a", NOW + 5_000, 1_000, 10).await.unwrap().remove(0);
+        assert_eq!(d.attempts, 1);
+        // node-a stalls past its lease; node-b takes over and delivers.
+        let d2 = store.webhook_claim("node-b", NOW + 6_000, 1_000, 10).await.unwrap().remove(0);
+        assert_eq!(d2.id, d.id);
+        let ok = AttemptRecord { status: Some(200), latency_ms: 3, error: None, response: Some(b"ok") };
+        assert!(
+            store
+                .webhook_record_attempt(d.id, "node-b", &ok, AttemptOutcome::Delivered, NOW + 6_010)
+                .await
+                .unwrap()
+        );
+        // node-a's late outcome is refused and changes nothing.
+        assert!(
+            !store
+                .webhook_record_attempt(d.id, "node-a", &failed, AttemptOutcome::Dead, NOW + 6_020)
+                .await
+                .unwrap()
+        );
+        let rec = &store.webhook_deliveries(&id).await.unwrap()[0];
+        assert_eq!((rec.state.as_str(), rec.attempts, rec.last_status), ("delivered", 2, Some(200)));
+        // Delivered is final: never claimed again.
+        assert!(store.webhook_claim("node-c", NOW + DAY, 1_000, 10).await.unwrap().is_empty());
+
+        let id =
+            new_id(store.webhook_accept(&msg(Some("e2"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
+        let d = store.webhook_claim("node-a", NOW, 1_000, 10).await.unwrap().remove(0);
+        let gone =
+            AttemptRecord { status: None, latency_ms: 1_000, error: Some("connect refused"), response: None };
+        assert!(
+            store.webhook_record_attempt(d.id, "node-a", &gone, AttemptOutcome::Dead, NOW + 1).await.unwrap()
+        );
+        let rec = &store.webhook_deliveries(&id).await.unwrap()[0];
+        assert_eq!((rec.state.as_str(), rec.last_status), ("dead", None));
+        assert!(store.webhook_backlog().await.unwrap().is_empty());
+    }
+
+    pub async fn dead_letters_are_kept_listed_and_marked_replayed(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let dl = |source: &'static str, body: &'static [u8]| NewDeadLetter {
+            source,
+            reason: "schema",
+            detail: "/amount: \"x\" is not of type \"integer\"",
+            headers_json: r#"[["stripe-signature","[redacted]"]]"#,
+            body,
+        };
+        let first =
+            store.webhook_dead_letter_add(&dl("inbound:stripe", b"{\"amount\":\"x\"}"), NOW).await.unwrap();
+        let second =
+            store.webhook_dead_letter_add(&dl("inbound:github", b"\x00\x01"), NOW + 1).await.unwrap();
+        let third = store.webhook_dead_letter_add(&dl("inbound:stripe", b"{}"), NOW + 2).await.unwrap();
+        assert!(first.starts_with("dlq_"));
+        let all = store.webhook_dead_letters(None, None, 10).await.unwrap();
+        assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [&third, &second, &first]);
+        let stripe = store.webhook_dead_letters(Some("inbound:stripe"), None, 10).await.unwrap();
+        assert_eq!(stripe.len(), 2);
+        let page = store.webhook_dead_letters(None, Some(NOW + 2), 1).await.unwrap();
+        assert_eq!(page[0].id, second);
+        let got = store.webhook_dead_letter(&second).await.unwrap().unwrap();
+        assert_eq!(
+            (got.body.as_slice(), got.reason.as_str(), got.received_at_ms),
+            (&b"\x00\x01"[..], "schema", NOW + 1)
+        );
+        assert_eq!(got.replayed_at_ms, None);
+        store.webhook_dead_letter_replayed(&second, "msg_x", NOW + 5).await.unwrap();
+        let got = store.webhook_dead_letter(&second).await.unwrap().unwrap();
+        assert_eq!((got.replayed_at_ms, got.message_id.as_deref()), (Some(NOW + 5), Some("msg_x")));
+        assert!(store.webhook_dead_letter("dlq_missing").await.unwrap().is_none());
+    }
+
+    pub async fn purge_keeps_pending_and_retained_messages(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let delivered =
+            new_id(store.webhook_accept(&msg(Some("d"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
+        let pending =
+            new_id(store.webhook_accept(&msg(Some("p"), b"{}"), &["forward:other"], NOW).await.unwrap());
+        let d = store.webhook_claim("n", NOW, 1_000, 1).await.unwrap().remove(0);
+        assert_eq!(d.message_id, delivered);
+        let ok = AttemptRecord { status: Some(204), latency_ms: 1, error: None, response: None };
+        store.webhook_record_attempt(d.id, "n", &ok, AttemptOutcome::Delivered, NOW).await.unwrap();
+        store
+            .webhook_dead_letter_add(
+                &NewDeadLetter {
+                    source: "inbound:stripe",
+                    reason: "signature",
+                    detail: "x",
+                    headers_json: "[]",
+                    body: b"",
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        // Within the retention: nothing goes, and the id still counts as a replay.
+        assert_eq!(store.webhook_purge(NOW + DAY - 1, NOW).await.unwrap(), 0);
+        assert!(matches!(
+            store.webhook_accept(&msg(Some("d"), b"{}"), &["forward:stripe"], NOW + 1).await.unwrap(),
+            Accepted::Duplicate(_)
+        ));
+        // Past it: the delivered message and the old dead letter go; the pending one stays.
+        assert_eq!(store.webhook_purge(NOW + DAY, NOW + 1).await.unwrap(), 2);
+        assert!(store.webhook_deliveries(&delivered).await.unwrap().is_empty());
+        assert_eq!(store.webhook_deliveries(&pending).await.unwrap().len(), 1);
+        // Its id is free again.
+        new_id(store.webhook_accept(&msg(Some("d"), b"{}"), &["forward:stripe"], NOW + DAY).await.unwrap());
+    }
+
+    pub async fn twenty_concurrent_accepts_of_one_id_store_one(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.webhook_accept(&msg(Some("same"), b"{}"), &["forward:stripe"], NOW).await.unwrap()
+                })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Accepted::New(_)) {
+                new += 1;
+            }
+        }
+        assert_eq!(new, 1);
+        assert_eq!(store.webhook_backlog().await.unwrap(), vec![("forward:stripe".to_owned(), 1, NOW)]);
+    }
+}
