@@ -36,6 +36,9 @@ pub struct Config {
     /// listener under `/oauth2/` and `/.well-known/`. Absent: off.
     #[serde(default)]
     pub oauth_server: Option<OAuthServer>,
+    /// Webhook receivers (`inbound`).
+    #[serde(default)]
+    pub webhooks: Webhooks,
 }
 
 /// The built-in OAuth 2.0 authorization server. Its access tokens are RFC 9068 JWTs signed with
@@ -1325,4 +1328,191 @@ fn default_subject_header() -> String {
 }
 fn default_san_header() -> String {
     "X-Client-Cert-San".into()
+}
+
+/// Webhooks: receivers for the deliveries of providers (Stripe, GitHub, Slack, any Standard
+/// Webhooks sender, or a custom HMAC).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhooks {
+    /// Receivers. Each answers `POST` on its exact `path` (every host): it verifies the
+    /// signature over the raw bytes, refuses replays, checks the payload against its JSON Schema,
+    /// stores the message durably before answering 2xx, then forwards it to `forward` in the
+    /// background with retries. Every refused request is kept as a dead letter.
+    #[serde(default)]
+    pub inbound: Vec<InboundWebhook>,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundWebhook {
+    /// Its name, in metrics, logs and dead letters (`inbound:<name>`).
+    pub name: String,
+    /// The exact path it answers on (`POST`; other methods get 405).
+    pub path: String,
+    /// How deliveries are signed.
+    pub verify: WebhookVerify,
+    /// A JSON Schema file (draft 2020-12, relative to this file) every payload must pass.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// A JSON Schema file per event type, the type read from the payload at `pointer`.
+    #[serde(default)]
+    pub schemas: Option<WebhookSchemas>,
+    /// Where the sender's message id is read, for replay protection. Default: `webhook-id`
+    /// (standard), the payload's `/id` (stripe), `X-GitHub-Delivery` (github), the payload's
+    /// `/event_id` (slack), `verify.id_header` (hmac). A message without one is not
+    /// deduplicated.
+    #[serde(default)]
+    pub id: Option<WebhookMessageId>,
+    /// Where accepted messages are sent.
+    pub forward: WebhookForward,
+    /// Largest body accepted; larger gets 413. At most `server.limits.max_body`.
+    #[serde(default = "default_webhook_max_body")]
+    pub max_body: ByteSize,
+    /// How long delivered messages, their ids (replay protection) and dead letters are kept.
+    #[serde(default = "default_webhook_retention")]
+    pub retention: HumanDuration,
+    /// Waits between forwarding attempts (each ±20% jitter; a `Retry-After` on 429 or 503 is
+    /// honoured when longer); after the last, the message is dead (still listed with its
+    /// attempts).
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<HumanDuration>,
+}
+
+fn default_webhook_max_body() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+fn default_webhook_retention() -> HumanDuration {
+    HumanDuration::secs(7 * 86_400)
+}
+
+fn default_retry_schedule() -> Vec<HumanDuration> {
+    [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000].into_iter().map(HumanDuration::secs).collect()
+}
+
+/// How a provider signs its deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookVerify {
+    /// `standard` (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`;
+    /// `whsec_` HMAC secrets or `whpk_` Ed25519 public keys), `stripe` (`Stripe-Signature`),
+    /// `github` (`X-Hub-Signature-256`), `slack` (`X-Slack-Signature`), or `hmac` (the keys below).
+    pub scheme: WebhookScheme,
+    /// The secret (or `whpk_` public key).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Several secrets while one is rotated: any one matching passes.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// How far a signed timestamp may be from now, in either direction.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: HumanDuration,
+    /// `hmac`: the header carrying the signature.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// `hmac`: text before the encoded signature in that header (e.g. `sha256=`).
+    #[serde(default)]
+    pub prefix: String,
+    /// `hmac`: `sha256` or `sha512`.
+    #[serde(default)]
+    pub algorithm: HmacAlgorithm,
+    /// `hmac`: `hex` or `base64`.
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// `hmac`: what is signed: `{body}`, `{timestamp}` and `{id}` with literal text around them.
+    #[serde(default = "default_signed_content")]
+    pub content: String,
+    /// `hmac`: the header carrying the signed timestamp (Unix seconds), when `content` has
+    /// `{timestamp}`.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// `hmac`: the header carrying the message id, when `content` has `{id}`.
+    #[serde(default)]
+    pub id_header: Option<String>,
+}
+
+fn default_tolerance() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+fn default_signed_content() -> String {
+    "{body}".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookScheme {
+    Standard,
+    Stripe,
+    Github,
+    Slack,
+    Hmac,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// JSON Schemas per event type.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSchemas {
+    /// JSON pointer (RFC 6901) to the event type in the payload.
+    #[serde(default = "default_type_pointer")]
+    pub pointer: String,
+    /// Event type → JSON Schema file (relative to this file).
+    pub types: BTreeMap<String, PathBuf>,
+    /// A type with no schema here (or no type at all): `reject` (400, a dead letter; the
+    /// default) or `accept` unchecked.
+    #[serde(default)]
+    pub unknown: UnknownEventType,
+}
+
+fn default_type_pointer() -> String {
+    "/type".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownEventType {
+    #[default]
+    Reject,
+    Accept,
+}
+
+/// Where a message id is read: one of `header` or `pointer`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookMessageId {
+    /// A request header.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// A JSON pointer (RFC 6901) into the payload.
+    #[serde(default)]
+    pub pointer: Option<String>,
+}
+
+/// Where a receiver sends accepted messages: `POST` to `path` on an upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookForward {
+    /// A name under `upstreams` (its targets, TLS, credentials, health, breaker and timeouts
+    /// apply; its `retry` does not: the receiver's `retry_schedule` does).
+    pub upstream: String,
+    /// The path (and query) on the upstream.
+    pub path: String,
 }

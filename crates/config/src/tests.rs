@@ -766,3 +766,78 @@ fn build_errors_keep_the_key_apart_from_the_reason() {
         "authenticators.a.jwt"
     );
 }
+
+#[test]
+fn webhook_receivers_are_checked() {
+    let hook = |extra: &str| {
+        format!(
+            "{MINIMAL}webhooks:\n  inbound:\n    - name: stripe\n      path: /hooks/stripe\n      verify: {{ scheme: stripe, secret: whsec_x }}\n      forward: {{ upstream: u, path: /events }}\n{extra}"
+        )
+    };
+    let ok = load_text(&hook("")).unwrap();
+    let w = &ok.config.webhooks.inbound[0];
+    assert_eq!(w.retry_schedule.len(), 7);
+    assert_eq!(w.max_body.get(), 1024 * 1024);
+    let cases: &[(&str, &str)] = &[
+        (
+            "    - name: stripe\n      path: /hooks/stripe\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].name: `stripe` names another receiver too",
+        ),
+        (
+            "    - name: gh\n      path: /hooks/stripe\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].path: `/hooks/stripe` is the path of another receiver too",
+        ),
+        (
+            "    - name: gh\n      path: /hooks//gh\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].path: `/hooks//gh` is not a canonical path",
+        ),
+        (
+            "    - name: gh\n      path: /gh\n      verify: { scheme: github }\n      forward: { upstream: nope, path: x }\n",
+            "webhooks.inbound[1].verify: needs `secret`",
+        ),
+        (
+            "    - name: gh\n      path: /gh\n      verify: { scheme: github, secret: s }\n      forward: { upstream: nope, path: /x }\n",
+            "webhooks.inbound[1].forward.upstream: no upstream is named `nope`",
+        ),
+        (
+            "    - name: gh\n      path: /gh\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: x }\n",
+            "webhooks.inbound[1].forward.path: `x` is not a path",
+        ),
+        (
+            "    - name: gh\n      path: /gh\n      verify: { scheme: github, secret: s, header: X-Sig }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].verify.header: applies to the hmac scheme only; the github scheme fixes it",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: hmac, secret: s }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].verify.header: the hmac scheme needs the header",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: hmac, secret: s, header: \"bad header\" }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].verify.header: `bad header` is not a valid header name",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: /x }\n      id: { header: a, pointer: /id }\n",
+            "webhooks.inbound[1].id: needs exactly one of `header` or `pointer`",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: github, secret: s }\n      forward: { upstream: u, path: /x }\n      max_body: 20MiB\n",
+            "webhooks.inbound[1].max_body: must be more than 0 and at most server.limits.max_body",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: sha1, secret: s }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].verify.scheme: unknown variant `sha1`",
+        ),
+    ];
+    for (extra, want) in cases {
+        let text = hook(extra);
+        let err = load_text(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}\nfor:\n{text}");
+    }
+    let clash = format!(
+        "{}  - name: same\n    match: {{ path: /hooks/stripe }}\n    upstream: u\n",
+        hook("").replace("webhooks:", "XX").split("XX").next().unwrap()
+    );
+    let text = format!("{clash}{}", &hook("")[MINIMAL.len()..]);
+    let err = load_text(&text).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("route `same` (routes[1]) has the same path"), "{err}");
+}

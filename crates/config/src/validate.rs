@@ -33,7 +33,176 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if let Some(o) = &config.oauth_server {
         oauth_server(o, &mut p);
     }
+    webhooks(config, &mut p);
     p
+}
+
+/// `webhooks.inbound`: names, paths, signature settings, forward targets. Secrets, templates
+/// and schema files are checked when the receivers are built (`config check` does that too).
+fn webhooks(c: &Config, p: &mut Vec<Problem>) {
+    use crate::model::WebhookScheme;
+    let mut names = BTreeSet::new();
+    let mut paths = BTreeSet::new();
+    for (i, w) in c.webhooks.inbound.iter().enumerate() {
+        let base = join_index("webhooks.inbound", i);
+        let key = |k: &str| join_key(&base, k);
+        if !valid_name(&w.name) {
+            push(
+                p,
+                key("name"),
+                format!("`{}` is not a valid name (letters, digits, `-`, `_`, `.`; at most 64)", w.name),
+            );
+        } else if !names.insert(w.name.as_str()) {
+            push(p, key("name"), format!("`{}` names another receiver too", w.name));
+        }
+        if !w.path.starts_with('/') {
+            push(p, key("path"), format!("`{}` must start with `/`", w.path));
+        } else {
+            check_canonical(&w.path, &w.path, &c.server.path_normalization, &key("path"), p);
+            if !paths.insert(w.path.as_str()) {
+                push(p, key("path"), format!("`{}` is the path of another receiver too", w.path));
+            }
+            let as_route = crate::model::RouteMatch { path: Some(w.path.clone()), ..Default::default() };
+            if c.oauth_server.is_some()
+                && let Some(reserved) = reserved_overlap(&as_route)
+            {
+                push(
+                    p,
+                    key("path"),
+                    format!(
+                        "`{}` is under `{reserved}`, which the built-in authorization server answers",
+                        w.path
+                    ),
+                );
+            }
+            if let Some((j, r)) =
+                c.routes.iter().enumerate().find(|(_, r)| r.matcher.path.as_deref() == Some(w.path.as_str()))
+            {
+                push(
+                    p,
+                    key("path"),
+                    format!(
+                        "route `{}` (routes[{j}]) has the same path; the receiver answers it first, so that route would never get it",
+                        r.name
+                    ),
+                );
+            }
+        }
+        let v = &w.verify;
+        let vkey = |k: &str| join_key(&key("verify"), k);
+        if v.secret.is_none() && v.secrets.is_empty() {
+            push(p, key("verify"), "needs `secret` (or `secrets` while rotating)");
+        }
+        if v.secret.is_some() && !v.secrets.is_empty() {
+            push(p, key("verify"), "has both `secret` and `secrets`; list every secret under `secrets`");
+        }
+        if v.tolerance.get().is_zero() {
+            push(p, vkey("tolerance"), "must be more than 0");
+        }
+        let hmac_keys = [
+            ("header", v.header.is_some()),
+            ("prefix", !v.prefix.is_empty()),
+            ("timestamp_header", v.timestamp_header.is_some()),
+            ("id_header", v.id_header.is_some()),
+            ("content", v.content != "{body}"),
+        ];
+        if v.scheme == WebhookScheme::Hmac {
+            match &v.header {
+                None => {
+                    push(p, vkey("header"), "the hmac scheme needs the header that carries the signature");
+                }
+                Some(h) => check_header_name(&vkey("header"), h, p),
+            }
+            for (k, h) in [("timestamp_header", &v.timestamp_header), ("id_header", &v.id_header)] {
+                if let Some(h) = h {
+                    check_header_name(&vkey(k), h, p);
+                }
+            }
+        } else {
+            for (k, set) in hmac_keys {
+                if set {
+                    push(
+                        p,
+                        vkey(k),
+                        format!(
+                            "applies to the hmac scheme only; the {} scheme fixes it",
+                            scheme_name(v.scheme)
+                        ),
+                    );
+                }
+            }
+        }
+        if w.schema.is_some() && w.schemas.is_some() {
+            push(p, base.clone(), "has both `schema` and `schemas`; keep one");
+        }
+        if let Some(s) = &w.schemas {
+            if !(s.pointer.is_empty() || s.pointer.starts_with('/')) {
+                push(
+                    p,
+                    join_key(&key("schemas"), "pointer"),
+                    format!("`{}` is not a JSON pointer (it starts with `/`)", s.pointer),
+                );
+            }
+            if s.types.is_empty() {
+                push(p, join_key(&key("schemas"), "types"), "lists no event type");
+            }
+        }
+        if let Some(id) = &w.id {
+            match (&id.header, &id.pointer) {
+                (Some(h), None) => check_header_name(&join_key(&key("id"), "header"), h, p),
+                (None, Some(ptr)) if ptr.starts_with('/') => {}
+                (None, Some(ptr)) => push(
+                    p,
+                    join_key(&key("id"), "pointer"),
+                    format!("`{ptr}` is not a JSON pointer (it starts with `/`)"),
+                ),
+                _ => push(p, key("id"), "needs exactly one of `header` or `pointer`"),
+            }
+        }
+        if !c.upstreams.contains_key(&w.forward.upstream) {
+            push(
+                p,
+                join_key(&key("forward"), "upstream"),
+                format!("no upstream is named `{}`", w.forward.upstream),
+            );
+        }
+        if !w.forward.path.starts_with('/') || w.forward.path.parse::<http::uri::PathAndQuery>().is_err() {
+            push(
+                p,
+                join_key(&key("forward"), "path"),
+                format!("`{}` is not a path starting with `/`", w.forward.path),
+            );
+        }
+        if w.max_body.get() == 0 || w.max_body.get() > c.server.limits.max_body.get() {
+            push(
+                p,
+                key("max_body"),
+                format!(
+                    "must be more than 0 and at most server.limits.max_body ({})",
+                    c.server.limits.max_body
+                ),
+            );
+        }
+        if w.retention.get().is_zero() {
+            push(p, key("retention"), "must be more than 0");
+        }
+        for (j, d) in w.retry_schedule.iter().enumerate() {
+            if d.get().is_zero() {
+                push(p, join_index(&key("retry_schedule"), j), "must be more than 0");
+            }
+        }
+    }
+}
+
+fn scheme_name(s: crate::model::WebhookScheme) -> &'static str {
+    use crate::model::WebhookScheme::*;
+    match s {
+        Standard => "standard",
+        Stripe => "stripe",
+        Github => "github",
+        Slack => "slack",
+        Hmac => "hmac",
+    }
 }
 
 const GRANTS: &[&str] = &["client_credentials", "authorization_code", "refresh_token"];

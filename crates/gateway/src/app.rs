@@ -170,6 +170,9 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
             bridgehead_upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
         }
     }
+    for (i, w) in loaded.config.webhooks.inbound.iter().enumerate() {
+        bridgehead_webhooks::inbound::Receiver::build(i, w, loaded)?;
+    }
     crate::auth::preflight(loaded)
 }
 
@@ -228,6 +231,7 @@ impl App {
             oauth: ArcSwapOption::new(oauth),
             redis,
             buffers: bridgehead_http::body::BufferBudget::new(max_buffered),
+            webhook_wake: Arc::new(tokio::sync::Notify::new()),
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
@@ -282,6 +286,7 @@ impl App {
         };
         let heartbeat = shared.store.clone().map(|store| {
             let node_id = node_id.clone();
+            let shared_for_purge = shared.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
                 let mut n = 0u64;
@@ -290,8 +295,9 @@ impl App {
                     if let Err(e) = store.heartbeat(&node_id).await {
                         tracing::warn!(error = %e, "state store heartbeat failed");
                     }
-                    // Expired idempotency records, once a minute.
+                    // Expired idempotency records and webhook messages, once a minute.
                     if n.is_multiple_of(6) {
+                        purge_webhooks(&store, &shared_for_purge).await;
                         // Up to ten batches a minute: a backlog drains without one long
                         // transaction holding the database.
                         for _ in 0..10 {
@@ -308,6 +314,16 @@ impl App {
                     n += 1;
                 }
             })
+        });
+        let webhook_worker = shared.store.clone().map(|store| {
+            let env: Arc<dyn bridgehead_webhooks::deliver::Env> = Arc::new(WebhookEnv(shared.clone()));
+            tokio::spawn(bridgehead_webhooks::deliver::run(
+                env,
+                store,
+                node_id.clone(),
+                shared.webhook_wake.clone(),
+                stop_rx.clone(),
+            ))
         });
         let admin_router = crate::admin::router(shared.clone(), reloader.clone());
         let mut admin_stop = stop_rx.clone();
@@ -333,6 +349,10 @@ impl App {
         let _ = stop_tx.send(true);
         data_plane.drain(&shared).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+        // The delivery worker ends after its attempts in flight (each bounded).
+        if let Some(w) = webhook_worker {
+            let _ = tokio::time::timeout(grace, w).await;
+        }
         // The access log's last lines (it hands buffers to its writer every 100 ms).
         shared.access_log.flush();
         if let Some(h) = heartbeat {
@@ -345,6 +365,55 @@ impl App {
             return Err(AppError::Io(std::io::Error::other("a data-plane worker ended unexpectedly")));
         }
         Ok(())
+    }
+}
+
+/// What the webhook delivery worker reads from the running config.
+struct WebhookEnv(Arc<Shared>);
+
+impl bridgehead_webhooks::deliver::Env for WebhookEnv {
+    fn metrics(&self) -> &bridgehead_http::metrics::Metrics {
+        &self.0.metrics
+    }
+
+    fn route(&self, destination: &str) -> Option<bridgehead_webhooks::deliver::Route> {
+        let rt = self.0.runtime.load();
+        let r = rt.receivers.iter().find(|r| r.destination == destination)?;
+        Some(bridgehead_webhooks::deliver::Route {
+            name: r.name.clone(),
+            upstream: rt.upstreams.get(&r.forward.upstream)?.clone(),
+            path: r.forward.path.clone(),
+            retry_schedule: r.retry_schedule.clone(),
+            drop_headers: r.signature_headers().to_vec(),
+        })
+    }
+}
+
+/// Webhook messages past their retention (once delivered) and dead letters older than the
+/// longest retention of the running config.
+async fn purge_webhooks(store: &bridgehead_state::Store, shared: &Shared) {
+    let retention = shared
+        .runtime
+        .load()
+        .loaded
+        .config
+        .webhooks
+        .inbound
+        .iter()
+        .map(|w| w.retention.get())
+        .max()
+        .unwrap_or(Duration::from_secs(7 * 86_400));
+    let now = bridgehead_http::clock::unix_ms();
+    let cutoff = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+    for _ in 0..10 {
+        match store.webhook_purge(now, cutoff).await {
+            Ok(n) if n < bridgehead_state::WEBHOOK_PURGE_BATCH as u64 => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "purging webhook messages failed");
+                break;
+            }
+        }
     }
 }
 

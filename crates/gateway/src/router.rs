@@ -31,6 +31,8 @@ pub enum Backend {
     Proxy(Arc<Upstream>),
     /// The built-in authorization server (`oauth_server`): its endpoints and documents.
     OAuth,
+    /// A webhook receiver (`webhooks.inbound[]`).
+    Webhook(Arc<bridgehead_webhooks::inbound::Receiver>),
 }
 
 impl Backend {
@@ -38,6 +40,7 @@ impl Backend {
         match self {
             Backend::Proxy(_) => "proxy",
             Backend::OAuth => "oauth",
+            Backend::Webhook(_) => "webhook",
         }
     }
 
@@ -47,7 +50,7 @@ impl Backend {
     pub fn renders_grpc(&self, grpc_request: bool) -> bool {
         match self {
             Backend::Proxy(_) => grpc_request,
-            Backend::OAuth => false,
+            Backend::OAuth | Backend::Webhook(_) => false,
         }
     }
 }
@@ -121,7 +124,7 @@ impl Route {
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match &self.backend {
             Backend::Proxy(u) => Some(u),
-            Backend::OAuth => None,
+            Backend::OAuth | Backend::Webhook(_) => None,
         }
     }
 
@@ -196,6 +199,30 @@ impl Router {
         }
         all.extend(compiled.into_iter().map(|(_, _, r)| r));
         Self { routes: all }
+    }
+
+    /// Adds a built-in route per webhook receiver, tried before every user route: `POST` on
+    /// its exact path, on every host (other methods get 405). Its name is `(webhook:<name>)`.
+    #[must_use]
+    pub fn with_webhooks(
+        mut self,
+        receivers: &[Arc<bridgehead_webhooks::inbound::Receiver>],
+        duration: impl Fn(&Arc<str>) -> Histogram,
+    ) -> Self {
+        let builtins = receivers.iter().map(|r| {
+            let name = format!("(webhook:{})", r.name);
+            let exact = RouteMatch {
+                path: Some(r.path.clone()),
+                methods: Some(vec!["POST".into()]),
+                ..RouteMatch::default()
+            };
+            let arc: Arc<str> = name.as_str().into();
+            Route::builtin(&name, exact, Backend::Webhook(r.clone()), duration(&arc))
+        });
+        let mut all: Vec<Route> = builtins.collect();
+        all.append(&mut self.routes);
+        self.routes = all;
+        self
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {

@@ -29,6 +29,8 @@ pub struct Runtime {
     pub jwks: JwksSources,
     /// 1 for the config loaded at start, +1 per successful reload.
     pub generation: u64,
+    /// The webhook receivers (`webhooks.inbound`), in config order.
+    pub receivers: Vec<Arc<bridgehead_webhooks::inbound::Receiver>>,
 }
 
 impl Runtime {
@@ -62,6 +64,14 @@ impl Runtime {
         for u in upstreams.values() {
             health::spawn(u);
         }
+        let receivers = loaded
+            .config
+            .webhooks
+            .inbound
+            .iter()
+            .enumerate()
+            .map(|(i, w)| bridgehead_webhooks::inbound::Receiver::build(i, w, &loaded).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let router = Router::new(
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),
@@ -104,8 +114,12 @@ impl Runtime {
                     Some(IdempotencyPolicy::new(name, cfg, lease, backend))
                 }),
             },
-        );
+        )
+        .with_webhooks(&receivers, |name| {
+            metrics.http_duration.get_or_create(&RouteLabels { route: Name(name.clone()) }).clone()
+        });
         Ok(Self {
+            receivers,
             loaded: Arc::new(loaded),
             router,
             upstreams,
@@ -135,4 +149,6 @@ pub struct Shared {
     pub redis: Option<RedisHandle>,
     /// `server.limits.max_buffered`, in KiB permits.
     pub buffers: bridgehead_http::body::BufferBudget,
+    /// Wakes the webhook delivery worker when a receiver has committed a message.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
 }

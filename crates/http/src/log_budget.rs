@@ -19,11 +19,19 @@ pub struct LogBudget {
     /// together; seconds only move forward.
     state: AtomicU64,
     suppressed: AtomicU64,
+    /// Admitted per second.
+    limit: u32,
 }
 
 impl LogBudget {
     pub const fn new() -> Self {
-        Self { state: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+        Self::per_second(LINES_PER_SECOND)
+    }
+
+    /// A budget of `limit` a second (also for things other than log lines, such as dead letters
+    /// written for refused requests).
+    pub const fn per_second(limit: u32) -> Self {
+        Self { state: AtomicU64::new(0), suppressed: AtomicU64::new(0), limit }
     }
 
     /// `Some(lines left out since the last one written)` when a line may be written now.
@@ -33,7 +41,7 @@ impl LogBudget {
         loop {
             let (second, used) = (cur >> 32, cur & 0xffff_ffff);
             let (second, used) = if now > second { (now, 0) } else { (second, used) };
-            if used >= u64::from(LINES_PER_SECOND) {
+            if used >= u64::from(self.limit) {
                 self.suppressed.fetch_add(1, Relaxed);
                 return None;
             }

@@ -107,6 +107,25 @@ pub struct WorkerLabels {
     pub worker: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverResultLabels {
+    pub receiver: Name,
+    /// `accepted`, `duplicate`, `challenge`, or the refusal reason (`signature`, `schema`, …).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationOutcomeLabels {
+    pub destination: Name,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: Name,
+}
+
 pub mod outcome {
     /// A response arrived with a status below 500.
     pub const SUCCESS: &str = "success";
@@ -175,6 +194,11 @@ pub struct Metrics {
     pub circuit_breaker_state: Family<TargetLabels, Gauge>,
     pub upstream_throttled: Family<UpstreamResultLabels, Counter>,
     pub connections: Family<WorkerLabels, Counter>,
+    pub webhook_received: Family<ReceiverResultLabels, Counter>,
+    pub webhook_dead_letters_dropped: Family<RouteLabels, Counter>,
+    pub webhook_deliveries: Family<DestinationOutcomeLabels, Counter>,
+    pub webhook_backlog: Family<DestinationLabels, Gauge>,
+    pub webhook_oldest_pending: Family<DestinationLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -289,9 +313,45 @@ impl Default for Metrics {
             "Client connections accepted on the data listener, by worker (how the kernel spreads them)",
             connections.clone(),
         );
+        let webhook_received = Family::<ReceiverResultLabels, Counter>::default();
+        registry.register(
+            "webhook_received",
+            "Webhook deliveries received, by receiver and result (accepted, duplicate, challenge, or the refusal reason)",
+            webhook_received.clone(),
+        );
+        let webhook_dead_letters_dropped = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "webhook_dead_letters_dropped",
+            "Refused webhook requests not kept as dead letters because more than 50 a second were refused (route: the receiver)",
+            webhook_dead_letters_dropped.clone(),
+        );
+        let webhook_deliveries = Family::<DestinationOutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by destination and outcome (delivered, retry, dead)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_backlog = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "webhook_backlog",
+            "Webhook deliveries pending, by destination (refreshed every few seconds)",
+            webhook_backlog.clone(),
+        );
+        let webhook_oldest_pending = Family::<DestinationLabels, Gauge>::default();
+        registry.register_with_unit(
+            "webhook_oldest_pending_age",
+            "Age of the oldest pending webhook message, by destination (refreshed every few seconds)",
+            prometheus_client::registry::Unit::Seconds,
+            webhook_oldest_pending.clone(),
+        );
         Self {
             registry,
             connections,
+            webhook_received,
+            webhook_dead_letters_dropped,
+            webhook_deliveries,
+            webhook_backlog,
+            webhook_oldest_pending,
             rate_limited,
             rate_limit_store_errors,
             idempotency,

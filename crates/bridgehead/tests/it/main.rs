@@ -21,3 +21,4 @@ mod support;
 mod tls;
 mod upstream_auth;
 mod webhook_cli;
+mod webhooks;

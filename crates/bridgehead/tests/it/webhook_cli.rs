@@ -267,3 +267,40 @@ fn standard_webhooks_python_library_interoperates_both_ways() {
     tampered["webhook-id"] = "msg_other".into();
     assert_eq!(run(&tampered.to_string()).0, 1);
 }
+
+/// `config check` builds the receivers: a schema file that is missing or not a schema, and a
+/// secret that is not a `whsec_` key, fail with their keys.
+#[test]
+fn config_check_reads_receiver_secrets_and_schema_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hooks.yaml");
+    let write = |schema: &str, secret: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "upstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:9\" }}]\nwebhooks:\n  inbound:\n    - name: shop\n      path: /hooks/shop\n      verify: {{ scheme: standard, secret: \"{secret}\" }}\n      schema: {schema}\n      forward: {{ upstream: u, path: /x }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    std::fs::write(dir.path().join("ok.json"), r#"{"type":"object"}"#).unwrap();
+    std::fs::write(dir.path().join("bad.json"), r#"{"type":12}"#).unwrap();
+    write("ok.json", SW_SECRET);
+    let (code, out, err) = bridgehead(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    write("missing.json", SW_SECRET);
+    let (code, out, _) = bridgehead(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("webhooks.inbound[0].schema: cannot read"), "{out}");
+    write("bad.json", SW_SECRET);
+    let (_, out, _) = bridgehead(&["config", "check", cfg.to_str().unwrap()]);
+    assert!(
+        out.contains("webhooks.inbound[0].schema:") && out.contains("is not a valid JSON Schema"),
+        "{out}"
+    );
+    write("ok.json", "whsec_***");
+    let (code, out, _) = bridgehead(&["config", "check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("webhooks.inbound[0].verify.secret: a whsec_ secret is not valid base64"), "{out}");
+    assert!(!out.contains("***"), "{out}");
+}

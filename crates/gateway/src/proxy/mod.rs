@@ -232,7 +232,41 @@ async fn pipeline(
     match &ctx.route().backend {
         Backend::Proxy(_) => proxy(ctx, parts).await,
         Backend::OAuth => oauth_server(ctx, parts).await,
+        Backend::Webhook(r) => webhook(ctx, parts, r.clone()).await,
     }
+}
+
+/// The webhook backend: the body is read up to the receiver's limit, then the receiver checks,
+/// stores and answers (see `bridgehead_webhooks::inbound`).
+async fn webhook(
+    ctx: &mut RequestCtx<'_>,
+    parts: http::request::Parts,
+    receiver: Arc<bridgehead_webhooks::inbound::Receiver>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    use bridgehead_webhooks::inbound::Body;
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        unreachable!("set by the route phase")
+    };
+    let shared = ctx.log.shared.clone();
+    let Some(store) = shared.store.as_ref() else {
+        return Err(GatewayError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        });
+    };
+    let charge = Charge::Now(&shared.buffers, &mut ctx.request_held);
+    let body = match read_body(incoming, receiver.max_body, &ctx.stats, false, charge).await {
+        Ok(b) => Body::Whole(b),
+        Err(GatewayError::BodyTooLarge { .. }) => Body::TooLarge,
+        Err(e) => return Err(e),
+    };
+    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
+    let now = bridgehead_http::clock::unix_ms();
+    let res = receiver.receive(store, &shared.metrics, &parts.headers, body, &id, now).await;
+    if res.status() == http::StatusCode::ACCEPTED {
+        shared.webhook_wake.notify_one();
+    }
+    Ok(res.map(ResponseBody::full))
 }
 
 /// The OAuth backend: the built-in authorization server answers its endpoints and documents.

@@ -1,0 +1,268 @@
+//! Webhook receivers (`webhooks.inbound`), in process against the mock upstream: a verified
+//! delivery is stored and forwarded once; replays are acknowledged and not forwarded; every
+//! refusal answers with its status and problem body and is kept as a dead letter; a target
+//! that fails is retried on the schedule until it answers, or the delivery dies.
+
+use bridgehead_mock::{MockOptions, MockServer};
+use bridgehead_state::Store;
+use bridgehead_webhooks::signature::{Key, Scheme, Signer};
+use http::Request;
+
+use crate::support::*;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config(upstream: &str, dir: &std::path::Path, extra: &str) -> String {
+    let schema = dir.join("order.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","required":["type","data"],"properties":{"type":{"type":"string"},"data":{"type":"object","required":["id"],"properties":{"id":{"type":"integer"},"total":{"type":"number","minimum":0}}}}}"#,
+    )
+    .unwrap();
+    format!(
+        "upstreams:\n  orders:\n    targets: [{{ url: \"{upstream}\" }}]\n    timeouts: {{ connect: 1s, request: 2s }}\nwebhooks:\n  inbound:\n    - name: shop\n      path: /hooks/shop\n      verify: {{ scheme: standard, secret: \"{SECRET}\" }}\n      schema: {}\n      forward: {{ upstream: orders, path: /internal/events }}\n      retry_schedule: [50ms, 50ms]\n      max_body: 4KiB\n{extra}",
+        schema.display()
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A request to `url` signed as Standard Webhooks would, with `id` at `ts`.
+fn signed(url: &str, id: &str, ts: i64, body: &str) -> Request<TestBody> {
+    let signer = Signer::new(Scheme::Standard, vec![Key::parse(&Scheme::Standard, SECRET).unwrap()]).unwrap();
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in signer.sign(id, ts, body.as_bytes()).unwrap() {
+        req = req.header(k, v);
+    }
+    req.body(full(body.to_owned())).unwrap()
+}
+
+async fn store(gw: &Gateway) -> Store {
+    Store::open(&format!("sqlite://{}/state.db", gw.dir.path().display())).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_delivery_is_stored_then_forwarded_once() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), dir.path(), "")).await;
+    let body = r#"{"type":"order.created","data":{"id":42,"total":9.5}}"#;
+    let got = send(&client(), signed(&gw.url("/hooks/shop"), "msg_1", now(), body)).await;
+    assert_eq!(got.status, 202, "{:?}", got.body);
+    let message_id = got.json()["message_id"].as_str().unwrap().to_owned();
+    assert!(message_id.starts_with("msg_"));
+
+    eventually(10, "the upstream got the event", async || m.request_count() == 1).await;
+    let r = &m.requests()[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/internal/events"));
+    assert_eq!(r.body, body, "the raw bytes, as received");
+    let h = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(h("x-bridgehead-webhook"), Some("shop"));
+    assert_eq!(h("x-bridgehead-message-id"), Some(message_id.as_str()));
+    assert_eq!(h("content-type"), Some("application/json"));
+    assert_eq!(h("webhook-id"), Some("msg_1"));
+    assert_eq!(h("webhook-signature"), None, "signatures are not passed on");
+
+    // The same webhook-id again: acknowledged, not stored or forwarded again.
+    let again = send(&client(), signed(&gw.url("/hooks/shop"), "msg_1", now(), body)).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("idempotent-replayed"), "true");
+    assert_eq!(again.json()["message_id"], message_id.as_str());
+    // A new message after it arrives; the replay never does.
+    let got = send(&client(), signed(&gw.url("/hooks/shop"), "msg_2", now(), body)).await;
+    assert_eq!(got.status, 202);
+    eventually(10, "the second event", async || m.request_count() == 2).await;
+    assert_eq!(
+        m.requests()
+            .iter()
+            .filter(|r| r.headers.iter().any(|(k, v)| k == "webhook-id" && v == "msg_1"))
+            .count(),
+        1
+    );
+
+    let s = store(&gw).await;
+    let d = &s.webhook_deliveries(&message_id).await.unwrap()[0];
+    assert_eq!((d.state.as_str(), d.attempts, d.last_status), ("delivered", 1, Some(200)));
+    let metrics = gw.metrics().await;
+    for line in [
+        r#"bridgehead_webhook_received_total{receiver="shop",result="accepted"} 2"#,
+        r#"bridgehead_webhook_received_total{receiver="shop",result="duplicate"} 1"#,
+        r#"bridgehead_webhook_deliveries_total{destination="forward:shop",outcome="delivered"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_has_its_status_problem_and_dead_letter() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), dir.path(), "")).await;
+    let url = gw.url("/hooks/shop");
+    let good = r#"{"type":"order.created","data":{"id":42}}"#;
+
+    // Signature: tampered body, expired timestamp, missing header.
+    let mut req = signed(&url, "m1", now(), good);
+    *req.body_mut() = full(r#"{"type":"order.created","data":{"id":43}}"#);
+    let got = send(&client(), req).await;
+    let p = got.assert_problem(401, "webhook-signature: no signature matches a configured secret");
+    assert_eq!(
+        (p["type"].as_str(), p["header"].as_str(), p["reason"].as_str()),
+        (Some("urn:bridgehead:problem:webhook-signature"), Some("webhook-signature"), Some("no_match"))
+    );
+    let got = send(&client(), signed(&url, "m2", now() - 3600, good)).await;
+    let p = got.assert_problem(401, "webhook-timestamp: timestamp expired");
+    assert_eq!(p["reason"], "expired");
+    let mut req = signed(&url, "m3", now(), good);
+    req.headers_mut().remove("webhook-signature");
+    send(&client(), req).await.assert_problem(401, "webhook-signature: missing");
+
+    // Content type, size, JSON, schema.
+    let mut req = signed(&url, "m4", now(), good);
+    req.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    send(&client(), req)
+        .await
+        .assert_problem(415, "Content-Type is `text/plain`; this receiver takes application/json");
+    let big = format!(r#"{{"type":"x","data":{{"id":1,"pad":"{}"}}}}"#, "a".repeat(5000));
+    send(&client(), signed(&url, "m5", now(), &big))
+        .await
+        .assert_problem(413, "larger than this receiver's limit of 4096 bytes");
+    send(&client(), signed(&url, "m6", now(), "{not json"))
+        .await
+        .assert_problem(400, "the body is not JSON: key must be a string at line 1 column 2");
+    let got = send(&client(), signed(&url, "m7", now(), r#"{"data":{"id":"x","total":-1}}"#)).await;
+    let p = got.assert_problem(400, "does not match the receiver's schema: 3 errors");
+    let mut errors: Vec<(String, String)> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["pointer"].as_str().unwrap().to_owned(), e["keyword"].as_str().unwrap().to_owned()))
+        .collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            ("".into(), "required".into()),
+            ("/data/id".into(), "type".into()),
+            ("/data/total".into(), "minimum".into())
+        ]
+    );
+    assert!(p["errors"][0]["message"].is_string());
+
+    // Nothing reached the upstream; every refusal is a dead letter, signatures redacted.
+    let s = store(&gw).await;
+    let dls = s.webhook_dead_letters(Some("inbound:shop"), None, 50).await.unwrap();
+    let mut reasons: Vec<&str> = dls.iter().map(|d| d.reason.as_str()).collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        ["content_type", "not_json", "schema", "signature", "signature", "signature", "too_large"]
+    );
+    for d in &dls {
+        assert!(!d.headers_json.contains("v1,"), "signature kept: {}", d.headers_json);
+    }
+    let schema_dl = dls.iter().find(|d| d.reason == "schema").unwrap();
+    assert_eq!(schema_dl.body, br#"{"data":{"id":"x","total":-1}}"#);
+    assert!(schema_dl.detail.contains("/data/total"), "{}", schema_dl.detail);
+    assert!(
+        schema_dl.headers_json.contains(r#"["webhook-signature","[redacted]"]"#),
+        "{}",
+        schema_dl.headers_json
+    );
+    assert!(dls.iter().find(|d| d.reason == "too_large").unwrap().body.is_empty());
+    assert_eq!(m.request_count(), 0);
+
+    // Other methods are not the receiver's: with no other route, 405 naming POST.
+    let got = send(&client(), Request::get(&url).body(empty()).unwrap()).await;
+    let p = got.assert_problem(405, "GET");
+    assert!(got.header("allow").contains("POST"), "{p}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"bridgehead_webhook_received_total{receiver="shop",result="signature"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_retried_on_the_schedule_then_the_delivery_dies() {
+    // Two failures, then service: delivered on the third attempt.
+    let m = MockServer::start(MockOptions { fail_first: 2, fail_status: 503, ..MockOptions::default() })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), dir.path(), "")).await;
+    let body = r#"{"type":"order.created","data":{"id":1}}"#;
+    let got = send(&client(), signed(&gw.url("/hooks/shop"), "r1", now(), body)).await;
+    assert_eq!(got.status, 202);
+    let id = got.json()["message_id"].as_str().unwrap().to_owned();
+    let s = store(&gw).await;
+    eventually(10, "delivered on the third attempt", async || {
+        s.webhook_deliveries(&id).await.unwrap()[0].state == "delivered"
+    })
+    .await;
+    let d = &s.webhook_deliveries(&id).await.unwrap()[0];
+    assert_eq!((d.attempts, d.last_status), (3, Some(200)));
+    assert_eq!(m.request_count(), 3);
+
+    // Always failing: two retries on the schedule, then dead.
+    m.set_faults(bridgehead_mock::Faults { fail_rate: 1.0, fail_status: 500, ..Default::default() }).unwrap();
+    let got = send(&client(), signed(&gw.url("/hooks/shop"), "r2", now(), body)).await;
+    let id = got.json()["message_id"].as_str().unwrap().to_owned();
+    eventually(10, "dead after the schedule", async || {
+        s.webhook_deliveries(&id).await.unwrap()[0].state == "dead"
+    })
+    .await;
+    let d = &s.webhook_deliveries(&id).await.unwrap()[0];
+    assert_eq!((d.attempts, d.last_status, d.last_error.as_deref()), (3, Some(500), Some("HTTP 500")));
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"bridgehead_webhook_deliveries_total{destination="forward:shop",outcome="dead"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"bridgehead_webhook_deliveries_total{destination="forward:shop",outcome="retry"} 4"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_url_verification_is_answered_and_not_forwarded() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+
+    let yaml = format!(
+        "upstreams:\n  orders:\n    targets: [{{ url: \"{}\" }}]\nwebhooks:\n  inbound:\n    - name: slack\n      path: /hooks/slack\n      verify: {{ scheme: slack, secret: slack-signing-secret }}\n      forward: {{ upstream: orders, path: /slack }}\n",
+        m.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let signer =
+        Signer::new(Scheme::Slack, vec![Key::parse(&Scheme::Slack, "slack-signing-secret").unwrap()])
+            .unwrap();
+    let post = |body: &'static str, ctype: &'static str| {
+        let mut req = Request::post(gw.url("/hooks/slack")).header("content-type", ctype);
+        for (k, v) in signer.sign("x", now(), body.as_bytes()).unwrap() {
+            req = req.header(k, v);
+        }
+        req.body(full(body)).unwrap()
+    };
+    let got = send(&client(), post(r#"{"type":"url_verification","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","token":"t"}"#, "application/json")).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(
+        got.json(),
+        serde_json::json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+    );
+    // An event is stored and forwarded, deduplicated by its event_id; a slash command arrives
+    // as a form.
+    let ev = r#"{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention"}}"#;
+    assert_eq!(send(&client(), post(ev, "application/json")).await.status, 202);
+    assert_eq!(send(&client(), post(ev, "application/json")).await.status, 200);
+    assert_eq!(
+        send(&client(), post("command=%2Fdeploy&text=now", "application/x-www-form-urlencoded")).await.status,
+        202
+    );
+    eventually(10, "two forwarded", async || m.request_count() == 2).await;
+    assert!(m.requests().iter().all(|r| r.path == "/slack"));
+}
