@@ -827,12 +827,37 @@ fn webhook_receivers_are_checked() {
             "    - name: h\n      path: /h\n      verify: { scheme: sha1, secret: s }\n      forward: { upstream: u, path: /x }\n",
             "webhooks.inbound[1].verify.scheme: unknown variant `sha1`",
         ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: hmac, secret: s, header: X-Sig, timestamp_header: X-Ts }\n      forward: { upstream: u, path: /x }\n",
+            "webhooks.inbound[1].verify.timestamp_header: is checked against the tolerance only when it is signed",
+        ),
+        (
+            "    - name: h\n      path: /h\n      verify: { scheme: github, secret: s, tolerance: 1h }\n      forward: { upstream: u, path: /x }\n      retention: 10m\n",
+            "webhooks.inbound[1].retention: must be at least verify.tolerance",
+        ),
     ];
     for (extra, want) in cases {
         let text = hook(extra);
         let err = load_text(&text).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}\nfor:\n{text}");
     }
+    // An id from a header the signature does not cover: accepted, with a warning.
+    let warned = load_text(&hook(
+        "    - name: p\n      path: /p\n      verify: { scheme: hmac, secret: s, header: X-Sig }\n      id: { header: X-Delivery }\n      forward: { upstream: u, path: /x }\n",
+    ))
+    .unwrap();
+    let w: Vec<String> = warned.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        w.iter().any(|w| w.contains(
+            "webhooks.inbound[1].id: the message id is read from a header the signature does not cover"
+        )),
+        "{w:?}"
+    );
+    let signed = load_text(&hook(
+        "    - name: p\n      path: /p\n      verify: { scheme: hmac, secret: s, header: X-Sig, id_header: X-Delivery, content: \"{id}.{body}\" }\n      id: { header: x-delivery }\n      forward: { upstream: u, path: /x }\n",
+    ))
+    .unwrap();
+    assert!(signed.warnings.is_empty(), "{:?}", signed.warnings);
     let clash = format!(
         "{}  - name: same\n    match: {{ path: /hooks/stripe }}\n    upstream: u\n",
         hook("").replace("webhooks:", "XX").split("XX").next().unwrap()

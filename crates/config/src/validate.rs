@@ -118,6 +118,13 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
                     check_header_name(&vkey(k), h, p);
                 }
             }
+            if v.timestamp_header.is_some() && !v.content.contains("{timestamp}") {
+                push(
+                    p,
+                    vkey("timestamp_header"),
+                    "is checked against the tolerance only when it is signed: add `{timestamp}` to `content`, or remove it",
+                );
+            }
         } else {
             for (k, set) in hmac_keys {
                 if set {
@@ -183,8 +190,12 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
                 ),
             );
         }
-        if w.retention.get().is_zero() {
-            push(p, key("retention"), "must be more than 0");
+        if w.retention.get() < v.tolerance.get() {
+            push(
+                p,
+                key("retention"),
+                "must be at least verify.tolerance: a delivery sent again after its id was forgotten, yet within the tolerance, would be forwarded twice",
+            );
         }
         for (j, d) in w.retry_schedule.iter().enumerate() {
             if d.get().is_zero() {
@@ -1027,6 +1038,7 @@ fn upgrades(r: &Route, base: &str, p: &mut Vec<Problem>) {
 /// Things that are allowed but probably not what the author meant.
 pub fn warnings(c: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
+    unsigned_webhook_ids(c, &mut p);
     string_prefix_neighbours(c, &mut p);
     host_routes_over_protected_paths(c, &mut p);
     p
@@ -1456,4 +1468,31 @@ pub fn check_oauth_client(c: &crate::model::OAuthClient) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// A receiver whose message id is read from a header its signature does not cover: anyone who
+/// captured one delivery can send it again under a new id, and it is forwarded again.
+fn unsigned_webhook_ids(c: &Config, p: &mut Vec<Problem>) {
+    use crate::model::WebhookScheme;
+    for (i, w) in c.webhooks.inbound.iter().enumerate() {
+        let base = join_index("webhooks.inbound", i);
+        let signed_id = w.verify.content.contains("{id}");
+        let unsigned_header = match (&w.id, w.verify.scheme) {
+            (Some(id), _) if id.header.is_some() => {
+                !(w.verify.scheme == WebhookScheme::Hmac
+                    && signed_id
+                    && id.header.as_deref().map(str::to_ascii_lowercase)
+                        == w.verify.id_header.as_deref().map(str::to_ascii_lowercase))
+            }
+            (None, WebhookScheme::Hmac) => w.verify.id_header.is_some() && !signed_id,
+            _ => false,
+        };
+        if unsigned_header {
+            push(
+                p,
+                join_key(&base, "id"),
+                "the message id is read from a header the signature does not cover: a captured delivery sent again under a new id is forwarded again (sign `{id}` in verify.content, or read the id from the signed body with `id: { pointer: … }`)",
+            );
+        }
+    }
 }

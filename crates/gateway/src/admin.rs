@@ -1,6 +1,7 @@
 //! The admin plane, on its own listener: `/healthz`, `/readyz`, `/metrics`, `/admin/config`,
-//! `/admin/routes`, `/admin/upstreams`, `POST /admin/reload`, and the built-in authorization server's run-time
-//! clients under `/admin/oauth/clients`.
+//! `/admin/routes`, `/admin/upstreams`, `POST /admin/reload`, the built-in authorization server's run-time
+//! clients under `/admin/oauth/clients`, and webhook dead letters and messages under
+//! `/admin/webhooks/`.
 //!
 //! With `admin.token` set, `/metrics` and `/admin/*` need `Authorization: Bearer TOKEN`
 //! (compared in constant time); `/healthz` and `/readyz` stay open for load balancers.
@@ -39,6 +40,10 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/reload", post(reload))
         .route("/admin/oauth/clients", get(oauth_clients).post(oauth_client_add))
         .route("/admin/oauth/clients/{id}", axum::routing::delete(oauth_client_remove))
+        .route("/admin/webhooks/dead-letters", get(dead_letters))
+        .route("/admin/webhooks/dead-letters/{id}", get(dead_letter))
+        .route("/admin/webhooks/dead-letters/{id}/replay", post(dead_letter_replay))
+        .route("/admin/webhooks/messages/{id}", get(webhook_message))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -356,4 +361,166 @@ async fn oauth_client_remove(
         ),
         Err(e) => unavailable(e),
     }
+}
+
+fn not_found_problem(detail: String) -> Response {
+    problem(StatusCode::NOT_FOUND, "urn:bridgehead:problem:not-found", "Not found", &detail)
+}
+
+fn bad_request(detail: String) -> Response {
+    problem(StatusCode::BAD_REQUEST, "urn:bridgehead:problem:bad-request", "Bad request", &detail)
+}
+
+#[derive(serde::Deserialize)]
+struct DeadLetterQuery {
+    /// Only this receiver's.
+    receiver: Option<String>,
+    /// Received before this time (Unix ms): the next page starts at the last one's `received_at_ms`.
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/webhooks/dead-letters?receiver=&before=&limit=`: newest first, at most `limit`
+/// (default 50, at most 500), without headers and bodies.
+async fn dead_letters(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
+) -> Response {
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return bad_request(format!("limit must be 1 to 500, got {limit}"));
+    }
+    let source = q.receiver.as_ref().map(|r| format!("inbound:{r}"));
+    match store.webhook_dead_letters(source.as_deref(), q.before, limit).await {
+        Ok(list) => axum::Json(json!({
+            "dead_letters": list.iter().map(|d| bridgehead_webhooks::view::dead_letter(d, false)).collect::<Vec<_>>(),
+            "next_before": (list.len() as i64 == limit).then(|| list.last().map(|d| d.received_at_ms)).flatten(),
+        }))
+        .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /admin/webhooks/dead-letters/{id}`: with its headers (signatures redacted) and body.
+async fn dead_letter(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    match store.webhook_dead_letter(&id).await {
+        Ok(Some(d)) => axum::Json(bridgehead_webhooks::view::dead_letter(&d, true)).into_response(),
+        Ok(None) => not_found_problem(format!("no dead letter `{id}`")),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    skip_signature: bool,
+}
+
+/// `POST /admin/webhooks/dead-letters/{id}/replay` (`{"skip_signature": false}` or no body):
+/// the stored request through its receiver again; 200 with the message id when stored, 409
+/// with the reason when it is refused again.
+async fn dead_letter_replay(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    use bridgehead_webhooks::inbound::{ReplayError, Replayed};
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    let req: ReplayRequest = if body.is_empty() {
+        ReplayRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return bad_request(format!("the body must be {{\"skip_signature\": true|false}}: {e}"));
+            }
+        }
+    };
+    let dl = match store.webhook_dead_letter(&id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return not_found_problem(format!("no dead letter `{id}`")),
+        Err(e) => return unavailable(e),
+    };
+    let rt = s.shared.runtime.load();
+    let Some(receiver) = rt.receivers.iter().find(|r| r.source == dl.source) else {
+        return problem(
+            StatusCode::CONFLICT,
+            "urn:bridgehead:problem:webhook-replay-refused",
+            "Replay refused",
+            &format!(
+                "no receiver `{}` in the running config",
+                bridgehead_webhooks::view::receiver_of(&dl.source)
+            ),
+        );
+    };
+    if req.skip_signature {
+        tracing::warn!(dead_letter = %id, receiver = %receiver.name, "admin: replaying a dead letter WITHOUT its signature check");
+    }
+    match receiver.replay(store, &dl, req.skip_signature, bridgehead_http::clock::unix_ms()).await {
+        Ok(replayed) => {
+            let (status, message_id) = match &replayed {
+                Replayed::Accepted(m) => ("accepted", m),
+                Replayed::Duplicate(m) => ("duplicate", m),
+            };
+            if matches!(replayed, Replayed::Accepted(_)) {
+                s.shared.webhook_wake.notify_one();
+            }
+            axum::Json(json!({"status": status, "message_id": message_id})).into_response()
+        }
+        Err(ReplayError::Refused { reason, detail }) => {
+            let mut res = problem(
+                StatusCode::CONFLICT,
+                "urn:bridgehead:problem:webhook-replay-refused",
+                "Replay refused",
+                &format!("still refused ({reason}): {detail}"),
+            );
+            res.headers_mut().insert("x-refusal-reason", HeaderValue::from_static(reason));
+            res
+        }
+        Err(ReplayError::Store(e)) => {
+            tracing::error!(error = %e, "admin: replay could not be stored");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:state-unavailable",
+                "State unavailable",
+                "the state database could not be used; see the gateway log",
+            )
+        }
+    }
+}
+
+/// `GET /admin/webhooks/messages/{id}`: a message's deliveries with their attempt logs.
+async fn webhook_message(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    let deliveries = match store.webhook_deliveries(&id).await {
+        Ok(d) if d.is_empty() => return not_found_problem(format!("no message `{id}`")),
+        Ok(d) => d,
+        Err(e) => return unavailable(e),
+    };
+    let mut out = Vec::with_capacity(deliveries.len());
+    for d in &deliveries {
+        match store.webhook_attempts(d.id).await {
+            Ok(attempts) => out.push(bridgehead_webhooks::view::delivery(d, &attempts)),
+            Err(e) => return unavailable(e),
+        }
+    }
+    axum::Json(json!({"message_id": id, "deliveries": out})).into_response()
+}
+
+fn no_store() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "urn:bridgehead:problem:state-unavailable",
+        "State unavailable",
+        "this gateway runs without a state database",
+    )
 }

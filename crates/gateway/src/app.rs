@@ -315,16 +315,6 @@ impl App {
                 }
             })
         });
-        let webhook_worker = shared.store.clone().map(|store| {
-            let env: Arc<dyn bridgehead_webhooks::deliver::Env> = Arc::new(WebhookEnv(shared.clone()));
-            tokio::spawn(bridgehead_webhooks::deliver::run(
-                env,
-                store,
-                node_id.clone(),
-                shared.webhook_wake.clone(),
-                stop_rx.clone(),
-            ))
-        });
         let admin_router = crate::admin::router(shared.clone(), reloader.clone());
         let mut admin_stop = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
@@ -335,6 +325,17 @@ impl App {
                 .await;
         });
         let mut data_plane = crate::server::DataPlane::start(data, &shared, &tls, &stop_rx)?;
+        // After everything that can fail to start: nothing to stop on an early return.
+        let webhook_worker = shared.store.clone().map(|store| {
+            let env: Arc<dyn bridgehead_webhooks::deliver::Env> = Arc::new(WebhookEnv(shared.clone()));
+            tokio::spawn(bridgehead_webhooks::deliver::run(
+                env,
+                store,
+                node_id.clone(),
+                shared.webhook_wake.clone(),
+                stop_rx.clone(),
+            ))
+        });
         tracing::info!(generation = shared.runtime.load().generation, "gateway ready");
 
         let failed = tokio::select! {
@@ -349,9 +350,12 @@ impl App {
         let _ = stop_tx.send(true);
         data_plane.drain(&shared).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
-        // The delivery worker ends after its attempts in flight (each bounded).
-        if let Some(w) = webhook_worker {
-            let _ = tokio::time::timeout(grace, w).await;
+        // The delivery worker stops claiming at once and lets its attempts in flight finish
+        // (each within 20 s); one cut short is sent again once its lease runs out.
+        if let Some(mut w) = webhook_worker
+            && tokio::time::timeout(Duration::from_secs(5), &mut w).await.is_err()
+        {
+            w.abort();
         }
         // The access log's last lines (it hands buffers to its writer every 100 ms).
         shared.access_log.flush();
@@ -374,6 +378,10 @@ struct WebhookEnv(Arc<Shared>);
 impl bridgehead_webhooks::deliver::Env for WebhookEnv {
     fn metrics(&self) -> &bridgehead_http::metrics::Metrics {
         &self.0.metrics
+    }
+
+    fn destinations(&self) -> Vec<String> {
+        self.0.runtime.load().receivers.iter().map(|r| r.destination.clone()).collect()
     }
 
     fn route(&self, destination: &str) -> Option<bridgehead_webhooks::deliver::Route> {

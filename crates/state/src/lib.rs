@@ -153,6 +153,7 @@
 //! | `bridgehead_webhook_dead_letters` (v5) | `id` | `TEXT` primary key | `dlq_` + 32 hex digits |
 //! | | `source`, `reason`, `detail` | `TEXT NOT NULL` | the receiver, a short reason label, what the sender was told |
 //! | | `headers`, `body` | `TEXT`, `BLOB` / `BYTEA NOT NULL` | the request (secrets redacted) |
+//! | | `signatures` | `TEXT NOT NULL` | the signature headers as received, only for a replay to verify them again; never shown |
 //! | | `received_at`, `replayed_at`, `message_id` | | Unix ms; the replay, and the message it created |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
@@ -203,6 +204,6 @@ pub use oauth::{
 pub use redact::redact_url;
 pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};
 pub use webhooks::{
-    Accepted, AttemptOutcome, AttemptRecord, ClaimedDelivery, DeadLetter, DeliveryRecord, NewDeadLetter,
-    NewWebhookMessage, WEBHOOK_PURGE_BATCH,
+    Accepted, AttemptOutcome, AttemptRecord, AttemptRow, ClaimedDelivery, DeadLetter, DeliveryRecord,
+    NewDeadLetter, NewWebhookMessage, WEBHOOK_PURGE_BATCH,
 };

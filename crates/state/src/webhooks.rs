@@ -110,7 +110,13 @@ pub struct DeadLetter {
     pub reason: String,
     pub detail: String,
     pub headers_json: String,
+    /// The signature headers as received (`[[name, value], …]` JSON), for a replay to verify
+    /// them again. Never to be shown.
+    pub signatures_json: String,
+    /// The body kept: all of it, or its start when [`DeadLetter::body_bytes`] is larger.
     pub body: Vec<u8>,
+    /// The body's length as received.
+    pub body_bytes: i64,
     pub received_at_ms: i64,
     pub replayed_at_ms: Option<i64>,
     pub message_id: Option<String>,
@@ -123,7 +129,23 @@ pub struct NewDeadLetter<'a> {
     pub reason: &'a str,
     pub detail: &'a str,
     pub headers_json: &'a str,
+    /// The signature headers as received, `[[name, value], …]` JSON (see [`DeadLetter`]).
+    pub signatures_json: &'a str,
+    /// What is kept of the body (maybe only its start).
     pub body: &'a [u8],
+    /// The body's length as received.
+    pub body_bytes: i64,
+}
+
+/// One attempt of a delivery, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response: Option<Vec<u8>>,
 }
 
 fn random_id(prefix: &str) -> String {
@@ -159,10 +181,12 @@ macro_rules! impl_row_ext {
                     reason: self.try_get(2)?,
                     detail: self.try_get(3)?,
                     headers_json: self.try_get(4)?,
-                    body: self.try_get(5)?,
-                    received_at_ms: self.try_get(6)?,
-                    replayed_at_ms: self.try_get(7)?,
-                    message_id: self.try_get(8)?,
+                    signatures_json: self.try_get(5)?,
+                    body: self.try_get(6)?,
+                    body_bytes: self.try_get(7)?,
+                    received_at_ms: self.try_get(8)?,
+                    replayed_at_ms: self.try_get(9)?,
+                    message_id: self.try_get(10)?,
                 })
             }
         }
@@ -174,7 +198,7 @@ impl_row_ext!(sqlx::postgres::PgRow);
 const DELIVERY_COLUMNS: &str =
     "id, message_id, destination, state, attempts, next_attempt_at, last_status, last_error";
 const DEAD_LETTER_COLUMNS: &str =
-    "id, source, reason, detail, headers, body, received_at, replayed_at, message_id";
+    "id, source, reason, detail, headers, signatures, body, body_bytes, received_at, replayed_at, message_id";
 
 impl Store {
     /// Stores `msg` with one pending delivery per destination, due at once, in one transaction
@@ -255,12 +279,15 @@ impl Store {
         result.map_err(StateError::query(OP))
     }
 
-    /// Claims up to `limit` deliveries that are due (`next_attempt_at <= now`) and not leased
-    /// (or whose lease ran out), for `owner` until `now_ms + lease_ms`, oldest due first, with
-    /// their messages. Concurrent claimers on any node get disjoint deliveries.
+    /// Claims up to `limit` deliveries to `destination` that are due (`next_attempt_at <= now`)
+    /// and not leased (or whose lease ran out), for `owner` until `now_ms + lease_ms`, oldest due
+    /// first, with their messages. Concurrent claimers on any node get disjoint deliveries. A
+    /// node claims only the destinations its config knows, so nodes running different configs
+    /// (a rolling change) leave each other's deliveries alone.
     pub async fn webhook_claim(
         &self,
         owner: &str,
+        destination: &str,
         now_ms: i64,
         lease_ms: i64,
         limit: i64,
@@ -271,7 +298,8 @@ impl Store {
             format!(
                 "UPDATE bridgehead_webhook_deliveries SET lease_owner = $1, lease_until = $2
                  WHERE id IN (SELECT id FROM bridgehead_webhook_deliveries
-                     WHERE state = 'pending' AND next_attempt_at <= $3 AND lease_until <= $3
+                     WHERE state = 'pending' AND destination = $5 AND next_attempt_at <= $3
+                         AND lease_until <= $3
                      ORDER BY next_attempt_at, id LIMIT $4 {lock})
                  RETURNING id, message_id, destination, attempts"
             )
@@ -286,6 +314,7 @@ impl Store {
                     .bind(until)
                     .bind(now_ms)
                     .bind(limit)
+                    .bind(destination)
                     .fetch_all(pool)
                     .await
             }
@@ -295,6 +324,7 @@ impl Store {
                     .bind(until)
                     .bind(now_ms)
                     .bind(limit)
+                    .bind(destination)
                     .fetch_all(pool)
                     .await
             }
@@ -393,6 +423,27 @@ impl Store {
         .map_err(StateError::query("webhook_deliveries"))
     }
 
+    /// The attempts of a delivery, in order.
+    pub async fn webhook_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRow>, StateError> {
+        const SQL: &str = "SELECT attempt, at, status, latency_ms, error, response
+             FROM bridgehead_webhook_attempts WHERE delivery_id = $1 ORDER BY attempt";
+        type Row = (i64, i64, Option<i64>, i64, Option<String>, Option<Vec<u8>>);
+        let rows: Vec<Row> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(delivery_id).fetch_all(pool).await)
+                .map_err(StateError::query("webhook_attempts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(attempt, at_ms, status, latency_ms, error, response)| AttemptRow {
+                attempt,
+                at_ms,
+                status,
+                latency_ms,
+                error,
+                response,
+            })
+            .collect())
+    }
+
     /// Pending deliveries per destination: how many, and the oldest message's `received_at`.
     pub async fn webhook_backlog(&self) -> Result<Vec<(String, i64, i64)>, StateError> {
         const SQL: &str = "SELECT d.destination, COUNT(*), MIN(m.received_at)
@@ -410,7 +461,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<String, StateError> {
         const SQL: &str = "INSERT INTO bridgehead_webhook_dead_letters
-             (id, source, reason, detail, headers, body, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+             (id, source, reason, detail, headers, signatures, body, body_bytes, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         let id = random_id("dlq_");
         on_pool!(self, pool => {
             sqlx::query(SQL)
@@ -419,7 +471,9 @@ impl Store {
                 .bind(dl.reason)
                 .bind(dl.detail)
                 .bind(dl.headers_json)
+                .bind(dl.signatures_json)
                 .bind(dl.body)
+                .bind(dl.body_bytes)
                 .bind(now_ms)
                 .execute(pool)
                 .await

@@ -16,6 +16,7 @@ each_backend!(
     dead_letters_are_kept_listed_and_marked_replayed,
     purge_keeps_pending_and_retained_messages,
     twenty_concurrent_accepts_of_one_id_store_one,
+    concurrent_claimers_never_share_a_delivery,
 );
 
 mod checks {
@@ -67,7 +68,7 @@ mod checks {
             ("forward:stripe", "pending", 0, NOW)
         );
         // The message travels with its claim, byte for byte.
-        let claimed = store.webhook_claim("node-a", NOW, 30_000, 10).await.unwrap();
+        let claimed = store.webhook_claim("node-a", "forward:stripe", NOW, 30_000, 10).await.unwrap();
         let c = claimed.iter().find(|c| c.message_id == id).unwrap();
         assert_eq!(c.body, body);
         assert_eq!(c.headers_json, r#"[["content-type","application/json"]]"#);
@@ -84,35 +85,50 @@ mod checks {
             let ext = format!("e{i}");
             store.webhook_accept(&msg(Some(&ext), b"{}"), &["forward:stripe"], NOW + i).await.unwrap();
         }
-        let a = store.webhook_claim("node-a", NOW + 10, 30_000, 3).await.unwrap();
-        let b = store.webhook_claim("node-b", NOW + 10, 30_000, 10).await.unwrap();
+        let a = store.webhook_claim("node-a", "forward:stripe", NOW + 10, 30_000, 3).await.unwrap();
+        let b = store.webhook_claim("node-b", "forward:stripe", NOW + 10, 30_000, 10).await.unwrap();
         assert_eq!((a.len(), b.len()), (3, 2));
         assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
         // Oldest due first.
         assert!(a.windows(2).all(|w| w[0].id < w[1].id));
         // Nothing left while the leases hold.
-        assert!(store.webhook_claim("node-c", NOW + 20_000, 30_000, 10).await.unwrap().is_empty());
+        assert!(
+            store
+                .webhook_claim("node-c", "forward:stripe", NOW + 20_000, 30_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // node-a died: its leases run out and node-c takes them; node-b's were renewed... not.
-        let c = store.webhook_claim("node-c", NOW + 10 + 30_000, 30_000, 10).await.unwrap();
+        let c = store.webhook_claim("node-c", "forward:stripe", NOW + 10 + 30_000, 30_000, 10).await.unwrap();
         assert_eq!(c.len(), 5, "every lease ran out");
         // A delivery not yet due is not claimed.
         let due_later = NewWebhookMessage { source: "inbound:later", ..msg(Some("l"), b"{}") };
         store.webhook_accept(&due_later, &["forward:later"], NOW + 1_000_000).await.unwrap();
         assert!(
             store
-                .webhook_claim("node-d", NOW + 999_999, 30_000, 10)
+                .webhook_claim("node-d", "forward:later", NOW + 999_999, 30_000, 10)
                 .await
                 .unwrap()
-                .iter()
-                .all(|d| d.destination != "forward:later")
+                .is_empty()
         );
+        assert_eq!(
+            store.webhook_claim("node-d", "forward:later", NOW + 1_000_000, 30_000, 10).await.unwrap().len(),
+            1
+        );
+        // Only the destination asked for.
+        let other = NewWebhookMessage { source: "inbound:other", ..msg(Some("o"), b"{}") };
+        store.webhook_accept(&other, &["forward:other"], NOW).await.unwrap();
+        let got =
+            store.webhook_claim("node-e", "forward:other", NOW + 10 + 60_000, 30_000, 10).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.destination.as_str()).collect::<Vec<_>>(), ["forward:other"]);
     }
 
     pub async fn attempts_are_recorded_only_by_the_lease_owner(url: &str, _: Backend) {
         let store = Store::open(url).await.unwrap();
         let id =
             new_id(store.webhook_accept(&msg(Some("e1"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
-        let d = store.webhook_claim("node-a", NOW, 1_000, 10).await.unwrap().remove(0);
+        let d = store.webhook_claim("node-a", "forward:stripe", NOW, 1_000, 10).await.unwrap().remove(0);
         let failed = AttemptRecord {
             status: Some(503),
             latency_ms: 12,
@@ -138,11 +154,15 @@ mod checks {
         );
         assert_eq!(rec.last_error.as_deref(), Some("HTTP 503"));
         // Not due yet.
-        assert!(store.webhook_claim("node-a", NOW + 4_999, 1_000, 10).await.unwrap().is_empty());
-        let d = store.webhook_claim("node-a", NOW + 5_000, 1_000, 10).await.unwrap().remove(0);
+        assert!(
+            store.webhook_claim("node-a", "forward:stripe", NOW + 4_999, 1_000, 10).await.unwrap().is_empty()
+        );
+        let d =
+            store.webhook_claim("node-a", "forward:stripe", NOW + 5_000, 1_000, 10).await.unwrap().remove(0);
         assert_eq!(d.attempts, 1);
         // node-a stalls past its lease; node-b takes over and delivers.
-        let d2 = store.webhook_claim("node-b", NOW + 6_000, 1_000, 10).await.unwrap().remove(0);
+        let d2 =
+            store.webhook_claim("node-b", "forward:stripe", NOW + 6_000, 1_000, 10).await.unwrap().remove(0);
         assert_eq!(d2.id, d.id);
         let ok = AttemptRecord { status: Some(200), latency_ms: 3, error: None, response: Some(b"ok") };
         assert!(
@@ -160,12 +180,22 @@ mod checks {
         );
         let rec = &store.webhook_deliveries(&id).await.unwrap()[0];
         assert_eq!((rec.state.as_str(), rec.attempts, rec.last_status), ("delivered", 2, Some(200)));
+        let attempts = store.webhook_attempts(rec.id).await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(
+            (attempts[0].attempt, attempts[0].status, attempts[0].error.as_deref()),
+            (1, Some(503), Some("HTTP 503"))
+        );
+        assert_eq!(attempts[0].response.as_deref(), Some(&b"busy"[..]));
+        assert_eq!((attempts[1].attempt, attempts[1].at_ms, attempts[1].latency_ms), (2, NOW + 6_010, 3));
         // Delivered is final: never claimed again.
-        assert!(store.webhook_claim("node-c", NOW + DAY, 1_000, 10).await.unwrap().is_empty());
+        assert!(
+            store.webhook_claim("node-c", "forward:stripe", NOW + DAY, 1_000, 10).await.unwrap().is_empty()
+        );
 
         let id =
             new_id(store.webhook_accept(&msg(Some("e2"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
-        let d = store.webhook_claim("node-a", NOW, 1_000, 10).await.unwrap().remove(0);
+        let d = store.webhook_claim("node-a", "forward:stripe", NOW, 1_000, 10).await.unwrap().remove(0);
         let gone =
             AttemptRecord { status: None, latency_ms: 1_000, error: Some("connect refused"), response: None };
         assert!(
@@ -183,7 +213,9 @@ mod checks {
             reason: "schema",
             detail: "/amount: \"x\" is not of type \"integer\"",
             headers_json: r#"[["stripe-signature","[redacted]"]]"#,
+            signatures_json: r#"[["stripe-signature","t=1,v1=00"]]"#,
             body,
+            body_bytes: body.len() as i64,
         };
         let first =
             store.webhook_dead_letter_add(&dl("inbound:stripe", b"{\"amount\":\"x\"}"), NOW).await.unwrap();
@@ -203,6 +235,7 @@ mod checks {
             (&b"\x00\x01"[..], "schema", NOW + 1)
         );
         assert_eq!(got.replayed_at_ms, None);
+        assert_eq!(got.signatures_json, r#"[["stripe-signature","t=1,v1=00"]]"#);
         store.webhook_dead_letter_replayed(&second, "msg_x", NOW + 5).await.unwrap();
         let got = store.webhook_dead_letter(&second).await.unwrap().unwrap();
         assert_eq!((got.replayed_at_ms, got.message_id.as_deref()), (Some(NOW + 5), Some("msg_x")));
@@ -215,7 +248,7 @@ mod checks {
             new_id(store.webhook_accept(&msg(Some("d"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
         let pending =
             new_id(store.webhook_accept(&msg(Some("p"), b"{}"), &["forward:other"], NOW).await.unwrap());
-        let d = store.webhook_claim("n", NOW, 1_000, 1).await.unwrap().remove(0);
+        let d = store.webhook_claim("n", "forward:stripe", NOW, 1_000, 1).await.unwrap().remove(0);
         assert_eq!(d.message_id, delivered);
         let ok = AttemptRecord { status: Some(204), latency_ms: 1, error: None, response: None };
         store.webhook_record_attempt(d.id, "n", &ok, AttemptOutcome::Delivered, NOW).await.unwrap();
@@ -226,7 +259,9 @@ mod checks {
                     reason: "signature",
                     detail: "x",
                     headers_json: "[]",
+                    signatures_json: "[]",
                     body: b"",
+                    body_bytes: 0,
                 },
                 NOW,
             )
@@ -264,5 +299,29 @@ mod checks {
         }
         assert_eq!(new, 1);
         assert_eq!(store.webhook_backlog().await.unwrap(), vec![("forward:stripe".to_owned(), 1, NOW)]);
+    }
+
+    pub async fn concurrent_claimers_never_share_a_delivery(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        for i in 0..40 {
+            let ext = format!("c{i}");
+            store.webhook_accept(&msg(Some(&ext), b"{}"), &["forward:stripe"], NOW).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let owner = format!("node-{n}");
+                    store.webhook_claim(&owner, "forward:stripe", NOW, 30_000, 5).await.unwrap()
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.extend(t.await.unwrap().into_iter().map(|c| c.id));
+        }
+        let unique: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "a delivery was claimed twice: {ids:?}");
+        assert_eq!(ids.len(), 40, "eight claimers of five take all forty");
     }
 }

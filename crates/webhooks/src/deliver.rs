@@ -11,16 +11,25 @@
 //! - **Outcome:** a 2xx answer delivers; anything else (another status, no healthy target, a
 //!   connect error, a timeout) is a failed attempt. After attempt *n* the next is due after the
 //!   *n*-th wait of the schedule, ±20% jitter, or the answer's `Retry-After` (seconds, on 429 and
-//!   503) when that is longer; after the last wait the delivery is dead.
-//! - **One attempt fits in a lease:** an attempt is cut at [`ATTEMPT_TIMEOUT`], so a live worker
-//!   never loses its lease mid-attempt to another node (which would deliver twice).
+//!   503) when that is longer (but never longer than the schedule's longest wait); after the
+//!   last wait the delivery is dead.
+//! - **One attempt fits in a lease:** an attempt, the answer's body included, is cut at
+//!   [`ATTEMPT_TIMEOUT`] (20 s of the 30 s lease), so a live worker records it before another
+//!   node may claim the delivery (which would deliver twice).
+//! - **Fair:** at most [`MAX_IN_FLIGHT`] attempts run at once, at most
+//!   [`MAX_IN_FLIGHT_PER_DESTINATION`] toward one destination, and a slot is refilled as soon as
+//!   an attempt ends: a destination that hangs holds up none of the others.
+//! - **Only known destinations:** a node claims deliveries of the receivers in its running
+//!   config, so nodes on different configs (a rolling change, a receiver renamed or removed)
+//!   leave each other's deliveries alone; those of a removed receiver wait, pending, until it
+//!   comes back.
 //! - **What the destination gets:** `POST` to the receiver's `forward.path` with the body as
 //!   received, the headers the sender sent (but the signature headers, credentials, cookies and
 //!   connection headers), `X-Bridgehead-Webhook: <receiver>` and
 //!   `X-Bridgehead-Message-Id: msg_…` (the same on every attempt, so the destination can
 //!   deduplicate).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +46,16 @@ use http_body_util::BodyExt as _;
 
 /// How long a claimed delivery is held: a node that dies holding one loses it after this.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// The longest one attempt may take (inside [`LEASE`]).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(25);
+/// The longest one attempt may take, the answer's body included: well inside [`LEASE`], so a
+/// live worker records its attempt before anyone else may claim the delivery.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the store is asked for due deliveries when nothing woke the worker.
 pub const POLL: Duration = Duration::from_secs(1);
-/// Deliveries claimed (and sent concurrently) at once.
-pub const BATCH: i64 = 32;
+/// Attempts in flight at once on a node, and toward one destination (so a destination that
+/// hangs does not hold up the others).
+pub const MAX_IN_FLIGHT: usize = 64;
+/// See [`MAX_IN_FLIGHT`].
+pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 16;
 /// How much of an answer's body is kept with the attempt.
 pub const RESPONSE_KEPT: usize = 1024;
 
@@ -65,9 +78,12 @@ pub trait Env: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// The route of a destination in the running config, if it still has one.
     fn route(&self, destination: &str) -> Option<Route>;
+    /// Every destination of the running config: the only ones this node claims.
+    fn destinations(&self) -> Vec<String>;
 }
 
-/// Runs the worker until `stop` flips to true. `owner` names this node in leases.
+/// Runs the worker until `stop` flips to true, then lets the attempts in flight finish (each
+/// bounded by [`ATTEMPT_TIMEOUT`]). `owner` names this node in leases.
 pub async fn run(
     env: Arc<dyn Env>,
     store: Store,
@@ -75,13 +91,28 @@ pub async fn run(
     wake: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let owner: Arc<str> = owner.into();
     let mut gauges: BTreeSet<String> = BTreeSet::new();
     let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
     // The earliest retry this worker scheduled (Unix ms): it sleeps no longer than that.
     let mut next_retry: Option<i64> = None;
-    loop {
-        if *stop.borrow() {
-            return;
+    let mut tasks: tokio::task::JoinSet<(String, Option<i64>)> = tokio::task::JoinSet::new();
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let done = |result: Result<(String, Option<i64>), tokio::task::JoinError>,
+                busy: &mut HashMap<String, usize>,
+                next_retry: &mut Option<i64>| {
+        if let Ok((destination, retry_at)) = result {
+            if let Some(n) = busy.get_mut(&destination) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(t) = retry_at {
+                *next_retry = Some(next_retry.map_or(t, |n| n.min(t)));
+            }
+        }
+    };
+    while !*stop.borrow() {
+        while let Some(result) = tasks.try_join_next() {
+            done(result, &mut busy, &mut next_retry);
         }
         if last_gauges.elapsed() >= Duration::from_secs(5) {
             last_gauges = tokio::time::Instant::now();
@@ -89,33 +120,48 @@ pub async fn run(
         }
         let now = bridgehead_http::clock::unix_ms();
         let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
-        let claimed = match store.webhook_claim(&owner, now, lease_ms, BATCH).await {
-            Ok(c) => c,
-            Err(e) => {
-                static FAILED: LogBudget = LogBudget::new();
-                if let Some(left_out) = FAILED.admit() {
-                    tracing::warn!(error = %e, left_out, "webhook deliveries could not be claimed");
+        let mut claimed_any = false;
+        for destination in env.destinations() {
+            let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(
+                MAX_IN_FLIGHT_PER_DESTINATION.saturating_sub(busy.get(&destination).copied().unwrap_or(0)),
+            );
+            if room == 0 {
+                continue;
+            }
+            let limit = i64::try_from(room).unwrap_or(1);
+            let claimed = match store.webhook_claim(&owner, &destination, now, lease_ms, limit).await {
+                Ok(c) => c,
+                Err(e) => {
+                    static FAILED: LogBudget = LogBudget::new();
+                    if let Some(left_out) = FAILED.admit() {
+                        tracing::warn!(error = %e, left_out, "webhook deliveries could not be claimed");
+                    }
+                    break;
                 }
-                Vec::new()
+            };
+            for c in claimed {
+                claimed_any = true;
+                *busy.entry(destination.clone()).or_default() += 1;
+                let (env, store, owner, destination) =
+                    (env.clone(), store.clone(), owner.clone(), destination.clone());
+                tasks.spawn(async move { (destination, attempt(env.as_ref(), &store, &owner, c).await) });
             }
-        };
-        if claimed.is_empty() {
-            let until_retry = next_retry
-                .filter(|&t| t > now)
-                .map_or(POLL, |t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(POLL));
-            next_retry = next_retry.filter(|&t| t > now);
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(until_retry) => {}
-                _ = stop.changed() => {}
-            }
+        }
+        if claimed_any {
+            // More may be due: claim again while there is room.
             continue;
         }
-        let attempts = claimed.into_iter().map(|c| attempt(env.as_ref(), &store, &owner, c));
-        for retry_at in futures_util::future::join_all(attempts).await.into_iter().flatten() {
-            next_retry = Some(next_retry.map_or(retry_at, |t| t.min(retry_at)));
+        next_retry = next_retry.filter(|&t| t > now);
+        let until_retry =
+            next_retry.map_or(POLL, |t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(POLL));
+        tokio::select! {
+            Some(result) = tasks.join_next(), if !tasks.is_empty() => done(result, &mut busy, &mut next_retry),
+            () = wake.notified() => {}
+            () = tokio::time::sleep(until_retry) => {}
+            _ = stop.changed() => {}
         }
     }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Sets the backlog gauges from the store (and back to 0 for destinations that emptied).
@@ -141,31 +187,42 @@ async fn refresh_gauges(env: &dyn Env, store: &Store, seen: &mut BTreeSet<String
 /// One attempt of one claimed delivery, recorded; returns when the next one is due, if any.
 async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) -> Option<i64> {
     let started = tokio::time::Instant::now();
-    let (status, error, response, retry_after, schedule) = match env.route(&c.destination) {
-        None => (
-            None,
-            Some("no receiver of that name in the running config".to_owned()),
-            None,
-            None,
-            vec![Duration::from_secs(300); usize::try_from(c.attempts + 1).unwrap_or(usize::MAX)],
-        ),
+    let now_of = bridgehead_http::clock::unix_ms;
+    let after = |wait: Duration| now_of().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+    let (status, error, response, outcome) = match env.route(&c.destination) {
+        // A reload removed the receiver after this delivery was claimed: it waits for it to
+        // come back (this node no longer claims its deliveries), never dies of it.
+        None => {
+            let error = Some("no receiver of that name in the running config".to_owned());
+            (None, error, None, AttemptOutcome::RetryAt(after(Duration::from_secs(60))))
+        }
         Some(route) => {
-            let (status, error, response, retry_after) = send(env, &route, &c).await;
-            (status, error, response, retry_after, route.retry_schedule)
+            let (status, error, response, retry_after) =
+                match tokio::time::timeout(ATTEMPT_TIMEOUT, send(env, &route, &c)).await {
+                    Ok(r) => r,
+                    Err(_) => (
+                        None,
+                        Some(format!("no complete answer within {}s", ATTEMPT_TIMEOUT.as_secs())),
+                        None,
+                        None,
+                    ),
+                };
+            let made = usize::try_from(c.attempts).unwrap_or(usize::MAX);
+            let outcome = if status.is_some_and(|s| s.is_success()) {
+                AttemptOutcome::Delivered
+            } else if let Some(wait) = route.retry_schedule.get(made) {
+                let jittered = wait.mul_f64(0.8 + fastrand::f64() * 0.4);
+                // A Retry-After longer than the schedule's longest wait is not believed further.
+                let longest = route.retry_schedule.iter().max().copied().unwrap_or(*wait);
+                let wait = retry_after.map_or(jittered, |r| r.min(longest).max(jittered));
+                AttemptOutcome::RetryAt(after(wait))
+            } else {
+                AttemptOutcome::Dead
+            };
+            (status, error, response, outcome)
         }
     };
-    let now = bridgehead_http::clock::unix_ms();
-    let delivered = status.is_some_and(|s| s.is_success());
-    let made = usize::try_from(c.attempts).unwrap_or(usize::MAX);
-    let outcome = if delivered {
-        AttemptOutcome::Delivered
-    } else if let Some(wait) = schedule.get(made) {
-        let jittered = wait.mul_f64(0.8 + fastrand::f64() * 0.4);
-        let wait = retry_after.map_or(jittered, |r| r.max(jittered));
-        AttemptOutcome::RetryAt(now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)))
-    } else {
-        AttemptOutcome::Dead
-    };
+    let now = now_of();
     let record = AttemptRecord {
         status: status.map(|s| s.as_u16()),
         latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
@@ -243,10 +300,9 @@ async fn send(
         stats: None,
         max_body: u64::MAX,
     };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, sender.send(out, &mut ())).await {
-        Err(_) => (None, Some(format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())), None, None),
-        Ok(Err(e)) => (None, Some(e.to_string()), None, None),
-        Ok(Ok(res)) => {
+    match sender.send(out, &mut ()).await {
+        Err(e) => (None, Some(e.to_string()), None, None),
+        Ok(res) => {
             let status = res.status();
             let retry_after =
                 matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
@@ -257,8 +313,8 @@ async fn send(
             let mut body = res.into_body();
             let mut kept = Vec::new();
             while kept.len() < RESPONSE_KEPT {
-                match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
-                    Ok(Some(Ok(frame))) => {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             kept.extend_from_slice(&data[..data.len().min(RESPONSE_KEPT - kept.len())]);
                         }

@@ -40,8 +40,19 @@ use crate::signature::{Algorithm, Encoding, HmacScheme, Key, Scheme, Template, V
 /// A sender's message id longer than this is refused (it is stored and indexed).
 pub const MAX_MESSAGE_ID: usize = 512;
 
-/// Dead letters written per second and receiver; refusals past it are only counted.
+/// Dead letters written per second and receiver for refusals after the signature check (the
+/// provider's own mistakes); refusals past it are only counted.
 const DEAD_LETTERS_PER_SECOND: u32 = 50;
+
+/// Dead letters written per second and receiver for refusals before the signature is checked
+/// (wrong content type, too large, bad signature: anyone can send those), with at most
+/// [`UNVERIFIED_BODY_KEPT`] of the body and [`UNVERIFIED_HEADERS_KEPT`] of headers each, so a
+/// flood of forged requests adds at most about 50 KiB a second per receiver.
+const UNVERIFIED_DEAD_LETTERS_PER_SECOND: u32 = 5;
+/// See [`UNVERIFIED_DEAD_LETTERS_PER_SECOND`].
+pub const UNVERIFIED_BODY_KEPT: usize = 4096;
+/// See [`UNVERIFIED_DEAD_LETTERS_PER_SECOND`].
+pub const UNVERIFIED_HEADERS_KEPT: usize = 4096;
 
 /// What `Idempotent-Replayed` is called.
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -88,6 +99,7 @@ pub struct Receiver {
     signature_headers: Vec<HeaderName>,
     retention: Duration,
     dead_letters: LogBudget,
+    unverified_dead_letters: LogBudget,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -211,6 +223,7 @@ impl Receiver {
             signature_headers,
             retention: cfg.retention.get(),
             dead_letters: LogBudget::per_second(DEAD_LETTERS_PER_SECOND),
+            unverified_dead_letters: LogBudget::per_second(UNVERIFIED_DEAD_LETTERS_PER_SECOND),
         })
     }
 
@@ -260,6 +273,18 @@ impl Receiver {
 
     /// Steps 1–5 of the module docs.
     fn check(&self, headers: &HeaderMap, body: Body, now: i64) -> Result<Checked, Box<Refusal>> {
+        self.check_with(headers, body, now, true)
+    }
+
+    /// The same, with the signature check optional (a replay told to skip it); without it the
+    /// message id comes from the scheme's id header as sent.
+    fn check_with(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        now: i64,
+        verify: bool,
+    ) -> Result<Checked, Box<Refusal>> {
         let slack = matches!(self.verifier.scheme, Scheme::Slack);
         let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let media = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -269,12 +294,17 @@ impl Receiver {
         let body = match body {
             Body::Whole(b) => b,
             Body::TooLarge => {
-                return Err(Box::new(Refusal::new(
+                let mut r = Refusal::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
                     format!("the body is larger than this receiver's limit of {} bytes", self.max_body),
                     Bytes::new(),
-                )));
+                );
+                r.body_len = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(self.max_body + 1);
+                return Err(Box::new(r));
             }
         };
         if !(json_type || (slack && form && self.schemas.is_none())) {
@@ -293,6 +323,7 @@ impl Receiver {
         }
         let verified: Verified = match self.verifier.verify(headers, &body, now) {
             Ok(v) => v,
+            Err(_) if !verify => Verified { id: self.unsigned_id(headers), timestamp: None, key: 0 },
             Err(e) => {
                 let mut r = Refusal::new(StatusCode::UNAUTHORIZED, "signature", e.to_string(), body);
                 r.members = vec![("header", json!(e.header.as_str())), ("reason", json!(e.reason.label()))];
@@ -343,6 +374,8 @@ impl Receiver {
                 _ => None,
             }),
         };
+        // An empty id is no id: it must not make every later message a "duplicate".
+        let external_id = external_id.map(|id| id.trim().to_owned()).filter(|id| !id.is_empty());
         if let Some(id) = &external_id
             && id.len() > MAX_MESSAGE_ID
         {
@@ -360,6 +393,39 @@ impl Receiver {
         Ok(Checked::Valid { body, external_id, event_type })
     }
 
+    /// The id header of the scheme, unverified (for a replay that skips the signature).
+    fn unsigned_id(&self, headers: &HeaderMap) -> Option<String> {
+        let name = match &self.verifier.scheme {
+            Scheme::Standard => crate::signature::names::WEBHOOK_ID,
+            Scheme::Github => crate::signature::names::GITHUB_DELIVERY,
+            Scheme::Hmac(h) => h.id_header.clone()?,
+            Scheme::Stripe | Scheme::Slack => return None,
+        };
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// Step 7's transaction: the message and its delivery.
+    async fn store_message(
+        &self,
+        store: &Store,
+        headers: &HeaderMap,
+        body: &[u8],
+        external_id: Option<&str>,
+        event_type: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Accepted, bridgehead_state::StateError> {
+        let headers_json = self.stored_headers(headers);
+        let msg = NewWebhookMessage {
+            source: &self.source,
+            external_id,
+            event_type,
+            headers_json: &headers_json,
+            body,
+            retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
+        };
+        store.webhook_accept(&msg, &[self.destination.as_str()], now_ms).await
+    }
+
     /// Step 6 and 7: stores the message (or finds it a replay) and answers.
     #[allow(clippy::too_many_arguments)]
     async fn commit(
@@ -372,16 +438,7 @@ impl Receiver {
         request_id: &str,
         now_ms: i64,
     ) -> (&'static str, Response<Bytes>) {
-        let headers_json = self.stored_headers(headers);
-        let msg = NewWebhookMessage {
-            source: &self.source,
-            external_id,
-            event_type,
-            headers_json: &headers_json,
-            body,
-            retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
-        };
-        match store.webhook_accept(&msg, &[self.destination.as_str()], now_ms).await {
+        match self.store_message(store, headers, body, external_id, event_type, now_ms).await {
             Ok(Accepted::New(id)) => {
                 let body = json!({ "status": "accepted", "message_id": id }).to_string();
                 ("accepted", json_response(StatusCode::ACCEPTED, body))
@@ -418,7 +475,9 @@ impl Receiver {
         r: &Refusal,
         now_ms: i64,
     ) {
-        if self.dead_letters.admit().is_none() {
+        let unverified = matches!(r.reason, "content_type" | "too_large" | "signature");
+        let budget = if unverified { &self.unverified_dead_letters } else { &self.dead_letters };
+        if budget.admit().is_none() {
             metrics
                 .webhook_dead_letters_dropped
                 .get_or_create(&RouteLabels { route: Name(self.name.clone()) })
@@ -430,13 +489,24 @@ impl Receiver {
             detail =
                 serde_json::to_string(&json!({ "detail": r.detail, "errors": r.errors })).unwrap_or(detail);
         }
-        let headers_json = self.stored_headers(headers);
+        let mut headers_json = self.stored_headers(headers);
+        let mut signatures_json = self.signatures(headers);
+        let mut body: &[u8] = &r.body;
+        if unverified {
+            body = &body[..body.len().min(UNVERIFIED_BODY_KEPT)];
+            if headers_json.len() + signatures_json.len() > UNVERIFIED_HEADERS_KEPT {
+                headers_json = r#"[["(headers)","not kept: larger than 4 KiB"]]"#.into();
+                signatures_json = "[]".into();
+            }
+        }
         let dl = NewDeadLetter {
             source: &self.source,
             reason: r.reason,
             detail: &detail,
             headers_json: &headers_json,
-            body: &r.body,
+            signatures_json: &signatures_json,
+            body,
+            body_bytes: i64::try_from(r.body_len).unwrap_or(i64::MAX),
         };
         if let Err(e) = store.webhook_dead_letter_add(&dl, now_ms).await {
             static FAILED: LogBudget = LogBudget::new();
@@ -446,12 +516,92 @@ impl Receiver {
         }
     }
 
+    /// The signature headers as received, `[[name, value], …]` JSON: kept with a dead letter
+    /// only so that a replay can verify them again.
+    fn signatures(&self, headers: &HeaderMap) -> String {
+        let pairs: Vec<(&str, String)> = self
+            .signature_headers
+            .iter()
+            .flat_map(|n| {
+                headers
+                    .get_all(n)
+                    .iter()
+                    .map(move |v| (n.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            })
+            .collect();
+        serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Replays a dead letter of this receiver, once whatever refused it is fixed: its stored
+    /// request goes through the same checks (the signature's timestamp is held to the tolerance
+    /// at the time it was received, not now), and is committed for delivery when it passes.
+    /// With `skip_signature` the signature is not checked (the caller logs that). A request that
+    /// is refused again is not kept as another dead letter.
+    pub async fn replay(
+        &self,
+        store: &Store,
+        dl: &bridgehead_state::DeadLetter,
+        skip_signature: bool,
+        now_ms: i64,
+    ) -> Result<Replayed, ReplayError> {
+        if dl.source != self.source {
+            return Err(ReplayError::Refused {
+                reason: "receiver",
+                detail: format!("the dead letter came to `{}`, not to `{}`", dl.source, self.source),
+            });
+        }
+        if dl.reason == "too_large" || (dl.body.len() as i64) < dl.body_bytes {
+            return Err(ReplayError::Refused {
+                reason: "body_not_kept",
+                detail: format!(
+                    "only {} of its {} body bytes were kept (a request refused before its signature was checked keeps at most {UNVERIFIED_BODY_KEPT}); ask the sender to send it again",
+                    dl.body.len(),
+                    dl.body_bytes
+                ),
+            });
+        }
+        let mut headers = HeaderMap::new();
+        let mut pairs: Vec<(String, String)> = serde_json::from_str(&dl.headers_json).unwrap_or_default();
+        pairs.retain(|(n, _)| !self.signature_headers.iter().any(|h| h.as_str().eq_ignore_ascii_case(n)));
+        pairs.extend(serde_json::from_str::<Vec<(String, String)>>(&dl.signatures_json).unwrap_or_default());
+        for (n, v) in pairs {
+            if let (Ok(n), Ok(v)) = (HeaderName::try_from(n), HeaderValue::try_from(v)) {
+                headers.append(n, v);
+            }
+        }
+        let body = Body::Whole(Bytes::from(dl.body.clone()));
+        let checked = self
+            .check_with(&headers, body, dl.received_at_ms / 1000, !skip_signature)
+            .map_err(|r| ReplayError::Refused { reason: r.reason, detail: r.detail })?;
+        let Checked::Valid { body, external_id, event_type } = checked else {
+            return Err(ReplayError::Refused {
+                reason: "challenge",
+                detail: "a url_verification challenge is not a message".into(),
+            });
+        };
+        let accepted = self
+            .store_message(store, &headers, &body, external_id.as_deref(), event_type.as_deref(), now_ms)
+            .await
+            .map_err(|e| ReplayError::Store(e.to_string()))?;
+        let (id, replayed) = match accepted {
+            Accepted::New(id) => (id.clone(), Replayed::Accepted(id)),
+            Accepted::Duplicate(id) => (id.clone(), Replayed::Duplicate(id)),
+        };
+        store
+            .webhook_dead_letter_replayed(&dl.id, &id, now_ms)
+            .await
+            .map_err(|e| ReplayError::Store(e.to_string()))?;
+        Ok(replayed)
+    }
+
     /// The headers kept with a message or dead letter, as `[[name, value], …]` JSON: every
     /// end-to-end header but credentials and cookies, signature headers redacted.
     pub fn stored_headers(&self, headers: &HeaderMap) -> String {
         let pairs: Vec<(&str, String)> = headers
             .iter()
-            .filter(|(n, _)| !DROPPED.contains(&n.as_str()) && !n.as_str().starts_with("proxy-"))
+            .filter(|(n, _)| {
+                !DROPPED.contains(&n.as_str()) && !DROPPED_PREFIXES.iter().any(|p| n.as_str().starts_with(p))
+            })
             .map(|(n, v)| {
                 let value = if self.signature_headers.contains(n) {
                     "[redacted]".to_owned()
@@ -465,7 +615,9 @@ impl Receiver {
     }
 }
 
-/// Never stored: connection-level headers, framing, and credentials of other kinds.
+/// Never stored nor forwarded: connection-level headers, framing, credentials of other kinds,
+/// and headers only the gateway may set toward an upstream (a sender's `X-Forwarded-For` or
+/// `X-Bridgehead-*` would be believed by the destination).
 const DROPPED: &[&str] = &[
     "host",
     "content-length",
@@ -478,7 +630,36 @@ const DROPPED: &[&str] = &[
     "authorization",
     "cookie",
     "expect",
+    "x-api-key",
+    "forwarded",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "via",
 ];
+
+/// Header name prefixes never stored nor forwarded (see [`DROPPED`]); the gateway sets its own
+/// `X-Forwarded-For` and `X-Forwarded-Proto` before the receiver stores the headers.
+const DROPPED_PREFIXES: &[&str] = &["proxy-", "x-bridgehead-"];
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// Stored as this message, to be delivered.
+    Accepted(String),
+    /// Its message id was already stored (this message): nothing new.
+    Duplicate(String),
+}
+
+/// Why a replay did not store anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The stored request is still refused: the reason label and what is wrong.
+    #[error("still refused ({reason}): {detail}")]
+    Refused { reason: &'static str, detail: String },
+    #[error("the state store failed: {0}")]
+    Store(String),
+}
 
 enum Checked {
     Valid { body: Bytes, external_id: Option<String>, event_type: Option<String> },
@@ -491,13 +672,16 @@ struct Refusal {
     reason: &'static str,
     detail: String,
     body: Bytes,
+    /// The body's length as received (more than `body` holds when it was not read).
+    body_len: u64,
     errors: Vec<SchemaError>,
     members: Vec<(&'static str, Value)>,
 }
 
 impl Refusal {
     fn new(status: StatusCode, reason: &'static str, detail: String, body: Bytes) -> Self {
-        Self { status, reason, detail, body, errors: Vec::new(), members: Vec::new() }
+        let body_len = body.len() as u64;
+        Self { status, reason, detail, body, body_len, errors: Vec::new(), members: Vec::new() }
     }
 
     fn response(&self, request_id: &str) -> Response<Bytes> {

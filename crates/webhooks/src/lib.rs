@@ -17,3 +17,4 @@ pub mod deliver;
 pub mod inbound;
 pub mod schema;
 pub mod signature;
+pub mod view;

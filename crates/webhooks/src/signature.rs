@@ -236,7 +236,11 @@ impl Scheme {
 
     /// The headers whose values are secret-derived and must not be stored or shown as is.
     pub fn signature_headers(&self) -> Vec<HeaderName> {
-        vec![self.signature_header()]
+        match self {
+            // GitHub still sends the legacy SHA-1 signature beside the SHA-256 one.
+            Scheme::Github => vec![self.signature_header(), HeaderName::from_static("x-hub-signature")],
+            _ => vec![self.signature_header()],
+        }
     }
 }
 
@@ -435,7 +439,12 @@ impl Verifier {
                 let key = self
                     .match_hmac(hmac::HMAC_SHA256, &[mac], |c| c.update(body))
                     .ok_or(err(&h, Reason::NoMatch))?;
-                let id = headers.get(names::GITHUB_DELIVERY).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let id = headers
+                    .get(names::GITHUB_DELIVERY)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned);
                 Ok(Verified { id, timestamp: None, key })
             }
             Scheme::Slack => {
@@ -584,12 +593,14 @@ impl Verifier {
         })?;
         let tolerance_secs = self.tolerance.as_secs();
         let tol = i64::try_from(tolerance_secs).unwrap_or(i64::MAX);
-        let age = now.saturating_sub(ts);
-        if age > tol {
-            return Err(err(header, Reason::Expired { age_secs: age, tolerance_secs }));
+        // In i128: no timestamp and no clock can overflow the difference.
+        let age = i128::from(now) - i128::from(ts);
+        let clamp = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
+        if age > i128::from(tol) {
+            return Err(err(header, Reason::Expired { age_secs: clamp(age), tolerance_secs }));
         }
-        if -age > tol {
-            return Err(err(header, Reason::InFuture { ahead_secs: -age, tolerance_secs }));
+        if -age > i128::from(tol) {
+            return Err(err(header, Reason::InFuture { ahead_secs: clamp(-age), tolerance_secs }));
         }
         Ok(ts)
     }

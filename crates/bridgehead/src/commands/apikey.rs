@@ -36,7 +36,7 @@ pub enum ApikeyCommand {
     Revoke(RevokeArgs),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct ConfigArg {
     /// Config file; its `state.url` names the database.
     #[arg(short, long, default_value = "bridgehead.yaml")]

@@ -30,6 +30,68 @@ pub enum WebhookCommand {
     ///
     /// Example: bridgehead webhook verify --scheme github --secret-env GH_SECRET -H "X-Hub-Signature-256: sha256=…" --payload body.json
     Verify(VerifyArgs),
+    /// Dead letters: requests a receiver refused, kept with the reason (list, show, replay).
+    ///
+    /// Example: bridgehead webhook dlq list -c bridgehead.yaml --receiver stripe
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, newest first, without their bodies.
+    ///
+    /// Example: bridgehead webhook dlq list -c bridgehead.yaml --receiver stripe --limit 20
+    List(DlqListArgs),
+    /// One dead letter with its headers (signatures redacted) and body.
+    ///
+    /// Example: bridgehead webhook dlq show dlq_0f3a… -c bridgehead.yaml
+    Show(DlqShowArgs),
+    /// Sends a dead letter through its receiver again, once what refused it is fixed in the
+    /// config: exit 0 when stored for delivery (a running gateway delivers it), 1 when refused
+    /// again. The signature is checked as of when it was received, unless --skip-signature.
+    ///
+    /// Example: bridgehead webhook dlq replay dlq_0f3a… -c bridgehead.yaml
+    Replay(DlqReplayArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DlqListArgs {
+    #[command(flatten)]
+    config: super::apikey::ConfigArg,
+    /// Only this receiver's dead letters.
+    #[arg(long, value_name = "NAME")]
+    receiver: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// `text` (a table) or `json` (an array).
+    #[arg(long, default_value = "text")]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+pub struct DlqShowArgs {
+    #[command(flatten)]
+    config: super::apikey::ConfigArg,
+    id: String,
+    /// `text` or `json`.
+    #[arg(long, default_value = "text")]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+pub struct DlqReplayArgs {
+    #[command(flatten)]
+    config: super::apikey::ConfigArg,
+    id: String,
+    /// Store it without checking its signature (for a request that was refused for its
+    /// signature and is known to be genuine). Printed as a warning.
+    #[arg(long)]
+    skip_signature: bool,
+    /// `text` or `json`: {"status", "message_id"} or {"status": "refused", "reason", "detail"}.
+    #[arg(long, default_value = "text")]
+    output: Output,
 }
 
 #[derive(clap::Args)]
@@ -111,6 +173,7 @@ pub fn run(cmd: WebhookCommand) -> anyhow::Result<ExitCode> {
     let result = match cmd {
         WebhookCommand::Sign(args) => sign(args),
         WebhookCommand::Verify(args) => verify(args),
+        WebhookCommand::Dlq(cmd) => dlq(cmd),
     };
     result.or_else(|e| {
         eprintln!("error: {e:#}");
@@ -249,4 +312,120 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn dlq(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
+    use bridgehead_webhooks::view;
+    match cmd {
+        DlqCommand::List(args) => {
+            if !(1..=10_000).contains(&args.limit) {
+                bail!("--limit must be 1 to 10000");
+            }
+            let source = args.receiver.as_ref().map(|r| format!("inbound:{r}"));
+            let list = super::apikey::with_store(args.config.clone(), async |store| {
+                Ok(store.webhook_dead_letters(source.as_deref(), None, args.limit).await?)
+            })?;
+            match args.output {
+                Output::Json => {
+                    let items: Vec<_> = list.iter().map(|d| view::dead_letter(d, false)).collect();
+                    println!("{}", serde_json::Value::Array(items));
+                }
+                Output::Text => {
+                    println!(
+                        "{:<36}  {:<16}  {:<12}  {:<24}  {:>8}  replayed",
+                        "id", "receiver", "reason", "received", "bytes"
+                    );
+                    for d in &list {
+                        println!(
+                            "{:<36}  {:<16}  {:<12}  {:<24}  {:>8}  {}",
+                            d.id,
+                            view::receiver_of(&d.source),
+                            d.reason,
+                            time(d.received_at_ms),
+                            d.body_bytes,
+                            d.message_id.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Show(args) => {
+            let found = super::apikey::with_store(args.config.clone(), async |store| {
+                Ok(store.webhook_dead_letter(&args.id).await?)
+            })?;
+            let Some(d) = found else {
+                eprintln!("no dead letter {}", args.id);
+                return Ok(ExitCode::FAILURE);
+            };
+            let v = view::dead_letter(&d, true);
+            match args.output {
+                Output::Json => println!("{v}"),
+                Output::Text => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay(args) => replay(args),
+    }
+}
+
+fn replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
+    use bridgehead_webhooks::inbound::{Receiver, ReplayError, Replayed};
+    let loaded = bridgehead_config::load(&args.config.config).map_err(|d| anyhow!("{d}"))?;
+    let receivers = loaded
+        .config
+        .webhooks
+        .inbound
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            Receiver::build(i, w, &loaded).map_err(|e| anyhow!("{}: {e}", args.config.config.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.skip_signature {
+        eprintln!("warning: replaying {} WITHOUT checking its signature", args.id);
+    }
+    let result = super::apikey::with_store(args.config.clone(), async |store| {
+        let Some(dl) = store.webhook_dead_letter(&args.id).await? else {
+            bail!("no dead letter {}", args.id);
+        };
+        let Some(r) = receivers.iter().find(|r| r.source == dl.source) else {
+            bail!(
+                "no receiver `{}` in {}",
+                bridgehead_webhooks::view::receiver_of(&dl.source),
+                args.config.config.display()
+            );
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Ok(r.replay(store, &dl, args.skip_signature, now).await)
+    })?;
+    let (code, v) = match result {
+        Ok(Replayed::Accepted(id)) => (ExitCode::SUCCESS, json!({"status": "accepted", "message_id": id})),
+        Ok(Replayed::Duplicate(id)) => (ExitCode::SUCCESS, json!({"status": "duplicate", "message_id": id})),
+        Err(ReplayError::Refused { reason, detail }) => {
+            (ExitCode::FAILURE, json!({"status": "refused", "reason": reason, "detail": detail}))
+        }
+        Err(ReplayError::Store(e)) => bail!("the state store failed: {e}"),
+    };
+    match args.output {
+        Output::Json => println!("{v}"),
+        Output::Text => match v["status"].as_str() {
+            Some("refused") => println!(
+                "refused ({}): {}",
+                v["reason"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or("")
+            ),
+            Some(status) => println!("{status}: {}", v["message_id"].as_str().unwrap_or("")),
+            None => {}
+        },
+    }
+    Ok(code)
+}
+
+/// Unix ms as an RFC 3339 time (UTC, seconds).
+fn time(ms: i64) -> String {
+    let secs = u64::try_from(ms / 1000).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }

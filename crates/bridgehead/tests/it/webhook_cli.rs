@@ -304,3 +304,67 @@ fn config_check_reads_receiver_secrets_and_schema_files() {
     assert!(out.contains("webhooks.inbound[0].verify.secret: a whsec_ secret is not valid base64"), "{out}");
     assert!(!out.contains("***"), "{out}");
 }
+
+/// `webhook dlq list | show | replay` against the state of a running gateway: a delivery refused
+/// by the schema is listed and shown; once the schema is relaxed in the config file, `replay`
+/// stores it and the running gateway forwards it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_list_show_and_replay_into_a_running_gateway() {
+    use bridgehead_mock::{MockOptions, MockServer};
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("s.json");
+    std::fs::write(&schema, r#"{"type":"object","required":["amount"]}"#).unwrap();
+    let yaml = format!(
+        "state:\n  url: sqlite://STATE_DB\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nwebhooks:\n  inbound:\n    - name: shop\n      path: /hooks/shop\n      verify: {{ scheme: github, secret: gh-secret }}\n      schema: {}\n      forward: {{ upstream: u, path: /events }}\n",
+        m.url(),
+        schema.display()
+    );
+    let node = Node::start(dir.path(), "gw", &yaml);
+    let cfg = dir.path().join("gw.yaml");
+    let cfg = cfg.to_str().unwrap();
+    let body = r#"{"type":"order.created"}"#;
+    let signer = bridgehead_webhooks::signature::Signer::new(
+        bridgehead_webhooks::signature::Scheme::Github,
+        vec![bridgehead_webhooks::signature::Key::Hmac(b"gh-secret".to_vec())],
+    )
+    .unwrap();
+    let mut req = http::Request::post(node.url("/hooks/shop")).header("content-type", "application/json");
+    for (k, v) in signer.sign("delivery-1", 0, body.as_bytes()).unwrap() {
+        req = req.header(k, v);
+    }
+    let got = send(&client(), req.body(full(body)).unwrap()).await;
+    got.assert_problem(400, "does not match the receiver's schema: 1 error");
+
+    let (code, out, err) = bridgehead(&["webhook", "dlq", "list", "-c", cfg, "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!((list[0]["receiver"].as_str(), list[0]["reason"].as_str()), (Some("shop"), Some("schema")));
+    assert_eq!(list[0]["errors"][0]["keyword"], "required");
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    let (code, out, _) = bridgehead(&["webhook", "dlq", "list", "-c", cfg]);
+    assert_eq!(code, 0);
+    assert!(out.lines().nth(1).unwrap().starts_with(&id), "{out}");
+    let (code, out, _) = bridgehead(&["webhook", "dlq", "show", &id, "-c", cfg, "--output", "json"]);
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["body"], body);
+    assert!(!out.contains("sha256="), "the signature is never shown: {out}");
+    let (code, _, err) = bridgehead(&["webhook", "dlq", "show", "dlq_none", "-c", cfg]);
+    assert_eq!((code, err.trim()), (1, "no dead letter dlq_none"));
+
+    // Still refused with the same schema; accepted once it is relaxed.
+    let (code, out, _) = bridgehead(&["webhook", "dlq", "replay", &id, "-c", cfg]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("refused (schema): the payload does not match"), "{out}");
+    std::fs::write(&schema, r#"{"type":"object","required":["type"]}"#).unwrap();
+    let (code, out, err) = bridgehead(&["webhook", "dlq", "replay", &id, "-c", cfg, "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replayed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(replayed["status"], "accepted");
+    // The running gateway finds it in the store and forwards it.
+    eventually(10, "the replayed delivery reaches the upstream", async || m.request_count() == 1).await;
+    assert_eq!(m.requests()[0].body, body);
+    drop(node);
+}

@@ -266,3 +266,146 @@ async fn slack_url_verification_is_answered_and_not_forwarded() {
     eventually(10, "two forwarded", async || m.request_count() == 2).await;
     assert!(m.requests().iter().all(|r| r.path == "/slack"));
 }
+
+/// What the destination reads as the gateway's word is the gateway's: a sender cannot pass on
+/// identity headers, forwarding headers, credentials or headers named in `Connection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_cleaned_like_a_proxy_route() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&config(&m.url(), dir.path(), "")).await;
+    let mut req = signed(&gw.url("/hooks/shop"), "h1", now(), r#"{"type":"t","data":{"id":1}}"#);
+    for (k, v) in [
+        ("x-consumer-id", "admin"),
+        ("x-forwarded-for", "10.9.9.9"),
+        ("forwarded", "for=10.9.9.9"),
+        ("x-bridgehead-message-id", "msg_forged"),
+        ("authorization", "Bearer secret-token"),
+        ("x-api-key", "secret-key"),
+        ("connection", "x-named-hop"),
+        ("x-named-hop", "1"),
+        ("x-github-event", "kept"),
+    ] {
+        req.headers_mut().insert(http::HeaderName::from_static(k), v.parse().unwrap());
+    }
+    assert_eq!(send(&client(), req).await.status, 202);
+    eventually(10, "forwarded", async || m.request_count() == 1).await;
+    let r = &m.requests()[0];
+    let h = |n: &str| r.headers.iter().filter(|(k, _)| k == n).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+    for gone in ["x-consumer-id", "forwarded", "authorization", "x-api-key", "x-named-hop"] {
+        assert!(h(gone).is_empty(), "{gone} reached the destination: {:?}", r.headers);
+    }
+    assert_eq!(h("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(h("x-forwarded-proto"), ["http"]);
+    assert_ne!(h("x-bridgehead-message-id"), ["msg_forged"]);
+    assert_eq!(h("x-github-event"), ["kept"]);
+    // And none of it is stored.
+    let s = store(&gw).await;
+    let id = h("x-bridgehead-message-id")[0].to_owned();
+    assert_eq!(s.webhook_deliveries(&id).await.unwrap()[0].state, "delivered");
+}
+
+/// Dead letters are replayed once the config is fixed: a schema refusal after the schema is
+/// relaxed, a signature refusal after the secret is corrected (checked as of when it came),
+/// a forged one only when told to skip the signature; a request refused before its signature
+/// was checked keeps only the start of a large body, and cannot be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_replayed_through_the_admin_api_once_fixed() {
+    let m = MockServer::start(MockOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "whsec_d3JvbmctYnV0LXZhbGlkLWJhc2U2NA==";
+    let gw = Gateway::start(
+        &config(&m.url(), dir.path(), "").replace(SECRET, wrong).replace("max_body: 4KiB", "max_body: 64KiB"),
+    )
+    .await;
+    let url = gw.url("/hooks/shop");
+    // Refused for the signature (the gateway has the wrong secret), then for the schema.
+    let good = r#"{"type":"order.created","data":{"id":7}}"#;
+    send(&client(), signed(&url, "s1", now(), good)).await.assert_problem(401, "no signature matches");
+    let forged = Request::post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", "f1")
+        .header("webhook-timestamp", now().to_string())
+        .header("webhook-signature", "v1,AAAA")
+        .body(full(good))
+        .unwrap();
+    send(&client(), forged).await.assert_problem(401, "no signature matches");
+    let big = format!(r#"{{"type":"x","data":{{"id":1,"pad":"{}"}}}}"#, "a".repeat(6000));
+    let mut req = signed(&url, "b1", now(), &big);
+    req.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    send(&client(), req).await.assert_problem(415, "Content-Type");
+
+    let s = store(&gw).await;
+    let dls = s.webhook_dead_letters(None, None, 10).await.unwrap();
+    let by = |want: &str| {
+        dls.iter()
+            .find(|d| {
+                serde_json::from_str::<Vec<(String, String)>>(&d.headers_json)
+                    .unwrap()
+                    .iter()
+                    .any(|(k, v)| k == "webhook-id" && v == want)
+            })
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (s1, f1, b1) = (by("s1"), by("f1"), by("b1"));
+    let admin = |path: &str| gw.admin_url(path);
+    // The listing and one letter, never the signature.
+    let list = get(&admin("/admin/webhooks/dead-letters?receiver=shop")).await.json();
+    assert_eq!(list["dead_letters"].as_array().unwrap().len(), 3);
+    let one = get(&admin(&format!("/admin/webhooks/dead-letters/{s1}"))).await.json();
+    assert_eq!((one["reason"].as_str(), one["body"].as_str()), (Some("signature"), Some(good)));
+    assert!(!one.to_string().contains("v1,"), "{one}");
+    let replay = |id: String, body: &'static str| {
+        let url = admin(&format!("/admin/webhooks/dead-letters/{id}/replay"));
+        async move { send(&client(), Request::post(url).body(full(body)).unwrap()).await }
+    };
+    // Still the wrong secret: refused again, 409 with the reason.
+    replay(s1.clone(), "").await.assert_problem(409, "still refused (signature)");
+
+    // The secret fixed by a reload: the replay verifies, as of when the request came.
+    std::fs::write(&gw.config_path, std::fs::read_to_string(&gw.config_path).unwrap().replace(wrong, SECRET))
+        .unwrap();
+    gw.reloader.reload().await.unwrap();
+    let got = replay(s1.clone(), "").await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.json()["status"], "accepted");
+    eventually(10, "the replayed event is forwarded", async || m.request_count() == 1).await;
+    assert_eq!(m.requests()[0].body, good);
+    // Replaying it again finds its id stored: nothing new.
+    assert_eq!(replay(s1.clone(), "").await.json()["status"], "duplicate");
+    let one = get(&admin(&format!("/admin/webhooks/dead-letters/{s1}"))).await.json();
+    assert!(
+        one["replayed_at_ms"].is_i64() && one["message_id"].as_str().unwrap().starts_with("msg_"),
+        "{one}"
+    );
+
+    // A forged signature stays refused unless the operator says to skip it.
+    replay(f1.clone(), "").await.assert_problem(409, "still refused (signature)");
+    let got = replay(f1.clone(), r#"{"skip_signature": true}"#).await;
+    assert_eq!(got.json()["status"], "accepted");
+    // Refused before its signature was checked: only 4 KiB kept, so it cannot be replayed.
+    let one = get(&admin(&format!("/admin/webhooks/dead-letters/{b1}"))).await.json();
+    assert_eq!(
+        (one["body_bytes"].as_i64(), one["body_kept_bytes"].as_i64()),
+        (Some(big.len() as i64), Some(4096))
+    );
+    replay(b1, r#"{"skip_signature": true}"#).await.assert_problem(409, "still refused (body_not_kept)");
+    replay("dlq_missing".into(), "").await.assert_problem(404, "no dead letter `dlq_missing`");
+    replay(f1, r#"{"skip": 1}"#).await.assert_problem(400, "skip_signature");
+    // The message view: its deliveries with the attempt log.
+    let msg = one_message(&gw, &m).await;
+    assert_eq!(msg["deliveries"][0]["state"], "delivered");
+    assert_eq!(msg["deliveries"][0]["attempt_log"][0]["status"], 200);
+}
+
+async fn one_message(gw: &Gateway, m: &MockServer) -> serde_json::Value {
+    let id = m.requests()[0].headers.iter().find(|(k, _)| k == "x-bridgehead-message-id").unwrap().1.clone();
+    eventually(10, "the delivery recorded", async || {
+        get(&gw.admin_url(&format!("/admin/webhooks/messages/{id}"))).await.json()["deliveries"][0]["state"]
+            == "delivered"
+    })
+    .await;
+    get(&gw.admin_url(&format!("/admin/webhooks/messages/{id}"))).await.json()
+}

@@ -240,10 +240,27 @@ async fn pipeline(
 /// stores and answers (see `bridgehead_webhooks::inbound`).
 async fn webhook(
     ctx: &mut RequestCtx<'_>,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     receiver: Arc<bridgehead_webhooks::inbound::Receiver>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     use bridgehead_webhooks::inbound::Body;
+    // What the destination will read as the gateway's word is the gateway's: hop-by-hop fields
+    // and identity headers out (as on a proxy route), the sender's X-Forwarded-* replaced.
+    headers::remove_hop_by_hop(&mut parts.headers, None);
+    crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
+    for name in
+        ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix"]
+    {
+        parts.headers.remove(name);
+    }
+    parts
+        .headers
+        .insert(http::header::HeaderName::from_static("x-forwarded-for"), ctx.conn.client_ip.clone());
+    let proto = if ctx.conn.tls { "https" } else { "http" };
+    parts.headers.insert(
+        http::header::HeaderName::from_static("x-forwarded-proto"),
+        http::HeaderValue::from_static(proto),
+    );
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("set by the route phase")
     };

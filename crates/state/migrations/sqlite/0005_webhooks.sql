@@ -57,7 +57,10 @@ CREATE TABLE bridgehead_webhook_dead_letters (
     reason      TEXT    NOT NULL,    -- a short label: signature, schema, not_json, ...
     detail      TEXT    NOT NULL,    -- what was wrong, as the sender was told
     headers     TEXT    NOT NULL,    -- JSON array of [name, value] pairs, secrets redacted
+    signatures  TEXT    NOT NULL,    -- the signature headers as received, JSON like headers: only
+                                     -- for a replay to verify them again; never shown
     body        BLOB    NOT NULL,
+    body_bytes  INTEGER NOT NULL,    -- the body's length as received; more than body holds when it was cut
     received_at INTEGER NOT NULL,
     replayed_at INTEGER,
     message_id  TEXT                 -- the message its replay created
