@@ -411,6 +411,24 @@ impl Store {
         .map_err(StateError::query(OP))
     }
 
+    /// Every owner holding a lease on a pending delivery (for a node to find the leases its
+    /// previous run held when it died).
+    pub async fn webhook_lease_owners(&self) -> Result<Vec<String>, StateError> {
+        const SQL: &str = "SELECT DISTINCT lease_owner FROM bridgehead_webhook_deliveries
+             WHERE state = 'pending' AND lease_owner IS NOT NULL ORDER BY lease_owner";
+        on_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).fetch_all(pool).await)
+            .map_err(StateError::query("webhook_lease_owners"))
+    }
+
+    /// Releases every lease `owner` holds (its process is known to be gone), so its deliveries
+    /// are claimed at once rather than when the leases run out. Returns how many.
+    pub async fn webhook_release_leases(&self, owner: &str) -> Result<u64, StateError> {
+        const SQL: &str = "UPDATE bridgehead_webhook_deliveries SET lease_owner = NULL, lease_until = 0
+             WHERE lease_owner = $1 AND state = 'pending'";
+        on_pool!(self, pool => sqlx::query(SQL).bind(owner).execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(StateError::query("webhook_release_leases"))
+    }
+
     /// The deliveries of a message, by id.
     pub async fn webhook_deliveries(&self, message_id: &str) -> Result<Vec<DeliveryRecord>, StateError> {
         let sql = format!(

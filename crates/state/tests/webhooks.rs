@@ -99,8 +99,13 @@ mod checks {
                 .unwrap()
                 .is_empty()
         );
-        // node-a died: its leases run out and node-c takes them; node-b's were renewed... not.
-        let c = store.webhook_claim("node-c", "forward:stripe", NOW + 10 + 30_000, 30_000, 10).await.unwrap();
+        // node-a is known dead: its leases are released at once, and node-c takes them.
+        assert_eq!(store.webhook_lease_owners().await.unwrap(), ["node-a", "node-b"]);
+        assert_eq!(store.webhook_release_leases("node-a").await.unwrap(), 3);
+        let c = store.webhook_claim("node-c", "forward:stripe", NOW + 20, 30_000, 10).await.unwrap();
+        assert_eq!(c.len(), 3, "node-a's deliveries, not node-b's");
+        // Leases that run out are taken over too.
+        let c = store.webhook_claim("node-c", "forward:stripe", NOW + 20 + 30_000, 30_000, 10).await.unwrap();
         assert_eq!(c.len(), 5, "every lease ran out");
         // A delivery not yet due is not claimed.
         let due_later = NewWebhookMessage { source: "inbound:later", ..msg(Some("l"), b"{}") };

@@ -13,6 +13,8 @@
 //!   *n*-th wait of the schedule, ±20% jitter, or the answer's `Retry-After` (seconds, on 429 and
 //!   503) when that is longer (but never longer than the schedule's longest wait); after the
 //!   last wait the delivery is dead.
+//! - **A restarted node takes back its own:** at start, the leases held by earlier runs on this
+//!   host whose process is gone are released, so their deliveries go out at once.
 //! - **One attempt fits in a lease:** an attempt, the answer's body included, is cut at
 //!   [`ATTEMPT_TIMEOUT`] (20 s of the 30 s lease), so a live worker records it before another
 //!   node may claim the delivery (which would deliver twice).
@@ -91,6 +93,7 @@ pub async fn run(
     wake: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    take_back_leases_of_dead_runs(&store, &owner).await;
     let owner: Arc<str> = owner.into();
     let mut gauges: BTreeSet<String> = BTreeSet::new();
     let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
@@ -162,6 +165,31 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Releases the leases held by earlier runs of a gateway on this host whose process is gone (a
+/// `kill -9`, a crash), so a restarted node delivers their messages at once instead of after the
+/// leases run out. Owners are `<host>-<pid>`; one is taken for dead when no process has its pid
+/// here (a reused pid keeps its leases until they run out, as a node on another host does).
+async fn take_back_leases_of_dead_runs(store: &Store, owner: &str) {
+    let Some((host, _)) = owner.rsplit_once('-') else { return };
+    let Ok(owners) = store.webhook_lease_owners().await else { return };
+    for other in owners {
+        let Some((other_host, pid)) = other.rsplit_once('-') else { continue };
+        if other_host != host || other == owner || pid.parse::<u32>().is_err() {
+            continue;
+        }
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match store.webhook_release_leases(&other).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(previous = %other, deliveries = n, "took back webhook deliveries an earlier run held")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not release an earlier run's webhook leases"),
+        }
+    }
 }
 
 /// Sets the backlog gauges from the store (and back to 0 for destinations that emptied).

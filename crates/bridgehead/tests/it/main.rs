@@ -21,4 +21,5 @@ mod support;
 mod tls;
 mod upstream_auth;
 mod webhook_cli;
+mod webhook_crash;
 mod webhooks;
