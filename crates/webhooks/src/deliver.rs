@@ -184,7 +184,7 @@ async fn take_back_leases_of_dead_runs(store: &Store, owner: &str) {
         }
         match store.webhook_release_leases(&other).await {
             Ok(n) if n > 0 => {
-                tracing::info!(previous = %other, deliveries = n, "took back webhook deliveries an earlier run held")
+                tracing::info!(previous = %other, deliveries = n, "took back webhook deliveries an earlier run held");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not release an earlier run's webhook leases"),
