@@ -30,11 +30,71 @@ pub enum WebhookCommand {
     ///
     /// Example: bridgehead webhook verify --scheme github --secret-env GH_SECRET -H "X-Hub-Signature-256: sha256=…" --payload body.json
     Verify(VerifyArgs),
+    /// Send a signed test event to a webhook endpoint and show its answer ("does their endpoint
+    /// work?"): exit 0 on a 2xx answer, 1 otherwise.
+    ///
+    /// Example: bridgehead webhook send https://hooks.customer.example/in --secret-env WHSEC --event order.created
+    Send(SendArgs),
+    /// Run a local receiver that verifies and pretty-prints every webhook it gets (answers 200,
+    /// or 401 when a scheme is given and the signature is not valid), until Ctrl-C.
+    ///
+    /// Example: bridgehead webhook listen --port 9999 --scheme standard --secret-env WHSEC
+    Listen(ListenArgs),
     /// Dead letters: requests a receiver refused, kept with the reason (list, show, replay).
     ///
     /// Example: bridgehead webhook dlq list -c bridgehead.yaml --receiver stripe
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// The endpoint's URL (http or https).
+    url: String,
+    /// `standard` (the default), `stripe`, `github`, `slack` or `hmac`.
+    #[arg(long, default_value = "standard")]
+    scheme: String,
+    /// A secret (repeatable while rotating). Visible in the process list: prefer --secret-env.
+    #[arg(long = "secret", value_name = "SECRET")]
+    secrets: Vec<String>,
+    /// The name of an environment variable holding a secret (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_envs: Vec<String>,
+    /// The event type of the sample event (without --payload).
+    #[arg(long, default_value = "bridgehead.test")]
+    event: String,
+    /// The payload file (`-` for stdin), sent byte for byte; default: a sample event.
+    #[arg(long, value_name = "FILE")]
+    payload: Option<PathBuf>,
+    /// The message id (default: a fresh `msg_…`).
+    #[arg(long)]
+    id: Option<String>,
+    /// `text` (default) or `json`: {"status", "headers", "body", "sent_headers"}.
+    #[arg(long, default_value = "text")]
+    output: Output,
+}
+
+#[derive(clap::Args)]
+pub struct ListenArgs {
+    /// The port to listen on (0: any free port, printed).
+    #[arg(long, default_value_t = 9999)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Verify with this scheme (`standard`, `stripe`, `github`, `slack`); without it, every
+    /// request is printed and answered 200.
+    #[arg(long)]
+    scheme: Option<String>,
+    /// A secret (repeatable). Visible in the process list: prefer --secret-env.
+    #[arg(long = "secret", value_name = "SECRET")]
+    secrets: Vec<String>,
+    /// The name of an environment variable holding a secret (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_envs: Vec<String>,
+    /// How far a signed timestamp may be from now.
+    #[arg(long, value_parser = parse_duration)]
+    tolerance: Option<Duration>,
 }
 
 #[derive(clap::Subcommand)]
@@ -174,11 +234,41 @@ pub fn run(cmd: WebhookCommand) -> anyhow::Result<ExitCode> {
         WebhookCommand::Sign(args) => sign(args),
         WebhookCommand::Verify(args) => verify(args),
         WebhookCommand::Dlq(cmd) => dlq(cmd),
+        WebhookCommand::Send(args) => send(args),
+        WebhookCommand::Listen(args) => listen(args),
     };
     result.or_else(|e| {
         eprintln!("error: {e:#}");
         Ok(ExitCode::from(2))
     })
+}
+
+/// A fixed scheme by name (every one but `hmac`, which needs its settings).
+fn named_scheme(name: &str) -> anyhow::Result<Scheme> {
+    Ok(match name {
+        "standard" => Scheme::Standard,
+        "stripe" => Scheme::Stripe,
+        "github" => Scheme::Github,
+        "slack" => Scheme::Slack,
+        "hmac" => bail!(
+            "--scheme hmac needs its settings: use `webhook sign`/`verify` with --signature-header and the rest"
+        ),
+        other => bail!("--scheme {other:?}: use standard, stripe, github, slack or hmac"),
+    })
+}
+
+/// The keys of `--secret` and `--secret-env` values, as `scheme` reads them.
+fn keys_of(scheme: &Scheme, secrets: &[String], envs: &[String]) -> anyhow::Result<Vec<Key>> {
+    let mut all: Vec<(String, String)> =
+        secrets.iter().enumerate().map(|(i, s)| (format!("--secret #{}", i + 1), s.clone())).collect();
+    for name in envs {
+        let value = std::env::var(name).with_context(|| format!("environment variable {name} is not set"))?;
+        all.push((format!("--secret-env {name}"), value));
+    }
+    if all.is_empty() {
+        bail!("give a secret with --secret-env NAME (or --secret)");
+    }
+    all.iter().map(|(what, s)| Key::parse(scheme, s).map_err(|e| anyhow!("{what}: {e}"))).collect()
 }
 
 impl SchemeArgs {
@@ -221,30 +311,11 @@ impl SchemeArgs {
     }
 
     fn keys(&self, scheme: &Scheme) -> anyhow::Result<Vec<Key>> {
-        let mut secrets: Vec<(String, String)> = self
-            .secrets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("--secret #{}", i + 1), s.clone()))
-            .collect();
-        for name in &self.secret_envs {
-            let value =
-                std::env::var(name).with_context(|| format!("environment variable {name} is not set"))?;
-            secrets.push((format!("--secret-env {name}"), value));
-        }
-        if secrets.is_empty() {
-            bail!("give a secret with --secret-env NAME (or --secret)");
-        }
-        secrets.iter().map(|(what, s)| Key::parse(scheme, s).map_err(|e| anyhow!("{what}: {e}"))).collect()
+        keys_of(scheme, &self.secrets, &self.secret_envs)
     }
 
     fn payload(&self) -> anyhow::Result<Vec<u8>> {
-        if self.payload.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read the payload from stdin")?;
-            return Ok(buf);
-        }
-        std::fs::read(&self.payload).with_context(|| format!("cannot read {}", self.payload.display()))
+        read_payload(&self.payload)
     }
 }
 
@@ -428,4 +499,184 @@ fn replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
 fn time(ms: i64) -> String {
     let secs = u64::try_from(ms / 1000).unwrap_or(0);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn read_payload(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("cannot read the payload from stdin")?;
+        return Ok(buf);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let scheme = named_scheme(&args.scheme)?;
+    let keys = keys_of(&scheme, &args.secrets, &args.secret_envs)?;
+    let signer = Signer::new(scheme, keys).map_err(|e| anyhow!("{e}"))?;
+    let id = args.id.clone().unwrap_or_else(|| format!("msg_{}", bridgehead_state::new_idempotency_owner()));
+    let ts = now();
+    let body = match &args.payload {
+        Some(p) => read_payload(p)?,
+        None => json!({
+            "type": args.event,
+            "timestamp": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "data": {"test": true, "sent_by": "bridgehead webhook send"},
+        })
+        .to_string()
+        .into_bytes(),
+    };
+    let headers = signer.sign(&id, ts, &body).map_err(|e| anyhow!("{e}"))?;
+    let url: reqwest::Url = args.url.parse().map_err(|e| anyhow!("{}: {e}", args.url))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!("{}: only http and https URLs", args.url);
+    }
+    let client =
+        bridgehead_upstream::fetch::client(None, Duration::from_secs(30)).map_err(|e| anyhow!("{e}"))?;
+    let mut req = client.post(url).header("content-type", "application/json").body(body);
+    for (k, v) in &headers {
+        req = req.header(k, v);
+    }
+    let res = super::runtime(Some(1))?.block_on(async {
+        let res = req.send().await?;
+        let status = res.status();
+        let answer: Vec<(String, String)> = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let text = res.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, answer, text))
+    });
+    let (status, answer, text) = match res {
+        Ok(r) => r,
+        Err(e) => {
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                why = format!("{why}: {s}");
+                src = s.source();
+            }
+            println!("failed: {why}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match args.output {
+        Output::Json => {
+            let sent: serde_json::Map<String, serde_json::Value> =
+                headers.iter().map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or_default()))).collect();
+            println!(
+                "{}",
+                json!({"status": status.as_u16(), "headers": answer, "body": text, "sent_headers": sent})
+            );
+        }
+        Output::Text => {
+            println!("sent {id} ({} scheme)", signer.scheme.name());
+            println!("HTTP {}", status);
+            for (k, v) in &answer {
+                println!("{k}: {v}");
+            }
+            if !text.is_empty() {
+                println!();
+                println!("{text}");
+            }
+        }
+    }
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let verifier = match &args.scheme {
+        Some(name) => {
+            let scheme = named_scheme(name)?;
+            let keys = keys_of(&scheme, &args.secrets, &args.secret_envs)?;
+            Some(
+                Verifier::new(scheme, keys, args.tolerance.unwrap_or(DEFAULT_TOLERANCE))
+                    .map_err(|e| anyhow!("{e}"))?,
+            )
+        }
+        None => None,
+    };
+    let verifier = std::sync::Arc::new(verifier);
+    super::runtime(Some(1))?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.bind, args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.bind, args.port))?;
+        println!("listening on http://{}", listener.local_addr()?);
+        let _ = std::io::stdout().flush();
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => r?,
+                () = bridgehead_gateway::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            };
+            let verifier = verifier.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let verifier = verifier.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                print_webhook(req, peer, verifier.as_ref().as_ref()).await,
+                            )
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// Reads one request (at most 10 MiB), checks it, prints it, answers.
+async fn print_webhook(
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    verifier: Option<&Verifier>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, 10 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            println!("--- {} {} from {peer}: body not read: {e}", parts.method, parts.uri);
+            return answer(400, "body not read");
+        }
+    };
+    let verdict = verifier.map(|v| v.verify(&parts.headers, &body, now()));
+    let mut out = format!("--- {} {} from {peer}, {} bytes", parts.method, parts.uri, body.len());
+    match &verdict {
+        None => out.push_str(" (not verified: no --scheme)"),
+        Some(Ok(v)) => {
+            out.push_str(&format!("\nvalid: secret #{}", v.key + 1));
+            if let Some(id) = &v.id {
+                out.push_str(&format!(" id={id}"));
+            }
+        }
+        Some(Err(e)) => out.push_str(&format!("\ninvalid: {e}")),
+    }
+    for (k, v) in &parts.headers {
+        out.push_str(&format!("\n{k}: {}", String::from_utf8_lossy(v.as_bytes())));
+    }
+    out.push('\n');
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => out.push_str(&serde_json::to_string_pretty(&v).unwrap_or_default()),
+        Err(_) => out.push_str(&String::from_utf8_lossy(&body)),
+    }
+    println!("{out}");
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    match verdict {
+        Some(Err(_)) => answer(401, "invalid signature"),
+        _ => answer(200, "ok"),
+    }
+}
+
+fn answer(status: u16, text: &'static str) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut res = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(text.as_bytes())));
+    *res.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    res
 }

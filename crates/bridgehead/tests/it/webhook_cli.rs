@@ -368,3 +368,76 @@ async fn dlq_commands_list_show_and_replay_into_a_running_gateway() {
     assert_eq!(m.requests()[0].body, body);
     drop(node);
 }
+
+/// `webhook listen` verifies and prints what `webhook send` sends: valid with the right secret
+/// (send exits 0 on the 200), invalid with another (send exits 1 on the 401).
+#[test]
+fn send_to_listen_verifies_and_prints() {
+    use std::io::BufRead as _;
+    let mut listen = Killed(
+        std::process::Command::new(BIN)
+            .args(["webhook", "listen", "--port", "0", "--scheme", "standard", "--secret-env", "WHSEC"])
+            .env("WHSEC", SW_SECRET)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(listen.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").expect(&first).to_owned();
+    let send = |secret: &str, extra: &[&str]| {
+        let mut args = vec![
+            "webhook",
+            "send",
+            url.as_str(),
+            "--secret-env",
+            "S",
+            "--event",
+            "order.created",
+            "--id",
+            "msg_cli_1",
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(BIN).args(&args).env("S", secret).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = send(SW_SECRET, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("sent msg_cli_1 (standard scheme)\nHTTP 200 OK"), "{out}");
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let end = line == "}";
+        printed.push_str(&line);
+        printed.push('\n');
+        if end {
+            break;
+        }
+    }
+    assert!(printed.contains("valid: secret #1 id=msg_cli_1"), "{printed}");
+    assert!(printed.contains("\"type\": \"order.created\""), "{printed}");
+    let (code, out) = send("whsec_b3RoZXItc2VjcmV0", &["--output", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], 401);
+    assert!(v["sent_headers"]["webhook-signature"].as_str().unwrap().starts_with("v1,"));
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("invalid:") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains("invalid: webhook-signature: no signature matches a configured secret"),
+        "{printed}"
+    );
+    // Nobody listening: a failure, with the reason.
+    drop(listen);
+    let (code, out) = send(SW_SECRET, &[]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("failed: "), "{out}");
+}
