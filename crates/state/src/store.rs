@@ -84,7 +84,9 @@ pub struct NodeRecord {
 pub struct Store {
     pub(crate) pools: Pools,
     /// `state.url` with its password replaced, for messages.
-    redacted_url: Arc<str>,
+    pub(crate) redacted_url: Arc<str>,
+    /// The queue of webhook accepts committed together (group commit), started with the first.
+    pub(crate) accepts: Arc<std::sync::OnceLock<crate::webhooks::AcceptQueue>>,
 }
 
 #[derive(Clone)]
@@ -125,7 +127,7 @@ impl Store {
         } else {
             return Err(StateError::UnsupportedScheme { got: redacted });
         };
-        let store = Store { pools, redacted_url: redacted.into() };
+        let store = Store { pools, redacted_url: redacted.into(), accepts: Arc::default() };
         tracing::info!(
             backend = %store.backend(),
             url = %store.redacted_url,

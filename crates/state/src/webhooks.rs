@@ -20,10 +20,66 @@
 //!   the one that took over.
 //! - **Time is the caller's** (`now_ms`, Unix milliseconds), as elsewhere in the store.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use crate::StateError;
 use crate::store::{Pools, Store, on_pool};
+
+/// At most this many messages are committed in one transaction by [`Store::webhook_accept`].
+pub const ACCEPT_BATCH: usize = 256;
+
+/// One [`Store::webhook_accept`] call, queued for its batch.
+pub(crate) struct AcceptJob {
+    source: String,
+    external_id: Option<String>,
+    event_type: Option<String>,
+    headers_json: String,
+    body: Vec<u8>,
+    retention_ms: i64,
+    destinations: Vec<String>,
+    now_ms: i64,
+}
+
+type AcceptReply = tokio::sync::oneshot::Sender<Result<Accepted, StateError>>;
+
+/// The queue in front of the task that commits accepts in batches.
+pub(crate) struct AcceptQueue(tokio::sync::mpsc::Sender<(AcceptJob, AcceptReply)>);
+
+impl AcceptQueue {
+    /// Starts the committing task (on the calling runtime); it ends when every clone of the
+    /// store is gone.
+    fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(AcceptJob, AcceptReply)>(ACCEPT_BATCH * 4);
+        // The task holds the pools, not the queue: dropping the last store closes the channel.
+        let pools_only = Store { accepts: Arc::default(), ..store };
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(ACCEPT_BATCH);
+            while rx.recv_many(&mut batch, ACCEPT_BATCH).await > 0 {
+                let (jobs, replies): (Vec<AcceptJob>, Vec<AcceptReply>) = batch.drain(..).unzip();
+                match pools_only.webhook_accept_batch(&jobs).await {
+                    Ok(answers) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(batch_failed(&text)));
+                        }
+                    }
+                }
+            }
+        });
+        Self(tx)
+    }
+}
+
+fn batch_failed(why: &str) -> StateError {
+    StateError::Query { op: "webhook_accept", source: sqlx::Error::Protocol(why.to_owned()) }
+}
 
 /// At most this many rows are deleted by one purge statement (see [`Store::webhook_purge`]).
 pub const WEBHOOK_PURGE_BATCH: i64 = 5_000;
@@ -204,13 +260,38 @@ impl Store {
     /// Stores `msg` with one pending delivery per destination, due at once, in one transaction
     /// committed durably (see the module docs) before this returns; or, when a message with the
     /// same `(source, external_id)` is stored and not yet purged, writes nothing and says which.
+    ///
+    /// **Group commit:** concurrent calls are committed together, up to [`ACCEPT_BATCH`] in one
+    /// transaction (one fsync): while one batch commits, the next gathers, so a busy receiver
+    /// commits in large batches and an idle one commits each message at once, with no waiting
+    /// window. Every caller hears only after its batch committed. A batch that fails fails all of
+    /// its callers (none of them was acknowledged).
     pub async fn webhook_accept(
         &self,
         msg: &NewWebhookMessage<'_>,
         destinations: &[&str],
         now_ms: i64,
     ) -> Result<Accepted, StateError> {
-        const OP: &str = "webhook_accept";
+        let job = AcceptJob {
+            source: msg.source.to_owned(),
+            external_id: msg.external_id.map(str::to_owned),
+            event_type: msg.event_type.map(str::to_owned),
+            headers_json: msg.headers_json.to_owned(),
+            body: msg.body.to_vec(),
+            retention_ms: msg.retention_ms,
+            destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+            now_ms,
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = self.accepts.get_or_init(|| AcceptQueue::start(self.clone()));
+        if queue.0.send((job, reply)).await.is_err() {
+            return Err(batch_failed("the accept queue stopped"));
+        }
+        answer.await.unwrap_or_else(|_| Err(batch_failed("the accept queue stopped")))
+    }
+
+    /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order.
+    async fn webhook_accept_batch(&self, jobs: &[AcceptJob]) -> Result<Vec<Accepted>, sqlx::Error> {
         const INSERT: &str = "INSERT INTO bridgehead_webhook_messages
              (id, source, external_id, event_type, headers, body, received_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -220,63 +301,62 @@ impl Store {
         const DELIVERY: &str = "INSERT INTO bridgehead_webhook_deliveries
              (message_id, destination, state, attempts, next_attempt_at, updated_at)
              VALUES ($1, $2, 'pending', 0, $3, $3)";
-        let id = random_id("msg_");
-        let expires = now_ms.saturating_add(msg.retention_ms.max(0));
-        macro_rules! accept {
+        macro_rules! batch {
             ($conn:expr) => {
                 async {
                     let mut tx = sqlx::Connection::begin($conn).await?;
-                    let inserted = sqlx::query(INSERT)
-                        .bind(&id)
-                        .bind(msg.source)
-                        .bind(msg.external_id)
-                        .bind(msg.event_type)
-                        .bind(msg.headers_json)
-                        .bind(msg.body)
-                        .bind(now_ms)
-                        .bind(expires)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if inserted == 0 {
-                        let existing: String = sqlx::query_scalar(EXISTING)
-                            .bind(msg.source)
-                            .bind(msg.external_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        tx.rollback().await?;
-                        Ok::<_, sqlx::Error>(Accepted::Duplicate(existing))
-                    } else {
-                        for d in destinations {
-                            sqlx::query(DELIVERY).bind(&id).bind(*d).bind(now_ms).execute(&mut *tx).await?;
+                    let mut out = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        let id = random_id("msg_");
+                        let expires = job.now_ms.saturating_add(job.retention_ms.max(0));
+                        let inserted = sqlx::query(INSERT)
+                            .bind(&id)
+                            .bind(&job.source)
+                            .bind(&job.external_id)
+                            .bind(&job.event_type)
+                            .bind(&job.headers_json)
+                            .bind(&job.body)
+                            .bind(job.now_ms)
+                            .bind(expires)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if inserted == 0 {
+                            let existing: String = sqlx::query_scalar(EXISTING)
+                                .bind(&job.source)
+                                .bind(&job.external_id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            out.push(Accepted::Duplicate(existing));
+                        } else {
+                            for d in &job.destinations {
+                                sqlx::query(DELIVERY).bind(&id).bind(d).bind(job.now_ms).execute(&mut *tx).await?;
+                            }
+                            out.push(Accepted::New(id));
                         }
-                        tx.commit().await?;
-                        Ok(Accepted::New(id.clone()))
                     }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(out)
                 }
                 .await
             };
         }
-        let result = match &self.pools {
+        match &self.pools {
             Pools::Sqlite(pool) => {
-                let mut conn = pool.acquire().await.map_err(StateError::query(OP))?;
+                let mut conn = pool.acquire().await?;
                 // An fsync before the commit returns, for this transaction only.
-                sqlx::query("PRAGMA synchronous = FULL")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(StateError::query(OP))?;
-                let result = accept!(&mut *conn);
+                sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                let result = batch!(&mut *conn);
                 // Back to the pool's setting (on failure the connection keeps FULL: slower, never
                 // less safe).
                 let _ = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await;
                 result
             }
             Pools::Postgres(pool) => {
-                let mut conn = pool.acquire().await.map_err(StateError::query(OP))?;
-                accept!(&mut *conn)
+                let mut conn = pool.acquire().await?;
+                batch!(&mut *conn)
             }
-        };
-        result.map_err(StateError::query(OP))
+        }
     }
 
     /// Claims up to `limit` deliveries to `destination` that are due (`next_attempt_at <= now`)

@@ -304,6 +304,26 @@ mod checks {
         }
         assert_eq!(new, 1);
         assert_eq!(store.webhook_backlog().await.unwrap(), vec![("forward:stripe".to_owned(), 1, NOW)]);
+        // Many distinct ones at once (committed in batches): each stored once, with its delivery.
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let ext = format!("many-{i}");
+                    store.webhook_accept(&msg(Some(&ext), b"{}"), &["forward:many"], NOW).await.unwrap()
+                })
+            })
+            .collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Accepted::New(id) => assert!(ids.insert(id)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(ids.len(), 300);
+        let backlog = store.webhook_backlog().await.unwrap();
+        assert!(backlog.contains(&("forward:many".to_owned(), 300, NOW)), "{backlog:?}");
     }
 
     pub async fn concurrent_claimers_never_share_a_delivery(url: &str, _: Backend) {
