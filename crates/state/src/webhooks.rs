@@ -330,7 +330,12 @@ impl Store {
                             out.push(Accepted::Duplicate(existing));
                         } else {
                             for d in &job.destinations {
-                                sqlx::query(DELIVERY).bind(&id).bind(d).bind(job.now_ms).execute(&mut *tx).await?;
+                                sqlx::query(DELIVERY)
+                                    .bind(&id)
+                                    .bind(d)
+                                    .bind(job.now_ms)
+                                    .execute(&mut *tx)
+                                    .await?;
                             }
                             out.push(Accepted::New(id));
                         }

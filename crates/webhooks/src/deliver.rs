@@ -85,7 +85,8 @@ pub trait Env: Send + Sync + 'static {
 }
 
 /// Runs the worker until `stop` flips to true, then lets the attempts in flight finish (each
-/// bounded by [`ATTEMPT_TIMEOUT`]). `owner` names this node in leases.
+/// bounded by [`ATTEMPT_TIMEOUT`]). `owner` names this node (`<host>-<pid>`); each claim's
+/// leases carry `<owner>:<n>`, a token of that claim alone.
 pub async fn run(
     env: Arc<dyn Env>,
     store: Store,
@@ -95,6 +96,7 @@ pub async fn run(
 ) {
     take_back_leases_of_dead_runs(&store, &owner).await;
     let owner: Arc<str> = owner.into();
+    let mut claims: u64 = 0;
     let mut gauges: BTreeSet<String> = BTreeSet::new();
     let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
     // The earliest retry this worker scheduled (Unix ms): it sleeps no longer than that.
@@ -132,7 +134,12 @@ pub async fn run(
                 continue;
             }
             let limit = i64::try_from(room).unwrap_or(1);
-            let claimed = match store.webhook_claim(&owner, &destination, now, lease_ms, limit).await {
+            // Every claim has a token of its own (the fencing token of its leases): an attempt
+            // that outlived its lease cannot record over the claim that took it over, even one
+            // made by this same node.
+            claims += 1;
+            let token: Arc<str> = format!("{owner}:{claims}").into();
+            let claimed = match store.webhook_claim(&token, &destination, now, lease_ms, limit).await {
                 Ok(c) => c,
                 Err(e) => {
                     static FAILED: LogBudget = LogBudget::new();
@@ -146,7 +153,7 @@ pub async fn run(
                 claimed_any = true;
                 *busy.entry(destination.clone()).or_default() += 1;
                 let (env, store, owner, destination) =
-                    (env.clone(), store.clone(), owner.clone(), destination.clone());
+                    (env.clone(), store.clone(), token.clone(), destination.clone());
                 tasks.spawn(async move { (destination, attempt(env.as_ref(), &store, &owner, c).await) });
             }
         }
@@ -175,8 +182,10 @@ async fn take_back_leases_of_dead_runs(store: &Store, owner: &str) {
     let Some((host, _)) = owner.rsplit_once('-') else { return };
     let Ok(owners) = store.webhook_lease_owners().await else { return };
     for other in owners {
-        let Some((other_host, pid)) = other.rsplit_once('-') else { continue };
-        if other_host != host || other == owner || pid.parse::<u32>().is_err() {
+        // Lease tokens are `<host>-<pid>:<claim>`.
+        let node = other.split(':').next().unwrap_or_default();
+        let Some((other_host, pid)) = node.rsplit_once('-') else { continue };
+        if other_host != host || node == owner || pid.parse::<u32>().is_err() {
             continue;
         }
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
