@@ -832,8 +832,8 @@ fn webhook_receivers_are_checked() {
             "webhooks.inbound[1].verify.timestamp_header: is checked against the tolerance only when it is signed",
         ),
         (
-            "    - name: h\n      path: /h\n      verify: { scheme: github, secret: s, tolerance: 1h }\n      forward: { upstream: u, path: /x }\n      retention: 10m\n",
-            "webhooks.inbound[1].retention: must be at least verify.tolerance",
+            "    - name: h\n      path: /h\n      verify: { scheme: standard, secret: whsec_eA==, tolerance: 1h }\n      forward: { upstream: u, path: /x }\n      retention: 90m\n",
+            "webhooks.inbound[1].retention: must be at least twice verify.tolerance",
         ),
     ];
     for (extra, want) in cases {

@@ -190,11 +190,11 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
                 ),
             );
         }
-        if w.retention.get() < v.tolerance.get() {
+        if w.retention.get() < v.tolerance.get() * 2 {
             push(
                 p,
                 key("retention"),
-                "must be at least verify.tolerance: a delivery sent again after its id was forgotten, yet within the tolerance, would be forwarded twice",
+                "must be at least twice verify.tolerance (a timestamp may be that far ahead or behind): a delivery sent again after its id was forgotten, yet within the tolerance, would be forwarded twice",
             );
         }
         for (j, d) in w.retry_schedule.iter().enumerate() {

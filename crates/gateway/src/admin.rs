@@ -375,8 +375,8 @@ fn bad_request(detail: String) -> Response {
 struct DeadLetterQuery {
     /// Only this receiver's.
     receiver: Option<String>,
-    /// Received before this time (Unix ms): the next page starts at the last one's `received_at_ms`.
-    before: Option<i64>,
+    /// The cursor of the next page (`next_before` of the previous one).
+    before: Option<String>,
     limit: Option<i64>,
 }
 
@@ -392,10 +392,20 @@ async fn dead_letters(
         return bad_request(format!("limit must be 1 to 500, got {limit}"));
     }
     let source = q.receiver.as_ref().map(|r| format!("inbound:{r}"));
-    match store.webhook_dead_letters(source.as_deref(), q.before, limit).await {
+    let before = match q.before.as_deref().map(|b| b.split_once(':').map(|(ms, id)| (ms.parse::<i64>(), id)))
+    {
+        None => None,
+        Some(Some((Ok(ms), id))) => Some((ms, id)),
+        Some(_) => {
+            return bad_request("before must be the next_before of the previous page (<ms>:<id>)".into());
+        }
+    };
+    match store.webhook_dead_letters(source.as_deref(), before, limit).await {
         Ok(list) => axum::Json(json!({
             "dead_letters": list.iter().map(|d| bridgehead_webhooks::view::dead_letter(d, false)).collect::<Vec<_>>(),
-            "next_before": (list.len() as i64 == limit).then(|| list.last().map(|d| d.received_at_ms)).flatten(),
+            "next_before": (list.len() as i64 == limit)
+                .then(|| list.last().map(|d| format!("{}:{}", d.received_at_ms, d.id)))
+                .flatten(),
         }))
         .into_response(),
         Err(e) => unavailable(e),

@@ -86,7 +86,7 @@ pub struct Store {
     /// `state.url` with its password replaced, for messages.
     pub(crate) redacted_url: Arc<str>,
     /// The queue of webhook accepts committed together (group commit), started with the first.
-    pub(crate) accepts: Arc<std::sync::OnceLock<crate::webhooks::AcceptQueue>>,
+    pub(crate) accepts: Arc<std::sync::Mutex<Option<crate::webhooks::AcceptQueue>>>,
 }
 
 #[derive(Clone)]

@@ -30,6 +30,9 @@ use crate::store::{Pools, Store, on_pool};
 /// At most this many messages are committed in one transaction by [`Store::webhook_accept`].
 pub const ACCEPT_BATCH: usize = 256;
 
+/// The longest [`Store::webhook_accept`] waits for its commit.
+pub const ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One [`Store::webhook_accept`] call, queued for its batch.
 pub(crate) struct AcceptJob {
     source: String,
@@ -64,10 +67,16 @@ impl AcceptQueue {
                             let _ = reply.send(Ok(answer));
                         }
                     }
-                    Err(e) => {
-                        let text = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(batch_failed(&text)));
+                    // One message the database refuses must not fail the others of its batch:
+                    // each is committed alone, and only the failing ones fail.
+                    Err(_) => {
+                        for (job, reply) in jobs.iter().zip(replies) {
+                            let one = pools_only
+                                .webhook_accept_batch(std::slice::from_ref(job))
+                                .await
+                                .map(|mut a| a.remove(0))
+                                .map_err(|e| batch_failed(&e.to_string()));
+                            let _ = reply.send(one);
                         }
                     }
                 }
@@ -261,11 +270,14 @@ impl Store {
     /// committed durably (see the module docs) before this returns; or, when a message with the
     /// same `(source, external_id)` is stored and not yet purged, writes nothing and says which.
     ///
-    /// **Group commit:** concurrent calls are committed together, up to [`ACCEPT_BATCH`] in one
-    /// transaction (one fsync): while one batch commits, the next gathers, so a busy receiver
-    /// commits in large batches and an idle one commits each message at once, with no waiting
-    /// window. Every caller hears only after its batch committed. A batch that fails fails all of
-    /// its callers (none of them was acknowledged).
+    /// **Group commit (SQLite):** concurrent calls are committed together, up to
+    /// [`ACCEPT_BATCH`] in one transaction (one fsync, SQLite having one writer anyway): while
+    /// one batch commits, the next gathers, so a busy receiver commits in large batches and an
+    /// idle one commits each message at once, with no waiting window. Every caller hears only
+    /// after its batch committed. When a batch fails, each of its messages is committed alone,
+    /// so one the database refuses fails only its own caller. A call fails after
+    /// [`ACCEPT_TIMEOUT`]. On PostgreSQL each call is its own transaction (the server groups
+    /// concurrent commits itself).
     pub async fn webhook_accept(
         &self,
         msg: &NewWebhookMessage<'_>,
@@ -282,12 +294,33 @@ impl Store {
             destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
             now_ms,
         };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let queue = self.accepts.get_or_init(|| AcceptQueue::start(self.clone()));
-        if queue.0.send((job, reply)).await.is_err() {
-            return Err(batch_failed("the accept queue stopped"));
+        if matches!(self.pools, Pools::Postgres(_)) {
+            // PostgreSQL commits concurrent transactions on parallel connections and groups their
+            // WAL flushes itself: each accept is its own transaction.
+            return self
+                .webhook_accept_batch(std::slice::from_ref(&job))
+                .await
+                .map(|mut a| a.remove(0))
+                .map_err(StateError::query("webhook_accept"));
         }
-        answer.await.unwrap_or_else(|_| Err(batch_failed("the accept queue stopped")))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = {
+            let mut slot = self.accepts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // (Re)started when missing, or when its task is gone (the runtime that ran it ended).
+            if slot.as_ref().is_none_or(|q| q.0.is_closed()) {
+                *slot = Some(AcceptQueue::start(self.clone()));
+            }
+            slot.as_ref().map(|q| q.0.clone()).expect("just set")
+        };
+        let wait = async {
+            queue.send((job, reply)).await.map_err(|_| batch_failed("the accept queue stopped"))?;
+            answer.await.unwrap_or_else(|_| Err(batch_failed("the accept queue stopped")))
+        };
+        // A database that does not answer (SQLite waits up to its busy timeout per statement)
+        // fails the caller, who tells the sender to retry, rather than holding it.
+        tokio::time::timeout(ACCEPT_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| Err(batch_failed("the state database did not commit within 10 s")))
     }
 
     /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order.
@@ -586,24 +619,28 @@ impl Store {
         Ok(id)
     }
 
-    /// Dead letters, newest first: of `source` when given, received before `before_ms` when
-    /// given (for paging), at most `limit`.
+    /// Dead letters, newest first (by `received_at`, then `id`): of `source` when given, after
+    /// the cursor `before` (the `(received_at_ms, id)` of the last one of the previous page)
+    /// when given, at most `limit`.
     pub async fn webhook_dead_letters(
         &self,
         source: Option<&str>,
-        before_ms: Option<i64>,
+        before: Option<(i64, &str)>,
         limit: i64,
     ) -> Result<Vec<DeadLetter>, StateError> {
         let sql = format!(
             "SELECT {DEAD_LETTER_COLUMNS} FROM bridgehead_webhook_dead_letters
-             WHERE (CAST($1 AS TEXT) IS NULL OR source = CAST($1 AS TEXT)) AND received_at < $2
+             WHERE (CAST($1 AS TEXT) IS NULL OR source = CAST($1 AS TEXT))
+                 AND (received_at < $2 OR (received_at = $2 AND id < $4))
              ORDER BY received_at DESC, id DESC LIMIT $3"
         );
+        let (before_ms, before_id) = before.unwrap_or((i64::MAX, ""));
         on_pool!(self, pool => {
             let rows = sqlx::query(&sql)
                 .bind(source)
-                .bind(before_ms.unwrap_or(i64::MAX))
+                .bind(before_ms)
                 .bind(limit)
+                .bind(before_id)
                 .fetch_all(pool)
                 .await;
             rows.and_then(|rows| rows.iter().map(RowExt::dead_letter).collect::<Result<Vec<_>, _>>())
@@ -619,6 +656,25 @@ impl Store {
             row.and_then(|row| row.as_ref().map(RowExt::dead_letter).transpose())
         })
         .map_err(StateError::query("webhook_dead_letter"))
+    }
+
+    /// Takes a dead letter for a replay: sets `replayed_at` when it is not set yet, atomically.
+    /// False when it was replayed (or is being replayed) already.
+    pub async fn webhook_dead_letter_take_for_replay(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        const SQL: &str = "UPDATE bridgehead_webhook_dead_letters SET replayed_at = $1 WHERE id = $2 AND replayed_at IS NULL";
+        on_pool!(self, pool => sqlx::query(SQL).bind(now_ms).bind(id).execute(pool).await.map(|r| r.rows_affected() == 1))
+            .map_err(StateError::query("webhook_dead_letter_take_for_replay"))
+    }
+
+    /// Gives back a dead letter taken for a replay that stored nothing.
+    pub async fn webhook_dead_letter_give_back(&self, id: &str) -> Result<(), StateError> {
+        const SQL: &str = "UPDATE bridgehead_webhook_dead_letters SET replayed_at = NULL WHERE id = $1 AND message_id IS NULL";
+        on_pool!(self, pool => sqlx::query(SQL).bind(id).execute(pool).await.map(drop))
+            .map_err(StateError::query("webhook_dead_letter_give_back"))
     }
 
     /// Marks a dead letter replayed into `message_id`.

@@ -230,10 +230,24 @@ mod checks {
         assert!(first.starts_with("dlq_"));
         let all = store.webhook_dead_letters(None, None, 10).await.unwrap();
         assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [&third, &second, &first]);
+        // Replays are taken once.
+        assert!(store.webhook_dead_letter_take_for_replay(&first, NOW + 3).await.unwrap());
+        assert!(!store.webhook_dead_letter_take_for_replay(&first, NOW + 4).await.unwrap());
+        store.webhook_dead_letter_give_back(&first).await.unwrap();
+        assert!(store.webhook_dead_letter_take_for_replay(&first, NOW + 5).await.unwrap());
+        store.webhook_dead_letter_give_back(&first).await.unwrap();
         let stripe = store.webhook_dead_letters(Some("inbound:stripe"), None, 10).await.unwrap();
         assert_eq!(stripe.len(), 2);
-        let page = store.webhook_dead_letters(None, Some(NOW + 2), 1).await.unwrap();
+        let page = store.webhook_dead_letters(None, Some((NOW + 2, third.as_str())), 1).await.unwrap();
         assert_eq!(page[0].id, second);
+        // Two in the same millisecond: the cursor's id keeps paging from skipping one.
+        let twin = store.webhook_dead_letter_add(&dl("inbound:stripe", b"{}"), NOW + 1).await.unwrap();
+        let (hi, lo) =
+            if twin > second { (twin.clone(), second.clone()) } else { (second.clone(), twin.clone()) };
+        let page = store.webhook_dead_letters(None, Some((NOW + 2, third.as_str())), 1).await.unwrap();
+        assert_eq!(page[0].id, hi);
+        let page = store.webhook_dead_letters(None, Some((NOW + 1, hi.as_str())), 1).await.unwrap();
+        assert_eq!(page[0].id, lo);
         let got = store.webhook_dead_letter(&second).await.unwrap().unwrap();
         assert_eq!(
             (got.body.as_slice(), got.reason.as_str(), got.received_at_ms),

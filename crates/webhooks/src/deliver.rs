@@ -13,14 +13,16 @@
 //!   *n*-th wait of the schedule, ±20% jitter, or the answer's `Retry-After` (seconds, on 429 and
 //!   503) when that is longer (but never longer than the schedule's longest wait); after the
 //!   last wait the delivery is dead.
-//! - **A restarted node takes back its own:** at start, the leases held by earlier runs on this
-//!   host whose process is gone are released, so their deliveries go out at once.
+//! - **A restarted node takes back its own (SQLite):** at start, the leases held by earlier runs
+//!   on this host whose process is gone are released, so their deliveries go out at once. On
+//!   PostgreSQL they run out (nodes may be on other hosts).
 //! - **One attempt fits in a lease:** an attempt, the answer's body included, is cut at
 //!   [`ATTEMPT_TIMEOUT`] (20 s of the 30 s lease), so a live worker records it before another
 //!   node may claim the delivery (which would deliver twice).
 //! - **Fair:** at most [`MAX_IN_FLIGHT`] attempts run at once, at most
-//!   [`MAX_IN_FLIGHT_PER_DESTINATION`] toward one destination, and a slot is refilled as soon as
-//!   an attempt ends: a destination that hangs holds up none of the others.
+//!   [`MAX_IN_FLIGHT_PER_DESTINATION`] toward one destination, a slot is refilled as soon as an
+//!   attempt ends, and each pass starts claiming at another destination: a destination that
+//!   hangs holds at most 8 of the 64 slots (it takes eight hanging at once to stall the rest).
 //! - **Only known destinations:** a node claims deliveries of the receivers in its running
 //!   config, so nodes on different configs (a rolling change, a receiver renamed or removed)
 //!   leave each other's deliveries alone; those of a removed receiver wait, pending, until it
@@ -57,7 +59,7 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// hangs does not hold up the others).
 pub const MAX_IN_FLIGHT: usize = 64;
 /// See [`MAX_IN_FLIGHT`].
-pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 16;
+pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 8;
 /// How much of an answer's body is kept with the attempt.
 pub const RESPONSE_KEPT: usize = 1024;
 
@@ -126,7 +128,14 @@ pub async fn run(
         let now = bridgehead_http::clock::unix_ms();
         let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
         let mut claimed_any = false;
-        for destination in env.destinations() {
+        // A different destination goes first on every pass, so freed slots do not always go to
+        // the first ones in the config.
+        let mut destinations = env.destinations();
+        if !destinations.is_empty() {
+            let first = usize::try_from(claims % destinations.len() as u64).unwrap_or(0);
+            destinations.rotate_left(first);
+        }
+        for destination in destinations {
             let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(
                 MAX_IN_FLIGHT_PER_DESTINATION.saturating_sub(busy.get(&destination).copied().unwrap_or(0)),
             );
@@ -179,16 +188,24 @@ pub async fn run(
 /// leases run out. Owners are `<host>-<pid>`; one is taken for dead when no process has its pid
 /// here (a reused pid keeps its leases until they run out, as a node on another host does).
 async fn take_back_leases_of_dead_runs(store: &Store, owner: &str) {
+    // Only for a SQLite file, which the nodes of one host share. On PostgreSQL, nodes on other
+    // hosts, or in other PID namespaces with the same host name (containers), are not visible
+    // in /proc: their leases run out instead.
+    if store.backend() != bridgehead_state::Backend::Sqlite {
+        return;
+    }
     let Some((host, _)) = owner.rsplit_once('-') else { return };
     let Ok(owners) = store.webhook_lease_owners().await else { return };
     for other in owners {
         // Lease tokens are `<host>-<pid>:<claim>`.
         let node = other.split(':').next().unwrap_or_default();
         let Some((other_host, pid)) = node.rsplit_once('-') else { continue };
-        if other_host != host || node == owner || pid.parse::<u32>().is_err() {
+        if other_host != host || pid.parse::<u32>().is_err() {
             continue;
         }
-        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // This node's own name from an earlier run (a container whose gateway is always PID 1):
+        // nothing of this run is claimed yet, so those leases are the earlier run's.
+        if node != owner && std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         match store.webhook_release_leases(&other).await {

@@ -492,6 +492,13 @@ impl Receiver {
         let mut headers_json = self.stored_headers(headers);
         let mut signatures_json = self.signatures(headers);
         let mut body: &[u8] = &r.body;
+        if unverified && detail.len() > 1024 {
+            // The detail may quote a header the sender chose (a content type, a malformed
+            // signature): kept short like the rest.
+            let cut = (0..=1024).rev().find(|&i| detail.is_char_boundary(i)).unwrap_or(0);
+            detail.truncate(cut);
+            detail.push('…');
+        }
         if unverified {
             body = &body[..body.len().min(UNVERIFIED_BODY_KEPT)];
             if headers_json.len() + signatures_json.len() > UNVERIFIED_HEADERS_KEPT {
@@ -550,6 +557,15 @@ impl Receiver {
                 detail: format!("the dead letter came to `{}`, not to `{}`", dl.source, self.source),
             });
         }
+        if dl.replayed_at_ms.is_some() {
+            return Err(ReplayError::Refused {
+                reason: "already_replayed",
+                detail: match &dl.message_id {
+                    Some(m) => format!("it was replayed already, into {m}"),
+                    None => "a replay of it is in progress".into(),
+                },
+            });
+        }
         if dl.reason == "too_large" || (dl.body.len() as i64) < dl.body_bytes {
             return Err(ReplayError::Refused {
                 reason: "body_not_kept",
@@ -579,10 +595,28 @@ impl Receiver {
                 detail: "a url_verification challenge is not a message".into(),
             });
         };
-        let accepted = self
+        // Taken first, atomically: two replays at once (the API and the command, a retry after a
+        // 503) store one message, not two.
+        match store.webhook_dead_letter_take_for_replay(&dl.id, now_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ReplayError::Refused {
+                    reason: "already_replayed",
+                    detail: "it was replayed already, or a replay of it is in progress".into(),
+                });
+            }
+            Err(e) => return Err(ReplayError::Store(e.to_string())),
+        }
+        let accepted = match self
             .store_message(store, &headers, &body, external_id.as_deref(), event_type.as_deref(), now_ms)
             .await
-            .map_err(|e| ReplayError::Store(e.to_string()))?;
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = store.webhook_dead_letter_give_back(&dl.id).await;
+                return Err(ReplayError::Store(e.to_string()));
+            }
+        };
         let (id, replayed) = match accepted {
             Accepted::New(id) => (id.clone(), Replayed::Accepted(id)),
             Accepted::Duplicate(id) => (id.clone(), Replayed::Duplicate(id)),

@@ -662,7 +662,12 @@ async fn print_webhook(
     out.push('\n');
     match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(v) => out.push_str(&serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Err(_) => out.push_str(&String::from_utf8_lossy(&body)),
+        // Not JSON: shown as text, control characters escaped (no terminal escape sequences).
+        Err(_) => out.extend(String::from_utf8_lossy(&body).chars().flat_map(|c| {
+            let keep = !c.is_control() || c == '\n' || c == '\t';
+            let shown: Vec<char> = if keep { vec![c] } else { c.escape_default().collect() };
+            shown
+        })),
     }
     println!("{out}");
     {

@@ -354,6 +354,15 @@ async fn dead_letters_are_replayed_through_the_admin_api_once_fixed() {
     // The listing and one letter, never the signature.
     let list = get(&admin("/admin/webhooks/dead-letters?receiver=shop")).await.json();
     assert_eq!(list["dead_letters"].as_array().unwrap().len(), 3);
+    // Paged two by two: the cursor brings the third, none twice.
+    let page1 = get(&admin("/admin/webhooks/dead-letters?limit=2")).await.json();
+    let cursor = page1["next_before"].as_str().unwrap().to_owned();
+    let page2 = get(&admin(&format!("/admin/webhooks/dead-letters?limit=2&before={cursor}"))).await.json();
+    assert_eq!(page2["dead_letters"].as_array().unwrap().len(), 1);
+    assert_ne!(page2["dead_letters"][0]["id"], page1["dead_letters"][0]["id"]);
+    assert_ne!(page2["dead_letters"][0]["id"], page1["dead_letters"][1]["id"]);
+    get(&admin("/admin/webhooks/dead-letters?before=yesterday")).await.assert_problem(400, "next_before");
+    get(&admin("/admin/webhooks/dead-letters?limit=0")).await.assert_problem(400, "limit must be 1 to 500");
     let one = get(&admin(&format!("/admin/webhooks/dead-letters/{s1}"))).await.json();
     assert_eq!((one["reason"].as_str(), one["body"].as_str()), (Some("signature"), Some(good)));
     assert!(!one.to_string().contains("v1,"), "{one}");
@@ -373,8 +382,10 @@ async fn dead_letters_are_replayed_through_the_admin_api_once_fixed() {
     assert_eq!(got.json()["status"], "accepted");
     eventually(10, "the replayed event is forwarded", async || m.request_count() == 1).await;
     assert_eq!(m.requests()[0].body, good);
-    // Replaying it again finds its id stored: nothing new.
-    assert_eq!(replay(s1.clone(), "").await.json()["status"], "duplicate");
+    // Replaying it again is refused: it was replayed already.
+    replay(s1.clone(), "")
+        .await
+        .assert_problem(409, "still refused (already_replayed): it was replayed already, into msg_");
     let one = get(&admin(&format!("/admin/webhooks/dead-letters/{s1}"))).await.json();
     assert!(
         one["replayed_at_ms"].is_i64() && one["message_id"].as_str().unwrap().starts_with("msg_"),

@@ -248,9 +248,13 @@ async fn webhook(
     // and identity headers out (as on a proxy route), the sender's X-Forwarded-* replaced.
     headers::remove_hop_by_hop(&mut parts.headers, None);
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
-    for name in
-        ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-prefix"]
-    {
+    let forwarded: Vec<http::header::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "x-original-host")
+        .cloned()
+        .collect();
+    for name in forwarded {
         parts.headers.remove(name);
     }
     parts

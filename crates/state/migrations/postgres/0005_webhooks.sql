@@ -37,6 +37,9 @@ CREATE TABLE bridgehead_webhook_deliveries (
 );
 CREATE INDEX bridgehead_webhook_deliveries_due ON bridgehead_webhook_deliveries (state, next_attempt_at);
 CREATE INDEX bridgehead_webhook_deliveries_message ON bridgehead_webhook_deliveries (message_id);
+-- A node claims per destination (the receivers of its config).
+CREATE INDEX bridgehead_webhook_deliveries_claim
+    ON bridgehead_webhook_deliveries (destination, state, next_attempt_at);
 
 -- Every attempt of a delivery: what the destination answered, or why nothing came back.
 CREATE TABLE bridgehead_webhook_attempts (
