@@ -19,10 +19,10 @@
 //! - **One attempt fits in a lease:** an attempt, the answer's body included, is cut at
 //!   [`ATTEMPT_TIMEOUT`] (20 s of the 30 s lease), so a live worker records it before another
 //!   node may claim the delivery (which would deliver twice).
-//! - **Fair:** at most [`MAX_IN_FLIGHT`] attempts run at once, at most
-//!   [`MAX_IN_FLIGHT_PER_DESTINATION`] toward one destination, a slot is refilled as soon as an
-//!   attempt ends, and each pass starts claiming at another destination: a destination that
-//!   hangs holds at most 8 of the 64 slots (it takes eight hanging at once to stall the rest).
+//! - **Fair:** at most [`MAX_IN_FLIGHT`] attempts run at once, each destination at most its
+//!   share (64 divided by the destinations of the config, at least 8), refilled in batches as
+//!   attempts end, each pass starting at another destination: a destination that hangs holds
+//!   only its share.
 //! - **Only known destinations:** a node claims deliveries of the receivers in its running
 //!   config, so nodes on different configs (a rolling change, a receiver renamed or removed)
 //!   leave each other's deliveries alone; those of a removed receiver wait, pending, until it
@@ -55,11 +55,12 @@ pub const LEASE: Duration = Duration::from_secs(30);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the store is asked for due deliveries when nothing woke the worker.
 pub const POLL: Duration = Duration::from_secs(1);
-/// Attempts in flight at once on a node, and toward one destination (so a destination that
-/// hangs does not hold up the others).
+/// Attempts in flight at once on a node. Each destination gets a fair share (the slots divided
+/// by the destinations of the config, at least [`MIN_IN_FLIGHT_PER_DESTINATION`]), so a
+/// destination that hangs does not hold up the others.
 pub const MAX_IN_FLIGHT: usize = 64;
 /// See [`MAX_IN_FLIGHT`].
-pub const MAX_IN_FLIGHT_PER_DESTINATION: usize = 8;
+pub const MIN_IN_FLIGHT_PER_DESTINATION: usize = 8;
 /// How much of an answer's body is kept with the attempt.
 pub const RESPONSE_KEPT: usize = 1024;
 
@@ -135,11 +136,14 @@ pub async fn run(
             let first = usize::try_from(claims % destinations.len() as u64).unwrap_or(0);
             destinations.rotate_left(first);
         }
+        // Each destination's fair share of the slots, never fewer than the floor.
+        let share = (MAX_IN_FLIGHT / destinations.len().max(1)).max(MIN_IN_FLIGHT_PER_DESTINATION);
         for destination in destinations {
-            let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(
-                MAX_IN_FLIGHT_PER_DESTINATION.saturating_sub(busy.get(&destination).copied().unwrap_or(0)),
-            );
-            if room == 0 {
+            let in_flight = busy.get(&destination).copied().unwrap_or(0);
+            let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(share.saturating_sub(in_flight));
+            // Claims come in batches: a destination still busy waits until a quarter of its
+            // share is free, rather than claiming (one write) per finished attempt.
+            if room == 0 || (in_flight > 0 && room < (share / 4).max(1)) {
                 continue;
             }
             let limit = i64::try_from(room).unwrap_or(1);
