@@ -42,6 +42,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(bridgehead_config::Authenticator::Jwt(j)) = loaded.config.authenticators.get_mut("demo-idp") {
         j.public_key_file = Some(public);
     }
+    // The receiver's schema, from the binary (the demo runs from any directory).
+    let schema = dir.path().join("order-created.json");
+    std::fs::write(&schema, include_str!("../../../../examples/schemas/order-created.json"))?;
+    for w in &mut loaded.config.webhooks.inbound {
+        w.schema = Some(schema.clone());
+    }
     loaded.config.server.listen = args.listen;
     loaded.config.admin.listen = args.admin;
     let rt = super::runtime(None)?;
@@ -113,6 +119,18 @@ The local issuer (Bridgehead's own OAuth 2.0 server, for when the customer's is 
   LOCAL=$(DEMO_SECRET=demo-client-secret {exe} token --token-url http://{gw}/oauth2/token \\
     --client-id demo-client --client-secret-env DEMO_SECRET)
   curl -i -H \"Authorization: Bearer $LOCAL\" http://{gw}/secure/orders   # 200 as consumer demo-client
+
+Webhooks (receiver /hooks/shop: Standard Webhooks signature, JSON Schema, dead letters, durable, forwarded to the mock):
+  export WHSEC=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+  printf '%s' '{{\"type\":\"order.created\",\"data\":{{\"id\":\"forty-two\",\"total\":-1}}}}' > /tmp/bad-order.json
+  {exe} webhook sign --scheme standard --secret-env WHSEC --id evt_bad --payload /tmp/bad-order.json > /tmp/bad-order.headers
+  curl -i http://{gw}/hooks/shop -H @/tmp/bad-order.headers -H 'Content-Type: application/json' --data-binary @/tmp/bad-order.json   # 400: every schema error
+  curl -s http://{admin}/admin/webhooks/dead-letters   # kept as a dead letter, with its errors
+  printf '%s' '{{\"type\":\"order.created\",\"data\":{{\"id\":42,\"total\":9.5}}}}' > /tmp/order.json
+  {exe} webhook sign --scheme standard --secret-env WHSEC --id evt_1 --payload /tmp/order.json > /tmp/order.headers
+  curl -i http://{gw}/hooks/shop -H @/tmp/order.headers -H 'Content-Type: application/json' --data-binary @/tmp/order.json   # 202, stored, then forwarded
+  curl -i http://{gw}/hooks/shop -H @/tmp/order.headers -H 'Content-Type: application/json' --data-binary @/tmp/order.json   # 200 Idempotent-Replayed: not forwarded again
+  sleep 1; curl -s http://{mock}/__mock/requests | grep -o /internal/orders | wc -l   # 1: forwarded once
 
 Access log lines (JSON) follow on stdout.
 "

@@ -224,6 +224,49 @@ async fn demo_starts_and_its_tour_works() {
     assert_eq!(send(&client(), faults).await.status, 200);
     assert_eq!(get(&format!("{gateway}/flaky/orders")).await.status, 200);
 
+    // The webhook tour: a malformed event is refused with every schema error and kept as a
+    // dead letter; a good one is stored and forwarded once, its repeat acknowledged.
+    let signer = bridgehead_webhooks::signature::Signer::new(
+        bridgehead_webhooks::signature::Scheme::Standard,
+        vec![
+            bridgehead_webhooks::signature::Key::parse(
+                &bridgehead_webhooks::signature::Scheme::Standard,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            )
+            .unwrap(),
+        ],
+    )
+    .unwrap();
+    let hook = |id: &str, body: &'static str| {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let mut req =
+            Request::post(format!("{gateway}/hooks/shop")).header("content-type", "application/json");
+        for (k, v) in signer.sign(id, ts, body.as_bytes()).unwrap() {
+            req = req.header(k, v);
+        }
+        req.body(full(body)).unwrap()
+    };
+    let bad =
+        send(&client(), hook("evt_bad", r#"{"type":"order.created","data":{"id":"forty-two","total":-1}}"#))
+            .await;
+    let p = bad.assert_problem(400, "does not match the receiver's schema: 2 errors");
+    assert_eq!(p["errors"].as_array().unwrap().len(), 2);
+    let dls = get(&format!("{admin}/admin/webhooks/dead-letters")).await.json();
+    assert_eq!(dls["dead_letters"][0]["reason"], "schema");
+    let good = r#"{"type":"order.created","data":{"id":42,"total":9.5}}"#;
+    assert_eq!(send(&client(), hook("evt_1", good)).await.status, 202);
+    assert_eq!(send(&client(), hook("evt_1", good)).await.header("idempotent-replayed"), "true");
+    eventually(10, "the event forwarded to the mock", async || {
+        get(&format!("{mock}/__mock/requests"))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"] == "/internal/orders")
+    })
+    .await;
+
     let out = Command::new("sh").args(["-c", &sign]).output().unwrap();
     assert!(out.status.success(), "{sign}: {}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
