@@ -170,9 +170,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
             bridgehead_upstream::tls::client_config(&format!("upstreams.{name}"), u.tls.as_ref(), loaded)?;
         }
     }
-    for (i, w) in loaded.config.webhooks.inbound.iter().enumerate() {
-        bridgehead_webhooks::inbound::Receiver::build(i, w, loaded)?;
-    }
+    bridgehead_webhooks::inbound::Receiver::build_all(loaded)?;
     crate::auth::preflight(loaded)
 }
 

@@ -64,14 +64,8 @@ impl Runtime {
         for u in upstreams.values() {
             health::spawn(u);
         }
-        let receivers = loaded
-            .config
-            .webhooks
-            .inbound
-            .iter()
-            .enumerate()
-            .map(|(i, w)| bridgehead_webhooks::inbound::Receiver::build(i, w, &loaded).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let receivers: Vec<_> =
+            bridgehead_webhooks::inbound::Receiver::build_all(&loaded)?.into_iter().map(Arc::new).collect();
         let router = Router::new(
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),

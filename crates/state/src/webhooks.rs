@@ -425,28 +425,20 @@ impl Store {
         const MESSAGE: &str =
             "SELECT headers, body, received_at FROM bridgehead_webhook_messages WHERE id = $1";
         let until = now_ms.saturating_add(lease_ms);
-        let claimed: Vec<(i64, String, String, i64)> = match &self.pools {
-            Pools::Sqlite(pool) => {
-                sqlx::query_as(&sql(""))
-                    .bind(owner)
-                    .bind(until)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .bind(destination)
-                    .fetch_all(pool)
-                    .await
-            }
-            Pools::Postgres(pool) => {
-                sqlx::query_as(&sql("FOR UPDATE SKIP LOCKED"))
-                    .bind(owner)
-                    .bind(until)
-                    .bind(now_ms)
-                    .bind(limit)
-                    .bind(destination)
-                    .fetch_all(pool)
-                    .await
-            }
-        }
+        let sql = sql(match self.pools {
+            Pools::Sqlite(_) => "",
+            Pools::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        });
+        let claimed: Vec<(i64, String, String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(&sql)
+                .bind(owner)
+                .bind(until)
+                .bind(now_ms)
+                .bind(limit)
+                .bind(destination)
+                .fetch_all(pool)
+                .await
+        })
         .map_err(StateError::query(OP))?;
         let mut out = Vec::with_capacity(claimed.len());
         for (id, message_id, destination, attempts) in claimed {

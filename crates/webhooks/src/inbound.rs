@@ -227,6 +227,11 @@ impl Receiver {
         })
     }
 
+    /// Every receiver of `loaded` (`webhooks.inbound`), in config order.
+    pub fn build_all(loaded: &LoadedConfig) -> Result<Vec<Receiver>, BuildError> {
+        loaded.config.webhooks.inbound.iter().enumerate().map(|(i, w)| Self::build(i, w, loaded)).collect()
+    }
+
     /// This receiver's signature headers (redacted when stored, never forwarded).
     pub fn signature_headers(&self) -> &[HeaderName] {
         &self.signature_headers

@@ -443,16 +443,8 @@ fn dlq(cmd: DlqCommand) -> anyhow::Result<ExitCode> {
 fn replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
     use bridgehead_webhooks::inbound::{Receiver, ReplayError, Replayed};
     let loaded = bridgehead_config::load(&args.config.config).map_err(|d| anyhow!("{d}"))?;
-    let receivers = loaded
-        .config
-        .webhooks
-        .inbound
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            Receiver::build(i, w, &loaded).map_err(|e| anyhow!("{}: {e}", args.config.config.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let receivers =
+        Receiver::build_all(&loaded).map_err(|e| anyhow!("{}: {e}", args.config.config.display()))?;
     if args.skip_signature {
         eprintln!("warning: replaying {} WITHOUT checking its signature", args.id);
     }
