@@ -40,7 +40,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 /// `webhooks.inbound`: names, paths, signature settings, forward targets. Secrets, templates
 /// and schema files are checked when the receivers are built (`config check` does that too).
 fn webhooks(c: &Config, p: &mut Vec<Problem>) {
-    use crate::model::WebhookScheme;
     let mut names = BTreeSet::new();
     let mut paths = BTreeSet::new();
     for (i, w) in c.webhooks.inbound.iter().enumerate() {
@@ -89,56 +88,7 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
             }
         }
         let v = &w.verify;
-        let vkey = |k: &str| join_key(&key("verify"), k);
-        if v.secret.is_none() && v.secrets.is_empty() {
-            push(p, key("verify"), "needs `secret` (or `secrets` while rotating)");
-        }
-        if v.secret.is_some() && !v.secrets.is_empty() {
-            push(p, key("verify"), "has both `secret` and `secrets`; list every secret under `secrets`");
-        }
-        if v.tolerance.get().is_zero() {
-            push(p, vkey("tolerance"), "must be more than 0");
-        }
-        let hmac_keys = [
-            ("header", v.header.is_some()),
-            ("prefix", !v.prefix.is_empty()),
-            ("timestamp_header", v.timestamp_header.is_some()),
-            ("id_header", v.id_header.is_some()),
-            ("content", v.content != "{body}"),
-        ];
-        if v.scheme == WebhookScheme::Hmac {
-            match &v.header {
-                None => {
-                    push(p, vkey("header"), "the hmac scheme needs the header that carries the signature");
-                }
-                Some(h) => check_header_name(&vkey("header"), h, p),
-            }
-            for (k, h) in [("timestamp_header", &v.timestamp_header), ("id_header", &v.id_header)] {
-                if let Some(h) = h {
-                    check_header_name(&vkey(k), h, p);
-                }
-            }
-            if v.timestamp_header.is_some() && !v.content.contains("{timestamp}") {
-                push(
-                    p,
-                    vkey("timestamp_header"),
-                    "is checked against the tolerance only when it is signed: add `{timestamp}` to `content`, or remove it",
-                );
-            }
-        } else {
-            for (k, set) in hmac_keys {
-                if set {
-                    push(
-                        p,
-                        vkey(k),
-                        format!(
-                            "applies to the hmac scheme only; the {} scheme fixes it",
-                            scheme_name(v.scheme)
-                        ),
-                    );
-                }
-            }
-        }
+        webhook_verify(&key("verify"), v, p);
         if w.schema.is_some() && w.schemas.is_some() {
             push(p, base.clone(), "has both `schema` and `schemas`; keep one");
         }
@@ -200,6 +150,59 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
         for (j, d) in w.retry_schedule.iter().enumerate() {
             if d.get().is_zero() {
                 push(p, join_index(&key("retry_schedule"), j), "must be more than 0");
+            }
+        }
+    }
+}
+
+/// `webhooks.inbound[].verify`: one secret source, a tolerance, and the keys of the hmac scheme
+/// only where the scheme is hmac.
+fn webhook_verify(base: &str, v: &crate::model::WebhookVerify, p: &mut Vec<Problem>) {
+    use crate::model::WebhookScheme;
+    let vkey = |k: &str| join_key(base, k);
+    if v.secret.is_none() && v.secrets.is_empty() {
+        push(p, base, "needs `secret` (or `secrets` while rotating)");
+    }
+    if v.secret.is_some() && !v.secrets.is_empty() {
+        push(p, base, "has both `secret` and `secrets`; list every secret under `secrets`");
+    }
+    if v.tolerance.get().is_zero() {
+        push(p, vkey("tolerance"), "must be more than 0");
+    }
+    let hmac_keys = [
+        ("header", v.header.is_some()),
+        ("prefix", !v.prefix.is_empty()),
+        ("timestamp_header", v.timestamp_header.is_some()),
+        ("id_header", v.id_header.is_some()),
+        ("content", v.content != "{body}"),
+    ];
+    if v.scheme == WebhookScheme::Hmac {
+        match &v.header {
+            None => {
+                push(p, vkey("header"), "the hmac scheme needs the header that carries the signature");
+            }
+            Some(h) => check_header_name(&vkey("header"), h, p),
+        }
+        for (k, h) in [("timestamp_header", &v.timestamp_header), ("id_header", &v.id_header)] {
+            if let Some(h) = h {
+                check_header_name(&vkey(k), h, p);
+            }
+        }
+        if v.timestamp_header.is_some() && !v.content.contains("{timestamp}") {
+            push(
+                p,
+                vkey("timestamp_header"),
+                "is checked against the tolerance only when it is signed: add `{timestamp}` to `content`, or remove it",
+            );
+        }
+    } else {
+        for (k, set) in hmac_keys {
+            if set {
+                push(
+                    p,
+                    vkey(k),
+                    format!("applies to the hmac scheme only; the {} scheme fixes it", scheme_name(v.scheme)),
+                );
             }
         }
     }

@@ -165,6 +165,24 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool, h
     headers.append(header::VIA, VIA);
 }
 
+/// For a request the gateway answers itself and sends on later (a webhook): every claim the
+/// client made about where the request came from or went is removed (`Forwarded`, every
+/// `X-Forwarded-*`, `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`), and
+/// `X-Forwarded-For` and `-Proto` say what the gateway saw. Unlike [`add_forwarded`], the
+/// client's `X-Forwarded-For` is replaced, not appended to: nothing vouches for it.
+pub fn replace_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    let claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "x-original-host")
+        .cloned()
+        .collect();
+    for name in claims.iter().chain([&FORWARDED, &X_ORIGINAL_URL, &X_REWRITE_URL]) {
+        headers.remove(name);
+    }
+    headers.insert(X_FORWARDED_FOR.clone(), client.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if tls { "https" } else { "http" }));
+}
+
 /// Adds `Via` to a response.
 pub fn add_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, VIA);
@@ -208,6 +226,28 @@ pub fn header_bytes(headers: &HeaderMap) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_forwarded_drops_every_client_claim_and_says_what_the_gateway_saw() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-original-host", "evil.example"),
+            ("x-original-url", "/admin"),
+            ("forwarded", "for=10.9.9.9"),
+            ("x-github-event", "push"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        replace_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), true);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["x-forwarded-for", "x-forwarded-proto", "x-github-event"]);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

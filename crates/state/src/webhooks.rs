@@ -72,9 +72,8 @@ impl AcceptQueue {
                     Err(_) => {
                         for (job, reply) in jobs.iter().zip(replies) {
                             let one = pools_only
-                                .webhook_accept_batch(std::slice::from_ref(job))
+                                .webhook_accept_one(job)
                                 .await
-                                .map(|mut a| a.remove(0))
                                 .map_err(|e| batch_failed(&e.to_string()));
                             let _ = reply.send(one);
                         }
@@ -297,11 +296,7 @@ impl Store {
         if matches!(self.pools, Pools::Postgres(_)) {
             // PostgreSQL commits concurrent transactions on parallel connections and groups their
             // WAL flushes itself: each accept is its own transaction.
-            return self
-                .webhook_accept_batch(std::slice::from_ref(&job))
-                .await
-                .map(|mut a| a.remove(0))
-                .map_err(StateError::query("webhook_accept"));
+            return self.webhook_accept_one(&job).await.map_err(StateError::query("webhook_accept"));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queue = {
@@ -321,6 +316,11 @@ impl Store {
         tokio::time::timeout(ACCEPT_TIMEOUT, wait)
             .await
             .unwrap_or_else(|_| Err(batch_failed("the state database did not commit within 10 s")))
+    }
+
+    /// Commits one job in a transaction of its own.
+    async fn webhook_accept_one(&self, job: &AcceptJob) -> Result<Accepted, sqlx::Error> {
+        self.webhook_accept_batch(std::slice::from_ref(job)).await.map(|mut a| a.remove(0))
     }
 
     /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order.

@@ -102,25 +102,11 @@ pub async fn run(
     let mut claims: u64 = 0;
     let mut gauges: BTreeSet<String> = BTreeSet::new();
     let mut last_gauges = tokio::time::Instant::now() - Duration::from_secs(60);
-    // The earliest retry this worker scheduled (Unix ms): it sleeps no longer than that.
-    let mut next_retry: Option<i64> = None;
     let mut tasks: tokio::task::JoinSet<(String, Option<i64>)> = tokio::task::JoinSet::new();
-    let mut busy: HashMap<String, usize> = HashMap::new();
-    let done = |result: Result<(String, Option<i64>), tokio::task::JoinError>,
-                busy: &mut HashMap<String, usize>,
-                next_retry: &mut Option<i64>| {
-        if let Ok((destination, retry_at)) = result {
-            if let Some(n) = busy.get_mut(&destination) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(t) = retry_at {
-                *next_retry = Some(next_retry.map_or(t, |n| n.min(t)));
-            }
-        }
-    };
+    let mut flight = InFlight::default();
     while !*stop.borrow() {
         while let Some(result) = tasks.try_join_next() {
-            done(result, &mut busy, &mut next_retry);
+            flight.finished(result);
         }
         if last_gauges.elapsed() >= Duration::from_secs(5) {
             last_gauges = tokio::time::Instant::now();
@@ -139,7 +125,7 @@ pub async fn run(
         // Each destination's fair share of the slots, never fewer than the floor.
         let share = (MAX_IN_FLIGHT / destinations.len().max(1)).max(MIN_IN_FLIGHT_PER_DESTINATION);
         for destination in destinations {
-            let in_flight = busy.get(&destination).copied().unwrap_or(0);
+            let in_flight = flight.busy.get(&destination).copied().unwrap_or(0);
             let room = MAX_IN_FLIGHT.saturating_sub(tasks.len()).min(share.saturating_sub(in_flight));
             // Claims come in batches: a destination still busy waits until a quarter of its
             // share is free, rather than claiming (one write) per finished attempt.
@@ -164,7 +150,7 @@ pub async fn run(
             };
             for c in claimed {
                 claimed_any = true;
-                *busy.entry(destination.clone()).or_default() += 1;
+                *flight.busy.entry(destination.clone()).or_default() += 1;
                 let (env, store, owner, destination) =
                     (env.clone(), store.clone(), token.clone(), destination.clone());
                 tasks.spawn(async move { (destination, attempt(env.as_ref(), &store, &owner, c).await) });
@@ -174,17 +160,40 @@ pub async fn run(
             // More may be due: claim again while there is room.
             continue;
         }
-        next_retry = next_retry.filter(|&t| t > now);
-        let until_retry =
-            next_retry.map_or(POLL, |t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(POLL));
+        flight.next_retry = flight.next_retry.filter(|&t| t > now);
+        let until_retry = flight
+            .next_retry
+            .map_or(POLL, |t| Duration::from_millis(u64::try_from(t - now).unwrap_or(0)).min(POLL));
         tokio::select! {
-            Some(result) = tasks.join_next(), if !tasks.is_empty() => done(result, &mut busy, &mut next_retry),
+            Some(result) = tasks.join_next(), if !tasks.is_empty() => flight.finished(result),
             () = wake.notified() => {}
             () = tokio::time::sleep(until_retry) => {}
             _ = stop.changed() => {}
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// What the attempts in flight hold.
+#[derive(Default)]
+struct InFlight {
+    /// Attempts running, per destination.
+    busy: HashMap<String, usize>,
+    /// The earliest retry the worker scheduled (Unix ms): it sleeps no longer than that.
+    next_retry: Option<i64>,
+}
+
+impl InFlight {
+    /// An attempt ended: its destination's slot is free, and its retry (if any) is noted.
+    fn finished(&mut self, result: Result<(String, Option<i64>), tokio::task::JoinError>) {
+        let Ok((destination, retry_at)) = result else { return };
+        if let Some(n) = self.busy.get_mut(&destination) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(t) = retry_at {
+            self.next_retry = Some(self.next_retry.map_or(t, |n| n.min(t)));
+        }
+    }
 }
 
 /// Releases the leases held by earlier runs of a gateway on this host whose process is gone (a

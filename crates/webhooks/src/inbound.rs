@@ -123,40 +123,8 @@ impl Receiver {
         let base = format!("webhooks.inbound[{index}]");
         let key = |k: &str| format!("{base}.{k}");
         let v = &cfg.verify;
-        let header = |k: &str, h: &str| {
-            HeaderName::try_from(h)
-                .map_err(|_| BuildError::new(key(k), format!("`{h}` is not a header name")))
-        };
-        let scheme = match v.scheme {
-            model::WebhookScheme::Standard => Scheme::Standard,
-            model::WebhookScheme::Stripe => Scheme::Stripe,
-            model::WebhookScheme::Github => Scheme::Github,
-            model::WebhookScheme::Slack => Scheme::Slack,
-            model::WebhookScheme::Hmac => {
-                let h = HmacScheme {
-                    header: header("verify.header", v.header.as_deref().unwrap_or_default())?,
-                    prefix: v.prefix.clone(),
-                    algorithm: match v.algorithm {
-                        model::HmacAlgorithm::Sha256 => Algorithm::Sha256,
-                        model::HmacAlgorithm::Sha512 => Algorithm::Sha512,
-                    },
-                    encoding: match v.encoding {
-                        model::SignatureEncoding::Hex => Encoding::Hex,
-                        model::SignatureEncoding::Base64 => Encoding::Base64,
-                    },
-                    content: Template::parse(&v.content)
-                        .map_err(|e| BuildError::new(key("verify.content"), e))?,
-                    timestamp_header: v
-                        .timestamp_header
-                        .as_deref()
-                        .map(|h| header("verify.timestamp_header", h))
-                        .transpose()?,
-                    id_header: v.id_header.as_deref().map(|h| header("verify.id_header", h)).transpose()?,
-                };
-                h.check().map_err(|e| BuildError::new(key("verify"), e))?;
-                Scheme::Hmac(Box::new(h))
-            }
-        };
+        let header = |k: &str, h: &str| header_name(key(k), h);
+        let scheme = scheme_of(v, &key("verify"))?;
         let secrets: Vec<(String, &str)> = match &v.secret {
             Some(s) => vec![(key("verify.secret"), s.expose())],
             None => v
@@ -247,7 +215,7 @@ impl Receiver {
         request_id: &str,
         now_ms: i64,
     ) -> Response<Bytes> {
-        let (result, res) = match self.check(headers, body, now_ms / 1000) {
+        let (result, res) = match self.check(headers, body, now_ms / 1000, true) {
             Err(refusal) => {
                 self.dead_letter(store, metrics, headers, &refusal, now_ms).await;
                 (refusal.reason, refusal.response(request_id))
@@ -256,18 +224,7 @@ impl Receiver {
                 let body = json!({ "challenge": challenge }).to_string();
                 ("challenge", json_response(StatusCode::OK, body))
             }
-            Ok(Checked::Valid { body, external_id, event_type }) => {
-                self.commit(
-                    store,
-                    headers,
-                    &body,
-                    external_id.as_deref(),
-                    event_type.as_deref(),
-                    request_id,
-                    now_ms,
-                )
-                .await
-            }
+            Ok(Checked::Valid(valid)) => self.commit(store, headers, &valid, request_id, now_ms).await,
         };
         metrics
             .webhook_received
@@ -276,14 +233,9 @@ impl Receiver {
         res
     }
 
-    /// Steps 1–5 of the module docs.
-    fn check(&self, headers: &HeaderMap, body: Body, now: i64) -> Result<Checked, Box<Refusal>> {
-        self.check_with(headers, body, now, true)
-    }
-
-    /// The same, with the signature check optional (a replay told to skip it); without it the
-    /// message id comes from the scheme's id header as sent.
-    fn check_with(
+    /// Steps 1–5 of the module docs, then the message id. Without `verify` (a replay told to skip
+    /// the signature) the message id comes from the scheme's id header as sent.
+    fn check(
         &self,
         headers: &HeaderMap,
         body: Body,
@@ -395,7 +347,7 @@ impl Receiver {
             Some(s @ Schemas::ByType { .. }) => s.event_type(p),
             _ => p.get("type").and_then(Value::as_str).map(str::to_owned),
         });
-        Ok(Checked::Valid { body, external_id, event_type })
+        Ok(Checked::Valid(Valid { body, external_id, event_type }))
     }
 
     /// The id header of the scheme, unverified (for a replay that skips the signature).
@@ -414,36 +366,31 @@ impl Receiver {
         &self,
         store: &Store,
         headers: &HeaderMap,
-        body: &[u8],
-        external_id: Option<&str>,
-        event_type: Option<&str>,
+        valid: &Valid,
         now_ms: i64,
     ) -> Result<Accepted, bridgehead_state::StateError> {
         let headers_json = self.stored_headers(headers);
         let msg = NewWebhookMessage {
             source: &self.source,
-            external_id,
-            event_type,
+            external_id: valid.external_id.as_deref(),
+            event_type: valid.event_type.as_deref(),
             headers_json: &headers_json,
-            body,
+            body: &valid.body,
             retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
         };
         store.webhook_accept(&msg, &[self.destination.as_str()], now_ms).await
     }
 
-    /// Step 6 and 7: stores the message (or finds it a replay) and answers.
-    #[allow(clippy::too_many_arguments)]
+    /// Steps 6 and 7: stores the message (or finds it a replay) and answers.
     async fn commit(
         &self,
         store: &Store,
         headers: &HeaderMap,
-        body: &[u8],
-        external_id: Option<&str>,
-        event_type: Option<&str>,
+        valid: &Valid,
         request_id: &str,
         now_ms: i64,
     ) -> (&'static str, Response<Bytes>) {
-        match self.store_message(store, headers, body, external_id, event_type, now_ms).await {
+        match self.store_message(store, headers, valid, now_ms).await {
             Ok(Accepted::New(id)) => {
                 let body = json!({ "status": "accepted", "message_id": id }).to_string();
                 ("accepted", json_response(StatusCode::ACCEPTED, body))
@@ -592,9 +539,9 @@ impl Receiver {
         }
         let body = Body::Whole(Bytes::from(dl.body.clone()));
         let checked = self
-            .check_with(&headers, body, dl.received_at_ms / 1000, !skip_signature)
+            .check(&headers, body, dl.received_at_ms / 1000, !skip_signature)
             .map_err(|r| ReplayError::Refused { reason: r.reason, detail: r.detail })?;
-        let Checked::Valid { body, external_id, event_type } = checked else {
+        let Checked::Valid(valid) = checked else {
             return Err(ReplayError::Refused {
                 reason: "challenge",
                 detail: "a url_verification challenge is not a message".into(),
@@ -612,10 +559,7 @@ impl Receiver {
             }
             Err(e) => return Err(ReplayError::Store(e.to_string())),
         }
-        let accepted = match self
-            .store_message(store, &headers, &body, external_id.as_deref(), event_type.as_deref(), now_ms)
-            .await
-        {
+        let accepted = match self.store_message(store, &headers, &valid, now_ms).await {
             Ok(a) => a,
             Err(e) => {
                 let _ = store.webhook_dead_letter_give_back(&dl.id).await;
@@ -652,6 +596,46 @@ impl Receiver {
             .collect();
         serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
     }
+}
+
+/// A header name from the config, or an error at `key`.
+fn header_name(key: String, h: &str) -> Result<HeaderName, BuildError> {
+    HeaderName::try_from(h).map_err(|_| BuildError::new(key, format!("`{h}` is not a header name")))
+}
+
+/// The signature scheme `verify` (at key `base`) describes.
+fn scheme_of(v: &model::WebhookVerify, base: &str) -> Result<Scheme, BuildError> {
+    let key = |k: &str| format!("{base}.{k}");
+    Ok(match v.scheme {
+        model::WebhookScheme::Standard => Scheme::Standard,
+        model::WebhookScheme::Stripe => Scheme::Stripe,
+        model::WebhookScheme::Github => Scheme::Github,
+        model::WebhookScheme::Slack => Scheme::Slack,
+        model::WebhookScheme::Hmac => {
+            let header = |k: &str, h: &str| header_name(key(k), h);
+            let h = HmacScheme {
+                header: header("header", v.header.as_deref().unwrap_or_default())?,
+                prefix: v.prefix.clone(),
+                algorithm: match v.algorithm {
+                    model::HmacAlgorithm::Sha256 => Algorithm::Sha256,
+                    model::HmacAlgorithm::Sha512 => Algorithm::Sha512,
+                },
+                encoding: match v.encoding {
+                    model::SignatureEncoding::Hex => Encoding::Hex,
+                    model::SignatureEncoding::Base64 => Encoding::Base64,
+                },
+                content: Template::parse(&v.content).map_err(|e| BuildError::new(key("content"), e))?,
+                timestamp_header: v
+                    .timestamp_header
+                    .as_deref()
+                    .map(|h| header("timestamp_header", h))
+                    .transpose()?,
+                id_header: v.id_header.as_deref().map(|h| header("id_header", h)).transpose()?,
+            };
+            h.check().map_err(|e| BuildError::new(base, e))?;
+            Scheme::Hmac(Box::new(h))
+        }
+    })
 }
 
 /// Never stored nor forwarded: connection-level headers, framing, credentials of other kinds,
@@ -700,8 +684,16 @@ pub enum ReplayError {
     Store(String),
 }
 
+/// A delivery that passed every check, ready to store.
+struct Valid {
+    body: Bytes,
+    /// The sender's message id (replay protection), when it has a non-empty one.
+    external_id: Option<String>,
+    event_type: Option<String>,
+}
+
 enum Checked {
-    Valid { body: Bytes, external_id: Option<String>, event_type: Option<String> },
+    Valid(Valid),
     Challenge(String),
 }
 

@@ -319,10 +319,9 @@ impl SchemeArgs {
     }
 }
 
+/// Unix seconds, from the project's one clock.
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    i64::try_from(bridgehead_http::clock::unix_now()).unwrap_or(i64::MAX)
 }
 
 fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
@@ -459,10 +458,7 @@ fn replay(args: DlqReplayArgs) -> anyhow::Result<ExitCode> {
                 args.config.config.display()
             );
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Ok(r.replay(store, &dl, args.skip_signature, now).await)
+        Ok(r.replay(store, &dl, args.skip_signature, bridgehead_http::clock::unix_ms()).await)
     })?;
     let (code, v) = match result {
         Ok(Replayed::Accepted(id)) => (ExitCode::SUCCESS, json!({"status": "accepted", "message_id": id})),

@@ -248,23 +248,7 @@ async fn webhook(
     // and identity headers out (as on a proxy route), the sender's X-Forwarded-* replaced.
     headers::remove_hop_by_hop(&mut parts.headers, None);
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
-    let forwarded: Vec<http::header::HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-forwarded-") || n.as_str() == "x-original-host")
-        .cloned()
-        .collect();
-    for name in forwarded {
-        parts.headers.remove(name);
-    }
-    parts
-        .headers
-        .insert(http::header::HeaderName::from_static("x-forwarded-for"), ctx.conn.client_ip.clone());
-    let proto = if ctx.conn.tls { "https" } else { "http" };
-    parts.headers.insert(
-        http::header::HeaderName::from_static("x-forwarded-proto"),
-        http::HeaderValue::from_static(proto),
-    );
+    headers::replace_forwarded(&mut parts.headers, &ctx.conn.client_ip, ctx.conn.tls);
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("set by the route phase")
     };
