@@ -13,6 +13,7 @@ pub mod docs;
 mod error;
 mod interpolate;
 mod model;
+pub mod netguard;
 pub mod pattern;
 mod units;
 mod validate;
@@ -25,7 +26,7 @@ pub use error::{BuildError, Diagnostic, Diagnostics, Pos};
 pub use interpolate::{MapResolver, Resolver, SystemResolver};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};
-pub use validate::{check_oauth_client, check_target_url};
+pub use validate::{check_endpoint_url, check_event_type, check_oauth_client, check_target_url};
 
 /// The commented starter config written by `bridgehead init`.
 pub const STARTER: &str = include_str!("starter.yaml");

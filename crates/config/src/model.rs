@@ -1341,6 +1341,100 @@ pub struct Webhooks {
     /// background with retries. Every refused request is kept as a dead letter.
     #[serde(default)]
     pub inbound: Vec<InboundWebhook>,
+    /// The dispatcher: events published on `intake` are delivered, signed, to every endpoint
+    /// whose `events` match, durably and with retries.
+    #[serde(default)]
+    pub outbound: Option<OutboundWebhooks>,
+    /// The catalogue of outbound event types: type → `{ schema: FILE }` (a JSON Schema, draft
+    /// 2020-12, relative to this file) checked against an event's `data` at intake. When it
+    /// lists any type, an event of a type not listed is refused (400).
+    #[serde(default)]
+    pub event_types: BTreeMap<String, EventType>,
+}
+
+/// One outbound event type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventType {
+    /// A JSON Schema file every event's `data` must pass; absent: any `data`.
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+}
+
+/// The outbound dispatcher.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundWebhooks {
+    /// The exact path where events are published: `POST {"type": …, "data": …}`, with an
+    /// optional `id` (the same id from the same consumer is accepted once) and `ordering_key`.
+    /// Answered 202 with the message id once committed.
+    pub intake: String,
+    /// Authenticators (names under `authenticators`) a publisher must pass, tried in order. Empty:
+    /// anyone who can reach `intake` publishes (a warning).
+    #[serde(default)]
+    pub auth: Vec<String>,
+    /// Scopes a publisher's credential must carry.
+    #[serde(default)]
+    pub require_scopes: Vec<String>,
+    /// Waits between delivery attempts (each ±20% jitter; a `Retry-After` on 429 or 503 is
+    /// honoured when longer); after the last, the delivery is dead (listed, replayable).
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule: Vec<HumanDuration>,
+    /// Largest event accepted at intake; larger gets 413. At most `server.limits.max_body`.
+    #[serde(default = "default_webhook_max_body")]
+    pub max_body: ByteSize,
+    /// How long messages, their attempts and their ids (idempotent publishing) are kept once
+    /// every delivery finished.
+    #[serde(default = "default_webhook_retention")]
+    pub retention: HumanDuration,
+    /// The longest one delivery attempt may take, the answer included (at most 20s).
+    #[serde(default = "default_attempt_timeout")]
+    pub timeout: HumanDuration,
+    /// The circuit breaker of every endpoint: an endpoint failing too often is not tried for a
+    /// while (its deliveries wait, their attempts not spent), then probed.
+    #[serde(default = "default_endpoint_breaker")]
+    pub circuit_breaker: CircuitBreaker,
+    /// The endpoints declared here. More can be added at run time (admin API, `bridgehead
+    /// webhook endpoints add`).
+    #[serde(default)]
+    pub endpoints: Vec<WebhookEndpoint>,
+}
+
+fn default_attempt_timeout() -> HumanDuration {
+    HumanDuration::secs(15)
+}
+
+fn default_endpoint_breaker() -> CircuitBreaker {
+    CircuitBreaker {
+        min_requests: 5,
+        open_for: HumanDuration::secs(30),
+        half_open_probes: 1,
+        ..CircuitBreaker::default()
+    }
+}
+
+/// Where events are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Its name, in metrics, logs and the admin API (`endpoint:<name>`).
+    pub name: String,
+    /// `https://…` (or `http://…`): where each event is `POST`ed. Redirects are not followed.
+    pub url: String,
+    /// Event types delivered here: exact names, or patterns where `*` matches any run of
+    /// characters (`order.*`, `*`).
+    pub events: Vec<String>,
+    /// The signing secret: `whsec_…` (HMAC-SHA256, `v1`) or `whsk_…` (Ed25519, `v1a`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Several secrets while the endpoint moves to a new one: each delivery carries a
+    /// signature per secret.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// Let the URL resolve to loopback, private, link-local or other internal addresses
+    /// (refused by default, after DNS and on every connect).
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 /// One webhook receiver.

@@ -34,6 +34,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         oauth_server(o, &mut p);
     }
     webhooks(config, &mut p);
+    outbound_webhooks(config, &mut p);
     p
 }
 
@@ -153,6 +154,162 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
             }
         }
     }
+}
+
+/// `webhooks.outbound` and `webhooks.event_types`. Secrets and schema files are checked when
+/// the dispatcher is built (`config check` does that too).
+fn outbound_webhooks(c: &Config, p: &mut Vec<Problem>) {
+    for t in c.webhooks.event_types.keys() {
+        if let Err(e) = check_event_type(t) {
+            push(p, join_key("webhooks.event_types", t), e);
+        }
+    }
+    let Some(o) = &c.webhooks.outbound else { return };
+    let base = "webhooks.outbound";
+    let key = |k: &str| join_key(base, k);
+    if !o.intake.starts_with('/') {
+        push(p, key("intake"), format!("`{}` must start with `/`", o.intake));
+    } else {
+        check_canonical(&o.intake, &o.intake, &c.server.path_normalization, &key("intake"), p);
+        if let Some(w) = c.webhooks.inbound.iter().find(|w| w.path == o.intake) {
+            push(p, key("intake"), format!("`{}` is the path of receiver `{}` too", o.intake, w.name));
+        }
+        let as_route = crate::model::RouteMatch { path: Some(o.intake.clone()), ..Default::default() };
+        if c.oauth_server.is_some()
+            && let Some(reserved) = reserved_overlap(&as_route)
+        {
+            push(
+                p,
+                key("intake"),
+                format!(
+                    "`{}` is under `{reserved}`, which the built-in authorization server answers",
+                    o.intake
+                ),
+            );
+        }
+        if let Some((j, r)) =
+            c.routes.iter().enumerate().find(|(_, r)| r.matcher.path.as_deref() == Some(o.intake.as_str()))
+        {
+            push(
+                p,
+                key("intake"),
+                format!(
+                    "route `{}` (routes[{j}]) has the same path; the intake answers it first, so that route would never get it",
+                    r.name
+                ),
+            );
+        }
+    }
+    for (j, a) in o.auth.iter().enumerate() {
+        if !c.authenticators.contains_key(a) {
+            push(p, join_index(&key("auth"), j), format!("no authenticator is named `{a}`"));
+        }
+    }
+    if !o.require_scopes.is_empty() && o.auth.is_empty() {
+        push(p, key("require_scopes"), "needs `auth`: scopes come from an authenticated credential");
+    }
+    for (j, d) in o.retry_schedule.iter().enumerate() {
+        if d.get().is_zero() {
+            push(p, join_index(&key("retry_schedule"), j), "must be more than 0");
+        }
+    }
+    if o.max_body.get() == 0 || o.max_body.get() > c.server.limits.max_body.get() {
+        push(
+            p,
+            key("max_body"),
+            format!("must be more than 0 and at most server.limits.max_body ({})", c.server.limits.max_body),
+        );
+    }
+    if o.retention.get().is_zero() {
+        push(p, key("retention"), "must be more than 0");
+    }
+    if o.timeout.get().is_zero() || o.timeout.get() > std::time::Duration::from_secs(20) {
+        push(
+            p,
+            key("timeout"),
+            "must be more than 0 and at most 20s (an attempt must end well inside its 30s lease)",
+        );
+    }
+    circuit_breaker(&key("circuit_breaker"), &o.circuit_breaker, p);
+    let mut names = BTreeSet::new();
+    for (i, e) in o.endpoints.iter().enumerate() {
+        let ebase = join_index(&key("endpoints"), i);
+        let ekey = |k: &str| join_key(&ebase, k);
+        if !valid_name(&e.name) {
+            push(
+                p,
+                ekey("name"),
+                format!("`{}` is not a valid name (letters, digits, `-`, `_`, `.`; at most 64)", e.name),
+            );
+        } else if !names.insert(e.name.as_str()) {
+            push(p, ekey("name"), format!("`{}` names another endpoint too", e.name));
+        }
+        if let Err(msg) = check_endpoint_url(&e.url, e.allow_private_network) {
+            push(p, ekey("url"), msg);
+        }
+        if e.events.is_empty() {
+            push(p, ekey("events"), "lists no event type (`*` takes every type)");
+        }
+        for (j, pat) in e.events.iter().enumerate() {
+            if let Err(msg) = check_event_type(pat) {
+                push(p, join_index(&ekey("events"), j), msg);
+            }
+        }
+        if e.secret.is_none() && e.secrets.is_empty() {
+            push(p, ebase.clone(), "needs `secret` (or `secrets` while rotating): `whsec_…` or `whsk_…`");
+        }
+        if e.secret.is_some() && !e.secrets.is_empty() {
+            push(p, ebase.clone(), "has both `secret` and `secrets`; list every secret under `secrets`");
+        }
+    }
+}
+
+/// An event type, or a pattern of them: visible ASCII, 1 to 256 characters.
+pub fn check_event_type(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 256 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("`{t}` is not an event type (1 to 256 visible ASCII characters, no spaces)"));
+    }
+    Ok(())
+}
+
+/// An outbound webhook endpoint's URL: `http(s)://host[:port][/path][?query]`, no credentials,
+/// at most 2048 characters; its origin and its path. An IP literal in an internal range is
+/// refused unless `allow_private_network` ([`crate::netguard`]; names are checked after DNS).
+pub fn check_endpoint_url(
+    url: &str,
+    allow_private_network: bool,
+) -> Result<(http::Uri, http::uri::PathAndQuery), String> {
+    if url.len() > 2048 {
+        return Err("is longer than 2048 characters".into());
+    }
+    let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    }
+    let Some(authority) = uri.authority().cloned() else { return Err(format!("`{url}` has no host")) };
+    if authority.host().is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("`{url}`: credentials in the URL are not allowed"));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if !allow_private_network
+        && let Ok(ip) = host.parse::<std::net::IpAddr>()
+        && let Some(range) = crate::netguard::internal_range(ip)
+    {
+        return Err(format!(
+            "`{url}` is an address in the {range} range, refused for webhooks unless the endpoint says allow_private_network: true"
+        ));
+    }
+    let path = uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let origin = http::Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority)
+        .path_and_query("/")
+        .build()
+        .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    Ok((origin, path))
 }
 
 /// `webhooks.inbound[].verify`: one secret source, a tolerance, and the keys of the hmac scheme
@@ -1042,6 +1199,13 @@ fn upgrades(r: &Route, base: &str, p: &mut Vec<Problem>) {
 pub fn warnings(c: &Config) -> Vec<Problem> {
     let mut p = Vec::new();
     unsigned_webhook_ids(c, &mut p);
+    if c.webhooks.outbound.as_ref().is_some_and(|o| o.auth.is_empty()) {
+        push(
+            &mut p,
+            "webhooks.outbound.auth",
+            "is empty: anyone who reaches the intake path publishes events to every endpoint",
+        );
+    }
     string_prefix_neighbours(c, &mut p);
     host_routes_over_protected_paths(c, &mut p);
     p

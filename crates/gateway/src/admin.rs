@@ -43,7 +43,15 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/webhooks/dead-letters", get(dead_letters))
         .route("/admin/webhooks/dead-letters/{id}", get(dead_letter))
         .route("/admin/webhooks/dead-letters/{id}/replay", post(dead_letter_replay))
+        .route("/admin/webhooks/messages", get(webhook_messages))
         .route("/admin/webhooks/messages/{id}", get(webhook_message))
+        .route("/admin/webhooks/messages/{id}/replay", post(webhook_message_replay))
+        .route("/admin/webhooks/endpoints", get(endpoints).post(endpoint_add))
+        .route("/admin/webhooks/endpoints/{name}", get(endpoint).delete(endpoint_remove))
+        .route("/admin/webhooks/endpoints/{name}/disable", post(endpoint_disable))
+        .route("/admin/webhooks/endpoints/{name}/enable", post(endpoint_enable))
+        .route("/admin/webhooks/endpoints/{name}/rotate-secret", post(endpoint_rotate))
+        .route("/admin/webhooks/endpoints/{name}/replay", post(endpoint_replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -524,6 +532,412 @@ async fn webhook_message(
         }
     }
     axum::Json(json!({"message_id": id, "deliveries": out})).into_response()
+}
+
+/// The running dispatcher and the store, or the problem to answer.
+#[allow(clippy::result_large_err)]
+fn dispatcher(
+    s: &AdminState,
+) -> Result<(Arc<bridgehead_webhooks::outbound::Dispatcher>, &bridgehead_state::Store), Response> {
+    let Some(store) = s.shared.store.as_ref() else { return Err(no_store()) };
+    match s.shared.runtime.load().dispatcher.clone() {
+        Some(d) => Ok((d, store)),
+        None => Err(not_found_problem("webhooks.outbound is not configured".into())),
+    }
+}
+
+/// Reads a JSON body (none: `T::default()`), or the 400 to answer.
+#[allow(clippy::result_large_err)]
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8], shape: &str) -> Result<T, Response> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body must be {shape}: {e}")))
+}
+
+fn endpoint_error(e: bridgehead_webhooks::outbound::EndpointError) -> Response {
+    use bridgehead_webhooks::outbound::EndpointError;
+    match e {
+        EndpointError::NotFound(_) => not_found_problem(e.to_string()),
+        EndpointError::Conflict(m) => {
+            problem(StatusCode::CONFLICT, "urn:bridgehead:problem:conflict", "Conflict", &m)
+        }
+        EndpointError::Invalid { .. } => bad_request(e.to_string()),
+        EndpointError::Store(e) => unavailable(e),
+    }
+}
+
+/// Reads the endpoints again after a change, and answers with the endpoint as it is now.
+async fn endpoint_now(
+    s: &AdminState,
+    name: &str,
+    status: StatusCode,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Response {
+    let rt = s.shared.runtime.load_full();
+    rt.refresh_endpoints(s.shared.store.as_ref()).await;
+    // The other gateways' refreshers pick the change up within a few seconds.
+    s.shared.webhook_wake.notify_one();
+    let mut body = rt
+        .dispatcher
+        .as_ref()
+        .and_then(|d| d.endpoint(name))
+        .map_or_else(|| json!({ "name": name }), |e| bridgehead_webhooks::view::endpoint(&e));
+    if let Some((k, v)) = extra {
+        body[k] = v;
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /admin/webhooks/endpoints`: every endpoint, the config's first.
+async fn endpoints(State(s): State<AdminState>) -> Response {
+    let (d, _) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let list: Vec<serde_json::Value> =
+        d.endpoints().iter().map(|e| bridgehead_webhooks::view::endpoint(e)).collect();
+    axum::Json(json!({ "endpoints": list })).into_response()
+}
+
+/// `GET /admin/webhooks/endpoints/{name}`.
+async fn endpoint(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let (d, _) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match d.endpoint(&name) {
+        Some(e) => axum::Json(bridgehead_webhooks::view::endpoint(&e)).into_response(),
+        None => not_found_problem(format!("no endpoint is named `{name}`")),
+    }
+}
+
+/// `POST /admin/webhooks/endpoints` with `{"name", "url", "events", "secret"?,
+/// "allow_private_network"?}`: 201 with the endpoint and its `secret` (shown this once).
+async fn endpoint_add(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let (d, store) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let new: bridgehead_webhooks::outbound::NewEndpoint = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => {
+            return bad_request(format!(
+                "the body must be {{\"name\", \"url\", \"events\": [..], \"secret\"?, \"allow_private_network\"?}}: {e}"
+            ));
+        }
+    };
+    let declared: Vec<String> =
+        d.endpoints().iter().filter(|e| e.declared).map(|e| e.name.to_string()).collect();
+    let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+    match bridgehead_webhooks::outbound::add_endpoint(
+        store,
+        &declared,
+        &new,
+        bridgehead_http::clock::unix_ms(),
+    )
+    .await
+    {
+        Ok(secret) => {
+            tracing::info!(endpoint = %new.name, url = %new.url, "admin: webhook endpoint added");
+            endpoint_now(&s, &new.name, StatusCode::CREATED, Some(("secret", json!(secret)))).await
+        }
+        Err(e) => endpoint_error(e),
+    }
+}
+
+/// `DELETE /admin/webhooks/endpoints/{name}`: a run-time endpoint only (204).
+async fn endpoint_remove(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let (d, store) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if d.declares(&name) {
+        return endpoint_error(bridgehead_webhooks::outbound::EndpointError::Conflict(format!(
+            "`{name}` is declared in the config: remove it there"
+        )));
+    }
+    match store.webhook_endpoint_remove(&name).await {
+        Ok(true) => {
+            tracing::info!(endpoint = %name, "admin: webhook endpoint removed");
+            let _ = endpoint_now(&s, &name, StatusCode::OK, None).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => not_found_problem(format!("no endpoint is named `{name}`")),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DisableRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /admin/webhooks/endpoints/{name}/disable` (`{"reason": …}` or no body).
+async fn endpoint_disable(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: DisableRequest = match json_body(&body, "{\"reason\": \"…\"}") {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    set_enabled(&s, &name, Some(req.reason.unwrap_or_else(|| "disabled by an operator".into()))).await
+}
+
+/// `POST /admin/webhooks/endpoints/{name}/enable`: its waiting deliveries go out.
+async fn endpoint_enable(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    set_enabled(&s, &name, None).await
+}
+
+async fn set_enabled(s: &AdminState, name: &str, reason: Option<String>) -> Response {
+    let (d, store) = match dispatcher(s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(e) = d.endpoint(name) else {
+        return not_found_problem(format!("no endpoint is named `{name}`"));
+    };
+    let now = bridgehead_http::clock::unix_ms();
+    match bridgehead_webhooks::outbound::set_disabled(store, name, e.declared, reason.as_deref(), now).await {
+        Ok(()) => {
+            tracing::info!(endpoint = %name, enabled = reason.is_none(), "admin: webhook endpoint changed");
+            endpoint_now(s, name, StatusCode::OK, None).await
+        }
+        Err(e) => endpoint_error(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    #[serde(default)]
+    grace: Option<bridgehead_config::HumanDuration>,
+}
+
+/// `POST /admin/webhooks/endpoints/{name}/rotate-secret` (`{"grace": "24h"}` or no body): a
+/// new secret (shown this once); the old ones sign too until the grace ends (default 24h).
+async fn endpoint_rotate(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (_, store) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let req: RotateRequest = match json_body(&body, "{\"grace\": \"24h\"}") {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let grace =
+        req.grace.map_or(std::time::Duration::from_secs(86_400), bridgehead_config::HumanDuration::get);
+    let now = bridgehead_http::clock::unix_ms();
+    match bridgehead_webhooks::outbound::rotate_secret(store, &name, grace, now).await {
+        Ok(secret) => {
+            tracing::info!(endpoint = %name, grace = %humantime::format_duration(grace), "admin: webhook endpoint secret rotated");
+            let until = now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+            let mut res = endpoint_now(&s, &name, StatusCode::OK, Some(("secret", json!(secret)))).await;
+            res.headers_mut().insert("x-previous-secrets-valid-until-ms", HeaderValue::from(until));
+            res
+        }
+        Err(e) => endpoint_error(e),
+    }
+}
+
+/// A time given to the admin API: Unix ms, or RFC 3339 in UTC (`2026-12-07T10:00:00Z`).
+#[derive(serde::Deserialize, Clone)]
+#[serde(untagged)]
+enum When {
+    Ms(i64),
+    Text(String),
+}
+
+impl When {
+    fn ms(&self, what: &str) -> Result<i64, String> {
+        match self {
+            When::Ms(ms) => Ok(*ms),
+            When::Text(t) => humantime::parse_rfc3339(t)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| i64::try_from(d.as_millis()).ok())
+                .ok_or_else(|| format!("{what} must be Unix milliseconds or RFC 3339 in UTC (2026-12-07T10:00:00Z), got {t:?}")),
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EndpointReplayRequest {
+    #[serde(default)]
+    since: Option<When>,
+    #[serde(default)]
+    until: Option<When>,
+    /// Delivered messages too, not only failed ones.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `POST /admin/webhooks/endpoints/{name}/replay` (`{"since", "until", "all"}`, each
+/// optional): every failed message of the endpoint received in `[since, until)` (with `all`,
+/// delivered ones too) is delivered again, from attempt 1.
+async fn endpoint_replay(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let (d, store) = match dispatcher(&s) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if d.endpoint(&name).is_none() {
+        return not_found_problem(format!("no endpoint is named `{name}`"));
+    }
+    let req: EndpointReplayRequest = match json_body(&body, "{\"since\"?, \"until\"?, \"all\"?}") {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (since, until) =
+        match (req.since.map(|w| w.ms("since")).transpose(), req.until.map(|w| w.ms("until")).transpose()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return bad_request(e),
+        };
+    let destination = bridgehead_webhooks::outbound::destination(&name);
+    let which = bridgehead_state::Redeliver {
+        message_id: None,
+        destination: Some(&destination),
+        since_ms: since,
+        until_ms: until,
+        only_failed: !req.all,
+    };
+    redeliver(&s, store, &which).await
+}
+
+async fn redeliver(
+    s: &AdminState,
+    store: &bridgehead_state::Store,
+    which: &bridgehead_state::Redeliver<'_>,
+) -> Response {
+    match store.webhook_redeliver(which, bridgehead_http::clock::unix_ms()).await {
+        Ok(n) => {
+            tracing::info!(deliveries = n, message = ?which.message_id, destination = ?which.destination, "admin: webhook deliveries made again");
+            s.shared.webhook_wake.notify_one();
+            axum::Json(json!({ "redelivered": n })).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MessageReplayRequest {
+    /// Only to this endpoint.
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+/// `POST /admin/webhooks/messages/{id}/replay` (`{"endpoint": …}` or no body): the message
+/// is delivered again to each destination (or the one endpoint) whose delivery finished,
+/// delivered or failed, from attempt 1.
+async fn webhook_message_replay(
+    State(s): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    let req: MessageReplayRequest = match json_body(&body, "{\"endpoint\": \"…\"}") {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match store.webhook_deliveries(&id).await {
+        Ok(d) if d.is_empty() => return not_found_problem(format!("no message `{id}` with deliveries")),
+        Ok(_) => {}
+        Err(e) => return unavailable(e),
+    }
+    let destination = req.endpoint.as_deref().map(bridgehead_webhooks::outbound::destination);
+    let which = bridgehead_state::Redeliver {
+        message_id: Some(&id),
+        destination: destination.as_deref(),
+        only_failed: false,
+        ..Default::default()
+    };
+    redeliver(&s, store, &which).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageQuery {
+    source: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    endpoint: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/webhooks/messages?source=&type=&endpoint=&since=&until=&before=&limit=`: newest
+/// first, at most `limit` (default 50, at most 500), without bodies; `next_before` pages on.
+async fn webhook_messages(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<MessageQuery>,
+) -> Response {
+    let Some(store) = s.shared.store.as_ref() else { return no_store() };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return bad_request(format!("limit must be 1 to 500, got {limit}"));
+    }
+    let when = |v: &Option<String>, what: &str| -> Result<Option<i64>, String> {
+        v.as_ref()
+            .map(|t| match t.parse::<i64>() {
+                Ok(ms) => Ok(ms),
+                Err(_) => When::Text(t.clone()).ms(what),
+            })
+            .transpose()
+    };
+    let (since, until) = match (when(&q.since, "since"), when(&q.until, "until")) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
+    };
+    let before = match q.before.as_deref().map(|b| b.split_once(':').map(|(ms, id)| (ms.parse::<i64>(), id)))
+    {
+        None => None,
+        Some(Some((Ok(ms), id))) => Some((ms, id)),
+        Some(_) => {
+            return bad_request("before must be the next_before of the previous page (<ms>:<id>)".into());
+        }
+    };
+    let destination = q.endpoint.as_deref().map(bridgehead_webhooks::outbound::destination);
+    let filter = bridgehead_state::MessageFilter {
+        source: q.source.as_deref(),
+        event_type: q.event_type.as_deref(),
+        destination: destination.as_deref(),
+        since_ms: since,
+        until_ms: until,
+    };
+    match store.webhook_messages(&filter, before, limit).await {
+        Ok(list) => axum::Json(json!({
+            "messages": list.iter().map(bridgehead_webhooks::view::message).collect::<Vec<_>>(),
+            "next_before": (list.len() as i64 == limit)
+                .then(|| list.last().map(|m| format!("{}:{}", m.received_at_ms, m.id)))
+                .flatten(),
+        }))
+        .into_response(),
+        Err(e) => unavailable(e),
+    }
 }
 
 fn no_store() -> Response {

@@ -171,6 +171,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
         }
     }
     bridgehead_webhooks::inbound::Receiver::build_all(loaded)?;
+    bridgehead_webhooks::outbound::Dispatcher::build(loaded, None)?;
     crate::auth::preflight(loaded)
 }
 
@@ -221,6 +222,7 @@ impl App {
             .map_err(|e| AppError::Build(BuildError::new("server.access_log.output", e)))?;
         let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?;
         runtime.auth.ready().await;
+        runtime.refresh_endpoints(Some(&store)).await;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -230,6 +232,7 @@ impl App {
             redis,
             buffers: bridgehead_http::body::BufferBudget::new(max_buffered),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
+            endpoints_changed: Arc::new(tokio::sync::Notify::new()),
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
@@ -334,6 +337,7 @@ impl App {
                 stop_rx.clone(),
             ))
         });
+        let endpoint_refresher = tokio::spawn(refresh_endpoints(shared.clone()));
         tracing::info!(generation = shared.runtime.load().generation, "gateway ready");
 
         let failed = tokio::select! {
@@ -360,6 +364,7 @@ impl App {
         if let Some(h) = heartbeat {
             h.abort();
         }
+        endpoint_refresher.abort();
         if let Some(store) = &shared.store {
             store.close().await;
         }
@@ -379,11 +384,39 @@ impl bridgehead_webhooks::deliver::Env for WebhookEnv {
     }
 
     fn destinations(&self) -> Vec<String> {
-        self.0.runtime.load().receivers.iter().map(|r| r.destination.clone()).collect()
+        let rt = self.0.runtime.load();
+        let mut all: Vec<String> = rt.receivers.iter().map(|r| r.destination.clone()).collect();
+        if let Some(d) = &rt.dispatcher {
+            // A disabled endpoint's deliveries wait; so do those of an endpoint whose breaker is
+            // open (no attempt is spent on it until it may be probed).
+            all.extend(
+                d.endpoints()
+                    .iter()
+                    .filter(|e| e.disabled.is_none() && e.upstream.accepting())
+                    .map(|e| e.destination()),
+            );
+        }
+        all
     }
 
     fn route(&self, destination: &str) -> Option<bridgehead_webhooks::deliver::Route> {
         let rt = self.0.runtime.load();
+        if let Some(name) = bridgehead_webhooks::outbound::endpoint_of(destination) {
+            let d = rt.dispatcher.as_ref()?;
+            let e = d.endpoint(name)?;
+            return Some(bridgehead_webhooks::deliver::Route {
+                name: destination.into(),
+                upstream: e.upstream.clone(),
+                path: e.path.clone(),
+                retry_schedule: d.retry_schedule.clone(),
+                drop_headers: Vec::new(),
+                timeout: d.timeout,
+                endpoint: Some(bridgehead_webhooks::deliver::EndpointRoute {
+                    signer: e.signer.clone(),
+                    declared: e.declared,
+                }),
+            });
+        }
         let r = rt.receivers.iter().find(|r| r.destination == destination)?;
         Some(bridgehead_webhooks::deliver::Route {
             name: r.name.clone(),
@@ -391,7 +424,28 @@ impl bridgehead_webhooks::deliver::Env for WebhookEnv {
             path: r.forward.path.clone(),
             retry_schedule: r.retry_schedule.clone(),
             drop_headers: r.signature_headers().to_vec(),
+            timeout: bridgehead_webhooks::deliver::ATTEMPT_TIMEOUT,
+            endpoint: None,
         })
+    }
+
+    fn endpoints_changed(&self) {
+        self.0.endpoints_changed.notify_one();
+    }
+}
+
+/// Reads the webhook endpoints from the store every few seconds, and at once when asked
+/// (`Shared::endpoints_changed`), so changes made on another node or by the command arrive.
+async fn refresh_endpoints(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(bridgehead_webhooks::outbound::REFRESH) => {}
+            () = shared.endpoints_changed.notified() => {}
+        }
+        let rt = shared.runtime.load_full();
+        rt.refresh_endpoints(shared.store.as_ref()).await;
+        // Deliveries of an endpoint enabled again (or added) may be waiting.
+        shared.webhook_wake.notify_one();
     }
 }
 

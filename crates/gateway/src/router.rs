@@ -33,6 +33,8 @@ pub enum Backend {
     OAuth,
     /// A webhook receiver (`webhooks.inbound[]`).
     Webhook(Arc<bridgehead_webhooks::inbound::Receiver>),
+    /// The outbound dispatcher's intake (`webhooks.outbound.intake`).
+    Intake(Arc<bridgehead_webhooks::outbound::Dispatcher>),
 }
 
 impl Backend {
@@ -41,6 +43,7 @@ impl Backend {
             Backend::Proxy(_) => "proxy",
             Backend::OAuth => "oauth",
             Backend::Webhook(_) => "webhook",
+            Backend::Intake(_) => "webhook_intake",
         }
     }
 
@@ -50,10 +53,13 @@ impl Backend {
     pub fn renders_grpc(&self, grpc_request: bool) -> bool {
         match self {
             Backend::Proxy(_) => grpc_request,
-            Backend::OAuth | Backend::Webhook(_) => false,
+            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => false,
         }
     }
 }
+
+/// The name of the outbound webhook intake's route.
+pub const INTAKE_ROUTE: &str = "(webhooks:intake)";
 
 /// The name of the built-in authorization server's routes.
 pub const OAUTH_ROUTE: &str = "(oauth)";
@@ -124,7 +130,7 @@ impl Route {
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match &self.backend {
             Backend::Proxy(u) => Some(u),
-            Backend::OAuth | Backend::Webhook(_) => None,
+            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => None,
         }
     }
 
@@ -222,6 +228,29 @@ impl Router {
         let mut all: Vec<Route> = builtins.collect();
         all.append(&mut self.routes);
         self.routes = all;
+        self
+    }
+
+    /// Adds the built-in route of the outbound dispatcher's intake, tried before every user
+    /// route: `POST` on its exact path, on every host, behind `auth`. Its name is
+    /// `(webhooks:intake)`.
+    #[must_use]
+    pub fn with_intake(
+        mut self,
+        dispatcher: Option<&Arc<bridgehead_webhooks::outbound::Dispatcher>>,
+        auth: Option<Arc<crate::auth::RouteAuth>>,
+        duration: impl Fn(&Arc<str>) -> Histogram,
+    ) -> Self {
+        let Some(d) = dispatcher else { return self };
+        let name: Arc<str> = INTAKE_ROUTE.into();
+        let exact = RouteMatch {
+            path: Some(d.intake.clone()),
+            methods: Some(vec!["POST".into()]),
+            ..RouteMatch::default()
+        };
+        let mut route = Route::builtin(INTAKE_ROUTE, exact, Backend::Intake(d.clone()), duration(&name));
+        route.auth = auth;
+        self.routes.insert(0, route);
         self
     }
 

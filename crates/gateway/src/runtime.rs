@@ -31,6 +31,8 @@ pub struct Runtime {
     pub generation: u64,
     /// The webhook receivers (`webhooks.inbound`), in config order.
     pub receivers: Vec<Arc<bridgehead_webhooks::inbound::Receiver>>,
+    /// The outbound dispatcher (`webhooks.outbound`), when configured.
+    pub dispatcher: Option<Arc<bridgehead_webhooks::outbound::Dispatcher>>,
 }
 
 impl Runtime {
@@ -66,6 +68,17 @@ impl Runtime {
         }
         let receivers: Vec<_> =
             bridgehead_webhooks::inbound::Receiver::build_all(&loaded)?.into_iter().map(Arc::new).collect();
+        let dispatcher = bridgehead_webhooks::outbound::Dispatcher::build(
+            &loaded,
+            previous.and_then(|p| p.dispatcher.as_deref()),
+        )?
+        .map(Arc::new);
+        let intake_auth = loaded
+            .config
+            .webhooks
+            .outbound
+            .as_ref()
+            .and_then(|o| auth.for_names(&o.auth, &o.require_scopes, false));
         let router = Router::new(
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),
@@ -111,9 +124,13 @@ impl Runtime {
         )
         .with_webhooks(&receivers, |name| {
             metrics.http_duration.get_or_create(&RouteLabels { route: Name(name.clone()) }).clone()
+        })
+        .with_intake(dispatcher.as_ref(), intake_auth, |name| {
+            metrics.http_duration.get_or_create(&RouteLabels { route: Name(name.clone()) }).clone()
         });
         Ok(Self {
             receivers,
+            dispatcher,
             loaded: Arc::new(loaded),
             router,
             upstreams,
@@ -121,6 +138,17 @@ impl Runtime {
             jwks,
             generation: previous.map_or(1, |p| p.generation + 1),
         })
+    }
+
+    /// Reads the run-time webhook endpoints and their state from the store (see
+    /// [`bridgehead_webhooks::outbound::Dispatcher::refresh`]); a failure is logged and the
+    /// endpoints stay as they were.
+    pub async fn refresh_endpoints(&self, store: Option<&bridgehead_state::Store>) {
+        if let (Some(d), Some(store)) = (&self.dispatcher, store)
+            && let Err(e) = d.refresh(store).await
+        {
+            tracing::warn!(error = %e, "webhook endpoints could not be read from the state store");
+        }
     }
 
     /// Upstreams that at least one route sends traffic to.
@@ -145,4 +173,7 @@ pub struct Shared {
     pub buffers: bridgehead_http::body::BufferBudget,
     /// Wakes the webhook delivery worker when a receiver has committed a message.
     pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// Asks the endpoint refresher to read the webhook endpoints from the store now (an admin
+    /// change, an endpoint disabled for a 410).
+    pub endpoints_changed: Arc<tokio::sync::Notify>,
 }

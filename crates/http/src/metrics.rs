@@ -199,6 +199,8 @@ pub struct Metrics {
     pub webhook_deliveries: Family<DestinationOutcomeLabels, Counter>,
     pub webhook_backlog: Family<DestinationLabels, Gauge>,
     pub webhook_oldest_pending: Family<DestinationLabels, Gauge>,
+    pub webhook_published: Family<ResultLabels, Counter>,
+    pub webhook_attempt_duration: Family<DestinationLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -344,9 +346,27 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             webhook_oldest_pending.clone(),
         );
+        let webhook_published = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_published",
+            "Events published on the outbound webhook intake, by result (accepted, duplicate, or the refusal reason)",
+            webhook_published.clone(),
+        );
+        let webhook_attempt_duration =
+            Family::<DestinationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "webhook_attempt_duration",
+            "Time of one webhook delivery attempt, answer included, by destination",
+            prometheus_client::registry::Unit::Seconds,
+            webhook_attempt_duration.clone(),
+        );
         Self {
             registry,
             connections,
+            webhook_published,
+            webhook_attempt_duration,
             webhook_received,
             webhook_dead_letters_dropped,
             webhook_deliveries,

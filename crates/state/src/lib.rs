@@ -187,6 +187,7 @@ mod redis;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhook_endpoints;
 mod webhooks;
 
 // `crate::` because the `redis` crate has the same name as the module.
@@ -203,6 +204,7 @@ pub use oauth::{
 };
 pub use redact::redact_url;
 pub use store::{Backend, CONNECT_TIMEOUT, NodeRecord, SCHEMA_VERSION, Store};
+pub use webhook_endpoints::{EndpointRecord, MessageFilter, MessageRecord, Redeliver};
 pub use webhooks::{
     Accepted, AttemptOutcome, AttemptRecord, AttemptRow, ClaimedDelivery, DeadLetter, DeliveryRecord,
     NewDeadLetter, NewWebhookMessage, WEBHOOK_PURGE_BATCH,

@@ -21,7 +21,7 @@ use crate::redact::{Secrets, redact_url};
 
 /// The schema version this build creates: the highest migration number, the same for both
 /// backends (a unit test holds the migration directories to that).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How long [`Store::open`] waits for the database to answer, and a query for a free connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

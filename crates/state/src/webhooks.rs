@@ -42,6 +42,7 @@ pub(crate) struct AcceptJob {
     body: Vec<u8>,
     retention_ms: i64,
     destinations: Vec<String>,
+    ordering_key: Option<String>,
     now_ms: i64,
 }
 
@@ -105,6 +106,8 @@ pub struct NewWebhookMessage<'a> {
     pub body: &'a [u8],
     /// How long the message (and its id, for replay protection) is kept, in ms.
     pub retention_ms: i64,
+    /// Deliveries with the same key (to the same destination) go out one at a time, in order.
+    pub ordering_key: Option<&'a str>,
 }
 
 /// What [`Store::webhook_accept`] did.
@@ -291,6 +294,7 @@ impl Store {
             body: msg.body.to_vec(),
             retention_ms: msg.retention_ms,
             destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+            ordering_key: msg.ordering_key.map(str::to_owned),
             now_ms,
         };
         if matches!(self.pools, Pools::Postgres(_)) {
@@ -332,8 +336,8 @@ impl Store {
         const EXISTING: &str =
             "SELECT id FROM bridgehead_webhook_messages WHERE source = $1 AND external_id = $2";
         const DELIVERY: &str = "INSERT INTO bridgehead_webhook_deliveries
-             (message_id, destination, state, attempts, next_attempt_at, updated_at)
-             VALUES ($1, $2, 'pending', 0, $3, $3)";
+             (message_id, destination, state, attempts, next_attempt_at, updated_at, ordering_key)
+             VALUES ($1, $2, 'pending', 0, $3, $3, $4)";
         macro_rules! batch {
             ($conn:expr) => {
                 async {
@@ -367,6 +371,7 @@ impl Store {
                                     .bind(&id)
                                     .bind(d)
                                     .bind(job.now_ms)
+                                    .bind(&job.ordering_key)
                                     .execute(&mut *tx)
                                     .await?;
                             }
@@ -399,7 +404,10 @@ impl Store {
 
     /// Claims up to `limit` deliveries to `destination` that are due (`next_attempt_at <= now`)
     /// and not leased (or whose lease ran out), for `owner` until `now_ms + lease_ms`, oldest due
-    /// first, with their messages. Concurrent claimers on any node get disjoint deliveries. A
+    /// first, with their messages. A delivery with an ordering key waits while an earlier
+    /// delivery with the same key to the same destination is pending (being tried, or waiting
+    /// for its retry): a failing message holds back the later ones of its key, and only those.
+    /// Concurrent claimers on any node get disjoint deliveries. A
     /// node claims only the destinations its config knows, so nodes running different configs
     /// (a rolling change) leave each other's deliveries alone.
     pub async fn webhook_claim(
@@ -415,10 +423,14 @@ impl Store {
         let sql = |lock: &str| {
             format!(
                 "UPDATE bridgehead_webhook_deliveries SET lease_owner = $1, lease_until = $2
-                 WHERE id IN (SELECT id FROM bridgehead_webhook_deliveries
-                     WHERE state = 'pending' AND destination = $5 AND next_attempt_at <= $3
-                         AND lease_until <= $3
-                     ORDER BY next_attempt_at, id LIMIT $4 {lock})
+                 WHERE id IN (SELECT d.id FROM bridgehead_webhook_deliveries d
+                     WHERE d.state = 'pending' AND d.destination = $5 AND d.next_attempt_at <= $3
+                         AND d.lease_until <= $3
+                         AND (d.ordering_key IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM bridgehead_webhook_deliveries e
+                             WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
+                                 AND e.state = 'pending' AND e.id < d.id))
+                     ORDER BY d.next_attempt_at, d.id LIMIT $4 {lock})
                  RETURNING id, message_id, destination, attempts"
             )
         };
@@ -519,6 +531,29 @@ impl Store {
             .await
         })
         .map_err(StateError::query(OP))
+    }
+
+    /// Gives back a delivery claimed by `owner` without an attempt (its destination's breaker
+    /// was open), due again at `next_attempt_at_ms`. False when `owner` no longer holds it.
+    pub async fn webhook_release(
+        &self,
+        delivery_id: i64,
+        owner: &str,
+        next_attempt_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StateError> {
+        const SQL: &str = "UPDATE bridgehead_webhook_deliveries
+             SET lease_owner = NULL, lease_until = 0, next_attempt_at = $1, updated_at = $2
+             WHERE id = $3 AND lease_owner = $4 AND state = 'pending'";
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(next_attempt_at_ms)
+            .bind(now_ms)
+            .bind(delivery_id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(StateError::query("webhook_release"))
     }
 
     /// Every owner holding a lease on a pending delivery (for a node to find the leases its

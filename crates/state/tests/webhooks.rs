@@ -33,6 +33,7 @@ mod checks {
             headers_json: r#"[["content-type","application/json"]]"#,
             body,
             retention_ms: DAY,
+            ordering_key: None,
         }
     }
 

@@ -70,11 +70,20 @@ pub(super) struct Judged {
     /// Whether the verdict is the target's to bear (breaker, passive health); false for a
     /// connect that another request made and that failed.
     pub blame: bool,
+    /// What the transport said when the exchange failed (for a background caller's log; never
+    /// shown to a client).
+    pub cause: Option<String>,
 }
 
 impl Judged {
     pub fn failed(label: &'static str, failure: Failure, error: GatewayError) -> Self {
-        Self { verdict: Some((label, true)), failure: Some(failure), result: Err(error), blame: true }
+        Self {
+            verdict: Some((label, true)),
+            failure: Some(failure),
+            result: Err(error),
+            blame: true,
+            cause: None,
+        }
     }
 
     /// Attaches the target to an answer whose verdict waits for its trailers.
@@ -119,6 +128,7 @@ impl Classify {
                 failure: Some(Failure::Status(status)),
                 result: Ok(res),
                 blame: true,
+                cause: None,
             };
         }
         if self == Classify::Http || status != StatusCode::OK {
@@ -129,6 +139,7 @@ impl Classify {
                 failure: Some(Failure::Status(status)),
                 result: Ok(res),
                 blame: true,
+                cause: None,
             };
         }
         // A status in the head (trailers-only) is the server's word, whatever its content type.
@@ -144,10 +155,11 @@ impl Classify {
                 failure: Some(Failure::Status(status)),
                 result: Ok(res),
                 blame: true,
+                cause: None,
             };
         }
         let Some(patience) = peek else {
-            return Judged { verdict: None, failure: None, result: Ok(res), blame: true };
+            return Judged { verdict: None, failure: None, result: Ok(res), blame: true, cause: None };
         };
         let (parts, mut body) = res.into_parts();
         let Ok(first) = tokio::time::timeout(patience, body.next_frame()).await else {
@@ -156,6 +168,7 @@ impl Classify {
                 failure: None,
                 result: Ok(Response::from_parts(parts, body)),
                 blame: true,
+                cause: None,
             };
         };
         match first {
@@ -171,9 +184,10 @@ impl Classify {
                             failure: Some(Failure::Grpc(13)),
                             result: Ok(res),
                             blame: true,
+                            cause: None,
                         };
                     }
-                    Judged { verdict: None, failure: None, result: Ok(res), blame: true }
+                    Judged { verdict: None, failure: None, result: Ok(res), blame: true, cause: None }
                 }
             },
             Some(Err(_)) | None => Judged {
@@ -184,6 +198,7 @@ impl Classify {
                     reason: "the response ended before its gRPC status arrived",
                 }),
                 blame: true,
+                cause: None,
             },
         }
     }
@@ -198,6 +213,7 @@ impl Judged {
             failure: (code != 0).then_some(Failure::Grpc(code)),
             result: Ok(res),
             blame: true,
+            cause: None,
         }
     }
 }

@@ -219,7 +219,7 @@ fn client_key(cfg: &UpstreamConfig) -> Option<String> {
     cfg.tls.is_none().then(|| format!("{:?}/{:?}/{:?}/{:?}", t.connect, t.pool_idle, cfg.protocol, cfg.http2))
 }
 
-fn new_transport(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> transport::Transport {
+fn new_transport(cfg: &UpstreamConfig, tls: rustls::ClientConfig, public_only: bool) -> transport::Transport {
     let server_name = cfg.tls.as_ref().and_then(|t| t.server_name.as_deref());
     let http2 = (cfg.protocol != UpstreamProtocol::Http1).then(|| {
         let tls = cfg.targets.iter().any(|t| t.url.starts_with("https://")).then(|| tls.clone());
@@ -233,6 +233,7 @@ fn new_transport(cfg: &UpstreamConfig, tls: rustls::ClientConfig) -> transport::
         tls,
         server_name,
         http2,
+        public_only,
     )
 }
 
@@ -246,7 +247,7 @@ impl Upstream {
         .expect("default protocol versions")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-        Self::with_parts(name, cfg, carry, tls, None, None)
+        Self::with_parts(name, cfg, carry, tls, None, None, false)
     }
 
     /// Compiles an upstream with its TLS settings and credentials.
@@ -274,7 +275,7 @@ impl Upstream {
                 )
             })
             .transpose()?;
-        Ok(Self::with_parts(name, cfg, carry, tls, credentials, redis))
+        Ok(Self::with_parts(name, cfg, carry, tls, credentials, redis, false))
     }
 
     fn with_parts(
@@ -284,11 +285,13 @@ impl Upstream {
         tls: rustls::ClientConfig,
         credentials: Option<credentials::Credentials>,
         redis: Option<&RedisHandle>,
+        public_only: bool,
     ) -> Self {
-        let key = client_key(cfg);
+        // The guard is part of the transport: a transport is reused only with the same one.
+        let key = client_key(cfg).map(|k| format!("{k}/{public_only}"));
         let transport = match carry.clients.get(name) {
             Some((Some(k), c)) if key.as_ref() == Some(k) => c.clone(),
-            _ => new_transport(cfg, tls),
+            _ => new_transport(cfg, tls, public_only),
         };
         let targets: Vec<Target> = cfg
             .targets
@@ -467,6 +470,50 @@ impl Upstream {
             Some(credentials::Credentials::OAuth2(tokens)) => Some(tokens),
             _ => None,
         }
+    }
+
+    /// Whether a request could go now: a target is available and its breaker (if any) is not
+    /// open (no side effect; a half-open breaker with a free probe slot counts).
+    pub fn accepting(&self) -> bool {
+        let now = clock_ms();
+        self.targets.iter().any(|t| t.weight > 0 && self.pickable(t, now))
+    }
+
+    /// Compiles the upstream of an outbound webhook endpoint: one target (`origin`, scheme and
+    /// authority), HTTP/1.1, `tls` (the system roots), the dispatcher's circuit breaker, no
+    /// passive ejection (the breaker judges the endpoint), `timeout` for the answer's head. With
+    /// `public_only`, connections go only to public addresses ([`bridgehead_config::netguard`]),
+    /// judged after DNS on every connect. `carry` keeps the breaker's state and the pooled
+    /// connections across rebuilds while the settings are the same.
+    pub fn endpoint(
+        name: &str,
+        origin: &str,
+        breaker: &CircuitBreakerConfig,
+        timeout: std::time::Duration,
+        tls: rustls::ClientConfig,
+        carry: &Carryover,
+        public_only: bool,
+    ) -> Self {
+        let cfg = UpstreamConfig {
+            targets: vec![bridgehead_config::Target { url: origin.to_owned(), weight: 1 }],
+            load_balancing: LoadBalancing::RoundRobin,
+            protocol: UpstreamProtocol::Http1,
+            http2: bridgehead_config::Http2Settings::default(),
+            timeouts: UpstreamTimeouts {
+                connect: bridgehead_config::HumanDuration::secs(5),
+                request: bridgehead_config::HumanDuration(timeout),
+                ..UpstreamTimeouts::default()
+            },
+            health_check: None,
+            passive_health: PassiveHealth { consecutive_failures: 0, ..PassiveHealth::default() },
+            tls: None,
+            credentials: None,
+            retry: None,
+            circuit_breaker: Some(breaker.clone()),
+            rate_limit: None,
+            sticky: None,
+        };
+        Self::with_parts(name, &cfg, carry, tls, None, None, public_only)
     }
 
     /// Whether at least one target may take traffic now.

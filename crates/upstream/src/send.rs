@@ -68,6 +68,9 @@ pub trait Observer: Send {
     fn retrying(&mut self) {}
     /// The request is about to leave: from here on the upstream may act on it.
     fn sending(&mut self) {}
+    /// The try failed in the transport (connect, reset), with what the transport said: for a
+    /// background caller's own log (a webhook attempt's), never for a client.
+    fn transport_failed(&mut self, _cause: &str) {}
 }
 
 /// An observer that hears nothing.
@@ -142,6 +145,9 @@ impl Sender<'_> {
             let token = prepared.token.clone();
             observer.sending();
             let judged = tries.exchange(target, prepared).await?;
+            if let Some(cause) = &judged.cause {
+                observer.transport_failed(cause);
+            }
             match tries.decide(&judged, token.as_ref()).await {
                 Next::Done => return judged.result,
                 Next::Again(wait) => {
@@ -298,6 +304,7 @@ impl<'a> Tries<'a> {
                 // A connect another request made failed: that one already counted against the
                 // target.
                 judged.blame = !e.is_shared_connect();
+                judged.cause = Some(e.to_string());
                 judged
             }
             Ok(Ok(res)) => {

@@ -10,17 +10,32 @@ use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// The system's trusted roots (what `rustls-native-certs` finds; none when it finds none).
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// A client config trusting the system roots only, without a client certificate: for
+/// outbound webhook endpoints.
+pub fn system_roots_client() -> ClientConfig {
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default protocol versions")
+        .with_root_certificates(system_roots())
+        .with_no_client_auth()
+}
+
 /// The rustls client config for one upstream. Errors name the key.
 pub fn client_config(
     base: &str,
     tls: Option<&UpstreamTls>,
     loaded: &LoadedConfig,
 ) -> Result<ClientConfig, BuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
+    let mut roots = system_roots();
     if let Some(ca) = tls.and_then(|t| t.ca.as_ref()) {
         let path = loaded.resolve_path(ca);
         let key = format!("{base}.tls.ca");

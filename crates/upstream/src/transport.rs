@@ -129,6 +129,9 @@ struct Shared {
 /// How a connection is made: TCP within `timeouts.connect`, then TLS for `https://` targets.
 struct Connector {
     timeout: Duration,
+    /// Refuse addresses in internal ranges ([`bridgehead_config::netguard`]): the SSRF guard of
+    /// webhook endpoints.
+    public_only: bool,
     /// The SNI override (`tls.server_name`).
     server_name: Option<ServerName<'static>>,
 }
@@ -234,12 +237,13 @@ impl Transport {
         tls: rustls::ClientConfig,
         server_name: Option<&str>,
         http2: Option<Http2Pool>,
+        public_only: bool,
     ) -> Self {
         let mut tls = tls;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self(Arc::new(Shared {
             protocol,
-            connect: Connector::new(connect_timeout, server_name),
+            connect: Connector::new(connect_timeout, server_name, public_only),
             tls: Arc::new(tls),
             idle_timeout,
             http2,
@@ -499,9 +503,43 @@ fn bare_host(target: &Target) -> &str {
     target.authority.host().trim_start_matches('[').trim_end_matches(']')
 }
 
+/// The addresses of `addrs` outside every internal range; an error naming the refused ones when
+/// none is left.
+fn public_addresses(
+    host: &str,
+    addrs: Vec<std::net::SocketAddr>,
+) -> Result<Vec<std::net::SocketAddr>, TransportError> {
+    let (public, refused): (Vec<_>, Vec<_>) =
+        addrs.into_iter().partition(|a| bridgehead_config::netguard::internal_range(a.ip()).is_none());
+    if public.is_empty() && !refused.is_empty() {
+        let listed: Vec<String> = refused
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} ({})",
+                    a.ip(),
+                    bridgehead_config::netguard::internal_range(a.ip()).unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(TransportError::Connect(
+            format!(
+                "{host} resolves only to refused addresses: {}; the endpoint needs allow_private_network: true to reach them",
+                listed.join(", ")
+            )
+            .into(),
+        ));
+    }
+    Ok(public)
+}
+
 impl Connector {
-    fn new(timeout: Duration, server_name: Option<&str>) -> Self {
-        Self { timeout, server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()) }
+    fn new(timeout: Duration, server_name: Option<&str>, public_only: bool) -> Self {
+        Self {
+            timeout,
+            public_only,
+            server_name: server_name.and_then(|n| ServerName::try_from(n.to_owned()).ok()),
+        }
     }
 
     /// TCP to the target's host and port, DNS included, within the connect timeout: each
@@ -519,6 +557,9 @@ impl Connector {
                 .map_err(|_| TransportError::Connect(format!("resolving {host} timed out").into()))?
                 .map_err(|e| TransportError::Connect(format!("resolving {host}: {e}").into()))?
                 .collect();
+        // The guard judges the addresses DNS gave, and the connection goes to one it passed: a
+        // name that resolves elsewhere the next time is judged again on that connect.
+        let addrs = if self.public_only { public_addresses(host, addrs)? } else { addrs };
         let mut last: BoxError = format!("{host} resolved to no address").into();
         let mut tcp = None;
         for (i, addr) in addrs.iter().enumerate() {
@@ -623,7 +664,7 @@ impl Http2Pool {
                 if auto { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"h2".to_vec()] };
             Arc::new(c)
         });
-        Self { settings, tls, connect: Connector::new(connect_timeout, server_name) }
+        Self { settings, tls, connect: Connector::new(connect_timeout, server_name, false) }
     }
 
     /// A connection with room for one more stream; `None` when an `auto` target speaks only

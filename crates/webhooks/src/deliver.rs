@@ -61,9 +61,13 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const MAX_IN_FLIGHT: usize = 64;
 /// See [`MAX_IN_FLIGHT`].
 pub const MIN_IN_FLIGHT_PER_DESTINATION: usize = 8;
+/// When a delivery to an endpoint that answered 410 is tried again, unless the endpoint is
+/// enabled before (which makes it due at once).
+const GONE_WAIT: Duration = Duration::from_secs(3600);
 /// How much of an answer's body is kept with the attempt.
 pub const RESPONSE_KEPT: usize = 1024;
 
+const USER_AGENT: &str = concat!("Bridgehead-Webhooks/", env!("CARGO_PKG_VERSION"));
 const X_BRIDGEHEAD_WEBHOOK: HeaderName = HeaderName::from_static("x-bridgehead-webhook");
 const X_BRIDGEHEAD_MESSAGE_ID: HeaderName = HeaderName::from_static("x-bridgehead-message-id");
 
@@ -76,6 +80,17 @@ pub struct Route {
     pub retry_schedule: Vec<Duration>,
     /// Stored headers never sent on (the receiver's signature headers).
     pub drop_headers: Vec<HeaderName>,
+    /// The longest one attempt may take (at most [`ATTEMPT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Set for an outbound endpoint: each attempt is signed, and a 410 disables it.
+    pub endpoint: Option<EndpointRoute>,
+}
+
+/// What a delivery to an outbound endpoint adds.
+pub struct EndpointRoute {
+    pub signer: crate::signature::Signer,
+    /// Declared in the config (its disabled state is a row of its own in the store).
+    pub declared: bool,
 }
 
 /// What the worker needs from the gateway.
@@ -83,8 +98,11 @@ pub trait Env: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// The route of a destination in the running config, if it still has one.
     fn route(&self, destination: &str) -> Option<Route>;
-    /// Every destination of the running config: the only ones this node claims.
+    /// Every destination of the running config this node claims now: the receivers' forwards,
+    /// and the enabled endpoints whose breaker is not open.
     fn destinations(&self) -> Vec<String>;
+    /// An endpoint was disabled (it answered 410): read the endpoints again.
+    fn endpoints_changed(&self) {}
 }
 
 /// Runs the worker until `stop` flips to true, then lets the attempts in flight finish (each
@@ -264,16 +282,26 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
             (None, error, None, AttemptOutcome::RetryAt(after(Duration::from_secs(60))))
         }
         Some(route) => {
-            let (status, error, response, retry_after) =
-                match tokio::time::timeout(ATTEMPT_TIMEOUT, send(env, &route, &c)).await {
-                    Ok(r) => r,
-                    Err(_) => (
-                        None,
-                        Some(format!("no complete answer within {}s", ATTEMPT_TIMEOUT.as_secs())),
-                        None,
-                        None,
-                    ),
-                };
+            let limit = route.timeout.min(ATTEMPT_TIMEOUT);
+            let sent = match tokio::time::timeout(limit, send(env, &route, &c)).await {
+                Ok(Sent::NotSent(wait)) => {
+                    // The endpoint's breaker is open: no attempt was made, none is counted.
+                    let _ = store.webhook_release(c.id, owner, after(wait), now_of()).await;
+                    return Some(after(wait));
+                }
+                Ok(Sent::Tried(t)) => t,
+                Err(_) => {
+                    (None, Some(format!("no complete answer within {}s", limit.as_secs_f32())), None, None)
+                }
+            };
+            let (status, error, response, mut retry_after) = sent;
+            if status == Some(StatusCode::GONE)
+                && let Some(e) = &route.endpoint
+            {
+                gone(env, store, &route.name, e.declared).await;
+                // It waits for the endpoint to be enabled again, which makes it due at once.
+                retry_after = Some(GONE_WAIT);
+            }
             let made = usize::try_from(c.attempts).unwrap_or(usize::MAX);
             let outcome = if status.is_some_and(|s| s.is_success()) {
                 AttemptOutcome::Delivered
@@ -281,7 +309,10 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
                 let jittered = wait.mul_f64(0.8 + fastrand::f64() * 0.4);
                 // A Retry-After longer than the schedule's longest wait is not believed further.
                 let longest = route.retry_schedule.iter().max().copied().unwrap_or(*wait);
-                let wait = retry_after.map_or(jittered, |r| r.min(longest).max(jittered));
+                let wait = match retry_after {
+                    Some(GONE_WAIT) => GONE_WAIT,
+                    r => r.map_or(jittered, |r| r.min(longest).max(jittered)),
+                };
                 AttemptOutcome::RetryAt(after(wait))
             } else {
                 AttemptOutcome::Dead
@@ -290,6 +321,8 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
         }
     };
     let now = now_of();
+    let labels = DestinationLabels { destination: Name(c.destination.as_str().into()) };
+    env.metrics().webhook_attempt_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     let record = AttemptRecord {
         status: status.map(|s| s.as_u16()),
         latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
@@ -327,27 +360,66 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
     retry_at
 }
 
-/// The attempt on the wire: status, error, the start of the answer, and its `Retry-After`.
-async fn send(
-    env: &dyn Env,
-    route: &Route,
-    c: &ClaimedDelivery,
-) -> (Option<StatusCode>, Option<String>, Option<Vec<u8>>, Option<Duration>) {
-    let mut headers = HeaderMap::new();
-    let pairs: Vec<(String, String)> = serde_json::from_str(&c.headers_json).unwrap_or_default();
-    for (name, value) in pairs {
-        let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) else {
-            continue;
-        };
-        if !route.drop_headers.contains(&name) {
-            headers.append(name, value);
+/// An endpoint answered 410 Gone: it is disabled (its pending deliveries wait until someone
+/// enables it again).
+async fn gone(env: &dyn Env, store: &Store, name: &str, declared: bool) {
+    let now = bridgehead_http::clock::unix_ms();
+    let endpoint = crate::outbound::endpoint_of(name).unwrap_or(name);
+    match store.webhook_endpoint_set_disabled(endpoint, declared, Some("answered 410 Gone"), now).await {
+        Ok(_) => {
+            tracing::warn!(endpoint, "webhook endpoint answered 410 Gone: disabled until enabled again");
+            env.endpoints_changed();
+        }
+        Err(e) => {
+            tracing::warn!(endpoint, error = %e, "could not disable a webhook endpoint that answered 410");
         }
     }
-    if let Ok(v) = HeaderValue::try_from(route.name.as_ref()) {
-        headers.insert(X_BRIDGEHEAD_WEBHOOK, v);
+}
+
+/// Keeps what the transport said when an attempt failed.
+struct Cause(Option<String>);
+
+impl bridgehead_upstream::send::Observer for Cause {
+    fn transport_failed(&mut self, cause: &str) {
+        self.0 = Some(cause.to_owned());
     }
-    if let Ok(v) = HeaderValue::try_from(c.message_id.as_str()) {
-        headers.insert(X_BRIDGEHEAD_MESSAGE_ID, v);
+}
+
+/// What [`send`] did.
+enum Sent {
+    /// Nothing went out (the breaker is open); try again after this.
+    NotSent(Duration),
+    /// Status, error, the start of the answer, and its `Retry-After`.
+    Tried((Option<StatusCode>, Option<String>, Option<Vec<u8>>, Option<Duration>)),
+}
+
+/// The attempt on the wire.
+async fn send(env: &dyn Env, route: &Route, c: &ClaimedDelivery) -> Sent {
+    let mut headers = HeaderMap::new();
+    if let Some(e) = &route.endpoint {
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        let now = bridgehead_http::clock::unix_ms() / 1000;
+        match e.signer.sign(&c.message_id, now, &c.body) {
+            Ok(signed) => headers.extend(signed),
+            Err(err) => return Sent::Tried((None, Some(err.to_string()), None, None)),
+        }
+    } else {
+        let pairs: Vec<(String, String)> = serde_json::from_str(&c.headers_json).unwrap_or_default();
+        for (name, value) in pairs {
+            let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) else {
+                continue;
+            };
+            if !route.drop_headers.contains(&name) {
+                headers.append(name, value);
+            }
+        }
+        if let Ok(v) = HeaderValue::try_from(route.name.as_ref()) {
+            headers.insert(X_BRIDGEHEAD_WEBHOOK, v);
+        }
+        if let Ok(v) = HeaderValue::try_from(c.message_id.as_str()) {
+            headers.insert(X_BRIDGEHEAD_MESSAGE_ID, v);
+        }
     }
     let out = Outgoing {
         method: Method::POST,
@@ -367,8 +439,18 @@ async fn send(
         stats: None,
         max_body: u64::MAX,
     };
-    match sender.send(out, &mut ()).await {
-        Err(e) => (None, Some(e.to_string()), None, None),
+    let mut cause = Cause(None);
+    match sender.send(out, &mut cause).await {
+        Err(bridgehead_http::problem::GatewayError::CircuitOpen { retry_after, .. }) => {
+            Sent::NotSent(Duration::from_secs(retry_after.max(1)))
+        }
+        // The attempt log keeps what the transport said (an operator reads it; no client does).
+        Err(e) => Sent::Tried((
+            None,
+            Some(cause.0.map_or_else(|| e.to_string(), |c| format!("{e}: {c}"))),
+            None,
+            None,
+        )),
         Ok(res) => {
             let status = res.status();
             let retry_after =
@@ -390,7 +472,7 @@ async fn send(
                 }
             }
             let error = (!status.is_success()).then(|| format!("HTTP {}", status.as_u16()));
-            (Some(status), error, Some(kept), retry_after)
+            Sent::Tried((Some(status), error, Some(kept), retry_after))
         }
     }
 }

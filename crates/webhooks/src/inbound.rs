@@ -377,6 +377,7 @@ impl Receiver {
             headers_json: &headers_json,
             body: &valid.body,
             retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
+            ordering_key: None,
         };
         store.webhook_accept(&msg, &[self.destination.as_str()], now_ms).await
     }
@@ -698,24 +699,24 @@ enum Checked {
 }
 
 /// A refused delivery: what the sender is told and what the dead letter keeps.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
-    reason: &'static str,
+    pub(crate) reason: &'static str,
     detail: String,
     body: Bytes,
     /// The body's length as received (more than `body` holds when it was not read).
     body_len: u64,
-    errors: Vec<SchemaError>,
-    members: Vec<(&'static str, Value)>,
+    pub(crate) errors: Vec<SchemaError>,
+    pub(crate) members: Vec<(&'static str, Value)>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: &'static str, detail: String, body: Bytes) -> Self {
+    pub(crate) fn new(status: StatusCode, reason: &'static str, detail: String, body: Bytes) -> Self {
         let body_len = body.len() as u64;
         Self { status, reason, detail, body, body_len, errors: Vec::new(), members: Vec::new() }
     }
 
-    fn response(&self, request_id: &str) -> Response<Bytes> {
+    pub(crate) fn response(&self, request_id: &str) -> Response<Bytes> {
         let (type_uri, title) = match self.reason {
             "signature" => ("urn:bridgehead:problem:webhook-signature", "Webhook signature not valid"),
             "schema" => {
@@ -727,6 +728,10 @@ impl Refusal {
             }
             "too_large" => ("urn:bridgehead:problem:body-too-large", "Request body too large"),
             "message_id" => ("urn:bridgehead:problem:webhook-message-id", "Webhook message id not usable"),
+            "invalid_event" => ("urn:bridgehead:problem:webhook-invalid-event", "Not a publishable event"),
+            "unknown_event_type" => {
+                ("urn:bridgehead:problem:webhook-unknown-event-type", "Event type not declared")
+            }
             _ => ("urn:bridgehead:problem:webhook-store-unavailable", "Webhook store unavailable"),
         };
         let mut body = json!({
@@ -750,7 +755,7 @@ impl Refusal {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Bytes> {
     let mut res = Response::new(Bytes::from(body));
     *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -6,6 +6,8 @@
 //! - [`schema`]: JSON Schema checks of payloads (every error, with its pointer).
 //! - [`inbound`]: a receiver (`webhooks.inbound[]`): verify, check, keep refusals as dead
 //!   letters, commit durably, answer.
+//! - [`outbound`]: the dispatcher (`webhooks.outbound`): the intake, the endpoints (config and
+//!   run-time), fan-out by event type.
 //! - [`deliver`]: the worker that forwards stored messages, at least once, with the receiver's
 //!   retry schedule.
 //!
@@ -15,6 +17,7 @@
 
 pub mod deliver;
 pub mod inbound;
+pub mod outbound;
 pub mod schema;
 pub mod signature;
 pub mod view;

@@ -3,7 +3,7 @@
 //! and base64 (`body_base64`) otherwise.
 
 use base64::Engine as _;
-use bridgehead_state::{AttemptRow, DeadLetter, DeliveryRecord};
+use bridgehead_state::{AttemptRow, DeadLetter, DeliveryRecord, MessageRecord};
 use serde_json::{Value, json};
 
 /// The receiver's name of a source or destination (`inbound:shop`, `forward:shop` → `shop`).
@@ -52,6 +52,7 @@ pub fn delivery(d: &DeliveryRecord, attempts: &[AttemptRow]) -> Value {
         "id": d.id,
         "message_id": d.message_id,
         "receiver": receiver_of(&d.destination),
+        "destination": d.destination,
         "state": d.state,
         "attempts": d.attempts,
         "next_attempt_at_ms": d.next_attempt_at_ms,
@@ -65,6 +66,33 @@ pub fn delivery(d: &DeliveryRecord, attempts: &[AttemptRow]) -> Value {
             "error": a.error,
             "response": a.response.as_deref().map(String::from_utf8_lossy),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// An outbound endpoint (its secrets never shown: only how many are active).
+pub fn endpoint(e: &crate::outbound::Endpoint) -> Value {
+    json!({
+        "name": &*e.name,
+        "url": e.url,
+        "events": e.events,
+        "declared": e.declared,
+        "allow_private_network": e.allow_private_network,
+        "enabled": e.disabled.is_none(),
+        "disabled_at_ms": e.disabled.as_ref().map(|d| d.0),
+        "disabled_reason": e.disabled.as_ref().map(|d| d.1.as_str()),
+        "secrets": e.secrets,
+        "accepting": e.upstream.accepting(),
+    })
+}
+
+/// A message as listed.
+pub fn message(m: &MessageRecord) -> Value {
+    json!({
+        "id": m.id,
+        "source": m.source,
+        "external_id": m.external_id,
+        "type": m.event_type,
+        "received_at_ms": m.received_at_ms,
     })
 }
 

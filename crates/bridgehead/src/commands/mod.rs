@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod demo;
+pub mod endpoints;
 pub mod jwt;
 pub mod keys;
 pub mod oauth;

@@ -45,6 +45,11 @@ pub enum WebhookCommand {
     /// Example: bridgehead webhook dlq list -c bridgehead.yaml --receiver stripe
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The outbound dispatcher's endpoints (list, add, disable, enable, rotate-secret, remove).
+    ///
+    /// Example: bridgehead webhook endpoints list -c bridgehead.yaml
+    #[command(subcommand)]
+    Endpoints(super::endpoints::EndpointsCommand),
 }
 
 #[derive(clap::Args)]
@@ -225,7 +230,7 @@ pub struct VerifyArgs {
     output: Output,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
@@ -234,6 +239,7 @@ pub fn run(cmd: WebhookCommand) -> anyhow::Result<ExitCode> {
         WebhookCommand::Sign(args) => sign(args),
         WebhookCommand::Verify(args) => verify(args),
         WebhookCommand::Dlq(cmd) => dlq(cmd),
+        WebhookCommand::Endpoints(cmd) => super::endpoints::run(cmd),
         WebhookCommand::Send(args) => send(args),
         WebhookCommand::Listen(args) => listen(args),
     };

@@ -22,4 +22,5 @@ mod tls;
 mod upstream_auth;
 mod webhook_cli;
 mod webhook_crash;
+mod webhook_outbound;
 mod webhooks;

@@ -255,15 +255,26 @@ impl Authenticators {
 
     /// The compiled auth settings of one route.
     pub fn for_route(&self, route: &bridgehead_config::Route) -> Option<Arc<RouteAuth>> {
-        if route.auth.is_empty() {
+        self.for_names(&route.auth, &route.require_scopes, route.forward_credentials)
+    }
+
+    /// The auth settings of a built-in route: these authenticators, tried in order, and these
+    /// scopes; `None` when `names` is empty.
+    pub fn for_names(
+        &self,
+        names: &[String],
+        require_scopes: &[String],
+        forward_credentials: bool,
+    ) -> Option<Arc<RouteAuth>> {
+        if names.is_empty() {
             return None;
         }
         let authenticators: Vec<Arc<Authenticator>> =
-            route.auth.iter().filter_map(|n| self.by_name.get(n).cloned()).collect();
+            names.iter().filter_map(|n| self.by_name.get(n).cloned()).collect();
         Some(Arc::new(RouteAuth {
             authenticators,
-            require_scopes: route.require_scopes.clone(),
-            forward_credentials: route.forward_credentials,
+            require_scopes: require_scopes.to_vec(),
+            forward_credentials,
         }))
     }
 

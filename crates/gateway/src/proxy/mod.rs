@@ -233,6 +233,7 @@ async fn pipeline(
         Backend::Proxy(_) => proxy(ctx, parts).await,
         Backend::OAuth => oauth_server(ctx, parts).await,
         Backend::Webhook(r) => webhook(ctx, parts, r.clone()).await,
+        Backend::Intake(d) => intake(ctx, parts, d.clone()).await,
     }
 }
 
@@ -268,6 +269,50 @@ async fn webhook(
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let now = bridgehead_http::clock::unix_ms();
     let res = receiver.receive(store, &shared.metrics, &parts.headers, body, &id, now).await;
+    if res.status() == http::StatusCode::ACCEPTED {
+        shared.webhook_wake.notify_one();
+    }
+    Ok(res.map(ResponseBody::full))
+}
+
+/// The outbound dispatcher's intake: the body is read up to its limit, then the dispatcher
+/// checks, stores and answers (see `bridgehead_webhooks::outbound`). The intake's
+/// authenticators run first: the consumer they admit is the publisher.
+async fn intake(
+    ctx: &mut RequestCtx<'_>,
+    mut parts: http::request::Parts,
+    dispatcher: Arc<bridgehead_webhooks::outbound::Dispatcher>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    use bridgehead_webhooks::inbound::Body;
+    // The publisher is who the intake's authenticators admit, as on a proxy route.
+    authenticate(ctx, &mut parts).await?;
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        unreachable!("set by the route phase")
+    };
+    let shared = ctx.log.shared.clone();
+    let Some(store) = shared.store.as_ref() else {
+        return Err(GatewayError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        });
+    };
+    let charge = Charge::Now(&shared.buffers, &mut ctx.request_held);
+    let body = match read_body(incoming, dispatcher.max_body, &ctx.stats, false, charge).await {
+        Ok(b) => Body::Whole(b),
+        Err(GatewayError::BodyTooLarge { .. }) => Body::TooLarge,
+        Err(e) => return Err(e),
+    };
+    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
+    let now = bridgehead_http::clock::unix_ms();
+    let consumer = ctx.log.consumer.clone();
+    let publication = bridgehead_webhooks::outbound::Publication {
+        headers: &parts.headers,
+        body,
+        consumer: consumer.as_deref(),
+        request_id: &id,
+        now_ms: now,
+    };
+    let res = dispatcher.publish(store, &shared.metrics, publication).await;
     if res.status() == http::StatusCode::ACCEPTED {
         shared.webhook_wake.notify_one();
     }
