@@ -155,6 +155,12 @@
 //! | | `headers`, `body` | `TEXT`, `BLOB` / `BYTEA NOT NULL` | the request (secrets redacted) |
 //! | | `signatures` | `TEXT NOT NULL` | the signature headers as received, only for a replay to verify them again; never shown |
 //! | | `received_at`, `replayed_at`, `message_id` | | Unix ms; the replay, and the message it created |
+//! | `bridgehead_webhook_endpoints` (v6) | `name` | `TEXT` primary key | an outbound endpoint |
+//! | | `declared` | `INTEGER` / `BIGINT NOT NULL` | 1: declared in the config (only the state columns count) |
+//! | | `url`, `events`, `secrets`, `allow_private_network` | | a run-time endpoint's settings (`events` and `secrets` are JSON) |
+//! | | `disabled_at`, `disabled_reason` | | set while disabled |
+//! | | `created_at`, `updated_at` | | Unix ms |
+//! | `bridgehead_webhook_deliveries` (v6) | `ordering_key` | `TEXT`, indexed with `destination`, `state`, `id` | deliveries of one key go out in order |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.

@@ -6,7 +6,8 @@
 mod common;
 
 use bridgehead_state::{
-    Accepted, AttemptOutcome, AttemptRecord, Backend, NewDeadLetter, NewWebhookMessage, Store,
+    Accepted, AttemptOutcome, AttemptRecord, Backend, MessageFilter, NewDeadLetter, NewWebhookMessage,
+    Redeliver, Store,
 };
 
 each_backend!(
@@ -17,6 +18,8 @@ each_backend!(
     purge_keeps_pending_and_retained_messages,
     twenty_concurrent_accepts_of_one_id_store_one,
     concurrent_claimers_never_share_a_delivery,
+    ordering_keys_release_and_redelivery,
+    endpoints_and_message_listing,
 );
 
 mod checks {
@@ -363,5 +366,164 @@ mod checks {
         let unique: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
         assert_eq!(unique.len(), ids.len(), "a delivery was claimed twice: {ids:?}");
         assert_eq!(ids.len(), 40, "eight claimers of five take all forty");
+    }
+
+    /// Migration 0006: one key at a time in order, a lease given back without an attempt, and
+    /// finished deliveries made again.
+    pub async fn ordering_keys_release_and_redelivery(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let keyed = |ext: &'static str, key: Option<&'static str>| NewWebhookMessage {
+            source: "outbound:shop",
+            ordering_key: key,
+            ..msg(Some(ext), b"{}")
+        };
+        let d = ["endpoint:crm"];
+        let a1 = new_id(store.webhook_accept(&keyed("a1", Some("a")), &d, NOW).await.unwrap());
+        let a2 = new_id(store.webhook_accept(&keyed("a2", Some("a")), &d, NOW).await.unwrap());
+        let b1 = new_id(store.webhook_accept(&keyed("b1", Some("b")), &d, NOW).await.unwrap());
+        let n1 = new_id(store.webhook_accept(&keyed("n1", None), &d, NOW).await.unwrap());
+        let claimed = store.webhook_claim("w:1", "endpoint:crm", NOW, 30_000, 10).await.unwrap();
+        let got: Vec<&str> = claimed.iter().map(|c| c.message_id.as_str()).collect();
+        assert_eq!(got, [a1.as_str(), b1.as_str(), n1.as_str()], "a2 waits for a1");
+        // a1 fails and waits for its retry: a2 still waits; b and the unkeyed one are done.
+        let rec = AttemptRecord { status: Some(500), latency_ms: 1, error: Some("HTTP 500"), response: None };
+        let a1d = claimed[0].id;
+        assert!(
+            store
+                .webhook_record_attempt(a1d, "w:1", &rec, AttemptOutcome::RetryAt(NOW + 10), NOW)
+                .await
+                .unwrap()
+        );
+        let ok = AttemptRecord { status: Some(200), latency_ms: 1, error: None, response: None };
+        for c in &claimed[1..] {
+            store.webhook_record_attempt(c.id, "w:1", &ok, AttemptOutcome::Delivered, NOW).await.unwrap();
+        }
+        let later = store.webhook_claim("w:2", "endpoint:crm", NOW + 20, 30_000, 10).await.unwrap();
+        assert_eq!(later.iter().map(|c| c.message_id.as_str()).collect::<Vec<_>>(), [a1.as_str()]);
+        // Given back without an attempt (an open breaker): not counted, due when said.
+        assert!(store.webhook_release(later[0].id, "w:2", NOW + 100, NOW + 20).await.unwrap());
+        assert!(
+            !store.webhook_release(later[0].id, "w:2", NOW + 100, NOW + 20).await.unwrap(),
+            "released already"
+        );
+        assert!(store.webhook_claim("w:3", "endpoint:crm", NOW + 50, 30_000, 10).await.unwrap().is_empty());
+        let again = store.webhook_claim("w:3", "endpoint:crm", NOW + 100, 30_000, 10).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 1), "one attempt counted, the release not");
+        // a1 dies: its key no longer holds a2 back.
+        store
+            .webhook_record_attempt(again[0].id, "w:3", &rec, AttemptOutcome::Dead, NOW + 100)
+            .await
+            .unwrap();
+        let next = store.webhook_claim("w:4", "endpoint:crm", NOW + 100, 30_000, 10).await.unwrap();
+        assert_eq!(next.iter().map(|c| c.message_id.as_str()).collect::<Vec<_>>(), [a2.as_str()]);
+        store
+            .webhook_record_attempt(next[0].id, "w:4", &ok, AttemptOutcome::Delivered, NOW + 100)
+            .await
+            .unwrap();
+
+        // Redelivery: failed ones only, then everything in a range, never twice while pending.
+        let failed =
+            Redeliver { destination: Some("endpoint:crm"), only_failed: true, ..Redeliver::default() };
+        assert_eq!(store.webhook_redeliver(&failed, NOW + 200).await.unwrap(), 1);
+        assert_eq!(store.webhook_redeliver(&failed, NOW + 200).await.unwrap(), 0, "a1 is pending again");
+        let ds = store.webhook_deliveries(&a1).await.unwrap();
+        assert_eq!(
+            ds.iter().map(|d| (d.state.as_str(), d.attempts)).collect::<Vec<_>>(),
+            [("dead", 2), ("pending", 0)]
+        );
+        let all = Redeliver {
+            destination: Some("endpoint:crm"),
+            since_ms: Some(NOW),
+            until_ms: Some(NOW + 1),
+            ..Redeliver::default()
+        };
+        assert_eq!(
+            store.webhook_redeliver(&all, NOW + 200).await.unwrap(),
+            3,
+            "a2, b1 and n1 (a1 is pending)"
+        );
+        let none =
+            Redeliver { destination: Some("endpoint:crm"), since_ms: Some(NOW + 1), ..Redeliver::default() };
+        assert_eq!(store.webhook_redeliver(&none, NOW + 200).await.unwrap(), 0);
+        let one = Redeliver { message_id: Some(&b1), ..Redeliver::default() };
+        assert_eq!(store.webhook_redeliver(&one, NOW + 200).await.unwrap(), 0, "b1's latest is pending");
+    }
+
+    pub async fn endpoints_and_message_listing(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        assert!(
+            store
+                .webhook_endpoint_add("crm", "https://crm.example/h", r#"["order.*"]"#, "[]", false, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.webhook_endpoint_add("crm", "https://x.example/", "[]", "[]", true, NOW).await.unwrap(),
+            "taken"
+        );
+        // A declared endpoint gets a state row when first disabled; enabling makes its waiting
+        // deliveries due.
+        let m = new_id(
+            store
+                .webhook_accept(
+                    &NewWebhookMessage { source: "outbound:shop", ..msg(Some("e1"), b"{}") },
+                    &["endpoint:dash"],
+                    NOW,
+                )
+                .await
+                .unwrap(),
+        );
+        assert!(
+            store.webhook_endpoint_set_disabled("dash", true, Some("answered 410 Gone"), NOW).await.unwrap()
+        );
+        let c = store.webhook_claim("w:1", "endpoint:dash", NOW, 30_000, 1).await.unwrap();
+        let rec = AttemptRecord { status: Some(410), latency_ms: 1, error: None, response: None };
+        store
+            .webhook_record_attempt(c[0].id, "w:1", &rec, AttemptOutcome::RetryAt(NOW + 3_600_000), NOW)
+            .await
+            .unwrap();
+        assert!(store.webhook_endpoint_set_disabled("dash", true, None, NOW + 5).await.unwrap());
+        assert_eq!(store.webhook_deliveries(&m).await.unwrap()[0].next_attempt_at_ms, NOW + 5);
+        assert!(!store.webhook_endpoint_set_disabled("nope", false, None, NOW).await.unwrap());
+        assert!(
+            store
+                .webhook_endpoint_set_secrets("crm", r#"[{"secret":"whsec_x","expires_at":null}]"#, NOW)
+                .await
+                .unwrap()
+        );
+        assert!(!store.webhook_endpoint_set_secrets("dash", "[]", NOW).await.unwrap(), "declared: not here");
+        let rows = store.webhook_endpoints().await.unwrap();
+        let names: Vec<(&str, bool)> = rows.iter().map(|r| (r.name.as_str(), r.declared)).collect();
+        assert_eq!(names, [("crm", false), ("dash", true)]);
+        assert_eq!(rows[0].secrets_json.as_deref(), Some(r#"[{"secret":"whsec_x","expires_at":null}]"#));
+        assert_eq!(rows[1].disabled_at_ms, None);
+        assert!(store.webhook_endpoint_remove("crm").await.unwrap());
+        assert!(!store.webhook_endpoint_remove("dash").await.unwrap(), "declared endpoints stay");
+
+        // Listing with filters and a cursor.
+        for (i, t) in ["order.created", "order.cancelled", "order.created"].iter().enumerate() {
+            let ext = format!("l{i}");
+            let msg = NewWebhookMessage {
+                source: "outbound:lister",
+                event_type: Some(t),
+                ..msg(Some(&ext), b"{}")
+            };
+            store.webhook_accept(&msg, &["endpoint:crm"], NOW + 10 + i as i64).await.unwrap();
+        }
+        let f = MessageFilter {
+            source: Some("outbound:lister"),
+            event_type: Some("order.created"),
+            ..MessageFilter::default()
+        };
+        let page = store.webhook_messages(&f, None, 1).await.unwrap();
+        assert_eq!((page.len(), page[0].received_at_ms), (1, NOW + 12));
+        let rest = store.webhook_messages(&f, Some((page[0].received_at_ms, &page[0].id)), 10).await.unwrap();
+        assert_eq!(rest.iter().map(|m| m.received_at_ms).collect::<Vec<_>>(), [NOW + 10]);
+        let by_dest = MessageFilter {
+            destination: Some("endpoint:crm"),
+            since_ms: Some(NOW + 11),
+            ..MessageFilter::default()
+        };
+        assert_eq!(store.webhook_messages(&by_dest, None, 10).await.unwrap().len(), 2);
     }
 }

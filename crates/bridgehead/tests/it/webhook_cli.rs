@@ -441,3 +441,105 @@ fn send_to_listen_verifies_and_prints() {
     assert_eq!(code, 1);
     assert!(out.starts_with("failed: "), "{out}");
 }
+
+/// `webhook endpoints`: add (a new secret), list, disable and enable (config endpoints too),
+/// rotate, remove; refusals with the reason and exit 2.
+#[test]
+fn endpoints_commands_manage_run_time_and_config_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bridgehead.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state: {{ url: \"sqlite://{}/state.db\" }}\nwebhooks:\n  outbound:\n    intake: /events\n    endpoints:\n      - {{ name: dash, url: \"https://dash.example/hook\", events: [\"*\"], secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\" }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = bridgehead(&[
+        "webhook",
+        "endpoints",
+        "add",
+        "crm",
+        "-c",
+        c,
+        "--url",
+        "https://crm.example/in",
+        "--event",
+        "order.*",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let added: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first = added["secret"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("whsec_"), "{added}");
+
+    let (code, out, err) =
+        bridgehead(&["webhook", "endpoints", "disable", "dash", "-c", c, "--reason", "maintenance"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = bridgehead(&["webhook", "endpoints", "list", "-c", c, "--output", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let by = |n: &str| list.as_array().unwrap().iter().find(|e| e["name"] == n).unwrap().clone();
+    assert_eq!(
+        (by("dash")["enabled"].clone(), by("dash")["disabled_reason"].clone()),
+        (false.into(), "maintenance".into())
+    );
+    assert_eq!((by("crm")["declared"].clone(), by("crm")["secrets"].clone()), (false.into(), 1.into()));
+    assert!(!out.contains(&first), "secrets are never listed");
+    let (_, text, _) = bridgehead(&["webhook", "endpoints", "list", "-c", c]);
+    assert!(
+        text.contains("dash") && text.contains("config") && text.contains("disabled: maintenance"),
+        "{text}"
+    );
+    assert_eq!(bridgehead(&["webhook", "endpoints", "enable", "dash", "-c", c]).0, 0);
+
+    let (code, second, _) =
+        bridgehead(&["webhook", "endpoints", "rotate-secret", "crm", "-c", c, "--grace", "1h"]);
+    assert_eq!(code, 0);
+    assert_ne!(second.trim(), first);
+    let (_, out, _) = bridgehead(&["webhook", "endpoints", "list", "-c", c, "--output", "json"]);
+    assert!(out.contains(r#""name":"crm""#) && out.contains(r#""secrets":2"#), "{out}");
+
+    // Refusals: a config endpoint's secret, a name taken by the config, an unknown name, an
+    // internal address.
+    let (code, _, err) = bridgehead(&["webhook", "endpoints", "rotate-secret", "dash", "-c", c]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`dash` is declared in the config: rotate its secret there"), "{err}");
+    let (code, _, err) = bridgehead(&[
+        "webhook",
+        "endpoints",
+        "add",
+        "dash",
+        "-c",
+        c,
+        "--url",
+        "https://x.example/",
+        "--event",
+        "*",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`dash` is declared in the config"), "{err}");
+    let (code, _, err) = bridgehead(&["webhook", "endpoints", "disable", "nope", "-c", c]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no endpoint is named `nope`"), "{err}");
+    let (code, _, err) = bridgehead(&[
+        "webhook",
+        "endpoints",
+        "add",
+        "in",
+        "-c",
+        c,
+        "--url",
+        "http://10.0.0.8/",
+        "--event",
+        "*",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("private (10.0.0.0/8)") && err.contains("allow_private_network"), "{err}");
+    assert_eq!(bridgehead(&["webhook", "endpoints", "remove", "crm", "-c", c]).0, 0);
+    let (code, _, err) = bridgehead(&["webhook", "endpoints", "remove", "dash", "-c", c]);
+    assert_eq!(code, 2);
+    assert!(err.contains("remove it there"), "{err}");
+}
