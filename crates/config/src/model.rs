@@ -1391,7 +1391,9 @@ pub struct OutboundWebhooks {
     #[serde(default = "default_attempt_timeout")]
     pub timeout: HumanDuration,
     /// The circuit breaker of every endpoint: an endpoint failing too often is not tried for a
-    /// while (its deliveries wait, their attempts not spent), then probed.
+    /// while (its deliveries wait, their attempts not spent), then probed. Absent: more than
+    /// half of at least 5 attempts in 30s failing opens it for 30s, then 1 probe; a key left out
+    /// of a breaker given here takes the upstream breaker's default (below).
     #[serde(default = "default_endpoint_breaker")]
     pub circuit_breaker: CircuitBreaker,
     /// The endpoints declared here. More can be added at run time (admin API, `bridgehead

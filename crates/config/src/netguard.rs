@@ -9,9 +9,11 @@
 //! Refused: the IPv4 ranges of RFC 6890's special-purpose registry that are not globally
 //! reachable (this network, private, shared/CGNAT, loopback, link-local, IETF protocol
 //! assignments, documentation, benchmarking, multicast, reserved, broadcast), and for IPv6
-//! the unspecified and loopback addresses, unique-local, link-local, site-local, multicast and
-//! documentation ranges; IPv4 addresses carried in IPv6 (mapped, compatible, NAT64, 6to4) are
-//! judged as the IPv4 address they carry.
+//! everything outside global unicast (2000::/3: unique-local, link-local, site-local,
+//! multicast, local-use NAT64, SIIT, ...) and inside it the IETF/Teredo (2001::/23) and
+//! documentation ranges; IPv4 addresses carried in IPv6 (mapped, compatible, well-known NAT64,
+//! 6to4) are judged as the IPv4 address they carry. A network's own NAT64 prefix (other than
+//! 64:ff9b::/96) cannot be recognised: such a network should not let the gateway reach it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -69,14 +71,18 @@ fn v6_range(ip: Ipv6Addr) -> Option<&'static str> {
     if s[0] == 0x2002 {
         return v4_range(embedded(s[1], s[2]));
     }
+    // An allowlist: global unicast (2000::/3) passes but for its special ranges; anything
+    // else is refused.
     Some(match s[0] {
+        0x2001 if s[1] < 0x0200 => "IETF protocol assignments and Teredo (2001::/23)",
+        0x2001 if s[1] == 0x0db8 => "documentation (2001:db8::/32)",
+        0x3fff if s[1] < 0x1000 => "documentation (3fff::/20)",
+        0x2000..=0x3fff => return None,
         0xfc00..=0xfdff => "unique local (fc00::/7)",
         0xfe80..=0xfebf => "link-local (fe80::/10)",
         0xfec0..=0xfeff => "site-local (fec0::/10)",
         0xff00..=0xffff => "multicast (ff00::/8)",
-        0x2001 if s[1] == 0x0db8 => "documentation (2001:db8::/32)",
-        0x0100 if s[1..4] == [0, 0, 0] => "discard-only (100::/64)",
-        _ => return None,
+        _ => "outside global unicast (2000::/3)",
     })
 }
 
@@ -113,6 +119,12 @@ mod tests {
             "fec0::1",
             "ff02::1",
             "2001:db8::1",
+            "2001:0:4136:e378::1",
+            "3fff::1",
+            "5f00::1",
+            "64:ff9b:1::a00:1",
+            "::ffff:0:a00:1",
+            "100::1",
         ] {
             let ip: IpAddr = internal.parse().unwrap();
             assert!(internal_range(ip).is_some(), "{internal} should be refused");

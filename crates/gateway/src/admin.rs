@@ -663,7 +663,7 @@ async fn endpoint_remove(
             "`{name}` is declared in the config: remove it there"
         )));
     }
-    match store.webhook_endpoint_remove(&name).await {
+    match store.webhook_endpoint_remove(&name, bridgehead_http::clock::unix_ms()).await {
         Ok(true) => {
             tracing::info!(endpoint = %name, "admin: webhook endpoint removed");
             let _ = endpoint_now(&s, &name, StatusCode::OK, None).await;
@@ -734,10 +734,15 @@ async fn endpoint_rotate(
     axum::extract::Path(name): axum::extract::Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let (_, store) = match dispatcher(&s) {
+    let (d, store) = match dispatcher(&s) {
         Ok(x) => x,
         Err(r) => return r,
     };
+    if d.declares(&name) {
+        return endpoint_error(bridgehead_webhooks::outbound::EndpointError::Conflict(format!(
+            "`{name}` is declared in the config: rotate its secret there (list the new and the old under `secrets`, then drop the old)"
+        )));
+    }
     let req: RotateRequest = match json_body(&body, "{\"grace\": \"24h\"}") {
         Ok(r) => r,
         Err(r) => return r,

@@ -132,7 +132,7 @@ impl Store {
         const DECLARED: &str = "INSERT INTO bridgehead_webhook_endpoints
              (name, declared, disabled_at, disabled_reason, created_at, updated_at)
              VALUES ($1, 1, $2, $3, $4, $4)
-             ON CONFLICT (name) DO UPDATE SET disabled_at = $2, disabled_reason = $3, updated_at = $4";
+             ON CONFLICT (name) DO UPDATE SET declared = 1, disabled_at = $2, disabled_reason = $3, updated_at = $4";
         const RUNTIME: &str = "UPDATE bridgehead_webhook_endpoints
              SET disabled_at = $2, disabled_reason = $3, updated_at = $4 WHERE name = $1 AND declared = 0";
         const DUE: &str = "UPDATE bridgehead_webhook_deliveries SET next_attempt_at = $2
@@ -178,12 +178,26 @@ impl Store {
         .map_err(StateError::query("webhook_endpoint_set_secrets"))
     }
 
-    /// Removes a run-time endpoint (its deliveries stay, pending ones wait for an endpoint of
-    /// that name). False when there is no such run-time endpoint.
-    pub async fn webhook_endpoint_remove(&self, name: &str) -> Result<bool, StateError> {
-        const SQL: &str = "DELETE FROM bridgehead_webhook_endpoints WHERE name = $1 AND declared = 0";
-        on_pool!(self, pool => sqlx::query(SQL).bind(name).execute(pool).await.map(|r| r.rows_affected() == 1))
-            .map_err(StateError::query("webhook_endpoint_remove"))
+    /// Removes an endpoint's row (the caller refuses an endpoint the config declares), and
+    /// ends its pending deliveries (`dead`, "endpoint removed"), so that an endpoint added
+    /// later under the same name never gets them. False when there is no such row.
+    pub async fn webhook_endpoint_remove(&self, name: &str, now_ms: i64) -> Result<bool, StateError> {
+        const SQL: &str = "DELETE FROM bridgehead_webhook_endpoints WHERE name = $1";
+        const END: &str = "UPDATE bridgehead_webhook_deliveries
+             SET state = 'dead', last_error = 'endpoint removed', lease_owner = NULL, lease_until = 0, updated_at = $2
+             WHERE destination = $1 AND state = 'pending'";
+        let destination = format!("endpoint:{name}");
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let found = sqlx::query(SQL).bind(name).execute(&mut *tx).await?.rows_affected() == 1;
+            if found {
+                sqlx::query(END).bind(&destination).bind(now_ms).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(found)
+        }
+        .await)
+        .map_err(StateError::query("webhook_endpoint_remove"))
     }
 
     /// Messages newest first (by `received_at`, then `id`) matching `filter`, after the cursor

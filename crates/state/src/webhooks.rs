@@ -429,7 +429,7 @@ impl Store {
                          AND (d.ordering_key IS NULL OR NOT EXISTS (
                              SELECT 1 FROM bridgehead_webhook_deliveries e
                              WHERE e.destination = d.destination AND e.ordering_key = d.ordering_key
-                                 AND e.state = 'pending' AND e.id < d.id))
+                                 AND e.state = 'pending' AND (e.id < d.id OR e.lease_until > $3)))
                      ORDER BY d.next_attempt_at, d.id LIMIT $4 {lock})
                  RETURNING id, message_id, destination, attempts"
             )

@@ -497,8 +497,12 @@ mod checks {
         assert_eq!(names, [("crm", false), ("dash", true)]);
         assert_eq!(rows[0].secrets_json.as_deref(), Some(r#"[{"secret":"whsec_x","expires_at":null}]"#));
         assert_eq!(rows[1].disabled_at_ms, None);
-        assert!(store.webhook_endpoint_remove("crm").await.unwrap());
-        assert!(!store.webhook_endpoint_remove("dash").await.unwrap(), "declared endpoints stay");
+        assert!(store.webhook_endpoint_remove("crm", NOW).await.unwrap());
+        // Removing ends its pending deliveries: a later endpoint of that name never gets them.
+        assert!(store.webhook_endpoint_remove("dash", NOW).await.unwrap());
+        assert!(!store.webhook_endpoint_remove("dash", NOW).await.unwrap(), "gone");
+        let d = &store.webhook_deliveries(&m).await.unwrap()[0];
+        assert_eq!((d.state.as_str(), d.last_error.as_deref()), ("dead", Some("endpoint removed")));
 
         // Listing with filters and a cursor.
         for (i, t) in ["order.created", "order.cancelled", "order.created"].iter().enumerate() {

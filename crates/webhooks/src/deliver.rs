@@ -273,6 +273,9 @@ async fn refresh_gauges(env: &dyn Env, store: &Store, seen: &mut BTreeSet<String
 async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) -> Option<i64> {
     let started = tokio::time::Instant::now();
     let now_of = bridgehead_http::clock::unix_ms;
+    // Set when an endpoint answered 410 (whether the config declares it): disabled once the
+    // attempt is recorded.
+    let mut gone_endpoint: Option<bool> = None;
     let after = |wait: Duration| now_of().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
     let (status, error, response, outcome) = match env.route(&c.destination) {
         // A reload removed the receiver after this delivery was claimed: it waits for it to
@@ -284,35 +287,41 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
         Some(route) => {
             let limit = route.timeout.min(ATTEMPT_TIMEOUT);
             let sent = match tokio::time::timeout(limit, send(env, &route, &c)).await {
-                Ok(Sent::NotSent(wait)) => {
+                // Only an endpoint's deliveries wait out an open breaker; a receiver's forward
+                // spends the attempt, as it always did.
+                Ok(Sent::NotSent(wait)) if route.endpoint.is_some() => {
                     // The endpoint's breaker is open: no attempt was made, none is counted.
                     let _ = store.webhook_release(c.id, owner, after(wait), now_of()).await;
                     return Some(after(wait));
                 }
+                Ok(Sent::NotSent(wait)) => (
+                    None,
+                    Some(format!("the circuit breaker of upstream `{}` is open", route.upstream.name)),
+                    None,
+                    Some(wait),
+                ),
                 Ok(Sent::Tried(t)) => t,
                 Err(_) => {
                     (None, Some(format!("no complete answer within {}s", limit.as_secs_f32())), None, None)
                 }
             };
-            let (status, error, response, mut retry_after) = sent;
-            if status == Some(StatusCode::GONE)
-                && let Some(e) = &route.endpoint
-            {
-                gone(env, store, &route.name, e.declared).await;
-                // It waits for the endpoint to be enabled again, which makes it due at once.
-                retry_after = Some(GONE_WAIT);
-            }
+            let (status, error, response, retry_after) = sent;
+            gone_endpoint = (status == Some(StatusCode::GONE))
+                .then_some(route.endpoint.as_ref())
+                .flatten()
+                .map(|e| e.declared);
             let made = usize::try_from(c.attempts).unwrap_or(usize::MAX);
             let outcome = if status.is_some_and(|s| s.is_success()) {
                 AttemptOutcome::Delivered
+            } else if gone_endpoint.is_some() {
+                // It waits for the endpoint to be enabled again (which makes it due at once),
+                // whatever attempts the schedule has left.
+                AttemptOutcome::RetryAt(after(GONE_WAIT))
             } else if let Some(wait) = route.retry_schedule.get(made) {
                 let jittered = wait.mul_f64(0.8 + fastrand::f64() * 0.4);
                 // A Retry-After longer than the schedule's longest wait is not believed further.
                 let longest = route.retry_schedule.iter().max().copied().unwrap_or(*wait);
-                let wait = match retry_after {
-                    Some(GONE_WAIT) => GONE_WAIT,
-                    r => r.map_or(jittered, |r| r.min(longest).max(jittered)),
-                };
+                let wait = retry_after.map_or(jittered, |r| r.min(longest).max(jittered));
                 AttemptOutcome::RetryAt(after(wait))
             } else {
                 AttemptOutcome::Dead
@@ -338,7 +347,15 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
         AttemptOutcome::RetryAt(t) => Some(t),
         _ => None,
     };
-    match store.webhook_record_attempt(c.id, owner, &record, outcome, now).await {
+    let recorded = store.webhook_record_attempt(c.id, owner, &record, outcome, now).await;
+    // After the record: an operator who enables the endpoint from here on makes this delivery
+    // due at once.
+    if let Some(declared) = gone_endpoint
+        && let Some(name) = crate::outbound::endpoint_of(&c.destination)
+    {
+        gone(env, store, name, declared).await;
+    }
+    match recorded {
         Ok(true) => {
             let labels =
                 DestinationOutcomeLabels { destination: Name(c.destination.as_str().into()), outcome: label };
@@ -362,11 +379,11 @@ async fn attempt(env: &dyn Env, store: &Store, owner: &str, c: ClaimedDelivery) 
 
 /// An endpoint answered 410 Gone: it is disabled (its pending deliveries wait until someone
 /// enables it again).
-async fn gone(env: &dyn Env, store: &Store, name: &str, declared: bool) {
+async fn gone(env: &dyn Env, store: &Store, endpoint: &str, declared: bool) {
     let now = bridgehead_http::clock::unix_ms();
-    let endpoint = crate::outbound::endpoint_of(name).unwrap_or(name);
     match store.webhook_endpoint_set_disabled(endpoint, declared, Some("answered 410 Gone"), now).await {
-        Ok(_) => {
+        Ok(false) => {}
+        Ok(true) => {
             tracing::warn!(endpoint, "webhook endpoint answered 410 Gone: disabled until enabled again");
             env.endpoints_changed();
         }

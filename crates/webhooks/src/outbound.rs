@@ -268,7 +268,9 @@ impl Dispatcher {
     fn assemble(&self, rows: Vec<EndpointRecord>, carry: &Carryover, now: i64) {
         let mut out = Vec::new();
         for d in &self.declared {
-            let state = rows.iter().find(|r| r.declared && *r.name == *d.name);
+            // Any row of the name holds its state (a run-time endpoint later declared in the
+            // config has a row that is not marked declared until it is disabled again).
+            let state = rows.iter().find(|r| *r.name == *d.name);
             out.push(Arc::new(Endpoint {
                 name: d.name.clone(),
                 url: d.url.clone(),

@@ -182,7 +182,12 @@ pub fn run(cmd: EndpointsCommand) -> anyhow::Result<ExitCode> {
         EndpointsCommand::Disable(args) => set(&args.config, &args.name, Some(&args.reason), now),
         EndpointsCommand::Enable(args) => set(&args.config, &args.name, None, now),
         EndpointsCommand::RotateSecret(args) => {
-            dispatcher(&args.config)?;
+            if dispatcher(&args.config)?.declares(&args.name) {
+                bail!(
+                    "`{}` is declared in the config: rotate its secret there (list the new and the old under `secrets`, then drop the old)",
+                    args.name
+                );
+            }
             let secret = super::apikey::with_store(args.config.clone(), async |store| {
                 outbound::rotate_secret(store, &args.name, args.grace, now).await.map_err(failed)
             })?;
@@ -202,7 +207,7 @@ pub fn run(cmd: EndpointsCommand) -> anyhow::Result<ExitCode> {
                 bail!("`{}` is declared in {}: remove it there", args.name, args.config.config.display());
             }
             let removed = super::apikey::with_store(args.config.clone(), async |store| {
-                Ok(store.webhook_endpoint_remove(&args.name).await?)
+                Ok(store.webhook_endpoint_remove(&args.name, now).await?)
             })?;
             if !removed {
                 bail!("no run-time endpoint is named `{}`", args.name);
