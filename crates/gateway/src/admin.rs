@@ -642,7 +642,9 @@ async fn endpoint_add(State(s): State<AdminState>, body: axum::body::Bytes) -> R
     .await
     {
         Ok(secret) => {
-            tracing::info!(endpoint = %new.name, url = %new.url, "admin: webhook endpoint added");
+            // The origin only: an endpoint's path or query may carry a token.
+            let origin = new.url.parse::<http::Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string()));
+            tracing::info!(endpoint = %new.name, origin = ?origin, "admin: webhook endpoint added");
             endpoint_now(&s, &new.name, StatusCode::CREATED, Some(("secret", json!(secret)))).await
         }
         Err(e) => endpoint_error(e),

@@ -386,7 +386,8 @@ impl bridgehead_webhooks::deliver::Env for WebhookEnv {
     fn destinations(&self) -> Vec<String> {
         let rt = self.0.runtime.load();
         let mut all: Vec<String> = rt.receivers.iter().map(|r| r.destination.clone()).collect();
-        if let Some(d) = &rt.dispatcher {
+        // Until the endpoints' state was read once, none is known to be enabled.
+        if let Some(d) = rt.dispatcher.as_ref().filter(|d| d.loaded()) {
             // A disabled endpoint's deliveries wait; so do those of an endpoint whose breaker is
             // open (no attempt is spent on it until it may be probed).
             all.extend(

@@ -159,19 +159,22 @@ impl Store {
         .map_err(StateError::query("webhook_endpoint_set_disabled"))
     }
 
-    /// Replaces a run-time endpoint's secrets. False when there is no such run-time endpoint.
+    /// Replaces a run-time endpoint's secrets, when they are still `before` (compare and set).
+    /// False when there is no such run-time endpoint or its secrets changed meanwhile.
     pub async fn webhook_endpoint_set_secrets(
         &self,
         name: &str,
         secrets_json: &str,
+        before: &str,
         now_ms: i64,
     ) -> Result<bool, StateError> {
         const SQL: &str = "UPDATE bridgehead_webhook_endpoints SET secrets = $2, updated_at = $3
-             WHERE name = $1 AND declared = 0";
+             WHERE name = $1 AND declared = 0 AND secrets = $4";
         on_pool!(self, pool => sqlx::query(SQL)
             .bind(name)
             .bind(secrets_json)
             .bind(now_ms)
+            .bind(before)
             .execute(pool)
             .await
             .map(|r| r.rows_affected() == 1))

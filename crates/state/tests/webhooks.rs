@@ -487,11 +487,18 @@ mod checks {
         assert!(!store.webhook_endpoint_set_disabled("nope", false, None, NOW).await.unwrap());
         assert!(
             store
-                .webhook_endpoint_set_secrets("crm", r#"[{"secret":"whsec_x","expires_at":null}]"#, NOW)
+                .webhook_endpoint_set_secrets("crm", r#"[{"secret":"whsec_x","expires_at":null}]"#, "[]", NOW)
                 .await
                 .unwrap()
         );
-        assert!(!store.webhook_endpoint_set_secrets("dash", "[]", NOW).await.unwrap(), "declared: not here");
+        assert!(
+            !store.webhook_endpoint_set_secrets("crm", "[]", "[]", NOW).await.unwrap(),
+            "changed meanwhile"
+        );
+        assert!(
+            !store.webhook_endpoint_set_secrets("dash", "[]", "[]", NOW).await.unwrap(),
+            "declared: not here"
+        );
         let rows = store.webhook_endpoints().await.unwrap();
         let names: Vec<(&str, bool)> = rows.iter().map(|r| (r.name.as_str(), r.declared)).collect();
         assert_eq!(names, [("crm", false), ("dash", true)]);

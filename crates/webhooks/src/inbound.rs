@@ -407,15 +407,8 @@ impl Receiver {
                 if let Some(left_out) = FAILED.admit() {
                     tracing::error!(receiver = %self.name, error = %e, left_out, "webhook store failed; the sender was told to retry");
                 }
-                let r = Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the webhook could not be stored; nothing was accepted, send it again later".into(),
-                    Bytes::new(),
-                );
-                let mut res = r.response(request_id);
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                ("store_unavailable", res)
+                let text = "the webhook could not be stored; nothing was accepted, send it again later";
+                ("store_unavailable", store_unavailable(text, request_id))
             }
         }
     }
@@ -753,6 +746,14 @@ impl Refusal {
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
     }
+}
+
+/// The 503 of a store that could not commit: nothing was accepted; `Retry-After: 5`.
+pub(crate) fn store_unavailable(detail: &str, request_id: &str) -> Response<Bytes> {
+    let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", detail.into(), Bytes::new());
+    let mut res = r.response(request_id);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String) -> Response<Bytes> {

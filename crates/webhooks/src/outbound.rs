@@ -56,7 +56,8 @@ use crate::inbound::{Body, Refusal, json_response};
 use crate::schema::{SchemaError, Schemas, compile_file};
 use crate::signature::{Key, Scheme, Signer};
 
-/// The prefix of the `source` of published messages: `outbound:<consumer>`.
+/// The prefix of the `source` of published messages: `outbound:<authenticator>:<consumer>`
+/// (`outbound:` alone without auth).
 pub const SOURCE_PREFIX: &str = "outbound:";
 /// An event's `id`, `type` or `ordering_key` longer than this is refused.
 pub const MAX_KEY: usize = 256;
@@ -157,6 +158,11 @@ pub struct Dispatcher {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// The rows the endpoints were last built from, and when.
     last: Mutex<(Vec<EndpointRecord>, i64)>,
+    /// Whether the endpoints' state was read from the store (by this dispatcher or the one it
+    /// replaced): until then the intake refuses and the endpoints get no deliveries.
+    loaded: std::sync::atomic::AtomicBool,
+    /// One refresh at a time: a slower one must not install an older snapshot.
+    refreshing: tokio::sync::Mutex<()>,
     tls: rustls::ClientConfig,
 }
 
@@ -236,6 +242,10 @@ impl Dispatcher {
             declared,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             last: Mutex::new((Vec::new(), 0)),
+            loaded: std::sync::atomic::AtomicBool::new(
+                previous.is_some_and(|p| p.loaded.load(std::sync::atomic::Ordering::Acquire)),
+            ),
+            refreshing: tokio::sync::Mutex::new(()),
             tls: previous.map_or_else(bridgehead_upstream::tls::system_roots_client, |p| p.tls.clone()),
         };
         let rows = previous.map(|p| lock(&p.last).0.clone()).unwrap_or_default();
@@ -247,6 +257,7 @@ impl Dispatcher {
     /// Reads the endpoints of the store again and rebuilds the set when they changed (or a
     /// rotated secret's grace ended).
     pub async fn refresh(&self, store: &Store) -> Result<(), StateError> {
+        let _one = self.refreshing.lock().await;
         let rows = store.webhook_endpoints().await?;
         let now = bridgehead_http::clock::unix_ms();
         let stale = {
@@ -256,7 +267,13 @@ impl Dispatcher {
         if stale {
             self.assemble(rows, &self.carryover(), now);
         }
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether the endpoints' state has been read from the store (see [`Dispatcher::refresh`]).
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn carryover(&self) -> Carryover {
@@ -361,7 +378,7 @@ impl Dispatcher {
     pub async fn publish(&self, store: &Store, metrics: &Metrics, p: Publication<'_>) -> Response<Bytes> {
         let (result, res) = match self.check(p.headers, p.body) {
             Err(r) => (r.reason, r.response(p.request_id)),
-            Ok(event) => self.commit(store, event, p.consumer, p.request_id, p.now_ms).await,
+            Ok(event) => self.commit(store, event, p.publisher, p.request_id, p.now_ms).await,
         };
         metrics.webhook_published.get_or_create(&ResultLabels { result }).inc();
         res
@@ -430,10 +447,15 @@ impl Dispatcher {
         &self,
         store: &Store,
         event: Event,
-        consumer: Option<&str>,
+        publisher: Option<&str>,
         request_id: &str,
         now_ms: i64,
     ) -> (&'static str, Response<Bytes>) {
+        // Until the endpoints' state was read from the store once, a disabled endpoint would
+        // look enabled: read it now, or refuse (nothing accepted).
+        if !self.loaded.load(std::sync::atomic::Ordering::Acquire) && self.refresh(store).await.is_err() {
+            return self.unavailable(request_id);
+        }
         let endpoints = self.endpoints.load();
         let targets: Vec<&Arc<Endpoint>> =
             endpoints.iter().filter(|e| e.disabled.is_none() && e.wants(&event.event_type)).collect();
@@ -445,7 +467,10 @@ impl Dispatcher {
         let payload =
             json!({ "type": event.event_type, "timestamp": timestamp.to_string(), "data": event.data });
         let body = payload.to_string();
-        let source = format!("{SOURCE_PREFIX}{}", consumer.unwrap_or(""));
+        let source = format!("{SOURCE_PREFIX}{}", publisher.unwrap_or(""));
+        // A key is the publisher's own: another publisher's failing event cannot hold it. The
+        // key has no spaces, so the first one ends it.
+        let ordering_key = event.ordering_key.as_deref().map(|k| format!("{k} {source}"));
         let msg = NewWebhookMessage {
             source: &source,
             external_id: event.id.as_deref(),
@@ -453,7 +478,7 @@ impl Dispatcher {
             headers_json: "[]",
             body: body.as_bytes(),
             retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
-            ordering_key: event.ordering_key.as_deref(),
+            ordering_key: ordering_key.as_deref(),
         };
         match store.webhook_accept(&msg, &destinations, now_ms).await {
             Ok(Accepted::New(id)) => {
@@ -472,17 +497,14 @@ impl Dispatcher {
                 if let Some(left_out) = FAILED.admit() {
                     tracing::error!(error = %e, left_out, "webhook intake could not store an event; the publisher was told to retry");
                 }
-                let r = Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the event could not be stored; nothing was accepted, publish it again later".into(),
-                    Bytes::new(),
-                );
-                let mut res = r.response(request_id);
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                ("store_unavailable", res)
+                self.unavailable(request_id)
             }
         }
+    }
+
+    fn unavailable(&self, request_id: &str) -> (&'static str, Response<Bytes>) {
+        let text = "the event could not be stored; nothing was accepted, publish it again later";
+        ("store_unavailable", crate::inbound::store_unavailable(text, request_id))
     }
 }
 
@@ -512,8 +534,9 @@ fn invalid(errors: &[SchemaError], what: &str) -> String {
 pub struct Publication<'a> {
     pub headers: &'a HeaderMap,
     pub body: Body,
-    /// Who published: the authenticated consumer (`None` without auth).
-    pub consumer: Option<&'a str>,
+    /// Who published: `<authenticator>:<consumer>` (`None` without auth). Ids and ordering
+    /// keys are the publisher's own.
+    pub publisher: Option<&'a str>,
     pub request_id: &'a str,
     /// Unix ms.
     pub now_ms: i64,
@@ -691,8 +714,13 @@ pub async fn rotate_secret(
     let secret = new_secret();
     secrets.insert(0, StoredSecret { secret: secret.clone(), expires_at: None });
     let json = serde_json::to_string(&secrets).expect("serializable");
-    if !store.webhook_endpoint_set_secrets(name, &json, now_ms).await? {
-        return Err(EndpointError::NotFound(name.to_owned()));
+    let before = row.secrets_json.as_deref().unwrap_or("[]");
+    // Compare and set: of two rotations at once, the second is refused rather than losing the
+    // first one's secret (already shown to whoever asked).
+    if !store.webhook_endpoint_set_secrets(name, &json, before, now_ms).await? {
+        return Err(EndpointError::Conflict(format!(
+            "the secrets of `{name}` changed meanwhile (another rotation?): look, then rotate again"
+        )));
     }
     Ok(secret)
 }

@@ -173,7 +173,7 @@ async fn published_events_are_signed_and_delivered_to_matching_endpoints_once() 
     // The admin API lists the message and shows its delivery.
     let list = get(&gw.admin_url("/admin/webhooks/messages?type=order.created")).await.json();
     assert_eq!(list["messages"][0]["id"], id.as_str(), "{list}");
-    assert_eq!(list["messages"][0]["source"], "outbound:shop");
+    assert_eq!(list["messages"][0]["source"], "outbound:publishers:shop");
     let m = get(&gw.admin_url(&format!("/admin/webhooks/messages/{id}"))).await.json();
     assert_eq!(m["deliveries"][0]["destination"], "endpoint:orders");
     assert_eq!(m["deliveries"][0]["state"], "delivered");

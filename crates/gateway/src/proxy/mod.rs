@@ -284,8 +284,9 @@ async fn intake(
     dispatcher: Arc<bridgehead_webhooks::outbound::Dispatcher>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     use bridgehead_webhooks::inbound::Body;
-    // The publisher is who the intake's authenticators admit, as on a proxy route.
-    authenticate(ctx, &mut parts).await?;
+    // The publisher is who the intake's authenticators admit, as on a proxy route: its
+    // authenticator and consumer together (two authenticators may know consumers of one name).
+    let identity = authenticate(ctx, &mut parts).await?;
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("set by the route phase")
     };
@@ -304,11 +305,11 @@ async fn intake(
     };
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let now = bridgehead_http::clock::unix_ms();
-    let consumer = ctx.log.consumer.clone();
+    let publisher = identity.map(|i| format!("{}:{}", i.authenticator, i.consumer));
     let publication = bridgehead_webhooks::outbound::Publication {
         headers: &parts.headers,
         body,
-        consumer: consumer.as_deref(),
+        publisher: publisher.as_deref(),
         request_id: &id,
         now_ms: now,
     };
@@ -486,18 +487,20 @@ fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::r
 }
 
 /// authenticate: hop-by-hop fields and identity headers out first (so that `Connection:
-/// x-consumer-id` cannot remove what the gateway sets), then the route's authenticators.
+/// x-consumer-id` cannot remove what the gateway sets), then the route's authenticators. The
+/// identity they admitted, if the route has any.
 async fn authenticate(
     ctx: &mut RequestCtx<'_>,
     parts: &mut http::request::Parts,
-) -> Result<(), GatewayError> {
+) -> Result<Option<crate::auth::Identity>, GatewayError> {
     headers::remove_hop_by_hop(&mut parts.headers, ctx.upgrade.as_ref());
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
     if let Some(auth) = &ctx.route().auth {
         let identity = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await?;
         ctx.log.consumer = Some(identity.consumer.clone());
+        return Ok(Some(identity));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// rate_limit: the route's policies, in order; their headers go on every answer.
