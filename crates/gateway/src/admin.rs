@@ -643,7 +643,8 @@ async fn endpoint_add(State(s): State<AdminState>, body: axum::body::Bytes) -> R
     {
         Ok(secret) => {
             // The origin only: an endpoint's path or query may carry a token.
-            let origin = new.url.parse::<http::Uri>().ok().and_then(|u| u.authority().map(ToString::to_string));
+            let origin =
+                new.url.parse::<http::Uri>().ok().and_then(|u| u.authority().map(ToString::to_string));
             tracing::info!(endpoint = %new.name, origin = ?origin, "admin: webhook endpoint added");
             endpoint_now(&s, &new.name, StatusCode::CREATED, Some(("secret", json!(secret)))).await
         }

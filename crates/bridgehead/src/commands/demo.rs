@@ -23,6 +23,9 @@ pub struct DemoArgs {
     /// Mock upstream port (0: any free port).
     #[arg(long, default_value_t = 9000)]
     mock_port: u16,
+    /// The port of the local webhook listener the demo's outbound endpoint delivers to.
+    #[arg(long, default_value_t = 9999)]
+    listener_port: u16,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +51,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for w in &mut loaded.config.webhooks.inbound {
         w.schema = Some(schema.clone());
     }
+    if let Some(o) = &mut loaded.config.webhooks.outbound {
+        for e in &mut o.endpoints {
+            e.url = format!("http://127.0.0.1:{}/hook", args.listener_port);
+        }
+    }
     loaded.config.server.listen = args.listen;
     loaded.config.admin.listen = args.admin;
     let rt = super::runtime(None)?;
@@ -69,14 +77,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             o.issuer = format!("http://{}", listeners.data[0].local_addr()?);
         }
         let app = App::build(loaded, listeners, AppOptions::default()).await?;
-        print_tour(app.data_addr(), app.admin_addr(), mock.addr(), &private, &idp.kid);
+        let tour = Tour {
+            gw: app.data_addr(),
+            admin: app.admin_addr(),
+            mock: mock.addr(),
+            listener: args.listener_port,
+        };
+        print_tour(&tour, &private, &idp.kid);
         app.run(bridgehead_gateway::shutdown_signal()).await?;
         drop(dir);
         Ok(ExitCode::SUCCESS)
     })
 }
 
-fn print_tour(gw: SocketAddr, admin: SocketAddr, mock: SocketAddr, key: &Path, kid: &str) {
+/// Where the demo's parts listen.
+struct Tour {
+    gw: SocketAddr,
+    admin: SocketAddr,
+    mock: SocketAddr,
+    listener: u16,
+}
+
+fn print_tour(t: &Tour, key: &Path, kid: &str) {
+    let Tour { gw, admin, mock, listener } = t;
     let exe = std::env::current_exe().map_or_else(|_| "bridgehead".into(), |p| p.display().to_string());
     let key = key.display();
     eprintln!(
@@ -85,6 +108,7 @@ Bridgehead demo is running (Ctrl-C to stop).
   gateway  http://{gw}
   admin    http://{admin}
   mock     http://{mock}   (the upstream: echoes every request as JSON)
+  listener http://127.0.0.1:{listener}/hook   (where published events go: run `webhook listen` there)
 
 Try:
   curl -i http://{gw}/api/orders/42                 # routed by template, /api stripped, echoed by the mock
@@ -131,6 +155,18 @@ Webhooks (receiver /hooks/shop: Standard Webhooks signature, JSON Schema, dead l
   curl -i http://{gw}/hooks/shop -H @/tmp/order.headers -H 'Content-Type: application/json' --data-binary @/tmp/order.json   # 202, stored, then forwarded
   curl -i http://{gw}/hooks/shop -H @/tmp/order.headers -H 'Content-Type: application/json' --data-binary @/tmp/order.json   # 200 Idempotent-Replayed: not forwarded again
   sleep 1; curl -s http://{mock}/__mock/requests | grep -o /internal/orders | wc -l   # 1: forwarded once
+  DLQ=$(curl -s http://{admin}/admin/webhooks/dead-letters | grep -o 'dlq_[0-9a-f]*' | head -1)
+  curl -s -X POST http://{admin}/admin/webhooks/dead-letters/$DLQ/replay   # 409: still refused (fix the schema in the config, then replay)
+
+Sending webhooks (events published on /events go to every endpoint subscribed to their type, signed):
+  # in another terminal, a receiver that verifies and prints every delivery:
+  WHSEC=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw {exe} webhook listen --port {listener} --scheme standard --secret-env WHSEC
+  curl -i http://{gw}/events -H 'X-API-Key: demo-partner-key' -H 'Content-Type: application/json' \
+    -d '{{\"type\":\"order.created\",\"data\":{{\"id\":42,\"total\":9.5}},\"id\":\"order-42\"}}'   # 202; the listener prints it: valid: secret #1
+  curl -s 'http://{admin}/admin/webhooks/messages?type=order.created'   # the message; /admin/webhooks/messages/ID shows its attempts
+  MSG=$(curl -s 'http://{admin}/admin/webhooks/messages?type=order.created' | grep -o 'msg_[0-9a-f]*' | head -1)
+  curl -s -X POST http://{admin}/admin/webhooks/messages/$MSG/replay   # delivered again, same webhook-id
+  curl -s http://{admin}/admin/webhooks/endpoints                       # the endpoint, enabled, its breaker accepting
 
 Access log lines (JSON) follow on stdout.
 "

@@ -171,8 +171,46 @@ fn mock_command_serves_and_reports_its_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_starts_and_its_tour_works() {
+    // The tour's `webhook listen`, on a free port the demo's endpoint is then pointed at.
+    let listener = Command::new(BIN)
+        .args(["webhook", "listen", "--port", "0", "--scheme", "standard", "--secret-env", "WHSEC"])
+        .env("WHSEC", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut listener = Killed(listener);
+    let (heard, printed) = std::sync::mpsc::channel::<String>();
+    let out = BufReader::new(listener.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if heard.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |want: &dyn Fn(&str) -> bool| -> String {
+        loop {
+            let line =
+                printed.recv_timeout(std::time::Duration::from_secs(10)).expect("the listener printed it");
+            if want(&line) {
+                return line;
+            }
+        }
+    };
+    let listening = wait_for(&|l| l.starts_with("listening on http://"));
+    let listener_port = listening.rsplit(':').next().unwrap().trim().to_owned();
     let child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mock-port", "0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--mock-port",
+            "0",
+            "--listener-port",
+            &listener_port,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -266,6 +304,35 @@ async fn demo_starts_and_its_tour_works() {
             .any(|r| r["path"] == "/internal/orders")
     })
     .await;
+
+    // The dead letter's replay is refused again (its payload still fails the schema).
+    let dlq = dls["dead_letters"][0]["id"].as_str().unwrap().to_owned();
+    let replay = send(
+        &client(),
+        Request::post(format!("{admin}/admin/webhooks/dead-letters/{dlq}/replay")).body(empty()).unwrap(),
+    )
+    .await;
+    replay.assert_problem(409, "still refused (schema)");
+
+    // Sending: a published event reaches `webhook listen`, which verifies its signature; a
+    // replay of it arrives again under the same webhook-id.
+    let publish = Request::post(format!("{gateway}/events"))
+        .header("x-api-key", "demo-partner-key")
+        .header("content-type", "application/json")
+        .body(full(r#"{"type":"order.created","data":{"id":42,"total":9.5},"id":"order-42"}"#))
+        .unwrap();
+    let got = send(&client(), publish).await;
+    assert_eq!(got.status, 202, "{}", String::from_utf8_lossy(&got.body));
+    let msg = got.json()["id"].as_str().unwrap().to_owned();
+    let valid = format!("valid: secret #1 id={msg}");
+    wait_for(&|l| l == valid);
+    let replay = send(
+        &client(),
+        Request::post(format!("{admin}/admin/webhooks/messages/{msg}/replay")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(replay.json()["redelivered"], 1);
+    wait_for(&|l| l == valid);
 
     let out = Command::new("sh").args(["-c", &sign]).output().unwrap();
     assert!(out.status.success(), "{sign}: {}", String::from_utf8_lossy(&out.stderr));
