@@ -20,6 +20,7 @@
 //!   the one that took over.
 //! - **Time is the caller's** (`now_ms`, Unix milliseconds), as elsewhere in the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::Row;
@@ -57,8 +58,8 @@ impl AcceptQueue {
     fn start(store: Store) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(AcceptJob, AcceptReply)>(ACCEPT_BATCH * 4);
         // The task holds the pools, not the queue: dropping the last store closes the channel.
-        let pools_only = Store { accepts: Arc::default(), ..store };
-        tokio::spawn(async move {
+        let pools_only = Store { accepts: Arc::default(), records: Arc::default(), ..store };
+        committer("bridgehead-accepts", async move {
             let mut batch = Vec::with_capacity(ACCEPT_BATCH);
             while rx.recv_many(&mut batch, ACCEPT_BATCH).await > 0 {
                 let (jobs, replies): (Vec<AcceptJob>, Vec<AcceptReply>) = batch.drain(..).unzip();
@@ -85,6 +86,77 @@ impl AcceptQueue {
         Self(tx)
     }
 }
+
+/// Runs a batch-committing loop on a thread of its own (a single-threaded runtime), not on
+/// the runtime of whoever called first: each batch is several round trips to the database, and
+/// on a gateway worker's runtime every one of them would wait its turn behind the requests that
+/// worker serves (measured: intake stalled at about 10,000 events/s with the loop on a worker).
+/// The thread ends with the loop, when every sender is gone. When no thread can be started,
+/// the queue is closed at once: its callers fail (nothing is acknowledged), and the next call
+/// tries again.
+fn committer(name: &str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    let started = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(task),
+            Err(e) => tracing::error!(error = %e, "no runtime for the webhook commits"),
+        }
+    });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "no thread for the webhook commits");
+    }
+}
+
+/// One [`Store::webhook_record_attempt`] call, queued for its batch.
+pub(crate) struct RecordJob {
+    delivery_id: i64,
+    owner: String,
+    status: Option<i64>,
+    latency_ms: i64,
+    error: Option<String>,
+    response: Option<Vec<u8>>,
+    state: &'static str,
+    next_ms: i64,
+    now_ms: i64,
+}
+
+type RecordReply = tokio::sync::oneshot::Sender<Result<bool, StateError>>;
+
+/// The queue in front of the task that records attempts in batches.
+pub(crate) struct RecordQueue(tokio::sync::mpsc::Sender<(RecordJob, RecordReply)>);
+
+impl RecordQueue {
+    fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordJob, RecordReply)>(RECORD_BATCH * 4);
+        let pools_only = Store { accepts: Arc::default(), records: Arc::default(), ..store };
+        committer("bridgehead-records", async move {
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                let (jobs, replies): (Vec<RecordJob>, Vec<RecordReply>) = batch.drain(..).unzip();
+                match pools_only.webhook_record_batch(&jobs).await {
+                    Ok(answers) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Err(_) => {
+                        for (job, reply) in jobs.iter().zip(replies) {
+                            let one = pools_only
+                                .webhook_record_batch(std::slice::from_ref(job))
+                                .await
+                                .map(|mut a| a.remove(0))
+                                .map_err(StateError::query("webhook_record_attempt"));
+                            let _ = reply.send(one);
+                        }
+                    }
+                }
+            }
+        });
+        Self(tx)
+    }
+}
+
+/// At most this many attempts are recorded in one transaction.
+pub const RECORD_BATCH: usize = 128;
 
 fn batch_failed(why: &str) -> StateError {
     StateError::Query { op: "webhook_accept", source: sqlx::Error::Protocol(why.to_owned()) }
@@ -215,8 +287,60 @@ pub struct AttemptRow {
     pub response: Option<Vec<u8>>,
 }
 
+/// At most this many rows go in one multi-row `INSERT` (SQLite allows 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// `head` + `row` repeated `rows` times (comma-separated) + `tail`, where each `?` of `row` is
+/// a parameter: `?` as is on SQLite (anonymous parameters: binding `$N` names makes SQLite look
+/// each name up in a list, quadratic in a statement of thousands), `$1`, `$2`, … numbered on
+/// PostgreSQL.
+fn rows_sql(head: &str, row: &str, rows: usize, tail: &str, numbered: bool) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (row.len() * 2 + 2));
+    sql.push_str(head);
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        if !numbered {
+            sql.push_str(row);
+            continue;
+        }
+        for part in row.split_inclusive('?') {
+            match part.strip_suffix('?') {
+                Some(text) => {
+                    n += 1;
+                    let _ = write!(sql, "{text}${n}");
+                }
+                None => sql.push_str(part),
+            }
+        }
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// `prefix` + 32 hex digits: 12 of the Unix time in ms, then 20 random ones. Time first, so ids
+/// made one after the other sort together and go in at the end of the primary-key index
+/// instead of at random places all over it (a busy queue otherwise reads and rewrites pages
+/// across the whole index on every commit); 80 random bits keep them unguessable and unique.
 fn random_id(prefix: &str) -> String {
-    format!("{prefix}{}", crate::new_idempotency_owner())
+    let ms = u64::try_from(bridgehead_clock_ms()).unwrap_or(0) & 0xffff_ffff_ffff;
+    let mut bytes = [0u8; 10];
+    getrandom::fill(&mut bytes).expect("the system random number generator failed");
+    let mut out = format!("{prefix}{ms:012x}");
+    for b in bytes {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn bridgehead_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Reads rows of either backend the same way.
@@ -327,56 +451,72 @@ impl Store {
         self.webhook_accept_batch(std::slice::from_ref(job)).await.map(|mut a| a.remove(0))
     }
 
-    /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order.
+    /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order. The messages
+    /// go in with one multi-row statement (the ones inserted come back by `RETURNING`), their
+    /// deliveries with another (in chunks of [`ROWS_PER_STATEMENT`]): a batch costs a handful of
+    /// statements, not two per message (each statement is a round trip to SQLite's thread).
     async fn webhook_accept_batch(&self, jobs: &[AcceptJob]) -> Result<Vec<Accepted>, sqlx::Error> {
-        const INSERT: &str = "INSERT INTO bridgehead_webhook_messages
-             (id, source, external_id, event_type, headers, body, received_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (source, external_id) DO NOTHING";
         const EXISTING: &str =
             "SELECT id FROM bridgehead_webhook_messages WHERE source = $1 AND external_id = $2";
-        const DELIVERY: &str = "INSERT INTO bridgehead_webhook_deliveries
-             (message_id, destination, state, attempts, next_attempt_at, updated_at, ordering_key)
-             VALUES ($1, $2, 'pending', 0, $3, $3, $4)";
+        let ids: Vec<String> = jobs.iter().map(|_| random_id("msg_")).collect();
+        let numbered = matches!(self.pools, Pools::Postgres(_));
+        let messages_sql = rows_sql(
+            "INSERT INTO bridgehead_webhook_messages
+             (id, source, external_id, event_type, headers, body, received_at, expires_at) VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?, ?)",
+            jobs.len(),
+            " ON CONFLICT (source, external_id) DO NOTHING RETURNING id",
+            numbered,
+        );
+        // (job, destination) of every delivery, written once the inserted messages are known.
         macro_rules! batch {
             ($conn:expr) => {
                 async {
                     let mut tx = sqlx::Connection::begin($conn).await?;
-                    let mut out = Vec::with_capacity(jobs.len());
-                    for job in jobs {
-                        let id = random_id("msg_");
+                    let mut q = sqlx::query_scalar::<_, String>(&messages_sql);
+                    for (job, id) in jobs.iter().zip(&ids) {
                         let expires = job.now_ms.saturating_add(job.retention_ms.max(0));
-                        let inserted = sqlx::query(INSERT)
-                            .bind(&id)
+                        q = q
+                            .bind(id)
                             .bind(&job.source)
                             .bind(&job.external_id)
                             .bind(&job.event_type)
                             .bind(&job.headers_json)
                             .bind(&job.body)
                             .bind(job.now_ms)
-                            .bind(expires)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        if inserted == 0 {
+                            .bind(expires);
+                    }
+                    let inserted: std::collections::HashSet<String> =
+                        q.fetch_all(&mut *tx).await?.into_iter().collect();
+                    let mut out = Vec::with_capacity(jobs.len());
+                    let mut deliveries: Vec<(&str, &AcceptJob, &str)> = Vec::new();
+                    for (job, id) in jobs.iter().zip(&ids) {
+                        if inserted.contains(id) {
+                            deliveries.extend(job.destinations.iter().map(|d| (id.as_str(), job, d.as_str())));
+                            out.push(Accepted::New(id.clone()));
+                        } else {
                             let existing: String = sqlx::query_scalar(EXISTING)
                                 .bind(&job.source)
                                 .bind(&job.external_id)
                                 .fetch_one(&mut *tx)
                                 .await?;
                             out.push(Accepted::Duplicate(existing));
-                        } else {
-                            for d in &job.destinations {
-                                sqlx::query(DELIVERY)
-                                    .bind(&id)
-                                    .bind(d)
-                                    .bind(job.now_ms)
-                                    .bind(&job.ordering_key)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            out.push(Accepted::New(id));
                         }
+                    }
+                    for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+                        let sql = rows_sql(
+                            "INSERT INTO bridgehead_webhook_deliveries
+                             (message_id, destination, state, attempts, next_attempt_at, updated_at, ordering_key) VALUES ",
+                            "(?, ?, 'pending', 0, ?, ?, ?)",
+                            chunk.len(),
+                            "",
+                            numbered,
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for (id, job, d) in chunk {
+                            q = q.bind(*id).bind(*d).bind(job.now_ms).bind(job.now_ms).bind(&job.ordering_key);
+                        }
+                        q.execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(out)
@@ -434,8 +574,8 @@ impl Store {
                  RETURNING id, message_id, destination, attempts"
             )
         };
-        const MESSAGE: &str =
-            "SELECT headers, body, received_at FROM bridgehead_webhook_messages WHERE id = $1";
+        const MESSAGES: &str =
+            "SELECT id, headers, body, received_at FROM bridgehead_webhook_messages WHERE id IN (";
         let until = now_ms.saturating_add(lease_ms);
         let sql = sql(match self.pools {
             Pools::Sqlite(_) => "",
@@ -452,12 +592,29 @@ impl Store {
                 .await
         })
         .map_err(StateError::query(OP))?;
-        let mut out = Vec::with_capacity(claimed.len());
-        for (id, message_id, destination, attempts) in claimed {
-            let (headers_json, body, received_at_ms): (String, Vec<u8>, i64) = on_pool!(self, pool => {
-                sqlx::query_as(MESSAGE).bind(&message_id).fetch_one(pool).await
+        // The messages of the claimed deliveries, in one query.
+        let mut wanted: Vec<&str> = claimed.iter().map(|c| c.1.as_str()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut messages: HashMap<String, (String, Vec<u8>, i64)> = HashMap::with_capacity(wanted.len());
+        for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+            let sql = rows_sql(MESSAGES, "?", chunk.len(), ")", matches!(self.pools, Pools::Postgres(_)));
+            let rows: Vec<(String, String, Vec<u8>, i64)> = on_pool!(self, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await
             })
             .map_err(StateError::query(OP))?;
+            messages.extend(rows.into_iter().map(|(id, h, b, r)| (id, (h, b, r))));
+        }
+        let mut out = Vec::with_capacity(claimed.len());
+        for (id, message_id, destination, attempts) in claimed {
+            // A delivery's message goes only with it (cascade): always there.
+            let Some((headers_json, body, received_at_ms)) = messages.get(&message_id).cloned() else {
+                continue;
+            };
             out.push(ClaimedDelivery {
                 id,
                 message_id,
@@ -475,6 +632,9 @@ impl Store {
     /// Records attempt number `attempts + 1` of a delivery claimed by `owner`, and what follows
     /// ([`AttemptOutcome`]), releasing the lease, in one transaction. Returns false (and writes
     /// nothing) when `owner` no longer holds the lease: another worker took the delivery over.
+    ///
+    /// Concurrent calls are recorded together on SQLite (up to [`RECORD_BATCH`] in one
+    /// transaction of three statements), as accepts are; on PostgreSQL each is its own.
     pub async fn webhook_record_attempt(
         &self,
         delivery_id: i64,
@@ -483,54 +643,114 @@ impl Store {
         outcome: AttemptOutcome,
         now_ms: i64,
     ) -> Result<bool, StateError> {
-        const OP: &str = "webhook_record_attempt";
-        const UPDATE: &str = "UPDATE bridgehead_webhook_deliveries
-             SET attempts = attempts + 1, state = $1, next_attempt_at = $2, lease_owner = NULL,
-                 lease_until = 0, last_status = $3, last_error = $4, updated_at = $5
-             WHERE id = $6 AND lease_owner = $7 AND state = 'pending'
-             RETURNING attempts";
-        const ATTEMPT: &str = "INSERT INTO bridgehead_webhook_attempts
-             (delivery_id, attempt, at, status, latency_ms, error, response)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        let (state, next) = match outcome {
+        let (state, next_ms) = match outcome {
             AttemptOutcome::Delivered => ("delivered", now_ms),
             AttemptOutcome::RetryAt(at) => ("pending", at),
             AttemptOutcome::Dead => ("dead", now_ms),
         };
-        let status = attempt.status.map(i64::from);
-        on_pool!(self, pool => {
-            async {
-                let mut tx = pool.begin().await?;
-                let number: Option<i64> = sqlx::query_scalar(UPDATE)
-                    .bind(state)
-                    .bind(next)
-                    .bind(status)
-                    .bind(attempt.error)
-                    .bind(now_ms)
-                    .bind(delivery_id)
-                    .bind(owner)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(number) = number else {
-                    tx.rollback().await?;
-                    return Ok(false);
-                };
-                sqlx::query(ATTEMPT)
-                    .bind(delivery_id)
-                    .bind(number)
-                    .bind(now_ms)
-                    .bind(status)
-                    .bind(attempt.latency_ms)
-                    .bind(attempt.error)
-                    .bind(attempt.response)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(true)
+        let job = RecordJob {
+            delivery_id,
+            owner: owner.to_owned(),
+            status: attempt.status.map(i64::from),
+            latency_ms: attempt.latency_ms,
+            error: attempt.error.map(str::to_owned),
+            response: attempt.response.map(<[u8]>::to_vec),
+            state,
+            next_ms,
+            now_ms,
+        };
+        if matches!(self.pools, Pools::Postgres(_)) {
+            return self
+                .webhook_record_batch(std::slice::from_ref(&job))
+                .await
+                .map(|mut a| a.remove(0))
+                .map_err(StateError::query("webhook_record_attempt"));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queue = {
+            let mut slot = self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.as_ref().is_none_or(|q| q.0.is_closed()) {
+                *slot = Some(RecordQueue::start(self.clone()));
             }
-            .await
-        })
-        .map_err(StateError::query(OP))
+            slot.as_ref().map(|q| q.0.clone()).expect("just set")
+        };
+        let failed = || StateError::Query {
+            op: "webhook_record_attempt",
+            source: sqlx::Error::Protocol("the record queue stopped".into()),
+        };
+        queue.send((job, reply)).await.map_err(|_| failed())?;
+        answer.await.unwrap_or_else(|_| Err(failed()))
+    }
+
+    /// Records `jobs` in one transaction: one `UPDATE … FROM (VALUES …)` for the deliveries
+    /// (only those still leased by their job's owner), one multi-row `INSERT` for their
+    /// attempts. `Ok` with one answer per job, in order.
+    async fn webhook_record_batch(&self, jobs: &[RecordJob]) -> Result<Vec<bool>, sqlx::Error> {
+        let numbered = matches!(self.pools, Pools::Postgres(_));
+        let update = rows_sql(
+            "WITH v (id, owner, state, next_at, status, error, now) AS (VALUES ",
+            "(?, ?, ?, ?, ?, ?, ?)",
+            jobs.len(),
+            ") UPDATE bridgehead_webhook_deliveries
+             SET attempts = attempts + 1, state = v.state, next_attempt_at = v.next_at,
+                 lease_owner = NULL, lease_until = 0, last_status = v.status, last_error = v.error,
+                 updated_at = v.now
+             FROM v WHERE bridgehead_webhook_deliveries.id = v.id
+                 AND bridgehead_webhook_deliveries.lease_owner = v.owner
+                 AND bridgehead_webhook_deliveries.state = 'pending'
+             RETURNING bridgehead_webhook_deliveries.id, bridgehead_webhook_deliveries.attempts",
+            numbered,
+        );
+        macro_rules! batch {
+            ($pool:expr) => {
+                async {
+                    let mut tx = $pool.begin().await?;
+                    let mut q = sqlx::query_as::<_, (i64, i64)>(&update);
+                    for j in jobs {
+                        q = q
+                            .bind(j.delivery_id)
+                            .bind(&j.owner)
+                            .bind(j.state)
+                            .bind(j.next_ms)
+                            .bind(j.status)
+                            .bind(&j.error)
+                            .bind(j.now_ms);
+                    }
+                    let numbers: HashMap<i64, i64> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+                    let recorded: Vec<&RecordJob> =
+                        jobs.iter().filter(|j| numbers.contains_key(&j.delivery_id)).collect();
+                    if !recorded.is_empty() {
+                        let sql = rows_sql(
+                            "INSERT INTO bridgehead_webhook_attempts
+                             (delivery_id, attempt, at, status, latency_ms, error, response) VALUES ",
+                            "(?, ?, ?, ?, ?, ?, ?)",
+                            recorded.len(),
+                            "",
+                            numbered,
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for j in &recorded {
+                            q = q
+                                .bind(j.delivery_id)
+                                .bind(numbers[&j.delivery_id])
+                                .bind(j.now_ms)
+                                .bind(j.status)
+                                .bind(j.latency_ms)
+                                .bind(&j.error)
+                                .bind(&j.response);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(jobs.iter().map(|j| numbers.contains_key(&j.delivery_id)).collect())
+                }
+                .await
+            };
+        }
+        match &self.pools {
+            Pools::Sqlite(pool) => batch!(pool),
+            Pools::Postgres(pool) => batch!(pool),
+        }
     }
 
     /// Gives back a delivery claimed by `owner` without an attempt (its destination's breaker
@@ -742,5 +962,33 @@ impl Store {
             .await
         })
         .map_err(StateError::query("webhook_purge"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_anonymous_on_sqlite_and_numbered_on_postgres() {
+        let head = "INSERT INTO t (a, b, c) VALUES ";
+        assert_eq!(
+            rows_sql(head, "(?, 'x', ?)", 2, " RETURNING a", false),
+            format!("{head}(?, 'x', ?), (?, 'x', ?) RETURNING a")
+        );
+        assert_eq!(rows_sql(head, "(?, 'x', ?)", 2, "", true), format!("{head}($1, 'x', $2), ($3, 'x', $4)"));
+        assert_eq!(rows_sql("IN (", "?", 3, ")", true), "IN ($1, $2, $3)");
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_differ() {
+        let a = random_id("msg_");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = random_id("msg_");
+        assert_eq!((a.len(), b.len()), (36, 36));
+        assert!(a[4..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a < b, "{a} then {b}");
+        let same_ms: std::collections::HashSet<String> = (0..1000).map(|_| random_id("msg_")).collect();
+        assert_eq!(same_ms.len(), 1000);
     }
 }
