@@ -90,7 +90,7 @@ impl AcceptQueue {
 /// Runs a batch-committing loop on a thread of its own (a single-threaded runtime), not on
 /// the runtime of whoever called first: each batch is several round trips to the database, and
 /// on a gateway worker's runtime every one of them would wait its turn behind the requests that
-/// worker serves (measured: intake stalled at about 10,000 events/s with the loop on a worker).
+/// worker serves, and the loop would end with that runtime.
 /// The thread ends with the loop, when every sender is gone. When no thread can be started,
 /// the queue is closed at once: its callers fail (nothing is acknowledged), and the next call
 /// tries again.
