@@ -89,6 +89,11 @@ pub struct Store {
     pub(crate) accepts: Arc<std::sync::Mutex<Option<crate::webhooks::AcceptQueue>>>,
     /// The queue of webhook attempt records committed together, started with the first.
     pub(crate) records: Arc<std::sync::Mutex<Option<crate::webhooks::RecordQueue>>>,
+    /// Taken by the webhook queue's writes on SQLite (accept batches, claims, attempt records),
+    /// in turn: SQLite has one writer, and a writer that finds the database locked sleeps in
+    /// its busy handler (1, 2, 5, 10 … 100 ms) while others keep taking the lock; a fair lock in
+    /// the process hands it over without sleeping, so neither intake nor delivery starves.
+    pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -129,8 +134,13 @@ impl Store {
         } else {
             return Err(StateError::UnsupportedScheme { got: redacted });
         };
-        let store =
-            Store { pools, redacted_url: redacted.into(), accepts: Arc::default(), records: Arc::default() };
+        let store = Store {
+            pools,
+            redacted_url: redacted.into(),
+            accepts: Arc::default(),
+            records: Arc::default(),
+            writer: Arc::default(),
+        };
         tracing::info!(
             backend = %store.backend(),
             url = %store.redacted_url,

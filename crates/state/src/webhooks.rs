@@ -521,6 +521,7 @@ impl Store {
         }
         match &self.pools {
             Pools::Sqlite(pool) => {
+                let _turn = self.writer.lock().await;
                 let mut conn = pool.acquire().await?;
                 // An fsync before the commit returns, for this transaction only.
                 sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
@@ -576,6 +577,7 @@ impl Store {
             Pools::Sqlite(_) => "",
             Pools::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         });
+        let turn = self.sqlite_turn().await;
         let claimed: Vec<(i64, String, String, i64)> = on_pool!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(owner)
@@ -587,6 +589,7 @@ impl Store {
                 .await
         })
         .map_err(StateError::query(OP))?;
+        drop(turn);
         // The messages of the claimed deliveries, in one query.
         let mut wanted: Vec<&str> = claimed.iter().map(|c| c.1.as_str()).collect();
         wanted.sort_unstable();
@@ -736,8 +739,19 @@ impl Store {
             };
         }
         match &self.pools {
-            Pools::Sqlite(pool) => batch!(pool),
+            Pools::Sqlite(pool) => {
+                let _turn = self.writer.lock().await;
+                batch!(pool)
+            }
             Pools::Postgres(pool) => batch!(pool),
+        }
+    }
+
+    /// The webhook writers' turn on SQLite (see `Store::writer`); nothing on PostgreSQL.
+    async fn sqlite_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pools {
+            Pools::Sqlite(_) => Some(self.writer.lock().await),
+            Pools::Postgres(_) => None,
         }
     }
 
