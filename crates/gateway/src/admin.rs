@@ -395,29 +395,45 @@ async fn dead_letters(
     axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
 ) -> Response {
     let Some(store) = s.shared.store.as_ref() else { return no_store() };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return bad_request(format!("limit must be 1 to 500, got {limit}"));
-    }
-    let source = q.receiver.as_ref().map(|r| format!("inbound:{r}"));
-    let before = match q.before.as_deref().map(|b| b.split_once(':').map(|(ms, id)| (ms.parse::<i64>(), id)))
-    {
-        None => None,
-        Some(Some((Ok(ms), id))) => Some((ms, id)),
-        Some(_) => {
-            return bad_request("before must be the next_before of the previous page (<ms>:<id>)".into());
-        }
+    let (limit, before) = match page(q.limit, q.before.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
+    let source = q.receiver.as_ref().map(|r| format!("inbound:{r}"));
     match store.webhook_dead_letters(source.as_deref(), before, limit).await {
         Ok(list) => axum::Json(json!({
             "dead_letters": list.iter().map(|d| bridgehead_webhooks::view::dead_letter(d, false)).collect::<Vec<_>>(),
-            "next_before": (list.len() as i64 == limit)
-                .then(|| list.last().map(|d| format!("{}:{}", d.received_at_ms, d.id)))
-                .flatten(),
+            "next_before": next_before(list.len(), limit, list.last().map(|d| (d.received_at_ms, d.id.as_str()))),
         }))
         .into_response(),
         Err(e) => unavailable(e),
     }
+}
+
+/// Where a page starts: after the entry received at this time (Unix ms) with this id.
+type Cursor<'a> = (i64, &'a str);
+
+/// A page's size (default 50, at most 500) and cursor (`<ms>:<id>`, the `next_before` of the
+/// previous page), or the 400 to answer.
+#[allow(clippy::result_large_err)]
+fn page(limit: Option<i64>, before: Option<&str>) -> Result<(i64, Option<Cursor<'_>>), Response> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(bad_request(format!("limit must be 1 to 500, got {limit}")));
+    }
+    let before = match before.map(|b| b.split_once(':').map(|(ms, id)| (ms.parse::<i64>(), id))) {
+        None => None,
+        Some(Some((Ok(ms), id))) => Some((ms, id)),
+        Some(_) => {
+            return Err(bad_request("before must be the next_before of the previous page (<ms>:<id>)".into()));
+        }
+    };
+    Ok((limit, before))
+}
+
+/// The cursor of the next page: the last entry of a full page (a short page was the last).
+fn next_before(page_len: usize, limit: i64, last: Option<(i64, &str)>) -> Option<String> {
+    last.filter(|_| page_len as i64 == limit).map(|(ms, id)| format!("{ms}:{id}"))
 }
 
 /// `GET /admin/webhooks/dead-letters/{id}`: with its headers (signatures redacted) and body.
@@ -904,10 +920,10 @@ async fn webhook_messages(
     axum::extract::Query(q): axum::extract::Query<MessageQuery>,
 ) -> Response {
     let Some(store) = s.shared.store.as_ref() else { return no_store() };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return bad_request(format!("limit must be 1 to 500, got {limit}"));
-    }
+    let (limit, before) = match page(q.limit, q.before.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let when = |v: &Option<String>, what: &str| -> Result<Option<i64>, String> {
         v.as_ref()
             .map(|t| match t.parse::<i64>() {
@@ -920,14 +936,6 @@ async fn webhook_messages(
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
-    let before = match q.before.as_deref().map(|b| b.split_once(':').map(|(ms, id)| (ms.parse::<i64>(), id)))
-    {
-        None => None,
-        Some(Some((Ok(ms), id))) => Some((ms, id)),
-        Some(_) => {
-            return bad_request("before must be the next_before of the previous page (<ms>:<id>)".into());
-        }
-    };
     let destination = q.endpoint.as_deref().map(bridgehead_webhooks::outbound::destination);
     let filter = bridgehead_state::MessageFilter {
         source: q.source.as_deref(),
@@ -939,9 +947,7 @@ async fn webhook_messages(
     match store.webhook_messages(&filter, before, limit).await {
         Ok(list) => axum::Json(json!({
             "messages": list.iter().map(bridgehead_webhooks::view::message).collect::<Vec<_>>(),
-            "next_before": (list.len() as i64 == limit)
-                .then(|| list.last().map(|m| format!("{}:{}", m.received_at_ms, m.id)))
-                .flatten(),
+            "next_before": next_before(list.len(), limit, list.last().map(|m| (m.received_at_ms, m.id.as_str()))),
         }))
         .into_response(),
         Err(e) => unavailable(e),

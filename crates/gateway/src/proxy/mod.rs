@@ -244,16 +244,31 @@ async fn webhook(
     mut parts: http::request::Parts,
     receiver: Arc<bridgehead_webhooks::inbound::Receiver>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    use bridgehead_webhooks::inbound::Body;
     // What the destination will read as the gateway's word is the gateway's: hop-by-hop fields
     // and identity headers out (as on a proxy route), the sender's X-Forwarded-* replaced.
     headers::remove_hop_by_hop(&mut parts.headers, None);
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
     headers::replace_forwarded(&mut parts.headers, &ctx.conn.client_ip, ctx.conn.tls);
+    let shared = ctx.log.shared.clone();
+    let (store, body) = webhook_body(ctx, &parts, &shared, receiver.max_body).await?;
+    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
+    let now = bridgehead_http::clock::unix_ms();
+    let res = receiver.receive(store, &shared.metrics, &parts.headers, body, &id, now).await;
+    Ok(stored(&shared, res))
+}
+
+/// The state store and the body of a webhook request, read up to `max_body` (over it: not
+/// read further, for the caller to refuse). Without a store the path has no route.
+async fn webhook_body<'s>(
+    ctx: &mut RequestCtx<'_>,
+    parts: &http::request::Parts,
+    shared: &'s Arc<crate::runtime::Shared>,
+    max_body: u64,
+) -> Result<(&'s bridgehead_state::Store, bridgehead_webhooks::inbound::Body), GatewayError> {
+    use bridgehead_webhooks::inbound::Body;
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("set by the route phase")
     };
-    let shared = ctx.log.shared.clone();
     let Some(store) = shared.store.as_ref() else {
         return Err(GatewayError::NoRoute {
             method: parts.method.to_string(),
@@ -261,18 +276,19 @@ async fn webhook(
         });
     };
     let charge = Charge::Now(&shared.buffers, &mut ctx.request_held);
-    let body = match read_body(incoming, receiver.max_body, &ctx.stats, false, charge).await {
-        Ok(b) => Body::Whole(b),
-        Err(GatewayError::BodyTooLarge { .. }) => Body::TooLarge,
-        Err(e) => return Err(e),
-    };
-    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
-    let now = bridgehead_http::clock::unix_ms();
-    let res = receiver.receive(store, &shared.metrics, &parts.headers, body, &id, now).await;
+    match read_body(incoming, max_body, &ctx.stats, false, charge).await {
+        Ok(b) => Ok((store, Body::Whole(b))),
+        Err(GatewayError::BodyTooLarge { .. }) => Ok((store, Body::TooLarge)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A webhook backend's answer; a 202 (something stored) wakes the delivery worker.
+fn stored(shared: &crate::runtime::Shared, res: Response<bytes::Bytes>) -> Response<ResponseBody> {
     if res.status() == http::StatusCode::ACCEPTED {
         shared.webhook_wake.notify_one();
     }
-    Ok(res.map(ResponseBody::full))
+    res.map(ResponseBody::full)
 }
 
 /// The outbound dispatcher's intake: the body is read up to its limit, then the dispatcher
@@ -283,26 +299,11 @@ async fn intake(
     mut parts: http::request::Parts,
     dispatcher: Arc<bridgehead_webhooks::outbound::Dispatcher>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    use bridgehead_webhooks::inbound::Body;
     // The publisher is who the intake's authenticators admit, as on a proxy route: its
     // authenticator and consumer together (two authenticators may know consumers of one name).
     let identity = authenticate(ctx, &mut parts).await?;
-    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
-        unreachable!("set by the route phase")
-    };
     let shared = ctx.log.shared.clone();
-    let Some(store) = shared.store.as_ref() else {
-        return Err(GatewayError::NoRoute {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-        });
-    };
-    let charge = Charge::Now(&shared.buffers, &mut ctx.request_held);
-    let body = match read_body(incoming, dispatcher.max_body, &ctx.stats, false, charge).await {
-        Ok(b) => Body::Whole(b),
-        Err(GatewayError::BodyTooLarge { .. }) => Body::TooLarge,
-        Err(e) => return Err(e),
-    };
+    let (store, body) = webhook_body(ctx, &parts, &shared, dispatcher.max_body).await?;
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let now = bridgehead_http::clock::unix_ms();
     let publisher = identity.map(|i| format!("{}:{}", i.authenticator, i.consumer));
@@ -314,10 +315,7 @@ async fn intake(
         now_ms: now,
     };
     let res = dispatcher.publish(store, &shared.metrics, publication).await;
-    if res.status() == http::StatusCode::ACCEPTED {
-        shared.webhook_wake.notify_one();
-    }
-    Ok(res.map(ResponseBody::full))
+    Ok(stored(&shared, res))
 }
 
 /// The OAuth backend: the built-in authorization server answers its endpoints and documents.
