@@ -425,7 +425,9 @@ fn page(limit: Option<i64>, before: Option<&str>) -> Result<(i64, Option<Cursor<
         None => None,
         Some(Some((Ok(ms), id))) => Some((ms, id)),
         Some(_) => {
-            return Err(bad_request("before must be the next_before of the previous page (<ms>:<id>)".into()));
+            return Err(bad_request(
+                "before must be the next_before of the previous page (<ms>:<id>)".into(),
+            ));
         }
     };
     Ok((limit, before))

@@ -531,7 +531,13 @@ impl Receiver {
                 headers.append(n, v);
             }
         }
-        let body = Body::Whole(Bytes::from(dl.body.clone()));
+        // The receiver's limit as it is now (it may have been lowered since): the same check as
+        // a delivery gets.
+        let body = if dl.body.len() as u64 > self.max_body {
+            Body::TooLarge
+        } else {
+            Body::Whole(Bytes::from(dl.body.clone()))
+        };
         let checked = self
             .check(&headers, body, dl.received_at_ms / 1000, !skip_signature)
             .map_err(|r| ReplayError::Refused { reason: r.reason, detail: r.detail })?;

@@ -359,6 +359,12 @@ async fn dlq_commands_list_show_and_replay_into_a_running_gateway() {
     assert_eq!(code, 1);
     assert!(out.starts_with("refused (schema): the payload does not match"), "{out}");
     std::fs::write(&schema, r#"{"type":"object","required":["type"]}"#).unwrap();
+    // The receiver's limit as it is now: lowered under the body's size, the replay is refused.
+    let smaller = dir.path().join("smaller.yaml");
+    std::fs::write(&smaller, std::fs::read_to_string(cfg).unwrap() + "      max_body: 16B\n").unwrap();
+    let (code, out, _) = bridgehead(&["webhook", "dlq", "replay", &id, "-c", smaller.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("refused (too_large)"), "{out}");
     let (code, out, err) = bridgehead(&["webhook", "dlq", "replay", &id, "-c", cfg, "--output", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let replayed: serde_json::Value = serde_json::from_str(&out).unwrap();
