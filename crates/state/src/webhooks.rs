@@ -259,6 +259,8 @@ pub struct DeadLetter {
     pub received_at_ms: i64,
     pub replayed_at_ms: Option<i64>,
     pub message_id: Option<String>,
+    /// How much of the body is kept (`body` is empty in a listing, which does not read it).
+    pub body_kept_bytes: i64,
 }
 
 /// A refused request to keep, for [`Store::webhook_dead_letter_add`].
@@ -378,6 +380,7 @@ macro_rules! impl_row_ext {
                     received_at_ms: self.try_get(8)?,
                     replayed_at_ms: self.try_get(9)?,
                     message_id: self.try_get(10)?,
+                    body_kept_bytes: self.try_get(11)?,
                 })
             }
         }
@@ -388,8 +391,11 @@ impl_row_ext!(sqlx::postgres::PgRow);
 
 const DELIVERY_COLUMNS: &str =
     "id, message_id, destination, state, attempts, next_attempt_at, last_status, last_error";
-const DEAD_LETTER_COLUMNS: &str =
-    "id, source, reason, detail, headers, signatures, body, body_bytes, received_at, replayed_at, message_id";
+const DEAD_LETTER_COLUMNS: &str = "id, source, reason, detail, headers, signatures, body, body_bytes, received_at, \
+     replayed_at, message_id, CAST(length(body) AS BIGINT)";
+/// The same, but an empty body: a listing shows no bodies and does not read them.
+const DEAD_LETTER_LIST_COLUMNS: &str = "id, source, reason, detail, headers, signatures, substr(body, 1, 0), body_bytes, \
+     received_at, replayed_at, message_id, CAST(length(body) AS BIGINT)";
 
 impl Store {
     /// Stores `msg` with one pending delivery per destination, due at once, in one transaction
@@ -878,7 +884,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeadLetter>, StateError> {
         let sql = format!(
-            "SELECT {DEAD_LETTER_COLUMNS} FROM bridgehead_webhook_dead_letters
+            "SELECT {DEAD_LETTER_LIST_COLUMNS} FROM bridgehead_webhook_dead_letters
              WHERE (CAST($1 AS TEXT) IS NULL OR source = CAST($1 AS TEXT))
                  AND (received_at < $2 OR (received_at = $2 AND id < $4))
              ORDER BY received_at DESC, id DESC LIMIT $3"

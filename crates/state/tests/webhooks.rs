@@ -234,6 +234,9 @@ mod checks {
         assert!(first.starts_with("dlq_"));
         let all = store.webhook_dead_letters(None, None, 10).await.unwrap();
         assert_eq!(all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), [&third, &second, &first]);
+        // A listing does not read bodies, but says how much is kept.
+        assert!(all.iter().all(|d| d.body.is_empty()));
+        assert_eq!(all.iter().map(|d| d.body_kept_bytes).collect::<Vec<_>>(), [2, 2, 14]);
         // Replays are taken once.
         assert!(store.webhook_dead_letter_take_for_replay(&first, NOW + 3).await.unwrap());
         assert!(!store.webhook_dead_letter_take_for_replay(&first, NOW + 4).await.unwrap());
@@ -257,6 +260,7 @@ mod checks {
             (got.body.as_slice(), got.reason.as_str(), got.received_at_ms),
             (&b"\x00\x01"[..], "schema", NOW + 1)
         );
+        assert_eq!(got.body_kept_bytes, 2);
         assert_eq!(got.replayed_at_ms, None);
         assert_eq!(got.signatures_json, r#"[["stripe-signature","t=1,v1=00"]]"#);
         store.webhook_dead_letter_replayed(&second, "msg_x", NOW + 5).await.unwrap();

@@ -28,7 +28,7 @@ pub fn dead_letter(dl: &DeadLetter, full: bool) -> Value {
         "replayed_at_ms": dl.replayed_at_ms,
         "message_id": dl.message_id,
         "body_bytes": dl.body_bytes,
-        "body_kept_bytes": dl.body.len(),
+        "body_kept_bytes": dl.body_kept_bytes,
     });
     // A schema refusal keeps `{"detail", "errors"}` as JSON text; anything else is plain text.
     match serde_json::from_str::<Value>(&dl.detail) {
@@ -114,6 +114,7 @@ mod tests {
             received_at_ms: 5,
             replayed_at_ms: None,
             message_id: None,
+            body_kept_bytes: body.len() as i64,
         }
     }
 

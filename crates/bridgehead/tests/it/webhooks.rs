@@ -163,15 +163,21 @@ async fn every_refusal_has_its_status_problem_and_dead_letter() {
     for d in &dls {
         assert!(!d.headers_json.contains("v1,"), "signature kept: {}", d.headers_json);
     }
-    let schema_dl = dls.iter().find(|d| d.reason == "schema").unwrap();
+    let listed = dls.iter().find(|d| d.reason == "schema").unwrap();
+    let schema_dl = s.webhook_dead_letter(&listed.id).await.unwrap().unwrap();
     assert_eq!(schema_dl.body, br#"{"data":{"id":"x","total":-1}}"#);
+    assert_eq!(
+        (listed.body.len(), listed.body_kept_bytes),
+        (0, schema_dl.body.len() as i64),
+        "listed without it"
+    );
     assert!(schema_dl.detail.contains("/data/total"), "{}", schema_dl.detail);
     assert!(
         schema_dl.headers_json.contains(r#"["webhook-signature","[redacted]"]"#),
         "{}",
         schema_dl.headers_json
     );
-    assert!(dls.iter().find(|d| d.reason == "too_large").unwrap().body.is_empty());
+    assert_eq!(dls.iter().find(|d| d.reason == "too_large").unwrap().body_kept_bytes, 0);
     assert_eq!(m.request_count(), 0);
 
     // Other methods are not the receiver's: with no other route, 405 naming POST.
