@@ -1366,8 +1366,8 @@ pub struct EventType {
 #[serde(deny_unknown_fields)]
 pub struct OutboundWebhooks {
     /// The exact path where events are published: `POST {"type": …, "data": …}`, with an
-    /// optional `id` (the same id from the same consumer is accepted once) and `ordering_key`.
-    /// Answered 202 with the message id once committed.
+    /// optional `id` (the same id from the same publisher, its authenticator and consumer, is
+    /// accepted once) and `ordering_key`. Answered 202 with the message id once committed.
     pub intake: String,
     /// Authenticators (names under `authenticators`) a publisher must pass, tried in order. Empty:
     /// anyone who can reach `intake` publishes (a warning).

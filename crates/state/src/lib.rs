@@ -144,7 +144,7 @@
 //! | | `destination` | `TEXT NOT NULL` | `forward:<receiver name>` |
 //! | | `state` | `TEXT NOT NULL` | `pending`, `delivered` or `dead` |
 //! | | `attempts` | `INTEGER` / `BIGINT NOT NULL` | attempts made |
-//! | | `next_attempt_at` | `INTEGER` / `BIGINT NOT NULL`, indexed with `destination` and `state` (v7 dropped the index on `state` alone) | due from, Unix ms |
+//! | | `next_attempt_at` | `INTEGER` / `BIGINT NOT NULL`, indexed with `destination` while pending (v7) | due from, Unix ms |
 //! | | `lease_owner`, `lease_until` | `TEXT`, `INTEGER` / `BIGINT` | the worker holding it, until (Unix ms) |
 //! | | `last_status`, `last_error` | `INTEGER` / `BIGINT`, `TEXT` | the last attempt's answer or error |
 //! | | `updated_at` | `INTEGER` / `BIGINT NOT NULL` | Unix ms |

@@ -89,10 +89,13 @@ pub struct Store {
     pub(crate) accepts: Arc<std::sync::Mutex<Option<crate::webhooks::AcceptQueue>>>,
     /// The queue of webhook attempt records committed together, started with the first.
     pub(crate) records: Arc<std::sync::Mutex<Option<crate::webhooks::RecordQueue>>>,
-    /// Taken by the webhook queue's writes on SQLite (accept batches, claims, attempt records),
-    /// in turn: SQLite has one writer, and a writer that finds the database locked sleeps in
-    /// its busy handler (1, 2, 5, 10 … 100 ms) while others keep taking the lock; a fair lock in
-    /// the process hands it over without sleeping, so neither intake nor delivery starves.
+    /// Taken around every statement or transaction on SQLite (`on_pool!`, and the webhook
+    /// queue's batches), in turn: SQLite has one writer, and a writer that finds the database
+    /// locked sleeps in its busy handler (1, 2, 5, 10 … 100 ms) while others keep taking the
+    /// lock; a fair lock in the process hands it over without sleeping, so no writer of this
+    /// process starves (before it, a steady webhook intake held delivery seconds behind).
+    /// Other processes on the same file still meet the busy handler. Never taken twice: no
+    /// `on_pool!` body calls the store again.
     pub(crate) writer: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -108,7 +111,12 @@ pub(crate) enum Pools {
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pools {
-            Pools::Sqlite($pool) => $body,
+            // Every SQLite statement (or transaction) of the store takes its turn: see
+            // `Store::writer`.
+            Pools::Sqlite($pool) => {
+                let _turn = $store.writer.lock().await;
+                $body
+            }
             Pools::Postgres($pool) => $body,
         }
     };

@@ -53,37 +53,64 @@ type AcceptReply = tokio::sync::oneshot::Sender<Result<Accepted, StateError>>;
 pub(crate) struct AcceptQueue(tokio::sync::mpsc::Sender<(AcceptJob, AcceptReply)>);
 
 impl AcceptQueue {
-    /// Starts the committing task (on the calling runtime); it ends when every clone of the
-    /// store is gone.
+    /// Starts the committing loop (on a thread of its own, see `committer`); it ends when every
+    /// clone of the store is gone.
     fn start(store: Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(AcceptJob, AcceptReply)>(ACCEPT_BATCH * 4);
-        // The task holds the pools, not the queue: dropping the last store closes the channel.
+        let (tx, rx) = tokio::sync::mpsc::channel::<(AcceptJob, AcceptReply)>(ACCEPT_BATCH * 4);
+        // The loop holds the pools, not the queue: dropping the last store closes the channel.
         let pools_only = Store { accepts: Arc::default(), records: Arc::default(), ..store };
-        committer("bridgehead-accepts", async move {
-            let mut batch = Vec::with_capacity(ACCEPT_BATCH);
-            while rx.recv_many(&mut batch, ACCEPT_BATCH).await > 0 {
-                let (jobs, replies): (Vec<AcceptJob>, Vec<AcceptReply>) = batch.drain(..).unzip();
-                match pools_only.webhook_accept_batch(&jobs).await {
-                    Ok(answers) => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
-                    }
-                    // One message the database refuses must not fail the others of its batch:
-                    // each is committed alone, and only the failing ones fail.
-                    Err(_) => {
-                        for (job, reply) in jobs.iter().zip(replies) {
-                            let one = pools_only
-                                .webhook_accept_one(job)
-                                .await
-                                .map_err(|e| batch_failed(&e.to_string()));
-                            let _ = reply.send(one);
-                        }
-                    }
-                }
-            }
+        committer("bridgehead-accepts", move || async move {
+            let pools = &pools_only;
+            run_batches(rx, ACCEPT_BATCH, "webhook_accept", async |jobs: &[AcceptJob]| {
+                pools.webhook_accept_batch(jobs).await
+            })
+            .await;
         });
         Self(tx)
+    }
+}
+
+/// The loop of a batching queue: takes what is queued (up to `max`, leaving out jobs whose
+/// caller gave up waiting), runs `batch` on it, and answers each job. When the database refused
+/// the batch for something one row can cause (a constraint, a value), each job is run alone so
+/// that only the failing ones fail; any other error (the database unreachable) fails them all
+/// at once rather than one by one, each after its own timeout.
+async fn run_batches<J, A: Clone>(
+    mut rx: tokio::sync::mpsc::Receiver<(J, tokio::sync::oneshot::Sender<Result<A, StateError>>)>,
+    max: usize,
+    op: &'static str,
+    batch: impl AsyncFn(&[J]) -> Result<Vec<A>, sqlx::Error>,
+) {
+    let mut queued = Vec::with_capacity(max);
+    while rx.recv_many(&mut queued, max).await > 0 {
+        queued.retain(|(_, reply)| !reply.is_closed());
+        if queued.is_empty() {
+            continue;
+        }
+        let (jobs, replies): (Vec<J>, Vec<_>) = queued.drain(..).unzip();
+        match batch(&jobs).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(sqlx::Error::Database(_)) if jobs.len() > 1 => {
+                for (job, reply) in jobs.iter().zip(replies) {
+                    let one = batch(std::slice::from_ref(job))
+                        .await
+                        .map(|mut a| a.remove(0))
+                        .map_err(StateError::query(op));
+                    let _ = reply.send(one);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for reply in replies {
+                    let _ =
+                        reply.send(Err(StateError::Query { op, source: sqlx::Error::Protocol(why.clone()) }));
+                }
+            }
+        }
     }
 }
 
@@ -94,10 +121,10 @@ impl AcceptQueue {
 /// The thread ends with the loop, when every sender is gone. When no thread can be started,
 /// the queue is closed at once: its callers fail (nothing is acknowledged), and the next call
 /// tries again.
-fn committer(name: &str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+fn committer<F: std::future::Future<Output = ()>>(name: &str, task: impl FnOnce() -> F + Send + 'static) {
     let started = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
         match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(task),
+            Ok(rt) => rt.block_on(task()),
             Err(e) => tracing::error!(error = %e, "no runtime for the webhook commits"),
         }
     });
@@ -126,30 +153,14 @@ pub(crate) struct RecordQueue(tokio::sync::mpsc::Sender<(RecordJob, RecordReply)
 
 impl RecordQueue {
     fn start(store: Store) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordJob, RecordReply)>(RECORD_BATCH * 4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<(RecordJob, RecordReply)>(RECORD_BATCH * 4);
         let pools_only = Store { accepts: Arc::default(), records: Arc::default(), ..store };
-        committer("bridgehead-records", async move {
-            let mut batch = Vec::with_capacity(RECORD_BATCH);
-            while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-                let (jobs, replies): (Vec<RecordJob>, Vec<RecordReply>) = batch.drain(..).unzip();
-                match pools_only.webhook_record_batch(&jobs).await {
-                    Ok(answers) => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
-                    }
-                    Err(_) => {
-                        for (job, reply) in jobs.iter().zip(replies) {
-                            let one = pools_only
-                                .webhook_record_batch(std::slice::from_ref(job))
-                                .await
-                                .map(|mut a| a.remove(0))
-                                .map_err(StateError::query("webhook_record_attempt"));
-                            let _ = reply.send(one);
-                        }
-                    }
-                }
-            }
+        committer("bridgehead-records", move || async move {
+            let pools = &pools_only;
+            run_batches(rx, RECORD_BATCH, "webhook_record_attempt", async |jobs: &[RecordJob]| {
+                pools.webhook_record_batches(jobs).await
+            })
+            .await;
         });
         Self(tx)
     }
@@ -289,7 +300,8 @@ pub struct AttemptRow {
     pub response: Option<Vec<u8>>,
 }
 
-/// At most this many rows go in one multi-row `INSERT` (SQLite allows 32,766 parameters).
+/// At most this many rows go in one multi-row `INSERT` (well under both backends' parameter
+/// limits). Such statements have one SQL text per row count: they are not kept prepared.
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// `head` + `row` repeated `rows` times (comma-separated) + `tail`, where each `?` of `row` is
@@ -430,7 +442,7 @@ impl Store {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queue = {
             let mut slot = self.accepts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // (Re)started when missing, or when its task is gone (the runtime that ran it ended).
+            // (Re)started when missing, or when its loop is gone (its thread could not start).
             if slot.as_ref().is_none_or(|q| q.0.is_closed()) {
                 *slot = Some(AcceptQueue::start(self.clone()));
             }
@@ -445,11 +457,6 @@ impl Store {
         tokio::time::timeout(ACCEPT_TIMEOUT, wait)
             .await
             .unwrap_or_else(|_| Err(batch_failed("the state database did not commit within 10 s")))
-    }
-
-    /// Commits one job in a transaction of its own.
-    async fn webhook_accept_one(&self, job: &AcceptJob) -> Result<Accepted, sqlx::Error> {
-        self.webhook_accept_batch(std::slice::from_ref(job)).await.map(|mut a| a.remove(0))
     }
 
     /// Commits `jobs` in one transaction: `Ok` with one answer per job, in order. The messages
@@ -474,7 +481,7 @@ impl Store {
             ($conn:expr) => {
                 async {
                     let mut tx = sqlx::Connection::begin($conn).await?;
-                    let mut q = sqlx::query_scalar::<_, String>(&messages_sql);
+                    let mut q = sqlx::query_scalar::<_, String>(&messages_sql).persistent(false);
                     for (job, id) in jobs.iter().zip(&ids) {
                         let expires = job.now_ms.saturating_add(job.retention_ms.max(0));
                         q = q
@@ -513,7 +520,7 @@ impl Store {
                             "",
                             numbered,
                         );
-                        let mut q = sqlx::query(&sql);
+                        let mut q = sqlx::query(&sql).persistent(false);
                         for (id, job, d) in chunk {
                             q = q.bind(*id).bind(*d).bind(job.now_ms).bind(job.now_ms).bind(&job.ordering_key);
                         }
@@ -583,7 +590,6 @@ impl Store {
             Pools::Sqlite(_) => "",
             Pools::Postgres(_) => "FOR UPDATE SKIP LOCKED",
         });
-        let turn = self.sqlite_turn().await;
         let claimed: Vec<(i64, String, String, i64)> = on_pool!(self, pool => {
             sqlx::query_as(&sql)
                 .bind(owner)
@@ -595,7 +601,6 @@ impl Store {
                 .await
         })
         .map_err(StateError::query(OP))?;
-        drop(turn);
         // The messages of the claimed deliveries, in one query.
         let mut wanted: Vec<&str> = claimed.iter().map(|c| c.1.as_str()).collect();
         wanted.sort_unstable();
@@ -604,7 +609,7 @@ impl Store {
         for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
             let sql = rows_sql(MESSAGES, "?", chunk.len(), ")", matches!(self.pools, Pools::Postgres(_)));
             let rows: Vec<(String, String, Vec<u8>, i64)> = on_pool!(self, pool => {
-                let mut q = sqlx::query_as(&sql);
+                let mut q = sqlx::query_as(&sql).persistent(false);
                 for id in chunk {
                     q = q.bind(*id);
                 }
@@ -675,14 +680,52 @@ impl Store {
             op: "webhook_record_attempt",
             source: sqlx::Error::Protocol("the record queue stopped".into()),
         };
-        queue.send((job, reply)).await.map_err(|_| failed())?;
-        answer.await.unwrap_or_else(|_| Err(failed()))
+        let wait = async {
+            queue.send((job, reply)).await.map_err(|_| failed())?;
+            answer.await.unwrap_or_else(|_| Err(failed()))
+        };
+        // Bounded like an accept: an attempt not recorded is made again once its lease runs out.
+        tokio::time::timeout(ACCEPT_TIMEOUT, wait).await.unwrap_or_else(|_| {
+            Err(StateError::Query {
+                op: "webhook_record_attempt",
+                source: sqlx::Error::Protocol("the state database did not record within 10 s".into()),
+            })
+        })
+    }
+
+    /// Records `jobs` in transactions of [`Store::webhook_record_batch`], each with distinct
+    /// delivery ids (two records of one delivery, a stale attempt's and its successor's, would
+    /// both match its one updated row): the first record of each delivery, then the rest.
+    async fn webhook_record_batches(&self, jobs: &[RecordJob]) -> Result<Vec<bool>, sqlx::Error> {
+        let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+        if jobs.iter().all(|j| seen.insert(j.delivery_id)) {
+            return self.webhook_record_batch(jobs).await;
+        }
+        let mut answers = vec![false; jobs.len()];
+        let mut left: Vec<usize> = (0..jobs.len()).collect();
+        while !left.is_empty() {
+            let mut ids = std::collections::HashSet::new();
+            let (now, later): (Vec<usize>, Vec<usize>) =
+                left.iter().partition(|&&i| ids.insert(jobs[i].delivery_id));
+            let round: Vec<&RecordJob> = now.iter().map(|&i| &jobs[i]).collect();
+            let got = self.webhook_record_batch_of(&round).await?;
+            for (i, a) in now.into_iter().zip(got) {
+                answers[i] = a;
+            }
+            left = later;
+        }
+        Ok(answers)
+    }
+
+    async fn webhook_record_batch(&self, jobs: &[RecordJob]) -> Result<Vec<bool>, sqlx::Error> {
+        let all: Vec<&RecordJob> = jobs.iter().collect();
+        self.webhook_record_batch_of(&all).await
     }
 
     /// Records `jobs` in one transaction: one `UPDATE … FROM (VALUES …)` for the deliveries
     /// (only those still leased by their job's owner), one multi-row `INSERT` for their
     /// attempts. `Ok` with one answer per job, in order.
-    async fn webhook_record_batch(&self, jobs: &[RecordJob]) -> Result<Vec<bool>, sqlx::Error> {
+    async fn webhook_record_batch_of(&self, jobs: &[&RecordJob]) -> Result<Vec<bool>, sqlx::Error> {
         let numbered = matches!(self.pools, Pools::Postgres(_));
         let update = rows_sql(
             "WITH v (id, owner, state, next_at, status, error, now) AS (VALUES ",
@@ -702,7 +745,7 @@ impl Store {
             ($pool:expr) => {
                 async {
                     let mut tx = $pool.begin().await?;
-                    let mut q = sqlx::query_as::<_, (i64, i64)>(&update);
+                    let mut q = sqlx::query_as::<_, (i64, i64)>(&update).persistent(false);
                     for j in jobs {
                         q = q
                             .bind(j.delivery_id)
@@ -715,7 +758,7 @@ impl Store {
                     }
                     let numbers: HashMap<i64, i64> = q.fetch_all(&mut *tx).await?.into_iter().collect();
                     let recorded: Vec<&RecordJob> =
-                        jobs.iter().filter(|j| numbers.contains_key(&j.delivery_id)).collect();
+                        jobs.iter().copied().filter(|j| numbers.contains_key(&j.delivery_id)).collect();
                     if !recorded.is_empty() {
                         let sql = rows_sql(
                             "INSERT INTO bridgehead_webhook_attempts
@@ -725,7 +768,7 @@ impl Store {
                             "",
                             numbered,
                         );
-                        let mut q = sqlx::query(&sql);
+                        let mut q = sqlx::query(&sql).persistent(false);
                         for j in &recorded {
                             q = q
                                 .bind(j.delivery_id)
@@ -750,14 +793,6 @@ impl Store {
                 batch!(pool)
             }
             Pools::Postgres(pool) => batch!(pool),
-        }
-    }
-
-    /// The webhook writers' turn on SQLite (see `Store::writer`); nothing on PostgreSQL.
-    async fn sqlite_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.pools {
-            Pools::Sqlite(_) => Some(self.writer.lock().await),
-            Pools::Postgres(_) => None,
         }
     }
 

@@ -19,6 +19,7 @@ each_backend!(
     twenty_concurrent_accepts_of_one_id_store_one,
     concurrent_claimers_never_share_a_delivery,
     ordering_keys_release_and_redelivery,
+    two_records_of_one_delivery_at_once_keep_only_the_owners,
     endpoints_and_message_listing,
 );
 
@@ -540,5 +541,25 @@ mod checks {
             ..MessageFilter::default()
         };
         assert_eq!(store.webhook_messages(&by_dest, None, 10).await.unwrap().len(), 2);
+    }
+
+    /// A stale attempt and the one that took its delivery over, recorded at the same moment
+    /// (one batch): only the lease owner's counts.
+    pub async fn two_records_of_one_delivery_at_once_keep_only_the_owners(url: &str, _: Backend) {
+        let store = Store::open(url).await.unwrap();
+        let id =
+            new_id(store.webhook_accept(&msg(Some("race"), b"{}"), &["forward:stripe"], NOW).await.unwrap());
+        let stale = store.webhook_claim("old:1", "forward:stripe", NOW, 10, 1).await.unwrap();
+        let fresh = store.webhook_claim("new:1", "forward:stripe", NOW + 20, 30_000, 1).await.unwrap();
+        assert_eq!(stale[0].id, fresh[0].id, "the lease ran out and was taken over");
+        let ok = AttemptRecord { status: Some(200), latency_ms: 1, error: None, response: None };
+        let (a, b) = tokio::join!(
+            store.webhook_record_attempt(stale[0].id, "old:1", &ok, AttemptOutcome::Delivered, NOW + 21),
+            store.webhook_record_attempt(fresh[0].id, "new:1", &ok, AttemptOutcome::Delivered, NOW + 21),
+        );
+        assert_eq!((a.unwrap(), b.unwrap()), (false, true));
+        let d = &store.webhook_deliveries(&id).await.unwrap()[0];
+        assert_eq!((d.state.as_str(), d.attempts), ("delivered", 1));
+        assert_eq!(store.webhook_attempts(d.id).await.unwrap().len(), 1);
     }
 }

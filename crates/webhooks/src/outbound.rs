@@ -271,6 +271,16 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// For a publisher arriving before the endpoints were ever read: reads them now, unless a
+    /// read is already running (then the publisher is refused at once rather than queued behind
+    /// it: with the store down, each read waits for its timeout). Whether they are loaded.
+    async fn refresh_unless_running(&self, store: &Store) -> bool {
+        if self.refreshing.try_lock().is_err() {
+            return self.loaded();
+        }
+        self.refresh(store).await.is_ok()
+    }
+
     /// Whether the endpoints' state has been read from the store (see [`Dispatcher::refresh`]).
     pub fn loaded(&self) -> bool {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)
@@ -453,7 +463,7 @@ impl Dispatcher {
     ) -> (&'static str, Response<Bytes>) {
         // Until the endpoints' state was read from the store once, a disabled endpoint would
         // look enabled: read it now, or refuse (nothing accepted).
-        if !self.loaded.load(std::sync::atomic::Ordering::Acquire) && self.refresh(store).await.is_err() {
+        if !self.loaded() && !self.refresh_unless_running(store).await {
             return self.unavailable(request_id);
         }
         let endpoints = self.endpoints.load();
