@@ -11,7 +11,7 @@
 use sqlx::Row;
 
 use crate::StateError;
-use crate::store::{Pools, Store, on_pool};
+use crate::store::{Pools, Store, on_pool, read_pool};
 
 /// One API key as recorded in `bridgehead_api_keys`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Store {
             "SELECT id, authenticator, consumer, sha256, scopes, created_at, revoked_at
              FROM bridgehead_api_keys {filter} ORDER BY created_at, id"
         );
-        on_pool!(self, pool => {
+        read_pool!(self, pool => {
             let mut query = sqlx::query(&sql);
             if let Some(authenticator) = authenticator {
                 query = query.bind(authenticator);

@@ -49,7 +49,7 @@ use std::fmt;
 use sqlx::Row;
 
 use crate::StateError;
-use crate::store::{Pools, Store, on_pool};
+use crate::store::{Pools, Store, on_pool, read_pool};
 
 /// How long after their expiry [`Store::oauth_purge_codes`] and [`Store::oauth_purge_refresh`]
 /// keep codes and refresh tokens: one day, in seconds.
@@ -286,7 +286,7 @@ impl Store {
     pub async fn oauth_keys_all(&self) -> Result<Vec<OAuthKeyRecord>, StateError> {
         const SQL: &str = "SELECT kid, alg, private_pem, public_jwk, created_at, activate_at, retire_at
              FROM bridgehead_oauth_keys ORDER BY created_at, kid";
-        on_pool!(self, pool => sqlx::query(SQL).fetch_all(pool).await.and_then(|rows| {
+        read_pool!(self, pool => sqlx::query(SQL).fetch_all(pool).await.and_then(|rows| {
             rows.iter()
                 .map(|row| {
                     Ok(OAuthKeyRecord {
@@ -344,7 +344,7 @@ impl Store {
     /// Whether the access token `jti` is recorded as revoked (until it is purged).
     pub async fn oauth_is_revoked(&self, jti: &str) -> Result<bool, StateError> {
         const SQL: &str = "SELECT jti FROM bridgehead_oauth_revoked WHERE jti = $1";
-        on_pool!(self, pool => sqlx::query(SQL).bind(jti).fetch_optional(pool).await.map(|row| row.is_some()))
+        read_pool!(self, pool => sqlx::query(SQL).bind(jti).fetch_optional(pool).await.map(|row| row.is_some()))
             .map_err(StateError::query("oauth_is_revoked"))
     }
 
@@ -353,7 +353,7 @@ impl Store {
     /// little past `exp` (clock-skew leeway) passes `now` minus that leeway.
     pub async fn oauth_revoked_active(&self, now: i64) -> Result<Vec<String>, StateError> {
         const SQL: &str = "SELECT jti FROM bridgehead_oauth_revoked WHERE expires_at > $1 ORDER BY jti";
-        on_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).bind(now).fetch_all(pool).await)
+        read_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).bind(now).fetch_all(pool).await)
             .map_err(StateError::query("oauth_revoked_active"))
     }
 
@@ -659,7 +659,7 @@ impl Store {
     pub async fn oauth_clients_all(&self) -> Result<Vec<OAuthClientRecord>, StateError> {
         const SQL: &str = "SELECT client_id, secret_sha256, public, grants, scopes, redirect_uris, created_at
              FROM bridgehead_oauth_clients ORDER BY created_at, client_id";
-        on_pool!(self, pool => sqlx::query(SQL).fetch_all(pool).await.and_then(|rows| {
+        read_pool!(self, pool => sqlx::query(SQL).fetch_all(pool).await.and_then(|rows| {
             rows.iter()
                 .map(|row| {
                     Ok(OAuthClientRecord {

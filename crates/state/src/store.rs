@@ -108,6 +108,18 @@ pub(crate) enum Pools {
 /// Runs `$body` with `$pool` bound to the backend's native pool. The body is expanded once per
 /// backend, so one SQL text serves both where the dialects agree (`$N` placeholders,
 /// `ON CONFLICT`); a method that needs different SQL matches on `self.pools` itself.
+/// `on_pool!` for statements that only read: no turn (SQLite's readers never wait for its
+/// writer in WAL mode, and a long read, the backlog gauge's, must not hold every writer up).
+macro_rules! read_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pools {
+            Pools::Sqlite($pool) => $body,
+            Pools::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use read_pool;
+
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pools {
@@ -173,21 +185,21 @@ impl Store {
 
     /// Runs `SELECT 1`: the readiness check that the database still answers.
     pub async fn ping(&self) -> Result<(), StateError> {
-        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
+        read_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))
             .map_err(StateError::query("ping"))
     }
 
     /// The highest migration version applied to the database (normally [`SCHEMA_VERSION`]).
     pub async fn schema_version(&self) -> Result<i64, StateError> {
         const SQL: &str = "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
-        on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await)
+        read_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await)
             .map_err(StateError::query("schema_version"))
     }
 
     /// The value of a `bridgehead_meta` key, if set.
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StateError> {
         const SQL: &str = "SELECT value FROM bridgehead_meta WHERE key = $1";
-        on_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).bind(key).fetch_optional(pool).await)
+        read_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).bind(key).fetch_optional(pool).await)
             .map_err(StateError::query("meta_get"))
     }
 
@@ -249,7 +261,7 @@ impl Store {
     pub async fn nodes(&self) -> Result<Vec<NodeRecord>, StateError> {
         const SQL: &str = "SELECT node_id, version, started_at, last_seen_at
              FROM bridgehead_nodes ORDER BY node_id";
-        on_pool!(self, pool => {
+        read_pool!(self, pool => {
             let rows = sqlx::query(SQL).fetch_all(pool).await;
             rows.and_then(|rows| {
                 rows.iter()

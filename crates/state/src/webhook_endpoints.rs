@@ -7,7 +7,7 @@
 //! clear (an HMAC key cannot be hashed), like the OAuth client's upstream secrets in the config.
 
 use crate::StateError;
-use crate::store::{Pools, Store, on_pool};
+use crate::store::{Pools, Store, on_pool, read_pool};
 
 /// One row of `bridgehead_webhook_endpoints`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl Store {
     /// Every endpoint row, by name.
     pub async fn webhook_endpoints(&self) -> Result<Vec<EndpointRecord>, StateError> {
         let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM bridgehead_webhook_endpoints ORDER BY name");
-        let rows: Vec<EndpointRow> = on_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await)
+        let rows: Vec<EndpointRow> = read_pool!(self, pool => sqlx::query_as(&sql).fetch_all(pool).await)
             .map_err(StateError::query("webhook_endpoints"))?;
         Ok(rows.into_iter().map(record).collect())
     }
@@ -222,7 +222,7 @@ impl Store {
              ORDER BY m.received_at DESC, m.id DESC LIMIT $8";
         type Row = (String, String, Option<String>, Option<String>, i64);
         let (before_ms, before_id) = before.unwrap_or((i64::MAX, ""));
-        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(SQL)
+        let rows: Vec<Row> = read_pool!(self, pool => sqlx::query_as(SQL)
             .bind(filter.source)
             .bind(filter.event_type)
             .bind(filter.destination)

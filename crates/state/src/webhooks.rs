@@ -26,7 +26,7 @@ use std::sync::Arc;
 use sqlx::Row;
 
 use crate::StateError;
-use crate::store::{Pools, Store, on_pool};
+use crate::store::{Pools, Store, on_pool, read_pool};
 
 /// At most this many messages are committed in one transaction by [`Store::webhook_accept`].
 pub const ACCEPT_BATCH: usize = 256;
@@ -608,7 +608,7 @@ impl Store {
         let mut messages: HashMap<String, (String, Vec<u8>, i64)> = HashMap::with_capacity(wanted.len());
         for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
             let sql = rows_sql(MESSAGES, "?", chunk.len(), ")", matches!(self.pools, Pools::Postgres(_)));
-            let rows: Vec<(String, String, Vec<u8>, i64)> = on_pool!(self, pool => {
+            let rows: Vec<(String, String, Vec<u8>, i64)> = read_pool!(self, pool => {
                 let mut q = sqlx::query_as(&sql).persistent(false);
                 for id in chunk {
                     q = q.bind(*id);
@@ -824,7 +824,7 @@ impl Store {
     pub async fn webhook_lease_owners(&self) -> Result<Vec<String>, StateError> {
         const SQL: &str = "SELECT DISTINCT lease_owner FROM bridgehead_webhook_deliveries
              WHERE state = 'pending' AND lease_owner IS NOT NULL ORDER BY lease_owner";
-        on_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).fetch_all(pool).await)
+        read_pool!(self, pool => sqlx::query_scalar::<_, String>(SQL).fetch_all(pool).await)
             .map_err(StateError::query("webhook_lease_owners"))
     }
 
@@ -842,7 +842,7 @@ impl Store {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM bridgehead_webhook_deliveries WHERE message_id = $1 ORDER BY id"
         );
-        on_pool!(self, pool => {
+        read_pool!(self, pool => {
             let rows = sqlx::query(&sql).bind(message_id).fetch_all(pool).await;
             rows.and_then(|rows| rows.iter().map(RowExt::delivery).collect::<Result<Vec<_>, _>>())
         })
@@ -855,7 +855,7 @@ impl Store {
              FROM bridgehead_webhook_attempts WHERE delivery_id = $1 ORDER BY attempt";
         type Row = (i64, i64, Option<i64>, i64, Option<String>, Option<Vec<u8>>);
         let rows: Vec<Row> =
-            on_pool!(self, pool => sqlx::query_as(SQL).bind(delivery_id).fetch_all(pool).await)
+            read_pool!(self, pool => sqlx::query_as(SQL).bind(delivery_id).fetch_all(pool).await)
                 .map_err(StateError::query("webhook_attempts"))?;
         Ok(rows
             .into_iter()
@@ -876,7 +876,7 @@ impl Store {
              FROM bridgehead_webhook_deliveries d
              JOIN bridgehead_webhook_messages m ON m.id = d.message_id
              WHERE d.state = 'pending' GROUP BY d.destination ORDER BY d.destination";
-        on_pool!(self, pool => sqlx::query_as::<_, (String, i64, i64)>(SQL).fetch_all(pool).await)
+        read_pool!(self, pool => sqlx::query_as::<_, (String, i64, i64)>(SQL).fetch_all(pool).await)
             .map_err(StateError::query("webhook_backlog"))
     }
 
@@ -925,7 +925,7 @@ impl Store {
              ORDER BY received_at DESC, id DESC LIMIT $3"
         );
         let (before_ms, before_id) = before.unwrap_or((i64::MAX, ""));
-        on_pool!(self, pool => {
+        read_pool!(self, pool => {
             let rows = sqlx::query(&sql)
                 .bind(source)
                 .bind(before_ms)
@@ -941,7 +941,7 @@ impl Store {
     /// One dead letter.
     pub async fn webhook_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>, StateError> {
         let sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM bridgehead_webhook_dead_letters WHERE id = $1");
-        on_pool!(self, pool => {
+        read_pool!(self, pool => {
             let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await;
             row.and_then(|row| row.as_ref().map(RowExt::dead_letter).transpose())
         })
