@@ -482,7 +482,14 @@ impl Store {
                 async {
                     let mut tx = sqlx::Connection::begin($conn).await?;
                     let mut q = sqlx::query_scalar::<_, String>(&messages_sql).persistent(false);
-                    for (job, id) in jobs.iter().zip(&ids) {
+                    // Rows in the order of their unique key (stable: of two jobs with one key the
+                    // first still wins): two nodes' batches with the same keys then lock them in
+                    // the same order on PostgreSQL, where opposite orders would deadlock.
+                    let mut order: Vec<usize> = (0..jobs.len()).collect();
+                    order.sort_by(|&a, &b| {
+                        (&jobs[a].source, &jobs[a].external_id).cmp(&(&jobs[b].source, &jobs[b].external_id))
+                    });
+                    for (job, id) in order.iter().map(|&i| (&jobs[i], &ids[i])) {
                         let expires = job.now_ms.saturating_add(job.retention_ms.max(0));
                         q = q
                             .bind(id)
