@@ -55,38 +55,8 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
         } else if !names.insert(w.name.as_str()) {
             push(p, key("name"), format!("`{}` names another receiver too", w.name));
         }
-        if !w.path.starts_with('/') {
-            push(p, key("path"), format!("`{}` must start with `/`", w.path));
-        } else {
-            check_canonical(&w.path, &w.path, &c.server.path_normalization, &key("path"), p);
-            if !paths.insert(w.path.as_str()) {
-                push(p, key("path"), format!("`{}` is the path of another receiver too", w.path));
-            }
-            let as_route = crate::model::RouteMatch { path: Some(w.path.clone()), ..Default::default() };
-            if c.oauth_server.is_some()
-                && let Some(reserved) = reserved_overlap(&as_route)
-            {
-                push(
-                    p,
-                    key("path"),
-                    format!(
-                        "`{}` is under `{reserved}`, which the built-in authorization server answers",
-                        w.path
-                    ),
-                );
-            }
-            if let Some((j, r)) =
-                c.routes.iter().enumerate().find(|(_, r)| r.matcher.path.as_deref() == Some(w.path.as_str()))
-            {
-                push(
-                    p,
-                    key("path"),
-                    format!(
-                        "route `{}` (routes[{j}]) has the same path; the receiver answers it first, so that route would never get it",
-                        r.name
-                    ),
-                );
-            }
+        if builtin_path(c, &w.path, &key("path"), "receiver", p) && !paths.insert(w.path.as_str()) {
+            push(p, key("path"), format!("`{}` is the path of another receiver too", w.path));
         }
         let v = &w.verify;
         webhook_verify(&key("verify"), v, p);
@@ -156,6 +126,38 @@ fn webhooks(c: &Config, p: &mut Vec<Problem>) {
     }
 }
 
+/// The exact path of a built-in route (a receiver's, the intake's) at `key`: absolute,
+/// canonical, clear of the authorization server's paths and of every route's exact path (the
+/// built-in `what` answers first). False when it does not even start with `/`.
+fn builtin_path(c: &Config, path: &str, key: &str, what: &str, p: &mut Vec<Problem>) -> bool {
+    if !path.starts_with('/') {
+        push(p, key, format!("`{path}` must start with `/`"));
+        return false;
+    }
+    check_canonical(path, path, &c.server.path_normalization, key, p);
+    let as_route = crate::model::RouteMatch { path: Some(path.to_owned()), ..Default::default() };
+    if c.oauth_server.is_some()
+        && let Some(reserved) = reserved_overlap(&as_route)
+    {
+        push(
+            p,
+            key,
+            format!("`{path}` is under `{reserved}`, which the built-in authorization server answers"),
+        );
+    }
+    if let Some((j, r)) = c.routes.iter().enumerate().find(|(_, r)| r.matcher.path.as_deref() == Some(path)) {
+        push(
+            p,
+            key,
+            format!(
+                "route `{}` (routes[{j}]) has the same path; the {what} answers it first, so that route would never get it",
+                r.name
+            ),
+        );
+    }
+    true
+}
+
 /// `webhooks.outbound` and `webhooks.event_types`. Secrets and schema files are checked when
 /// the dispatcher is built (`config check` does that too).
 fn outbound_webhooks(c: &Config, p: &mut Vec<Problem>) {
@@ -167,38 +169,10 @@ fn outbound_webhooks(c: &Config, p: &mut Vec<Problem>) {
     let Some(o) = &c.webhooks.outbound else { return };
     let base = "webhooks.outbound";
     let key = |k: &str| join_key(base, k);
-    if !o.intake.starts_with('/') {
-        push(p, key("intake"), format!("`{}` must start with `/`", o.intake));
-    } else {
-        check_canonical(&o.intake, &o.intake, &c.server.path_normalization, &key("intake"), p);
-        if let Some(w) = c.webhooks.inbound.iter().find(|w| w.path == o.intake) {
-            push(p, key("intake"), format!("`{}` is the path of receiver `{}` too", o.intake, w.name));
-        }
-        let as_route = crate::model::RouteMatch { path: Some(o.intake.clone()), ..Default::default() };
-        if c.oauth_server.is_some()
-            && let Some(reserved) = reserved_overlap(&as_route)
-        {
-            push(
-                p,
-                key("intake"),
-                format!(
-                    "`{}` is under `{reserved}`, which the built-in authorization server answers",
-                    o.intake
-                ),
-            );
-        }
-        if let Some((j, r)) =
-            c.routes.iter().enumerate().find(|(_, r)| r.matcher.path.as_deref() == Some(o.intake.as_str()))
-        {
-            push(
-                p,
-                key("intake"),
-                format!(
-                    "route `{}` (routes[{j}]) has the same path; the intake answers it first, so that route would never get it",
-                    r.name
-                ),
-            );
-        }
+    if builtin_path(c, &o.intake, &key("intake"), "intake", p)
+        && let Some(w) = c.webhooks.inbound.iter().find(|w| w.path == o.intake)
+    {
+        push(p, key("intake"), format!("`{}` is the path of receiver `{}` too", o.intake, w.name));
     }
     for (j, a) in o.auth.iter().enumerate() {
         if !c.authenticators.contains_key(a) {
