@@ -1,0 +1,12 @@
+//! gRPC for the gateway: schemas ([`schema`]) from `.proto` files, descriptor sets or server
+//! reflection ([`reflection`]); the HTTP bindings of a service ([`binding`], [`template`]);
+//! JSON to messages and back ([`mapping`]); gRPC framing ([`frame`]) and status ([`status`]);
+//! and the transcoding backend that puts them together ([`transcode`]).
+//!
+//! This is the only crate that depends on prost-reflect and protox.
+
+pub mod binding;
+pub mod bundled;
+pub mod mapping;
+pub mod schema;
+pub mod template;
