@@ -88,6 +88,12 @@ enum Command {
     /// Example: bridgehead webhook verify --scheme stripe --secret-env STRIPE_WHSEC -H "Stripe-Signature: t=…,v1=…" --payload event.json
     #[command(subcommand)]
     Webhook(commands::webhook::WebhookCommand),
+    /// A grpcurl-like gRPC client: list, describe, call, export (schema from reflection,
+    /// .proto files or a descriptor set).
+    ///
+    /// Example: bridgehead grpc call --plaintext 127.0.0.1:50051 drone.v1.Telemetry/GetStatus -d '{"droneId": "d-1"}'
+    #[command(subcommand)]
+    Grpc(commands::grpc::GrpcCommand),
 }
 
 #[derive(Subcommand)]
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
         Command::Token(args) => commands::token::run(args),
         Command::Oauth(cmd) => commands::oauth::run(cmd),
         Command::Webhook(cmd) => commands::webhook::run(cmd),
+        Command::Grpc(cmd) => commands::grpc::run(cmd),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -118,11 +118,22 @@ pub fn load_str(
         serde_json::Value::Null => serde_json::Value::Object(Default::default()),
         v => v,
     };
-    let config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = path_string(e.path());
         let message = e.inner().to_string();
         Diagnostics(vec![diag(doc.locations.find(&path), path, message)])
     })?;
+    // `grpc_service` stands for a path condition, which routing and validation read.
+    for r in &mut config.routes {
+        let m = &mut r.matcher;
+        if m.path.is_none() && m.path_prefix.is_none() {
+            match m.grpc_path() {
+                Some((true, prefix)) => m.path_prefix = Some(prefix),
+                Some((false, path)) => m.path = Some(path),
+                None => {}
+            }
+        }
+    }
     let problems = validate::validate(&config);
     if !problems.is_empty() {
         let mut list: Vec<Diagnostic> = problems

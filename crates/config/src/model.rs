@@ -39,6 +39,87 @@ pub struct Config {
     /// Webhook receivers (`inbound`).
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// gRPC services and their schemas, for routes that transcode JSON over HTTP to gRPC
+    /// (`grpc_transcode`).
+    #[serde(default)]
+    pub grpc: Grpc,
+}
+
+/// gRPC services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grpc {
+    /// Services by name; a route with `grpc_transcode: { service: NAME }` exposes one as JSON.
+    #[serde(default)]
+    pub services: BTreeMap<String, GrpcService>,
+}
+
+/// A gRPC server and where its schema comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcService {
+    /// The upstream whose targets serve it (`protocol: h2c` for plain TCP, or `https://` targets).
+    pub upstream: String,
+    /// Where the schema comes from: exactly one of `reflection`, `protos` or `descriptor_set`.
+    pub descriptors: GrpcDescriptors,
+    /// Largest message either way, request or response; larger gets 413 (request) or 502
+    /// (response). Default 4 MiB, gRPC's own default.
+    #[serde(default = "default_grpc_message_size")]
+    pub max_message_size: ByteSize,
+}
+
+fn default_grpc_message_size() -> ByteSize {
+    ByteSize::mib(4)
+}
+
+/// The schema of a gRPC service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcDescriptors {
+    /// Ask the server (gRPC server reflection, v1, then v1alpha) at start, every `refresh`, and on
+    /// `POST /admin/grpc/{service}/refresh`. The last schema fetched is kept in the state store
+    /// and serves when the server cannot be asked, across restarts.
+    #[serde(default)]
+    pub reflection: bool,
+    /// How often reflection is asked again (with `reflection`).
+    #[serde(default = "default_reflection_refresh")]
+    pub refresh: HumanDuration,
+    /// `.proto` files, compiled at start (paths relative to the config file or to an `include`
+    /// directory). `google/api/*.proto`, `google/rpc/*.proto` and the well-known types are built in.
+    #[serde(default)]
+    pub protos: Vec<String>,
+    /// Import directories for `protos`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// A binary `FileDescriptorSet` (`protoc --include_imports -o FILE`, `buf build -o FILE`).
+    #[serde(default)]
+    pub descriptor_set: Option<String>,
+}
+
+fn default_reflection_refresh() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+/// A route that exposes a gRPC service as JSON over HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTranscode {
+    /// The service (a name under `grpc.services`).
+    pub service: String,
+    /// Write fields that hold their default value (`0`, `""`, `false`, `[]`) in responses.
+    #[serde(default)]
+    pub emit_defaults: bool,
+    /// Write the `.proto` field names (`drone_id`) instead of lowerCamelCase (`droneId`).
+    #[serde(default)]
+    pub proto_names: bool,
+    /// Ignore JSON fields and query parameters the message lacks, instead of a 400.
+    #[serde(default)]
+    pub ignore_unknown_fields: bool,
+    /// Request headers sent on as gRPC metadata, and response metadata returned as headers
+    /// (`x-tenant`, `x-trace-bin`); `-bin` values travel as base64 either way. `authorization`
+    /// listed here forwards the caller's credential (unless the upstream sets its own).
+    #[serde(default)]
+    pub metadata: Vec<String>,
 }
 
 /// The built-in OAuth 2.0 authorization server. Its access tokens are RFC 9068 JWTs signed with
@@ -926,8 +1007,16 @@ pub struct Route {
     /// What requests this route takes. All given conditions must hold.
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
-    /// Name of the upstream (under `upstreams`) that serves this route.
-    pub upstream: String,
+    /// Name of the upstream (under `upstreams`) that serves this route. Not with
+    /// `grpc_transcode`, whose service names its upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Serve the route by transcoding JSON over HTTP to a gRPC service's methods (its
+    /// `google.api.http` bindings, and `POST /{package.Service}/{Method}` for the others).
+    /// With `match.path_prefix`, the bindings are mounted under it; without a path in `match`,
+    /// the route takes exactly the bindings' paths.
+    #[serde(default)]
+    pub grpc_transcode: Option<GrpcTranscode>,
     /// Prefix removed from the path before it is sent upstream (`/api` turns `/api/orders` into `/orders`).
     #[serde(default)]
     pub strip_prefix: Option<String>,
@@ -1112,6 +1201,25 @@ pub struct RouteMatch {
     /// Headers that must be present with exactly this value (`"*"`: present with any value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A gRPC service's calls (`drone.v1.Telemetry`, path `/drone.v1.Telemetry/…`), proxied as
+    /// gRPC. Instead of `path_prefix` and `path`.
+    #[serde(default)]
+    pub grpc_service: Option<String>,
+    /// One method of `grpc_service` (`GetStatus`).
+    #[serde(default)]
+    pub grpc_method: Option<String>,
+}
+
+impl RouteMatch {
+    /// The path condition `grpc_service` and `grpc_method` stand for: a prefix for a service, an
+    /// exact path for a method.
+    pub fn grpc_path(&self) -> Option<(bool, String)> {
+        let service = self.grpc_service.as_deref()?;
+        Some(match &self.grpc_method {
+            Some(m) => (false, format!("/{service}/{m}")),
+            None => (true, format!("/{service}")),
+        })
+    }
 }
 
 /// One way of proving who a caller is. Exactly one kind per authenticator.

@@ -120,6 +120,17 @@ pub struct Specificity {
     has_methods: bool,
 }
 
+impl Specificity {
+    /// A route without a path condition that takes only its gRPC bindings' paths ranks with
+    /// path templates.
+    pub fn bindings(mut self) -> Self {
+        if self.path_kind == 0 {
+            self.path_kind = 2;
+        }
+        self
+    }
+}
+
 /// The rank of a route's match.
 pub fn specificity(m: &RouteMatch) -> Specificity {
     let (host_kind, host_len) = match &m.host {

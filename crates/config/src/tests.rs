@@ -88,7 +88,7 @@ fn bad_configs_are_refused_with_location_and_path() {
         ),
         (
             "routes:\n  - name: r\n    match: {}\n    upstream: u\n",
-            "3:5: routes[0].match: needs at least one of path_prefix, path or host",
+            "3:5: routes[0].match: needs at least one of path_prefix, path, host or grpc_service",
         ),
         (
             "upstreams:\n  u:\n    targets: [{ url: \"http://x\" }]\nroutes:\n  - name: r\n    match: { path: \"/o/{id\" }\n    upstream: u\n",
@@ -865,4 +865,91 @@ fn webhook_receivers_are_checked() {
     let text = format!("{clash}{}", &hook("")[MINIMAL.len()..]);
     let err = load_text(&text).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("route `same` (routes[1]) has the same path"), "{err}");
+}
+
+#[test]
+fn grpc_services_and_routes_are_checked() {
+    let base = "upstreams:\n  g:\n    targets: [{ url: \"http://x:1\" }]\n    protocol: h2c\n  h1:\n    targets: [{ url: \"http://y:1\" }]\n";
+    let ok = format!(
+        "{base}grpc:\n  services:\n    t:\n      upstream: g\n      descriptors: {{ reflection: true }}\nroutes:\n  - name: rest\n    match: {{ path_prefix: /rest }}\n    grpc_transcode: {{ service: t, metadata: [x-tenant] }}\n  - name: own\n    grpc_transcode: {{ service: t }}\n    match: {{ host: api.test }}\n  - name: bare\n    grpc_transcode: {{ service: t }}\n    match: {{}}\n  - name: proxy\n    match: {{ grpc_service: drone.v1.Telemetry, grpc_method: GetStatus }}\n    upstream: g\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: h1\n"
+    );
+    let loaded = load_text(&ok).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = &loaded.config.routes[3].matcher;
+    assert_eq!(
+        proxy.path.as_deref(),
+        Some("/drone.v1.Telemetry/GetStatus"),
+        "grpc_service stands for a path"
+    );
+    let svc =
+        |d: &str| format!("{base}grpc:\n  services:\n    t:\n      upstream: g\n      descriptors: {d}\n");
+    let route = |r: &str| format!("{}routes:\n  - name: r\n{r}", svc("{ reflection: true }"));
+    let cases: Vec<(String, &str)> = vec![
+        (svc("{}"), "grpc.services.t.descriptors: needs exactly one of"),
+        (svc("{ reflection: true, protos: [a.proto] }"), "grpc.services.t.descriptors: needs exactly one of"),
+        (
+            svc("{ descriptor_set: a.pb, include: [x] }"),
+            "grpc.services.t.descriptors.include: import directories are for `protos`",
+        ),
+        (svc("{ reflection: true, refresh: 10ms }"), "grpc.services.t.descriptors.refresh: at least 1s"),
+        (
+            format!(
+                "{base}grpc:\n  services:\n    t:\n      upstream: h1\n      descriptors: {{ reflection: true }}\n"
+            ),
+            "grpc.services.t.upstream: upstream `h1` speaks HTTP/1.1 (the default); gRPC needs HTTP/2: set `protocol: h2c`",
+        ),
+        (
+            format!(
+                "{base}grpc:\n  services:\n    t:\n      upstream: nope\n      descriptors: {{ reflection: true }}\n"
+            ),
+            "grpc.services.t.upstream: no upstream is named `nope`",
+        ),
+        (
+            route("    match: { path_prefix: /a }\n    grpc_transcode: { service: x }\n"),
+            "routes[0].grpc_transcode.service: unknown gRPC service `x`",
+        ),
+        (
+            route("    match: { path_prefix: /a }\n    upstream: g\n    grpc_transcode: { service: t }\n"),
+            "routes[0].upstream: a grpc_transcode route takes its upstream",
+        ),
+        (route("    match: { path_prefix: /a }\n"), "routes[0]: needs `upstream` (or `grpc_transcode`)"),
+        (
+            route("    match: { path: /a }\n    grpc_transcode: { service: t }\n"),
+            "routes[0].match.path: a grpc_transcode route takes its bindings' paths",
+        ),
+        (
+            route(
+                "    match: { path_prefix: /a }\n    strip_prefix: /a\n    grpc_transcode: { service: t }\n",
+            ),
+            "routes[0].strip_prefix: a grpc_transcode route mounts",
+        ),
+        (
+            route(
+                "    match: { path_prefix: /a }\n    grpc_transcode: { service: t, metadata: [grpc-timeout] }\n",
+            ),
+            "routes[0].grpc_transcode.metadata[0]: `grpc-timeout` is set by the gateway",
+        ),
+        (
+            route("    match: { grpc_service: \"drone v1\" }\n    upstream: g\n"),
+            "routes[0].match.grpc_service: `drone v1` is not a gRPC service name",
+        ),
+        (
+            route("    match: { grpc_method: Get, host: a.b }\n    upstream: g\n"),
+            "routes[0].match.grpc_method: needs grpc_service",
+        ),
+        (
+            route("    match: { grpc_service: a.B, path_prefix: /x }\n    upstream: g\n"),
+            "routes[0].match.grpc_service: takes the place of path_prefix and path",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want) in &cases {
+        match load_text(text) {
+            Ok(_) => failures.push(format!("accepted:\n{text}")),
+            Err(err) if !err.to_string().contains(want) => {
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

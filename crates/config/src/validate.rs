@@ -35,6 +35,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     webhooks(config, &mut p);
     outbound_webhooks(config, &mut p);
+    grpc_services(config, &mut p);
     p
 }
 
@@ -1023,14 +1024,24 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 format!("route name `{}` is already used by routes[{first}]", r.name),
             );
         }
-        if !c.upstreams.contains_key(&r.upstream) {
-            let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
-            let known = if known.is_empty() {
-                "none are defined".to_string()
-            } else {
-                format!("defined: {}", known.join(", "))
-            };
-            push(p, join_key(&base, "upstream"), format!("unknown upstream `{}` ({known})", r.upstream));
+        match (&r.upstream, &r.grpc_transcode) {
+            (Some(u), None) if !c.upstreams.contains_key(u) => {
+                let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none are defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                push(p, join_key(&base, "upstream"), format!("unknown upstream `{u}` ({known})"));
+            }
+            (Some(_), None) => {}
+            (None, Some(t)) => grpc_transcode(c, r, &join_key(&base, "grpc_transcode"), t, p),
+            (Some(_), Some(_)) => push(
+                p,
+                join_key(&base, "upstream"),
+                "a grpc_transcode route takes its upstream from the gRPC service; remove `upstream`",
+            ),
+            (None, None) => push(p, &base, "needs `upstream` (or `grpc_transcode`)"),
         }
         route_match(r, &base, &c.server.path_normalization, p);
         upgrades(r, &base, p);
@@ -1120,8 +1131,19 @@ fn reserved_paths(c: &Config, p: &mut Vec<Problem>) {
 /// Route indices in the order the router tries them: most specific first, ties in config order.
 fn try_order(c: &Config) -> Vec<usize> {
     let mut order: Vec<usize> = (0..c.routes.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(specificity(&c.routes[i].matcher)), i));
+    order.sort_by_key(|&i| (std::cmp::Reverse(route_specificity(&c.routes[i])), i));
     order
+}
+
+/// A route's rank; a transcoding route without a path condition ranks with path templates.
+pub fn route_specificity(r: &Route) -> crate::pattern::Specificity {
+    let s = specificity(&r.matcher);
+    if r.grpc_transcode.is_some() { s.bindings() } else { s }
+}
+
+/// Whether a route takes only the paths of its gRPC bindings (and so covers no other route).
+fn bindings_only(r: &Route) -> bool {
+    r.grpc_transcode.is_some() && r.matcher.path.is_none() && r.matcher.path_prefix.is_none()
 }
 
 /// Routes that can never be chosen because a route tried before them takes every request they
@@ -1132,7 +1154,10 @@ fn shadowed_routes(c: &Config, p: &mut Vec<Problem>) {
         let b = &c.routes[j];
         let same =
             |a: &Route| serde_json::to_string(&a.matcher).ok() == serde_json::to_string(&b.matcher).ok();
-        if let Some(&i) = order[..pos].iter().find(|&&i| covers(&c.routes[i].matcher, &b.matcher)) {
+        if let Some(&i) = order[..pos]
+            .iter()
+            .find(|&&i| !bindings_only(&c.routes[i]) && covers(&c.routes[i].matcher, &b.matcher))
+        {
             let a = &c.routes[i];
             if !same(a) {
                 push(
@@ -1252,7 +1277,7 @@ fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
 /// (nginx `location /secure`, Kong paths) serves those without credentials.
 fn string_prefix_neighbours(c: &Config, p: &mut Vec<Problem>) {
     for (i, r) in c.routes.iter().enumerate() {
-        if r.auth.is_empty() {
+        if r.auth.is_empty() || r.upstream.is_none() {
             continue;
         }
         let m = &r.matcher;
@@ -1285,7 +1310,8 @@ fn string_prefix_neighbours(c: &Config, p: &mut Vec<Problem>) {
                 ),
                 format!(
                     "`{path}` is protected, but `{probe}` takes public route `{}` (routes[{k}]) to the same upstream `{}`; an upstream that matches `{path}` as a string prefix (nginx `location {path}`) would serve it without credentials. Match whole segments there too (nginx `location {path}/` and `location = {path}`); see docs/proxy.md",
-                    q.name, r.upstream
+                    q.name,
+                    r.upstream.as_deref().unwrap_or_default()
                 ),
             );
         }
@@ -1432,8 +1458,16 @@ fn circuit_breaker(base: &str, b: &CircuitBreaker, p: &mut Vec<Problem>) {
 fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Problem>) {
     let m = &r.matcher;
     let mp = join_key(base, "match");
-    if m.path_prefix.is_none() && m.path.is_none() && m.host.is_none() {
-        push(p, &mp, "needs at least one of path_prefix, path or host");
+    if m.path_prefix.is_none() && m.path.is_none() && m.host.is_none() && r.grpc_transcode.is_none() {
+        push(p, &mp, "needs at least one of path_prefix, path, host or grpc_service");
+    }
+    grpc_match(m, &mp, p);
+    if r.grpc_transcode.is_some() && m.path.is_some() {
+        push(
+            p,
+            join_key(&mp, "path"),
+            "a grpc_transcode route takes its bindings' paths: mount them with path_prefix, or give no path",
+        );
     }
     if m.path_prefix.is_some() && m.path.is_some() {
         push(p, &mp, "path_prefix and path cannot both be set");
@@ -1530,6 +1564,156 @@ fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Pro
 
 /// A route path that normalization would change never matches a request (requests are routed
 /// by their canonical path). `probe` is `path` with template parameters replaced by plain text.
+/// `match.grpc_service` and `grpc_method`: names as gRPC writes them, and no other path
+/// condition (the loader turned them into one).
+fn grpc_match(m: &crate::model::RouteMatch, mp: &str, p: &mut Vec<Problem>) {
+    let ident = |s: &str, dots: bool| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+            })
+            && (dots || !s.contains('.'))
+    };
+    if let Some(service) = &m.grpc_service
+        && !ident(service, true)
+    {
+        push(
+            p,
+            join_key(mp, "grpc_service"),
+            format!("`{service}` is not a gRPC service name (`package.Service`)"),
+        );
+    }
+    if let Some(method) = &m.grpc_method {
+        if m.grpc_service.is_none() {
+            push(p, join_key(mp, "grpc_method"), "needs grpc_service");
+        } else if !ident(method, false) {
+            push(p, join_key(mp, "grpc_method"), format!("`{method}` is not a gRPC method name"));
+        }
+    }
+    if let Some((prefix, path)) = m.grpc_path() {
+        let same = if prefix {
+            m.path_prefix.as_deref() == Some(path.as_str()) && m.path.is_none()
+        } else {
+            m.path.as_deref() == Some(path.as_str()) && m.path_prefix.is_none()
+        };
+        if !same {
+            push(p, join_key(mp, "grpc_service"), "takes the place of path_prefix and path; remove them");
+        }
+    }
+}
+
+/// A `grpc_transcode` route: its service exists, and what it sets fits a transcoded route.
+fn grpc_transcode(c: &Config, r: &Route, base: &str, t: &crate::model::GrpcTranscode, p: &mut Vec<Problem>) {
+    if !c.grpc.services.contains_key(&t.service) {
+        let known: Vec<&str> = c.grpc.services.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none are defined".into()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        push(
+            p,
+            join_key(base, "service"),
+            format!("unknown gRPC service `{}` under grpc.services ({known})", t.service),
+        );
+    }
+    let route = base.trim_end_matches(".grpc_transcode");
+    if r.strip_prefix.is_some() {
+        push(
+            p,
+            join_key(route, "strip_prefix"),
+            "a grpc_transcode route mounts its bindings at match.path_prefix; remove strip_prefix",
+        );
+    }
+    if r.idempotency.is_some() {
+        push(
+            p,
+            join_key(route, "idempotency"),
+            "idempotency keys are not available on grpc_transcode routes",
+        );
+    }
+    if r.matcher.grpc_service.is_some() {
+        push(
+            p,
+            join_key(&join_key(route, "match"), "grpc_service"),
+            "proxies gRPC as is; a grpc_transcode route serves JSON",
+        );
+    }
+    for (j, name) in t.metadata.iter().enumerate() {
+        let key = join_index(&join_key(base, "metadata"), j);
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(p, key, format!("`{name}` is not a header name"));
+        } else if lower.starts_with("grpc-")
+            || lower.starts_with(':')
+            || matches!(
+                lower.as_str(),
+                "content-type"
+                    | "te"
+                    | "host"
+                    | "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "user-agent"
+            )
+        {
+            push(
+                p,
+                key,
+                format!("`{name}` is set by the gateway for the gRPC call; it cannot be passed through"),
+            );
+        }
+    }
+}
+
+/// `grpc.services`: names, upstreams that speak HTTP/2, one schema source.
+fn grpc_services(c: &Config, p: &mut Vec<Problem>) {
+    for (name, svc) in &c.grpc.services {
+        let base = format!("grpc.services.{name}");
+        if !valid_name(name) {
+            push(p, &base, "a service name is 1 to 64 letters, digits, `-`, `_` or `.`");
+        }
+        match c.upstreams.get(&svc.upstream) {
+            None => push(p, join_key(&base, "upstream"), format!("no upstream is named `{}`", svc.upstream)),
+            Some(u) => {
+                let plain = u.targets.iter().any(|t| t.url.starts_with("http://"));
+                let bad = match u.protocol {
+                    UpstreamProtocol::Http1 => Some(
+                        "speaks HTTP/1.1 (the default); gRPC needs HTTP/2: set `protocol: h2c` on it (plain TCP) or `h2` (TLS)",
+                    ),
+                    UpstreamProtocol::Auto if plain => Some(
+                        "has http:// targets, which `auto` reaches with HTTP/1.1; set `protocol: h2c` on it",
+                    ),
+                    _ => None,
+                };
+                if let Some(why) = bad {
+                    push(p, join_key(&base, "upstream"), format!("upstream `{}` {why}", svc.upstream));
+                }
+            }
+        }
+        let d = &svc.descriptors;
+        let dp = join_key(&base, "descriptors");
+        let sources = usize::from(d.reflection)
+            + usize::from(!d.protos.is_empty())
+            + usize::from(d.descriptor_set.is_some());
+        if sources != 1 {
+            push(p, &dp, "needs exactly one of `reflection: true`, `protos` or `descriptor_set`");
+        }
+        if !d.include.is_empty() && d.protos.is_empty() {
+            push(p, join_key(&dp, "include"), "import directories are for `protos`");
+        }
+        if d.refresh.get() < std::time::Duration::from_secs(1) {
+            push(p, join_key(&dp, "refresh"), "at least 1s");
+        }
+        let size = svc.max_message_size.get();
+        if !(1024..=256 * 1024 * 1024).contains(&size) {
+            push(p, join_key(&base, "max_message_size"), "between 1 KiB and 256 MiB");
+        }
+    }
+}
+
 fn check_canonical(path: &str, probe: &str, opts: &PathNormalization, key: &str, p: &mut Vec<Problem>) {
     if path.contains(';') {
         return push(

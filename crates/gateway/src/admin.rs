@@ -52,6 +52,8 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/webhooks/endpoints/{name}/enable", post(endpoint_enable))
         .route("/admin/webhooks/endpoints/{name}/rotate-secret", post(endpoint_rotate))
         .route("/admin/webhooks/endpoints/{name}/replay", post(endpoint_replay))
+        .route("/admin/grpc", get(grpc_services))
+        .route("/admin/grpc/{service}/refresh", post(grpc_refresh))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -215,6 +217,53 @@ async fn upstreams(State(s): State<AdminState>) -> Response {
         })
         .collect();
     axum::Json(json!({ "upstreams": list })).into_response()
+}
+
+/// The gRPC services: where each schema came from and the HTTP bindings it gives.
+async fn grpc_services(State(s): State<AdminState>) -> Response {
+    let rt = s.shared.runtime.load();
+    let list: Vec<_> = rt.grpc.values().map(|svc| svc.view()).collect();
+    axum::Json(json!({ "services": list })).into_response()
+}
+
+/// Asks a reflected service's server for its schema now.
+async fn grpc_refresh(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let rt = s.shared.runtime.load_full();
+    let Some(svc) = rt.grpc.get(&name) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "urn:bridgehead:problem:no-such-service",
+            "No such service",
+            &format!("no gRPC service `{name}` under grpc.services"),
+        );
+    };
+    if svc.reflection.is_none() {
+        return problem(
+            StatusCode::CONFLICT,
+            "urn:bridgehead:problem:not-reflected",
+            "Not reflected",
+            &format!(
+                "gRPC service `{name}` takes its schema from files; reload the config to read them again"
+            ),
+        );
+    }
+    match svc.refresh(&s.shared.metrics, s.shared.store.as_ref()).await {
+        Ok(bridgehead_grpc::service::Change::Unchanged) => {
+            axum::Json(json!({"status": "unchanged"})).into_response()
+        }
+        Ok(bridgehead_grpc::service::Change::Updated { added, broken }) => {
+            axum::Json(json!({"status": "updated", "added": added, "broken": broken})).into_response()
+        }
+        Err(e) => problem(
+            StatusCode::BAD_GATEWAY,
+            "urn:bridgehead:problem:reflection-failed",
+            "Reflection failed",
+            &format!("gRPC service `{name}`: {e}; the schema serving stays"),
+        ),
+    }
 }
 
 async fn reload(State(s): State<AdminState>) -> Response {

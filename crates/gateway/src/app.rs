@@ -223,6 +223,7 @@ impl App {
         let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?;
         runtime.auth.ready().await;
         runtime.refresh_endpoints(Some(&store)).await;
+        runtime.grpc_ready(&metrics, Some(&store)).await?;
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -338,6 +339,7 @@ impl App {
             ))
         });
         let endpoint_refresher = tokio::spawn(refresh_endpoints(shared.clone()));
+        let schema_refresher = tokio::spawn(refresh_grpc_schemas(shared.clone()));
         tracing::info!(generation = shared.runtime.load().generation, "gateway ready");
 
         let failed = tokio::select! {
@@ -365,6 +367,7 @@ impl App {
             h.abort();
         }
         endpoint_refresher.abort();
+        schema_refresher.abort();
         if let Some(store) = &shared.store {
             store.close().await;
         }
@@ -432,6 +435,20 @@ impl bridgehead_webhooks::deliver::Env for WebhookEnv {
 
     fn endpoints_changed(&self) {
         self.0.endpoints_changed.notify_one();
+    }
+}
+
+/// Asks each reflected gRPC service's server again when its `refresh` interval has passed; a
+/// failure is logged and the schema serving stays.
+async fn refresh_grpc_schemas(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rt = shared.runtime.load_full();
+        for svc in rt.grpc.values().filter(|s| s.due()) {
+            if let Err(e) = svc.refresh(&shared.metrics, shared.store.as_ref()).await {
+                tracing::warn!(service = %svc.name, error = %e, "gRPC reflection refresh failed; the schema serving stays");
+            }
+        }
     }
 }
 

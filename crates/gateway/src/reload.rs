@@ -94,6 +94,7 @@ impl Reloader {
         shared.oauth.store(oauth);
         runtime.auth.ready().await;
         runtime.refresh_endpoints(shared.store.as_ref()).await;
+        runtime.grpc_ready(&shared.metrics, shared.store.as_ref()).await?;
         let generation = runtime.generation;
         if tls.is_some() {
             self.inner.tls.store(tls.map(Arc::new));

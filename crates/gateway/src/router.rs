@@ -35,6 +35,8 @@ pub enum Backend {
     Webhook(Arc<bridgehead_webhooks::inbound::Receiver>),
     /// The outbound dispatcher's intake (`webhooks.outbound.intake`).
     Intake(Arc<bridgehead_webhooks::outbound::Dispatcher>),
+    /// JSON over HTTP transcoded to a gRPC service (`grpc_transcode`).
+    Transcode(Arc<bridgehead_grpc::transcode::Transcoder>),
 }
 
 impl Backend {
@@ -44,6 +46,7 @@ impl Backend {
             Backend::OAuth => "oauth",
             Backend::Webhook(_) => "webhook",
             Backend::Intake(_) => "webhook_intake",
+            Backend::Transcode(_) => "grpc_transcode",
         }
     }
 
@@ -53,7 +56,7 @@ impl Backend {
     pub fn renders_grpc(&self, grpc_request: bool) -> bool {
         match self {
             Backend::Proxy(_) => grpc_request,
-            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => false,
+            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) | Backend::Transcode(_) => false,
         }
     }
 }
@@ -95,6 +98,8 @@ enum PathMatch {
     Any,
     Prefix(String),
     Template(PathTemplate),
+    /// The paths a gRPC service's bindings take (a transcoding route without a path).
+    Bindings(Arc<bridgehead_grpc::transcode::Transcoder>),
 }
 
 enum HostMatch {
@@ -126,10 +131,11 @@ pub struct Router {
 }
 
 impl Route {
-    /// The upstream of a proxy route.
+    /// The upstream of a proxy route, or of a transcoding route's gRPC service.
     pub fn upstream(&self) -> Option<&Arc<Upstream>> {
         match &self.backend {
             Backend::Proxy(u) => Some(u),
+            Backend::Transcode(t) => Some(&t.service.upstream),
             Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => None,
         }
     }
@@ -160,7 +166,7 @@ impl Router {
     pub fn new(
         routes: &[RouteConfig],
         oauth: bool,
-        upstream: impl Fn(&str) -> Arc<Upstream>,
+        upstream: impl Fn(&RouteConfig) -> Backend,
         duration: impl Fn(&Arc<str>) -> Histogram,
         auth: impl Fn(&RouteConfig) -> Option<Arc<crate::auth::RouteAuth>>,
         policies: impl Fn(&RouteConfig, &Arc<str>) -> RoutePolicies,
@@ -169,16 +175,25 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let matcher = Matcher::compile(&r.matcher);
+                let mut matcher = Matcher::compile(&r.matcher);
                 let name: Arc<str> = r.name.as_str().into();
                 let RoutePolicies { rate_limit, idempotency } = policies(r, &name);
+                let backend = upstream(r);
+                let mut rank = specificity(&r.matcher);
+                if let Backend::Transcode(t) = &backend {
+                    // Without a path condition the route takes exactly its bindings' paths.
+                    if matches!(matcher.path, PathMatch::Any) {
+                        matcher.path = PathMatch::Bindings(t.clone());
+                    }
+                    rank = rank.bindings();
+                }
                 (
-                    specificity(&r.matcher),
+                    rank,
                     i,
                     Route {
                         duration: duration(&name),
                         name,
-                        backend: Backend::Proxy(upstream(&r.upstream)),
+                        backend,
                         builtin: false,
                         matched: r.matcher.clone(),
                         strip_prefix: r.strip_prefix.clone(),
@@ -336,6 +351,7 @@ impl Matcher {
             PathMatch::Any => true,
             PathMatch::Prefix(p) => has_segment_prefix(path, p),
             PathMatch::Template(t) => t.matches(path),
+            PathMatch::Bindings(t) => t.takes(path),
         }
     }
 

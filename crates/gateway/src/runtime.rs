@@ -15,7 +15,7 @@ use crate::auth::{Authenticators, JwksSources};
 use crate::policy::RedisHandle;
 use crate::policy::idempotency::{Backend, IdempotencyPolicy};
 use crate::policy::ratelimit::RouteLimits;
-use crate::router::{RoutePolicies, Router};
+use crate::router::{Backend as RouteBackend, RoutePolicies, Router};
 use bridgehead_http::metrics::{Metrics, Name, RouteLabels};
 use bridgehead_upstream::{Carryover, Upstream, health};
 
@@ -33,6 +33,8 @@ pub struct Runtime {
     pub receivers: Vec<Arc<bridgehead_webhooks::inbound::Receiver>>,
     /// The outbound dispatcher (`webhooks.outbound`), when configured.
     pub dispatcher: Option<Arc<bridgehead_webhooks::outbound::Dispatcher>>,
+    /// The gRPC services (`grpc.services`), by name.
+    pub grpc: BTreeMap<String, Arc<bridgehead_grpc::service::Service>>,
 }
 
 impl Runtime {
@@ -66,6 +68,23 @@ impl Runtime {
         for u in upstreams.values() {
             health::spawn(u);
         }
+        let grpc: BTreeMap<String, Arc<bridgehead_grpc::service::Service>> = loaded
+            .config
+            .grpc
+            .services
+            .iter()
+            .map(|(name, cfg)| {
+                let prev = previous.and_then(|p| p.grpc.get(name)).map(|s| &**s);
+                let svc = bridgehead_grpc::service::Service::build(
+                    name,
+                    cfg,
+                    &loaded,
+                    upstreams[&cfg.upstream].clone(),
+                    prev,
+                )?;
+                Ok((name.clone(), Arc::new(svc)))
+            })
+            .collect::<Result<_, bridgehead_config::BuildError>>()?;
         let receivers: Vec<_> =
             bridgehead_webhooks::inbound::Receiver::build_all(&loaded)?.into_iter().map(Arc::new).collect();
         let dispatcher = bridgehead_webhooks::outbound::Dispatcher::build(
@@ -82,7 +101,24 @@ impl Runtime {
         let router = Router::new(
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),
-            |name| upstreams[name].clone(),
+            |route| match (&route.grpc_transcode, &route.upstream) {
+                (Some(t), _) => RouteBackend::Transcode(Arc::new(bridgehead_grpc::transcode::Transcoder {
+                    service: grpc[&t.service].clone(),
+                    opts: bridgehead_grpc::mapping::JsonOptions {
+                        emit_defaults: t.emit_defaults,
+                        proto_names: t.proto_names,
+                        ignore_unknown: t.ignore_unknown_fields,
+                    },
+                    metadata: t
+                        .metadata
+                        .iter()
+                        .filter_map(|m| http::HeaderName::from_bytes(m.to_ascii_lowercase().as_bytes()).ok())
+                        .collect(),
+                    prefix: route.matcher.path_prefix.clone(),
+                })),
+                (None, Some(u)) => RouteBackend::Proxy(upstreams[u].clone()),
+                (None, None) => unreachable!("validation requires upstream or grpc_transcode"),
+            },
             |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
             |route| auth.for_route(route),
             |route, name| RoutePolicies {
@@ -107,7 +143,7 @@ impl Runtime {
                     };
                     // The longest a request can hold its key: every try's wait in the outbound
                     // queue, the request deadline (which covers all tries), and a token fetch.
-                    let up = &loaded.config.upstreams[&route.upstream];
+                    let up = &loaded.config.upstreams[route.upstream.as_deref()?];
                     let tries = up.retry.as_ref().map_or(1, |r| r.attempts);
                     let queue =
                         up.rate_limit.as_ref().map_or(std::time::Duration::ZERO, |r| r.max_wait.get());
@@ -131,6 +167,7 @@ impl Runtime {
         Ok(Self {
             receivers,
             dispatcher,
+            grpc,
             loaded: Arc::new(loaded),
             router,
             upstreams,
@@ -149,6 +186,20 @@ impl Runtime {
         {
             tracing::warn!(error = %e, "webhook endpoints could not be read from the state store");
         }
+    }
+
+    /// Loads the reflected schemas not carried over from the previous generation (from the
+    /// server, or else the state store's copy). Fails, naming the service, when one has none:
+    /// before this generation serves.
+    pub async fn grpc_ready(
+        &self,
+        metrics: &Metrics,
+        store: Option<&bridgehead_state::Store>,
+    ) -> Result<(), bridgehead_config::BuildError> {
+        for svc in self.grpc.values() {
+            svc.ensure(metrics, store).await?;
+        }
+        Ok(())
     }
 
     /// Upstreams that at least one route sends traffic to.

@@ -1,12 +1,14 @@
 //! A service's HTTP bindings: each method's `google.api.http` rule (and its
-//! `additional_bindings`), or, for a method without one, `POST /{package.Service}/{Method}` with
-//! the request message as the JSON body.
+//! `additional_bindings`), and for every method `POST /{package.Service}/{Method}` with the
+//! request message as the JSON body (the only binding of a method without a rule).
 //!
 //! Built once per schema; a request finds its binding by method and path, the most specific
 //! template first ([`Template::specificity`]).
 
 use http::Method;
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ServiceDescriptor};
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ServiceDescriptor,
+};
 
 use crate::template::Template;
 
@@ -78,35 +80,38 @@ impl Bindings {
                 let opts = method.options();
                 opts.has_extension(ext).then(|| opts.get_extension(ext).as_message().cloned()).flatten()
             });
-            match rule {
-                Some(rule) => {
-                    list.push(binding(&method, &rule).map_err(err)?);
-                    if let Some(more) = rule.get_field_by_name("additional_bindings")
-                        && let Some(more) = more.as_list()
-                    {
-                        for r in more.iter().filter_map(|v| v.as_message()) {
-                            list.push(binding(&method, r).map_err(err)?);
-                        }
+            if let Some(rule) = rule {
+                list.push(binding(&method, &rule).map_err(err)?);
+                if let Some(more) = rule.get_field_by_name("additional_bindings")
+                    && let Some(more) = more.as_list()
+                {
+                    for r in more.iter().filter_map(|v| v.as_message()) {
+                        list.push(binding(&method, r).map_err(err)?);
                     }
                 }
-                None => {
-                    let path = format!("/{}/{}", service.full_name(), method.name());
-                    let template = Template::parse(&path).map_err(|e| err(e.to_string()))?;
-                    list.push(Binding {
-                        method: method.clone(),
-                        http_method: Method::POST,
-                        template,
-                        vars: Vec::new(),
-                        body: BodyRule::All,
-                        response_body: None,
-                        synthesized: true,
-                    });
-                }
             }
+            // Every method also answers at its gRPC path, the body being the request message.
+            let path = format!("/{}/{}", service.full_name(), method.name());
+            let template = Template::parse(&path).map_err(|e| err(e.to_string()))?;
+            list.push(Binding {
+                method: method.clone(),
+                http_method: Method::POST,
+                template,
+                vars: Vec::new(),
+                body: BodyRule::All,
+                response_body: None,
+                synthesized: true,
+            });
         }
         // Most specific first, so the first match is the one to take.
-        list.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        list.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
         Ok(Bindings { list })
+    }
+
+    /// Adds another service's bindings.
+    pub fn extend(&mut self, other: Bindings) {
+        self.list.extend(other.list);
+        self.list.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Binding> {
@@ -164,26 +169,27 @@ fn binding(method: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, 
     if rule.has_field_by_name("custom") {
         let custom = rule.get_field_by_name("custom");
         let custom = custom.as_ref().and_then(|v| v.as_message()).ok_or("invalid custom pattern")?;
-        let kind = custom.get_field_by_name("kind").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let path = custom.get_field_by_name("path").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let m = Method::from_bytes(kind.as_bytes()).map_err(|_| format!("custom method `{kind}` is not an HTTP method"))?;
+        let kind =
+            custom.get_field_by_name("kind").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let path =
+            custom.get_field_by_name("path").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let m = Method::from_bytes(kind.as_bytes())
+            .map_err(|_| format!("custom method `{kind}` is not an HTTP method"))?;
         pattern = Some((m, path));
     }
-    let (http_method, path) = pattern.ok_or("the google.api.http rule has no pattern (get, put, post, delete, patch, custom)")?;
+    let (http_method, path) =
+        pattern.ok_or("the google.api.http rule has no pattern (get, put, post, delete, patch, custom)")?;
     let template = Template::parse(&path).map_err(|e| e.to_string())?;
     let input = method.input();
-    let vars = template
-        .vars
-        .iter()
-        .map(|v| field_path(&input, &v.field, true))
-        .collect::<Result<Vec<_>, _>>()?;
+    let vars =
+        template.vars.iter().map(|v| field_path(&input, &v.field, true)).collect::<Result<Vec<_>, _>>()?;
     let body = match text("body").as_str() {
         "" => BodyRule::None,
         "*" => BodyRule::All,
         name => {
-            let f = input.get_field_by_name(name).ok_or_else(|| {
-                format!("body `{name}` is not a field of `{}`", input.full_name())
-            })?;
+            let f = input
+                .get_field_by_name(name)
+                .ok_or_else(|| format!("body `{name}` is not a field of `{}`", input.full_name()))?;
             BodyRule::Field(f)
         }
     };
@@ -196,13 +202,25 @@ fn binding(method: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, 
             format!("response_body `{name}` is not a field of `{}`", method.output().full_name())
         })?),
     };
-    Ok(Binding { method: method.clone(), http_method, template, vars, body, response_body, synthesized: false })
+    Ok(Binding {
+        method: method.clone(),
+        http_method,
+        template,
+        vars,
+        body,
+        response_body,
+        synthesized: false,
+    })
 }
 
 /// Resolves `a.b.c` (proto field names) in `message`: every step but the last a singular
 /// message field. With `scalar`, the last must be a singular non-message field or a
 /// well-known type written as a JSON string (what a path segment can carry).
-pub fn field_path(message: &MessageDescriptor, path: &str, scalar: bool) -> Result<Vec<FieldDescriptor>, String> {
+pub fn field_path(
+    message: &MessageDescriptor,
+    path: &str,
+    scalar: bool,
+) -> Result<Vec<FieldDescriptor>, String> {
     let mut chain = Vec::new();
     let mut current = message.clone();
     let parts: Vec<&str> = path.split('.').collect();
@@ -215,9 +233,16 @@ pub fn field_path(message: &MessageDescriptor, path: &str, scalar: bool) -> Resu
         if !last {
             match f.kind() {
                 Kind::Message(m) if !f.is_list() && !f.is_map() => current = m,
-                _ => return Err(format!("`{path}`: `{name}` is not a message field, so it has no `{}`", parts[i + 1])),
+                _ => {
+                    return Err(format!(
+                        "`{path}`: `{name}` is not a message field, so it has no `{}`",
+                        parts[i + 1]
+                    ));
+                }
             }
-        } else if scalar && (f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(m) if !string_wkt(&m))) {
+        } else if scalar
+            && (f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(m) if !string_wkt(&m)))
+        {
             return Err(format!("`{path}` is a repeated or message field; a path variable sets one value"));
         }
         chain.push(f);
@@ -305,7 +330,11 @@ message Book { string name = 1; repeated string tags = 2; }
         assert_eq!(find(Method::DELETE, "/v1/shelves/s1/books/b1"), "405 GET, PATCH");
         assert_eq!(find(Method::POST, "/v1/ops/o1:cancel"), r#"Cancel ["ops/o1"]"#);
         assert_eq!(find(Method::POST, "/lib.v1.Library/Plain"), "Plain []");
-        assert_eq!(find(Method::POST, "/lib.v1.Library/GetBook"), "404", "annotated methods get no synthesized path");
+        assert_eq!(
+            find(Method::POST, "/lib.v1.Library/GetBook"),
+            "GetBook []",
+            "annotated methods keep their gRPC path"
+        );
         assert_eq!(b.nearest("/lib.v1.Library/Plan")[0], "POST /lib.v1.Library/Plain");
     }
 

@@ -85,7 +85,9 @@ mod tests {
         let pool = pool();
         let ext = pool.get_extension_by_name("google.api.http").expect("the http option");
         assert_eq!(ext.number(), 72_295_728);
-        for name in ["google.rpc.Status", "google.rpc.BadRequest", "google.api.HttpBody", "google.protobuf.Timestamp"] {
+        for name in
+            ["google.rpc.Status", "google.rpc.BadRequest", "google.api.HttpBody", "google.protobuf.Timestamp"]
+        {
             assert!(pool.get_message_by_name(name).is_some(), "{name}");
         }
         assert!(pool.get_service_by_name("grpc.reflection.v1.ServerReflection").is_some());

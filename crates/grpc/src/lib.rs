@@ -7,6 +7,15 @@
 
 pub mod binding;
 pub mod bundled;
+pub mod call;
+pub mod client;
+pub mod demo;
+pub mod describe;
+pub mod frame;
 pub mod mapping;
+pub mod reflection;
 pub mod schema;
+pub mod service;
+pub mod status;
 pub mod template;
+pub mod transcode;

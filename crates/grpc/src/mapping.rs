@@ -9,11 +9,12 @@
 
 use bytes::Bytes;
 use prost_reflect::{
-    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
+    SerializeOptions,
 };
 use serde_json::{Map, Value};
 
-use crate::binding::{BodyRule, Binding, field_path, string_wkt};
+use crate::binding::{Binding, BodyRule, field_path, string_wkt};
 
 /// How JSON is read and written (`grpc_transcode` options).
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,7 +50,9 @@ impl JsonOptions {
     }
 
     pub fn serialize(&self) -> SerializeOptions {
-        SerializeOptions::new().skip_default_fields(!self.emit_defaults).use_proto_field_name(self.proto_names)
+        SerializeOptions::new()
+            .skip_default_fields(!self.emit_defaults)
+            .use_proto_field_name(self.proto_names)
     }
 }
 
@@ -116,7 +119,11 @@ pub fn request_message(
 }
 
 /// One NDJSON line (a client-streaming message): the whole line is the message.
-pub fn stream_message(input: &MessageDescriptor, line: &[u8], opts: &JsonOptions) -> Result<DynamicMessage, RequestError> {
+pub fn stream_message(
+    input: &MessageDescriptor,
+    line: &[u8],
+    opts: &JsonOptions,
+) -> Result<DynamicMessage, RequestError> {
     from_json(input, parse(line)?, opts)
 }
 
@@ -125,7 +132,11 @@ fn parse(body: &[u8]) -> Result<Value, RequestError> {
 }
 
 /// Deserializes `value` into `desc`, with the failing field's path.
-pub fn from_json(desc: &MessageDescriptor, value: Value, opts: &JsonOptions) -> Result<DynamicMessage, RequestError> {
+pub fn from_json(
+    desc: &MessageDescriptor,
+    value: Value,
+    opts: &JsonOptions,
+) -> Result<DynamicMessage, RequestError> {
     let mut track = serde_path_to_error::Track::new();
     let de = serde_path_to_error::Deserializer::new(value, &mut track);
     DynamicMessage::deserialize_with_options(desc.clone(), de, &opts.deserialize()).map_err(|e| {
@@ -145,7 +156,10 @@ fn insert(root: &mut Value, chain: &[FieldDescriptor], value: Value, append: boo
     let mut at = root;
     for (i, f) in chain.iter().enumerate() {
         let Value::Object(map) = at else {
-            return Err(format!("`{}` is not an object in the body", chain[..i].iter().map(FieldDescriptor::name).collect::<Vec<_>>().join(".")));
+            return Err(format!(
+                "`{}` is not an object in the body",
+                chain[..i].iter().map(FieldDescriptor::name).collect::<Vec<_>>().join(".")
+            ));
         };
         let last = i + 1 == chain.len();
         // The body may spell the field by its JSON name; the one written here wins.
@@ -188,7 +202,9 @@ fn typed_kind(kind: &Kind, text: &str) -> Value {
             Ok(n) => Value::from(n),
             Err(_) => Value::String(text.to_owned()),
         },
-        Kind::Message(m) if m.full_name().ends_with("Value") && m.full_name().starts_with("google.protobuf.") => {
+        Kind::Message(m)
+            if m.full_name().ends_with("Value") && m.full_name().starts_with("google.protobuf.") =>
+        {
             match m.get_field_by_name("value") {
                 Some(inner) => typed_kind(&inner.kind(), text),
                 None => Value::String(text.to_owned()),
@@ -219,12 +235,17 @@ fn query_into(
         let chain = match field_path(input, &key, false) {
             Ok(c) => c,
             Err(_) if opts.ignore_unknown => continue,
-            Err(reason) => return Err(err(reason)),
+            Err(reason) => {
+                let reason = reason.strip_prefix(&format!("`{key}`: ")).map(str::to_owned).unwrap_or(reason);
+                return Err(err(reason));
+            }
         };
         let leaf = chain.last().expect("a field path has a field");
         let names: Vec<&str> = chain.iter().map(FieldDescriptor::name).collect();
         let dotted = names.join(".");
-        if from_path.iter().any(|p| p == &dotted || dotted.starts_with(&format!("{p}.")) || p.starts_with(&format!("{dotted}."))) {
+        if from_path.iter().any(|p| {
+            p == &dotted || dotted.starts_with(&format!("{p}.")) || p.starts_with(&format!("{dotted}."))
+        }) {
             return Err(err("the path sets this field".into()));
         }
         if let BodyRule::Field(f) = &binding.body
@@ -233,7 +254,9 @@ fn query_into(
             return Err(err(format!("the body sets `{}`", f.name())));
         }
         if leaf.is_map() || matches!(leaf.kind(), Kind::Message(m) if !string_wkt(&m)) {
-            return Err(err("a message or map field cannot be set from the query; send it in the body".into()));
+            return Err(err(
+                "a message or map field cannot be set from the query; send it in the body".into()
+            ));
         }
         if !leaf.is_list() && seen.contains(&dotted) {
             return Err(err("given more than once, but the field is not repeated".into()));
@@ -262,7 +285,11 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 /// The JSON of a response message: the message, or its `response_body` field.
-pub fn response_json(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>, opts: &JsonOptions) -> Bytes {
+pub fn response_json(
+    msg: &DynamicMessage,
+    response_body: Option<&FieldDescriptor>,
+    opts: &JsonOptions,
+) -> Bytes {
     let ser = opts.serialize();
     let write = |m: &DynamicMessage| {
         let mut out = Vec::with_capacity(128);
@@ -292,7 +319,8 @@ pub fn http_body(msg: &DynamicMessage) -> Option<(String, Bytes)> {
     if msg.descriptor().full_name() != HTTP_BODY {
         return None;
     }
-    let ct = msg.get_field_by_name("content_type").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let ct =
+        msg.get_field_by_name("content_type").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let data = msg.get_field_by_name("data").and_then(|v| v.as_bytes().cloned()).unwrap_or_default();
     Some((ct, data))
 }

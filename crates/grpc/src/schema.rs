@@ -118,11 +118,7 @@ impl Schema {
 /// protox's error, with the file it was compiling.
 fn compile_error(e: &protox::Error, file: &Path) -> String {
     let text = e.to_string();
-    if text.contains(&file.display().to_string()) {
-        text
-    } else {
-        format!("{}: {text}", file.display())
-    }
+    if text.contains(&file.display().to_string()) { text } else { format!("{}: {text}", file.display()) }
 }
 
 /// The files of an encoded `FileDescriptorSet` (field 1, repeated), as bytes.
@@ -199,7 +195,11 @@ message Status { string id = 1; google.protobuf.Timestamp at = 2; }
         let again = Schema::from_files(vec![only.into()]).unwrap();
         assert_eq!(http_rule(&again).as_deref(), Some("/v1/drones/{id}"));
 
-        std::fs::write(dir.path().join("uses.proto"), "syntax = \"proto3\"; import \"drone.proto\"; message U { drone.v1.Status s = 1; }").unwrap();
+        std::fs::write(
+            dir.path().join("uses.proto"),
+            "syntax = \"proto3\"; import \"drone.proto\"; message U { drone.v1.Status s = 1; }",
+        )
+        .unwrap();
         let both = Schema::compile(&[PathBuf::from("uses.proto")], &[dir.path().to_owned()]).unwrap();
         let only = both.pool.get_file_by_name("uses.proto").unwrap().encode_to_vec();
         let err = Schema::from_files(vec![only.into()]).unwrap_err().to_string();

@@ -123,7 +123,7 @@ impl Template {
                 chars = &chars[end..];
             }
             match chars.strip_prefix('/') {
-                Some(next) if next.is_empty() => return Err(err("empty segment at the end")),
+                Some("") => return Err(err("empty segment at the end")),
                 Some(next) => chars = next,
                 None if chars.is_empty() => break,
                 None => return Err(err("a variable must be a whole segment")),
@@ -189,7 +189,8 @@ impl Template {
         // Segment index of each pattern position: `**` spans what remains.
         let span = |start: usize, end: usize| -> &'p str {
             let first = start.min(segments.len());
-            let last = if self.segs.get(end.wrapping_sub(1)) == Some(&Seg::Rest) { segments.len() } else { end };
+            let last =
+                if self.segs.get(end.wrapping_sub(1)) == Some(&Seg::Rest) { segments.len() } else { end };
             if first >= last {
                 return "";
             }
@@ -283,9 +284,9 @@ mod tests {
     fn templates_match_and_decode_as_http_proto_says() {
         for (template, path, want) in CASES {
             let t = Template::parse(template).unwrap_or_else(|e| panic!("{template}: {e}"));
-            let got = t.matches(path).map(|raw| {
-                raw.iter().enumerate().map(|(i, r)| t.decode(i, r).unwrap()).collect::<Vec<_>>()
-            });
+            let got = t
+                .matches(path)
+                .map(|raw| raw.iter().enumerate().map(|(i, r)| t.decode(i, r).unwrap()).collect::<Vec<_>>());
             let want = want.map(|w| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
             assert_eq!(got, want, "{template} against {path}");
         }

@@ -238,6 +238,8 @@ pub trait OnFinish: Send + Sync + 'static {
 enum Inner {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// A body the gateway makes as it goes (a transcoded stream).
+    Made(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
 }
 
 /// A response body sent to the client.
@@ -260,6 +262,11 @@ impl ResponseBody {
 
     pub fn upstream(body: UpstreamBody) -> Self {
         Self { inner: Inner::Upstream(body), bytes_out: 0, completed: false, on_finish: None }
+    }
+
+    /// A body made as it is sent.
+    pub fn made(body: impl Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static) -> Self {
+        Self { inner: Inner::Made(Box::pin(body)), bytes_out: 0, completed: false, on_finish: None }
     }
 
     /// `head`, already read from the upstream body, followed by the rest of it.
@@ -295,6 +302,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Inner::Made(inner) => inner.as_mut().poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -312,6 +320,7 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Upstream(inner) => inner.is_end_stream(),
+            Inner::Made(inner) => inner.is_end_stream(),
         }
     }
 
@@ -320,6 +329,7 @@ impl Body for ResponseBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream(inner) => inner.size_hint(),
+            Inner::Made(inner) => inner.size_hint(),
         }
     }
 }

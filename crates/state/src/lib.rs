@@ -161,6 +161,8 @@
 //! | | `disabled_at`, `disabled_reason` | | set while disabled |
 //! | | `created_at`, `updated_at` | | Unix ms |
 //! | `bridgehead_webhook_deliveries` (v6) | `ordering_key` | `TEXT`, indexed with `destination`, `state`, `id` | deliveries of one key go out in order |
+//! | `bridgehead_documents` (v8) | `kind`, `name` | primary key | what the copy is (`grpc-schema`) and whose (the service) |
+//! | | `body`, `fetched_at` | `BLOB` / `BYTEA NOT NULL`, Unix ms | the last good copy, and when it was fetched |
 //! | `_sqlx_migrations` | | owned by sqlx | applied migrations: version, description, checksum, success, time |
 //!
 //! SQLite tables are `STRICT`, so a column holds only its declared type, as in PostgreSQL.
@@ -185,6 +187,7 @@
 //! throwaway `redis-server` that a test can kill and restart.
 
 mod api_keys;
+mod documents;
 mod error;
 mod idempotency;
 mod oauth;
@@ -202,6 +205,7 @@ pub use crate::redis::{
     RateDecision, Redis,
 };
 pub use api_keys::ApiKeyRecord;
+pub use documents::Document;
 pub use error::StateError;
 pub use idempotency::{IDEMPOTENCY_PURGE_BATCH, IdempotencyBegin, new_idempotency_owner};
 pub use oauth::{

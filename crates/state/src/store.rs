@@ -21,7 +21,7 @@ use crate::redact::{Secrets, redact_url};
 
 /// The schema version this build creates: the highest migration number, the same for both
 /// backends (a unit test holds the migration directories to that).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// How long [`Store::open`] waits for the database to answer, and a query for a free connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -451,7 +451,7 @@ fn create_private_file(path: &Path) -> Result<(), (std::path::PathBuf, io::Error
 }
 
 /// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

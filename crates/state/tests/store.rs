@@ -10,6 +10,7 @@ use bridgehead_state::{ApiKeyRecord, Backend, SCHEMA_VERSION, StateError, Store}
 
 each_backend!(
     open_migrates_once_and_reopens,
+    documents_keep_the_last_good_copy,
     meta_get_put_upsert,
     cluster_id_is_created_once_under_concurrency_and_survives_reopen,
     nodes_register_heartbeat_list,
@@ -20,6 +21,19 @@ each_backend!(
 /// Backend-independent checks; `url` names a fresh, empty database.
 mod checks {
     use super::*;
+
+    pub async fn documents_keep_the_last_good_copy(url: &str, _backend: Backend) {
+        let store = Store::open(url).await.unwrap();
+        assert_eq!(store.document_get("grpc-schema", "telemetry").await.unwrap(), None);
+        store.document_put("grpc-schema", "telemetry", b"\x0a\x00first").await.unwrap();
+        store.document_put("grpc-schema", "other", b"x").await.unwrap();
+        store.document_put("grpc-schema", "telemetry", b"second").await.unwrap();
+        let doc = store.document_get("grpc-schema", "telemetry").await.unwrap().unwrap();
+        assert_eq!(doc.body, b"second");
+        assert!(doc.fetched_at_ms > 0);
+        assert_eq!(store.document_get("wsdl", "telemetry").await.unwrap(), None);
+        store.close().await;
+    }
 
     pub async fn open_migrates_once_and_reopens(url: &str, backend: Backend) {
         let store = Store::open(url).await.unwrap();

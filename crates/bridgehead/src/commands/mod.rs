@@ -3,6 +3,7 @@
 pub mod apikey;
 pub mod demo;
 pub mod endpoints;
+pub mod grpc;
 pub mod jwt;
 pub mod keys;
 pub mod oauth;

@@ -9,6 +9,7 @@ mod apikey_cli;
 mod auth;
 mod cli;
 mod edge;
+mod grpc;
 mod h2;
 
 mod jwt_cli;

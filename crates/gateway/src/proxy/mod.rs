@@ -234,7 +234,62 @@ async fn pipeline(
         Backend::OAuth => oauth_server(ctx, parts).await,
         Backend::Webhook(r) => webhook(ctx, parts, r.clone()).await,
         Backend::Intake(d) => intake(ctx, parts, d.clone()).await,
+        Backend::Transcode(t) => transcode(ctx, parts, t.clone()).await,
     }
+}
+
+/// The transcoding backend: authentication and rate limits as on a proxy route, then the JSON
+/// request (read whole, within `server.limits.max_body`) becomes a gRPC call to the service's
+/// upstream, and its answer JSON again (see `bridgehead_grpc::transcode`).
+async fn transcode(
+    ctx: &mut RequestCtx<'_>,
+    mut parts: http::request::Parts,
+    t: Arc<bridgehead_grpc::transcode::Transcoder>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    authenticate(ctx, &mut parts).await?;
+    rate_limit(ctx, &parts).await?;
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        unreachable!("set by the route phase")
+    };
+    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
+    let shared = ctx.log.shared.clone();
+    let body =
+        read_body(incoming, max_body, &ctx.stats, false, Charge::Now(&shared.buffers, &mut ctx.request_held))
+            .await?;
+    headers::add_forwarded(
+        &mut parts.headers,
+        &ctx.conn.client_ip,
+        ctx.conn.tls,
+        ctx.target.forward_host.clone(),
+    );
+    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
+    let upstream = t.service.upstream.clone();
+    let timeout = upstream.timeouts.request.get();
+    let mut prepared = match t.prepare(
+        &parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        &body,
+        timeout,
+        &id,
+    ) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused.map(ResponseBody::full)),
+    };
+    let mut tries = TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: None };
+    let headers = std::mem::take(&mut prepared.headers);
+    let res = bridgehead_grpc::call::send(
+        &upstream,
+        &shared.metrics,
+        &prepared.path,
+        headers,
+        prepared.body.clone(),
+        &mut tries,
+    )
+    .await?;
+    Ok(t.respond(prepared, res, timeout, &id).await)
 }
 
 /// The webhook backend: the body is read up to the receiver's limit, then the receiver checks,

@@ -19,7 +19,7 @@ fn router_with(routes_yaml: &str, oauth: bool) -> Router {
     Router::new(
         &loaded.config.routes,
         oauth,
-        |_| up.clone(),
+        |_| Backend::Proxy(up.clone()),
         |_| Histogram::new([1.0]),
         |_| None,
         |_, _| Default::default(),

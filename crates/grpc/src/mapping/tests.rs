@@ -193,10 +193,21 @@ fn a_body_field_and_a_response_body_field() {
     let s = schema();
     let bindings = Bindings::build(&s.service("m.v1.S").unwrap()).unwrap();
     let Found::Binding(b, vars) = bindings.find(&Method::PATCH, "/v1/inner/d9") else { panic!() };
-    let msg = request_message(b, &vars, Some("i32=4"), br#"{"id": "x", "count": 2}"#, None, &JsonOptions::default()).unwrap();
+    let msg = request_message(
+        b,
+        &vars,
+        Some("i32=4"),
+        br#"{"id": "x", "count": 2}"#,
+        None,
+        &JsonOptions::default(),
+    )
+    .unwrap();
     let full: Value = serde_json::from_slice(&response_json(&msg, None, &JsonOptions::default())).unwrap();
     assert_eq!(full, json!({"droneId": "d9", "i32": 4, "inner": {"id": "x", "count": "2"}}));
-    assert_eq!(response_json(&msg, b.response_body.as_ref(), &JsonOptions::default()), r#"{"id":"x","count":"2"}"#);
+    assert_eq!(
+        response_json(&msg, b.response_body.as_ref(), &JsonOptions::default()),
+        r#"{"id":"x","count":"2"}"#
+    );
     let e = request_message(b, &vars, Some("inner.id=y"), b"{}", None, &JsonOptions::default()).unwrap_err();
     assert!(e.to_string().contains("the body sets `inner`"), "{e}");
 
@@ -212,7 +223,8 @@ fn http_body_messages_carry_raw_bytes() {
     let s = schema();
     let bindings = Bindings::build(&s.service("m.v1.S").unwrap()).unwrap();
     let Found::Binding(b, vars) = bindings.find(&Method::POST, "/v1/upload") else { panic!() };
-    let msg = request_message(b, &vars, None, b"a,b\n1,2\n", Some("text/csv"), &JsonOptions::default()).unwrap();
+    let msg =
+        request_message(b, &vars, None, b"a,b\n1,2\n", Some("text/csv"), &JsonOptions::default()).unwrap();
     assert_eq!(http_body(&msg), Some(("text/csv".into(), Bytes::from_static(b"a,b\n1,2\n"))));
 }
 

@@ -1,0 +1,441 @@
+//! gRPC: transcoding JSON over HTTP to the demo drone-telemetry server (tonic) with its schema
+//! from reflection, `.proto` files or a descriptor set; gRPC proxied as is.
+
+use std::net::SocketAddr;
+
+use bridgehead_grpc::demo;
+use bridgehead_testkit::{Gateway, Got, client, empty, full, get, send};
+use http::Request;
+use serde_json::{Value, json};
+
+/// The demo server on a free port; stops when dropped.
+pub struct DemoServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl DemoServer {
+    pub async fn start(reflection: bool) -> DemoServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(demo::serve(listener, demo::Options { reflection }, async {
+            let _ = rx.await;
+        }));
+        DemoServer { addr, stop: Some(tx) }
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A gateway with the demo server as `telemetry`, transcoded under `/rest` and at its own
+/// paths on host `api.test`, and proxied as gRPC.
+fn config(addr: SocketAddr, descriptors: &str, extra: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  drones:
+    targets: [{{ url: "http://{addr}" }}]
+    protocol: h2c
+grpc:
+  services:
+    telemetry:
+      upstream: drones
+      descriptors: {descriptors}
+routes:
+  - name: rest
+    match: {{ path_prefix: /rest }}
+    grpc_transcode: {{ service: telemetry, metadata: [x-tenant] }}
+  - name: own-paths
+    match: {{ host: api.test }}
+    grpc_transcode: {{ service: telemetry }}
+  - name: grpc
+    match: {{ grpc_service: drone.v1.Telemetry }}
+    upstream: drones
+{extra}"#
+    )
+}
+
+async fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> Got {
+    let b = match body {
+        Some(v) => full(v.to_string()),
+        None => empty(),
+    };
+    let req = Request::builder()
+        .method(method)
+        .uri(gw.url(path))
+        .header("content-type", "application/json")
+        .body(b)
+        .unwrap();
+    send(&client(), req).await
+}
+
+#[tokio::test]
+async fn reflection_gives_a_json_api_for_every_method() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+
+    // An annotated GET with a path variable: int64 as a string, enums by name, timestamps.
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1", None).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.header("content-type"), "application/json");
+    let d = got.json();
+    assert_eq!(d["droneId"], "d-1");
+    assert_eq!(d["mode"], "HOVER");
+    assert_eq!(d["flightSeconds"], "9007199254740993");
+    assert_eq!(d["updatedAt"], "2026-12-01T00:00:00Z");
+    assert_eq!(d["position"]["altitudeM"], 120.5);
+
+    // Query parameters: an enum by name, a repeated field.
+    let got = call(&gw, "GET", "/rest/v1/drones?mode=IDLE&tags=south", None).await;
+    assert_eq!(
+        got.json(),
+        json!({"drones": [{"droneId": "d-2", "mode": "IDLE", "battery": 1.0, "flightSeconds": "9007199254740993", "updatedAt": "2026-12-01T00:00:00Z", "position": {"droneId": "d-2", "lat": 52.52, "lon": 13.405, "altitudeM": 120.5, "seq": 1}, "tags": ["south"]}]})
+    );
+
+    // A custom verb with body "*", a oneof with a Duration; and its additional binding.
+    let got = call(&gw, "POST", "/rest/v1/drones/d-1:command", Some(json!({"hoverFor": "30s"}))).await;
+    assert_eq!(got.json(), json!({"droneId": "d-1", "accepted": "hover for 30s"}));
+    let got = call(&gw, "POST", "/rest/v1/commands/d-2", Some(json!({"landAt": "pad 4"}))).await;
+    assert_eq!(got.json()["accepted"], "land at pad 4");
+
+    // An unannotated method on its synthesized binding.
+    let got = call(&gw, "POST", "/rest/drone.v1.Telemetry/GetStatus", Some(json!({"droneId": "d-2"}))).await;
+    assert_eq!(got.json()["mode"], "IDLE");
+
+    // The same bindings at their own paths on the route without a path.
+    let req = Request::get(gw.url("/v1/drones/d-1")).header("host", "api.test").body(empty()).unwrap();
+    let got = send(&client(), req).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["droneId"], "d-1");
+
+    // A raw body (google.api.HttpBody).
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1/export", None).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "text/csv");
+    assert!(String::from_utf8_lossy(&got.body).starts_with("drone_id,lat,lon,altitude_m\nd-1,"));
+
+    // The admin API lists the service and its bindings.
+    let admin = get(&gw.admin_url("/admin/grpc")).await;
+    assert_eq!(admin.status, 200, "{}", String::from_utf8_lossy(&admin.body));
+    let svc = &admin.json()["services"][0];
+    assert_eq!(svc["name"], "telemetry");
+    assert_eq!(svc["origin"], "reflection");
+    assert!(svc["bindings"].as_array().unwrap().iter().any(|b| b == "GET /v1/drones/{drone_id}"), "{svc}");
+}
+
+#[tokio::test]
+async fn requests_that_do_not_fit_the_schema_are_refused_before_the_upstream() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+
+    let got = call(&gw, "GET", "/rest/v1/drone/d-1", None).await;
+    let p = got.assert_problem(404, "GET /rest/v1/drones/{drone_id}");
+    assert!(p["closest"].as_array().unwrap().contains(&json!("GET /rest/v1/drones/{drone_id}")), "{p}");
+    assert_eq!(p["type"], "urn:bridgehead:problem:grpc-no-binding");
+    let got = call(&gw, "POST", "/rest/drone.v1.Telemetry/GetStatu", Some(json!({}))).await;
+    got.assert_problem(404, "POST /rest/drone.v1.Telemetry/GetStatus");
+
+    let got = call(&gw, "DELETE", "/rest/v1/drones/d-1", None).await;
+    got.assert_problem(405, "allowed: GET, PATCH");
+    assert_eq!(got.header("allow"), "GET, PATCH");
+
+    let got = call(&gw, "POST", "/rest/v1/drones/d-1:command", Some(json!({"hoverFor": 30}))).await;
+    let p = got.assert_problem(400, "field `hoverFor`");
+    assert_eq!(p["field"], "hoverFor");
+    let got = call(&gw, "GET", "/rest/v1/drones?page_size=lots", None).await;
+    got.assert_problem(400, "field `page_size`: invalid digit");
+    let got = call(&gw, "GET", "/rest/v1/drones?speed=3", None).await;
+    got.assert_problem(
+        400,
+        "query parameter `speed`: `speed` is not a field of `drone.v1.ListDronesRequest`",
+    );
+    let got =
+        call(&gw, "POST", "/rest/v1/drones/d-1:command", Some(json!({"landAt": "x", "teleport": true})))
+            .await;
+    got.assert_problem(400, "teleport");
+    let req = Request::post(gw.url("/rest/v1/commands/d-1")).body(full("{not json")).unwrap();
+    send(&client(), req).await.assert_problem(400, "not valid JSON");
+    let got = call(&gw, "GET", "/rest/v1/drones/%FF", None).await;
+    got.assert_problem(400, "path variable `drone_id`");
+}
+
+#[tokio::test]
+async fn grpc_statuses_become_problems_with_their_details() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let fail = "/rest/drone.v1.Telemetry/Fail";
+    for (code, status) in [
+        (1, 499),
+        (2, 500),
+        (3, 400),
+        (4, 504),
+        (5, 404),
+        (6, 409),
+        (7, 403),
+        (8, 429),
+        (9, 400),
+        (10, 409),
+        (11, 400),
+        (12, 501),
+        (13, 500),
+        (14, 503),
+        (15, 500),
+        (16, 401),
+    ] {
+        let got = call(&gw, "POST", fail, Some(json!({"code": code, "message": "it failed: 100%"}))).await;
+        let p = got.assert_problem(status, "it failed: 100%");
+        assert_eq!(p["grpc_status"], code);
+        assert_eq!(p["grpc_code"], bridgehead_grpc::status::name(code));
+    }
+    let got =
+        call(&gw, "POST", fail, Some(json!({"code": 8, "message": "slow down", "details": true}))).await;
+    let p = got.assert_problem(429, "slow down");
+    assert_eq!(got.header("retry-after"), "2");
+    assert_eq!(
+        p["details"],
+        json!([
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [{"field": "drone_id", "description": "unknown drone"}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}
+        ])
+    );
+    // The server's own validation, with its BadRequest detail.
+    let got = call(&gw, "GET", "/rest/v1/drones/nope", None).await;
+    got.assert_problem(404, "no drone `nope`");
+}
+
+#[tokio::test]
+async fn server_streams_arrive_as_ndjson_or_sse_and_failures_end_them() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1/positions?count=3", None).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "application/x-ndjson");
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&got.body).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+
+    let req = Request::get(gw.url("/rest/v1/drones/d-1/positions?count=5&fail_after=2"))
+        .header("accept", "text/event-stream")
+        .body(empty())
+        .unwrap();
+    let got = send(&client(), req).await;
+    assert_eq!(got.header("content-type"), "text/event-stream");
+    let text = String::from_utf8_lossy(&got.body).into_owned();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert!(events[0].starts_with("data: {"), "{text}");
+    assert!(events[2].starts_with("event: error\ndata: "), "{text}");
+    let err: Value = serde_json::from_str(events[2].trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(err["grpc_code"], "UNAVAILABLE");
+    assert_eq!(err["detail"], "link to the drone lost");
+
+    // Client streaming and bidi take NDJSON bodies.
+    let lines = "{\"droneId\": \"d-1\", \"seq\": 1}\n\n{\"droneId\": \"d-2\", \"seq\": 2}\n";
+    let req = Request::post(gw.url("/rest/drone.v1.Telemetry/UploadPositions")).body(full(lines)).unwrap();
+    let got = send(&client(), req).await;
+    assert_eq!(got.json(), json!({"count": 2, "drones": ["d-1", "d-2"]}));
+    let req = Request::post(gw.url("/rest/drone.v1.Telemetry/Chat")).body(full(lines)).unwrap();
+    let got = send(&client(), req).await;
+    let seqs: Vec<u64> = String::from_utf8_lossy(&got.body)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1001, 1002]);
+    let req =
+        Request::post(gw.url("/rest/drone.v1.Telemetry/Chat")).body(full("{\"seq\": \"x\"}\n")).unwrap();
+    send(&client(), req).await.assert_problem(400, "line 1: seq");
+}
+
+#[tokio::test]
+async fn protos_and_descriptor_sets_serve_the_same_bindings() {
+    let server = DemoServer::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proto/drone/v1")).unwrap();
+    std::fs::write(dir.path().join("proto/drone/v1/telemetry.proto"), demo::PROTO).unwrap();
+    let protos = format!(
+        "{{ protos: [drone/v1/telemetry.proto], include: [{}] }}",
+        dir.path().join("proto").display()
+    );
+    let gw = Gateway::start(&config(server.addr, &protos, "")).await;
+    let got = call(&gw, "GET", "/rest/v1/drones/d-2", None).await;
+    assert_eq!(got.json()["mode"], "IDLE");
+    drop(gw);
+
+    std::fs::write(dir.path().join("telemetry.pb"), demo::DESCRIPTORS).unwrap();
+    let set = format!("{{ descriptor_set: {} }}", dir.path().join("telemetry.pb").display());
+    let gw = Gateway::start(&config(server.addr, &set, "")).await;
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1", None).await;
+    assert_eq!(got.json()["mode"], "HOVER");
+}
+
+/// Runs the binary off the runtime's threads (the demo server and the gateway run on them).
+async fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::bridgehead_stdin(&refs, &stdin)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_command_lists_describes_calls_and_exports_like_grpcurl() {
+    let server = DemoServer::start(true).await;
+    let addr = server.addr.to_string();
+    let (code, out, err) = cli(&["grpc", "list", "--plaintext", &addr], "").await;
+    assert_eq!((code, out.as_str()), (0, "drone.v1.Telemetry\n"), "{err}");
+    let (code, out, _) = cli(&["grpc", "list", "--plaintext", &addr, "drone.v1.Telemetry"], "").await;
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "drone.v1.Telemetry.StreamPositions"), "{out}");
+    let (code, out, _) = cli(&["grpc", "describe", "--plaintext", &addr, "drone.v1.Position"], "").await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("drone.v1.Position is a message:\nmessage Position {\n  string drone_id = 1;"),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(
+        &[
+            "grpc",
+            "call",
+            "--plaintext",
+            &addr,
+            "drone.v1.Telemetry/GetStatus",
+            "-d",
+            r#"{"droneId": "d-2"}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mode"], "IDLE");
+    // Server streaming prints one JSON value per message.
+    let (code, out, _) = cli(
+        &[
+            "grpc",
+            "call",
+            "--plaintext",
+            &addr,
+            "drone.v1.Telemetry/StreamPositions",
+            "-d",
+            r#"{"droneId": "d-1", "count": 2}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::Deserializer::from_str(&out).into_iter::<Value>().count(), 2);
+    // Client streaming from stdin NDJSON.
+    let (code, out, _) = cli(
+        &["grpc", "call", "--plaintext", &addr, "drone.v1.Telemetry/UploadPositions", "-d", "@"],
+        "{\"droneId\": \"a\"}\n{\"droneId\": \"b\"}\n{\"droneId\": \"a\"}\n",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"count": 3, "drones": ["a", "b"]}));
+    // A failed status: grpcurl's exit code (64 + code) and the status on stderr.
+    let (code, _, err) = cli(
+        &["grpc", "call", "--plaintext", &addr, "drone.v1.Telemetry/GetStatus", "-d", r#"{"droneId": "zz"}"#],
+        "",
+    )
+    .await;
+    assert_eq!(code, 64 + 5, "{err}");
+    assert!(err.contains("Code: NOT_FOUND") && err.contains("no drone `zz`"), "{err}");
+    // Mistakes say what is wrong.
+    let (code, _, err) =
+        cli(&["grpc", "call", "--plaintext", &addr, "drone.v1.Telemetry/Nope", "-d", "{}"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("has no method `Nope`"), "{err}");
+    let (code, _, err) = cli(
+        &["grpc", "call", "--plaintext", &addr, "drone.v1.Telemetry/GetStatus", "-d", r#"{"droneId": 5}"#],
+        "",
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("droneId"), "{err}");
+
+    // Export, then call with the exported files instead of reflection.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("schema");
+    let (code, _, err) =
+        cli(&["grpc", "export", "--plaintext", &addr, "--out", out_dir.to_str().unwrap()], "").await;
+    assert_eq!(code, 0, "{err}");
+    let proto = out_dir.join("demo/drone/v1/telemetry.proto");
+    assert!(proto.exists(), "{err}");
+    let set = out_dir.join("descriptors.pb");
+    let plain = DemoServer::start(false).await;
+    let plain_addr = plain.addr.to_string();
+    for source in [
+        vec!["--protoset", set.to_str().unwrap()],
+        vec!["--proto", "demo/drone/v1/telemetry.proto", "--import-path", out_dir.to_str().unwrap()],
+    ] {
+        let mut args = vec!["grpc", "call", "--plaintext", &plain_addr];
+        args.extend(source);
+        args.extend(["drone.v1.Telemetry/GetStatus", "-d", r#"{"droneId": "d-1"}"#]);
+        let (code, out, err) = cli(&args, "").await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["mode"], "HOVER");
+    }
+    // Without reflection and without files: a clear error.
+    let (code, _, err) = cli(&["grpc", "list", "--plaintext", &plain_addr], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("does not offer reflection"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_are_proxied_as_is_through_a_grpc_service_route() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("telemetry.pb");
+    std::fs::write(&set, demo::DESCRIPTORS).unwrap();
+    let addr = gw.addr.to_string();
+    let call = |method: &'static str, data: &'static str| {
+        let (addr, set) = (addr.clone(), set.clone());
+        async move {
+            cli(
+                &[
+                    "grpc",
+                    "call",
+                    "--plaintext",
+                    &addr,
+                    "--protoset",
+                    set.to_str().unwrap(),
+                    method,
+                    "-d",
+                    data,
+                ],
+                "",
+            )
+            .await
+        }
+    };
+    let (code, out, err) = call("drone.v1.Telemetry/GetStatus", r#"{"droneId": "d-1"}"#).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["droneId"], "d-1");
+    // Every streaming shape, trailers and statuses pass through.
+    let (code, out, _) =
+        call("drone.v1.Telemetry/StreamPositions", r#"{"droneId": "d-1", "count": 3}"#).await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::Deserializer::from_str(&out).into_iter::<Value>().count(), 3);
+    let (code, out, _) = call("drone.v1.Telemetry/Chat", "{\"seq\": 1}\n{\"seq\": 2}").await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::Deserializer::from_str(&out).into_iter::<Value>().count(), 2);
+    let (code, _, err) =
+        call("drone.v1.Telemetry/Fail", r#"{"code": 7, "message": "no", "details": true}"#).await;
+    assert_eq!(code, 64 + 7, "{err}");
+    assert!(err.contains("google.rpc.BadRequest"), "{err}");
+    // A method outside the route's service has no route: a gRPC status, not an HTTP page.
+    let (code, _, err) = cli(&["grpc", "list", "--plaintext", &addr, "--max-time", "5"], "").await;
+    assert_eq!(code, 1, "{err}");
+}

@@ -1,0 +1,305 @@
+//! A `grpc.services` entry at run time: its upstream, and its schema with the HTTP bindings
+//! built from it, swapped whole when reflection brings a new one.
+//!
+//! A schema from `.proto` files or a descriptor set is loaded when the config is compiled (a
+//! broken file fails the start or the reload). A reflected schema is fetched by [`Service::ensure`]
+//! before the generation serves, again every `refresh` and on demand ([`Service::refresh`]); each
+//! fetch that succeeds is kept in the state store, and a start that cannot reach the server
+//! serves the stored copy. A service with neither fails the start, naming the service.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bridgehead_config::{BuildError, GrpcService, LoadedConfig};
+use bridgehead_http::metrics::Metrics;
+use bridgehead_upstream::Upstream;
+
+use crate::binding::{BindingError, Bindings};
+use crate::reflection;
+use crate::schema::Schema;
+
+/// The state-store kind of a reflected schema's last good copy.
+pub const SCHEMA_DOCUMENT: &str = "grpc-schema";
+
+/// Where a loaded schema came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Protos,
+    DescriptorSet,
+    Reflection,
+    /// The state store's copy of an earlier reflection (the server could not be asked).
+    Stored,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Protos => "protos",
+            Origin::DescriptorSet => "descriptor_set",
+            Origin::Reflection => "reflection",
+            Origin::Stored => "stored",
+        }
+    }
+}
+
+/// A schema and its bindings.
+pub struct Loaded {
+    pub schema: Schema,
+    pub bindings: Bindings,
+    pub origin: Origin,
+    /// The encoded schema, to compare fetches and to store.
+    pub bytes: Vec<u8>,
+    pub loaded_at_ms: i64,
+}
+
+impl Loaded {
+    pub fn new(schema: Schema, origin: Origin) -> Result<Loaded, BindingError> {
+        let mut bindings = Bindings::default();
+        for s in schema.services() {
+            bindings.extend(Bindings::build(&s)?);
+        }
+        let bytes = schema.bytes();
+        Ok(Loaded { schema, bindings, origin, bytes, loaded_at_ms: bridgehead_http::clock::unix_ms() })
+    }
+
+    /// Every method, by full name, with what a caller relies on: its input and output types
+    /// and streaming shape, and the fields of those types.
+    fn signatures(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for s in self.schema.services() {
+            for m in s.methods() {
+                let shape = |d: prost_reflect::MessageDescriptor| {
+                    let fields: Vec<String> =
+                        d.fields().map(|f| format!("{}={}:{:?}", f.number(), f.name(), f.kind())).collect();
+                    format!("{}{{{}}}", d.full_name(), fields.join(","))
+                };
+                out.insert(
+                    m.full_name().to_owned(),
+                    format!(
+                        "{} -> {} (client stream {}, server stream {})",
+                        shape(m.input()),
+                        shape(m.output()),
+                        m.is_client_streaming(),
+                        m.is_server_streaming()
+                    ),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The server's schema is the one already served.
+    Unchanged,
+    /// A new schema serves; what was added, and what callers may find broken (removed methods,
+    /// changed signatures).
+    Updated { added: Vec<String>, broken: Vec<String> },
+}
+
+/// One gRPC service.
+pub struct Service {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub max_message: usize,
+    /// The refresh interval, for a reflected schema.
+    pub reflection: Option<Duration>,
+    current: ArcSwapOption<Loaded>,
+    refreshing: tokio::sync::Mutex<()>,
+    /// When reflection was last asked (Unix ms).
+    asked_at: AtomicI64,
+    /// The upstream and descriptors as configured: a reload keeps the schema while they stay.
+    key: String,
+}
+
+impl Service {
+    /// Compiles an entry: protos and descriptor sets are loaded now; a reflected schema is
+    /// carried over from `previous` when the upstream and descriptors are the same.
+    pub fn build(
+        name: &str,
+        cfg: &GrpcService,
+        loaded: &LoadedConfig,
+        upstream: Arc<Upstream>,
+        previous: Option<&Service>,
+    ) -> Result<Service, BuildError> {
+        let base = format!("grpc.services.{name}.descriptors");
+        let d = &cfg.descriptors;
+        let key = format!("{}|{}", cfg.upstream, serde_json::to_string(d).unwrap_or_default());
+        let now = if !d.protos.is_empty() {
+            let files: Vec<PathBuf> = d.protos.iter().map(PathBuf::from).collect();
+            let mut include: Vec<PathBuf> =
+                d.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
+            // The config's directory is searched last, so `protos: [x.proto]` next to it works.
+            include.push(loaded.base_dir.clone());
+            let files: Vec<PathBuf> = files
+                .into_iter()
+                .map(|f| {
+                    if f.is_absolute() || include.iter().any(|i| i.join(&f).exists()) {
+                        f
+                    } else {
+                        loaded.resolve_path(&f)
+                    }
+                })
+                .collect();
+            let schema =
+                Schema::compile(&files, &include).map_err(|e| BuildError::new(join(&base, "protos"), e))?;
+            Some(Loaded::new(schema, Origin::Protos).map_err(|e| BuildError::new(join(&base, "protos"), e))?)
+        } else if let Some(set) = &d.descriptor_set {
+            let path = loaded.resolve_path(set.as_ref());
+            let bytes = std::fs::read(&path).map_err(|e| {
+                BuildError::new(join(&base, "descriptor_set"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            let schema = Schema::from_descriptor_set(&bytes).map_err(|e| {
+                BuildError::new(join(&base, "descriptor_set"), format!("{}: {e}", path.display()))
+            })?;
+            Some(
+                Loaded::new(schema, Origin::DescriptorSet)
+                    .map_err(|e| BuildError::new(join(&base, "descriptor_set"), e))?,
+            )
+        } else {
+            None
+        };
+        let current = match now {
+            Some(l) => Some(Arc::new(l)),
+            None => previous.filter(|p| p.key == key).and_then(Service::current),
+        };
+        Ok(Service {
+            name: name.into(),
+            upstream,
+            max_message: usize::try_from(cfg.max_message_size.get()).unwrap_or(usize::MAX),
+            reflection: d.reflection.then(|| d.refresh.get()),
+            current: ArcSwapOption::new(current),
+            refreshing: tokio::sync::Mutex::new(()),
+            asked_at: AtomicI64::new(previous.map_or(0, |p| p.asked_at.load(Relaxed))),
+            key,
+        })
+    }
+
+    /// The service for the admin API: where its schema came from, and its bindings.
+    pub fn view(&self) -> serde_json::Value {
+        let current = self.current();
+        serde_json::json!({
+            "name": &*self.name,
+            "upstream": &*self.upstream.name,
+            "reflection": self.reflection.is_some(),
+            "origin": current.as_ref().map(|l| l.origin.as_str()),
+            "loaded_at_ms": current.as_ref().map(|l| l.loaded_at_ms),
+            "services": current.as_ref().map(|l| l.schema.services().iter().map(|s| s.full_name().to_owned()).collect::<Vec<_>>()),
+            "bindings": current.as_ref().map(|l| l.bindings.iter().map(crate::binding::Binding::describe).collect::<Vec<_>>()),
+        })
+    }
+
+    /// Whether reflection is due to be asked again.
+    pub fn due(&self) -> bool {
+        self.reflection.is_some_and(|every| {
+            let since = bridgehead_http::clock::unix_ms() - self.asked_at.load(Relaxed);
+            since >= i64::try_from(every.as_millis()).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// The schema serving now; `None` until a reflected schema was first read.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.load_full()
+    }
+
+    /// Makes sure a reflected schema is loaded: asks the server, or else reads the stored copy.
+    /// Fails, naming the service, when neither gives one.
+    pub async fn ensure(
+        &self,
+        metrics: &Metrics,
+        store: Option<&bridgehead_state::Store>,
+    ) -> Result<(), BuildError> {
+        if self.current().is_some() || self.reflection.is_none() {
+            return Ok(());
+        }
+        let Err(asked) = self.refresh(metrics, store).await else { return Ok(()) };
+        let key = format!("grpc.services.{}.descriptors.reflection", self.name);
+        let stored = match store {
+            Some(s) => {
+                s.document_get(SCHEMA_DOCUMENT, &self.name).await.map_err(|e| BuildError::new(&key, e))?
+            }
+            None => None,
+        };
+        let Some(doc) = stored else {
+            return Err(BuildError::new(
+                key,
+                format!(
+                    "no schema for gRPC service `{}`: {asked}, and the state store has no earlier copy (give `protos` or `descriptor_set` instead)",
+                    self.name
+                ),
+            ));
+        };
+        let schema = Schema::from_descriptor_set(&doc.body).map_err(|e| BuildError::new(&key, e))?;
+        let loaded = Loaded::new(schema, Origin::Stored).map_err(|e| BuildError::new(&key, e))?;
+        tracing::warn!(
+            service = %self.name,
+            error = %asked,
+            fetched_at_ms = doc.fetched_at_ms,
+            "gRPC reflection failed; serving the schema kept in the state store"
+        );
+        self.current.store(Some(Arc::new(loaded)));
+        Ok(())
+    }
+
+    /// Asks the server's reflection again (one refresh at a time). A new schema replaces the
+    /// current one whole and is kept in the state store; what it breaks is logged.
+    pub async fn refresh(
+        &self,
+        metrics: &Metrics,
+        store: Option<&bridgehead_state::Store>,
+    ) -> Result<Change, String> {
+        if self.reflection.is_none() {
+            return Err(format!("gRPC service `{}` does not use reflection", self.name));
+        }
+        let _one = self.refreshing.lock().await;
+        self.asked_at.store(bridgehead_http::clock::unix_ms(), Relaxed);
+        let timeout = self.upstream.timeouts.request.get();
+        let got = reflection::fetch(&self.upstream, metrics, timeout).await.map_err(|e| e.to_string())?;
+        let old = self.current();
+        let fresh = Loaded::new(got.schema, Origin::Reflection).map_err(|e| e.to_string())?;
+        let change = match &old {
+            Some(o) if o.bytes == fresh.bytes => Change::Unchanged,
+            Some(o) => {
+                let (before, after) = (o.signatures(), fresh.signatures());
+                let added = after.keys().filter(|k| !before.contains_key(*k)).cloned().collect();
+                let broken = before
+                    .iter()
+                    .filter_map(|(k, sig)| match after.get(k) {
+                        None => Some(format!("{k} was removed")),
+                        Some(s) if s != sig => Some(format!("{k} changed: {sig} is now {s}")),
+                        Some(_) => None,
+                    })
+                    .collect();
+                Change::Updated { added, broken }
+            }
+            None => Change::Updated { added: fresh.signatures().into_keys().collect(), broken: Vec::new() },
+        };
+        if let Some(s) = store
+            && change != Change::Unchanged
+            && let Err(e) = s.document_put(SCHEMA_DOCUMENT, &self.name, &fresh.bytes).await
+        {
+            tracing::warn!(service = %self.name, error = %e, "the reflected gRPC schema could not be kept in the state store");
+        }
+        if let Change::Updated { added, broken } = &change {
+            if broken.is_empty() {
+                tracing::info!(service = %self.name, added = ?added, "gRPC schema loaded from reflection");
+            } else {
+                tracing::warn!(service = %self.name, added = ?added, broken = ?broken, "gRPC schema changed incompatibly");
+            }
+        }
+        if change != Change::Unchanged || old.as_ref().is_some_and(|o| o.origin == Origin::Stored) {
+            self.current.store(Some(Arc::new(fresh)));
+        }
+        Ok(change)
+    }
+}
+
+fn join(base: &str, key: &str) -> String {
+    format!("{base}.{key}")
+}

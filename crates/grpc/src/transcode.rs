@@ -1,0 +1,509 @@
+//! The transcoding backend: a JSON-over-HTTP request finds its binding, becomes a gRPC call,
+//! and the call's answer becomes JSON again.
+//!
+//! ```text
+//! prepare: binding (404 with the closest, 405) ─▶ message from path, query, body (400 naming the
+//!          field) ─▶ framed, metadata by allow-list, grpc-timeout
+//! respond: head ─▶ unary: read to the status ─▶ JSON, or problem+json by the status table
+//!                  server stream: NDJSON lines or SSE events as messages arrive; a failed status
+//!                  ends the stream with an error object
+//! ```
+//!
+//! Invariant: nothing is sent upstream for a request that does not fit the schema; a path no
+//! binding takes is answered here (404), never forwarded.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame};
+use prost_reflect::{DynamicMessage, FieldDescriptor, MessageDescriptor, MethodDescriptor};
+use serde_json::json;
+
+use bridgehead_http::body::{BoxError, ResponseBody};
+use bridgehead_http::problem::GatewayError;
+use bridgehead_http::upstream_body::UpstreamBody;
+
+use crate::binding::Found;
+use crate::call::{self, AnswerError};
+use crate::frame::{self, Decoder, FrameError};
+use crate::mapping::{self, JsonOptions, RequestError};
+use crate::service::{Loaded, Service};
+use crate::status::Status;
+
+/// A transcoding route's backend.
+pub struct Transcoder {
+    pub service: Arc<Service>,
+    pub opts: JsonOptions,
+    /// Headers passed as metadata both ways (lower case).
+    pub metadata: Vec<HeaderName>,
+    /// `match.path_prefix`: where the bindings are mounted.
+    pub prefix: Option<String>,
+}
+
+/// How a server-streaming answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    Ndjson,
+    Sse,
+}
+
+/// A request ready to send.
+pub struct Prepared {
+    /// `/package.Service/Method`.
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    method: MethodDescriptor,
+    response_body: Option<FieldDescriptor>,
+    stream: Option<StreamFormat>,
+    loaded: Arc<Loaded>,
+}
+
+impl Prepared {
+    /// The gRPC method, for metrics and logs.
+    pub fn method(&self) -> &MethodDescriptor {
+        &self.method
+    }
+}
+
+/// Metadata every call carries when the request has it.
+const ALWAYS: [&str; 3] = ["x-request-id", "x-consumer-id", "x-forwarded-for"];
+
+impl Transcoder {
+    /// The path the bindings see: the request path under the mount point.
+    pub fn local_path<'p>(&self, path: &'p str) -> Option<&'p str> {
+        match &self.prefix {
+            None => Some(path),
+            Some(p) => {
+                let p = p.trim_end_matches('/');
+                let rest = path.strip_prefix(p)?;
+                if rest.is_empty() {
+                    Some("/")
+                } else if rest.starts_with('/') {
+                    Some(rest)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Whether a binding takes `path` (for a route without a path condition).
+    pub fn takes(&self, path: &str) -> bool {
+        self.service.current().is_some_and(|l| l.bindings.matches_path(path))
+    }
+
+    /// The request as a gRPC call, or the answer that refuses it.
+    #[allow(clippy::too_many_arguments)]
+    // Both sides are big and a refusal is answered at once: boxing would only add an allocation.
+    #[allow(clippy::result_large_err)]
+    pub fn prepare(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        timeout: Duration,
+        request_id: &str,
+    ) -> Result<Prepared, Response<Bytes>> {
+        let Some(loaded) = self.service.current() else {
+            return Err(problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:bridgehead:problem:grpc-schema-unavailable",
+                "Schema unavailable",
+                &format!("the schema of gRPC service `{}` has not been loaded yet", self.service.name),
+                request_id,
+                json!({}),
+            ));
+        };
+        let local = self.local_path(path).unwrap_or(path);
+        let (binding, vars) = match loaded.bindings.find(method, local) {
+            Found::Binding(b, v) => (b, v),
+            Found::MethodNotAllowed(allow) => {
+                let e = GatewayError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    allow,
+                };
+                return Err(e.to_response(request_id));
+            }
+            Found::NotFound => {
+                let closest: Vec<String> =
+                    loaded.bindings.nearest(local).into_iter().map(|b| self.mounted(&b)).collect();
+                return Err(problem(
+                    StatusCode::NOT_FOUND,
+                    "urn:bridgehead:problem:grpc-no-binding",
+                    "No such method",
+                    &format!(
+                        "no method of gRPC service `{}` is bound to {method} {path}; closest: {}",
+                        self.service.name,
+                        if closest.is_empty() { "none".to_owned() } else { closest.join(", ") }
+                    ),
+                    request_id,
+                    json!({ "closest": closest }),
+                ));
+            }
+        };
+        let bad = |e: RequestError| {
+            let field = match &e {
+                RequestError::Field { path, .. } => Some(path.clone()),
+                RequestError::Var { field, .. } => Some(field.clone()),
+                RequestError::Query { param, .. } => Some(param.clone()),
+                _ => None,
+            };
+            problem(
+                StatusCode::BAD_REQUEST,
+                "urn:bridgehead:problem:invalid-message",
+                "Invalid request message",
+                &format!("{e} (request message `{}`)", binding.method.input().full_name()),
+                request_id,
+                json!({ "field": field }),
+            )
+        };
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let mut framed = BytesMut::new();
+        #[allow(clippy::result_large_err)]
+        let mut put = |msg: DynamicMessage| -> Result<(), Response<Bytes>> {
+            let bytes = prost::Message::encode_to_vec(&msg);
+            if bytes.len() > self.service.max_message {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "urn:bridgehead:problem:grpc-message-too-large",
+                    "Message too large",
+                    &format!(
+                        "the request message is {} bytes, over the limit of {} (grpc.services.{}.max_message_size)",
+                        bytes.len(),
+                        self.service.max_message,
+                        self.service.name
+                    ),
+                    request_id,
+                    json!({}),
+                ));
+            }
+            framed.extend_from_slice(&frame::encode(&bytes));
+            Ok(())
+        };
+        if binding.method.is_client_streaming() {
+            // NDJSON: one message per line.
+            let input = binding.method.input();
+            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let msg = mapping::stream_message(&input, line, &self.opts).map_err(|e| {
+                    bad(match e {
+                        RequestError::Field { path, reason } => {
+                            RequestError::Field { path: format!("line {}: {path}", i + 1), reason }
+                        }
+                        other => RequestError::Message(format!("line {}: {other}", i + 1)),
+                    })
+                })?;
+                put(msg)?;
+            }
+        } else {
+            let msg = mapping::request_message(binding, &vars, query, body, content_type, &self.opts)
+                .map_err(bad)?;
+            put(msg)?;
+        }
+        let mut out = call::request_headers(Some(timeout));
+        for (name, value) in headers {
+            let n = name.as_str();
+            if ALWAYS.contains(&n) || self.metadata.contains(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        let stream = binding.method.is_server_streaming().then(|| {
+            let sse = headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")));
+            if sse { StreamFormat::Sse } else { StreamFormat::Ndjson }
+        });
+        Ok(Prepared {
+            path: format!("/{}/{}", binding.method.parent_service().full_name(), binding.method.name()),
+            headers: out,
+            body: framed.freeze(),
+            method: binding.method.clone(),
+            response_body: binding.response_body.clone(),
+            stream,
+            loaded: loaded.clone(),
+        })
+    }
+
+    /// A binding's description with the mount point in front.
+    fn mounted(&self, described: &str) -> String {
+        match (&self.prefix, described.split_once(' ')) {
+            (Some(p), Some((m, path))) => format!("{m} {}{path}", p.trim_end_matches('/')),
+            _ => described.to_owned(),
+        }
+    }
+
+    /// The client's answer to the call's answer.
+    pub async fn respond(
+        &self,
+        p: Prepared,
+        res: Response<UpstreamBody>,
+        timeout: Duration,
+        request_id: &str,
+    ) -> Response<ResponseBody> {
+        let upstream = &self.service.upstream.name;
+        let broken = |e: &dyn std::fmt::Display| {
+            tracing::warn!(request_id, upstream = %upstream, error = %e, "gRPC answer unreadable");
+            problem(
+                StatusCode::BAD_GATEWAY,
+                "urn:bridgehead:problem:upstream-failed",
+                "Upstream failed",
+                &format!("upstream `{upstream}` failed: {e}"),
+                request_id,
+                json!({}),
+            )
+            .map(ResponseBody::full)
+        };
+        if let Err(e) = call::check_head(&res) {
+            return broken(&e);
+        }
+        let pool = p.loaded.schema.pool.clone();
+        if let Some(format) = p.stream {
+            if let Some(status) = Status::from_headers(res.headers(), &pool).filter(|s| s.code != 0) {
+                return self.failed(&status, res.headers(), request_id);
+            }
+            let mut headers = self.metadata_out(res.headers());
+            let (_, body) = res.into_parts();
+            let ct = match format {
+                StreamFormat::Ndjson => "application/x-ndjson",
+                StreamFormat::Sse => "text/event-stream",
+            };
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let stream = JsonStream {
+                inner: body,
+                decoder: Decoder::new(self.service.max_message),
+                output: p.method.output(),
+                response_body: p.response_body,
+                opts: self.opts,
+                format,
+                pool,
+                request_id: request_id.to_owned(),
+                ready: VecDeque::new(),
+                done: false,
+            };
+            let mut out = Response::new(ResponseBody::made(stream));
+            *out.headers_mut() = headers;
+            return out;
+        }
+        let head = res.headers().clone();
+        let finished = match tokio::time::timeout(timeout, call::finish(res, self.service.max_message, &pool))
+            .await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(AnswerError::Frame(FrameError::TooLarge { size, limit }))) => {
+                return broken(&format!(
+                    "a response message of {size} bytes is over the limit of {limit} (grpc.services.{}.max_message_size)",
+                    self.service.name
+                ));
+            }
+            Ok(Err(e)) => return broken(&e),
+            Err(_) => {
+                let e = GatewayError::UpstreamTimeout {
+                    upstream: upstream.to_string(),
+                    timeout: humantime::format_duration(timeout).to_string(),
+                    key: "timeouts.request",
+                };
+                return e.to_response(request_id).map(ResponseBody::full);
+            }
+        };
+        if finished.status.code != 0 {
+            let mut all = head;
+            all.extend(finished.trailers);
+            return self.failed(&finished.status, &all, request_id);
+        }
+        let [message] = finished.messages.as_slice() else {
+            return broken(&format!("a unary call answered {} messages", finished.messages.len()));
+        };
+        let msg = match DynamicMessage::decode(p.method.output(), message.as_ref()) {
+            Ok(m) => m,
+            Err(e) => return broken(&format!("the response message does not decode: {e}")),
+        };
+        let mut headers = self.metadata_out(&head);
+        headers.extend(self.metadata_out(&finished.trailers));
+        let raw = p.response_body.as_ref().map_or_else(
+            || mapping::http_body(&msg),
+            |f| msg.get_field(f).as_message().and_then(mapping::http_body),
+        );
+        let (ct, body) = match raw {
+            Some((ct, data)) => (ct, data),
+            None => (
+                "application/json".to_owned(),
+                mapping::response_json(&msg, p.response_body.as_ref(), &self.opts),
+            ),
+        };
+        if let Ok(v) = HeaderValue::from_str(if ct.is_empty() { "application/octet-stream" } else { &ct }) {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        let mut out = Response::new(ResponseBody::full(body));
+        *out.headers_mut() = headers;
+        out
+    }
+
+    /// A failed status as problem+json, with the allowed metadata.
+    fn failed(&self, status: &Status, metadata: &HeaderMap, request_id: &str) -> Response<ResponseBody> {
+        let mut res = status.to_response(request_id).map(ResponseBody::full);
+        for (name, value) in self.metadata_out(metadata) {
+            if let Some(name) = name {
+                res.headers_mut().insert(name, value);
+            }
+        }
+        res
+    }
+
+    /// The response metadata a client may see: the allow-list's.
+    fn metadata_out(&self, h: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for name in &self.metadata {
+            for v in h.get_all(name) {
+                out.append(name.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
+
+/// A problem+json answer with extension members.
+pub fn problem(
+    status: StatusCode,
+    type_uri: &str,
+    title: &str,
+    detail: &str,
+    request_id: &str,
+    members: serde_json::Value,
+) -> Response<Bytes> {
+    let mut body = json!({
+        "type": type_uri,
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    if let (Some(b), serde_json::Value::Object(m)) = (body.as_object_mut(), members) {
+        b.extend(m);
+    }
+    let mut res = Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A server stream as NDJSON lines or SSE events, one per message as it arrives; a failed or
+/// broken stream ends with an error object (`{"error": {…}}`, or an `error` event).
+struct JsonStream {
+    inner: UpstreamBody,
+    decoder: Decoder,
+    output: MessageDescriptor,
+    response_body: Option<FieldDescriptor>,
+    opts: JsonOptions,
+    format: StreamFormat,
+    pool: prost_reflect::DescriptorPool,
+    request_id: String,
+    ready: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl JsonStream {
+    fn line(&self, json: &[u8], error: bool) -> Bytes {
+        let mut b = BytesMut::with_capacity(json.len() + 24);
+        match self.format {
+            StreamFormat::Ndjson if error => {
+                b.extend_from_slice(b"{\"error\":");
+                b.extend_from_slice(json);
+                b.extend_from_slice(b"}\n");
+            }
+            StreamFormat::Ndjson => {
+                b.extend_from_slice(json);
+                b.extend_from_slice(b"\n");
+            }
+            StreamFormat::Sse => {
+                if error {
+                    b.extend_from_slice(b"event: error\n");
+                }
+                b.extend_from_slice(b"data: ");
+                b.extend_from_slice(json);
+                b.extend_from_slice(b"\n\n");
+            }
+        }
+        b.freeze()
+    }
+
+    fn fail(&mut self, status: &Status) {
+        let json = status.json(&self.request_id).to_string();
+        let line = self.line(json.as_bytes(), true);
+        self.ready.push_back(line);
+        self.done = true;
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(m)) => match DynamicMessage::decode(self.output.clone(), m.as_ref()) {
+                    Ok(msg) => {
+                        let json = mapping::response_json(&msg, self.response_body.as_ref(), &self.opts);
+                        let line = self.line(&json, false);
+                        self.ready.push_back(line);
+                    }
+                    Err(e) => {
+                        return self
+                            .fail(&Status::new(13, format!("a response message does not decode: {e}")));
+                    }
+                },
+                Ok(None) => return,
+                Err(e) => return self.fail(&Status::new(13, e.to_string())),
+            }
+        }
+    }
+}
+
+impl Body for JsonStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(line) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(line))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        this.decoder.push(&data);
+                        this.drain();
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        match Status::from_headers(&trailers, &this.pool) {
+                            Some(s) if s.code == 0 => this.done = true,
+                            Some(s) => this.fail(&s),
+                            None => this.fail(&Status::new(13, "the stream ended without a gRPC status")),
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(_))) => this.fail(&Status::new(14, "the upstream stream broke off")),
+                Poll::Ready(None) => this.fail(&Status::new(13, "the stream ended without a gRPC status")),
+            }
+        }
+    }
+}
