@@ -946,7 +946,7 @@ fn grpc_services_and_routes_are_checked() {
         match load_text(text) {
             Ok(_) => failures.push(format!("accepted:\n{text}")),
             Err(err) if !err.to_string().contains(want) => {
-                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"))
+                failures.push(format!("config:\n{text}\nwant: {want}\ngot:  {err}"));
             }
             Err(_) => {}
         }
