@@ -296,11 +296,22 @@ pub async fn serve(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, options, DESCRIPTORS.to_vec(), shutdown).await
+}
+
+/// Serves the demo with its reflection describing `descriptors` (an encoded descriptor set):
+/// a server whose schema changed, for tests.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    options: Options,
+    descriptors: Vec<u8>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut server = tonic::transport::Server::builder();
     let mut router = server.add_service(TelemetryServer::new(Demo::default()));
     if options.reflection {
-        let reflect = Reflection::new(DESCRIPTORS, &[SERVICE]);
+        let reflect = Reflection::new(&descriptors, &[SERVICE]);
         router = router
             .add_service(
                 generated::grpc::reflection::v1::server_reflection_server::ServerReflectionServer::new(

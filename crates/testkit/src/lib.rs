@@ -83,6 +83,30 @@ impl Gateway {
         Gateway { addr, admin, logs, reloader, config_path, dir, stop: Some(tx), task: Some(task) }
     }
 
+    /// Builds a gateway that must fail to start; returns the error it gave.
+    pub async fn start_error(yaml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = yaml.to_owned();
+        if !text.contains("\nstate:") && !text.starts_with("state:") {
+            text.push_str(&format!("\nstate:\n  url: sqlite://{}/state.db\n", dir.path().display()));
+        }
+        let config_path = dir.path().join("bridgehead.yaml");
+        std::fs::write(&config_path, &text).unwrap();
+        let loaded = bridgehead_config::load(&config_path)
+            .unwrap_or_else(|d| panic!("test config invalid:\n{d}\n{text}"));
+        let opts = AppOptions {
+            config_path: Some(config_path),
+            access_log: Sink::Memory(Arc::default()),
+            watch_config: false,
+            sighup: false,
+        };
+        let listeners = Listeners::ephemeral(1).unwrap();
+        match App::build(loaded, listeners, opts).await {
+            Ok(_) => panic!("the gateway started:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

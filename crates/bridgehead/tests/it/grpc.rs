@@ -439,3 +439,204 @@ async fn grpc_calls_are_proxied_as_is_through_a_grpc_service_route() {
     let (code, _, err) = cli(&["grpc", "list", "--plaintext", &addr, "--max-time", "5"], "").await;
     assert_eq!(code, 1, "{err}");
 }
+
+/// `protoc` (Debian protobuf-compiler, with libprotobuf-dev's well-known types), from
+/// `scripts/test`; `None` only when BRIDGEHEAD_SKIP_PROTOC=1 says to skip.
+fn protoc() -> Option<&'static str> {
+    if std::env::var("BRIDGEHEAD_SKIP_PROTOC").as_deref() == Ok("1") {
+        eprintln!("skipped: BRIDGEHEAD_SKIP_PROTOC=1");
+        return None;
+    }
+    assert!(
+        std::process::Command::new("protoc").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "no protoc: run scripts/test (it installs protobuf-compiler), or set BRIDGEHEAD_SKIP_PROTOC=1 to skip"
+    );
+    Some("protoc")
+}
+
+const INVENTORY: &str = r#"syntax = "proto3";
+package inventory.v1;
+import "google/api/annotations.proto";
+service Inventory {
+  rpc GetItem(GetItemRequest) returns (Item) { option (google.api.http) = { get: "/v1/items/{sku}" }; }
+  rpc ListItems(ListItemsRequest) returns (stream Item) { option (google.api.http) = { get: "/v1/items" }; }
+}
+message GetItemRequest { string sku = 1; }
+message Money { int64 units = 1; string currency = 2; }
+message Item { string sku = 1; string name = 2; int64 quantity = 3; Money price = 4; }
+message ListItemsRequest { int64 min_quantity = 1; }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_server_is_transcoded_from_v1alpha_reflection_and_a_protoc_descriptor_set() {
+    let Some(python) = crate::support::python() else { return };
+    let Some(protoc) = protoc() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inventory.proto"), INVENTORY).unwrap();
+    let set = dir.path().join("inventory.pb");
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../grpc/proto");
+    let out = std::process::Command::new(protoc)
+        .arg("--include_imports")
+        .arg(format!("-I{}", dir.path().display()))
+        .arg(format!("-I{bundled}"))
+        .arg(format!("-o{}", set.display()))
+        .arg("inventory.proto")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "protoc: {}", String::from_utf8_lossy(&out.stderr));
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/grpcio_server.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .arg(&set)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = crate::support::Killed(child);
+    let port = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line.trim().strip_prefix("port ").unwrap_or_else(|| panic!("grpcio server said {line:?}")).to_owned()
+    })
+    .await
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    for descriptors in ["{ reflection: true }".to_owned(), format!("{{ descriptor_set: {} }}", set.display())]
+    {
+        let yaml = format!(
+            r#"
+upstreams:
+  shop:
+    targets: [{{ url: "http://{addr}" }}]
+    protocol: h2c
+grpc:
+  services:
+    inventory:
+      upstream: shop
+      descriptors: {descriptors}
+routes:
+  - name: shop
+    match: {{ path_prefix: /shop }}
+    grpc_transcode: {{ service: inventory }}
+"#
+        );
+        let gw = Gateway::start(&yaml).await;
+        let got = call(&gw, "GET", "/shop/v1/items/sku-1", None).await;
+        assert_eq!(got.status, 200, "{descriptors}: {}", String::from_utf8_lossy(&got.body));
+        assert_eq!(
+            got.json(),
+            json!({"sku": "sku-1", "name": "rotor", "quantity": "12", "price": {"units": "4", "currency": "EUR"}})
+        );
+        let got = call(&gw, "GET", "/shop/v1/items/sku-9", None).await;
+        let p = got.assert_problem(404, "no item sku-9");
+        assert_eq!(p["grpc_code"], "NOT_FOUND");
+        let got = call(&gw, "GET", "/shop/v1/items?min_quantity=5", None).await;
+        let lines: Vec<Value> =
+            String::from_utf8_lossy(&got.body).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1, "{descriptors}");
+        assert_eq!(lines[0]["sku"], "sku-1");
+        let admin = get(&gw.admin_url("/admin/grpc")).await.json();
+        let origin = if descriptors.contains("reflection") { "reflection" } else { "descriptor_set" };
+        assert_eq!(admin["services"][0]["origin"], origin);
+    }
+}
+
+#[tokio::test]
+async fn a_reflected_schema_is_kept_and_serves_when_the_server_cannot_be_asked() {
+    let state = tempfile::tempdir().unwrap();
+    let with_state = |addr: SocketAddr| {
+        format!(
+            "{}state:\n  url: sqlite://{}/state.db\n",
+            config(addr, "{ reflection: true }", ""),
+            state.path().display()
+        )
+    };
+    let server = DemoServer::start(true).await;
+    let addr = server.addr;
+    let gw = Gateway::start(&with_state(addr)).await;
+    assert_eq!(call(&gw, "GET", "/rest/v1/drones/d-1", None).await.status, 200);
+    // Asked again: nothing changed.
+    let r =
+        send(&client(), Request::post(gw.admin_url("/admin/grpc/telemetry/refresh")).body(empty()).unwrap())
+            .await;
+    assert_eq!(r.json(), json!({"status": "unchanged"}));
+    gw.shutdown().await;
+    drop(server);
+
+    // The server is gone: a restart serves the stored schema, and a refresh says why it failed.
+    let gw = Gateway::start(&with_state(addr)).await;
+    let admin = get(&gw.admin_url("/admin/grpc")).await.json();
+    assert_eq!(admin["services"][0]["origin"], "stored");
+    let got = call(&gw, "GET", "/rest/v1/drone/d-1", None).await;
+    got.assert_problem(404, "GET /rest/v1/drones/{drone_id}");
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1", None).await;
+    assert_eq!(got.status, 502, "{}", String::from_utf8_lossy(&got.body));
+    let r =
+        send(&client(), Request::post(gw.admin_url("/admin/grpc/telemetry/refresh")).body(empty()).unwrap())
+            .await;
+    r.assert_problem(502, "gRPC service `telemetry`: reflection call failed");
+    let r =
+        send(&client(), Request::post(gw.admin_url("/admin/grpc/nope/refresh")).body(empty()).unwrap()).await;
+    r.assert_problem(404, "no gRPC service `nope`");
+    gw.shutdown().await;
+
+    // Without a stored copy, a server that cannot be asked fails the start, naming the service.
+    let plain = DemoServer::start(false).await;
+    let err = Gateway::start_error(&config(plain.addr, "{ reflection: true }", "")).await;
+    assert!(
+        err.contains("grpc.services.telemetry.descriptors.reflection")
+            && err.contains("no schema for gRPC service `telemetry`: the server does not offer reflection"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_picks_up_a_changed_schema_and_names_what_broke() {
+    // A server whose reflection serves a schema with fewer methods than the demo has.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first =
+        tokio::spawn(demo::serve(listener, demo::Options { reflection: true }, std::future::pending()));
+    let gw = Gateway::start(&config(addr, "{ reflection: true }", "")).await;
+    assert_eq!(call(&gw, "GET", "/rest/v1/drones/d-1", None).await.status, 200);
+    // The same address now serves another schema (the Python peer's would do; a smaller one
+    // is served here by a reflection over a reduced copy of the demo's).
+    first.abort();
+    let _ = first.await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(demo::serve_with(
+        listener,
+        demo::Options { reflection: true },
+        reduced_schema(),
+        std::future::pending(),
+    ));
+    let r =
+        send(&client(), Request::post(gw.admin_url("/admin/grpc/telemetry/refresh")).body(empty()).unwrap())
+            .await;
+    let v = r.json();
+    assert_eq!(v["status"], "updated", "{v}");
+    assert!(
+        v["broken"].as_array().unwrap().iter().any(|b| b == "drone.v1.Telemetry.Sleep was removed"),
+        "{v}"
+    );
+    let got = call(&gw, "POST", "/rest/drone.v1.Telemetry/Sleep", Some(json!({}))).await;
+    got.assert_problem(
+        404,
+        "no method of gRPC service `telemetry` is bound to POST /rest/drone.v1.Telemetry/Sleep",
+    );
+}
+
+/// The demo schema without its `Sleep` method.
+fn reduced_schema() -> Vec<u8> {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(demo::DESCRIPTORS).unwrap();
+    for f in &mut set.file {
+        for s in &mut f.service {
+            s.method.retain(|m| m.name() != "Sleep");
+        }
+    }
+    set.encode_to_vec()
+}
