@@ -26,6 +26,9 @@ pub struct DemoArgs {
     /// The port of the local webhook listener the demo's outbound endpoint delivers to.
     #[arg(long, default_value_t = 9999)]
     listener_port: u16,
+    /// The demo gRPC server's port (0: any free port).
+    #[arg(long, default_value_t = 50051)]
+    grpc_port: u16,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -66,9 +69,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ..MockOptions::default()
         })
         .await?;
-        for u in loaded.config.upstreams.values_mut() {
+        // The drone-telemetry gRPC server, with reflection, so the gateway learns its schema.
+        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", args.grpc_port)).await?;
+        let grpc_addr = grpc.local_addr()?;
+        tokio::spawn(bridgehead_grpc::demo::serve(
+            grpc,
+            bridgehead_grpc::demo::Options { reflection: true },
+            std::future::pending(),
+        ));
+        for (name, u) in &mut loaded.config.upstreams {
             for t in &mut u.targets {
-                t.url = mock.url();
+                t.url = if name == "drones" { format!("http://{grpc_addr}") } else { mock.url() };
             }
         }
         let listeners = Listeners::bind(&loaded.config)?;
@@ -82,6 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             admin: app.admin_addr(),
             mock: mock.addr(),
             listener: args.listener_port,
+            grpc: grpc_addr,
         };
         print_tour(&tour, &private, &idp.kid);
         app.run(bridgehead_gateway::shutdown_signal()).await?;
@@ -96,10 +108,11 @@ struct Tour {
     admin: SocketAddr,
     mock: SocketAddr,
     listener: u16,
+    grpc: SocketAddr,
 }
 
 fn print_tour(t: &Tour, key: &Path, kid: &str) {
-    let Tour { gw, admin, mock, listener } = t;
+    let Tour { gw, admin, mock, listener, grpc } = t;
     let exe = std::env::current_exe().map_or_else(|_| "bridgehead".into(), |p| p.display().to_string());
     let key = key.display();
     eprintln!(
@@ -109,6 +122,7 @@ Bridgehead demo is running (Ctrl-C to stop).
   admin    http://{admin}
   mock     http://{mock}   (the upstream: echoes every request as JSON)
   listener http://127.0.0.1:{listener}/hook   (where published events go: run `webhook listen` there)
+  grpc     {grpc}   (the drone-telemetry gRPC server, h2c, with reflection)
 
 Try:
   curl -i http://{gw}/api/orders/42                 # routed by template, /api stripped, echoed by the mock
@@ -167,6 +181,17 @@ Sending webhooks (events published on /events go to every endpoint subscribed to
   MSG=$(curl -s 'http://{admin}/admin/webhooks/messages?type=order.created' | grep -o 'msg_[0-9a-f]*' | head -1)
   curl -s -X POST http://{admin}/admin/webhooks/messages/$MSG/replay   # delivered again, same webhook-id
   curl -s http://{admin}/admin/webhooks/endpoints                       # the endpoint, enabled, its breaker accepting
+
+gRPC as JSON (the schema came from the server's reflection; routes drones-rest and drones-grpc):
+  curl -s http://{gw}/drones/v1/drones/d-1         # drone.v1.Telemetry/GetStatus as JSON
+  curl -s 'http://{gw}/drones/v1/drones?mode=IDLE'   # query parameters fill the request message
+  curl -s -X POST http://{gw}/drones/v1/drones/d-1:command -d '{{\"hoverFor\":\"30s\"}}'
+  curl -s 'http://{gw}/drones/v1/drones/d-1/positions?count=3'   # a server stream as NDJSON
+  curl -i http://{gw}/drones/v1/drone/d-1           # 404 naming the closest bindings
+  curl -i http://{gw}/drones/v1/drones/nope         # gRPC NOT_FOUND as a 404 problem
+  {exe} grpc list --plaintext {gw}                  # gRPC through the gateway, reflection included
+  {exe} grpc call --plaintext {gw} drone.v1.Telemetry/GetStatus -d '{{\"droneId\":\"d-2\"}}'
+  curl -s http://{admin}/admin/grpc                 # where the schema came from, and every binding
 
 Access log lines (JSON) follow on stdout.
 "

@@ -210,6 +210,8 @@ async fn demo_starts_and_its_tour_works() {
             "0",
             "--listener-port",
             &listener_port,
+            "--grpc-port",
+            "0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -261,6 +263,29 @@ async fn demo_starts_and_its_tour_works() {
         .unwrap();
     assert_eq!(send(&client(), faults).await.status, 200);
     assert_eq!(get(&format!("{gateway}/flaky/orders")).await.status, 200);
+
+    // gRPC as JSON, its schema from the demo server's reflection; and `grpc call` through the
+    // gateway.
+    let got = get(&format!("{gateway}/drones/v1/drones/d-1")).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["mode"], "HOVER");
+    get(&format!("{gateway}/drones/v1/drone/d-1")).await.assert_problem(404, "closest");
+    let gw_addr = gateway.trim_start_matches("http://").to_owned();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        bridgehead(&[
+            "grpc",
+            "call",
+            "--plaintext",
+            &gw_addr,
+            "drone.v1.Telemetry/GetStatus",
+            "-d",
+            r#"{"droneId":"d-2"}"#,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["mode"], "IDLE");
 
     // The webhook tour: a malformed event is refused with every schema error and kept as a
     // dead letter; a good one is stored and forwarded once, its repeat acknowledged.
