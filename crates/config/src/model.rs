@@ -62,6 +62,11 @@ pub struct GrpcService {
     pub upstream: String,
     /// Where the schema comes from: exactly one of `reflection`, `protos` or `descriptor_set`.
     pub descriptors: GrpcDescriptors,
+    /// The gRPC services of the schema that transcoding routes expose, by full name
+    /// (`drone.v1.Telemetry`); absent or empty: every service the schema defines (reflection
+    /// lists every service the server has, so name them to expose only some).
+    #[serde(default)]
+    pub services: Vec<String>,
     /// Largest message either way, request or response; larger gets 413 (request) or 502
     /// (response). Default 4 MiB, gRPC's own default.
     #[serde(default = "default_grpc_message_size")]
@@ -117,7 +122,8 @@ pub struct GrpcTranscode {
     pub ignore_unknown_fields: bool,
     /// Request headers sent on as gRPC metadata, and response metadata returned as headers
     /// (`x-tenant`, `x-trace-bin`); `-bin` values travel as base64 either way. `authorization`
-    /// listed here forwards the caller's credential (unless the upstream sets its own).
+    /// listed here forwards the caller's credential when the route also has
+    /// `forward_credentials: true` (an upstream with `credentials` sends its own).
     #[serde(default)]
     pub metadata: Vec<String>,
 }

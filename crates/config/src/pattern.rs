@@ -121,11 +121,13 @@ pub struct Specificity {
 }
 
 impl Specificity {
-    /// A route without a path condition that takes only its gRPC bindings' paths ranks with
-    /// path templates.
+    /// A route without a path condition that takes only its gRPC bindings' paths ranks after
+    /// every route with a path prefix (of its host class): the paths a (reflected) schema binds
+    /// can never take requests from a route the config gave a path.
     pub fn bindings(mut self) -> Self {
         if self.path_kind == 0 {
-            self.path_kind = 2;
+            self.path_kind = 1;
+            self.path_weight = 0;
         }
         self
     }

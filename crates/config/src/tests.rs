@@ -871,7 +871,7 @@ fn webhook_receivers_are_checked() {
 fn grpc_services_and_routes_are_checked() {
     let base = "upstreams:\n  g:\n    targets: [{ url: \"http://x:1\" }]\n    protocol: h2c\n  h1:\n    targets: [{ url: \"http://y:1\" }]\n";
     let ok = format!(
-        "{base}grpc:\n  services:\n    t:\n      upstream: g\n      descriptors: {{ reflection: true }}\nroutes:\n  - name: rest\n    match: {{ path_prefix: /rest }}\n    grpc_transcode: {{ service: t, metadata: [x-tenant] }}\n  - name: own\n    grpc_transcode: {{ service: t }}\n    match: {{ host: api.test }}\n  - name: bare\n    grpc_transcode: {{ service: t }}\n    match: {{}}\n  - name: proxy\n    match: {{ grpc_service: drone.v1.Telemetry, grpc_method: GetStatus }}\n    upstream: g\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: h1\n"
+        "{base}grpc:\n  services:\n    t:\n      upstream: g\n      descriptors: {{ reflection: true }}\nroutes:\n  - name: rest\n    match: {{ path_prefix: /rest }}\n    grpc_transcode: {{ service: t, metadata: [x-tenant] }}\n  - name: own\n    grpc_transcode: {{ service: t }}\n    match: {{ host: api.test }}\n  - name: bare\n    grpc_transcode: {{ service: t }}\n    match: {{}}\n  - name: proxy\n    match: {{ grpc_service: drone.v1.Telemetry, grpc_method: GetStatus }}\n    upstream: g\n  - name: other\n    match: {{ path_prefix: /other }}\n    upstream: h1\n"
     );
     let loaded = load_text(&ok).unwrap_or_else(|e| panic!("{e}"));
     let proxy = &loaded.config.routes[3].matcher;
@@ -939,6 +939,18 @@ fn grpc_services_and_routes_are_checked() {
         (
             route("    match: { grpc_service: a.B, path_prefix: /x }\n    upstream: g\n"),
             "routes[0].match.grpc_service: takes the place of path_prefix and path",
+        ),
+        (
+            route(
+                "    match: {}\n    grpc_transcode: { service: t }\n  - name: all\n    match: { path_prefix: / }\n    upstream: g\n",
+            ),
+            "routes[0].match: route `r` can never be chosen: route `all` (routes[1])",
+        ),
+        (
+            format!(
+                "{base}grpc:\n  services:\n    t:\n      upstream: g\n      services: [\"a b\"]\n      descriptors: {{ reflection: true }}\n"
+            ),
+            "grpc.services.t.services[0]: `a b` is not a gRPC service name",
         ),
     ];
     let mut failures = Vec::new();

@@ -1135,7 +1135,7 @@ fn try_order(c: &Config) -> Vec<usize> {
     order
 }
 
-/// A route's rank; a transcoding route without a path condition ranks with path templates.
+/// A route's rank; a transcoding route without a path condition ranks after the prefix routes.
 pub fn route_specificity(r: &Route) -> crate::pattern::Specificity {
     let s = specificity(&r.matcher);
     if r.grpc_transcode.is_some() { s.bindings() } else { s }
@@ -1235,7 +1235,7 @@ fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
             on_host.host = Some((*host).clone());
             for &i in &order {
                 let a = &c.routes[i];
-                if i == j || (as_strong(a, b) && covers(&a.matcher, &on_host)) {
+                if i == j || (as_strong(a, b) && !bindings_only(a) && covers(&a.matcher, &on_host)) {
                     break; // protected from here on
                 }
                 // Some of b's requests on this host: its paths, some of its methods.
@@ -1246,7 +1246,12 @@ fn host_routes_over_protected_paths(c: &Config, p: &mut Vec<Problem>) {
                     (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
                     _ => true,
                 };
-                if a.matcher.host.is_none() || !methods_meet || !covers(&reach, &on_host) || as_strong(a, b) {
+                if a.matcher.host.is_none()
+                    || bindings_only(a)
+                    || !methods_meet
+                    || !covers(&reach, &on_host)
+                    || as_strong(a, b)
+                {
                     continue;
                 }
                 let protection = if a.auth.is_empty() {
@@ -1691,6 +1696,20 @@ fn grpc_services(c: &Config, p: &mut Vec<Problem>) {
                 if let Some(why) = bad {
                     push(p, join_key(&base, "upstream"), format!("upstream `{}` {why}", svc.upstream));
                 }
+            }
+        }
+        for (j, s) in svc.services.iter().enumerate() {
+            let ok = s.split('.').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+            });
+            if !ok {
+                push(
+                    p,
+                    join_index(&join_key(&base, "services"), j),
+                    format!("`{s}` is not a gRPC service name (`package.Service`)"),
+                );
             }
         }
         let d = &svc.descriptors;

@@ -172,6 +172,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
     }
     bridgehead_webhooks::inbound::Receiver::build_all(loaded)?;
     bridgehead_webhooks::outbound::Dispatcher::build(loaded, None)?;
+    bridgehead_grpc::service::preflight(loaded)?;
     crate::auth::preflight(loaded)
 }
 
@@ -444,10 +445,14 @@ async fn refresh_grpc_schemas(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rt = shared.runtime.load_full();
-        for svc in rt.grpc.values().filter(|s| s.due()) {
-            if let Err(e) = svc.refresh(&shared.metrics, shared.store.as_ref()).await {
-                tracing::warn!(service = %svc.name, error = %e, "gRPC reflection refresh failed; the schema serving stays");
-            }
+        // Each on its own task: a slow server does not hold the others' refreshes up.
+        for svc in rt.grpc.values().filter(|s| s.take_due()) {
+            let (svc, shared) = (svc.clone(), shared.clone());
+            tokio::spawn(async move {
+                if let Err(e) = svc.refresh(&shared.metrics, shared.store.as_ref()).await {
+                    tracing::warn!(service = %svc.name, error = %e, "gRPC reflection refresh failed; the schema serving stays");
+                }
+            });
         }
     }
 }

@@ -288,6 +288,12 @@ impl Router {
             if !(m.host_matches(host) && m.path_matches(path) && m.headers_match(headers)) {
                 continue;
             }
+            // A gRPC call is never transcoded: it goes on to a route that proxies gRPC.
+            if matches!(route.backend, Backend::Transcode(_))
+                && bridgehead_upstream::classify::is_grpc(headers)
+            {
+                continue;
+            }
             match &m.methods {
                 Some(methods) if !methods.contains(method) => {
                     for x in methods {

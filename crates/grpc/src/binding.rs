@@ -69,31 +69,44 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    /// The bindings of every method of `service`.
+    /// The bindings of every method of `service`; the first rule that cannot bind fails it.
     pub fn build(service: &ServiceDescriptor) -> Result<Bindings, BindingError> {
-        let pool = service.parent_pool();
-        let http = pool.get_extension_by_name("google.api.http");
-        let mut list = Vec::new();
+        let (b, errors) = Self::build_each(service);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(b),
+        }
+    }
+
+    /// The bindings of every method of `service` that binds, and why the others do not (a
+    /// method whose rule is bad keeps its `POST /{package.Service}/{Method}`).
+    pub fn build_each(service: &ServiceDescriptor) -> (Bindings, Vec<BindingError>) {
+        let mut errors = Vec::new();
+        let mut all = Bindings::default();
         for method in service.methods() {
-            let err = |reason: String| BindingError { method: method.full_name().to_owned(), reason };
-            let rule = http.as_ref().and_then(|ext| {
-                let opts = method.options();
-                opts.has_extension(ext).then(|| opts.get_extension(ext).as_message().cloned()).flatten()
-            });
-            if let Some(rule) = rule {
-                list.push(binding(&method, &rule).map_err(err)?);
-                if let Some(more) = rule.get_field_by_name("additional_bindings")
-                    && let Some(more) = more.as_list()
-                {
-                    for r in more.iter().filter_map(|v| v.as_message()) {
-                        list.push(binding(&method, r).map_err(err)?);
-                    }
+            match Self::method(service, &method) {
+                Ok(mut list) => all.list.append(&mut list),
+                Err((mut list, e)) => {
+                    all.list.append(&mut list);
+                    errors.push(e);
                 }
             }
-            // Every method also answers at its gRPC path, the body being the request message.
-            let path = format!("/{}/{}", service.full_name(), method.name());
-            let template = Template::parse(&path).map_err(|e| err(e.to_string()))?;
-            list.push(Binding {
+        }
+        all.list.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
+        (all, errors)
+    }
+
+    /// One method's bindings; on a bad rule, its gRPC path alone and the error.
+    #[allow(clippy::type_complexity)]
+    fn method(
+        service: &ServiceDescriptor,
+        method: &MethodDescriptor,
+    ) -> Result<Vec<Binding>, (Vec<Binding>, BindingError)> {
+        let err = |reason: String| BindingError { method: method.full_name().to_owned(), reason };
+        // Every method answers at its gRPC path, the body being the request message.
+        let path = format!("/{}/{}", service.full_name(), method.name());
+        let grpc_path = match Template::parse(&path) {
+            Ok(template) => vec![Binding {
                 method: method.clone(),
                 http_method: Method::POST,
                 template,
@@ -101,11 +114,30 @@ impl Bindings {
                 body: BodyRule::All,
                 response_body: None,
                 synthesized: true,
-            });
+            }],
+            Err(e) => return Err((Vec::new(), err(e.to_string()))),
+        };
+        let http = service.parent_pool().get_extension_by_name("google.api.http");
+        let rule = http.as_ref().and_then(|ext| {
+            let opts = method.options();
+            opts.has_extension(ext).then(|| opts.get_extension(ext).as_message().cloned()).flatten()
+        });
+        let Some(rule) = rule else { return Ok(grpc_path) };
+        let mut list = Vec::new();
+        let mut rules = vec![rule.clone()];
+        if let Some(more) = rule.get_field_by_name("additional_bindings")
+            && let Some(more) = more.as_list()
+        {
+            rules.extend(more.iter().filter_map(|v| v.as_message().cloned()));
         }
-        // Most specific first, so the first match is the one to take.
-        list.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
-        Ok(Bindings { list })
+        for r in &rules {
+            match binding(method, r) {
+                Ok(b) => list.push(b),
+                Err(e) => return Err((grpc_path, err(e))),
+            }
+        }
+        list.extend(grpc_path);
+        Ok(list)
     }
 
     /// Adds another service's bindings.
@@ -139,8 +171,12 @@ impl Bindings {
         if allow.is_empty() { Found::NotFound } else { Found::MethodNotAllowed(allow.join(", ")) }
     }
 
-    /// The bindings closest to `path` (at most three), by edit distance: for a 404.
+    /// The bindings closest to `path` (at most three), by edit distance: for a 404. A path
+    /// longer than any sensible binding gets none (the distance is quadratic).
     pub fn nearest(&self, path: &str) -> Vec<String> {
+        if path.len() > 256 {
+            return Vec::new();
+        }
         let mut scored: Vec<(usize, String)> =
             self.list.iter().map(|b| (distance(path, b.template.display()), b.describe())).collect();
         scored.sort();

@@ -43,6 +43,25 @@ pub fn grpc_timeout(t: Duration) -> HeaderValue {
     HeaderValue::from_str(&text).expect("digits and a unit")
 }
 
+/// A `grpc-timeout` value (`TimeoutValue TimeoutUnit`: at most 8 digits, then one of `H M S m u
+/// n`); `None` when malformed.
+pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Sends one call (`/{service}/{method}`, `body` already framed).
 pub async fn send(
     upstream: &Arc<Upstream>,
@@ -98,6 +117,8 @@ pub enum AnswerError {
     Frame(#[from] FrameError),
     #[error("the answer broke off before its status arrived")]
     Broken,
+    #[error("a unary call answered more than one message")]
+    TooMany,
 }
 
 /// A call read to its end.
@@ -126,10 +147,12 @@ pub fn check_head(res: &Response<UpstreamBody>) -> Result<(), AnswerError> {
     Ok(())
 }
 
-/// Reads an answer to its end: every message (each at most `limit` bytes) and the status.
+/// Reads an answer to its end: every message (each at most `limit` bytes, at most `most` of
+/// them) and the status.
 pub async fn finish(
     res: Response<UpstreamBody>,
     limit: usize,
+    most: usize,
     pool: &DescriptorPool,
 ) -> Result<Finished, AnswerError> {
     check_head(&res)?;
@@ -151,6 +174,9 @@ pub async fn finish(
             Ok(data) => {
                 decoder.push(&data);
                 while let Some(m) = decoder.next_message()? {
+                    if messages.len() == most {
+                        return Err(AnswerError::TooMany);
+                    }
                     messages.push(m);
                 }
             }
@@ -169,6 +195,19 @@ pub async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_values_parse_by_unit() {
+        assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout(b"10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in [&b""[..], b"S", b"123456789S", b"1x", b"-1S", b"1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn grpc_timeout_uses_milliseconds_then_seconds() {

@@ -21,6 +21,9 @@ use crate::frame;
 use crate::reflection;
 use crate::schema::Schema;
 
+/// The largest answer message the command reads.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// Where a server is and how to reach it.
 #[derive(Debug, Clone, Default)]
 pub struct Server {
@@ -139,7 +142,8 @@ impl Client {
                     e.to_string()
                         .replace("upstream `server`", &format!("server {}", self.upstream.targets[0].url))
                 })?;
-            call::finish(res, usize::MAX, method.parent_pool()).await.map_err(|e| e.to_string())
+            let most = if method.is_server_streaming() { usize::MAX } else { 1 };
+            call::finish(res, MAX_MESSAGE, most, method.parent_pool()).await.map_err(|e| e.to_string())
         };
         tokio::time::timeout(self.max_time, run).await.map_err(|_| {
             format!("no answer within {} (--max-time)", humantime::format_duration(self.max_time))

@@ -207,7 +207,7 @@ impl Telemetry for Demo {
         let base = drone.position.unwrap_or_default();
         let fail_after = r.fail_after;
         let mut items = Vec::new();
-        for seq in 1..=r.count.max(1) {
+        for seq in 1..=r.count.clamp(1, 1000) {
             if fail_after > 0 && seq > fail_after {
                 items.push(Err(Status::unavailable("link to the drone lost")));
                 break;

@@ -100,6 +100,21 @@ pub fn request_message(
             Value::Object(m)
         }
     };
+    // From the body's own keys, before the path adds its variables (a query mask replaces it).
+    fill_update_mask(&mut root, binding);
+    complete(binding, root, raw_vars, query, opts)
+}
+
+/// The path variables and query parameters written into `root`, then the message.
+fn complete(
+    binding: &Binding,
+    mut root: Value,
+    raw_vars: &[&str],
+    query: Option<&str>,
+    opts: &JsonOptions,
+) -> Result<DynamicMessage, RequestError> {
+    let input = binding.method.input();
+    // The fields the path set, by proto names (a template may spell them by JSON name).
     let mut set: Vec<String> = Vec::new();
     for (i, (chain, raw)) in binding.vars.iter().zip(raw_vars).enumerate() {
         let var = &binding.template.vars[i];
@@ -110,7 +125,7 @@ pub fn request_message(
         let leaf = chain.last().expect("a field path has a field");
         insert(&mut root, chain, typed(leaf, &text), false)
             .map_err(|reason| RequestError::Var { field: var.field.clone(), reason })?;
-        set.push(var.field.clone());
+        set.push(chain.iter().map(FieldDescriptor::name).collect::<Vec<_>>().join("."));
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         query_into(&mut root, &input, binding, q, &set, opts)?;
@@ -118,13 +133,50 @@ pub fn request_message(
     from_json(&input, root, opts)
 }
 
-/// One NDJSON line (a client-streaming message): the whole line is the message.
-pub fn stream_message(
-    input: &MessageDescriptor,
-    line: &[u8],
+/// The messages of a client-streaming request: JSON values one after another (NDJSON, or
+/// pretty-printed objects), each completed with the path variables and query parameters. On a
+/// mistake, the message's position (from 1) with the error.
+pub fn stream_messages(
+    binding: &Binding,
+    raw_vars: &[&str],
+    query: Option<&str>,
+    body: &[u8],
     opts: &JsonOptions,
-) -> Result<DynamicMessage, RequestError> {
-    from_json(input, parse(line)?, opts)
+) -> Result<Vec<DynamicMessage>, (usize, RequestError)> {
+    let mut out = Vec::new();
+    for (i, value) in serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate() {
+        let value = value.map_err(|e| (i + 1, RequestError::NotJson(e.to_string())))?;
+        out.push(complete(binding, value, raw_vars, query, opts).map_err(|e| (i + 1, e))?);
+    }
+    Ok(out)
+}
+
+/// A PATCH whose body is one field, on a method that takes a `google.protobuf.FieldMask` the
+/// request left unset: the mask names the body's keys, so only the fields sent are changed
+/// (what grpc-gateway does for `update_mask`).
+fn fill_update_mask(root: &mut Value, binding: &Binding) {
+    let BodyRule::Field(body) = &binding.body else { return };
+    let Kind::Message(body_type) = body.kind() else { return };
+    if binding.http_method != http::Method::PATCH {
+        return;
+    }
+    let input = binding.method.input();
+    let Some(mask) = input.fields().find(|f| {
+        !f.is_list() && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
+    }) else {
+        return;
+    };
+    let Value::Object(map) = root else { return };
+    if map.contains_key(mask.name()) || map.contains_key(mask.json_name()) {
+        return;
+    }
+    let Some(Value::Object(sent)) = map.get(body.name()) else { return };
+    let paths: Vec<String> = sent
+        .keys()
+        .filter_map(|k| body_type.get_field_by_name(k).or_else(|| body_type.get_field_by_json_name(k)))
+        .map(|f| f.json_name().to_owned())
+        .collect();
+    map.insert(mask.name().to_owned(), Value::String(paths.join(",")));
 }
 
 fn parse(body: &[u8]) -> Result<Value, RequestError> {

@@ -41,6 +41,9 @@ pub enum ReflectionError {
 /// The largest reflection answer read (a whole file tree can be big).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
+/// The most schema bytes one fetch collects, over all its rounds.
+const MAX_SCHEMA: usize = 128 * 1024 * 1024;
+
 /// A reflection version's method path and message types.
 struct Version {
     path: &'static str,
@@ -114,6 +117,7 @@ async fn fetch_with(
     }
     let asks: Vec<(&str, String)> = services.iter().map(|s| ("file_containing_symbol", s.clone())).collect();
     let mut files: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
     let mut names: HashSet<String> = HashSet::new();
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut next = asks;
@@ -143,6 +147,12 @@ async fn fetch_with(
                         .map_err(|e| SchemaError::Decode(e.to_string()))?;
                     let name = f.name.unwrap_or_default();
                     if names.insert(name) {
+                        total += raw.len();
+                        if total > MAX_SCHEMA {
+                            return Err(ReflectionError::Call(format!(
+                                "the schema is over {MAX_SCHEMA} bytes"
+                            )));
+                        }
                         files.push(raw.clone());
                         wanted.extend(f.dependency);
                     }
@@ -180,7 +190,7 @@ async fn round(
             .await
             .map_err(|_| ReflectionError::Call(format!("no answer within {}", humantime(timeout))))?
             .map_err(|e| ReflectionError::Call(e.to_string()))?;
-    let done = tokio::time::timeout(timeout, call::finish(res, MAX_ANSWER, bundled::pool()))
+    let done = tokio::time::timeout(timeout, call::finish(res, MAX_ANSWER, asks.len(), bundled::pool()))
         .await
         .map_err(|_| ReflectionError::Call(format!("the answer did not end within {}", humantime(timeout))))?
         .map_err(|e| ReflectionError::Call(e.to_string()))?;

@@ -49,28 +49,63 @@ impl Origin {
 /// A schema and its bindings.
 pub struct Loaded {
     pub schema: Schema,
+    /// The gRPC services exposed (the config's `services`, or every one).
+    pub services: Vec<prost_reflect::ServiceDescriptor>,
     pub bindings: Bindings,
     pub origin: Origin,
-    /// The encoded schema, to compare fetches and to store.
+    /// The encoded schema, to store.
     pub bytes: Vec<u8>,
+    /// Bindings left out of a reflected schema, and why.
+    pub skipped: Vec<BindingError>,
     pub loaded_at_ms: i64,
 }
 
 impl Loaded {
-    pub fn new(schema: Schema, origin: Origin) -> Result<Loaded, BindingError> {
+    /// The bindings of the services exposed. A schema from files must bind cleanly (the start or
+    /// the reload fails otherwise); a reflected one serves without the bindings it cannot make.
+    pub fn new(schema: Schema, origin: Origin, only: &[String]) -> Result<Loaded, String> {
+        let services = if only.is_empty() {
+            schema.services()
+        } else {
+            only.iter().map(|n| schema.service(n).map_err(|e| e.to_string())).collect::<Result<_, _>>()?
+        };
+        let strict = matches!(origin, Origin::Protos | Origin::DescriptorSet);
         let mut bindings = Bindings::default();
-        for s in schema.services() {
-            bindings.extend(Bindings::build(&s)?);
+        let mut skipped = Vec::new();
+        for s in &services {
+            let (b, errors) = Bindings::build_each(s);
+            if strict && let Some(e) = errors.first() {
+                return Err(e.to_string());
+            }
+            bindings.extend(b);
+            skipped.extend(errors);
         }
         let bytes = schema.bytes();
-        Ok(Loaded { schema, bindings, origin, bytes, loaded_at_ms: bridgehead_http::clock::unix_ms() })
+        Ok(Loaded {
+            schema,
+            services,
+            bindings,
+            origin,
+            bytes,
+            skipped,
+            loaded_at_ms: bridgehead_http::clock::unix_ms(),
+        })
+    }
+
+    /// What callers see of the schema: every method's signature and every binding. Two
+    /// fetches with the same fingerprint serve the same API.
+    fn fingerprint(&self) -> (BTreeMap<String, String>, Vec<String>) {
+        let mut bindings: Vec<String> =
+            self.bindings.iter().map(|b| format!("{} {}", b.describe(), b.method.full_name())).collect();
+        bindings.sort();
+        (self.signatures(), bindings)
     }
 
     /// Every method, by full name, with what a caller relies on: its input and output types
     /// and streaming shape, and the fields of those types.
     fn signatures(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for s in self.schema.services() {
+        for s in &self.services {
             for m in s.methods() {
                 let shape = |d: prost_reflect::MessageDescriptor| {
                     let fields: Vec<String> =
@@ -103,6 +138,16 @@ pub enum Change {
     Updated { added: Vec<String>, broken: Vec<String> },
 }
 
+/// The schema of a service, shared by the generations whose entry is the same (so a refresh
+/// that ends after a reload lands in the generation serving).
+#[derive(Default)]
+struct Cell {
+    current: ArcSwapOption<Loaded>,
+    refreshing: tokio::sync::Mutex<()>,
+    /// When reflection was last asked (Unix ms).
+    asked_at: AtomicI64,
+}
+
 /// One gRPC service.
 pub struct Service {
     pub name: Arc<str>,
@@ -110,11 +155,11 @@ pub struct Service {
     pub max_message: usize,
     /// The refresh interval, for a reflected schema.
     pub reflection: Option<Duration>,
-    current: ArcSwapOption<Loaded>,
-    refreshing: tokio::sync::Mutex<()>,
-    /// When reflection was last asked (Unix ms).
-    asked_at: AtomicI64,
-    /// The upstream and descriptors as configured: a reload keeps the schema while they stay.
+    /// The gRPC services exposed (`services` in the config; empty: all).
+    only: Vec<String>,
+    cell: Arc<Cell>,
+    /// The upstream's targets, the descriptors and the services as configured: a reload keeps
+    /// the schema while they stay; the stored copy is kept under the targets too.
     key: String,
 }
 
@@ -128,55 +173,30 @@ impl Service {
         upstream: Arc<Upstream>,
         previous: Option<&Service>,
     ) -> Result<Service, BuildError> {
-        let base = format!("grpc.services.{name}.descriptors");
         let d = &cfg.descriptors;
-        let key = format!("{}|{}", cfg.upstream, serde_json::to_string(d).unwrap_or_default());
-        let now = if !d.protos.is_empty() {
-            let files: Vec<PathBuf> = d.protos.iter().map(PathBuf::from).collect();
-            let mut include: Vec<PathBuf> =
-                d.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
-            // The config's directory is searched last, so `protos: [x.proto]` next to it works.
-            include.push(loaded.base_dir.clone());
-            let files: Vec<PathBuf> = files
-                .into_iter()
-                .map(|f| {
-                    if f.is_absolute() || include.iter().any(|i| i.join(&f).exists()) {
-                        f
-                    } else {
-                        loaded.resolve_path(&f)
-                    }
-                })
-                .collect();
-            let schema =
-                Schema::compile(&files, &include).map_err(|e| BuildError::new(join(&base, "protos"), e))?;
-            Some(Loaded::new(schema, Origin::Protos).map_err(|e| BuildError::new(join(&base, "protos"), e))?)
-        } else if let Some(set) = &d.descriptor_set {
-            let path = loaded.resolve_path(set.as_ref());
-            let bytes = std::fs::read(&path).map_err(|e| {
-                BuildError::new(join(&base, "descriptor_set"), format!("cannot read {}: {e}", path.display()))
-            })?;
-            let schema = Schema::from_descriptor_set(&bytes).map_err(|e| {
-                BuildError::new(join(&base, "descriptor_set"), format!("{}: {e}", path.display()))
-            })?;
-            Some(
-                Loaded::new(schema, Origin::DescriptorSet)
-                    .map_err(|e| BuildError::new(join(&base, "descriptor_set"), e))?,
-            )
-        } else {
-            None
-        };
-        let current = match now {
-            Some(l) => Some(Arc::new(l)),
-            None => previous.filter(|p| p.key == key).and_then(Service::current),
+        let targets: Vec<&str> = upstream.targets.iter().map(|t| &*t.url).collect();
+        let key = format!(
+            "{}|{}|{}",
+            targets.join(","),
+            serde_json::to_string(d).unwrap_or_default(),
+            cfg.services.join(",")
+        );
+        let cell = match (load_files(name, cfg, loaded)?, previous.filter(|p| p.key == key)) {
+            (Some(l), _) => {
+                let cell = Cell::default();
+                cell.current.store(Some(Arc::new(l)));
+                Arc::new(cell)
+            }
+            (None, Some(p)) => p.cell.clone(),
+            (None, None) => Arc::default(),
         };
         Ok(Service {
             name: name.into(),
             upstream,
             max_message: usize::try_from(cfg.max_message_size.get()).unwrap_or(usize::MAX),
             reflection: d.reflection.then(|| d.refresh.get()),
-            current: ArcSwapOption::new(current),
-            refreshing: tokio::sync::Mutex::new(()),
-            asked_at: AtomicI64::new(previous.map_or(0, |p| p.asked_at.load(Relaxed))),
+            only: cfg.services.clone(),
+            cell,
             key,
         })
     }
@@ -190,22 +210,32 @@ impl Service {
             "reflection": self.reflection.is_some(),
             "origin": current.as_ref().map(|l| l.origin.as_str()),
             "loaded_at_ms": current.as_ref().map(|l| l.loaded_at_ms),
-            "services": current.as_ref().map(|l| l.schema.services().iter().map(|s| s.full_name().to_owned()).collect::<Vec<_>>()),
+            "services": current.as_ref().map(|l| l.services.iter().map(|s| s.full_name().to_owned()).collect::<Vec<_>>()),
             "bindings": current.as_ref().map(|l| l.bindings.iter().map(crate::binding::Binding::describe).collect::<Vec<_>>()),
+            "skipped": current.as_ref().map(|l| l.skipped.iter().map(ToString::to_string).collect::<Vec<_>>()),
         })
     }
 
-    /// Whether reflection is due to be asked again.
-    pub fn due(&self) -> bool {
+    /// Whether reflection is due to be asked again; when it is, it counts as asked now, so one
+    /// caller refreshes.
+    pub fn take_due(&self) -> bool {
         self.reflection.is_some_and(|every| {
-            let since = bridgehead_http::clock::unix_ms() - self.asked_at.load(Relaxed);
-            since >= i64::try_from(every.as_millis()).unwrap_or(i64::MAX)
+            let now = bridgehead_http::clock::unix_ms();
+            let last = self.cell.asked_at.load(Relaxed);
+            now - last >= i64::try_from(every.as_millis()).unwrap_or(i64::MAX)
+                && self.cell.asked_at.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
         })
     }
 
     /// The schema serving now; `None` until a reflected schema was first read.
     pub fn current(&self) -> Option<Arc<Loaded>> {
-        self.current.load_full()
+        self.cell.current.load_full()
+    }
+
+    /// The stored copy's name: the service and the targets it was fetched from.
+    fn document(&self) -> String {
+        let targets: Vec<&str> = self.upstream.targets.iter().map(|t| &*t.url).collect();
+        format!("{}@{}", self.name, targets.join(","))
     }
 
     /// Makes sure a reflected schema is loaded: asks the server, or else reads the stored copy.
@@ -221,9 +251,10 @@ impl Service {
         let Err(asked) = self.refresh(metrics, store).await else { return Ok(()) };
         let key = format!("grpc.services.{}.descriptors.reflection", self.name);
         let stored = match store {
-            Some(s) => {
-                s.document_get(SCHEMA_DOCUMENT, &self.name).await.map_err(|e| BuildError::new(&key, e))?
-            }
+            Some(s) => s
+                .document_get(SCHEMA_DOCUMENT, &self.document())
+                .await
+                .map_err(|e| BuildError::new(&key, e))?,
             None => None,
         };
         let Some(doc) = stored else {
@@ -236,14 +267,14 @@ impl Service {
             ));
         };
         let schema = Schema::from_descriptor_set(&doc.body).map_err(|e| BuildError::new(&key, e))?;
-        let loaded = Loaded::new(schema, Origin::Stored).map_err(|e| BuildError::new(&key, e))?;
+        let loaded = Loaded::new(schema, Origin::Stored, &self.only).map_err(|e| BuildError::new(&key, e))?;
         tracing::warn!(
             service = %self.name,
             error = %asked,
             fetched_at_ms = doc.fetched_at_ms,
             "gRPC reflection failed; serving the schema kept in the state store"
         );
-        self.current.store(Some(Arc::new(loaded)));
+        self.cell.current.store(Some(Arc::new(loaded)));
         Ok(())
     }
 
@@ -257,14 +288,21 @@ impl Service {
         if self.reflection.is_none() {
             return Err(format!("gRPC service `{}` does not use reflection", self.name));
         }
-        let _one = self.refreshing.lock().await;
-        self.asked_at.store(bridgehead_http::clock::unix_ms(), Relaxed);
+        let _one = self.cell.refreshing.lock().await;
+        self.cell.asked_at.store(bridgehead_http::clock::unix_ms(), Relaxed);
+        // One deadline for every round of the fetch.
         let timeout = self.upstream.timeouts.request.get();
-        let got = reflection::fetch(&self.upstream, metrics, timeout).await.map_err(|e| e.to_string())?;
+        let got = tokio::time::timeout(timeout, reflection::fetch(&self.upstream, metrics, timeout))
+            .await
+            .map_err(|_| format!("reflection did not finish within {}", humantime::format_duration(timeout)))?
+            .map_err(|e| e.to_string())?;
         let old = self.current();
-        let fresh = Loaded::new(got.schema, Origin::Reflection).map_err(|e| e.to_string())?;
+        let fresh = Loaded::new(got.schema, Origin::Reflection, &self.only)?;
+        for e in &fresh.skipped {
+            tracing::warn!(service = %self.name, error = %e, "a binding of the reflected gRPC schema is left out");
+        }
         let change = match &old {
-            Some(o) if o.bytes == fresh.bytes => Change::Unchanged,
+            Some(o) if o.fingerprint() == fresh.fingerprint() => Change::Unchanged,
             Some(o) => {
                 let (before, after) = (o.signatures(), fresh.signatures());
                 let added = after.keys().filter(|k| !before.contains_key(*k)).cloned().collect();
@@ -282,7 +320,7 @@ impl Service {
         };
         if let Some(s) = store
             && change != Change::Unchanged
-            && let Err(e) = s.document_put(SCHEMA_DOCUMENT, &self.name, &fresh.bytes).await
+            && let Err(e) = s.document_put(SCHEMA_DOCUMENT, &self.document(), &fresh.bytes).await
         {
             tracing::warn!(service = %self.name, error = %e, "the reflected gRPC schema could not be kept in the state store");
         }
@@ -294,10 +332,61 @@ impl Service {
             }
         }
         if change != Change::Unchanged || old.as_ref().is_some_and(|o| o.origin == Origin::Stored) {
-            self.current.store(Some(Arc::new(fresh)));
+            self.cell.current.store(Some(Arc::new(fresh)));
         }
         Ok(change)
     }
+}
+
+/// Loads a schema given as files (`protos` or `descriptor_set`); `None` for reflection.
+fn load_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<Option<Loaded>, BuildError> {
+    let base = format!("grpc.services.{name}.descriptors");
+    let d = &cfg.descriptors;
+    Ok(if !d.protos.is_empty() {
+        let files: Vec<PathBuf> = d.protos.iter().map(PathBuf::from).collect();
+        let mut include: Vec<PathBuf> = d.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
+        // The config's directory is searched last, so `protos: [x.proto]` next to it works.
+        include.push(loaded.base_dir.clone());
+        let files: Vec<PathBuf> = files
+            .into_iter()
+            .map(|f| {
+                if f.is_absolute() || include.iter().any(|i| i.join(&f).exists()) {
+                    f
+                } else {
+                    loaded.resolve_path(&f)
+                }
+            })
+            .collect();
+        let schema =
+            Schema::compile(&files, &include).map_err(|e| BuildError::new(join(&base, "protos"), e))?;
+        Some(
+            Loaded::new(schema, Origin::Protos, &cfg.services)
+                .map_err(|e| BuildError::new(join(&base, "protos"), e))?,
+        )
+    } else if let Some(set) = &d.descriptor_set {
+        let path = loaded.resolve_path(set.as_ref());
+        let bytes = std::fs::read(&path).map_err(|e| {
+            BuildError::new(join(&base, "descriptor_set"), format!("cannot read {}: {e}", path.display()))
+        })?;
+        let schema = Schema::from_descriptor_set(&bytes).map_err(|e| {
+            BuildError::new(join(&base, "descriptor_set"), format!("{}: {e}", path.display()))
+        })?;
+        Some(
+            Loaded::new(schema, Origin::DescriptorSet, &cfg.services)
+                .map_err(|e| BuildError::new(join(&base, "descriptor_set"), e))?,
+        )
+    } else {
+        None
+    })
+}
+
+/// Checks that every service's `.proto` files or descriptor set load, and give bindings
+/// (`bridgehead config check`).
+pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
+    for (name, cfg) in &loaded.config.grpc.services {
+        load_files(name, cfg, loaded)?;
+    }
+    Ok(())
 }
 
 fn join(base: &str, key: &str) -> String {

@@ -82,9 +82,13 @@ impl Status {
     /// The status in a header block (trailers, or a trailers-only head), if it has one.
     pub fn from_headers(h: &HeaderMap, pool: &DescriptorPool) -> Option<Status> {
         let code = bridgehead_http::grpc::grpc_status(h)?;
+        // A message that does not decode is kept as sent, never dropped.
         let message = h
             .get("grpc-message")
-            .and_then(|v| crate::template::percent_decode(&String::from_utf8_lossy(v.as_bytes()), false))
+            .map(|v| {
+                let raw = String::from_utf8_lossy(v.as_bytes());
+                crate::template::percent_decode(&raw, false).unwrap_or_else(|| raw.into_owned())
+            })
             .unwrap_or_default();
         let mut s = Status { code, message, details: Vec::new(), retry_after: None };
         if let Some(bin) = h.get("grpc-status-details-bin")

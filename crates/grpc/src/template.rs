@@ -54,7 +54,7 @@ pub struct TemplateError {
 /// Why a matched path cannot bind its variables.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VarError {
-    #[error("path variable `{field}` is not valid percent-encoded UTF-8")]
+    #[error("not valid percent-encoded UTF-8")]
     Encoding { field: String },
 }
 
@@ -150,6 +150,9 @@ impl Template {
         let mut rest = path.strip_prefix('/')?;
         if let Some(verb) = &self.verb {
             let cut = rest.len().checked_sub(verb.len() + 1)?;
+            if !rest.is_char_boundary(cut) {
+                return None;
+            }
             let (head, tail) = rest.split_at(cut);
             if tail.as_bytes()[0] != b':' || &tail[1..] != verb || head.ends_with('/') && !head.is_empty() {
                 return None;
@@ -235,7 +238,7 @@ pub fn percent_decode(raw: &str, keep_slash: bool) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
+            let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
             let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
             if keep_slash && v == b'/' {
                 out.extend_from_slice(&b[i..i + 3]);
@@ -318,6 +321,8 @@ mod tests {
         let raw = t.matches("/v1/%FF").unwrap();
         assert_eq!(t.decode(0, raw[0]), Err(VarError::Encoding { field: "id".into() }));
         assert!(percent_decode("%4", false).is_none());
+        assert!(percent_decode("%+F", false).is_none(), "two hex digits, no sign");
+        assert_eq!(Template::parse("/v1/{id}:go").unwrap().matches("/v1/é"), None);
     }
 
     #[test]

@@ -123,8 +123,9 @@ impl Transcoder {
                 json!({}),
             ));
         };
-        let local = self.local_path(path).unwrap_or(path);
-        let (binding, vars) = match loaded.bindings.find(method, local) {
+        let local = self.local_path(path).unwrap_or("");
+        let found = if local.is_empty() { Found::NotFound } else { loaded.bindings.find(method, local) };
+        let (binding, vars) = match found {
             Found::Binding(b, v) => (b, v),
             Found::MethodNotAllowed(allow) => {
                 let e = GatewayError::MethodNotAllowed {
@@ -191,20 +192,19 @@ impl Transcoder {
             Ok(())
         };
         if binding.method.is_client_streaming() {
-            // NDJSON: one message per line.
-            let input = binding.method.input();
-            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let msg = mapping::stream_message(&input, line, &self.opts).map_err(|e| {
-                    bad(match e {
-                        RequestError::Field { path, reason } => {
-                            RequestError::Field { path: format!("line {}: {path}", i + 1), reason }
-                        }
-                        other => RequestError::Message(format!("line {}: {other}", i + 1)),
-                    })
+            // NDJSON (or any JSON values one after another): one message each.
+            let msgs =
+                mapping::stream_messages(binding, &vars, query, body, &self.opts).map_err(|(i, e)| {
+                    let mut refused = bad(e);
+                    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(refused.body()) {
+                        v["message"] = json!(i);
+                        v["detail"] =
+                            json!(format!("message {i}: {}", v["detail"].as_str().unwrap_or_default()));
+                        *refused.body_mut() = Bytes::from(v.to_string());
+                    }
+                    refused
                 })?;
+            for msg in msgs {
                 put(msg)?;
             }
         } else {
@@ -212,7 +212,9 @@ impl Transcoder {
                 .map_err(bad)?;
             put(msg)?;
         }
-        let mut out = call::request_headers(Some(timeout));
+        // A streaming answer may run longer than one request: the deadline is the unary call's.
+        let deadline = (!binding.method.is_server_streaming()).then_some(timeout);
+        let mut out = call::request_headers(deadline);
         for (name, value) in headers {
             let n = name.as_str();
             if ALWAYS.contains(&n) || self.metadata.contains(name) {
@@ -271,8 +273,9 @@ impl Transcoder {
         }
         let pool = p.loaded.schema.pool.clone();
         if let Some(format) = p.stream {
-            if let Some(status) = Status::from_headers(res.headers(), &pool).filter(|s| s.code != 0) {
-                return self.failed(&status, res.headers(), request_id);
+            let head_status = Status::from_headers(res.headers(), &pool);
+            if let Some(status) = head_status.as_ref().filter(|s| s.code != 0) {
+                return self.failed(status, res.headers(), request_id);
             }
             let mut headers = self.metadata_out(res.headers());
             let (_, body) = res.into_parts();
@@ -292,15 +295,19 @@ impl Transcoder {
                 pool,
                 request_id: request_id.to_owned(),
                 ready: VecDeque::new(),
-                done: false,
+                // A trailers-only OK answer is a stream without messages.
+                done: head_status.is_some(),
             };
             let mut out = Response::new(ResponseBody::made(stream));
             *out.headers_mut() = headers;
             return out;
         }
         let head = res.headers().clone();
-        let finished = match tokio::time::timeout(timeout, call::finish(res, self.service.max_message, &pool))
-            .await
+        let finished = match tokio::time::timeout(
+            timeout,
+            call::finish(res, self.service.max_message, 1, &pool),
+        )
+        .await
         {
             Ok(Ok(f)) => f,
             Ok(Err(AnswerError::Frame(FrameError::TooLarge { size, limit }))) => {
@@ -495,7 +502,10 @@ impl Body for JsonStream {
                     Err(frame) => {
                         let trailers = frame.into_trailers().unwrap_or_default();
                         match Status::from_headers(&trailers, &this.pool) {
-                            Some(s) if s.code == 0 => this.done = true,
+                            Some(s) if s.code == 0 => match this.decoder.finish() {
+                                Ok(()) => this.done = true,
+                                Err(e) => this.fail(&Status::new(13, e.to_string())),
+                            },
                             Some(s) => this.fail(&s),
                             None => this.fail(&Status::new(13, "the stream ended without a gRPC status")),
                         }

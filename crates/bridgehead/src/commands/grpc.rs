@@ -167,7 +167,12 @@ pub fn run(cmd: GrpcCommand) -> anyhow::Result<ExitCode> {
                     if bridgehead_grpc::bundled::supplies(f.name()) {
                         continue;
                     }
-                    let path = out.join(f.name());
+                    // The name comes from the server: only a relative path below `out` is written.
+                    let name = std::path::Path::new(f.name());
+                    if name.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                        bail!("the server's schema names a file `{}`, which is not a relative path without `..`", f.name());
+                    }
+                    let path = out.join(name);
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
@@ -230,5 +235,7 @@ async fn call(
             eprintln!("    {d}");
         }
     }
-    Ok(ExitCode::from(64 + u8::try_from(s.code).unwrap_or(2)))
+    // grpcurl's convention: 64 + the code; a code outside the table counts as UNKNOWN (2).
+    let code = u8::try_from(s.code).ok().filter(|c| *c <= 16).unwrap_or(2);
+    Ok(ExitCode::from(64 + code))
 }

@@ -250,7 +250,8 @@ async fn server_streams_arrive_as_ndjson_or_sse_and_failures_end_them() {
     assert_eq!(seqs, [1001, 1002]);
     let req =
         Request::post(gw.url("/rest/drone.v1.Telemetry/Chat")).body(full("{\"seq\": \"x\"}\n")).unwrap();
-    send(&client(), req).await.assert_problem(400, "line 1: seq");
+    let p = send(&client(), req).await.assert_problem(400, "message 1: field `seq`");
+    assert_eq!((p["message"].clone(), p["field"].clone()), (json!(1), json!("seq")));
 }
 
 #[tokio::test]
@@ -639,4 +640,135 @@ fn reduced_schema() -> Vec<u8> {
         }
     }
     set.encode_to_vec()
+}
+
+#[tokio::test]
+async fn a_patch_fills_the_update_mask_from_the_body_and_deadlines_hold() {
+    let server = DemoServer::start(true).await;
+    let extra = "";
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", extra)).await;
+    // Only the fields sent change: the mask is the body's keys.
+    let got =
+        call(&gw, "PATCH", "/rest/v1/drones/d-1", Some(json!({"battery": 0.5, "tags": ["patched"]}))).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let d = got.json();
+    assert_eq!(
+        (d["battery"].clone(), d["tags"].clone(), d["mode"].clone()),
+        (json!(0.5), json!(["patched"]), json!("HOVER"))
+    );
+    // A mask given in the query wins.
+    let got = call(
+        &gw,
+        "PATCH",
+        "/rest/v1/drones/d-1?update_mask=mode",
+        Some(json!({"battery": 0.1, "mode": "LANDING"})),
+    )
+    .await;
+    let d = got.json();
+    assert_eq!((d["battery"].clone(), d["mode"].clone()), (json!(0.5), json!("LANDING")));
+    gw.shutdown().await;
+
+    // The upstream's request timeout is the call's deadline.
+    let yaml = config(server.addr, "{ reflection: true }", "")
+        .replace("protocol: h2c", "protocol: h2c\n    timeouts: { request: 300ms }");
+    let gw = Gateway::start(&yaml).await;
+    let got = call(&gw, "POST", "/rest/drone.v1.Telemetry/Sleep", Some(json!({"duration": "5s"}))).await;
+    assert_eq!(got.status, 504, "{}", String::from_utf8_lossy(&got.body));
+    let got = call(&gw, "POST", "/rest/drone.v1.Telemetry/Sleep", Some(json!({"duration": "0.01s"}))).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json(), json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_a_path_takes_its_bindings_but_never_a_grpc_call() {
+    let server = DemoServer::start(true).await;
+    let yaml = format!(
+        r#"
+upstreams:
+  drones:
+    targets: [{{ url: "http://{addr}" }}]
+    protocol: h2c
+  other:
+    targets: [{{ url: "http://{addr}" }}]
+    protocol: h2c
+grpc:
+  services:
+    telemetry:
+      upstream: drones
+      descriptors: {{ reflection: true }}
+      services: [drone.v1.Telemetry]
+routes:
+  - name: json
+    match: {{}}
+    grpc_transcode: {{ service: telemetry }}
+  - name: grpc
+    match: {{ grpc_service: drone.v1.Telemetry }}
+    upstream: drones
+  - name: v1
+    match: {{ path_prefix: /v1/drones/d-2 }}
+    upstream: other
+"#,
+        addr = server.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    // JSON on a binding's path is transcoded.
+    let got = call(&gw, "GET", "/v1/drones/d-1", None).await;
+    assert_eq!(got.json()["droneId"], "d-1");
+    // A route with a path prefix ranks first: its paths are not the bindings'.
+    let got = call(&gw, "GET", "/v1/drones/d-2", None).await;
+    assert_ne!(got.header("content-type"), "application/json", "{}", String::from_utf8_lossy(&got.body));
+    // A path no binding takes is not this route's.
+    call(&gw, "GET", "/v2/anything", None).await.assert_problem(404, "no route matches GET /v2/anything");
+    // A gRPC call goes to the gRPC route, though the JSON route has a binding on its path.
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("t.pb");
+    std::fs::write(&set, demo::DESCRIPTORS).unwrap();
+    let addr = gw.addr.to_string();
+    let (code, out, err) = cli(
+        &[
+            "grpc",
+            "call",
+            "--plaintext",
+            &addr,
+            "--protoset",
+            set.to_str().unwrap(),
+            "drone.v1.Telemetry/GetStatus",
+            "-d",
+            r#"{"droneId": "d-1"}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["droneId"], "d-1");
+    let routes = get(&gw.admin_url("/admin/routes")).await.json();
+    let order: Vec<&str> =
+        routes["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(order, ["grpc", "v1", "json"], "longer prefixes first, the bindings-only route last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_writes_only_below_its_directory() {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(demo::DESCRIPTORS).unwrap();
+    for f in &mut set.file {
+        if f.name() == "demo/drone/v1/telemetry.proto" {
+            f.name = Some("../../escaped.proto".into());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(demo::serve_with(
+        listener,
+        demo::Options { reflection: true },
+        set.encode_to_vec(),
+        std::future::pending(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a/b");
+    let (code, _, err) =
+        cli(&["grpc", "export", "--plaintext", &addr, "--out", out.to_str().unwrap()], "").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`../../escaped.proto`, which is not a relative path without `..`"), "{err}");
+    assert!(!dir.path().join("escaped.proto").exists());
 }

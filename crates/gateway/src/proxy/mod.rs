@@ -266,18 +266,14 @@ async fn transcode(
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let upstream = t.service.upstream.clone();
     let timeout = upstream.timeouts.request.get();
-    let mut prepared = match t.prepare(
-        &parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        &parts.headers,
-        &body,
-        timeout,
-        &id,
-    ) {
-        Ok(p) => p,
-        Err(refused) => return Ok(refused.map(ResponseBody::full)),
-    };
+    // The path the route matched: without `;` parameters when it matched that way.
+    let routed = ctx.target.route_path.clone().filter(|_| ctx.without_parameters);
+    let path = routed.as_deref().unwrap_or(parts.uri.path());
+    let mut prepared =
+        match t.prepare(&parts.method, path, parts.uri.query(), &parts.headers, &body, timeout, &id) {
+            Ok(p) => p,
+            Err(refused) => return Ok(refused.map(ResponseBody::full)),
+        };
     let mut tries = TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: None };
     let headers = std::mem::take(&mut prepared.headers);
     let res = bridgehead_grpc::call::send(
@@ -670,6 +666,15 @@ fn upstream_request_filter(
         ctx.target.forward_host.clone(),
     );
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if ctx.grpc
+        && let Some(asked) = parts.headers.get("grpc-timeout")
+    {
+        // The client's deadline, at most the upstream's request timeout (a malformed one is
+        // replaced by it). A call without one keeps none: a long stream is not cut short.
+        let cap = upstream.timeouts.request.get();
+        let asked = bridgehead_grpc::call::parse_grpc_timeout(asked.as_bytes()).map_or(cap, |a| a.min(cap));
+        parts.headers.insert("grpc-timeout", bridgehead_grpc::call::grpc_timeout(asked));
+    }
     let routed = ctx.target.route_path.as_deref().filter(|_| ctx.without_parameters);
     let path_and_query = upstream_path(&parts.uri, ctx.route().strip_prefix.as_deref(), routed)?;
     let outgoing = Outgoing { method: parts.method, path_and_query, headers: parts.headers, body };

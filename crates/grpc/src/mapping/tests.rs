@@ -203,7 +203,11 @@ fn a_body_field_and_a_response_body_field() {
     )
     .unwrap();
     let full: Value = serde_json::from_slice(&response_json(&msg, None, &JsonOptions::default())).unwrap();
-    assert_eq!(full, json!({"droneId": "d9", "i32": 4, "inner": {"id": "x", "count": "2"}}));
+    // A PATCH fills the FieldMask from the body's keys.
+    assert_eq!(
+        full,
+        json!({"droneId": "d9", "i32": 4, "inner": {"id": "x", "count": "2"}, "mask": "count,id"})
+    );
     assert_eq!(
         response_json(&msg, b.response_body.as_ref(), &JsonOptions::default()),
         r#"{"id":"x","count":"2"}"#
@@ -229,10 +233,18 @@ fn http_body_messages_carry_raw_bytes() {
 }
 
 #[test]
-fn ndjson_lines_are_whole_messages() {
-    let s = schema();
-    let desc = s.pool.get_message_by_name("m.v1.Inner").unwrap();
-    let m = stream_message(&desc, br#"{"id": "a", "count": "5"}"#, &JsonOptions::default()).unwrap();
-    assert_eq!(response_json(&m, None, &JsonOptions::default()), r#"{"id":"a","count":"5"}"#);
-    assert!(matches!(stream_message(&desc, b"{", &JsonOptions::default()), Err(RequestError::NotJson(_))));
+fn client_streams_are_json_values_one_after_another() {
+    let s = Schema::from_descriptor_set(crate::demo::DESCRIPTORS).unwrap();
+    let bindings = Bindings::build(&s.service("drone.v1.Telemetry").unwrap()).unwrap();
+    let Found::Binding(b, vars) = bindings.find(&Method::POST, "/drone.v1.Telemetry/UploadPositions") else {
+        panic!()
+    };
+    let body = b"{\"droneId\": \"a\", \"seq\": 1}\n\n{\n  \"droneId\": \"b\"\n}\n";
+    let msgs = stream_messages(b, &vars, None, body, &JsonOptions::default()).unwrap();
+    let json: Vec<Bytes> = msgs.iter().map(|m| response_json(m, None, &JsonOptions::default())).collect();
+    assert_eq!(json, [r#"{"droneId":"a","seq":1}"#, r#"{"droneId":"b"}"#]);
+    let e = stream_messages(b, &vars, None, b"{}\n{\"seq\": \"x\"}", &JsonOptions::default()).unwrap_err();
+    assert!(matches!(e, (2, RequestError::Field { ref path, .. }) if path == "seq"), "{e:?}");
+    let e = stream_messages(b, &vars, None, b"{} {", &JsonOptions::default()).unwrap_err();
+    assert!(matches!(e, (2, RequestError::NotJson(_))), "{e:?}");
 }
