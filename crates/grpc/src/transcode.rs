@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -254,7 +255,10 @@ impl Transcoder {
         res: Response<UpstreamBody>,
         timeout: Duration,
         request_id: &str,
+        code: &Arc<AtomicU32>,
     ) -> Response<ResponseBody> {
+        // The status code (+ 1) for the caller's metrics, once known.
+        let record = |c: u32| code.store(c.saturating_add(1), Relaxed);
         let upstream = &self.service.upstream.name;
         let broken = |e: &dyn std::fmt::Display| {
             tracing::warn!(request_id, upstream = %upstream, error = %e, "gRPC answer unreadable");
@@ -274,6 +278,9 @@ impl Transcoder {
         let pool = p.loaded.schema.pool.clone();
         if let Some(format) = p.stream {
             let head_status = Status::from_headers(res.headers(), &pool);
+            if let Some(s) = &head_status {
+                record(s.code);
+            }
             if let Some(status) = head_status.as_ref().filter(|s| s.code != 0) {
                 return self.failed(status, res.headers(), request_id);
             }
@@ -294,6 +301,7 @@ impl Transcoder {
                 format,
                 pool,
                 request_id: request_id.to_owned(),
+                code: code.clone(),
                 ready: VecDeque::new(),
                 // A trailers-only OK answer is a stream without messages.
                 done: head_status.is_some(),
@@ -326,6 +334,7 @@ impl Transcoder {
                 return e.to_response(request_id).map(ResponseBody::full);
             }
         };
+        record(finished.status.code);
         if finished.status.code != 0 {
             let mut all = head;
             all.extend(finished.trailers);
@@ -419,6 +428,8 @@ struct JsonStream {
     format: StreamFormat,
     pool: prost_reflect::DescriptorPool,
     request_id: String,
+    /// The stream's status code (+ 1), for the caller's metrics.
+    code: Arc<AtomicU32>,
     ready: VecDeque<Bytes>,
     done: bool,
 }
@@ -449,6 +460,7 @@ impl JsonStream {
     }
 
     fn fail(&mut self, status: &Status) {
+        self.code.store(status.code.saturating_add(1), Relaxed);
         let json = status.json(&self.request_id).to_string();
         let line = self.line(json.as_bytes(), true);
         self.ready.push_back(line);
@@ -503,7 +515,10 @@ impl Body for JsonStream {
                         let trailers = frame.into_trailers().unwrap_or_default();
                         match Status::from_headers(&trailers, &this.pool) {
                             Some(s) if s.code == 0 => match this.decoder.finish() {
-                                Ok(()) => this.done = true,
+                                Ok(()) => {
+                                    this.code.store(1, Relaxed);
+                                    this.done = true;
+                                }
                                 Err(e) => this.fail(&Status::new(13, e.to_string())),
                             },
                             Some(s) => this.fail(&s),

@@ -233,6 +233,8 @@ impl Body for RequestBody {
 /// What to do when a response is over; receives the bytes sent and whether the body ended cleanly.
 pub trait OnFinish: Send + Sync + 'static {
     fn finish(&mut self, bytes_out: u64, completed: bool);
+    /// A gRPC status passed in the body's trailers.
+    fn grpc_status(&mut self, _code: u32) {}
 }
 
 enum Inner {
@@ -308,6 +310,10 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes_out += d.len() as u64;
+                } else if let Some(code) = frame.trailers_ref().and_then(crate::grpc::grpc_status)
+                    && let Some(f) = this.on_finish.as_mut()
+                {
+                    f.grpc_status(code);
                 }
             }
             Poll::Ready(None) => this.completed = true,

@@ -122,6 +122,14 @@ pub struct DestinationOutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub route: Name,
+    pub service: Name,
+    pub method: Name,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationLabels {
     pub destination: Name,
 }
@@ -201,6 +209,7 @@ pub struct Metrics {
     pub webhook_oldest_pending: Family<DestinationLabels, Gauge>,
     pub webhook_published: Family<ResultLabels, Counter>,
     pub webhook_attempt_duration: Family<DestinationLabels, Histogram, fn() -> Histogram>,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -362,9 +371,16 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             webhook_attempt_duration.clone(),
         );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls finished (proxied or transcoded), by route, service, method and status code name",
+            grpc_requests.clone(),
+        );
         Self {
             registry,
             connections,
+            grpc_requests,
             webhook_published,
             webhook_attempt_duration,
             webhook_received,

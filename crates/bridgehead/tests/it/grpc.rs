@@ -208,6 +208,14 @@ async fn grpc_statuses_become_problems_with_their_details() {
     // The server's own validation, with its BadRequest detail.
     let got = call(&gw, "GET", "/rest/v1/drones/nope", None).await;
     got.assert_problem(404, "no drone `nope`");
+    let m = gw.metrics().await;
+    for line in [
+        r#"bridgehead_grpc_requests_total{route="rest",service="drone.v1.Telemetry",method="Fail",code="NOT_FOUND"} 1"#,
+        r#"bridgehead_grpc_requests_total{route="rest",service="drone.v1.Telemetry",method="Fail",code="RESOURCE_EXHAUSTED"} 2"#,
+        r#"bridgehead_grpc_requests_total{route="rest",service="drone.v1.Telemetry",method="GetStatus",code="NOT_FOUND"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
 }
 
 #[tokio::test]
@@ -220,6 +228,8 @@ async fn server_streams_arrive_as_ndjson_or_sse_and_failures_end_them() {
     let lines: Vec<Value> =
         String::from_utf8_lossy(&got.body).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    let ok = r#"bridgehead_grpc_requests_total{route="rest",service="drone.v1.Telemetry",method="StreamPositions",code="OK"} 1"#;
+    assert!(gw.metrics().await.contains(ok));
 
     let req = Request::get(gw.url("/rest/v1/drones/d-1/positions?count=5&fail_after=2"))
         .header("accept", "text/event-stream")
@@ -436,6 +446,14 @@ async fn grpc_calls_are_proxied_as_is_through_a_grpc_service_route() {
         call("drone.v1.Telemetry/Fail", r#"{"code": 7, "message": "no", "details": true}"#).await;
     assert_eq!(code, 64 + 7, "{err}");
     assert!(err.contains("google.rpc.BadRequest"), "{err}");
+    // Counted when the gateway's side of each call is over, which may follow the client's exit.
+    for line in [
+        r#"bridgehead_grpc_requests_total{route="grpc",service="drone.v1.Telemetry",method="Fail",code="PERMISSION_DENIED"} 1"#,
+        r#"bridgehead_grpc_requests_total{route="grpc",service="drone.v1.Telemetry",method="StreamPositions",code="OK"} 1"#,
+        r#"bridgehead_grpc_requests_total{route="grpc",service="drone.v1.Telemetry",method="Chat",code="OK"} 1"#,
+    ] {
+        bridgehead_testkit::eventually(5, line, async || gw.metrics().await.contains(line)).await;
+    }
     // A method outside the route's service has no route: a gRPC status, not an HTTP page.
     let (code, _, err) = cli(&["grpc", "list", "--plaintext", &addr, "--max-time", "5"], "").await;
     assert_eq!(code, 1, "{err}");

@@ -203,6 +203,9 @@ fn respond(
             // The route's backend decides the form; before routing, the request's kind does.
             if ctx.route.map_or(ctx.grpc, |r| r.backend.renders_grpc(ctx.grpc)) {
                 logged_status = Some(e.status().as_u16());
+                if let Some(g) = &ctx.log.grpc {
+                    g.set(e.grpc_code());
+                }
                 e.to_grpc_response(id).map(|()| ResponseBody::empty())
             } else {
                 e.to_response(id).map(ResponseBody::full)
@@ -216,6 +219,12 @@ fn respond(
         }
     }
     ctx.log.status = logged_status.unwrap_or_else(|| res.status().as_u16());
+    // A trailers-only gRPC answer carries its status in the head.
+    if let Some(g) = &ctx.log.grpc
+        && let Some(code) = bridgehead_http::grpc::grpc_status(res.headers())
+    {
+        g.set(code);
+    }
     // Room held for the request body is given back now; the logging record keeps what the
     // response holds.
     drop(ctx.request_held);
@@ -274,6 +283,10 @@ async fn transcode(
             Ok(p) => p,
             Err(refused) => return Ok(refused.map(ResponseBody::full)),
         };
+    let call =
+        GrpcCall::new(prepared.method().parent_service().full_name().into(), prepared.method().name().into());
+    let code = call.code.clone();
+    ctx.log.grpc = Some(call);
     let mut tries = TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: None };
     let headers = std::mem::take(&mut prepared.headers);
     let res = bridgehead_grpc::call::send(
@@ -285,7 +298,7 @@ async fn transcode(
         &mut tries,
     )
     .await?;
-    Ok(t.respond(prepared, res, timeout, &id).await)
+    Ok(t.respond(prepared, res, timeout, &id, &code).await)
 }
 
 /// The webhook backend: the body is read up to the receiver's limit, then the receiver checks,
@@ -524,6 +537,9 @@ fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::r
     ctx.log.route = Some(route.name.clone());
     ctx.log.duration = Some(route.duration.clone());
     ctx.log.upstream = route.upstream().map(|u| u.name.clone());
+    if ctx.grpc && matches!(route.backend, Backend::Proxy(_)) {
+        ctx.log.grpc = GrpcCall::from_path(req.uri().path());
+    }
     // Only protocols the route allows are switched to; any other upgrade (h2c above all) is
     // served as plain HTTP/1.1.
     ctx.upgrade = headers::allowed_upgrade(req.version(), req.headers(), &route.upgrades);
@@ -969,7 +985,56 @@ struct Logging {
     /// Room taken in `server.limits.max_buffered`, given back when the response is over.
     held: body::Held,
     access_log: bool,
+    /// The gRPC call this request is (proxied or transcoded), for `bridgehead_grpc_requests_total`.
+    grpc: Option<GrpcCall>,
     shared: Arc<Shared>,
+}
+
+/// A gRPC call's labels and, once known, its status code.
+struct GrpcCall {
+    service: Arc<str>,
+    method: Arc<str>,
+    /// The status code + 1; 0 until it is known.
+    code: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl GrpcCall {
+    fn new(service: Arc<str>, method: Arc<str>) -> Self {
+        GrpcCall { service, method, code: Arc::default() }
+    }
+
+    fn set(&self, code: u32) {
+        self.code.store(code.saturating_add(1), Relaxed);
+    }
+
+    /// A proxied call's labels from its path (`/package.Service/Method`). Method names come
+    /// from clients, so the label sets are bounded: at most `MAX_GRPC_LABELS` service and method
+    /// pairs, then `(other)`.
+    fn from_path(path: &str) -> Option<Self> {
+        const MAX_GRPC_LABELS: usize = 1000;
+        type Pairs = std::collections::HashSet<(Arc<str>, Arc<str>)>;
+        static SEEN: std::sync::Mutex<Option<Pairs>> = std::sync::Mutex::new(None);
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        };
+        if !ident(service) || !ident(method) {
+            return None;
+        }
+        let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = seen.get_or_insert_with(Default::default);
+        let key: (Arc<str>, Arc<str>) = (service.into(), method.into());
+        if let Some((s, m)) = seen.get(&key) {
+            return Some(Self::new(s.clone(), m.clone()));
+        }
+        if seen.len() >= MAX_GRPC_LABELS {
+            return Some(Self::new("(other)".into(), "(other)".into()));
+        }
+        seen.insert(key.clone());
+        Some(Self::new(key.0, key.1))
+    }
 }
 
 impl Logging {
@@ -1000,17 +1065,37 @@ impl Logging {
             in_flight: None,
             held: body::Held::default(),
             access_log,
+            grpc: None,
             shared: shared.clone(),
         }
     }
 }
 
 impl OnFinish for Logging {
+    fn grpc_status(&mut self, code: u32) {
+        if let Some(g) = &self.grpc {
+            g.set(code);
+        }
+    }
+
     fn finish(&mut self, bytes_out: u64, completed: bool) {
         self.in_flight.take();
         let elapsed = self.start.elapsed();
         let route = self.route.clone().unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
         let m = &self.shared.metrics;
+        if let Some(g) = &self.grpc {
+            let code = match g.code.load(Relaxed) {
+                0 => "(none)",
+                n => bridgehead_grpc::status::name(n - 1),
+            };
+            let labels = metrics::GrpcLabels {
+                route: Name(route.clone()),
+                service: Name(g.service.clone()),
+                method: Name(g.method.clone()),
+                code,
+            };
+            m.grpc_requests.get_or_create(&labels).inc();
+        }
         m.http_requests
             .get_or_create(&HttpLabels {
                 route: Name(route.clone()),
