@@ -54,6 +54,7 @@ pub fn router(shared: Arc<Shared>, reloader: Reloader) -> Router {
         .route("/admin/webhooks/endpoints/{name}/replay", post(endpoint_replay))
         .route("/admin/grpc", get(grpc_services))
         .route("/admin/grpc/{service}/refresh", post(grpc_refresh))
+        .route("/admin/grpc/{service}/openapi.json", get(grpc_openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
@@ -224,6 +225,61 @@ async fn grpc_services(State(s): State<AdminState>) -> Response {
     let rt = s.shared.runtime.load();
     let list: Vec<_> = rt.grpc.values().map(|svc| svc.view()).collect();
     axum::Json(json!({ "services": list })).into_response()
+}
+
+/// The OpenAPI 3.1 document of a service as a transcoding route serves it: `?route=NAME`, or
+/// the first route that transcodes the service (its mount point and JSON options).
+async fn grpc_openapi(
+    State(s): State<AdminState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let rt = s.shared.runtime.load_full();
+    let Some(svc) = rt.grpc.get(&name) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "urn:bridgehead:problem:no-such-service",
+            "No such service",
+            &format!("no gRPC service `{name}` under grpc.services"),
+        );
+    };
+    let routes: Vec<_> = rt
+        .loaded
+        .config
+        .routes
+        .iter()
+        .filter(|r| r.grpc_transcode.as_ref().is_some_and(|t| t.service == name))
+        .collect();
+    let route = match q.get("route") {
+        Some(want) => match routes.iter().find(|r| &r.name == want) {
+            Some(r) => Some(*r),
+            None => {
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    "urn:bridgehead:problem:no-such-route",
+                    "No such route",
+                    &format!("no grpc_transcode route `{want}` serves gRPC service `{name}`"),
+                );
+            }
+        },
+        None => routes.first().copied(),
+    };
+    let Some(current) = svc.current() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:bridgehead:problem:grpc-schema-unavailable",
+            "Schema unavailable",
+            &format!("the schema of gRPC service `{name}` has not been loaded yet"),
+        );
+    };
+    let t = route.and_then(|r| r.grpc_transcode.as_ref());
+    let opts = bridgehead_grpc::mapping::JsonOptions {
+        emit_defaults: t.is_some_and(|t| t.emit_defaults),
+        proto_names: t.is_some_and(|t| t.proto_names),
+        ignore_unknown: t.is_some_and(|t| t.ignore_unknown_fields),
+    };
+    let prefix = route.and_then(|r| r.matcher.path_prefix.as_deref());
+    axum::Json(bridgehead_grpc::openapi::document(&name, &current, prefix, &opts)).into_response()
 }
 
 /// Asks a reflected service's server for its schema now.

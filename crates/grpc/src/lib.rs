@@ -13,6 +13,7 @@ pub mod demo;
 pub mod describe;
 pub mod frame;
 pub mod mapping;
+pub mod openapi;
 pub mod reflection;
 pub mod schema;
 pub mod service;

@@ -380,6 +380,33 @@ fn load_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<Op
     })
 }
 
+/// The schema of one `grpc.services` entry, outside a running gateway (`bridgehead grpc
+/// openapi`): its files, or its server's reflection through the configured upstream.
+pub async fn load_offline(name: &str, loaded: &LoadedConfig) -> Result<Loaded, String> {
+    let cfg = loaded
+        .config
+        .grpc
+        .services
+        .get(name)
+        .ok_or_else(|| format!("no gRPC service `{name}` under grpc.services"))?;
+    if let Some(l) = load_files(name, cfg, loaded).map_err(|e| e.to_string())? {
+        return Ok(l);
+    }
+    let metrics = Metrics::default();
+    let up_cfg = &loaded.config.upstreams[&cfg.upstream];
+    let upstream = Upstream::build(&cfg.upstream, up_cfg, &Default::default(), loaded, &metrics, None)
+        .map_err(|e| e.to_string())?;
+    let upstream = Arc::new(upstream);
+    let timeout = upstream.timeouts.request.get();
+    let got = tokio::time::timeout(timeout, reflection::fetch(&upstream, &metrics, timeout))
+        .await
+        .map_err(|_| format!("reflection did not finish within {}", humantime::format_duration(timeout)))?
+        .map_err(|e| {
+            format!("{e} (a running gateway serves its schema at /admin/grpc/{name}/openapi.json)")
+        })?;
+    Loaded::new(got.schema, Origin::Reflection, &cfg.services)
+}
+
 /// Checks that every service's `.proto` files or descriptor set load, and give bindings
 /// (`bridgehead config check`).
 pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {

@@ -53,6 +53,20 @@ pub enum GrpcCommand {
         #[arg(long)]
         emit_defaults: bool,
     },
+    /// Print the OpenAPI 3.1 document of a `grpc.services` entry as a transcoding route serves
+    /// it (the schema from its files, or its server's reflection).
+    ///
+    /// Example: bridgehead grpc openapi telemetry -c bridgehead.yaml > telemetry.openapi.json
+    Openapi {
+        /// The name under `grpc.services`.
+        service: String,
+        #[arg(short, long, default_value = "bridgehead.yaml")]
+        config: PathBuf,
+        /// The transcoding route whose mount point and JSON options apply (default: the first
+        /// that serves the service).
+        #[arg(long)]
+        route: Option<String>,
+    },
     /// Write the server's schema (from reflection) as .proto files and a descriptor set
     /// (`descriptors.pb`), for an air-gapped copy or `descriptors: { descriptor_set: … }`.
     ///
@@ -153,6 +167,35 @@ pub fn run(cmd: GrpcCommand) -> anyhow::Result<ExitCode> {
             }
             GrpcCommand::Call { conn, method, data, headers, emit_defaults } => {
                 call(&conn, &method, data.as_deref(), &headers, emit_defaults).await
+            }
+            GrpcCommand::Openapi { service, config, route } => {
+                let loaded = bridgehead_config::load(&config).map_err(|d| anyhow!("{d}"))?;
+                let routes: Vec<_> = loaded
+                    .config
+                    .routes
+                    .iter()
+                    .filter(|r| r.grpc_transcode.as_ref().is_some_and(|t| t.service == service))
+                    .collect();
+                let chosen = match &route {
+                    Some(want) => Some(
+                        *routes
+                            .iter()
+                            .find(|r| &r.name == want)
+                            .ok_or_else(|| anyhow!("no grpc_transcode route `{want}` serves gRPC service `{service}`"))?,
+                    ),
+                    None => routes.first().copied(),
+                };
+                let t = chosen.and_then(|r| r.grpc_transcode.as_ref());
+                let opts = JsonOptions {
+                    emit_defaults: t.is_some_and(|t| t.emit_defaults),
+                    proto_names: t.is_some_and(|t| t.proto_names),
+                    ignore_unknown: t.is_some_and(|t| t.ignore_unknown_fields),
+                };
+                let prefix = chosen.and_then(|r| r.matcher.path_prefix.clone());
+                let schema = bridgehead_grpc::service::load_offline(&service, &loaded).await.map_err(|e| anyhow!(e))?;
+                let doc = bridgehead_grpc::openapi::document(&service, &schema, prefix.as_deref(), &opts);
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                Ok(ExitCode::SUCCESS)
             }
             GrpcCommand::Export { conn, out } => {
                 let client = conn.client()?;

@@ -790,3 +790,39 @@ async fn grpc_export_writes_only_below_its_directory() {
     assert!(err.contains("`../../escaped.proto`, which is not a relative path without `..`"), "{err}");
     assert!(!dir.path().join("escaped.proto").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_the_transcoded_routes_and_validates() {
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let doc = get(&gw.admin_url("/admin/grpc/telemetry/openapi.json")).await;
+    assert_eq!(doc.status, 200, "{}", String::from_utf8_lossy(&doc.body));
+    let v = doc.json();
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/rest/v1/drones/{drone_id}"]["get"].is_object(), "mounted at the route's prefix");
+    let own = get(&gw.admin_url("/admin/grpc/telemetry/openapi.json?route=own-paths")).await.json();
+    assert!(own["paths"]["/v1/drones/{drone_id}"]["get"].is_object());
+    get(&gw.admin_url("/admin/grpc/telemetry/openapi.json?route=nope"))
+        .await
+        .assert_problem(404, "no grpc_transcode route `nope`");
+    get(&gw.admin_url("/admin/grpc/nope/openapi.json")).await.assert_problem(404, "no gRPC service `nope`");
+
+    // The command gives the same document from the config (its server's reflection).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bridgehead.yaml");
+    std::fs::write(&cfg, config(server.addr, "{ reflection: true }", "")).unwrap();
+    let (code, out, err) = cli(&["grpc", "openapi", "telemetry", "-c", cfg.to_str().unwrap()], "").await;
+    assert_eq!(code, 0, "{err}");
+    let from_cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(from_cli["paths"], v["paths"]);
+
+    // An independent validator agrees it is OpenAPI 3.1.
+    let Some(python) = crate::support::python() else { return };
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, &doc.body).unwrap();
+    let check = std::process::Command::new(python)
+        .args(["-c", "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
