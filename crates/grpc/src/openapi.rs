@@ -32,7 +32,8 @@ pub fn document(name: &str, loaded: &Loaded, prefix: Option<&str>, opts: &JsonOp
             .or_default()
             .insert(b.http_method.as_str().to_ascii_lowercase(), op);
     }
-    let services: Vec<&str> = loaded.services.iter().map(|s| s.full_name()).collect();
+    let services: Vec<&str> =
+        loaded.services.iter().map(prost_reflect::ServiceDescriptor::full_name).collect();
     json!({
         "openapi": "3.1.0",
         "info": {
