@@ -20,3 +20,4 @@ pub mod service;
 pub mod status;
 pub mod template;
 pub mod transcode;
+pub mod web;

@@ -826,3 +826,84 @@ async fn the_openapi_document_describes_the_transcoded_routes_and_validates() {
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
+
+/// The frames of a gRPC-Web answer: (flag, payload).
+fn web_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        out.push((body[0], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    assert!(body.is_empty(), "a cut-off frame");
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_calls_from_browsers_are_translated_to_grpc() {
+    use base64::Engine as _;
+    use demo::generated::drone::v1::{DroneStatus, GetStatusRequest};
+    use prost::Message as _;
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let framed = |id: &str| {
+        let msg = GetStatusRequest { drone_id: id.into() }.encode_to_vec();
+        let mut b = vec![0u8];
+        b.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        b.extend_from_slice(&msg);
+        b
+    };
+    let web = |ct: &'static str, body: Vec<u8>| {
+        Request::post(gw.url("/drone.v1.Telemetry/GetStatus"))
+            .header("content-type", ct)
+            .header("x-grpc-web", "1")
+            .body(full(body))
+            .unwrap()
+    };
+    // Binary, over HTTP/1.1: the message, then the trailers as the last frame.
+    let got = send(&client(), web("application/grpc-web+proto", framed("d-1"))).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "application/grpc-web+proto");
+    let frames = web_frames(&got.body);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(DroneStatus::decode(&frames[0].1[..]).unwrap().drone_id, "d-1");
+    assert_eq!(frames[1].0, 0x80);
+    assert!(String::from_utf8_lossy(&frames[1].1).contains("grpc-status: 0\r\n"));
+
+    // Text: base64 both ways; a failed status arrives in the trailer frame.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let got =
+        send(&client(), web("application/grpc-web-text", b64.encode(framed("nope")).into_bytes())).await;
+    assert_eq!(got.header("content-type"), "application/grpc-web-text+proto");
+    // The server answered trailers-only: gRPC-Web allows the status in the head.
+    assert!(got.body.is_empty());
+    assert_eq!(got.header("grpc-status"), "5");
+    assert!(got.header("grpc-message").starts_with("no%20drone"), "{:?}", got.headers);
+    // A stream's failure after messages arrives in the trailer frame.
+    let req = demo::generated::drone::v1::StreamPositionsRequest {
+        drone_id: "d-1".into(),
+        count: 3,
+        fail_after: 1,
+    };
+    let msg = req.encode_to_vec();
+    let mut framed_stream = vec![0u8];
+    framed_stream.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed_stream.extend_from_slice(&msg);
+    let req = Request::post(gw.url("/drone.v1.Telemetry/StreamPositions"))
+        .header("content-type", "application/grpc-web-text")
+        .body(full(b64.encode(framed_stream)))
+        .unwrap();
+    let got = send(&client(), req).await;
+    let raw = b64.decode(&got.body).unwrap();
+    let frames = web_frames(&raw);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    let trailers = String::from_utf8_lossy(&frames[1].1).into_owned();
+    assert!(trailers.contains("grpc-status: 14\r\n"), "{trailers}");
+
+    // Malformed text is refused, as a gRPC-Web status.
+    let got = send(&client(), web("application/grpc-web-text", b"!!!".to_vec())).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), "application/grpc-web-text+proto");
+    assert_eq!(got.header("grpc-status"), "13");
+    assert!(got.header("grpc-message").contains("not base64"), "{:?}", got.headers);
+}

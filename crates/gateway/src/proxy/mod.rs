@@ -72,6 +72,7 @@ pub async fn handle(
         conn: &conn,
         request_id,
         grpc,
+        grpc_web: None,
         target: RequestTarget::default(),
         route: None,
         without_parameters: false,
@@ -99,8 +100,12 @@ struct RequestCtx<'a> {
     rt: &'a Runtime,
     conn: &'a ConnInfo,
     request_id: HeaderValue,
-    /// The request is a gRPC call (`content-type: application/grpc…`).
+    /// The request is a gRPC call (`content-type: application/grpc…`), or a gRPC-Web call the
+    /// route translates.
     grpc: bool,
+    /// A gRPC-Web call on a route that proxies a gRPC service (`match.grpc_service`): translated
+    /// to gRPC and back (see `bridgehead_grpc::web`).
+    grpc_web: Option<bridgehead_grpc::web::Mode>,
     /// Where the request is addressed, canonical (set by `request_filter`).
     target: RequestTarget,
     /// The route (set by `route`).
@@ -206,7 +211,11 @@ fn respond(
                 if let Some(g) = &ctx.log.grpc {
                     g.set(e.grpc_code());
                 }
-                e.to_grpc_response(id).map(|()| ResponseBody::empty())
+                let mut res = e.to_grpc_response(id).map(|()| ResponseBody::empty());
+                if let Some(mode) = ctx.grpc_web {
+                    res.headers_mut().insert(header::CONTENT_TYPE, bridgehead_grpc::web::content_type(mode));
+                }
+                res
             } else {
                 e.to_response(id).map(ResponseBody::full)
             }
@@ -411,11 +420,51 @@ async fn proxy(
     if let Some(replay) = idempotency(ctx, &parts).await? {
         return Ok(replay);
     }
-    let payload = request_body(ctx, &parts).await?;
+    let payload = match ctx.grpc_web {
+        Some(mode) => grpc_web_request(ctx, &mut parts, mode).await?,
+        None => request_body(ctx, &parts).await?,
+    };
     let (outgoing, sticky) = upstream_request_filter(ctx, parts, payload)?;
     let res = send(ctx, outgoing, sticky).await?;
     let res = response_filter(ctx, res)?;
+    if let Some(mode) = ctx.grpc_web {
+        return Ok(grpc_web_response(res, mode));
+    }
     store_response(ctx, res).await
+}
+
+/// A gRPC-Web request as gRPC: the body read whole (within `server.limits.max_body`) and
+/// decoded, the headers of a gRPC call.
+async fn grpc_web_request(
+    ctx: &mut RequestCtx<'_>,
+    parts: &mut http::request::Parts,
+    mode: bridgehead_grpc::web::Mode,
+) -> Result<Payload, GatewayError> {
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        return Ok(Payload::Replayable(Bytes::new()));
+    };
+    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
+    let shared = ctx.log.shared.clone();
+    let body =
+        read_body(incoming, max_body, &ctx.stats, false, Charge::Now(&shared.buffers, &mut ctx.request_held))
+            .await?;
+    let body =
+        bridgehead_grpc::web::request(mode, &mut parts.headers, body).map_err(GatewayError::BadRequest)?;
+    Ok(Payload::Replayable(body))
+}
+
+/// A gRPC answer as gRPC-Web: its messages, then its trailers as the last frame.
+fn grpc_web_response(
+    res: Response<UpstreamBody>,
+    mode: bridgehead_grpc::web::Mode,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = res.into_parts();
+    if parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        parts.headers.insert(header::CONTENT_TYPE, bridgehead_grpc::web::content_type(mode));
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, ResponseBody::made(bridgehead_grpc::web::WebBody::new(body, mode)))
 }
 
 /// Where a request is addressed, in canonical form.
@@ -537,6 +586,13 @@ fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::r
     ctx.log.route = Some(route.name.clone());
     ctx.log.duration = Some(route.duration.clone());
     ctx.log.upstream = route.upstream().map(|u| u.name.clone());
+    if route.matched.grpc_service.is_some()
+        && matches!(route.backend, Backend::Proxy(_))
+        && let Some(mode) = bridgehead_grpc::web::mode(req.method(), req.headers())
+    {
+        ctx.grpc_web = Some(mode);
+        ctx.grpc = true;
+    }
     if ctx.grpc && matches!(route.backend, Backend::Proxy(_)) {
         ctx.log.grpc = GrpcCall::from_path(req.uri().path());
     }
