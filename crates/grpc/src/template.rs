@@ -325,6 +325,22 @@ mod tests {
         assert_eq!(Template::parse("/v1/{id}:go").unwrap().matches("/v1/é"), None);
     }
 
+    proptest::proptest! {
+        /// Whatever a schema or a client sends, parsing, matching and decoding never panic.
+        #[test]
+        fn templates_and_paths_never_panic(template in "[/{}=*a-z:.%0-9]{0,24}", path in "[/a-z:%0-9A-F\\xE9]{0,32}") {
+            if let Ok(t) = Template::parse(&template) {
+                let _ = t.specificity();
+                if let Some(raw) = t.matches(&path) {
+                    for (i, r) in raw.iter().enumerate() {
+                        let _ = t.decode(i, r);
+                    }
+                }
+            }
+            let _ = percent_decode(&path, true);
+        }
+    }
+
     #[test]
     fn more_literals_are_more_specific() {
         let a = Template::parse("/v1/drones/{id}").unwrap();

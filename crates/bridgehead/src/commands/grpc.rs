@@ -67,6 +67,17 @@ pub enum GrpcCommand {
         #[arg(long)]
         route: Option<String>,
     },
+    /// Run the demo drone-telemetry gRPC server (h2c, with reflection unless told otherwise), a
+    /// reference peer for field tests and benchmarks; until Ctrl-C.
+    ///
+    /// Example: bridgehead grpc demo-server --listen 127.0.0.1:50051
+    DemoServer {
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: std::net::SocketAddr,
+        /// Serve without server reflection.
+        #[arg(long)]
+        no_reflection: bool,
+    },
     /// Write the server's schema (from reflection) as .proto files and a descriptor set
     /// (`descriptors.pb`), for an air-gapped copy or `descriptors: { descriptor_set: … }`.
     ///
@@ -195,6 +206,16 @@ pub fn run(cmd: GrpcCommand) -> anyhow::Result<ExitCode> {
                 let schema = bridgehead_grpc::service::load_offline(&service, &loaded).await.map_err(|e| anyhow!(e))?;
                 let doc = bridgehead_grpc::openapi::document(&service, &schema, prefix.as_deref(), &opts);
                 println!("{}", serde_json::to_string_pretty(&doc)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            GrpcCommand::DemoServer { listen, no_reflection } => {
+                let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+                eprintln!("demo gRPC server (drone.v1.Telemetry) on {}", listener.local_addr()?);
+                let options = bridgehead_grpc::demo::Options { reflection: !no_reflection };
+                bridgehead_grpc::demo::serve(listener, options, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
                 Ok(ExitCode::SUCCESS)
             }
             GrpcCommand::Export { conn, out } => {
