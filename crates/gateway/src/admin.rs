@@ -235,14 +235,7 @@ async fn grpc_openapi(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let rt = s.shared.runtime.load_full();
-    let Some(svc) = rt.grpc.get(&name) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "urn:bridgehead:problem:no-such-service",
-            "No such service",
-            &format!("no gRPC service `{name}` under grpc.services"),
-        );
-    };
+    let Some(svc) = rt.grpc.get(&name) else { return no_grpc_service(&name) };
     let routes: Vec<_> = rt
         .loaded
         .config
@@ -282,20 +275,22 @@ async fn grpc_openapi(
     axum::Json(bridgehead_grpc::openapi::document(&name, &current, prefix, &opts)).into_response()
 }
 
+fn no_grpc_service(name: &str) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "urn:bridgehead:problem:no-such-service",
+        "No such service",
+        &format!("no gRPC service `{name}` under grpc.services"),
+    )
+}
+
 /// Asks a reflected service's server for its schema now.
 async fn grpc_refresh(
     State(s): State<AdminState>,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
     let rt = s.shared.runtime.load_full();
-    let Some(svc) = rt.grpc.get(&name) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "urn:bridgehead:problem:no-such-service",
-            "No such service",
-            &format!("no gRPC service `{name}` under grpc.services"),
-        );
-    };
+    let Some(svc) = rt.grpc.get(&name) else { return no_grpc_service(&name) };
     if svc.reflection.is_none() {
         return problem(
             StatusCode::CONFLICT,

@@ -51,7 +51,8 @@ impl Gateway {
         Self::start_with(yaml, false).await
     }
 
-    pub async fn start_with(yaml: &str, watch_config: bool) -> Gateway {
+    /// The config written to a temp dir (with a state file there unless it names one), loaded.
+    fn config(yaml: &str) -> (tempfile::TempDir, PathBuf, bridgehead_config::LoadedConfig) {
         let dir = tempfile::tempdir().unwrap();
         let mut text = yaml.to_owned();
         if !text.contains("\nstate:") && !text.starts_with("state:") {
@@ -61,6 +62,11 @@ impl Gateway {
         std::fs::write(&config_path, &text).unwrap();
         let loaded = bridgehead_config::load(&config_path)
             .unwrap_or_else(|d| panic!("test config invalid:\n{d}\n{text}"));
+        (dir, config_path, loaded)
+    }
+
+    pub async fn start_with(yaml: &str, watch_config: bool) -> Gateway {
+        let (dir, config_path, loaded) = Self::config(yaml);
         let logs = Arc::new(Mutex::new(Vec::new()));
         let opts = AppOptions {
             config_path: Some(config_path.clone()),
@@ -85,15 +91,7 @@ impl Gateway {
 
     /// Builds a gateway that must fail to start; returns the error it gave.
     pub async fn start_error(yaml: &str) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = yaml.to_owned();
-        if !text.contains("\nstate:") && !text.starts_with("state:") {
-            text.push_str(&format!("\nstate:\n  url: sqlite://{}/state.db\n", dir.path().display()));
-        }
-        let config_path = dir.path().join("bridgehead.yaml");
-        std::fs::write(&config_path, &text).unwrap();
-        let loaded = bridgehead_config::load(&config_path)
-            .unwrap_or_else(|d| panic!("test config invalid:\n{d}\n{text}"));
+        let (_dir, config_path, loaded) = Self::config(yaml);
         let opts = AppOptions {
             config_path: Some(config_path),
             access_log: Sink::Memory(Arc::default()),
@@ -102,7 +100,7 @@ impl Gateway {
         };
         let listeners = Listeners::ephemeral(1).unwrap();
         match App::build(loaded, listeners, opts).await {
-            Ok(_) => panic!("the gateway started:\n{text}"),
+            Ok(_) => panic!("the gateway started:\n{yaml}"),
             Err(e) => e.to_string(),
         }
     }

@@ -907,3 +907,19 @@ async fn grpc_web_calls_from_browsers_are_translated_to_grpc() {
     assert_eq!(got.header("grpc-status"), "13");
     assert!(got.header("grpc-message").contains("not base64"), "{:?}", got.headers);
 }
+
+#[tokio::test]
+async fn messages_over_max_message_size_are_refused_both_ways() {
+    let server = DemoServer::start(true).await;
+    let yaml = config(server.addr, "{ reflection: true }\n      max_message_size: 1KiB", "");
+    let gw = Gateway::start(&yaml).await;
+    // A request message over the limit: 413, nothing sent.
+    let big = "t".repeat(2000);
+    let got = call(&gw, "PATCH", "/rest/v1/drones/d-1", Some(json!({"tags": [big]}))).await;
+    got.assert_problem(413, "over the limit of 1024 (grpc.services.telemetry.max_message_size)");
+    // A request under the limit whose answer is over it: 502, naming the limit.
+    let tags = "t".repeat(960);
+    let got = call(&gw, "PATCH", "/rest/v1/drones/d-1", Some(json!({"tags": [tags]}))).await;
+    got.assert_problem(502, "a response message of");
+    assert!(String::from_utf8_lossy(&got.body).contains("max_message_size"));
+}

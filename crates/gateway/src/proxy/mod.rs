@@ -266,21 +266,9 @@ async fn transcode(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     authenticate(ctx, &mut parts).await?;
     rate_limit(ctx, &parts).await?;
-    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
-        unreachable!("set by the route phase")
-    };
-    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
+    let body = whole_body(ctx).await?;
     let shared = ctx.log.shared.clone();
-    let body =
-        read_body(incoming, max_body, &ctx.stats, false, Charge::Now(&shared.buffers, &mut ctx.request_held))
-            .await?;
-    headers::add_forwarded(
-        &mut parts.headers,
-        &ctx.conn.client_ip,
-        ctx.conn.tls,
-        ctx.target.forward_host.clone(),
-    );
-    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    forwarded(ctx, &mut parts.headers);
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let upstream = t.service.upstream.clone();
     let timeout = upstream.timeouts.request.get();
@@ -440,17 +428,28 @@ async fn grpc_web_request(
     parts: &mut http::request::Parts,
     mode: bridgehead_grpc::web::Mode,
 ) -> Result<Payload, GatewayError> {
-    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
-        return Ok(Payload::Replayable(Bytes::new()));
-    };
-    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
-    let shared = ctx.log.shared.clone();
-    let body =
-        read_body(incoming, max_body, &ctx.stats, false, Charge::Now(&shared.buffers, &mut ctx.request_held))
-            .await?;
+    let body = whole_body(ctx).await?;
     let body =
         bridgehead_grpc::web::request(mode, &mut parts.headers, body).map_err(GatewayError::BadRequest)?;
     Ok(Payload::Replayable(body))
+}
+
+/// The request body read whole, within `server.limits.max_body` and `server.limits.max_buffered`
+/// (a backend that needs all of it: transcoding, gRPC-Web).
+async fn whole_body(ctx: &mut RequestCtx<'_>) -> Result<Bytes, GatewayError> {
+    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
+        return Ok(Bytes::new());
+    };
+    let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
+    let shared = ctx.log.shared.clone();
+    read_body(incoming, max_body, &ctx.stats, false, Charge::Now(&shared.buffers, &mut ctx.request_held))
+        .await
+}
+
+/// `X-Forwarded-*` and the request id, as every request to an upstream carries them.
+fn forwarded(ctx: &RequestCtx<'_>, headers: &mut http::HeaderMap) {
+    headers::add_forwarded(headers, &ctx.conn.client_ip, ctx.conn.tls, ctx.target.forward_host.clone());
+    headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 }
 
 /// A gRPC answer as gRPC-Web: its messages, then its trailers as the last frame.
@@ -731,13 +730,7 @@ fn upstream_request_filter(
         Some(v) => parts.headers.insert(header::HOST, v.clone()),
         None => parts.headers.remove(header::HOST),
     };
-    headers::add_forwarded(
-        &mut parts.headers,
-        &ctx.conn.client_ip,
-        ctx.conn.tls,
-        ctx.target.forward_host.clone(),
-    );
-    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    forwarded(ctx, &mut parts.headers);
     if ctx.grpc
         && let Some(asked) = parts.headers.get("grpc-timeout")
     {
