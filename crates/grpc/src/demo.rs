@@ -214,7 +214,19 @@ impl Telemetry for Demo {
             }
             items.push(Ok(Position { seq, lat: base.lat + f64::from(seq) * 0.001, ..base.clone() }));
         }
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let interval = Duration::from_millis(u64::from(r.interval_ms.min(1000)));
+        if interval.is_zero() {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(items))));
+        }
+        let paced =
+            futures_util::stream::unfold((items.into_iter(), true), move |(mut it, first)| async move {
+                let next = it.next()?;
+                if !first {
+                    tokio::time::sleep(interval).await;
+                }
+                Some((next, (it, false)))
+            });
+        Ok(Response::new(Box::pin(paced)))
     }
 
     async fn export(

@@ -348,8 +348,47 @@ impl GatewayError {
         if let Ok(v) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
             h.insert("grpc-message", v);
         }
+        // When to come back, for gRPC clients too: a `google.rpc.RetryInfo` detail.
+        let retry_after = h.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(secs) = retry_after {
+            let status = retry_status(self.grpc_code(), &self.to_string(), secs);
+            use base64::Engine as _;
+            let bin = base64::engine::general_purpose::STANDARD_NO_PAD.encode(status);
+            if let Ok(v) = HeaderValue::from_str(&bin) {
+                h.insert("grpc-status-details-bin", v);
+            }
+        }
         http::Response::from_parts(parts, ())
     }
+}
+
+/// An encoded `google.rpc.Status { code, message, details: [RetryInfo { retry_delay: secs }] }`,
+/// written by hand: the message is fixed and tiny, and this crate carries no protobuf runtime.
+fn retry_status(code: u32, message: &str, secs: u64) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        out.push(tag);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut duration = vec![0x08];
+    varint(&mut duration, secs);
+    let mut retry_info = Vec::new();
+    field(&mut retry_info, 0x0a, &duration);
+    let mut any = Vec::new();
+    field(&mut any, 0x0a, b"type.googleapis.com/google.rpc.RetryInfo");
+    field(&mut any, 0x12, &retry_info);
+    let mut status = vec![0x08];
+    varint(&mut status, u64::from(code));
+    field(&mut status, 0x12, message.as_bytes());
+    field(&mut status, 0x1a, &any);
+    status
 }
 
 /// `grpc-message` encoding (gRPC over HTTP/2): bytes outside printable ASCII, and `%`, are
@@ -511,6 +550,15 @@ mod tests {
         }
         let quota = &errors[12];
         assert_eq!(quota.to_grpc_response("r").headers()[header::RETRY_AFTER], "1200");
+        // google.rpc.Status { code: 8, message, details: [RetryInfo { retry_delay: 1200s }] }
+        use base64::Engine as _;
+        let bin =
+            quota.to_grpc_response("r").headers()["grpc-status-details-bin"].to_str().unwrap().to_owned();
+        let status = base64::engine::general_purpose::STANDARD_NO_PAD.decode(bin).unwrap();
+        assert_eq!(&status[..2], &[0x08, 8]);
+        let tail: &[u8] = &[0x12, 0x05, 0x0a, 0x03, 0x08, 0xb0, 0x09];
+        assert!(status.ends_with(tail), "{status:?}");
+        assert!(status.windows(40).any(|w| w == b"type.googleapis.com/google.rpc.RetryInfo"));
         assert_eq!(grpc_message("50% über"), "50%25 %C3%BCber");
     }
 

@@ -14,7 +14,7 @@
 //!   time; then OK.
 //! - `/grpc/data-then-14`: a head, one message, then trailers with `grpc-status: 14`.
 //! - `/hold`: answers once [`H2Peer::release`] is called.
-//! - anything else: a JSON echo (`version`, `authority`, `host`, `te`, `path`, `body`,
+//! - anything else: a JSON echo (`version`, `authority`, `host`, `te`, `grpc_timeout`, `path`, `body`,
 //!   `trailers`), with the request's trailers echoed back plus `x-peer-trailer: done`.
 
 use std::collections::HashMap;
@@ -272,6 +272,7 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, st: 
                 "authority": parts.uri.authority().map(std::string::ToString::to_string),
                 "host": h("host"),
                 "te": h("te"),
+                "grpc_timeout": h("grpc-timeout"),
                 "path": parts.uri.path(),
                 "body": String::from_utf8_lossy(&data),
                 "trailers": echoed,

@@ -884,6 +884,7 @@ async fn grpc_web_calls_from_browsers_are_translated_to_grpc() {
         drone_id: "d-1".into(),
         count: 3,
         fail_after: 1,
+        interval_ms: 0,
     };
     let msg = req.encode_to_vec();
     let mut framed_stream = vec![0u8];
@@ -922,4 +923,236 @@ async fn messages_over_max_message_size_are_refused_both_ways() {
     let got = call(&gw, "PATCH", "/rest/v1/drones/d-1", Some(json!({"tags": [tags]}))).await;
     got.assert_problem(502, "a response message of");
     assert!(String::from_utf8_lossy(&got.body).contains("max_message_size"));
+}
+
+#[tokio::test]
+async fn a_proxied_calls_grpc_timeout_is_capped_by_the_upstream_timeout() {
+    let peer = bridgehead_testkit::h2peer::H2Peer::start().await;
+    let yaml = format!(
+        r#"
+upstreams:
+  peer:
+    targets: [{{ url: "{}" }}]
+    protocol: h2c
+    timeouts: {{ request: 2s }}
+routes:
+  - name: grpc
+    match: {{ grpc_service: echo.v1.Echo }}
+    upstream: peer
+"#,
+        peer.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let echo = async |timeout: Option<&str>| {
+        let mut req = Request::post(gw.url("/echo.v1.Echo/Say")).header("content-type", "application/grpc");
+        if let Some(t) = timeout {
+            req = req.header("grpc-timeout", t);
+        }
+        let got =
+            send(&bridgehead_testkit::h2c_client(), req.body(full(&b"\x00\x00\x00\x00\x00"[..])).unwrap())
+                .await;
+        got.json()["grpc_timeout"].clone()
+    };
+    assert_eq!(echo(Some("10S")).await, json!("2000m"), "capped at timeouts.request");
+    assert_eq!(echo(Some("500m")).await, json!("500m"), "a shorter deadline is kept");
+    assert_eq!(echo(Some("bogus")).await, json!("2000m"), "a malformed one is replaced");
+    assert_eq!(echo(None).await, Value::Null, "no deadline is added");
+}
+
+/// A TCP relay whose connections can all be cut at once: an upstream that dies.
+struct Relay {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let held = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut a, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                });
+                held.lock().unwrap().push(conn);
+            }
+        });
+        Relay { addr, task, conns }
+    }
+
+    /// Closes every connection and stops accepting.
+    fn cut(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_stream_ends_the_stream_with_an_error() {
+    use http_body_util::BodyExt as _;
+    let server = DemoServer::start(true).await;
+    let relay = Relay::start(server.addr).await;
+    let gw = Gateway::start(&config(relay.addr, "{ reflection: true }", "")).await;
+    let req =
+        Request::get(gw.url("/rest/v1/drones/d-1/positions?count=50&interval_ms=50")).body(empty()).unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    // The first position arrives, then the upstream dies.
+    let first = loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            break data;
+        }
+    };
+    let line: Value = serde_json::from_slice(first.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["seq"], 1);
+    relay.cut();
+    let rest = body.collect().await.unwrap().to_bytes();
+    let last = String::from_utf8_lossy(&rest).lines().last().unwrap_or_default().to_owned();
+    let err: Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last:?}"));
+    assert_eq!(err["error"]["grpc_code"], "UNAVAILABLE", "{err}");
+    assert_eq!(err["error"]["detail"], "the upstream stream broke off");
+    assert!(String::from_utf8_lossy(&rest).lines().count() < 50, "the stream ended early");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_grpc_call_gets_resource_exhausted_with_retry_info() {
+    let server = DemoServer::start(true).await;
+    let extra = "    rate_limit: { key: ip, rate: 1/m, burst: 1 }\n";
+    let yaml = config(server.addr, "{ reflection: true }", "").replace(
+        "    match: { grpc_service: drone.v1.Telemetry }\n    upstream: drones\n",
+        &format!("    match: {{ grpc_service: drone.v1.Telemetry }}\n    upstream: drones\n{extra}"),
+    );
+    assert!(yaml.contains("rate: 1/m"));
+    let gw = Gateway::start(&yaml).await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("t.pb");
+    std::fs::write(&set, demo::DESCRIPTORS).unwrap();
+    let addr = gw.addr.to_string();
+    let args = [
+        "grpc",
+        "call",
+        "--plaintext",
+        &addr,
+        "--protoset",
+        set.to_str().unwrap(),
+        "drone.v1.Telemetry/GetStatus",
+        "-d",
+        r#"{"droneId": "d-1"}"#,
+    ];
+    let (code, _, err) = cli(&args, "").await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&args, "").await;
+    assert_eq!(code, 64 + 8, "{err}");
+    assert!(err.contains("Code: RESOURCE_EXHAUSTED"), "{err}");
+    assert!(err.contains("type.googleapis.com/google.rpc.RetryInfo") && err.contains("retryDelay"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_reaches_a_tls_upstream_that_requires_a_client_certificate() {
+    // Gateway A: a TLS listener that requires a client certificate, proxying gRPC to the demo.
+    let server = DemoServer::start(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert =
+        rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&server_key, &ca).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert =
+        rcgen::CertificateParams::new(vec!["gateway-b".into()]).unwrap().signed_by(&client_key, &ca).unwrap();
+    for (name, pem) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client_cert.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let a = Gateway::start(&format!(
+        r#"
+server:
+  tls: {{ cert: {d}/server.pem, key: {d}/server.key, client_ca: {d}/ca.pem, client_auth: required }}
+upstreams:
+  drones:
+    targets: [{{ url: "http://{}" }}]
+    protocol: h2c
+routes:
+  - name: grpc
+    match: {{ grpc_service: drone.v1.Telemetry }}
+    upstream: drones
+  - name: reflection
+    match: {{ grpc_service: grpc.reflection.v1.ServerReflection }}
+    upstream: drones
+"#,
+        server.addr
+    ))
+    .await;
+    // Gateway B: JSON transcoded to gRPC over TLS with its client certificate, the schema from
+    // reflection through A.
+    let b_yaml = |tls: &str| {
+        format!(
+            r#"
+upstreams:
+  secure:
+    targets: [{{ url: "https://localhost:{port}" }}]
+    protocol: h2
+    tls: {tls}
+grpc:
+  services:
+    telemetry:
+      upstream: secure
+      descriptors: {{ reflection: true }}
+routes:
+  - name: rest
+    match: {{ path_prefix: /rest }}
+    grpc_transcode: {{ service: telemetry }}
+"#,
+            port = a.addr.port()
+        )
+    };
+    let b =
+        Gateway::start(&b_yaml(&format!("{{ ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key }}")))
+            .await;
+    let got = call(&b, "GET", "/rest/v1/drones/d-1", None).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["droneId"], "d-1");
+    // The CLI over TLS with the same certificate.
+    let addr = format!("localhost:{}", a.addr.port());
+    let (ca_pem, cert, key) = (format!("{d}/ca.pem"), format!("{d}/client.pem"), format!("{d}/client.key"));
+    let (code, out, err) = cli(
+        &[
+            "grpc",
+            "call",
+            &addr,
+            "--cacert",
+            &ca_pem,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "drone.v1.Telemetry/GetStatus",
+            "-d",
+            r#"{"droneId": "d-2"}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["mode"], "IDLE");
+    // Without the client certificate, the handshake is refused: no schema, a clear start error.
+    let err = Gateway::start_error(&b_yaml(&format!("{{ ca: {d}/ca.pem }}"))).await;
+    assert!(err.contains("no schema for gRPC service `telemetry`"), "{err}");
 }
