@@ -55,6 +55,20 @@ pub fn http_status(code: u32) -> StatusCode {
     }
 }
 
+/// The gRPC status of an HTTP answer that carries none (`doc/http-grpc-status-mapping.md`):
+/// 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429, 502, 503
+/// and 504 UNAVAILABLE, anything else UNKNOWN.
+pub fn from_http(status: u16) -> u32 {
+    match status {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
 /// `google.rpc.Status`, as it travels in `grpc-status-details-bin`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcStatus {
@@ -191,6 +205,13 @@ fn retry_delay(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_answers_without_a_status_map_as_the_grpc_spec_says() {
+        let got: Vec<u32> =
+            [400, 401, 403, 404, 429, 502, 503, 504, 500, 418].iter().map(|s| from_http(*s)).collect();
+        assert_eq!(got, [13, 16, 7, 12, 14, 14, 14, 14, 2, 2]);
+    }
 
     #[test]
     fn every_code_maps_to_its_http_status() {

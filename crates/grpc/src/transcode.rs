@@ -272,8 +272,21 @@ impl Transcoder {
             )
             .map(ResponseBody::full)
         };
-        if let Err(e) = call::check_head(&res) {
-            return broken(&e);
+        match call::check_head(&res) {
+            // An HTTP answer without a gRPC status (a proxy in front of the server, a server
+            // down): the status gRPC gives it, per the spec's HTTP to gRPC mapping.
+            Err(AnswerError::NotGrpc(http)) => {
+                let code = crate::status::from_http(http);
+                record(code);
+                let status = Status::new(
+                    code,
+                    format!("upstream `{upstream}` answered HTTP {http}, not a gRPC status"),
+                );
+                tracing::warn!(request_id, upstream = %upstream, http, "gRPC upstream answered without a gRPC status");
+                return self.failed(&status, &HeaderMap::new(), request_id);
+            }
+            Err(e) => return broken(&e),
+            Ok(()) => {}
         }
         let pool = p.loaded.schema.pool.clone();
         if let Some(format) = p.stream {

@@ -1156,3 +1156,34 @@ routes:
     let err = Gateway::start_error(&b_yaml(&format!("{{ ca: {d}/ca.pem }}"))).await;
     assert!(err.contains("no schema for gRPC service `telemetry`"), "{err}");
 }
+
+#[tokio::test]
+async fn an_upstream_answer_without_a_grpc_status_maps_as_the_grpc_spec_says() {
+    // An HTTP/2 server that answers JSON, not gRPC.
+    let peer = bridgehead_testkit::h2peer::H2Peer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.pb"), demo::DESCRIPTORS).unwrap();
+    let yaml = format!(
+        r#"
+upstreams:
+  peer:
+    targets: [{{ url: "{}" }}]
+    protocol: h2c
+grpc:
+  services:
+    telemetry:
+      upstream: peer
+      descriptors: {{ descriptor_set: {}/t.pb }}
+routes:
+  - name: rest
+    match: {{ path_prefix: /rest }}
+    grpc_transcode: {{ service: telemetry }}
+"#,
+        peer.url(),
+        dir.path().display()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1", None).await;
+    let p = got.assert_problem(500, "answered HTTP 200, not a gRPC status");
+    assert_eq!(p["grpc_code"], "UNKNOWN");
+}
