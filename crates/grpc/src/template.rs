@@ -159,6 +159,10 @@ impl Template {
             }
             rest = head;
         }
+        // Most templates tried fail on a literal: find that out before allocating anything.
+        if !self.could_match(rest) {
+            return None;
+        }
         let segments: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
         // Byte offsets of each segment in `rest`, to slice variable spans without copying.
         let mut offsets = Vec::with_capacity(segments.len() + 1);
@@ -200,6 +204,28 @@ impl Template {
             &rest[offsets[first]..offsets[last] - 1]
         };
         Some(self.vars.iter().map(|v| span(v.start, v.end)).collect())
+    }
+
+    /// Whether the segments of `rest` (the path without its leading `/` and verb) fit the
+    /// pattern's literals and count, without allocating.
+    fn could_match(&self, rest: &str) -> bool {
+        let mut segments = rest.split('/').filter(|_| !rest.is_empty());
+        for seg in &self.segs {
+            match seg {
+                Seg::Literal(l) => {
+                    if segments.next() != Some(l.as_str()) {
+                        return false;
+                    }
+                }
+                Seg::Single => {
+                    if segments.next().is_none_or(str::is_empty) {
+                        return false;
+                    }
+                }
+                Seg::Rest => return true,
+            }
+        }
+        segments.next().is_none()
     }
 
     /// A variable's value, decoded: fully for a one-segment variable, all but `%2F` for one

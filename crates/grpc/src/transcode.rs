@@ -323,7 +323,6 @@ impl Transcoder {
             *out.headers_mut() = headers;
             return out;
         }
-        let head = res.headers().clone();
         let finished = match tokio::time::timeout(
             timeout,
             call::finish(res, self.service.max_message, 1, &pool),
@@ -349,7 +348,7 @@ impl Transcoder {
         };
         record(finished.status.code);
         if finished.status.code != 0 {
-            let mut all = head;
+            let mut all = finished.head;
             all.extend(finished.trailers);
             return self.failed(&finished.status, &all, request_id);
         }
@@ -360,7 +359,7 @@ impl Transcoder {
             Ok(m) => m,
             Err(e) => return broken(&format!("the response message does not decode: {e}")),
         };
-        let mut headers = self.metadata_out(&head);
+        let mut headers = self.metadata_out(&finished.head);
         headers.extend(self.metadata_out(&finished.trailers));
         let raw = p.response_body.as_ref().map_or_else(
             || mapping::http_body(&msg),
