@@ -446,7 +446,7 @@ async fn refresh_grpc_schemas(shared: Arc<Shared>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rt = shared.runtime.load_full();
         // Each on its own task: a slow server does not hold the others' refreshes up.
-        for svc in rt.grpc.values().filter(|s| s.take_due()) {
+        for svc in rt.grpc.values().filter(|s| !s.refreshing() && s.take_due()) {
             let (svc, shared) = (svc.clone(), shared.clone());
             tokio::spawn(async move {
                 if let Err(e) = svc.refresh(&shared.metrics, shared.store.as_ref()).await {

@@ -55,8 +55,9 @@ impl Backend {
     /// proxy route. The authorization server's clients speak OAuth's JSON.
     pub fn renders_grpc(&self, grpc_request: bool) -> bool {
         match self {
-            Backend::Proxy(_) => grpc_request,
-            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) | Backend::Transcode(_) => false,
+            // A transcoding route answers a gRPC call only to refuse it, as gRPC.
+            Backend::Proxy(_) | Backend::Transcode(_) => grpc_request,
+            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => false,
         }
     }
 }
@@ -283,15 +284,21 @@ impl Router {
         headers: &HeaderMap,
     ) -> RouteResult<'_> {
         let mut allow: Vec<&Method> = Vec::new();
+        let grpc = bridgehead_upstream::classify::is_grpc(headers);
+        // A gRPC call is never transcoded: it goes on to a later route that proxies gRPC
+        // (`grpc_service`), and to no other (a client's content type must not move a path to a
+        // less protected route); without one, the transcoding route answers it (UNIMPLEMENTED).
+        let mut held: Option<&Route> = None;
         for route in &self.routes {
             let m = &route.matcher;
             if !(m.host_matches(host) && m.path_matches(path) && m.headers_match(headers)) {
                 continue;
             }
-            // A gRPC call is never transcoded: it goes on to a route that proxies gRPC.
-            if matches!(route.backend, Backend::Transcode(_))
-                && bridgehead_upstream::classify::is_grpc(headers)
-            {
+            if held.is_some() && route.matched.grpc_service.is_none() {
+                continue;
+            }
+            if grpc && matches!(route.backend, Backend::Transcode(_)) {
+                held.get_or_insert(route);
                 continue;
             }
             match &m.methods {
@@ -305,7 +312,9 @@ impl Router {
                 _ => return RouteResult::Found(route),
             }
         }
-        if allow.is_empty() {
+        if let Some(route) = held {
+            RouteResult::Found(route)
+        } else if allow.is_empty() {
             RouteResult::NotFound
         } else {
             RouteResult::MethodNotAllowed(allow.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))

@@ -133,22 +133,21 @@ fn complete(
     from_json(&input, root, opts)
 }
 
-/// The messages of a client-streaming request: JSON values one after another (NDJSON, or
-/// pretty-printed objects), each completed with the path variables and query parameters. On a
-/// mistake, the message's position (from 1) with the error.
-pub fn stream_messages(
-    binding: &Binding,
-    raw_vars: &[&str],
-    query: Option<&str>,
-    body: &[u8],
-    opts: &JsonOptions,
-) -> Result<Vec<DynamicMessage>, (usize, RequestError)> {
-    let mut out = Vec::new();
-    for (i, value) in serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate() {
+/// The messages of a client-streaming request, one at a time (the caller encodes each before
+/// the next is built): JSON values one after another (NDJSON, or pretty-printed objects), each
+/// completed with the path variables and query parameters. On a mistake, the message's
+/// position (from 1) with the error.
+pub fn stream_messages<'a>(
+    binding: &'a Binding,
+    raw_vars: &'a [&'a str],
+    query: Option<&'a str>,
+    body: &'a [u8],
+    opts: &'a JsonOptions,
+) -> impl Iterator<Item = Result<DynamicMessage, (usize, RequestError)>> + 'a {
+    serde_json::Deserializer::from_slice(body).into_iter::<Value>().enumerate().map(move |(i, value)| {
         let value = value.map_err(|e| (i + 1, RequestError::NotJson(e.to_string())))?;
-        out.push(complete(binding, value, raw_vars, query, opts).map_err(|e| (i + 1, e))?);
-    }
-    Ok(out)
+        complete(binding, value, raw_vars, query, opts).map_err(|e| (i + 1, e))
+    })
 }
 
 /// A PATCH whose body is one field, on a method that takes a `google.protobuf.FieldMask` the
@@ -161,22 +160,61 @@ fn fill_update_mask(root: &mut Value, binding: &Binding) {
         return;
     }
     let input = binding.method.input();
-    let Some(mask) = input.fields().find(|f| {
+    let is_mask = |f: &FieldDescriptor| {
         !f.is_list() && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
-    }) else {
-        return;
+    };
+    // `update_mask` by name, as the API guidelines call it; else the only FieldMask field.
+    let masks: Vec<FieldDescriptor> = input.fields().filter(is_mask).collect();
+    let mask = match input.get_field_by_name("update_mask").filter(is_mask) {
+        Some(m) => m,
+        None if masks.len() == 1 => masks[0].clone(),
+        None => return,
     };
     let Value::Object(map) = root else { return };
     if map.contains_key(mask.name()) || map.contains_key(mask.json_name()) {
         return;
     }
     let Some(Value::Object(sent)) = map.get(body.name()) else { return };
-    let paths: Vec<String> = sent
-        .keys()
-        .filter_map(|k| body_type.get_field_by_name(k).or_else(|| body_type.get_field_by_json_name(k)))
-        .map(|f| f.json_name().to_owned())
-        .collect();
+    let mut paths = Vec::new();
+    mask_paths(&body_type, sent, "", &mut paths);
     map.insert(mask.name().to_owned(), Value::String(paths.join(",")));
+}
+
+/// The FieldMask paths (its JSON form: lowerCamelCase segments joined by `.`) of the keys sent,
+/// through nested messages (not maps, lists or well-known types, which are set whole).
+fn mask_paths(m: &MessageDescriptor, sent: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in sent {
+        let Some(f) = m.get_field_by_name(k).or_else(|| m.get_field_by_json_name(k)) else { continue };
+        let path = format!("{prefix}{}", camel(f.name()));
+        match (f.kind(), v) {
+            (Kind::Message(inner), Value::Object(sub))
+                if !f.is_list()
+                    && !f.is_map()
+                    && !inner.full_name().starts_with("google.protobuf.")
+                    && !sub.is_empty() =>
+            {
+                mask_paths(&inner, sub, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+/// A proto field name in a FieldMask's JSON form (`flight_seconds` is `flightSeconds`).
+fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn parse(body: &[u8]) -> Result<Value, RequestError> {

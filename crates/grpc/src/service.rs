@@ -92,13 +92,14 @@ impl Loaded {
         })
     }
 
-    /// What callers see of the schema: every method's signature and every binding. Two
-    /// fetches with the same fingerprint serve the same API.
-    fn fingerprint(&self) -> (BTreeMap<String, String>, Vec<String>) {
-        let mut bindings: Vec<String> =
-            self.bindings.iter().map(|b| format!("{} {}", b.describe(), b.method.full_name())).collect();
-        bindings.sort();
-        (self.signatures(), bindings)
+    /// The schema in a canonical form: every file's descriptor bytes, in name order (a
+    /// server may list its files in any order). Two fetches with the same fingerprint serve the
+    /// same API, bindings included (they come from the files' options).
+    fn fingerprint(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> =
+            self.schema.pool.files().map(|f| (f.name().to_owned(), f.encode_to_vec())).collect();
+        files.sort();
+        files
     }
 
     /// Every method, by full name, with what a caller relies on: its input and output types
@@ -214,6 +215,11 @@ impl Service {
             "bindings": current.as_ref().map(|l| l.bindings.iter().map(crate::binding::Binding::describe).collect::<Vec<_>>()),
             "skipped": current.as_ref().map(|l| l.skipped.iter().map(ToString::to_string).collect::<Vec<_>>()),
         })
+    }
+
+    /// Whether a refresh is running now (the background refresher then skips its turn).
+    pub fn refreshing(&self) -> bool {
+        self.cell.refreshing.try_lock().is_err()
     }
 
     /// Whether reflection is due to be asked again; when it is, it counts as asked now, so one

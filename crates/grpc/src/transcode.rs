@@ -171,6 +171,7 @@ impl Transcoder {
         };
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let mut framed = BytesMut::new();
+        let total = body.len().saturating_mul(2).saturating_add(self.service.max_message);
         #[allow(clippy::result_large_err)]
         let mut put = |msg: DynamicMessage| -> Result<(), Response<Bytes>> {
             let bytes = prost::Message::encode_to_vec(&msg);
@@ -189,13 +190,25 @@ impl Transcoder {
                     json!({}),
                 ));
             }
+            // The call as a whole stays within what the body could fairly make (a client stream
+            // of tiny messages with long path variables must not multiply the body).
+            if framed.len() + bytes.len() + 5 > total {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "urn:bridgehead:problem:grpc-message-too-large",
+                    "Messages too large",
+                    &format!("the request messages come to more than {total} bytes"),
+                    request_id,
+                    json!({}),
+                ));
+            }
             framed.extend_from_slice(&frame::encode(&bytes));
             Ok(())
         };
         if binding.method.is_client_streaming() {
             // NDJSON (or any JSON values one after another): one message each.
-            let msgs =
-                mapping::stream_messages(binding, &vars, query, body, &self.opts).map_err(|(i, e)| {
+            for msg in mapping::stream_messages(binding, &vars, query, body, &self.opts) {
+                let msg = msg.map_err(|(i, e)| {
                     let mut refused = bad(e);
                     if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(refused.body()) {
                         v["message"] = json!(i);
@@ -205,7 +218,6 @@ impl Transcoder {
                     }
                     refused
                 })?;
-            for msg in msgs {
                 put(msg)?;
             }
         } else {
@@ -261,6 +273,8 @@ impl Transcoder {
         let record = |c: u32| code.store(c.saturating_add(1), Relaxed);
         let upstream = &self.service.upstream.name;
         let broken = |e: &dyn std::fmt::Display| {
+            // INTERNAL, for the metrics: the call's answer could not be read.
+            record(13);
             tracing::warn!(request_id, upstream = %upstream, error = %e, "gRPC answer unreadable");
             problem(
                 StatusCode::BAD_GATEWAY,
@@ -338,6 +352,7 @@ impl Transcoder {
             }
             Ok(Err(e)) => return broken(&e),
             Err(_) => {
+                record(4);
                 let e = GatewayError::UpstreamTimeout {
                     upstream: upstream.to_string(),
                     timeout: humantime::format_duration(timeout).to_string(),
@@ -346,8 +361,8 @@ impl Transcoder {
                 return e.to_response(request_id).map(ResponseBody::full);
             }
         };
-        record(finished.status.code);
         if finished.status.code != 0 {
+            record(finished.status.code);
             let mut all = finished.head;
             all.extend(finished.trailers);
             return self.failed(&finished.status, &all, request_id);
@@ -375,6 +390,7 @@ impl Transcoder {
         if let Ok(v) = HeaderValue::from_str(if ct.is_empty() { "application/octet-stream" } else { &ct }) {
             headers.insert(header::CONTENT_TYPE, v);
         }
+        record(0);
         let mut out = Response::new(ResponseBody::full(body));
         *out.headers_mut() = headers;
         out

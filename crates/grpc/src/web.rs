@@ -6,10 +6,13 @@
 //!   sent as `application/grpc` with `te: trailers`.
 //! - Response: the messages pass through; the trailers become one last frame (flag `0x80`)
 //!   holding them as `name: value\r\n` lines, since HTTP/1.1 browsers cannot read trailers. In
-//!   text mode the whole body is base64, encoded in 3-byte groups as it streams (padding only
-//!   at the end).
+//!   text mode each frame is base64-encoded whole, with its padding, as it arrives (clients
+//!   decode padded chunks one after another). A stream that breaks off still ends with a
+//!   trailer frame (UNAVAILABLE).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -79,27 +82,41 @@ pub fn content_type(mode: Mode) -> HeaderValue {
 pub struct WebBody<B> {
     inner: B,
     mode: Mode,
-    /// Text mode: bytes not yet encoded (fewer than 3).
-    carry: Vec<u8>,
     done: bool,
+    /// Where the call's status code (+ 1) goes, for the caller's metrics.
+    code: Option<Arc<AtomicU32>>,
 }
 
 impl<B> WebBody<B> {
     pub fn new(inner: B, mode: Mode) -> Self {
-        WebBody { inner, mode, carry: Vec::new(), done: false }
+        WebBody { inner, mode, done: false, code: None }
     }
 
-    /// `bytes` as they go out: as is, or base64 in whole 3-byte groups (all of it at the end).
-    fn out(&mut self, bytes: &[u8], last: bool) -> Bytes {
+    /// Records the status of the trailers it converts in `code` (+ 1).
+    #[must_use]
+    pub fn with_code(mut self, code: Option<Arc<AtomicU32>>) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// `bytes` as they go out: as is, or base64 with its padding (each frame flushed whole, as
+    /// PROTOCOL-WEB.md asks; clients decode padded chunks one after another).
+    fn out(&self, bytes: &[u8]) -> Bytes {
         match self.mode {
             Mode::Binary => Bytes::copy_from_slice(bytes),
-            Mode::Text => {
-                self.carry.extend_from_slice(bytes);
-                let take = if last { self.carry.len() } else { self.carry.len() / 3 * 3 };
-                let head: Vec<u8> = self.carry.drain(..take).collect();
-                Bytes::from(base64::engine::general_purpose::STANDARD.encode(head))
-            }
+            Mode::Text => Bytes::from(base64::engine::general_purpose::STANDARD.encode(bytes)),
         }
+    }
+
+    /// The last frame: the trailers (or, for a stream that broke off, UNAVAILABLE).
+    fn last(&mut self, trailers: &HeaderMap) -> Bytes {
+        self.done = true;
+        if let Some(c) = &self.code
+            && let Some(code) = bridgehead_http::grpc::grpc_status(trailers)
+        {
+            c.store(code.saturating_add(1), Relaxed);
+        }
+        self.out(&trailer_frame(trailers))
     }
 }
 
@@ -138,29 +155,24 @@ where
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(_))) => {
+                    // The upstream broke off: the browser still gets a status.
+                    let mut t = HeaderMap::new();
+                    t.insert("grpc-status", HeaderValue::from_static("14"));
+                    t.insert("grpc-message", HeaderValue::from_static("the upstream stream broke off"));
+                    return Poll::Ready(Some(Ok(Frame::data(this.last(&t)))));
+                }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        let out = this.out(&data, false);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                    }
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => return Poll::Ready(Some(Ok(Frame::data(this.out(&data))))),
                     Err(frame) => {
                         let trailers = frame.into_trailers().unwrap_or_default();
-                        this.done = true;
-                        let out = this.out(&trailer_frame(&trailers), true);
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                        return Poll::Ready(Some(Ok(Frame::data(this.last(&trailers)))));
                     }
                 },
+                // No trailers: the status was in the head (trailers-only).
                 Poll::Ready(None) => {
-                    // No trailers: the status was in the head (trailers-only), or the stream
-                    // broke off; what is left goes out.
                     this.done = true;
-                    let out = this.out(&[], true);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
                     return Poll::Ready(None);
                 }
             }
@@ -214,7 +226,9 @@ mod tests {
         assert_eq!(&out[..], b"\x00\x00\x00\x00\x02hi\x80\x00\x00\x00\x10grpc-status: 0\r\n");
         let inner = http_body_util::StreamBody::new(futures_util::stream::iter(frames()));
         let text = WebBody::new(inner, Mode::Text).collect().await.unwrap().to_bytes();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(&text).unwrap();
+        // Each frame is its own padded chunk: decoded one after another, as clients do.
+        assert!(text.contains(&b'='));
+        let decoded = request(Mode::Text, &mut HeaderMap::new(), text).unwrap();
         assert_eq!(decoded, out);
     }
 }

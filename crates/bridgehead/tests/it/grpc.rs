@@ -674,6 +674,9 @@ async fn a_patch_fills_the_update_mask_from_the_body_and_deadlines_hold() {
         (d["battery"].clone(), d["tags"].clone(), d["mode"].clone()),
         (json!(0.5), json!(["patched"]), json!("HOVER"))
     );
+    // Nested fields are named down to the field sent: the server sees `position.lat`.
+    let got = call(&gw, "PATCH", "/rest/v1/drones/d-1", Some(json!({"position": {"lat": 1.0}}))).await;
+    got.assert_problem(400, "`position.lat` cannot be updated");
     // A mask given in the query wins.
     let got = call(
         &gw,
@@ -895,7 +898,13 @@ async fn grpc_web_calls_from_browsers_are_translated_to_grpc() {
         .body(full(b64.encode(framed_stream)))
         .unwrap();
     let got = send(&client(), req).await;
-    let raw = b64.decode(&got.body).unwrap();
+    let raw = bridgehead_grpc::web::request(
+        bridgehead_grpc::web::Mode::Text,
+        &mut http::HeaderMap::new(),
+        got.body.clone(),
+    )
+    .unwrap()
+    .to_vec();
     let frames = web_frames(&raw);
     assert_eq!(frames.len(), 2, "{frames:?}");
     let trailers = String::from_utf8_lossy(&frames[1].1).into_owned();
@@ -907,6 +916,19 @@ async fn grpc_web_calls_from_browsers_are_translated_to_grpc() {
     assert_eq!(got.header("content-type"), "application/grpc-web-text+proto");
     assert_eq!(got.header("grpc-status"), "13");
     assert!(got.header("grpc-message").contains("not base64"), "{:?}", got.headers);
+    // gRPC-Web calls are counted with the status of their trailer frame.
+    let line = r#"bridgehead_grpc_requests_total{route="grpc",service="drone.v1.Telemetry",method="GetStatus",code="OK"} 1"#;
+    bridgehead_testkit::eventually(5, line, async || gw.metrics().await.contains(line)).await;
+    let line = r#"bridgehead_grpc_requests_total{route="grpc",service="drone.v1.Telemetry",method="StreamPositions",code="UNAVAILABLE"} 1"#;
+    bridgehead_testkit::eventually(5, line, async || gw.metrics().await.contains(line)).await;
+
+    // A gRPC call on a transcoding route's path, with no gRPC route for it: UNIMPLEMENTED, as gRPC.
+    let req = Request::post(gw.url("/rest/v1/drones/d-1"))
+        .header("content-type", "application/grpc")
+        .body(full(framed("d-1")))
+        .unwrap();
+    let got = send(&bridgehead_testkit::h2c_client(), req).await;
+    assert_eq!((got.status, got.header("grpc-status")), (200, "12"), "{:?}", got.headers);
 }
 
 #[tokio::test]

@@ -264,6 +264,13 @@ async fn transcode(
     mut parts: http::request::Parts,
     t: Arc<bridgehead_grpc::transcode::Transcoder>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    if ctx.grpc {
+        // A gRPC call no gRPC route takes (see `Router::find`): UNIMPLEMENTED, as gRPC.
+        return Err(GatewayError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        });
+    }
     authenticate(ctx, &mut parts).await?;
     rate_limit(ctx, &parts).await?;
     let body = whole_body(ctx).await?;
@@ -294,7 +301,8 @@ async fn transcode(
         prepared.body.clone(),
         &mut tries,
     )
-    .await?;
+    .await
+    .inspect_err(|e| code.store(e.grpc_code() + 1, Relaxed))?;
     Ok(t.respond(prepared, res, timeout, &id, &code).await)
 }
 
@@ -416,7 +424,8 @@ async fn proxy(
     let res = send(ctx, outgoing, sticky).await?;
     let res = response_filter(ctx, res)?;
     if let Some(mode) = ctx.grpc_web {
-        return Ok(grpc_web_response(res, mode));
+        let code = ctx.log.grpc.as_ref().map(|g| g.code.clone());
+        return Ok(grpc_web_response(res, mode, code));
     }
     store_response(ctx, res).await
 }
@@ -456,6 +465,7 @@ fn forwarded(ctx: &RequestCtx<'_>, headers: &mut http::HeaderMap) {
 fn grpc_web_response(
     res: Response<UpstreamBody>,
     mode: bridgehead_grpc::web::Mode,
+    code: Option<Arc<std::sync::atomic::AtomicU32>>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     if parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
@@ -463,7 +473,10 @@ fn grpc_web_response(
         parts.headers.insert(header::CONTENT_TYPE, bridgehead_grpc::web::content_type(mode));
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, ResponseBody::made(bridgehead_grpc::web::WebBody::new(body, mode)))
+    Response::from_parts(
+        parts,
+        ResponseBody::made(bridgehead_grpc::web::WebBody::new(body, mode).with_code(code)),
+    )
 }
 
 /// Where a request is addressed, in canonical form.
@@ -592,7 +605,7 @@ fn route(ctx: &mut RequestCtx<'_>, mut req: Request<Incoming>) -> Result<http::r
         ctx.grpc_web = Some(mode);
         ctx.grpc = true;
     }
-    if ctx.grpc && matches!(route.backend, Backend::Proxy(_)) {
+    if ctx.grpc && matches!(route.backend, Backend::Proxy(_)) && route.matched.grpc_service.is_some() {
         ctx.log.grpc = GrpcCall::from_path(req.uri().path());
     }
     // Only protocols the route allows are switched to; any other upgrade (h2c above all) is
@@ -1043,26 +1056,24 @@ struct Logging {
 struct GrpcCall {
     service: Arc<str>,
     method: Arc<str>,
+    /// The names came from the client's path (a proxied call): they become labels only once the
+    /// server answered with a status other than UNIMPLEMENTED, at most `MAX_GRPC_LABELS` pairs.
+    from_client: bool,
     /// The status code + 1; 0 until it is known.
     code: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl GrpcCall {
     fn new(service: Arc<str>, method: Arc<str>) -> Self {
-        GrpcCall { service, method, code: Arc::default() }
+        GrpcCall { service, method, from_client: false, code: Arc::default() }
     }
 
     fn set(&self, code: u32) {
         self.code.store(code.saturating_add(1), Relaxed);
     }
 
-    /// A proxied call's labels from its path (`/package.Service/Method`). Method names come
-    /// from clients, so the label sets are bounded: at most `MAX_GRPC_LABELS` service and method
-    /// pairs, then `(other)`.
+    /// A proxied call's names from its path (`/package.Service/Method`).
     fn from_path(path: &str) -> Option<Self> {
-        const MAX_GRPC_LABELS: usize = 1000;
-        type Pairs = std::collections::HashSet<(Arc<str>, Arc<str>)>;
-        static SEEN: std::sync::Mutex<Option<Pairs>> = std::sync::Mutex::new(None);
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
         let ident = |s: &str| {
             !s.is_empty()
@@ -1072,17 +1083,33 @@ impl GrpcCall {
         if !ident(service) || !ident(method) {
             return None;
         }
+        Some(GrpcCall { from_client: true, ..Self::new(service.into(), method.into()) })
+    }
+
+    /// The service and method labels for `code` (+ 1, 0: none).
+    fn labels(&self, code: u32) -> (Arc<str>, Arc<str>) {
+        const MAX_GRPC_LABELS: usize = 1000;
+        type Pairs = std::collections::HashSet<(Arc<str>, Arc<str>)>;
+        static SEEN: std::sync::Mutex<Option<Pairs>> = std::sync::Mutex::new(None);
+        if !self.from_client {
+            return (self.service.clone(), self.method.clone());
+        }
+        // A method the server does not have (UNIMPLEMENTED, 12 + 1) or never answered for (0)
+        // is not a label.
+        if code == 0 || code == 13 {
+            return (self.service.clone(), "(unknown)".into());
+        }
         let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let seen = seen.get_or_insert_with(Default::default);
-        let key: (Arc<str>, Arc<str>) = (service.into(), method.into());
-        if let Some((s, m)) = seen.get(&key) {
-            return Some(Self::new(s.clone(), m.clone()));
+        let key = (self.service.clone(), self.method.clone());
+        if seen.contains(&key) {
+            return key;
         }
         if seen.len() >= MAX_GRPC_LABELS {
-            return Some(Self::new("(other)".into(), "(other)".into()));
+            return ("(other)".into(), "(other)".into());
         }
         seen.insert(key.clone());
-        Some(Self::new(key.0, key.1))
+        key
     }
 }
 
@@ -1133,14 +1160,16 @@ impl OnFinish for Logging {
         let route = self.route.clone().unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
         let m = &self.shared.metrics;
         if let Some(g) = &self.grpc {
-            let code = match g.code.load(Relaxed) {
+            let raw = g.code.load(Relaxed);
+            let code = match raw {
                 0 => "(none)",
                 n => bridgehead_grpc::status::name(n - 1),
             };
+            let (service, method) = g.labels(raw);
             let labels = metrics::GrpcLabels {
                 route: Name(route.clone()),
-                service: Name(g.service.clone()),
-                method: Name(g.method.clone()),
+                service: Name(service),
+                method: Name(method),
                 code,
             };
             m.grpc_requests.get_or_create(&labels).inc();

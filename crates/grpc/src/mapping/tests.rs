@@ -240,11 +240,16 @@ fn client_streams_are_json_values_one_after_another() {
         panic!()
     };
     let body = b"{\"droneId\": \"a\", \"seq\": 1}\n\n{\n  \"droneId\": \"b\"\n}\n";
-    let msgs = stream_messages(b, &vars, None, body, &JsonOptions::default()).unwrap();
+    let msgs: Vec<DynamicMessage> =
+        stream_messages(b, &vars, None, body, &JsonOptions::default()).collect::<Result<_, _>>().unwrap();
     let json: Vec<Bytes> = msgs.iter().map(|m| response_json(m, None, &JsonOptions::default())).collect();
     assert_eq!(json, [r#"{"droneId":"a","seq":1}"#, r#"{"droneId":"b"}"#]);
-    let e = stream_messages(b, &vars, None, b"{}\n{\"seq\": \"x\"}", &JsonOptions::default()).unwrap_err();
+    let e = stream_messages(b, &vars, None, b"{}\n{\"seq\": \"x\"}", &JsonOptions::default())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_err();
     assert!(matches!(e, (2, RequestError::Field { ref path, .. }) if path == "seq"), "{e:?}");
-    let e = stream_messages(b, &vars, None, b"{} {", &JsonOptions::default()).unwrap_err();
+    let e = stream_messages(b, &vars, None, b"{} {", &JsonOptions::default())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_err();
     assert!(matches!(e, (2, RequestError::NotJson(_))), "{e:?}");
 }
