@@ -70,7 +70,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
         // The drone-telemetry gRPC server, with reflection, so the gateway learns its schema.
-        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", args.grpc_port)).await?;
+        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", args.grpc_port)).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the demo gRPC server cannot listen on 127.0.0.1:{} (--grpc-port): {e}",
+                args.grpc_port
+            )
+        })?;
         let grpc_addr = grpc.local_addr()?;
         tokio::spawn(bridgehead_grpc::demo::serve(
             grpc,
