@@ -18,8 +18,24 @@ pub fn document(name: &str, loaded: &Loaded, prefix: Option<&str>, opts: &JsonOp
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     let prefix = prefix.unwrap_or("").trim_end_matches('/');
     let mut ids: BTreeMap<&str, usize> = BTreeMap::new();
+    // OpenAPI forbids two paths that differ only in their parameters' names
+    // (`/v1/drones/{drone_id}` and `/v1/drones/{drone.drone_id}`): the first binding of a shape
+    // names its parameters, and later ones take those names (the gateway matches by position).
+    let mut shapes: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for b in loaded.bindings.iter() {
-        let (path, path_params) = openapi_path(b);
+        let (mut path, mut path_params) = openapi_path(b);
+        let shape = shape_of(&path);
+        match shapes.get(&shape) {
+            Some((first, names)) if names.len() == path_params.len() => {
+                path.clone_from(first);
+                for (p, n) in path_params.iter_mut().zip(names) {
+                    p.0.clone_from(n);
+                }
+            }
+            _ => {
+                shapes.insert(shape, (path.clone(), path_params.iter().map(|p| p.0.clone()).collect()));
+            }
+        }
         let mut op = operation(b, &path_params, &mut schemas);
         // Operation ids are unique: a method's further bindings are numbered.
         let n = ids.entry(b.method.full_name()).or_insert(0);
@@ -86,6 +102,24 @@ fn openapi_path(b: &Binding) -> (String, Vec<(String, Vec<FieldDescriptor>)>) {
     }
     out.push_str(&star(rest, &mut anonymous, &mut params));
     (out, params)
+}
+
+/// A path with every `{parameter}` written `{}`.
+fn shape_of(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut inside = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                inside = true;
+                out.push_str("{}");
+            }
+            '}' => inside = false,
+            _ if inside => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Literal parts with `*` and `**` segments named `{_1}`, `{_2}` …
@@ -347,14 +381,16 @@ mod tests {
         assert_eq!(names, ["mode", "page_size", "tags"]);
         assert_eq!(list[0]["schema"]["enum"][2], "HOVER");
         assert_eq!(list[2]["schema"]["type"], "array");
-        let patch = &doc["paths"]["/rest/v1/drones/{drone.drone_id}"]["patch"];
+        // The PATCH binding (`{drone.drone_id}`) shares the GET's path and its parameter name.
+        assert!(doc["paths"]["/rest/v1/drones/{drone.drone_id}"].is_null());
+        let patch = &doc["paths"]["/rest/v1/drones/{drone_id}"]["patch"];
         assert_eq!(
             patch["requestBody"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/drone.v1.DroneStatus"
         );
         let q: Vec<&str> =
             patch["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert_eq!(q, ["drone.drone_id", "update_mask"]);
+        assert_eq!(q, ["drone_id", "update_mask"]);
         let stream =
             &doc["paths"]["/rest/v1/drones/{drone_id}/positions"]["get"]["responses"]["200"]["content"];
         assert!(stream["application/x-ndjson"].is_object() && stream["text/event-stream"].is_object());
