@@ -236,26 +236,20 @@ async fn grpc_openapi(
 ) -> Response {
     let rt = s.shared.runtime.load_full();
     let Some(svc) = rt.grpc.get(&name) else { return no_grpc_service(&name) };
-    let routes: Vec<_> = rt
-        .loaded
-        .config
-        .routes
-        .iter()
-        .filter(|r| r.grpc_transcode.as_ref().is_some_and(|t| t.service == name))
-        .collect();
-    let route = match q.get("route") {
-        Some(want) => match routes.iter().find(|r| &r.name == want) {
-            Some(r) => Some(*r),
-            None => {
-                return problem(
-                    StatusCode::NOT_FOUND,
-                    "urn:bridgehead:problem:no-such-route",
-                    "No such route",
-                    &format!("no grpc_transcode route `{want}` serves gRPC service `{name}`"),
-                );
-            }
-        },
-        None => routes.first().copied(),
+    let (prefix, opts) = match bridgehead_grpc::openapi::route_view(
+        &rt.loaded.config,
+        &name,
+        q.get("route").map(String::as_str),
+    ) {
+        Ok(view) => view,
+        Err(e) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "urn:bridgehead:problem:no-such-route",
+                "No such route",
+                &e,
+            );
+        }
     };
     let Some(current) = svc.current() else {
         return problem(
@@ -265,13 +259,6 @@ async fn grpc_openapi(
             &format!("the schema of gRPC service `{name}` has not been loaded yet"),
         );
     };
-    let t = route.and_then(|r| r.grpc_transcode.as_ref());
-    let opts = bridgehead_grpc::mapping::JsonOptions {
-        emit_defaults: t.is_some_and(|t| t.emit_defaults),
-        proto_names: t.is_some_and(|t| t.proto_names),
-        ignore_unknown: t.is_some_and(|t| t.ignore_unknown_fields),
-    };
-    let prefix = route.and_then(|r| r.matcher.path_prefix.as_deref());
     axum::Json(bridgehead_grpc::openapi::document(&name, &current, prefix, &opts)).into_response()
 }
 

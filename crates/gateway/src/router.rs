@@ -284,7 +284,6 @@ impl Router {
         headers: &HeaderMap,
     ) -> RouteResult<'_> {
         let mut allow: Vec<&Method> = Vec::new();
-        let grpc = bridgehead_upstream::classify::is_grpc(headers);
         // A gRPC call is never transcoded: it goes on to a later route that proxies gRPC
         // (`grpc_service`), and to no other (a client's content type must not move a path to a
         // less protected route); without one, the transcoding route answers it (UNIMPLEMENTED).
@@ -297,7 +296,9 @@ impl Router {
             if held.is_some() && route.matched.grpc_service.is_none() {
                 continue;
             }
-            if grpc && matches!(route.backend, Backend::Transcode(_)) {
+            if matches!(route.backend, Backend::Transcode(_))
+                && bridgehead_upstream::classify::is_grpc(headers)
+            {
                 held.get_or_insert(route);
                 continue;
             }

@@ -102,20 +102,9 @@ impl Runtime {
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),
             |route| match (&route.grpc_transcode, &route.upstream) {
-                (Some(t), _) => RouteBackend::Transcode(Arc::new(bridgehead_grpc::transcode::Transcoder {
-                    service: grpc[&t.service].clone(),
-                    opts: bridgehead_grpc::mapping::JsonOptions {
-                        emit_defaults: t.emit_defaults,
-                        proto_names: t.proto_names,
-                        ignore_unknown: t.ignore_unknown_fields,
-                    },
-                    metadata: t
-                        .metadata
-                        .iter()
-                        .filter_map(|m| http::HeaderName::from_bytes(m.to_ascii_lowercase().as_bytes()).ok())
-                        .collect(),
-                    prefix: route.matcher.path_prefix.clone(),
-                })),
+                (Some(t), _) => RouteBackend::Transcode(Arc::new(
+                    bridgehead_grpc::transcode::Transcoder::new(grpc[&t.service].clone(), route),
+                )),
                 (None, Some(u)) => RouteBackend::Proxy(upstreams[u].clone()),
                 (None, None) => unreachable!("validation requires upstream or grpc_transcode"),
             },

@@ -5,6 +5,8 @@
 //! Built once per schema; a request finds its binding by method and path, the most specific
 //! template first ([`Template::specificity`]).
 
+use std::sync::Arc;
+
 use http::Method;
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ServiceDescriptor,
@@ -36,6 +38,13 @@ pub struct Binding {
     pub response_body: Option<FieldDescriptor>,
     /// Made for a method without annotations.
     pub synthesized: bool,
+    /// The service's and the method's names, for metrics labels (made once, not per call).
+    pub labels: (Arc<str>, Arc<str>),
+}
+
+/// The metrics labels of a method.
+fn labels(m: &MethodDescriptor) -> (Arc<str>, Arc<str>) {
+    (m.parent_service().full_name().into(), m.name().into())
 }
 
 impl Binding {
@@ -114,6 +123,7 @@ impl Bindings {
                 body: BodyRule::All,
                 response_body: None,
                 synthesized: true,
+                labels: labels(method),
             }],
             Err(e) => return Err((Vec::new(), err(e.to_string()))),
         };
@@ -246,6 +256,7 @@ fn binding(method: &MethodDescriptor, rule: &DynamicMessage) -> Result<Binding, 
         body,
         response_body,
         synthesized: false,
+        labels: labels(method),
     })
 }
 

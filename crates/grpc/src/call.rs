@@ -90,22 +90,7 @@ pub async fn send(
         stats: None,
         max_body: u64::MAX,
     };
-    struct Fwd<'a>(&'a mut dyn Observer);
-    impl Observer for Fwd<'_> {
-        fn target(&mut self, url: &Arc<str>, in_flight: bridgehead_upstream::InFlight) {
-            self.0.target(url, in_flight);
-        }
-        fn retrying(&mut self) {
-            self.0.retrying();
-        }
-        fn sending(&mut self) {
-            self.0.sending();
-        }
-        fn transport_failed(&mut self, cause: &str) {
-            self.0.transport_failed(cause);
-        }
-    }
-    sender.send(out, &mut Fwd(observer)).await
+    sender.send(out, observer).await
 }
 
 /// Why an answer is not a gRPC answer the gateway can read.

@@ -45,6 +45,15 @@ pub enum RequestError {
 }
 
 impl JsonOptions {
+    /// A transcoding route's options; the defaults without one.
+    pub fn of(t: Option<&bridgehead_config::GrpcTranscode>) -> Self {
+        JsonOptions {
+            emit_defaults: t.is_some_and(|t| t.emit_defaults),
+            proto_names: t.is_some_and(|t| t.proto_names),
+            ignore_unknown: t.is_some_and(|t| t.ignore_unknown_fields),
+        }
+    }
+
     fn deserialize(&self) -> DeserializeOptions {
         DeserializeOptions::new().deny_unknown_fields(!self.ignore_unknown)
     }
@@ -314,7 +323,9 @@ fn query_into(
     opts: &JsonOptions,
 ) -> Result<(), RequestError> {
     let mut seen: Vec<String> = Vec::new();
-    for (key, value) in form_pairs(query) {
+    // `application/x-www-form-urlencoded` (`+` is a space).
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let key = key.into_owned();
         let err = |reason: String| RequestError::Query { param: key.clone(), reason };
         if matches!(binding.body, BodyRule::All) {
             if opts.ignore_unknown {
@@ -355,23 +366,6 @@ fn query_into(
         seen.push(dotted);
     }
     Ok(())
-}
-
-/// `application/x-www-form-urlencoded` pairs (`+` is a space), decoded; pairs that are not
-/// UTF-8 keep their bytes lossily (the field check refuses the key).
-fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let dec = |s: &str| {
-                let s = s.replace('+', " ");
-                crate::template::percent_decode(&s, false).unwrap_or(s)
-            };
-            (dec(k), dec(v))
-        })
-        .collect()
 }
 
 /// The JSON of a response message: the message, or its `response_body` field.

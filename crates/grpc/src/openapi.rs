@@ -79,6 +79,27 @@ pub fn document(name: &str, loaded: &Loaded, prefix: Option<&str>, opts: &JsonOp
     .unwrap_or(Value::Null)
 }
 
+/// The mount point and JSON options the document of `service` describes: those of the
+/// transcoding route named `route`, or of the first that serves the service (none: the
+/// bindings' own paths, default options).
+pub fn route_view<'c>(
+    config: &'c bridgehead_config::Config,
+    service: &str,
+    route: Option<&str>,
+) -> Result<(Option<&'c str>, JsonOptions), String> {
+    let mut routes =
+        config.routes.iter().filter(|r| r.grpc_transcode.as_ref().is_some_and(|t| t.service == service));
+    let chosen =
+        match route {
+            Some(want) => Some(routes.find(|r| r.name == want).ok_or_else(|| {
+                format!("no grpc_transcode route `{want}` serves gRPC service `{service}`")
+            })?),
+            None => routes.next(),
+        };
+    let prefix = chosen.and_then(|r| r.matcher.path_prefix.as_deref());
+    Ok((prefix, JsonOptions::of(chosen.and_then(|r| r.grpc_transcode.as_ref()))))
+}
+
 /// The OpenAPI path of a binding (`{name=shelves/*}` becomes `{name}`; a bare `*` or `**` a
 /// numbered parameter), and its path parameters: (name, field path).
 fn openapi_path(b: &Binding) -> (String, Vec<(String, Vec<FieldDescriptor>)>) {

@@ -128,29 +128,32 @@ impl Status {
 
     /// The JSON of this status: for a problem body, and as the last line of a broken stream.
     pub fn json(&self, request_id: &str) -> Value {
-        let status = http_status(self.code);
-        json!({
-            "type": "urn:bridgehead:problem:grpc-status",
-            "title": format!("gRPC {}", name(self.code)),
-            "status": status.as_u16(),
-            "detail": if self.message.is_empty() { format!("the gRPC call ended with {}", name(self.code)) } else { self.message.clone() },
-            "request_id": request_id,
-            "grpc_code": name(self.code),
-            "grpc_status": self.code,
-            "grpc_message": self.message,
-            "details": self.details,
-        })
+        serde_json::from_slice(self.to_response(request_id).body()).unwrap_or(Value::Null)
     }
 
     /// The problem+json answer for this status.
     pub fn to_response(&self, request_id: &str) -> http::Response<Bytes> {
-        let mut res = http::Response::new(Bytes::from(self.json(request_id).to_string()));
-        *res.status_mut() = http_status(self.code);
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let detail = if self.message.is_empty() {
+            format!("the gRPC call ended with {}", name(self.code))
+        } else {
+            self.message.clone()
+        };
+        let members = json!({
+            "grpc_code": name(self.code),
+            "grpc_status": self.code,
+            "grpc_message": self.message,
+            "details": self.details,
+        });
+        let mut res = bridgehead_http::problem::problem_json(
+            http_status(self.code),
+            "urn:bridgehead:problem:grpc-status",
+            &format!("gRPC {}", name(self.code)),
+            &detail,
+            request_id,
+            members,
+        );
         if let Some(secs) = self.retry_after.filter(|_| matches!(self.code, 8 | 14)) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }

@@ -27,7 +27,7 @@ use prost_reflect::{DynamicMessage, FieldDescriptor, MessageDescriptor, MethodDe
 use serde_json::json;
 
 use bridgehead_http::body::{BoxError, ResponseBody};
-use bridgehead_http::problem::GatewayError;
+use bridgehead_http::problem::{GatewayError, problem_json as problem};
 use bridgehead_http::upstream_body::UpstreamBody;
 
 use crate::binding::Found;
@@ -60,23 +60,34 @@ pub struct Prepared {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The service's and the method's names, for metrics labels.
+    pub labels: (Arc<str>, Arc<str>),
     method: MethodDescriptor,
     response_body: Option<FieldDescriptor>,
     stream: Option<StreamFormat>,
     loaded: Arc<Loaded>,
 }
 
-impl Prepared {
-    /// The gRPC method, for metrics and logs.
-    pub fn method(&self) -> &MethodDescriptor {
-        &self.method
-    }
-}
-
 /// Metadata every call carries when the request has it.
 const ALWAYS: [&str; 3] = ["x-request-id", "x-consumer-id", "x-forwarded-for"];
 
 impl Transcoder {
+    /// The backend of a `grpc_transcode` route serving `service`.
+    pub fn new(service: Arc<Service>, route: &bridgehead_config::Route) -> Self {
+        let t = route.grpc_transcode.as_ref();
+        Transcoder {
+            service,
+            opts: JsonOptions::of(t),
+            metadata: t
+                .map(|t| &t.metadata[..])
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| HeaderName::from_bytes(m.to_ascii_lowercase().as_bytes()).ok())
+                .collect(),
+            prefix: route.matcher.path_prefix.clone(),
+        }
+    }
+
     /// The path the bindings see: the request path under the mount point.
     pub fn local_path<'p>(&self, path: &'p str) -> Option<&'p str> {
         match &self.prefix {
@@ -245,6 +256,7 @@ impl Transcoder {
             path: format!("/{}/{}", binding.method.parent_service().full_name(), binding.method.name()),
             headers: out,
             body: framed.freeze(),
+            labels: binding.labels.clone(),
             method: binding.method.clone(),
             response_body: binding.response_body.clone(),
             stream,
@@ -302,41 +314,10 @@ impl Transcoder {
             Err(e) => return broken(&e),
             Ok(()) => {}
         }
-        let pool = p.loaded.schema.pool.clone();
         if let Some(format) = p.stream {
-            let head_status = Status::from_headers(res.headers(), &pool);
-            if let Some(s) = &head_status {
-                record(s.code);
-            }
-            if let Some(status) = head_status.as_ref().filter(|s| s.code != 0) {
-                return self.failed(status, res.headers(), request_id);
-            }
-            let mut headers = self.metadata_out(res.headers());
-            let (_, body) = res.into_parts();
-            let ct = match format {
-                StreamFormat::Ndjson => "application/x-ndjson",
-                StreamFormat::Sse => "text/event-stream",
-            };
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            let stream = JsonStream {
-                inner: body,
-                decoder: Decoder::new(self.service.max_message),
-                output: p.method.output(),
-                response_body: p.response_body,
-                opts: self.opts,
-                format,
-                pool,
-                request_id: request_id.to_owned(),
-                code: code.clone(),
-                ready: VecDeque::new(),
-                // A trailers-only OK answer is a stream without messages.
-                done: head_status.is_some(),
-            };
-            let mut out = Response::new(ResponseBody::made(stream));
-            *out.headers_mut() = headers;
-            return out;
+            return self.stream(p, res, format, request_id, code);
         }
+        let pool = p.loaded.schema.pool.clone();
         let finished = match tokio::time::timeout(
             timeout,
             call::finish(res, self.service.max_message, 1, &pool),
@@ -396,6 +377,51 @@ impl Transcoder {
         out
     }
 
+    /// A server stream's answer: a failed trailers-only head as a problem, else the stream as
+    /// NDJSON or SSE, written as its messages arrive.
+    fn stream(
+        &self,
+        p: Prepared,
+        res: Response<UpstreamBody>,
+        format: StreamFormat,
+        request_id: &str,
+        code: &Arc<AtomicU32>,
+    ) -> Response<ResponseBody> {
+        let pool = p.loaded.schema.pool.clone();
+        let head_status = Status::from_headers(res.headers(), &pool);
+        if let Some(s) = &head_status {
+            code.store(s.code.saturating_add(1), Relaxed);
+        }
+        if let Some(status) = head_status.as_ref().filter(|s| s.code != 0) {
+            return self.failed(status, res.headers(), request_id);
+        }
+        let mut headers = self.metadata_out(res.headers());
+        let (_, body) = res.into_parts();
+        let ct = match format {
+            StreamFormat::Ndjson => "application/x-ndjson",
+            StreamFormat::Sse => "text/event-stream",
+        };
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let stream = JsonStream {
+            inner: body,
+            decoder: Decoder::new(self.service.max_message),
+            output: p.method.output(),
+            response_body: p.response_body,
+            opts: self.opts,
+            format,
+            pool,
+            request_id: request_id.to_owned(),
+            code: code.clone(),
+            ready: VecDeque::new(),
+            // A trailers-only OK answer is a stream without messages.
+            done: head_status.is_some(),
+        };
+        let mut out = Response::new(ResponseBody::made(stream));
+        *out.headers_mut() = headers;
+        out
+    }
+
     /// A failed status as problem+json, with the allowed metadata.
     fn failed(&self, status: &Status, metadata: &HeaderMap, request_id: &str) -> Response<ResponseBody> {
         let mut res = status.to_response(request_id).map(ResponseBody::full);
@@ -417,32 +443,6 @@ impl Transcoder {
         }
         out
     }
-}
-
-/// A problem+json answer with extension members.
-pub fn problem(
-    status: StatusCode,
-    type_uri: &str,
-    title: &str,
-    detail: &str,
-    request_id: &str,
-    members: serde_json::Value,
-) -> Response<Bytes> {
-    let mut body = json!({
-        "type": type_uri,
-        "title": title,
-        "status": status.as_u16(),
-        "detail": detail,
-        "request_id": request_id,
-    });
-    if let (Some(b), serde_json::Value::Object(m)) = (body.as_object_mut(), members) {
-        b.extend(m);
-    }
-    let mut res = Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
 }
 
 /// A server stream as NDJSON lines or SSE events, one per message as it arrives; a failed or

@@ -419,6 +419,35 @@ pub fn problem_response(k: &ProblemKind, detail: &str, request_id: &str) -> http
     problem_with_members(k, detail, request_id, &[])
 }
 
+/// A problem+json response whose type and title are made at run time, with extension members
+/// of any JSON shape (a gRPC status's `details`, the closest bindings): the one writer of
+/// problem bodies, which every other form goes through.
+pub fn problem_json(
+    status: StatusCode,
+    type_uri: &str,
+    title: &str,
+    detail: &str,
+    request_id: &str,
+    members: serde_json::Value,
+) -> http::Response<Bytes> {
+    let mut body = serde_json::json!({
+        "type": type_uri,
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    if let (Some(b), serde_json::Value::Object(m)) = (body.as_object_mut(), members) {
+        b.extend(m);
+    }
+    let mut res = http::Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 /// A problem+json response with extension members, such as `reason`, a short stable code for
 /// machines (`expired`, `bad_signature`, `missing_credentials`, …), or the refusing `policy`.
 fn problem_with_members(
@@ -427,22 +456,9 @@ fn problem_with_members(
     request_id: &str,
     members: &[(&str, &str)],
 ) -> http::Response<Bytes> {
-    let mut body = serde_json::json!({
-        "type": k.type_uri,
-        "title": k.title,
-        "status": k.status.as_u16(),
-        "detail": detail,
-        "request_id": request_id,
-    });
-    for (name, value) in members {
-        body[*name] = serde_json::Value::String((*value).into());
-    }
-    let mut res = http::Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = k.status;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    let members: serde_json::Map<String, serde_json::Value> =
+        members.iter().map(|(n, v)| ((*n).to_owned(), serde_json::Value::String((*v).into()))).collect();
+    problem_json(k.status, k.type_uri, k.title, detail, request_id, serde_json::Value::Object(members))
 }
 
 #[cfg(test)]

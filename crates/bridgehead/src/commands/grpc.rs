@@ -181,30 +181,10 @@ pub fn run(cmd: GrpcCommand) -> anyhow::Result<ExitCode> {
             }
             GrpcCommand::Openapi { service, config, route } => {
                 let loaded = bridgehead_config::load(&config).map_err(|d| anyhow!("{d}"))?;
-                let routes: Vec<_> = loaded
-                    .config
-                    .routes
-                    .iter()
-                    .filter(|r| r.grpc_transcode.as_ref().is_some_and(|t| t.service == service))
-                    .collect();
-                let chosen = match &route {
-                    Some(want) => Some(
-                        *routes
-                            .iter()
-                            .find(|r| &r.name == want)
-                            .ok_or_else(|| anyhow!("no grpc_transcode route `{want}` serves gRPC service `{service}`"))?,
-                    ),
-                    None => routes.first().copied(),
-                };
-                let t = chosen.and_then(|r| r.grpc_transcode.as_ref());
-                let opts = JsonOptions {
-                    emit_defaults: t.is_some_and(|t| t.emit_defaults),
-                    proto_names: t.is_some_and(|t| t.proto_names),
-                    ignore_unknown: t.is_some_and(|t| t.ignore_unknown_fields),
-                };
-                let prefix = chosen.and_then(|r| r.matcher.path_prefix.clone());
+                let (prefix, opts) =
+                    bridgehead_grpc::openapi::route_view(&loaded.config, &service, route.as_deref()).map_err(|e| anyhow!(e))?;
                 let schema = bridgehead_grpc::service::load_offline(&service, &loaded).await.map_err(|e| anyhow!(e))?;
-                let doc = bridgehead_grpc::openapi::document(&service, &schema, prefix.as_deref(), &opts);
+                let doc = bridgehead_grpc::openapi::document(&service, &schema, prefix, &opts);
                 println!("{}", serde_json::to_string_pretty(&doc)?);
                 Ok(ExitCode::SUCCESS)
             }

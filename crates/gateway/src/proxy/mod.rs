@@ -287,8 +287,7 @@ async fn transcode(
             Ok(p) => p,
             Err(refused) => return Ok(refused.map(ResponseBody::full)),
         };
-    let call =
-        GrpcCall::new(prepared.method().parent_service().full_name().into(), prepared.method().name().into());
+    let call = GrpcCall::new(prepared.labels.0.clone(), prepared.labels.1.clone());
     let code = call.code.clone();
     ctx.log.grpc = Some(call);
     let mut tries = TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: None };
