@@ -244,6 +244,26 @@ impl Telemetry for Demo {
         }))
     }
 
+    type ExportTrackStream =
+        Pin<Box<dyn Stream<Item = Result<generated::google::api::HttpBody, Status>> + Send>>;
+
+    async fn export_track(
+        &self,
+        req: Request<StreamPositionsRequest>,
+    ) -> Result<Response<Self::ExportTrackStream>, Status> {
+        let positions = self.stream_positions(req).await?.into_inner();
+        let chunk = |data: String| generated::google::api::HttpBody {
+            content_type: "text/csv".into(),
+            data: data.into_bytes(),
+            extensions: Vec::new(),
+        };
+        let header = tokio_stream::once(Ok(chunk("seq,lat,lon,altitude_m\n".to_owned())));
+        let rows = positions.map(move |p| {
+            p.map(|p| chunk(format!("{},{:.5},{:.5},{}\n", p.seq, p.lat, p.lon, p.altitude_m)))
+        });
+        Ok(Response::new(Box::pin(header.chain(rows))))
+    }
+
     async fn upload_positions(
         &self,
         req: Request<Streaming<Position>>,
@@ -319,7 +339,13 @@ pub async fn serve_with(
     descriptors: Vec<u8>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // As `Server::serve` would: small answers go out at once, not held back by Nagle's
+    // algorithm (`serve_with_incoming` leaves the sockets as they come).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     let mut server = tonic::transport::Server::builder();
     let mut router = server.add_service(TelemetryServer::new(Demo::default()));
     if options.reflection {

@@ -315,7 +315,7 @@ impl Transcoder {
             Ok(()) => {}
         }
         if let Some(format) = p.stream {
-            return self.stream(p, res, format, request_id, code);
+            return self.stream(p, res, format, timeout, request_id, code).await;
         }
         let pool = p.loaded.schema.pool.clone();
         let finished = match tokio::time::timeout(
@@ -357,11 +357,7 @@ impl Transcoder {
         };
         let mut headers = self.metadata_out(&finished.head);
         headers.extend(self.metadata_out(&finished.trailers));
-        let raw = p.response_body.as_ref().map_or_else(
-            || mapping::http_body(&msg),
-            |f| msg.get_field(f).as_message().and_then(mapping::http_body),
-        );
-        let (ct, body) = match raw {
+        let (ct, body) = match raw_body(&msg, p.response_body.as_ref()) {
             Some((ct, data)) => (ct, data),
             None => (
                 "application/json".to_owned(),
@@ -378,12 +374,16 @@ impl Transcoder {
     }
 
     /// A server stream's answer: a failed trailers-only head as a problem, else the stream as
-    /// NDJSON or SSE, written as its messages arrive.
-    fn stream(
+    /// NDJSON or SSE, written as its messages arrive. A stream of `google.api.HttpBody` is
+    /// written raw instead: the first message's content type is the answer's (so the head waits
+    /// for it, within `timeout`), and a stream that fails after it breaks off (the data cannot
+    /// carry an error object).
+    async fn stream(
         &self,
         p: Prepared,
         res: Response<UpstreamBody>,
         format: StreamFormat,
+        timeout: Duration,
         request_id: &str,
         code: &Arc<AtomicU32>,
     ) -> Response<ResponseBody> {
@@ -395,15 +395,10 @@ impl Transcoder {
         if let Some(status) = head_status.as_ref().filter(|s| s.code != 0) {
             return self.failed(status, res.headers(), request_id);
         }
+        let raw = is_raw(&p.method, p.response_body.as_ref());
         let mut headers = self.metadata_out(res.headers());
-        let (_, body) = res.into_parts();
-        let ct = match format {
-            StreamFormat::Ndjson => "application/x-ndjson",
-            StreamFormat::Sse => "text/event-stream",
-        };
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        let stream = JsonStream {
+        let (head, body) = res.into_parts();
+        let mut stream = JsonStream {
             inner: body,
             decoder: Decoder::new(self.service.max_message),
             output: p.method.output(),
@@ -416,7 +411,40 @@ impl Transcoder {
             ready: VecDeque::new(),
             // A trailers-only OK answer is a stream without messages.
             done: head_status.is_some(),
+            raw: raw.then(RawState::default),
         };
+        let ct = if raw {
+            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| stream.prime(cx))).await {
+                Ok(()) => {}
+                Err(_) => {
+                    code.store(4 + 1, Relaxed);
+                    let e = GatewayError::UpstreamTimeout {
+                        upstream: self.service.upstream.name.to_string(),
+                        timeout: humantime::format_duration(timeout).to_string(),
+                        key: "timeouts.request",
+                    };
+                    return e.to_response(request_id).map(ResponseBody::full);
+                }
+            }
+            let state = stream.raw.as_mut().expect("a raw stream");
+            if stream.ready.is_empty()
+                && let Some(status) = state.failed.take()
+            {
+                // Failed before any data: the answer is the status's problem.
+                return self.failed(&status, &head.headers, request_id);
+            }
+            HeaderValue::from_str(state.content_type.as_deref().unwrap_or_default())
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+        } else {
+            HeaderValue::from_static(match format {
+                StreamFormat::Ndjson => "application/x-ndjson",
+                StreamFormat::Sse => "text/event-stream",
+            })
+        };
+        headers.insert(header::CONTENT_TYPE, ct);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let mut out = Response::new(ResponseBody::made(stream));
         *out.headers_mut() = headers;
         out
@@ -445,8 +473,38 @@ impl Transcoder {
     }
 }
 
+/// Whether a method's answer (or its `response_body` field) is a `google.api.HttpBody`.
+fn is_raw(method: &MethodDescriptor, response_body: Option<&FieldDescriptor>) -> bool {
+    match response_body {
+        None => method.output().full_name() == mapping::HTTP_BODY,
+        Some(f) => {
+            !f.is_list()
+                && matches!(f.kind(), prost_reflect::Kind::Message(m) if m.full_name() == mapping::HTTP_BODY)
+        }
+    }
+}
+
+/// The content type and data of an answer that is (or whose `response_body` field is) a
+/// `google.api.HttpBody`.
+fn raw_body(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) -> Option<(String, Bytes)> {
+    match response_body {
+        None => mapping::http_body(msg),
+        Some(f) => msg.get_field(f).as_message().and_then(mapping::http_body),
+    }
+}
+
+/// A raw (`google.api.HttpBody`) stream's own state.
+#[derive(Default)]
+struct RawState {
+    /// The first message's content type.
+    content_type: Option<String>,
+    /// How the stream failed, once it has.
+    failed: Option<Status>,
+}
+
 /// A server stream as NDJSON lines or SSE events, one per message as it arrives; a failed or
-/// broken stream ends with an error object (`{"error": {…}}`, or an `error` event).
+/// broken stream ends with an error object (`{"error": {…}}`, or an `error` event). A raw
+/// stream is the messages' data one after another, and breaks off where it fails.
 struct JsonStream {
     inner: UpstreamBody,
     decoder: Decoder,
@@ -460,6 +518,8 @@ struct JsonStream {
     code: Arc<AtomicU32>,
     ready: VecDeque<Bytes>,
     done: bool,
+    /// Set for a stream of `google.api.HttpBody`.
+    raw: Option<RawState>,
 }
 
 impl JsonStream {
@@ -489,6 +549,11 @@ impl JsonStream {
 
     fn fail(&mut self, status: &Status) {
         self.code.store(status.code.saturating_add(1), Relaxed);
+        if let Some(raw) = &mut self.raw {
+            raw.failed = Some(status.clone());
+            self.done = true;
+            return;
+        }
         let json = status.json(&self.request_id).to_string();
         let line = self.line(json.as_bytes(), true);
         self.ready.push_back(line);
@@ -499,6 +564,16 @@ impl JsonStream {
         loop {
             match self.decoder.next_message() {
                 Ok(Some(m)) => match DynamicMessage::decode(self.output.clone(), m.as_ref()) {
+                    Ok(msg) if self.raw.is_some() => {
+                        let (ct, data) = raw_body(&msg, self.response_body.as_ref()).unwrap_or_default();
+                        let raw = self.raw.as_mut().expect("a raw stream");
+                        if raw.content_type.is_none() {
+                            raw.content_type = Some(ct);
+                        }
+                        if !data.is_empty() {
+                            self.ready.push_back(data);
+                        }
+                    }
                     Ok(msg) => {
                         let json = mapping::response_json(&msg, self.response_body.as_ref(), &self.opts);
                         let line = self.line(&json, false);
@@ -516,6 +591,46 @@ impl JsonStream {
     }
 }
 
+impl JsonStream {
+    /// Reads one frame of the answer and turns it into output (or the stream's end).
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    self.decoder.push(&data);
+                    self.drain();
+                }
+                Err(frame) => {
+                    let trailers = frame.into_trailers().unwrap_or_default();
+                    match Status::from_headers(&trailers, &self.pool) {
+                        Some(s) if s.code == 0 => match self.decoder.finish() {
+                            Ok(()) => {
+                                self.code.store(1, Relaxed);
+                                self.done = true;
+                            }
+                            Err(e) => self.fail(&Status::new(13, e.to_string())),
+                        },
+                        Some(s) => self.fail(&s),
+                        None => self.fail(&Status::new(13, "the stream ended without a gRPC status")),
+                    }
+                }
+            },
+            Poll::Ready(Some(Err(_))) => self.fail(&Status::new(14, "the upstream stream broke off")),
+            Poll::Ready(None) => self.fail(&Status::new(13, "the stream ended without a gRPC status")),
+        }
+        Poll::Ready(())
+    }
+
+    /// Reads until there is output or the stream has ended.
+    fn prime(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.ready.is_empty() && !self.done {
+            std::task::ready!(self.pump(cx));
+        }
+        Poll::Ready(())
+    }
+}
+
 impl Body for JsonStream {
     type Data = Bytes;
     type Error = BoxError;
@@ -525,38 +640,19 @@ impl Body for JsonStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            if let Some(line) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(line))));
-            }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        this.decoder.push(&data);
-                        this.drain();
-                    }
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().unwrap_or_default();
-                        match Status::from_headers(&trailers, &this.pool) {
-                            Some(s) if s.code == 0 => match this.decoder.finish() {
-                                Ok(()) => {
-                                    this.code.store(1, Relaxed);
-                                    this.done = true;
-                                }
-                                Err(e) => this.fail(&Status::new(13, e.to_string())),
-                            },
-                            Some(s) => this.fail(&s),
-                            None => this.fail(&Status::new(13, "the stream ended without a gRPC status")),
-                        }
-                    }
-                },
-                Poll::Ready(Some(Err(_))) => this.fail(&Status::new(14, "the upstream stream broke off")),
-                Poll::Ready(None) => this.fail(&Status::new(13, "the stream ended without a gRPC status")),
-            }
+        std::task::ready!(this.prime(cx));
+        if let Some(line) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(line))));
+        }
+        match this.raw.as_mut().and_then(|r| r.failed.take()) {
+            // A raw stream cannot say it failed in its data: it breaks off.
+            Some(status) => Poll::Ready(Some(Err(format!(
+                "the raw stream failed: {} {}",
+                crate::status::NAMES.get(status.code as usize).copied().unwrap_or("UNKNOWN"),
+                status.message
+            )
+            .into()))),
+            None => Poll::Ready(None),
         }
     }
 }

@@ -265,6 +265,46 @@ async fn server_streams_arrive_as_ndjson_or_sse_and_failures_end_them() {
 }
 
 #[tokio::test]
+async fn a_stream_of_http_bodies_is_written_raw_and_breaks_off_where_it_fails() {
+    use http_body_util::BodyExt as _;
+    let server = DemoServer::start(true).await;
+    let gw = Gateway::start(&config(server.addr, "{ reflection: true }", "")).await;
+    let got = call(&gw, "GET", "/rest/v1/drones/d-1/track?count=2", None).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.header("content-type"), "text/csv");
+    assert_eq!(
+        String::from_utf8_lossy(&got.body),
+        "seq,lat,lon,altitude_m\n1,52.52100,13.40500,120.5\n2,52.52200,13.40500,120.5\n"
+    );
+    // Failed before any data: a problem, as for a unary call.
+    let got = call(&gw, "GET", "/rest/v1/drones/d-9/track", None).await;
+    let p = got.assert_problem(404, "no drone `d-9`");
+    assert_eq!(p["grpc_code"], "NOT_FOUND");
+
+    // Failed after some: the data so far, then the body breaks off (no error object can be
+    // told apart from CSV), and the call counts as the status it ended with. (Paced, so that
+    // the head and the first rows are written before the failure comes.)
+    let req = Request::get(gw.url("/rest/v1/drones/d-1/track?count=5&fail_after=2&interval_ms=20"))
+        .body(empty())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut seen = Vec::new();
+    let broke = loop {
+        match body.frame().await {
+            Some(Ok(f)) => seen.extend_from_slice(&f.into_data().unwrap_or_default()),
+            Some(Err(_)) => break true,
+            None => break false,
+        }
+    };
+    assert!(broke, "the body ended cleanly: {}", String::from_utf8_lossy(&seen));
+    assert_eq!(String::from_utf8_lossy(&seen).lines().count(), 3, "{}", String::from_utf8_lossy(&seen));
+    let failed = r#"bridgehead_grpc_requests_total{route="rest",service="drone.v1.Telemetry",method="ExportTrack",code="UNAVAILABLE"} 1"#;
+    assert!(gw.metrics().await.contains(failed));
+}
+
+#[tokio::test]
 async fn protos_and_descriptor_sets_serve_the_same_bindings() {
     let server = DemoServer::start(false).await;
     let dir = tempfile::tempdir().unwrap();
