@@ -54,6 +54,22 @@ impl Binding {
     }
 }
 
+/// A template with each variable written as the segments it takes (`{id}` as `*`,
+/// `{name=shelves/*}` as `shelves/*`): two templates with the same form take the same paths.
+fn paths_of(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else { break };
+        let var = &rest[open + 1..open + close];
+        out.push_str(var.split_once('=').map_or("*", |(_, segments)| segments));
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Why a binding could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("method `{method}`: {reason}")]
@@ -154,6 +170,30 @@ impl Bindings {
     pub fn extend(&mut self, other: Bindings) {
         self.list.extend(other.list);
         self.list.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
+    }
+
+    /// The bindings an earlier one hides: the same HTTP method and a template that takes the
+    /// same paths (`/v1/{id}` and `/v1/{name}`). The first in match order answers; each later
+    /// one is named, with the binding that takes its requests.
+    pub fn shadowed(&self) -> Vec<BindingError> {
+        let mut seen: Vec<(&Method, String, &Binding)> = Vec::new();
+        let mut out = Vec::new();
+        for b in &self.list {
+            let paths = paths_of(b.template.display());
+            match seen.iter().find(|(m, p, _)| *m == b.http_method && *p == paths) {
+                Some((_, _, first)) => out.push(BindingError {
+                    method: b.method.full_name().to_owned(),
+                    reason: format!(
+                        "`{}` is never reached: `{}` of `{}` takes the same requests",
+                        b.describe(),
+                        first.describe(),
+                        first.method.full_name()
+                    ),
+                }),
+                None => seen.push((&b.http_method, paths, b)),
+            }
+        }
+        out
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Binding> {
@@ -383,6 +423,30 @@ message Book { string name = 1; repeated string tags = 2; }
             "annotated methods keep their gRPC path"
         );
         assert_eq!(b.nearest("/lib.v1.Library/Plan")[0], "POST /lib.v1.Library/Plain");
+    }
+
+    #[test]
+    fn bindings_hidden_by_an_earlier_one_are_named() {
+        let s = schema(
+            r#"syntax = "proto3"; package t; import "google/api/annotations.proto";
+service S {
+  rpc A(Req) returns (Req) { option (google.api.http) = { get: "/v1/{id}" }; }
+  rpc B(Req) returns (Req) { option (google.api.http) = { get: "/v1/{name}" additional_bindings { post: "/v1/{name}" } }; }
+  rpc C(Req) returns (Req) { option (google.api.http) = { get: "/v1/{name=items/*}" }; }
+  rpc D(Req) returns (Req) { option (google.api.http) = { get: "/v1/{id=items/*}" }; }
+}
+message Req { string id = 1; string name = 2; }"#,
+        );
+        let b = Bindings::build(&s.service("t.S").unwrap()).unwrap();
+        let hidden: Vec<String> = b.shadowed().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            hidden,
+            [
+                "method `t.S.D`: `GET /v1/{id=items/*}` is never reached: `GET /v1/{name=items/*}` of `t.S.C` takes the same requests",
+                "method `t.S.B`: `GET /v1/{name}` is never reached: `GET /v1/{id}` of `t.S.A` takes the same requests",
+            ]
+        );
+        assert_eq!(paths_of("/v1/{a.b}/x/{c=**}:go"), "/v1/*/x/**:go");
     }
 
     #[test]

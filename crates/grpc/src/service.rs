@@ -80,6 +80,12 @@ impl Loaded {
             bindings.extend(b);
             skipped.extend(errors);
         }
+        // Two methods (or services) bound to the same requests: the first answers; the others
+        // are named, and served only at their gRPC paths.
+        for e in bindings.shadowed() {
+            tracing::warn!(error = %e, "a gRPC binding is hidden by another");
+            skipped.push(e);
+        }
         let bytes = schema.bytes();
         Ok(Loaded {
             schema,
