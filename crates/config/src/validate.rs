@@ -1632,13 +1632,6 @@ fn grpc_transcode(c: &Config, r: &Route, base: &str, t: &crate::model::GrpcTrans
             "a grpc_transcode route mounts its bindings at match.path_prefix; remove strip_prefix",
         );
     }
-    if r.idempotency.is_some() {
-        push(
-            p,
-            join_key(route, "idempotency"),
-            "idempotency keys are not available on grpc_transcode routes",
-        );
-    }
     if r.matcher.grpc_service.is_some() {
         push(
             p,

@@ -132,7 +132,12 @@ impl Runtime {
                     };
                     // The longest a request can hold its key: every try's wait in the outbound
                     // queue, the request deadline (which covers all tries), and a token fetch.
-                    let up = &loaded.config.upstreams[route.upstream.as_deref()?];
+                    // A transcoding route's upstream is its gRPC service's.
+                    let upstream = route.upstream.as_deref().or_else(|| {
+                        let t = route.grpc_transcode.as_ref()?;
+                        Some(loaded.config.grpc.services.get(&t.service)?.upstream.as_str())
+                    })?;
+                    let up = &loaded.config.upstreams[upstream];
                     let tries = up.retry.as_ref().map_or(1, |r| r.attempts);
                     let queue =
                         up.rate_limit.as_ref().map_or(std::time::Duration::ZERO, |r| r.max_wait.get());

@@ -88,6 +88,27 @@ pub fn request_message(
             })
         })
     };
+    if blank
+        && query.is_none_or(str::is_empty)
+        && matches!(binding.body, BodyRule::None | BodyRule::All)
+        && input.full_name() != HTTP_BODY
+        && binding
+            .vars
+            .iter()
+            .all(|c| matches!(c.as_slice(), [f] if !f.is_list() && f.kind() == Kind::String))
+    {
+        // The common `GET /v1/things/{id}`: the message straight from the path's string
+        // variables, without the JSON detour (`complete` would build the same message).
+        let mut msg = DynamicMessage::new(input);
+        for (i, (chain, raw)) in binding.vars.iter().zip(raw_vars).enumerate() {
+            let text = binding.template.decode(i, raw).map_err(|e| RequestError::Var {
+                field: binding.template.vars[i].field.clone(),
+                reason: e.to_string(),
+            })?;
+            msg.set_field(&chain[0], prost_reflect::Value::String(text));
+        }
+        return Ok(msg);
+    }
     let mut root = match &binding.body {
         BodyRule::None if !blank => return Err(RequestError::BodyNotAllowed { binding: binding.describe() }),
         BodyRule::None => Value::Object(Map::new()),

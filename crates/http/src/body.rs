@@ -257,6 +257,14 @@ impl ResponseBody {
         Self { inner: Inner::Full(Some(bytes)), bytes_out: 0, completed: false, on_finish: None }
     }
 
+    /// The whole body, when it was made whole (`full`) and not yet sent.
+    pub fn whole(&self) -> Option<&Bytes> {
+        match &self.inner {
+            Inner::Full(b) => b.as_ref(),
+            _ => None,
+        }
+    }
+
     /// No body at all: the head ends the stream (a gRPC trailers-only answer).
     pub fn empty() -> Self {
         Self { inner: Inner::Full(None), bytes_out: 0, completed: false, on_finish: None }

@@ -458,6 +458,9 @@ async fn canary_cohorts_stick_to_one_target() {
             assert_eq!(send(&c, req).await.status, 200);
         }
     }
+    // A request is logged when the gateway has finished it, which may be just after the client
+    // has its answer.
+    eventually(5, "every request logged", async || gw.log_lines().len() == 160).await;
     for line in gw.log_lines() {
         let id = line["request_id"].as_str().unwrap();
         let user = format!("user-{}", id.split('-').nth(1).unwrap());

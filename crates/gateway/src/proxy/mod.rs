@@ -273,6 +273,9 @@ async fn transcode(
     }
     authenticate(ctx, &mut parts).await?;
     rate_limit(ctx, &parts).await?;
+    if let Some(replay) = idempotency(ctx, &parts).await? {
+        return Ok(replay);
+    }
     let body = whole_body(ctx).await?;
     let shared = ctx.log.shared.clone();
     forwarded(ctx, &mut parts.headers);
@@ -285,12 +288,17 @@ async fn transcode(
     let mut prepared =
         match t.prepare(&parts.method, path, parts.uri.query(), &parts.headers, &body, timeout, &id) {
             Ok(p) => p,
-            Err(refused) => return Ok(refused.map(ResponseBody::full)),
+            Err(refused) => {
+                // Refused before the upstream: nothing happened, the key is free again.
+                ctx.release_claim();
+                return Ok(refused.map(ResponseBody::full));
+            }
         };
     let call = GrpcCall::new(prepared.labels.0.clone(), prepared.labels.1.clone());
     let code = call.code.clone();
     ctx.log.grpc = Some(call);
-    let mut tries = TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: None };
+    let mut tries =
+        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
     let headers = std::mem::take(&mut prepared.headers);
     let res = bridgehead_grpc::call::send(
         &upstream,
@@ -302,7 +310,26 @@ async fn transcode(
     )
     .await
     .inspect_err(|e| code.store(e.grpc_code() + 1, Relaxed))?;
-    Ok(t.respond(prepared, res, timeout, &id, &code).await)
+    let res = t.respond(prepared, res, timeout, &id, &code).await;
+    Ok(store_answer(ctx, res).await)
+}
+
+/// The transcoded answer to a request that claimed an idempotency key, stored as
+/// `store_response` stores a proxied one: a unary answer whole (within `max_response_body`), a
+/// stream's head alone (the upstream acted; repeats get the head with an empty body).
+async fn store_answer(ctx: &mut RequestCtx<'_>, res: Response<ResponseBody>) -> Response<ResponseBody> {
+    let Some(claim) = ctx.claim.take() else { return res };
+    let policy = ctx.route().idempotency.as_ref().expect("a claim comes from the route's policy");
+    if !policy.stores(res.status()) {
+        ctx.claim = Some(claim);
+        ctx.release_claim();
+        return res;
+    }
+    match res.body().whole().filter(|b| b.len() as u64 <= policy.max_response_body) {
+        Some(bytes) => claim.complete(res.status(), res.headers(), bytes).await,
+        None => claim.complete_without_body(res.status(), res.headers()).await,
+    }
+    res
 }
 
 /// The webhook backend: the body is read up to the receiver's limit, then the receiver checks,
@@ -445,8 +472,11 @@ async fn grpc_web_request(
 /// The request body read whole, within `server.limits.max_body` and `server.limits.max_buffered`
 /// (a backend that needs all of it: transcoding, gRPC-Web).
 async fn whole_body(ctx: &mut RequestCtx<'_>) -> Result<Bytes, GatewayError> {
-    let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
-        return Ok(Bytes::new());
+    let incoming = match std::mem::replace(&mut ctx.body, BodyState::Taken) {
+        BodyState::Streaming(incoming) => incoming,
+        // Read by the idempotency phase.
+        BodyState::Buffered(b) => return Ok(b),
+        BodyState::Taken => return Ok(Bytes::new()),
     };
     let max_body = ctx.rt.loaded.config.server.limits.max_body.get();
     let shared = ctx.log.shared.clone();
