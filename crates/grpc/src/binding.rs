@@ -181,6 +181,9 @@ impl Bindings {
         for b in &self.list {
             let paths = paths_of(b.template.display());
             match seen.iter().find(|(m, p, _)| *m == b.http_method && *p == paths) {
+                // A method bound twice to the same requests (its rule at its own gRPC path) is
+                // answered either way.
+                Some((_, _, first)) if first.method == b.method => {}
                 Some((_, _, first)) => out.push(BindingError {
                     method: b.method.full_name().to_owned(),
                     reason: format!(

@@ -95,7 +95,8 @@ pub fn request_message(
         && binding
             .vars
             .iter()
-            .all(|c| matches!(c.as_slice(), [f] if !f.is_list() && f.kind() == Kind::String))
+            // (A oneof member is left to the JSON path, which refuses two members set.)
+            .all(|c| matches!(c.as_slice(), [f] if !f.is_list() && f.kind() == Kind::String && f.containing_oneof().is_none()))
     {
         // The common `GET /v1/things/{id}`: the message straight from the path's string
         // variables, without the JSON detour (`complete` would build the same message).

@@ -221,7 +221,8 @@ fn response(b: &Binding, s: &mut Schemas) -> Value {
         Some(f) => s.field(f),
         None => s.message(&out),
     };
-    let content = if out.full_name() == crate::mapping::HTTP_BODY {
+    let raw = crate::transcode::is_raw(&b.method, b.response_body.as_ref());
+    let content = if raw {
         json!({ "*/*": { "schema": { "type": "string" } } })
     } else if b.method.is_server_streaming() {
         json!({
@@ -231,7 +232,13 @@ fn response(b: &Binding, s: &mut Schemas) -> Value {
     } else {
         json!({ "application/json": { "schema": schema } })
     };
-    json!({ "description": format!("{} ({})", out.full_name(), if b.method.is_server_streaming() { "one per line or event" } else { "the response message" }), "content": content })
+    let what = match (raw, b.method.is_server_streaming()) {
+        (true, true) => "raw data, each message's in turn",
+        (true, false) => "raw data",
+        (false, true) => "one per line or event",
+        (false, false) => "the response message",
+    };
+    json!({ "description": format!("{} ({what})", out.full_name()), "content": content })
 }
 
 /// The fields a query parameter can set: scalars, repeated scalars and string-form

@@ -82,10 +82,7 @@ impl Loaded {
         }
         // Two methods (or services) bound to the same requests: the first answers; the others
         // are named, and served only at their gRPC paths.
-        for e in bindings.shadowed() {
-            tracing::warn!(error = %e, "a gRPC binding is hidden by another");
-            skipped.push(e);
-        }
+        skipped.extend(bindings.shadowed());
         let bytes = schema.bytes();
         Ok(Loaded {
             schema,
@@ -96,6 +93,13 @@ impl Loaded {
             skipped,
             loaded_at_ms: bridgehead_http::clock::unix_ms(),
         })
+    }
+
+    /// Logs the bindings left out (when the schema starts serving, not at every refresh).
+    fn warn_skipped(&self, service: &str) {
+        for e in &self.skipped {
+            tracing::warn!(service, error = %e, "a gRPC binding is left out");
+        }
     }
 
     /// The schema in a canonical form: every file's descriptor bytes, in name order (a
@@ -280,6 +284,7 @@ impl Service {
         };
         let schema = Schema::from_descriptor_set(&doc.body).map_err(|e| BuildError::new(&key, e))?;
         let loaded = Loaded::new(schema, Origin::Stored, &self.only).map_err(|e| BuildError::new(&key, e))?;
+        loaded.warn_skipped(&self.name);
         tracing::warn!(
             service = %self.name,
             error = %asked,
@@ -310,9 +315,6 @@ impl Service {
             .map_err(|e| e.to_string())?;
         let old = self.current();
         let fresh = Loaded::new(got.schema, Origin::Reflection, &self.only)?;
-        for e in &fresh.skipped {
-            tracing::warn!(service = %self.name, error = %e, "a binding of the reflected gRPC schema is left out");
-        }
         let change = match &old {
             Some(o) if o.fingerprint() == fresh.fingerprint() => Change::Unchanged,
             Some(o) => {
@@ -343,6 +345,9 @@ impl Service {
                 tracing::warn!(service = %self.name, added = ?added, broken = ?broken, "gRPC schema changed incompatibly");
             }
         }
+        if change != Change::Unchanged {
+            fresh.warn_skipped(&self.name);
+        }
         if change != Change::Unchanged || old.as_ref().is_some_and(|o| o.origin == Origin::Stored) {
             self.cell.current.store(Some(Arc::new(fresh)));
         }
@@ -354,7 +359,7 @@ impl Service {
 fn load_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<Option<Loaded>, BuildError> {
     let base = format!("grpc.services.{name}.descriptors");
     let d = &cfg.descriptors;
-    Ok(if !d.protos.is_empty() {
+    let got = if !d.protos.is_empty() {
         let files: Vec<PathBuf> = d.protos.iter().map(PathBuf::from).collect();
         let mut include: Vec<PathBuf> = d.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
         // The config's directory is searched last, so `protos: [x.proto]` next to it works.
@@ -389,7 +394,11 @@ fn load_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<Op
         )
     } else {
         None
-    })
+    };
+    if let Some(l) = &got {
+        l.warn_skipped(name);
+    }
+    Ok(got)
 }
 
 /// The schema of one `grpc.services` entry, outside a running gateway (`bridgehead grpc
@@ -416,7 +425,9 @@ pub async fn load_offline(name: &str, loaded: &LoadedConfig) -> Result<Loaded, S
         .map_err(|e| {
             format!("{e} (a running gateway serves its schema at /admin/grpc/{name}/openapi.json)")
         })?;
-    Loaded::new(got.schema, Origin::Reflection, &cfg.services)
+    let l = Loaded::new(got.schema, Origin::Reflection, &cfg.services)?;
+    l.warn_skipped(name);
+    Ok(l)
 }
 
 /// Checks that every service's `.proto` files or descriptor set load, and give bindings

@@ -37,6 +37,24 @@ use crate::mapping::{self, JsonOptions, RequestError};
 use crate::service::{Loaded, Service};
 use crate::status::Status;
 
+/// Marks an answer the gateway made because the call failed after it was sent (the answer
+/// could not be read, or did not come in time): the server may have acted, so an idempotency
+/// key must not be run again.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAfterSending;
+
+/// An extension set on a response, in a chain.
+trait WithExtension {
+    fn with_extension<T: Clone + Send + Sync + 'static>(self, t: T) -> Self;
+}
+
+impl<B> WithExtension for Response<B> {
+    fn with_extension<T: Clone + Send + Sync + 'static>(mut self, t: T) -> Self {
+        self.extensions_mut().insert(t);
+        self
+    }
+}
+
 /// A transcoding route's backend.
 pub struct Transcoder {
     pub service: Arc<Service>,
@@ -297,6 +315,7 @@ impl Transcoder {
                 json!({}),
             )
             .map(ResponseBody::full)
+            .with_extension(FailedAfterSending)
         };
         match call::check_head(&res) {
             // An HTTP answer without a gRPC status (a proxy in front of the server, a server
@@ -339,7 +358,7 @@ impl Transcoder {
                     timeout: humantime::format_duration(timeout).to_string(),
                     key: "timeouts.request",
                 };
-                return e.to_response(request_id).map(ResponseBody::full);
+                return e.to_response(request_id).map(ResponseBody::full).with_extension(FailedAfterSending);
             }
         };
         if finished.status.code != 0 {
@@ -414,7 +433,7 @@ impl Transcoder {
             raw: raw.then(RawState::default),
         };
         let ct = if raw {
-            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| stream.prime(cx))).await {
+            match tokio::time::timeout(timeout, std::future::poll_fn(|cx| stream.prime(cx, true))).await {
                 Ok(()) => {}
                 Err(_) => {
                     code.store(4 + 1, Relaxed);
@@ -423,15 +442,21 @@ impl Transcoder {
                         timeout: humantime::format_duration(timeout).to_string(),
                         key: "timeouts.request",
                     };
-                    return e.to_response(request_id).map(ResponseBody::full);
+                    return e
+                        .to_response(request_id)
+                        .map(ResponseBody::full)
+                        .with_extension(FailedAfterSending);
                 }
             }
             let state = stream.raw.as_mut().expect("a raw stream");
             if stream.ready.is_empty()
+                && state.content_type.is_none()
                 && let Some(status) = state.failed.take()
             {
-                // Failed before any data: the answer is the status's problem.
-                return self.failed(&status, &head.headers, request_id);
+                // Failed before its first message: the status's problem, as for a unary call.
+                let mut all = head.headers;
+                all.extend(std::mem::take(&mut state.trailers));
+                return self.failed(&status, &all, request_id);
             }
             HeaderValue::from_str(state.content_type.as_deref().unwrap_or_default())
                 .ok()
@@ -474,7 +499,7 @@ impl Transcoder {
 }
 
 /// Whether a method's answer (or its `response_body` field) is a `google.api.HttpBody`.
-fn is_raw(method: &MethodDescriptor, response_body: Option<&FieldDescriptor>) -> bool {
+pub(crate) fn is_raw(method: &MethodDescriptor, response_body: Option<&FieldDescriptor>) -> bool {
     match response_body {
         None => method.output().full_name() == mapping::HTTP_BODY,
         Some(f) => {
@@ -500,6 +525,8 @@ struct RawState {
     content_type: Option<String>,
     /// How the stream failed, once it has.
     failed: Option<Status>,
+    /// The trailers of a stream that failed (their metadata goes with a problem answer).
+    trailers: HeaderMap,
 }
 
 /// A server stream as NDJSON lines or SSE events, one per message as it arrives; a failed or
@@ -603,7 +630,11 @@ impl JsonStream {
                 }
                 Err(frame) => {
                     let trailers = frame.into_trailers().unwrap_or_default();
-                    match Status::from_headers(&trailers, &self.pool) {
+                    let status = Status::from_headers(&trailers, &self.pool);
+                    if let Some(raw) = &mut self.raw {
+                        raw.trailers = trailers;
+                    }
+                    match status {
                         Some(s) if s.code == 0 => match self.decoder.finish() {
                             Ok(()) => {
                                 self.code.store(1, Relaxed);
@@ -622,9 +653,11 @@ impl JsonStream {
         Poll::Ready(())
     }
 
-    /// Reads until there is output or the stream has ended.
-    fn prime(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.ready.is_empty() && !self.done {
+    /// Reads until there is output or the stream has ended; for the `head` of a raw stream,
+    /// until its first message (which names the content type, perhaps without data).
+    fn prime(&mut self, cx: &mut Context<'_>, head: bool) -> Poll<()> {
+        let named = |s: &Self| head && s.raw.as_ref().is_some_and(|r| r.content_type.is_some());
+        while self.ready.is_empty() && !self.done && !named(self) {
             std::task::ready!(self.pump(cx));
         }
         Poll::Ready(())
@@ -640,7 +673,7 @@ impl Body for JsonStream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        std::task::ready!(this.prime(cx));
+        std::task::ready!(this.prime(cx, false));
         if let Some(line) = this.ready.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(line))));
         }

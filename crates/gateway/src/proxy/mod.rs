@@ -316,10 +316,16 @@ async fn transcode(
 
 /// The transcoded answer to a request that claimed an idempotency key, stored as
 /// `store_response` stores a proxied one: a unary answer whole (within `max_response_body`), a
-/// stream's head alone (the upstream acted; repeats get the head with an empty body).
+/// stream's head alone (the upstream acted; repeats get the head with an empty body). An
+/// answer the gateway made because the call failed after it was sent keeps the key, without a
+/// body, as a proxied answer that broke off does: the server may have acted.
 async fn store_answer(ctx: &mut RequestCtx<'_>, res: Response<ResponseBody>) -> Response<ResponseBody> {
     let Some(claim) = ctx.claim.take() else { return res };
     let policy = ctx.route().idempotency.as_ref().expect("a claim comes from the route's policy");
+    if res.extensions().get::<bridgehead_grpc::transcode::FailedAfterSending>().is_some() {
+        claim.complete_without_body(res.status(), res.headers()).await;
+        return res;
+    }
     if !policy.stores(res.status()) {
         ctx.claim = Some(claim);
         ctx.release_claim();
