@@ -94,6 +94,12 @@ enum Command {
     /// Example: bridgehead grpc call --plaintext 127.0.0.1:50051 drone.v1.Telemetry/GetStatus -d '{"droneId": "d-1"}'
     #[command(subcommand)]
     Grpc(commands::grpc::GrpcCommand),
+    /// Find out what an endpoint is and how to talk to it: DNS, TCP per address, TLS (version,
+    /// cipher, ALPN, the certificate chain, whether a client certificate is asked for), and
+    /// what one GET's answer says (auth challenges, rate limits, the gateway in front).
+    ///
+    /// Example: bridgehead probe https://api.customer.example/v1/health --output json
+    Probe(commands::probe::ProbeArgs),
 }
 
 #[derive(Subcommand)]
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
         Command::Oauth(cmd) => commands::oauth::run(cmd),
         Command::Webhook(cmd) => commands::webhook::run(cmd),
         Command::Grpc(cmd) => commands::grpc::run(cmd),
+        Command::Probe(args) => commands::probe::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

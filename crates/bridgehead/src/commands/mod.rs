@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod jwt;
 pub mod keys;
 pub mod oauth;
+pub mod probe;
 pub mod serve;
 pub mod token;
 pub mod webhook;

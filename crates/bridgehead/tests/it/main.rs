@@ -15,6 +15,7 @@ mod h2;
 mod jwt_cli;
 mod oauth;
 mod policies;
+mod probe;
 mod proxy;
 mod redis;
 mod reload;

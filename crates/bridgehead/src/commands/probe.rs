@@ -1,0 +1,48 @@
+//! `bridgehead probe URL`: what an unknown endpoint is and how to talk to it (see
+//! `bridgehead_probe`). Progress goes to stderr, the report to stdout; exit 0 when the endpoint
+//! answered, 1 when a step failed (the report names it).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+
+#[derive(clap::Args)]
+pub struct ProbeArgs {
+    /// The endpoint (`http://` or `https://`).
+    url: String,
+    /// `text` (default) or `json`.
+    #[arg(long, default_value = "text")]
+    output: super::Output,
+    /// The bound of each step (DNS, TCP, TLS, the request).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Trust this CA bundle (PEM) instead of the system roots.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// A client certificate chain (PEM) to offer when the server asks (with --key).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    if args.timeout.is_zero() {
+        bail!("--timeout must be more than 0");
+    }
+    let opts = bridgehead_probe::Options {
+        timeout: args.timeout,
+        tls: bridgehead_probe::tls::TlsOptions { cacert: args.cacert, client: args.cert.zip(args.key) },
+    };
+    let rt = super::runtime(Some(1))?;
+    let report =
+        rt.block_on(bridgehead_probe::probe(&args.url, &opts, &mut |step| eprintln!("probe: {step}")));
+    match args.output {
+        super::Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        super::Output::Text => print!("{}", bridgehead_probe::render(&report)),
+    }
+    Ok(if report.failed.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

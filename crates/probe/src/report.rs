@@ -1,0 +1,97 @@
+//! The report for people: one line per step, then what the answer said.
+
+use std::fmt::Write as _;
+
+use crate::Report;
+
+/// The report as text, ending with the verdict.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, text: &str| {
+        let _ = writeln!(out, "{label:<10}{text}");
+    };
+    line("URL", &r.url);
+    if let Some(d) = &r.dns {
+        let addrs: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
+        line("DNS", &format!("{} ({} ms)", addrs.join(", "), d.ms));
+    }
+    for c in &r.tcp {
+        let why = c.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        line("TCP", &format!("{} {} ({} ms){why}", c.address, c.outcome, c.ms));
+    }
+    if let Some(t) = &r.tls {
+        let alpn = t.alpn.as_deref().unwrap_or("none");
+        line("TLS", &format!("{} {}, ALPN {alpn}", t.version, t.cipher));
+        match &t.verify_error {
+            None => line("", "certificate chain verified for the host name"),
+            Some(e) => line("", &format!("certificate chain NOT verified: {e}")),
+        }
+        let client = match (t.client_cert_requested, t.client_cert_sent) {
+            (false, _) => "client certificate: not requested",
+            (true, true) => "client certificate: requested, sent (mutual TLS)",
+            (true, false) => "client certificate: requested, none sent (mutual TLS: give --cert and --key)",
+        };
+        line("", client);
+        for (i, c) in t.chain.iter().enumerate() {
+            let sans =
+                if c.sans.is_empty() { String::new() } else { format!("; names {}", c.sans.join(", ")) };
+            let expiry = if c.days_left < 0 {
+                format!("EXPIRED {} days ago", -c.days_left)
+            } else {
+                format!("expires in {} days", c.days_left)
+            };
+            line(
+                if i == 0 { "cert" } else { "" },
+                &format!("{}; issuer {}{sans}; {expiry}", c.subject, c.issuer),
+            );
+        }
+    }
+    if let Some(h) = &r.http {
+        let ct = h.content_type.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
+        line("HTTP", &format!("{} {} ({} ms){ct}", h.version, h.status, h.ms));
+    }
+    for c in &r.auth {
+        let mut text = c.scheme.clone();
+        if let Some(t) = &c.token68 {
+            let _ = write!(text, " {t}");
+        }
+        let params: Vec<String> = c.params.iter().map(|(n, v)| format!("{n}=\"{v}\"")).collect();
+        if !params.is_empty() {
+            let _ = write!(text, " {}", params.join(", "));
+        }
+        line("auth", &text);
+    }
+    if !r.limits.is_empty() {
+        let mut text = Vec::new();
+        for p in &r.limits.policies {
+            let window = p.window_s.map(|w| format!(" per {w}s")).unwrap_or_default();
+            let name = p.name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+            text.push(format!("{name}{}{window}", p.quota));
+        }
+        for s in &r.limits.current {
+            let mut t = s.name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+            if let Some(r) = s.remaining {
+                let _ = write!(t, "{r} left");
+            }
+            if let Some(l) = s.limit {
+                let _ = write!(t, " of {l}");
+            }
+            if let Some(reset) = s.reset_s {
+                let _ = write!(t, ", resets in {reset}s");
+            }
+            text.push(t.trim().to_owned());
+        }
+        if let Some(s) = r.limits.retry_after_s {
+            text.push(format!("retry after {s}s"));
+        }
+        line("limits", &format!("{} ({})", text.join("; "), r.limits.shapes.join(", ")));
+    }
+    for h in &r.hints {
+        line(if h.gateway { "in front" } else { "server" }, &format!("{} ({})", h.product, h.evidence));
+    }
+    match &r.failed {
+        None => line("result", "reachable"),
+        Some(f) => line("result", &format!("FAILED at {}: {}", f.step, f.reason)),
+    }
+    out
+}
