@@ -133,6 +133,18 @@ impl Pki {
         std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
         std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
     }
+
+    /// A gateway whose TLS listener serves `name`'s certificate (`extra`: more `server.tls`
+    /// keys), proxying to `peer`.
+    async fn gateway(&self, name: &str, extra: &str, peer: &Peer) -> Gateway {
+        Gateway::start(&format!(
+            "server:\n  tls: {{ cert: {}, key: {}{extra} }}\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
+            peer.url("")
+        ))
+        .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,16 +153,8 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
     let pki = Pki::new();
     pki.issue("server", &["localhost"], false);
     pki.issue("client", &["probe-client"], false);
-    let gateway = |extra: &str| {
-        format!(
-            "server:\n  tls: {{ cert: {}, key: {}{extra} }}\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
-            pki.path("server.pem"),
-            pki.path("server.key"),
-            peer.url("")
-        )
-    };
     // No client certificate asked for; the chain verifies against the given CA.
-    let gw = Gateway::start(&gateway("")).await;
+    let gw = pki.gateway("server", "", &peer).await;
     let url = format!("https://localhost:{}/", gw.addr.port());
     let (code, r) = probe(&[&url, "--cacert", &pki.path("server-ca.pem")]).await;
     assert_eq!(code, 0, "{r:#}");
@@ -172,7 +176,7 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
 
     // Optional client certificates: asked for; offered when given.
     let optional = format!(", client_ca: {}, client_auth: optional", pki.path("client-ca.pem"));
-    let gw = Gateway::start(&gateway(&optional)).await;
+    let gw = pki.gateway("server", &optional, &peer).await;
     let url = format!("https://localhost:{}/", gw.addr.port());
     let (_, r) = probe(&[&url, "--cacert", &pki.path("server-ca.pem")]).await;
     assert_eq!(
@@ -195,7 +199,7 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
 
     // Required: without one the handshake fails, and the report says why.
     let required = format!(", client_ca: {}, client_auth: required", pki.path("client-ca.pem"));
-    let gw = Gateway::start(&gateway(&required)).await;
+    let gw = pki.gateway("server", &required, &peer).await;
     let url = format!("https://localhost:{}/", gw.addr.port());
     let (code, r) = probe(&[&url, "--cacert", &pki.path("server-ca.pem")]).await;
     assert_eq!(code, 1, "{r:#}");
@@ -210,13 +214,7 @@ async fn expired_and_wrong_host_certificates_are_named() {
     pki.issue("old", &["localhost"], true);
     pki.issue("other", &["other.test"], false);
     for (name, want) in [("old", "certificate expired"), ("other", "not valid for name")] {
-        let gw = Gateway::start(&format!(
-            "server:\n  tls: {{ cert: {}, key: {} }}\nupstreams:\n  u:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
-            pki.path(&format!("{name}.pem")),
-            pki.path(&format!("{name}.key")),
-            peer.url("")
-        ))
-        .await;
+        let gw = pki.gateway(name, "", &peer).await;
         let url = format!("https://localhost:{}/", gw.addr.port());
         let (code, r) = probe(&[&url, "--cacert", &pki.path(&format!("{name}-ca.pem"))]).await;
         assert_eq!(code, 0, "{r:#}");
