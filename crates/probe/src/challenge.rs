@@ -56,14 +56,14 @@ pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge> {
             let mut c = Challenge { scheme: name.to_owned(), token68: None, params: Vec::new() };
             if after.len() < rest.len() && !after.is_empty() {
                 // `scheme token68` or `scheme name=value`.
+                // (A malformed first parameter is left out, but the scheme stands: the
+                // parameters after it are its own.)
                 if is_token68(after) {
                     c.token68 = Some(after.to_owned());
                 } else if let Some((n, r)) = token(after)
                     && let Some(v) = r.trim_start_matches([' ', '\t']).strip_prefix('=').and_then(param_value)
                 {
                     c.params.push((n.to_ascii_lowercase(), v));
-                } else {
-                    continue;
                 }
             } else if !after.is_empty() {
                 continue;
@@ -196,9 +196,16 @@ mod tests {
 
     #[test]
     fn malformed_pieces_are_skipped_not_the_header() {
-        let got = parse([r#"Bearer realm="unterminated, Basic realm="ok""#]);
-        // The quote runs to the end: nothing there is a parameter; nothing panics.
-        assert!(got.iter().all(|c| c.scheme == "Bearer" || c.scheme == "Basic"), "{got:?}");
+        // The quote runs to the end: the scheme stands without the parameter.
+        assert_eq!(
+            parse([r#"Bearer realm="unterminated, Basic realm="ok""#]),
+            vec![one("Bearer", None, &[])]
+        );
+        // Parameters after a malformed first one stay with their own scheme.
+        assert_eq!(
+            parse([r#"Basic realm="x", Bearer realm="a" junk, error="e""#]),
+            vec![one("Basic", None, &[("realm", "x")]), one("Bearer", None, &[("error", "e")])]
+        );
         let got = parse([r#"=x, "quoted", Basic realm="r", @@@, Digest nonce="n", qop="auth""#]);
         assert_eq!(
             got,

@@ -81,8 +81,16 @@ pub struct HttpReport {
 
 /// Probes `url`, telling `progress` of each step as it starts.
 pub async fn probe(url: &str, opts: &Options, progress: &mut dyn FnMut(&str)) -> Report {
+    // A password in the URL is not echoed (nor sent: the probe sends no credentials).
+    let shown = match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    };
     let mut report = Report {
-        url: url.to_owned(),
+        url: shown,
         dns: None,
         tcp: Vec::new(),
         tls: None,
@@ -155,7 +163,7 @@ async fn run(
         let tls = match tokio::time::timeout(opts.timeout, connector.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let mut reason = format!("the handshake failed: {e}");
+                let mut reason = format!("the handshake failed: {}", chain(&e));
                 if prepared.client_cert_requested() && opts.tls.client.is_none() {
                     reason.push_str(" (the server asked for a client certificate; give --cert and --key)");
                 }
@@ -193,15 +201,16 @@ async fn run(
 }
 
 /// The answer, or why the request failed: the connection's own error says more than the
-/// request's (`operation was canceled`), so it is waited for.
+/// request's (`operation was canceled`), so it is waited for, briefly (the caller has dropped
+/// its sender, so a connection still up ends on its own).
 async fn failed_because<T>(
     sent: Result<T, hyper::Error>,
     conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
 ) -> Result<T, String> {
     match sent {
         Ok(res) => Ok(res),
-        Err(e) => Err(match conn.await {
-            Ok(Err(c)) => format!("the connection failed: {}", chain(&c)),
+        Err(e) => Err(match tokio::time::timeout(Duration::from_secs(1), conn).await {
+            Ok(Ok(Err(c))) => format!("the connection failed: {}", chain(&c)),
             _ => format!("the request failed: {}", chain(&e)),
         }),
     }
@@ -249,6 +258,7 @@ where
             let mut req = req;
             req.headers_mut().remove(http::header::HOST);
             let sent = send.send_request(req).await;
+            drop(send);
             failed_because(sent, conn).await
         } else {
             let (mut send, conn) = hyper::client::conn::http1::handshake(io)
@@ -256,6 +266,7 @@ where
                 .map_err(|e| format!("the HTTP/1.1 exchange failed: {}", chain(&e)))?;
             let conn = tokio::spawn(conn);
             let sent = send.send_request(req).await;
+            drop(send);
             failed_because(sent, conn).await
         }
     };

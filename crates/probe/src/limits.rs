@@ -88,7 +88,9 @@ pub fn read(headers: &HeaderMap, now: SystemTime) -> RateLimits {
             unit: params.get("qu").cloned(),
             ..Policy::default()
         };
-        match (number(Some(&item)), number(params.get("q"))) {
+        // A bare number is draft 7's quota; a quoted one is draft 11's name.
+        let bare = number(Some(&member.trim().split(';').next().unwrap_or_default().to_owned()));
+        match (bare, number(params.get("q"))) {
             // Draft 7: `100;w=60`.
             (Some(q), _) => p.quota = q,
             // Draft 11: `"burst";q=100;w=60`.
@@ -352,6 +354,12 @@ mod tests {
         );
         assert_eq!(got.policies, [Policy { name: Some("ok".into()), quota: 3, window_s: None, unit: None }]);
         assert!(got.current.is_empty(), "a member without `r` says nothing: {got:?}");
+        // A draft-11 policy may be named by digits.
+        let got = read(&headers(&[("RateLimit-Policy", r#""100";q=5;w=60"#)]), now());
+        assert_eq!(
+            got.policies,
+            [Policy { name: Some("100".into()), quota: 5, window_s: Some(60), unit: None }]
+        );
         assert!(read(&HeaderMap::new(), now()).is_empty());
     }
 }

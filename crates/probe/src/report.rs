@@ -4,13 +4,21 @@ use std::fmt::Write as _;
 
 use crate::Report;
 
+/// Text from a certificate, with control characters escaped (a certificate that did not verify
+/// may say anything, and a terminal must not take it as commands).
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
 /// The report as text, ending with the verdict.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let mut line = |label: &str, text: &str| {
         let _ = writeln!(out, "{label:<10}{text}");
     };
-    line("URL", &r.url);
+    line("URL", &clean(&r.url));
     if let Some(d) = &r.dns {
         let addrs: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
         line("DNS", &format!("{} ({} ms)", addrs.join(", "), d.ms));
@@ -33,8 +41,11 @@ pub fn render(r: &Report) -> String {
         };
         line("", client);
         for (i, c) in t.chain.iter().enumerate() {
-            let sans =
-                if c.sans.is_empty() { String::new() } else { format!("; names {}", c.sans.join(", ")) };
+            let sans = if c.sans.is_empty() {
+                String::new()
+            } else {
+                format!("; names {}", clean(&c.sans.join(", ")))
+            };
             let expiry = if c.days_left < 0 {
                 format!("EXPIRED {} days ago", -c.days_left)
             } else {
@@ -42,7 +53,7 @@ pub fn render(r: &Report) -> String {
             };
             line(
                 if i == 0 { "cert" } else { "" },
-                &format!("{}; issuer {}{sans}; {expiry}", c.subject, c.issuer),
+                &format!("{}; issuer {}{sans}; {expiry}", clean(&c.subject), clean(&c.issuer)),
             );
         }
     }

@@ -3,8 +3,10 @@
 //! certificate.
 //!
 //! The chain is verified as a client would (the system roots or `--cacert`, the host name),
-//! but a failure does not stop the handshake: the probe reports it instead. Nothing secret is
-//! sent over a connection whose chain did not verify.
+//! but a failure does not stop the handshake: the probe reports it instead. The exception is a
+//! probe with a client certificate: that is never offered to a server whose chain did not
+//! verify, so there the failure ends the handshake (rustls verifies the server's chain before
+//! it sends the client's certificate).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -85,7 +87,7 @@ pub fn prepare(opts: &TlsOptions) -> Result<Prepared, String> {
         }
     }
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok();
-    let verifier = Arc::new(Recording { inner, provider: provider.clone(), seen: Mutex::new(None) });
+
     let key = match &opts.client {
         None => None,
         Some((cert, key)) => {
@@ -97,7 +99,13 @@ pub fn prepare(opts: &TlsOptions) -> Result<Prepared, String> {
             Some(Arc::new(certified))
         }
     };
-    let client = Arc::new(Asked { key, asked: AtomicBool::new(false) });
+    let verifier = Arc::new(Recording {
+        inner,
+        provider: provider.clone(),
+        strict: key.is_some(),
+        seen: Mutex::new(None),
+    });
+    let client = Arc::new(Asked { key, asked: AtomicBool::new(false), sent: AtomicBool::new(false) });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -111,7 +119,10 @@ pub fn prepare(opts: &TlsOptions) -> Result<Prepared, String> {
 impl Prepared {
     /// The report of a finished handshake.
     pub fn report(&self, conn: &rustls::ClientConnection) -> TlsReport {
-        let (chain, error) = self.verifier.seen.lock().expect("not poisoned").clone().unwrap_or_default();
+        let seen = self.verifier.seen.lock().expect("not poisoned").clone();
+        // Verified only when the verifier ran and passed (a resumed session would skip it).
+        let verified = seen.as_ref().is_some_and(|(_, e)| e.is_none());
+        let (chain, error) = seen.unwrap_or_else(|| (Vec::new(), Some("the chain was not checked".into())));
         TlsReport {
             version: conn.protocol_version().map_or_else(|| "unknown".into(), |v| format!("{v:?}")),
             cipher: conn
@@ -119,10 +130,10 @@ impl Prepared {
                 .map_or_else(|| "unknown".into(), |c| format!("{:?}", c.suite())),
             alpn: conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
             chain: chain.iter().map(|c| describe(c)).collect(),
-            verified: error.is_none(),
+            verified,
             verify_error: error,
             client_cert_requested: self.client.asked.load(Relaxed),
-            client_cert_sent: self.client.asked.load(Relaxed) && self.client.key.is_some(),
+            client_cert_sent: self.client.sent.load(Relaxed),
         }
     }
 
@@ -148,6 +159,8 @@ struct Recording {
     /// `None` when there are no trusted roots at all.
     inner: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
+    /// A client certificate is configured: a chain that does not verify ends the handshake.
+    strict: bool,
     seen: Mutex<Option<(Vec<CertificateDer<'static>>, Option<String>)>>,
 }
 
@@ -169,8 +182,13 @@ impl ServerCertVerifier for Recording {
         };
         let chain =
             std::iter::once(end_entity).chain(intermediates).map(|c| c.clone().into_owned()).collect();
-        *self.seen.lock().expect("not poisoned") = Some((chain, verdict.err()));
-        Ok(ServerCertVerified::assertion())
+        *self.seen.lock().expect("not poisoned") = Some((chain, verdict.clone().err()));
+        match verdict {
+            Err(e) if self.strict => Err(rustls::Error::General(format!(
+                "the server's certificate chain did not verify ({e}), so the client certificate is not offered to it"
+            ))),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -212,11 +230,16 @@ impl ServerCertVerifier for Recording {
 struct Asked {
     key: Option<Arc<CertifiedKey>>,
     asked: AtomicBool,
+    /// The key can sign with a scheme the server takes, so the certificate goes out.
+    sent: AtomicBool,
 }
 
 impl ResolvesClientCert for Asked {
-    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, _hints: &[&[u8]], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         self.asked.store(true, Relaxed);
+        // (rustls sends an empty certificate when the key fits none of the server's schemes.)
+        let usable = self.key.as_ref().is_some_and(|k| k.key.choose_scheme(schemes).is_some());
+        self.sent.store(usable, Relaxed);
         self.key.clone()
     }
 

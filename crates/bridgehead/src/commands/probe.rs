@@ -40,6 +40,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let rt = super::runtime(Some(1))?;
     let report =
         rt.block_on(bridgehead_probe::probe(&args.url, &opts, &mut |step| eprintln!("probe: {step}")));
+    // A name lookup that timed out may still hold a thread in the system resolver: not waited for.
+    rt.shutdown_background();
     match args.output {
         super::Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         super::Output::Text => print!("{}", bridgehead_probe::render(&report)),

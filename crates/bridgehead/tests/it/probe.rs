@@ -167,8 +167,9 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
     assert!(tls["chain"][0]["days_left"].as_i64().unwrap() > 300);
     assert_eq!(r["http"]["version"], "HTTP/2.0");
     assert_eq!(r["http"]["status"], 200);
-    // Without the CA: described, not verified, and still probed.
-    let (code, r) = probe(&[&url]).await;
+    // Trusting another CA: described, not verified, and still probed. (Not the system roots,
+    // which a machine may not have: the reason would differ.)
+    let (code, r) = probe(&[&url, "--cacert", &pki.path("client-ca.pem")]).await;
     assert_eq!(code, 0);
     assert_eq!(r["tls"]["verified"], false);
     assert!(r["tls"]["verify_error"].as_str().unwrap().contains("UnknownIssuer"), "{r:#}");
@@ -195,6 +196,22 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
     .await;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["tls"]["client_cert_sent"], true);
+    // A server whose chain does not verify is never offered the client certificate.
+    let (code, r) = probe(&[
+        &url,
+        "--cacert",
+        &pki.path("client-ca.pem"),
+        "--cert",
+        &pki.path("client.pem"),
+        "--key",
+        &pki.path("client.key"),
+    ])
+    .await;
+    assert_eq!((code, r["failed"]["step"].as_str()), (1, Some("tls")), "{r:#}");
+    assert!(
+        r["failed"]["reason"].as_str().unwrap().contains("the client certificate is not offered"),
+        "{r:#}"
+    );
     gw.shutdown().await;
 
     // Required: without one the handshake fails, and the report says why.
