@@ -14,6 +14,7 @@
 //! Each reader is lenient: a probe reports what a server says even when the server says it
 //! badly, so a malformed part is skipped, never the whole header. The probe sends only a GET.
 
+pub mod behaviour;
 pub mod challenge;
 pub mod hints;
 pub mod limits;
@@ -38,6 +39,8 @@ pub struct Options {
     /// The bound of each step.
     pub timeout: Duration,
     pub tls: tls::TlsOptions,
+    /// Sent as `Origin`, to see the server's CORS answer.
+    pub origin: Option<String>,
 }
 
 /// Everything the probe found.
@@ -54,6 +57,7 @@ pub struct Report {
     pub auth: Vec<challenge::Challenge>,
     pub limits: limits::RateLimits,
     pub hints: Vec<hints::Hint>,
+    pub behaviour: behaviour::Behaviour,
     /// The step that failed, if one did: the endpoint is unreachable from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<Failure>,
@@ -98,6 +102,7 @@ pub async fn probe(url: &str, opts: &Options, progress: &mut dyn FnMut(&str)) ->
         auth: Vec::new(),
         limits: limits::RateLimits::default(),
         hints: Vec::new(),
+        behaviour: behaviour::Behaviour::default(),
         failed: None,
     };
     if let Err(f) = run(url, opts, progress, &mut report).await {
@@ -177,10 +182,10 @@ async fn run(
         let h2 = tls_report.alpn.as_deref() == Some("h2");
         report.tls = Some(tls_report);
         progress(&format!("HTTP: GET {path}"));
-        exchange(tls, h2, "https", &authority, &path, opts.timeout).await
+        exchange(tls, h2, "https", &authority, &path, opts).await
     } else {
         progress(&format!("HTTP: GET {path}"));
-        exchange(tcp, false, "http", &authority, &path, opts.timeout).await
+        exchange(tcp, false, "http", &authority, &path, opts).await
     };
     let answer = answer.map_err(|reason| match &report.tls {
         // TLS 1.3 finishes the client's side of the handshake before the server judges the
@@ -196,6 +201,7 @@ async fn run(
     );
     report.limits = limits::read(headers, SystemTime::now());
     report.hints = hints::read(headers);
+    report.behaviour = behaviour::read(headers, answer.2);
     report.http = Some(answer.0);
     Ok(())
 }
@@ -235,19 +241,24 @@ async fn exchange<IO>(
     scheme: &str,
     authority: &str,
     path: &str,
-    timeout: Duration,
-) -> Result<(HttpReport, http::HeaderMap), String>
+    opts: &Options,
+) -> Result<(HttpReport, http::HeaderMap, http::Version), String>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let timeout = opts.timeout;
     let started = Instant::now();
     let uri = if h2 { format!("{scheme}://{authority}{path}") } else { path.to_owned() };
     let req = http::Request::get(uri)
         .header(http::header::HOST, authority)
         .header(http::header::USER_AGENT, concat!("bridgehead-probe/", env!("CARGO_PKG_VERSION")))
         .header(http::header::ACCEPT, "*/*")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("cannot make the request: {e}"))?;
+        .header(http::header::ACCEPT_ENCODING, "gzip, deflate, br, zstd");
+    let req = match &opts.origin {
+        Some(o) => req.header(http::header::ORIGIN, o),
+        None => req,
+    };
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| format!("cannot make the request: {e}"))?;
     let io = TokioIo::new(io);
     let send = async {
         if h2 {
@@ -292,5 +303,5 @@ where
             .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
     };
-    Ok((report, parts.headers))
+    Ok((report, parts.headers, parts.version))
 }

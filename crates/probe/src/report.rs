@@ -97,6 +97,26 @@ pub fn render(r: &Report) -> String {
         }
         line("limits", &format!("{} ({})", text.join("; "), r.limits.shapes.join(", ")));
     }
+    if r.http.is_some() {
+        let b = &r.behaviour;
+        let mut text = vec![format!("keep-alive {}", if b.keep_alive { "yes" } else { "no" })];
+        text.push(format!("compression {}", b.compression.as_deref().unwrap_or("none")));
+        if let Some(h) = &b.hsts {
+            let mut t = format!("HSTS max-age {}s", h.max_age_s);
+            if h.include_subdomains {
+                t.push_str(" includeSubDomains");
+            }
+            if h.preload {
+                t.push_str(" preload");
+            }
+            text.push(t);
+        }
+        if let Some(c) = &b.cors {
+            let creds = if c.allow_credentials { " with credentials" } else { "" };
+            text.push(format!("CORS allows {}{creds}", c.allow_origin));
+        }
+        line("behaviour", &text.join("; "));
+    }
     for h in &r.hints {
         line(if h.gateway { "in front" } else { "server" }, &format!("{} ({})", h.product, h.evidence));
     }

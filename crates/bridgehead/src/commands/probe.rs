@@ -27,6 +27,9 @@ pub struct ProbeArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
+    /// Send this `Origin` with the GET, to see the server's CORS answer.
+    #[arg(long)]
+    origin: Option<String>,
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -36,6 +39,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let opts = bridgehead_probe::Options {
         timeout: args.timeout,
         tls: bridgehead_probe::tls::TlsOptions { cacert: args.cacert, client: args.cert.zip(args.key) },
+        origin: args.origin,
     };
     let rt = super::runtime(Some(1))?;
     let report =

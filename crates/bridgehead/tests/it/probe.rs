@@ -25,9 +25,12 @@ async fn probe(args: &[&str]) -> (i32, Value) {
 
 /// A peer that refuses with a Bearer challenge and states its limits the way many APIs do.
 async fn challenging_peer() -> Peer {
-    Peer::start(|_req| {
+    Peer::start(|req| {
+        let origin = req.headers().get("origin").cloned().unwrap_or(http::HeaderValue::from_static("none"));
         Response::builder()
             .status(401)
+            .header("access-control-allow-origin", origin)
+            .header("strict-transport-security", "max-age=60; includeSubDomains")
             .header("www-authenticate", r#"Bearer realm="api", error="invalid_token""#)
             .header("www-authenticate", "Basic realm=\"legacy\"")
             .header("x-ratelimit-limit", "100")
@@ -47,7 +50,7 @@ async fn a_plain_http_endpoint_behind_the_gateway_is_described() {
         peer.url("")
     ))
     .await;
-    let (code, r) = probe(&[&gw.url("/v1/things?x=1")]).await;
+    let (code, r) = probe(&[&gw.url("/v1/things?x=1"), "--origin", "https://app.example"]).await;
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["dns"]["addresses"][0], "127.0.0.1");
     assert_eq!(r["tcp"][0]["outcome"], "connected");
@@ -62,6 +65,11 @@ async fn a_plain_http_endpoint_behind_the_gateway_is_described() {
     let shapes = r["limits"]["shapes"].as_array().unwrap();
     assert!(shapes.contains(&"ietf".into()) && shapes.contains(&"x-ratelimit".into()), "{r:#}");
     assert_eq!(r["hints"][0]["product"], "Bridgehead");
+    // The Origin was sent, and the answer's behaviour read.
+    let b = &r["behaviour"];
+    assert_eq!(b["cors"]["allow_origin"], "https://app.example", "{b:#}");
+    assert_eq!(b["hsts"], serde_json::json!({"max_age_s": 60, "include_subdomains": true, "preload": false}));
+    assert_eq!(b["keep_alive"], true);
     assert!(r.get("failed").is_none());
 }
 
