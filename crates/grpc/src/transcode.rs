@@ -43,16 +43,10 @@ use crate::status::Status;
 #[derive(Debug, Clone, Copy)]
 pub struct FailedAfterSending;
 
-/// An extension set on a response, in a chain.
-trait WithExtension {
-    fn with_extension<T: Clone + Send + Sync + 'static>(self, t: T) -> Self;
-}
-
-impl<B> WithExtension for Response<B> {
-    fn with_extension<T: Clone + Send + Sync + 'static>(mut self, t: T) -> Self {
-        self.extensions_mut().insert(t);
-        self
-    }
+/// `res`, marked [`FailedAfterSending`].
+fn after_sending(mut res: Response<ResponseBody>) -> Response<ResponseBody> {
+    res.extensions_mut().insert(FailedAfterSending);
+    res
 }
 
 /// A transcoding route's backend.
@@ -306,7 +300,7 @@ impl Transcoder {
             // INTERNAL, for the metrics: the call's answer could not be read.
             record(13);
             tracing::warn!(request_id, upstream = %upstream, error = %e, "gRPC answer unreadable");
-            problem(
+            let res = problem(
                 StatusCode::BAD_GATEWAY,
                 "urn:bridgehead:problem:upstream-failed",
                 "Upstream failed",
@@ -314,8 +308,8 @@ impl Transcoder {
                 request_id,
                 json!({}),
             )
-            .map(ResponseBody::full)
-            .with_extension(FailedAfterSending)
+            .map(ResponseBody::full);
+            after_sending(res)
         };
         match call::check_head(&res) {
             // An HTTP answer without a gRPC status (a proxy in front of the server, a server
@@ -353,12 +347,7 @@ impl Transcoder {
             Ok(Err(e)) => return broken(&e),
             Err(_) => {
                 record(4);
-                let e = GatewayError::UpstreamTimeout {
-                    upstream: upstream.to_string(),
-                    timeout: humantime::format_duration(timeout).to_string(),
-                    key: "timeouts.request",
-                };
-                return e.to_response(request_id).map(ResponseBody::full).with_extension(FailedAfterSending);
+                return self.timed_out(timeout, request_id);
             }
         };
         if finished.status.code != 0 {
@@ -437,15 +426,7 @@ impl Transcoder {
                 Ok(()) => {}
                 Err(_) => {
                     code.store(4 + 1, Relaxed);
-                    let e = GatewayError::UpstreamTimeout {
-                        upstream: self.service.upstream.name.to_string(),
-                        timeout: humantime::format_duration(timeout).to_string(),
-                        key: "timeouts.request",
-                    };
-                    return e
-                        .to_response(request_id)
-                        .map(ResponseBody::full)
-                        .with_extension(FailedAfterSending);
+                    return self.timed_out(timeout, request_id);
                 }
             }
             let state = stream.raw.as_mut().expect("a raw stream");
@@ -473,6 +454,16 @@ impl Transcoder {
         let mut out = Response::new(ResponseBody::made(stream));
         *out.headers_mut() = headers;
         out
+    }
+
+    /// The answer when the call's answer did not come within `timeout` (after it was sent).
+    fn timed_out(&self, timeout: Duration, request_id: &str) -> Response<ResponseBody> {
+        let e = GatewayError::UpstreamTimeout {
+            upstream: self.service.upstream.name.to_string(),
+            timeout: humantime::format_duration(timeout).to_string(),
+            key: "timeouts.request",
+        };
+        after_sending(e.to_response(request_id).map(ResponseBody::full))
     }
 
     /// A failed status as problem+json, with the allowed metadata.

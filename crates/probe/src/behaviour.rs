@@ -89,14 +89,7 @@ pub fn read(headers: &HeaderMap, version: http::Version) -> Behaviour {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        h
-    }
+    use crate::tests::headers;
 
     #[test]
     fn cors_hsts_compression_and_keep_alive() {

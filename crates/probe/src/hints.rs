@@ -97,11 +97,7 @@ mod tests {
     use super::*;
 
     fn hints(pairs: &[(&str, &str)]) -> Vec<(&'static str, String)> {
-        let mut h = HeaderMap::new();
-        for (n, v) in pairs {
-            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
-        }
-        read(&h).into_iter().map(|h| (h.product, h.evidence)).collect()
+        read(&crate::tests::headers(pairs)).into_iter().map(|h| (h.product, h.evidence)).collect()
     }
 
     #[test]

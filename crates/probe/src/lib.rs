@@ -305,3 +305,15 @@ where
     };
     Ok((report, parts.headers, parts.version))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Headers from `(name, value)` pairs, repeated names appended.
+    pub fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+}
