@@ -16,20 +16,22 @@
 
 pub mod behaviour;
 pub mod challenge;
+pub mod client;
 pub mod hints;
 pub mod limits;
 pub mod net;
+pub mod oauth;
+pub mod protocol;
 mod report;
+mod suggest;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Full;
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use report::render;
 
@@ -41,6 +43,12 @@ pub struct Options {
     pub tls: tls::TlsOptions,
     /// Sent as `Origin`, to see the server's CORS answer.
     pub origin: Option<String>,
+    /// Also send a `POST` of `{}` as JSON to the URL (the only probe that is not read-only).
+    pub post: bool,
+    /// A bearer token to decode, check and try on the URL.
+    pub bearer: Option<String>,
+    /// How many GETs of the URL to time (1: the probe's own).
+    pub samples: usize,
 }
 
 /// Everything the probe found.
@@ -58,6 +66,17 @@ pub struct Report {
     pub limits: limits::RateLimits,
     pub hints: Vec<hints::Hint>,
     pub behaviour: behaviour::Behaviour,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    pub protocols: protocol::Protocols,
+    /// The authorization server's metadata, when the endpoint's origin serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<oauth::Metadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<oauth::Bearer>,
+    /// A `bridgehead.yaml` fragment for what was found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_config: Option<String>,
     /// The step that failed, if one did: the endpoint is unreachable from here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<Failure>,
@@ -103,10 +122,18 @@ pub async fn probe(url: &str, opts: &Options, progress: &mut dyn FnMut(&str)) ->
         limits: limits::RateLimits::default(),
         hints: Vec::new(),
         behaviour: behaviour::Behaviour::default(),
+        latency: None,
+        protocols: protocol::Protocols::default(),
+        oauth: None,
+        bearer: None,
+        suggested_config: None,
         failed: None,
     };
     if let Err(f) = run(url, opts, progress, &mut report).await {
         report.failed = Some(f);
+    }
+    if let Ok(u) = url::Url::parse(url) {
+        report.suggested_config = suggest::fragment(&report, &u, &opts.tls);
     }
     report
 }
@@ -149,7 +176,7 @@ async fn run(
         return Err(fail("tcp")(format!("no address took the connection: {}", reasons.join(", "))));
     };
 
-    let path = match parsed.query() {
+    let target = match parsed.query() {
         Some(q) => format!("{}?{q}", parsed.path()),
         None => parsed.path().to_owned(),
     };
@@ -157,7 +184,8 @@ async fn run(
         Some(p) => format!("{host}:{p}"),
         None => host.clone(),
     };
-    let answer = if secure {
+    let address = report.tcp.last().map(|c| c.address).expect("a connection was made");
+    let (conn, tls_config) = if secure {
         progress(&format!("TLS: handshake with {host}"));
         let prepared = tls::prepare(&opts.tls).map_err(fail("tls"))?;
         let name = rustls_pki_types::ServerName::try_from(
@@ -181,13 +209,34 @@ async fn run(
         let tls_report = prepared.report(tls.get_ref().1);
         let h2 = tls_report.alpn.as_deref() == Some("h2");
         report.tls = Some(tls_report);
-        progress(&format!("HTTP: GET {path}"));
-        exchange(tls, h2, "https", &authority, &path, opts).await
+        (client::Conn::handshake(tls, h2, opts.timeout).await, Some(prepared.config))
     } else {
-        progress(&format!("HTTP: GET {path}"));
-        exchange(tcp, false, "http", &authority, &path, opts).await
+        (client::Conn::handshake(tcp, false, opts.timeout).await, None)
     };
-    let answer = answer.map_err(|reason| match &report.tls {
+    let mut dialer = client::Dialer::new(address, &host, &authority, tls_config.as_ref(), opts.timeout);
+    progress(&format!("HTTP: GET {target}"));
+    let first = async {
+        let mut conn = conn?.with_authority(&authority);
+        let first = conn.send(first_request(&dialer, &target, opts), BODY_LIMIT).await?;
+        Ok::<_, String>((conn, first))
+    };
+    let first = match first.await {
+        // A plain-TCP server that speaks only HTTP/2 (a gRPC server) refuses HTTP/1.1: asked
+        // again with prior knowledge (h2c).
+        Err(e) if !secure => {
+            progress(&format!("HTTP: GET {target} over HTTP/2 with prior knowledge (h2c)"));
+            let h2c = async {
+                let mut conn = dialer.open(client::Want::H2).await?;
+                let first = conn.send(first_request(&dialer, &target, opts), BODY_LIMIT).await?;
+                Ok::<_, String>((conn, first))
+            };
+            let answer = h2c.await.map_err(|h2| format!("{e}; over HTTP/2 (h2c): {h2}"));
+            dialer.h2c_only = answer.is_ok();
+            answer
+        }
+        other => other,
+    };
+    let (mut conn, first) = first.map_err(|reason| match &report.tls {
         // TLS 1.3 finishes the client's side of the handshake before the server judges the
         // client's certificate: a refusal shows as the request failing.
         Some(t) if t.client_cert_requested && !t.client_cert_sent => fail("tls")(format!(
@@ -195,30 +244,120 @@ async fn run(
         )),
         _ => fail("http")(reason),
     })?;
-    let headers = &answer.1;
+    let headers = &first.headers;
     report.auth = challenge::parse(
         headers.get_all(http::header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()),
     );
     report.limits = limits::read(headers, SystemTime::now());
     report.hints = hints::read(headers);
-    report.behaviour = behaviour::read(headers, answer.2);
-    report.http = Some(answer.0);
+    report.behaviour = behaviour::read(headers, first.version);
+    report.http = Some(HttpReport {
+        version: format!("{:?}", first.version),
+        status: first.status.as_u16(),
+        ms: first.ms,
+        content_type: first.header("content-type").map(str::to_owned),
+        headers: first
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    });
+
+    if opts.samples > 1 {
+        progress(&format!("HTTP: {} more GETs {target} for the latency", opts.samples - 1));
+        let mut times = vec![first.ms];
+        for _ in 1..opts.samples {
+            let answer = match conn.send(first_request(&dialer, &target, opts), BODY_LIMIT).await {
+                Ok(a) => Ok(a),
+                // The server closed the connection: the next on a new one.
+                Err(_) => match dialer.open(client::Want::Auto).await {
+                    Ok(c) => {
+                        conn = c.with_authority(&authority);
+                        conn.send(first_request(&dialer, &target, opts), BODY_LIMIT).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match answer {
+                Ok(a) => times.push(a.ms),
+                Err(e) => {
+                    report.latency = Some(Latency::of(&times, Some(e)));
+                    break;
+                }
+            }
+        }
+        if report.latency.is_none() {
+            report.latency = Some(Latency::of(&times, None));
+        }
+    }
+    drop(conn);
+
+    progress("protocol: gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket; OAuth metadata");
+    let ((protocols, mut tried), (metadata, oauth_tried)) = tokio::join!(
+        async {
+            let p = protocol::detect(&dialer, &target, &first, opts.post).await;
+            (protocol::Protocols { found: p.found, tried: Vec::new() }, p.tried)
+        },
+        oauth::discover(&dialer, &target),
+    );
+    tried.extend(oauth_tried);
+    report.protocols = protocol::Protocols { tried, ..protocols };
+    let origin = format!("{}://{authority}", dialer.scheme());
+    if let Some(token) = &opts.bearer {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let issuer = metadata.as_ref().and_then(|m| m.issuer.as_deref());
+        let mut b = oauth::inspect(token, now, issuer, &origin);
+        match &report.tls {
+            Some(t) if !t.verified => {
+                b.not_sent = Some("not sent: the server's certificate chain did not verify".into());
+            }
+            _ => {
+                progress(&format!("HTTP: GET {target} with the bearer token"));
+                oauth::try_token(&dialer, &target, token, &mut b).await;
+            }
+        }
+        report.bearer = Some(b);
+    }
+    report.oauth = metadata;
     Ok(())
 }
 
-/// The answer, or why the request failed: the connection's own error says more than the
-/// request's (`operation was canceled`), so it is waited for, briefly (the caller has dropped
-/// its sender, so a connection still up ends on its own).
-async fn failed_because<T>(
-    sent: Result<T, hyper::Error>,
-    conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) -> Result<T, String> {
-    match sent {
-        Ok(res) => Ok(res),
-        Err(e) => Err(match tokio::time::timeout(Duration::from_secs(1), conn).await {
-            Ok(Ok(Err(c))) => format!("the connection failed: {}", chain(&c)),
-            _ => format!("the request failed: {}", chain(&e)),
-        }),
+/// The first answer's body is read up to this size.
+const BODY_LIMIT: usize = 64 << 10;
+
+/// The probe's GET of the URL.
+fn first_request(d: &client::Dialer, target: &str, opts: &Options) -> http::Request<Full<Bytes>> {
+    let req = d
+        .request(http::Method::GET, target)
+        .header(http::header::ACCEPT, "*/*")
+        .header(http::header::ACCEPT_ENCODING, "gzip, deflate, br, zstd");
+    let req = match &opts.origin {
+        Some(o) => req.header(http::header::ORIGIN, o),
+        None => req,
+    };
+    req.body(Full::new(Bytes::new())).expect("a valid request")
+}
+
+/// Response times over several GETs of the URL.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub min_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Why the samples stopped early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Latency {
+    fn of(times: &[f64], error: Option<String>) -> Latency {
+        let mut t = times.to_vec();
+        t.sort_by(f64::total_cmp);
+        // Nearest rank.
+        let rank = |q: f64| t[((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
+        Latency { samples: t.len(), min_ms: t[0], p50_ms: rank(0.5), p99_ms: rank(0.99), max_ms: t[t.len() - 1], error }
     }
 }
 
@@ -232,78 +371,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// One GET over `io`, HTTP/2 when ALPN chose it.
-async fn exchange<IO>(
-    io: IO,
-    h2: bool,
-    scheme: &str,
-    authority: &str,
-    path: &str,
-    opts: &Options,
-) -> Result<(HttpReport, http::HeaderMap, http::Version), String>
-where
-    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let timeout = opts.timeout;
-    let started = Instant::now();
-    let uri = if h2 { format!("{scheme}://{authority}{path}") } else { path.to_owned() };
-    let req = http::Request::get(uri)
-        .header(http::header::HOST, authority)
-        .header(http::header::USER_AGENT, concat!("bridgehead-probe/", env!("CARGO_PKG_VERSION")))
-        .header(http::header::ACCEPT, "*/*")
-        .header(http::header::ACCEPT_ENCODING, "gzip, deflate, br, zstd");
-    let req = match &opts.origin {
-        Some(o) => req.header(http::header::ORIGIN, o),
-        None => req,
-    };
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| format!("cannot make the request: {e}"))?;
-    let io = TokioIo::new(io);
-    let send = async {
-        if h2 {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| format!("the HTTP/2 handshake failed: {}", chain(&e)))?;
-            let conn = tokio::spawn(conn);
-            let mut req = req;
-            req.headers_mut().remove(http::header::HOST);
-            let sent = send.send_request(req).await;
-            drop(send);
-            failed_because(sent, conn).await
-        } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| format!("the HTTP/1.1 exchange failed: {}", chain(&e)))?;
-            let conn = tokio::spawn(conn);
-            let sent = send.send_request(req).await;
-            drop(send);
-            failed_because(sent, conn).await
-        }
-    };
-    let res = tokio::time::timeout(timeout, send)
-        .await
-        .map_err(|_| format!("no answer within {}", net::humantime(timeout)))??;
-    let ms = net::ms(started);
-    let (parts, body) = res.into_parts();
-    // The body is read only so the connection ends cleanly; at most 64 KiB, within the bound.
-    let _ = tokio::time::timeout(timeout, http_body_util::Limited::new(body, 64 * 1024).collect()).await;
-    let report = HttpReport {
-        version: format!("{:?}", parts.version),
-        status: parts.status.as_u16(),
-        ms,
-        content_type: parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-    };
-    Ok((report, parts.headers, parts.version))
 }
 
 #[cfg(test)]

@@ -120,6 +120,75 @@ pub fn render(r: &Report) -> String {
     for h in &r.hints {
         line(if h.gateway { "in front" } else { "server" }, &format!("{} ({})", h.product, h.evidence));
     }
+    if let Some(l) = &r.latency {
+        let stopped = l.error.as_deref().map(|e| format!("; stopped: {e}")).unwrap_or_default();
+        line(
+            "latency",
+            &format!(
+                "{} GETs: p50 {} ms, p99 {} ms (min {}, max {}){stopped}",
+                l.samples, l.p50_ms, l.p99_ms, l.min_ms, l.max_ms
+            ),
+        );
+    }
+    for f in &r.protocols.found {
+        let version = f.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
+        line("speaks", &format!("{}{version}: {}", f.protocol, clean(&f.evidence)));
+        if let Some(u) = &f.url {
+            line("", &format!("at {}", clean(u)));
+        }
+        if let Some(t) = &f.title {
+            line("", &format!("title {}", clean(t)));
+        }
+        if !f.services.is_empty() {
+            line("", &format!("services {}", clean(&f.services.join(", "))));
+        }
+        if !f.operations.is_empty() {
+            let shown: Vec<&str> = f.operations.iter().take(12).map(String::as_str).collect();
+            let more = f.operations.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            line("", &format!("operations {}{more}", clean(&shown.join(", "))));
+        }
+    }
+    for t in &r.protocols.tried {
+        line("tried", &format!("{}: {}", clean(&t.probe), clean(&t.outcome)));
+    }
+    if let Some(m) = &r.oauth {
+        line("oauth", &format!("metadata at {}", clean(&m.url)));
+        let field = |name: &str, v: &Option<String>| v.as_ref().map(|v| format!("{name} {}", clean(v)));
+        for text in [
+            field("issuer", &m.issuer),
+            field("token endpoint", &m.token_endpoint),
+            field("authorization endpoint", &m.authorization_endpoint),
+            field("JWKS", &m.jwks_uri),
+            Some(format!("grants {}", m.grant_types.join(", "))),
+            (!m.pkce_methods.is_empty()).then(|| format!("PKCE {}", m.pkce_methods.join(", "))),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            line("", &text);
+        }
+        for w in &m.warnings {
+            line("", &format!("WARNING: {w}"));
+        }
+    }
+    if let Some(b) = &r.bearer {
+        line("token", b.format);
+        for (claim, verdict) in &b.checks {
+            line("", &format!("{claim}: {}", clean(verdict)));
+        }
+        match (b.status_with_token, &b.not_sent) {
+            (Some(s), _) => line("", &format!("GET with the token: {s}")),
+            (None, Some(why)) => line("", &format!("GET with the token: {}", clean(why))),
+            (None, None) => {}
+        }
+    }
+    if let Some(c) = &r.suggested_config {
+        line("config", "a bridgehead.yaml fragment for what was found:");
+        for l in c.lines() {
+            line("", &clean(l));
+        }
+    }
     match &r.failed {
         None => line("result", "reachable"),
         Some(f) => line("result", &format!("FAILED at {}: {}", f.step, f.reason)),

@@ -198,6 +198,10 @@ gRPC as JSON (the schema came from the server's reflection; routes drones-rest a
   {exe} grpc call --plaintext {gw} drone.v1.Telemetry/GetStatus -d '{{\"droneId\":\"d-2\"}}'
   curl -s http://{admin}/admin/grpc                 # where the schema came from, and every binding
 
+Discover (what an endpoint is and how to talk to it):
+  {exe} probe http://{gw}/secure/orders            # auth challenges, the local issuer's metadata, gRPC by reflection
+  {exe} probe http://{grpc}/ --samples 20          # the gRPC server itself: HTTP/2 only, p50/p99 over 20 GETs
+
 Access log lines (JSON) follow on stdout.
 "
     );

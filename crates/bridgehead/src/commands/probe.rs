@@ -30,6 +30,17 @@ pub struct ProbeArgs {
     /// Send this `Origin` with the GET, to see the server's CORS answer.
     #[arg(long)]
     origin: Option<String>,
+    /// Also POST `{}` as JSON to the URL, to read what the endpoint says of it (a 415 names
+    /// what it takes). Every other probe is read-only; this one may not be.
+    #[arg(long)]
+    post: bool,
+    /// A bearer token: its claims are decoded and checked (exp, nbf, iss, aud), and it is
+    /// tried on the URL (never over a TLS connection whose chain did not verify). Never shown.
+    #[arg(long, env = "BRIDGEHEAD_PROBE_BEARER", hide_env_values = true)]
+    bearer: Option<String>,
+    /// Time this many GETs of the URL (over one kept-alive connection) and report p50/p99.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    samples: u32,
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -40,6 +51,9 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         tls: bridgehead_probe::tls::TlsOptions { cacert: args.cacert, client: args.cert.zip(args.key) },
         origin: args.origin,
+        post: args.post,
+        bearer: args.bearer,
+        samples: args.samples as usize,
     };
     let rt = super::runtime(Some(1))?;
     let report =

@@ -287,6 +287,18 @@ async fn demo_starts_and_its_tour_works() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["mode"], "IDLE");
 
+    // The tour's probe of the gateway's own secured route.
+    let url = format!("{gateway}/secure/orders");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || bridgehead(&["probe", &url, "--output", "json"])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["auth"][0]["scheme"], "Bearer", "{r:#}");
+    assert!(r["oauth"]["token_endpoint"].as_str().unwrap().ends_with("/oauth2/token"), "{r:#}");
+    let found: Vec<&str> =
+        r["protocols"]["found"].as_array().unwrap().iter().map(|f| f["protocol"].as_str().unwrap()).collect();
+    assert!(found.contains(&"grpc"), "{found:?}");
+
     // The webhook tour: a malformed event is refused with every schema error and kept as a
     // dead letter; a good one is stored and forwarded once, its repeat acknowledged.
     let signer = bridgehead_webhooks::signature::Signer::new(

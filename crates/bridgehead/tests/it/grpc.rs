@@ -36,7 +36,7 @@ impl Drop for DemoServer {
 
 /// A gateway with the demo server as `telemetry`, transcoded under `/rest` and at its own
 /// paths on host `api.test`, and proxied as gRPC.
-fn config(addr: SocketAddr, descriptors: &str, extra: &str) -> String {
+pub(crate) fn config(addr: SocketAddr, descriptors: &str, extra: &str) -> String {
     format!(
         r#"
 upstreams:
@@ -581,7 +581,9 @@ message ListItemsRequest { int64 min_quantity = 1; }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_server_is_transcoded_from_v1alpha_reflection_and_a_protoc_descriptor_set() {
-    let Some(python) = crate::support::python() else { return };
+    if crate::support::python().is_none() {
+        return;
+    }
     let Some(protoc) = protoc() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("inventory.proto"), INVENTORY).unwrap();
@@ -597,23 +599,10 @@ async fn a_python_grpcio_server_is_transcoded_from_v1alpha_reflection_and_a_prot
         .unwrap();
     assert!(out.status.success(), "protoc: {}", String::from_utf8_lossy(&out.stderr));
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/peers/grpcio_server.py");
-    let mut child = std::process::Command::new(python)
-        .arg(script)
-        .arg(&set)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = crate::support::Killed(child);
-    let port = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        line.trim().strip_prefix("port ").unwrap_or_else(|| panic!("grpcio server said {line:?}")).to_owned()
-    })
-    .await
-    .unwrap();
+    let Some((_server, port)) = crate::support::python_peer("grpcio_server.py", &[set.to_str().unwrap()]).await
+    else {
+        return;
+    };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     for descriptors in ["{ reflection: true }".to_owned(), format!("{{ descriptor_set: {} }}", set.display())]

@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const ISSUER: &str = "https://bridgehead.test";
-const SECRET: &str = "svc-secret-0123456789abcdefghijklmnopqrstuvwxyz";
+pub(crate) const ISSUER: &str = "https://bridgehead.test";
+pub(crate) const SECRET: &str = "svc-secret-0123456789abcdefghijklmnopqrstuvwxyz";
 
-fn config(upstream: &str, state_dir: &std::path::Path, extra: &str) -> String {
+pub(crate) fn config(upstream: &str, state_dir: &std::path::Path, extra: &str) -> String {
     let digest = bridgehead_auth::apikey::sha256_hex(SECRET);
     let other = bridgehead_auth::apikey::sha256_hex("other-secret-0123456789");
     format!(
@@ -21,11 +21,11 @@ fn config(upstream: &str, state_dir: &std::path::Path, extra: &str) -> String {
     )
 }
 
-fn basic(id: &str, secret: &str) -> String {
+pub(crate) fn basic(id: &str, secret: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")))
 }
 
-async fn post_form(url: &str, auth: Option<&str>, body: &str) -> Got {
+pub(crate) async fn post_form(url: &str, auth: Option<&str>, body: &str) -> Got {
     let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
     if let Some(a) = auth {
         req = req.header("authorization", a);

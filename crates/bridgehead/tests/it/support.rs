@@ -80,6 +80,30 @@ impl Node {
     }
 }
 
+/// Starts the Python test peer `script` (in `tests/it/peers`) with `args`: the process (killed
+/// when dropped) and the port it printed (`port N`). `None` only when Python tests are skipped.
+pub async fn python_peer(script: &str, args: &[&str]) -> Option<(Killed, u16)> {
+    let python = python()?;
+    let script = format!("{}/tests/it/peers/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new(python)
+        .arg(&script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let killed = Killed(child);
+    let port = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{script} said {line:?}"))
+    })
+    .await
+    .unwrap();
+    Some((killed, port))
+}
+
 /// The Python interpreter with the test peers (Authlib, standardwebhooks), from `scripts/test`; `None` only when
 /// BRIDGEHEAD_SKIP_PYTHON=1 says to skip. Anything else missing is a failure, never a silent skip.
 pub fn python() -> Option<String> {
