@@ -94,9 +94,10 @@ enum Command {
     /// Example: bridgehead grpc call --plaintext 127.0.0.1:50051 drone.v1.Telemetry/GetStatus -d '{"droneId": "d-1"}'
     #[command(subcommand)]
     Grpc(commands::grpc::GrpcCommand),
-    /// Find out what an endpoint is and how to talk to it: DNS, TCP per address, TLS (version,
-    /// cipher, ALPN, the certificate chain, whether a client certificate is asked for), and
-    /// what one GET's answer says (auth challenges, rate limits, the gateway in front).
+    /// Find out what an endpoint is and how to talk to it: DNS (which server answered, the
+    /// CNAME chain), TCP per address, TLS (the chain, whether a client certificate is asked
+    /// for), what it speaks (REST, gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket), how it
+    /// authenticates, its rate limits, and a bridgehead.yaml fragment for it.
     ///
     /// Example: bridgehead probe https://api.customer.example/v1/health --output json
     Probe(commands::probe::ProbeArgs),

@@ -91,7 +91,14 @@ impl Dialer {
             h1.alpn_protocols = vec![b"http/1.1".to_vec()];
             (Arc::new(c.clone()), Arc::new(h1))
         });
-        Dialer { address, host: host.to_owned(), authority: authority.to_owned(), tls, timeout, h2c_only: false }
+        Dialer {
+            address,
+            host: host.to_owned(),
+            authority: authority.to_owned(),
+            tls,
+            timeout,
+            h2c_only: false,
+        }
     }
 
     /// The scheme requests go with.
@@ -116,10 +123,13 @@ impl Dialer {
                     self.host.trim_start_matches('[').trim_end_matches(']').to_owned(),
                 )
                 .map_err(|e| format!("`{}` is not a name TLS can check: {e}", self.host))?;
-                let tls = tokio::time::timeout(self.timeout, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
-                    .await
-                    .map_err(|_| format!("no TLS handshake within {}", net::humantime(self.timeout)))?
-                    .map_err(|e| format!("the TLS handshake failed: {}", crate::chain(&e)))?;
+                let tls = tokio::time::timeout(
+                    self.timeout,
+                    tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+                )
+                .await
+                .map_err(|_| format!("no TLS handshake within {}", net::humantime(self.timeout)))?
+                .map_err(|e| format!("the TLS handshake failed: {}", crate::chain(&e)))?;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 if want == Want::H2 && !h2 {
                     return Err("the server did not choose HTTP/2 (ALPN h2) in the TLS handshake".into());
@@ -138,7 +148,12 @@ impl Dialer {
     }
 
     /// One request on a new connection; the body is read up to `limit` bytes.
-    pub async fn send(&self, want: Want, req: http::Request<Full<Bytes>>, limit: usize) -> Result<Answer, String> {
+    pub async fn send(
+        &self,
+        want: Want,
+        req: http::Request<Full<Bytes>>,
+        limit: usize,
+    ) -> Result<Answer, String> {
         let mut conn = self.open(want).await?;
         conn.send(req, limit).await
     }
@@ -164,13 +179,16 @@ impl Conn {
         IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let io = TokioIo::new(io);
-        let bounded = |what: &'static str| move |_| format!("no {what} handshake within {}", net::humantime(timeout));
+        let bounded =
+            |what: &'static str| move |_| format!("no {what} handshake within {}", net::humantime(timeout));
         let (sender, driver) = if h2 {
-            let (send, conn) =
-                tokio::time::timeout(timeout, hyper::client::conn::http2::handshake(TokioExecutor::new(), io))
-                    .await
-                    .map_err(bounded("HTTP/2"))?
-                    .map_err(|e| format!("the HTTP/2 handshake failed: {}", crate::chain(&e)))?;
+            let (send, conn) = tokio::time::timeout(
+                timeout,
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io),
+            )
+            .await
+            .map_err(bounded("HTTP/2"))?
+            .map_err(|e| format!("the HTTP/2 handshake failed: {}", crate::chain(&e)))?;
             (Sender::H2(send), tokio::spawn(conn))
         } else {
             let (send, conn) = hyper::client::conn::http1::handshake(io)
@@ -197,7 +215,8 @@ impl Conn {
         let timeout = self.timeout;
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let authority = parts.uri.authority().map(ToString::to_string).unwrap_or_else(|| self.authority.clone());
+        let authority =
+            parts.uri.authority().map(ToString::to_string).unwrap_or_else(|| self.authority.clone());
         let res = match &mut self.sender {
             Sender::H1(s) => {
                 parts.headers.entry(http::header::HOST).or_insert(

@@ -49,6 +49,8 @@ pub struct Options {
     pub bearer: Option<String>,
     /// How many GETs of the URL to time (1: the probe's own).
     pub samples: usize,
+    /// Resolve with these DNS servers instead of the system's.
+    pub dns_servers: Vec<std::net::SocketAddr>,
 }
 
 /// Everything the probe found.
@@ -155,7 +157,7 @@ async fn run(
     let port = parsed.port_or_known_default().unwrap_or(if secure { 443 } else { 80 });
 
     progress(&format!("DNS: resolving {host}"));
-    let resolved = net::resolve(&host, port, opts.timeout).await.map_err(fail("dns"))?;
+    let resolved = net::resolve(&host, port, opts.timeout, &opts.dns_servers).await.map_err(fail("dns"))?;
     let addresses = resolved.addresses.clone();
     report.dns = Some(resolved);
 
@@ -357,7 +359,14 @@ impl Latency {
         t.sort_by(f64::total_cmp);
         // Nearest rank.
         let rank = |q: f64| t[((q * t.len() as f64).ceil() as usize).clamp(1, t.len()) - 1];
-        Latency { samples: t.len(), min_ms: t[0], p50_ms: rank(0.5), p99_ms: rank(0.99), max_ms: t[t.len() - 1], error }
+        Latency {
+            samples: t.len(),
+            min_ms: t[0],
+            p50_ms: rank(0.5),
+            p99_ms: rank(0.99),
+            max_ms: t[t.len() - 1],
+            error,
+        }
     }
 }
 

@@ -84,13 +84,17 @@ pub async fn discover(d: &Dialer, target: &str) -> (Option<Metadata>, Vec<crate:
                 }
             },
         };
-        let doc: Option<Value> = if a.status.is_success() { serde_json::from_slice(&a.body).ok() } else { None };
+        let doc: Option<Value> =
+            if a.status.is_success() { serde_json::from_slice(&a.body).ok() } else { None };
         match doc.filter(|v| v.get("issuer").is_some() || v.get("token_endpoint").is_some()) {
             Some(v) => return (Some(read(&format!("{}://{}{c}", d.scheme(), d.authority), &v)), tried),
             None => misses.push(format!("{c} {}", a.status.as_u16())),
         }
     }
-    tried.push(crate::protocol::Tried { probe: "OAuth metadata: GET the well-known paths".into(), outcome: misses.join(", ") });
+    tried.push(crate::protocol::Tried {
+        probe: "OAuth metadata: GET the well-known paths".into(),
+        outcome: misses.join(", "),
+    });
     (None, tried)
 }
 
@@ -183,7 +187,10 @@ pub fn inspect(token: &str, now: u64, issuer: Option<&str>, origin: &str) -> Bea
         parts.first().and_then(|h| decode(h)).filter(|_| parts.len() == 3 || parts.len() == 5),
         parts.get(1).and_then(|c| decode(c)),
     ) else {
-        b.checks.push(("format".into(), "not a JWT: an opaque token, which only its issuer can read (introspection)".into()));
+        b.checks.push((
+            "format".into(),
+            "not a JWT: an opaque token, which only its issuer can read (introspection)".into(),
+        ));
         return b;
     };
     b.format = "jwt";
@@ -216,7 +223,9 @@ pub fn inspect(token: &str, now: u64, issuer: Option<&str>, origin: &str) -> Bea
     let iss = claims.get("iss").and_then(Value::as_str);
     match (iss, issuer) {
         (None, _) => check("iss", "absent".into(), true),
-        (Some(i), Some(want)) if i != want => check("iss", format!("`{i}`, NOT the server's issuer `{want}`"), true),
+        (Some(i), Some(want)) if i != want => {
+            check("iss", format!("`{i}`, NOT the server's issuer `{want}`"), true);
+        }
         (Some(i), Some(_)) => check("iss", format!("`{i}`, the server's issuer"), false),
         (Some(i), None) => check("iss", format!("`{i}` (no metadata to compare with)"), false),
     }
@@ -228,7 +237,8 @@ pub fn inspect(token: &str, now: u64, issuer: Option<&str>, origin: &str) -> Bea
     if auds.is_empty() {
         check("aud", "absent: any API could take this token".into(), false);
     } else {
-        let ours = auds.iter().any(|a| a.trim_end_matches('/') == origin || a.starts_with(&format!("{origin}/")));
+        let ours =
+            auds.iter().any(|a| a.trim_end_matches('/') == origin || a.starts_with(&format!("{origin}/")));
         let verdict = if ours {
             format!("{} (names this endpoint)", auds.join(", "))
         } else {
@@ -328,7 +338,10 @@ mod tests {
         );
         assert_eq!(m.warnings.len(), 3, "{:?}", m.warnings);
         // Absent grant types mean authorization_code and implicit (RFC 8414).
-        let m = read("u", &json!({"issuer": "i", "token_endpoint": "t", "code_challenge_methods_supported": ["S256"]}));
+        let m = read(
+            "u",
+            &json!({"issuer": "i", "token_endpoint": "t", "code_challenge_methods_supported": ["S256"]}),
+        );
         assert_eq!(m.grant_types, ["authorization_code", "implicit"]);
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         let m = read(

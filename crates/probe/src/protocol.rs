@@ -81,8 +81,13 @@ impl Protocols {
 pub async fn detect(d: &Dialer, target: &str, first: &Answer, post: bool) -> Protocols {
     let mut p = Protocols::default();
     from_first_answer(&mut p, target, first);
-    let (grpc, soap, graphql, openapi, ws) =
-        tokio::join!(grpc(d), soap(d, target, post), graphql(d, target), openapi(d, target), websocket(d, target));
+    let (grpc, soap, graphql, openapi, ws) = tokio::join!(
+        grpc(d),
+        soap(d, target, post),
+        graphql(d, target),
+        openapi(d, target),
+        websocket(d, target)
+    );
     let grpc_services = grpc.found.first().map(|f| f.services.clone()).unwrap_or_default();
     let web = grpc_web(d, target, &grpc_services).await;
     for part in [grpc, web, soap, graphql, openapi, ws] {
@@ -90,7 +95,8 @@ pub async fn detect(d: &Dialer, target: &str, first: &Answer, post: bool) -> Pro
         p.tried.extend(part.tried);
     }
     // The first answer's fault and the WSDL's finding are one SOAP finding.
-    let soap: Vec<usize> = p.found.iter().enumerate().filter(|(_, f)| f.protocol == "soap").map(|(i, _)| i).collect();
+    let soap: Vec<usize> =
+        p.found.iter().enumerate().filter(|(_, f)| f.protocol == "soap").map(|(i, _)| i).collect();
     if let [first, .., last] = soap[..] {
         let folded = p.found.remove(first);
         p.found[last - 1].evidence.push_str(&format!("; {}", folded.evidence));
@@ -286,8 +292,11 @@ async fn grpc_web(d: &Dialer, target: &str, services: &[String]) -> Protocols {
         match d.send(Want::Auto, req, ANSWER_LIMIT).await {
             Err(e) => p.tried(probe, e),
             Ok(a) => {
-                let status = a.header("grpc-status").map(str::to_owned).or_else(|| web_trailer_status(&a.body));
-                if a.media_type().starts_with("application/grpc-web") || (status.is_some() && a.version != http::Version::HTTP_2) {
+                let status =
+                    a.header("grpc-status").map(str::to_owned).or_else(|| web_trailer_status(&a.body));
+                if a.media_type().starts_with("application/grpc-web")
+                    || (status.is_some() && a.version != http::Version::HTTP_2)
+                {
                     let status = status.map(|s| format!(", grpc-status {s}")).unwrap_or_default();
                     p.found.push(Finding {
                         protocol: "grpc-web",
@@ -425,9 +434,10 @@ fn wsdl_summary(body: &[u8]) -> Option<WsdlSummary> {
         let v = match nns {
             Some(SOAP11_BINDING) if name == "binding" => Some("1.1"),
             Some(SOAP12_BINDING) if name == "binding" => Some("1.2"),
-            Some(WSDL20) if name == "binding" => n.attribute("version").or(Some("1.2")).filter(|_| {
-                n.attribute("type") == Some("http://www.w3.org/ns/wsdl/soap")
-            }),
+            Some(WSDL20) if name == "binding" => n
+                .attribute("version")
+                .or(Some("1.2"))
+                .filter(|_| n.attribute("type") == Some("http://www.w3.org/ns/wsdl/soap")),
             _ => None,
         };
         if let Some(v) = v
@@ -500,19 +510,30 @@ async fn graphql(d: &Dialer, target: &str) -> Protocols {
                         protocol: "graphql",
                         evidence: format!("{probe} → {}: a schema with {types} types", a.summary()),
                         url: Some(format!("{}://{}{path}", d.scheme(), d.authority)),
-                        operations: s.pointer("/queryType/name").and_then(|n| n.as_str()).map(str::to_owned).into_iter().collect(),
+                        operations: s
+                            .pointer("/queryType/name")
+                            .and_then(|n| n.as_str())
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect(),
                         ..Finding::default()
                     });
                     return p;
                 }
                 // A GraphQL error object without data: GraphQL, introspection refused.
                 let errors = v.as_ref().and_then(|v| v.get("errors")).and_then(|e| e.as_array());
-                if let Some(e) = errors.filter(|e| !e.is_empty() && v.as_ref().is_some_and(|v| v.get("data").is_none() || v["data"].is_null())) {
+                if let Some(e) = errors.filter(|e| {
+                    !e.is_empty()
+                        && v.as_ref().is_some_and(|v| v.get("data").is_none() || v["data"].is_null())
+                }) {
                     let msg = e[0].get("message").and_then(|m| m.as_str()).unwrap_or("");
                     if a.media_type().contains("json") && !msg.is_empty() {
                         p.found.push(Finding {
                             protocol: "graphql",
-                            evidence: format!("{probe} → {}: GraphQL errors ({msg}); introspection refused", a.summary()),
+                            evidence: format!(
+                                "{probe} → {}: GraphQL errors ({msg}); introspection refused",
+                                a.summary()
+                            ),
                             url: Some(format!("{}://{}{path}", d.scheme(), d.authority)),
                             ..Finding::default()
                         });
@@ -604,7 +625,11 @@ fn openapi_summary(body: &[u8]) -> Option<(String, Option<String>, Vec<String>)>
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         let version = v.get("openapi").or_else(|| v.get("swagger"))?.as_str()?.to_owned();
         let title = v.pointer("/info/title").and_then(|t| t.as_str()).map(str::to_owned);
-        let paths = v.get("paths").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        let paths = v
+            .get("paths")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
         return Some((version, title, paths));
     }
     // YAML, read by its top-level keys only: a document is shown, not used.
@@ -613,16 +638,18 @@ fn openapi_summary(body: &[u8]) -> Option<(String, Option<String>, Vec<String>)>
         text.lines().find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_matches(['"', '\'']).to_owned()))
     };
     let version = top("openapi:").or_else(|| top("swagger:"))?;
-    let title = text.lines().find_map(|l| {
-        l.strip_prefix("  title:").map(|v| v.trim().trim_matches(['"', '\'']).to_owned())
-    });
+    let title = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  title:").map(|v| v.trim().trim_matches(['"', '\'']).to_owned()));
     let mut paths = Vec::new();
     let mut in_paths = false;
     for l in text.lines() {
         if !l.starts_with(' ') && !l.is_empty() {
             in_paths = l.trim_end() == "paths:";
         } else if in_paths
-            && let Some(k) = l.strip_prefix("  ").filter(|k| k.starts_with('/') || k.starts_with("\"/") || k.starts_with("'/"))
+            && let Some(k) = l
+                .strip_prefix("  ")
+                .filter(|k| k.starts_with('/') || k.starts_with("\"/") || k.starts_with("'/"))
         {
             paths.push(k.trim_end().trim_end_matches(':').trim_matches(['"', '\'']).to_owned());
         }
@@ -750,7 +777,8 @@ mod tests {
 
     #[test]
     fn openapi_documents_in_json_and_yaml() {
-        let (v, t, p) = openapi_summary(br#"{"openapi":"3.1.0","info":{"title":"T"},"paths":{"/a":{}}}"#).unwrap();
+        let (v, t, p) =
+            openapi_summary(br#"{"openapi":"3.1.0","info":{"title":"T"},"paths":{"/a":{}}}"#).unwrap();
         assert_eq!((v.as_str(), t.as_deref(), p), ("3.1.0", Some("T"), vec!["/a".to_owned()]));
         let yaml = b"openapi: 3.0.3\ninfo:\n  title: 'Orders'\npaths:\n  /orders:\n    get: {}\n  \"/orders/{id}\":\n    get: {}\ncomponents: {}\n";
         let (v, t, p) = openapi_summary(yaml).unwrap();

@@ -21,7 +21,17 @@ pub fn render(r: &Report) -> String {
     line("URL", &clean(&r.url));
     if let Some(d) = &r.dns {
         let addrs: Vec<String> = d.addresses.iter().map(ToString::to_string).collect();
-        line("DNS", &format!("{} ({} ms)", addrs.join(", "), d.ms));
+        line("DNS", &format!("{} ({} ms, from {})", addrs.join(", "), d.ms, d.source));
+        if !d.cname_chain.is_empty() {
+            line("", &format!("CNAME chain {}", clean(&d.cname_chain.join(" → "))));
+        }
+        for rec in &d.records {
+            line("", &format!("{} {} {} (TTL {}s)", clean(&rec.name), rec.kind, clean(&rec.value), rec.ttl));
+        }
+        for s in &d.servers {
+            let why = s.error.as_deref().map(|e| format!(": {}", clean(e))).unwrap_or_default();
+            line("", &format!("server {} {} ({} ms){why}", s.server, s.outcome, s.ms));
+        }
     }
     for c in &r.tcp {
         let why = c.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();

@@ -27,7 +27,9 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
     let mut y = String::new();
     let _ = writeln!(y, "upstreams:\n  {name}:\n    targets: [{{ url: \"{origin}\" }}]");
     if grpc.is_some() && !secure {
-        y.push_str("    protocol: h2c                 # the server speaks HTTP/2 with prior knowledge (gRPC)\n");
+        y.push_str(
+            "    protocol: h2c                 # the server speaks HTTP/2 with prior knowledge (gRPC)\n",
+        );
     } else if secure && h2 {
         y.push_str("    protocol: auto                # HTTP/2 when ALPN agrees, as it did\n");
     }
@@ -41,7 +43,9 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
             let _ = writeln!(y, "      key: \"{}\"", key.display());
         }
     } else if r.tls.as_ref().is_some_and(|t| t.client_cert_requested && !t.client_cert_sent) {
-        y.push_str("    # tls: { cert: client.pem, key: client.key }   # the server asks for a client certificate\n");
+        y.push_str(
+            "    # tls: { cert: client.pem, key: client.key }   # the server asks for a client certificate\n",
+        );
     }
     if let Some(c) = credentials(r, &env, &mut env_vars) {
         y.push_str(&c);
@@ -62,7 +66,10 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
             "  - {{ name: {name}-json, match: {{ path_prefix: /{name} }}, grpc_transcode: {{ service: {name} }} }}"
         );
         for (i, s) in services.iter().enumerate() {
-            let _ = writeln!(y, "  - {{ name: {name}-grpc-{i}, match: {{ grpc_service: {s} }}, upstream: {name} }}");
+            let _ = writeln!(
+                y,
+                "  - {{ name: {name}-grpc-{i}, match: {{ grpc_service: {s} }}, upstream: {name} }}"
+            );
         }
     } else {
         if grpc.is_some() {

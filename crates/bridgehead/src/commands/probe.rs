@@ -41,6 +41,16 @@ pub struct ProbeArgs {
     /// Time this many GETs of the URL (over one kept-alive connection) and report p50/p99.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     samples: u32,
+    /// Resolve the name with this DNS server (`IP` or `IP:PORT`; repeat for more, asked in
+    /// order) instead of the system's resolver.
+    #[arg(long = "dns-server", value_parser = parse_dns_server)]
+    dns_servers: Vec<std::net::SocketAddr>,
+}
+
+fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
@@ -54,6 +64,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         post: args.post,
         bearer: args.bearer,
         samples: args.samples as usize,
+        dns_servers: args.dns_servers,
     };
     let rt = super::runtime(Some(1))?;
     let report =

@@ -599,7 +599,8 @@ async fn a_python_grpcio_server_is_transcoded_from_v1alpha_reflection_and_a_prot
         .unwrap();
     assert!(out.status.success(), "protoc: {}", String::from_utf8_lossy(&out.stderr));
 
-    let Some((_server, port)) = crate::support::python_peer("grpcio_server.py", &[set.to_str().unwrap()]).await
+    let Some((_server, port)) =
+        crate::support::python_peer("grpcio_server.py", &[set.to_str().unwrap()]).await
     else {
         return;
     };

@@ -205,7 +205,10 @@ async fn tls_is_described_with_its_chain_and_client_certificate_requests() {
     assert_eq!(code, 0, "{r:#}");
     assert_eq!(r["tls"]["client_cert_sent"], true);
     let yaml = suggestion_checks(&r).await;
-    assert!(yaml.contains(&format!("cert: \"{}\"", pki.path("client.pem"))) && yaml.contains("protocol: auto"), "{yaml}");
+    assert!(
+        yaml.contains(&format!("cert: \"{}\"", pki.path("client.pem"))) && yaml.contains("protocol: auto"),
+        "{yaml}"
+    );
     // A server whose chain does not verify is never offered the client certificate.
     let (code, r) = probe(&[
         &url,
@@ -276,7 +279,12 @@ async fn suggestion_checks(r: &Value) -> String {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{yaml}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{yaml}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     yaml
 }
 
@@ -388,7 +396,9 @@ async fn oauth_metadata_is_read_and_a_bearer_token_checked_and_tried() {
     let m = bridgehead_mock::MockServer::start(bridgehead_mock::MockOptions::default()).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let gw = Gateway::start(&config(&m.url(), state.path(), "")).await;
-    let got = post_form(&gw.url("/oauth2/token"), Some(&basic("svc", SECRET)), "grant_type=client_credentials").await;
+    let got =
+        post_form(&gw.url("/oauth2/token"), Some(&basic("svc", SECRET)), "grant_type=client_credentials")
+            .await;
     let token = got.json()["access_token"].as_str().unwrap().to_owned();
 
     let (code, r) = probe(&[&gw.url("/api/orders"), "--bearer", &token]).await;
@@ -419,7 +429,8 @@ async fn oauth_metadata_is_read_and_a_bearer_token_checked_and_tried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spyne_soap_service_is_found_by_its_wsdl_and_its_fault() {
     for (soap, version, code) in [("11", "1.1", "Client"), ("12", "1.2", "Sender")] {
-        let Some((_server, port)) = crate::support::python_peer("spyne_server.py", &["--soap", soap]).await else {
+        let Some((_server, port)) = crate::support::python_peer("spyne_server.py", &["--soap", soap]).await
+        else {
             return;
         };
         let url = format!("http://127.0.0.1:{port}/");
@@ -436,11 +447,109 @@ async fn a_spyne_soap_service_is_found_by_its_wsdl_and_its_fault() {
         // there the GET's own 405 fault is the evidence).
         assert!(e.contains("a WSDL 1.1 document") && e.contains(&format!("soap{soap}env:{code}")), "{e}");
         // One SOAP finding, with the GET's own fault folded in.
-        let n = r["protocols"]["found"].as_array().unwrap().iter().filter(|f| f["protocol"] == "soap").count();
+        let n =
+            r["protocols"]["found"].as_array().unwrap().iter().filter(|f| f["protocol"] == "soap").count();
         assert_eq!(n, 1, "{r:#}");
         // --post sent {} as JSON; the outcome is listed.
         let tried = r["protocols"]["tried"].as_array().unwrap();
         let post = tried.iter().find(|t| t["probe"].as_str().unwrap().starts_with("POST / with {}")).unwrap();
         assert!(post["outcome"].as_str().unwrap().contains("SOAP fault"), "{post:#}");
     }
+}
+
+/// A DNS server on a free UDP port: `www.probe.test` is a CNAME of `edge.probe.test`, which has
+/// 127.0.0.1; every other name does not exist. Written by hand: a test needs no more.
+async fn dns_server() -> std::net::SocketAddr {
+    fn name(n: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        for label in n.split('.') {
+            b.push(u8::try_from(label.len()).unwrap());
+            b.extend_from_slice(label.as_bytes());
+        }
+        b.push(0);
+        b
+    }
+    fn record(owner: &[u8], kind: u16, ttl: u32, data: &[u8]) -> Vec<u8> {
+        let mut r = owner.to_vec();
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&1u16.to_be_bytes());
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        r.extend_from_slice(data);
+        r
+    }
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            // The question: labels from byte 12 to the zero, then type and class.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while q[i] != 0 {
+                let len = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..=i + len]).to_ascii_lowercase());
+                i += len + 1;
+            }
+            let question = &q[12..i + 5];
+            let kind = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let mut answers = Vec::new();
+            let known = labels.join(".") == "www.probe.test";
+            if known {
+                answers.push(record(&[0xc0, 12], 5, 300, &name("edge.probe.test")));
+                if kind == 1 {
+                    answers.push(record(&name("edge.probe.test"), 1, 60, &[127, 0, 0, 1]));
+                }
+            }
+            let mut res = q[..2].to_vec();
+            res.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }, 0, 1]);
+            res.extend_from_slice(&u16::try_from(answers.len()).unwrap().to_be_bytes());
+            res.extend_from_slice(&[0, 0, 0, 0]);
+            res.extend_from_slice(question);
+            for a in answers {
+                res.extend(a);
+            }
+            let _ = socket.send_to(&res, from).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_servers_are_asked_in_turn_and_the_cname_chain_and_ttls_shown() {
+    let peer = Peer::start(|_req| Response::new(bytes::Bytes::from_static(b"ok"))).await;
+    let gw = Gateway::start(&bridgehead_testkit::simple_config(&peer.url(""))).await;
+    let live = dns_server().await;
+    // A server that never answers: bound, silent.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dead = silent.local_addr().unwrap().to_string();
+    let url = format!("http://www.probe.test:{}/", gw.addr.port());
+    let (code, r) = probe(&[&url, "--dns-server", &dead, "--dns-server", &live.to_string()]).await;
+    assert_eq!(code, 0, "{r:#}");
+    let d = &r["dns"];
+    assert_eq!(d["source"], "dns");
+    assert_eq!(d["addresses"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(d["cname_chain"], serde_json::json!(["www.probe.test", "edge.probe.test"]));
+    assert_eq!(d["answered_by"], live.to_string());
+    assert_eq!(d["servers"][0]["outcome"], "timeout", "{d:#}");
+    assert_eq!(d["servers"][1]["outcome"], "answered", "{d:#}");
+    let ttls: Vec<(&str, u64)> = d["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["type"].as_str().unwrap(), x["ttl"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ttls, [("CNAME", 300), ("A", 60)]);
+    assert_eq!(r["http"]["status"], 200);
+
+    // A name that does not exist fails at DNS, and says who said so.
+    let (code, r) =
+        probe(&[&format!("http://gone.probe.test:{}/", gw.addr.port()), "--dns-server", &live.to_string()])
+            .await;
+    assert_eq!(code, 1);
+    assert_eq!(r["failed"]["step"], "dns");
+    let reason = r["failed"]["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("{live} says the name does not exist (NXDOMAIN)")), "{reason}");
+    drop(silent);
 }

@@ -97,7 +97,10 @@ pub async fn python_peer(script: &str, args: &[&str]) -> Option<(Killed, u16)> {
     let port = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{script} said {line:?}"))
+        line.trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{script} said {line:?}"))
     })
     .await
     .unwrap();
