@@ -1,0 +1,188 @@
+//! The mapping against the spyne test service's WSDL: requests as envelopes, refusals with their
+//! pointers, answers as JSON, and properties over generated input (no panic on anything; values
+//! that fit the schema come back as they went).
+
+use serde_json::{Value, json};
+
+use crate::envelope::{self, Answer};
+use crate::mapping::Mapper;
+use crate::wsdl::{Definitions, Port};
+
+fn billing() -> (Port, Mapper) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/spyne-billing.wsdl"))
+            .unwrap();
+    let port = Definitions::parse(&text).unwrap().port(None).unwrap();
+    let mapper = Mapper::new(port.schemas.clone());
+    (port, mapper)
+}
+
+fn envelope(op: &str, v: &Value) -> Result<String, crate::mapping::MapError> {
+    let (port, mapper) = billing();
+    envelope::request(&mapper, port.operation(op).unwrap(), v, None)
+}
+
+#[test]
+fn a_wrapped_request_holds_its_parameters_in_schema_order() {
+    let body = envelope(
+        "CreateInvoice",
+        &json!({"note": "rush", "customer": {"name": "Ada"}, "lines": {"Line": [{"sku": "s-1", "quantity": 2, "price": "4.50"}]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        body,
+        concat!(
+            r#"<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>"#,
+            r#"<ns0:CreateInvoice xmlns:ns0="urn:bridgehead:test:billing"><ns0:customer><ns0:name>Ada</ns0:name></ns0:customer>"#,
+            r#"<ns0:lines><ns0:Line><ns0:sku>s-1</ns0:sku><ns0:quantity>2</ns0:quantity><ns0:price>4.50</ns0:price></ns0:Line></ns0:lines>"#,
+            r#"<ns0:note>rush</ns0:note></ns0:CreateInvoice></soap:Body></soap:Envelope>"#
+        )
+    );
+    // An optional nillable parameter given as null is written nil.
+    let body = envelope("ListInvoices", &json!({"status": null})).unwrap();
+    assert!(body.contains(r#"<ns0:status xsi:nil="true"/>"#), "{body}");
+}
+
+#[test]
+fn requests_that_do_not_fit_are_refused_with_the_field_and_the_type() {
+    let e = |op: &str, v: Value| envelope(op, &v).unwrap_err();
+    let m = e("CreateInvoice", json!({"customer": {}}));
+    assert_eq!((m.pointer.as_str(), m.message.as_str()), ("/customer/name", "missing (required, xs:string)"));
+    let m = e("CreateInvoice", json!({"customer": {"name": "A"}, "lines": {"Line": [{"quantity": "two"}]}}));
+    assert_eq!(m.pointer, "/lines/Line/0/quantity");
+    assert_eq!(m.expected.as_deref(), Some("xs:integer"));
+    let m = e("CreateInvoice", json!({"customer": {"name": "A"}, "due": "tomorrow"}));
+    assert_eq!((m.pointer.as_str(), m.message.as_str()), ("/due", "expected xs:date (YYYY-MM-DD)"));
+    let m = e("ListInvoices", json!({"status": "lost"}));
+    assert_eq!(m.message, "`lost` is not one of draft, sent, paid (Status)");
+    let m = e("GetInvoice", json!({"invoice": "inv-1"}));
+    assert_eq!(m.pointer, "/invoice");
+    assert!(
+        m.message.starts_with("unknown field `invoice` of (anonymous type)")
+            || m.message.contains("unknown field `invoice`"),
+        "{m}"
+    );
+    assert!(m.message.contains("invoice_id"), "{m}");
+    let m = e("GetInvoice", json!(["inv-1"]));
+    assert!(m.message.starts_with("expected an object"), "{m}");
+    let m = e("GetInvoice", json!({"invoice_id": ["a", "b"]}));
+    assert!(m.message.contains("not an array"), "{m}");
+    let m = e("CreateInvoice", json!({"customer": null}));
+    assert_eq!(m.pointer, "/customer");
+}
+
+#[test]
+fn answers_become_json_with_every_declared_field() {
+    let (port, mapper) = billing();
+    let answer = r#"<?xml version='1.0' encoding='UTF-8'?>
+<soap11env:Envelope xmlns:soap11env="http://schemas.xmlsoap.org/soap/envelope/" xmlns:tns="urn:bridgehead:test:billing" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soap11env:Body><tns:GetInvoiceResponse><tns:GetInvoiceResult><tns:id>inv-2</tns:id><tns:customer><tns:name>Grace Hopper</tns:name></tns:customer><tns:status>sent</tns:status><tns:issued>2024-03-01</tns:issued><tns:lines><tns:Line><tns:sku>sku-3</tns:sku><tns:quantity>10</tns:quantity><tns:price>0.99</tns:price></tns:Line></tns:lines><tns:total>9.90</tns:total><tns:paid>false</tns:paid><tns:note xsi:nil="true"/></tns:GetInvoiceResult></tns:GetInvoiceResponse></soap11env:Body></soap11env:Envelope>"#;
+    let Answer::Output(v) =
+        envelope::response(&mapper, port.operation("GetInvoice").unwrap(), answer).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        v,
+        json!({
+            "id": "inv-2", "customer": {"name": "Grace Hopper", "email": null}, "status": "sent",
+            "issued": "2024-03-01", "due": null,
+            "lines": {"Line": [{"sku": "sku-3", "quantity": 10, "price": 0.99}]},
+            "total": 9.9, "paid": false, "note": null
+        })
+    );
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(json!("2024-01-02")),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("customer".to_owned()),
+                        Just("name".to_owned()),
+                        Just("lines".to_owned()),
+                        Just("Line".to_owned()),
+                        Just("quantity".to_owned()),
+                        Just("invoice_id".to_owned()),
+                        Just("status".to_owned()),
+                        "[a-z$@]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any JSON gives an envelope or a refusal; an envelope is well-formed XML.
+        #[test]
+        fn any_json_is_an_envelope_or_a_refusal(v in json_value(), op in prop::sample::select(vec!["GetInvoice", "ListInvoices", "CreateInvoice", "Fail"])) {
+            if let Ok(body) = envelope(op, &v) {
+                prop_assert!(roxmltree::Document::parse(&body).is_ok(), "{body}");
+            }
+        }
+
+        /// Any answer text reads or is refused, never a panic.
+        #[test]
+        fn any_answer_text_reads_or_is_refused(text in ".{0,200}", inner in "[<>a-zA-Z:/=\" ]{0,80}") {
+            let (port, mapper) = billing();
+            let op = port.operation("GetInvoice").unwrap();
+            let _ = envelope::response(&mapper, op, &text);
+            let wrapped = format!(r#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="urn:bridgehead:test:billing"><e:Body><t:GetInvoiceResponse><t:GetInvoiceResult>{inner}</t:GetInvoiceResult></t:GetInvoiceResponse></e:Body></e:Envelope>"#);
+            let _ = envelope::response(&mapper, op, &wrapped);
+        }
+
+        /// A customer and lines that fit the schema come back as they went, through the
+        /// request's XML read as an answer.
+        #[test]
+        fn values_that_fit_round_trip(
+            name in "[^\u{0}-\u{1f}\u{fffe}\u{ffff}]{0,20}",
+            email in proptest::option::of("[a-z]{1,8}@[a-z]{1,8}\\.test"),
+            lines in prop::collection::vec(("[a-z0-9-]{1,8}", -1_000_000i64..1_000_000, 0u32..100_000), 0..4),
+        ) {
+            let (port, mapper) = billing();
+            let lines: Vec<Value> = lines
+                .iter()
+                .map(|(sku, q, cents)| json!({"sku": sku, "quantity": q, "price": format!("{}.{:02}", cents / 100, cents % 100)}))
+                .collect();
+            let mut customer = json!({"name": name});
+            if let Some(e) = &email {
+                customer["email"] = json!(e);
+            }
+            let input = json!({"customer": customer, "lines": {"Line": lines}});
+            let body = envelope::request(&mapper, port.operation("CreateInvoice").unwrap(), &input, None).unwrap();
+            // Read the request's wrapper as if it were an answer of its own element.
+            let doc = roxmltree::Document::parse(&body).unwrap();
+            let wrapper = doc.descendants().find(|n| n.has_tag_name(("urn:bridgehead:test:billing", "CreateInvoice"))).unwrap();
+            let crate::wsdl::Body::Wrapped(e) = &port.operation("CreateInvoice").unwrap().input else { panic!() };
+            let back = mapper.decode_element(e, wrapper);
+            prop_assert_eq!(&back["customer"]["name"], &json!(name));
+            prop_assert_eq!(&back["customer"]["email"], &email.map_or(Value::Null, Value::from));
+            let got = back["lines"]["Line"].as_array().unwrap();
+            prop_assert_eq!(got.len(), lines.len());
+            for (g, w) in got.iter().zip(&lines) {
+                prop_assert_eq!(&g["sku"], &w["sku"]);
+                prop_assert_eq!(&g["quantity"], &w["quantity"]);
+                let price: f64 = w["price"].as_str().unwrap().parse().unwrap();
+                prop_assert_eq!(g["price"].as_f64().unwrap(), price);
+            }
+        }
+    }
+}
