@@ -94,6 +94,11 @@ enum Command {
     /// Example: bridgehead grpc call --plaintext 127.0.0.1:50051 drone.v1.Telemetry/GetStatus -d '{"droneId": "d-1"}'
     #[command(subcommand)]
     Grpc(commands::grpc::GrpcCommand),
+    /// SOAP tools over a WSDL read at run time: describe, openapi, call.
+    ///
+    /// Example: bridgehead soap call wsdl/billing.wsdl GetInvoice -d '{"invoice_id": "inv-1"}'
+    #[command(subcommand)]
+    Soap(commands::soap::SoapCommand),
     /// Find out what an endpoint is and how to talk to it: DNS (which server answered, the
     /// CNAME chain), TCP per address, TLS (the chain, whether a client certificate is asked
     /// for), what it speaks (REST, gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket), how it
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         Command::Oauth(cmd) => commands::oauth::run(cmd),
         Command::Webhook(cmd) => commands::webhook::run(cmd),
         Command::Grpc(cmd) => commands::grpc::run(cmd),
+        Command::Soap(cmd) => commands::soap::run(cmd),
         Command::Probe(args) => commands::probe::run(args),
     };
     result.unwrap_or_else(|e| {

@@ -43,6 +43,72 @@ pub struct Config {
     /// (`grpc_transcode`).
     #[serde(default)]
     pub grpc: Grpc,
+    /// SOAP services read from their WSDL, for routes that expose them as JSON (`soap`).
+    #[serde(default)]
+    pub soap: Soap,
+}
+
+/// SOAP services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Soap {
+    /// Services by name; a route with `soap: { service: NAME }` exposes every operation as
+    /// `POST {match.path_prefix}/{Operation}` with JSON.
+    #[serde(default)]
+    pub services: BTreeMap<String, SoapService>,
+}
+
+/// A SOAP service: where it lives and its WSDL.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SoapService {
+    /// The upstream whose targets serve it. The WSDL's `soap:address` path is appended to the
+    /// target's URL (its host is not used: the upstream says where the service is).
+    pub upstream: String,
+    /// The WSDL 1.1: a file (relative to the config file; its imports and includes relative to
+    /// it), or an `http(s)://` URL fetched at start with everything it imports. A fetched WSDL
+    /// is kept in the state store and serves when the URL cannot be reached (an air-gapped
+    /// restart).
+    pub wsdl: String,
+    /// The WSDL port to call (`wsdl:service/wsdl:port@name`); absent: the first with a SOAP
+    /// 1.1 or 1.2 binding.
+    #[serde(default)]
+    pub port: Option<String>,
+    /// A WS-Security UsernameToken in every request's header.
+    #[serde(default)]
+    pub ws_security: Option<WsSecurity>,
+    /// Operations that change nothing and may be retried (the upstream's `retry` applies to
+    /// them; other operations are sent once).
+    #[serde(default)]
+    pub safe_operations: Vec<String>,
+    /// Largest SOAP answer read; larger gets 502.
+    #[serde(default = "default_soap_response")]
+    pub max_response_size: ByteSize,
+}
+
+fn default_soap_response() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// OASIS WS-Security UsernameToken.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WsSecurity {
+    pub username: String,
+    /// The password, usually `${env:NAME}`.
+    pub password: Secret,
+    /// Send `PasswordDigest` (Base64(SHA-1(nonce + created + password))) instead of the
+    /// password itself (`PasswordText`).
+    #[serde(default)]
+    pub digest: bool,
+}
+
+/// A route that exposes a SOAP service as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SoapRoute {
+    /// The service (a name under `soap.services`).
+    pub service: String,
 }
 
 /// gRPC services.
@@ -1014,7 +1080,7 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     /// Name of the upstream (under `upstreams`) that serves this route. Not with
-    /// `grpc_transcode`, whose service names its upstream.
+    /// `grpc_transcode` or `soap`, whose service names its upstream.
     #[serde(default)]
     pub upstream: Option<String>,
     /// Serve the route by transcoding JSON over HTTP to a gRPC service's methods (its
@@ -1023,6 +1089,11 @@ pub struct Route {
     /// the route takes exactly the bindings' paths.
     #[serde(default)]
     pub grpc_transcode: Option<GrpcTranscode>,
+    /// Serve the route from a SOAP service: `POST {match.path_prefix}/{Operation}` with the
+    /// input message as JSON answers the output message as JSON; `GET
+    /// {match.path_prefix}/openapi.json` describes them. Needs `match.path_prefix`.
+    #[serde(default)]
+    pub soap: Option<SoapRoute>,
     /// Prefix removed from the path before it is sent upstream (`/api` turns `/api/orders` into `/orders`).
     #[serde(default)]
     pub strip_prefix: Option<String>,

@@ -36,6 +36,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     webhooks(config, &mut p);
     outbound_webhooks(config, &mut p);
     grpc_services(config, &mut p);
+    soap_services(config, &mut p);
     p
 }
 
@@ -1024,7 +1025,19 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 format!("route name `{}` is already used by routes[{first}]", r.name),
             );
         }
+        if let Some(t) = &r.soap {
+            soap_route(c, r, &join_key(&base, "soap"), t, p);
+        }
         match (&r.upstream, &r.grpc_transcode) {
+            (Some(_), None) if r.soap.is_some() => push(
+                p,
+                join_key(&base, "upstream"),
+                "a soap route takes its upstream from the SOAP service; remove `upstream`",
+            ),
+            (None, None) if r.soap.is_some() => {}
+            (_, Some(_)) if r.soap.is_some() => {
+                push(p, join_key(&base, "soap"), "a route is either grpc_transcode or soap, not both");
+            }
             (Some(u), None) if !c.upstreams.contains_key(u) => {
                 let known: Vec<&str> = c.upstreams.keys().map(String::as_str).collect();
                 let known = if known.is_empty() {
@@ -1041,7 +1054,7 @@ fn routes(c: &Config, p: &mut Vec<Problem>) {
                 join_key(&base, "upstream"),
                 "a grpc_transcode route takes its upstream from the gRPC service; remove `upstream`",
             ),
-            (None, None) => push(p, &base, "needs `upstream` (or `grpc_transcode`)"),
+            (None, None) => push(p, &base, "needs `upstream` (or `grpc_transcode`, or `soap`)"),
         }
         route_match(r, &base, &c.server.path_normalization, p);
         upgrades(r, &base, p);
@@ -1463,7 +1476,12 @@ fn circuit_breaker(base: &str, b: &CircuitBreaker, p: &mut Vec<Problem>) {
 fn route_match(r: &Route, base: &str, paths: &PathNormalization, p: &mut Vec<Problem>) {
     let m = &r.matcher;
     let mp = join_key(base, "match");
-    if m.path_prefix.is_none() && m.path.is_none() && m.host.is_none() && r.grpc_transcode.is_none() {
+    if m.path_prefix.is_none()
+        && m.path.is_none()
+        && m.host.is_none()
+        && r.grpc_transcode.is_none()
+        && r.soap.is_none()
+    {
         push(p, &mp, "needs at least one of path_prefix, path, host or grpc_service");
     }
     grpc_match(m, &mp, p);
@@ -1662,6 +1680,68 @@ fn grpc_transcode(c: &Config, r: &Route, base: &str, t: &crate::model::GrpcTrans
                 key,
                 format!("`{name}` is set by the gateway for the gRPC call; it cannot be passed through"),
             );
+        }
+    }
+}
+
+/// A `soap` route: its service exists, and it is mounted at a path prefix.
+fn soap_route(c: &Config, r: &Route, base: &str, t: &crate::model::SoapRoute, p: &mut Vec<Problem>) {
+    if !c.soap.services.contains_key(&t.service) {
+        let known: Vec<&str> = c.soap.services.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none are defined".into()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        push(
+            p,
+            join_key(base, "service"),
+            format!("unknown SOAP service `{}` under soap.services ({known})", t.service),
+        );
+    }
+    let route = base.trim_end_matches(".soap");
+    let m = join_key(route, "match");
+    if r.matcher.path_prefix.is_none() {
+        push(p, &m, "a soap route needs path_prefix: its operations are POST {path_prefix}/{Operation}");
+    }
+    if r.matcher.path.is_some() {
+        push(p, join_key(&m, "path"), "a soap route serves its operations under path_prefix; remove path");
+    }
+    if r.matcher.grpc_service.is_some() {
+        push(p, join_key(&m, "grpc_service"), "proxies gRPC as is; a soap route serves JSON");
+    }
+    if r.strip_prefix.is_some() {
+        push(
+            p,
+            join_key(route, "strip_prefix"),
+            "a soap route calls the WSDL's address; remove strip_prefix",
+        );
+    }
+}
+
+/// `soap.services`: names, upstreams, a WSDL file or URL.
+fn soap_services(c: &Config, p: &mut Vec<Problem>) {
+    for (name, svc) in &c.soap.services {
+        let base = format!("soap.services.{name}");
+        if !valid_name(name) {
+            push(p, &base, "a service name is 1 to 64 letters, digits, `-`, `_` or `.`");
+        }
+        if !c.upstreams.contains_key(&svc.upstream) {
+            push(p, join_key(&base, "upstream"), format!("no upstream is named `{}`", svc.upstream));
+        }
+        let w = svc.wsdl.trim();
+        if w.is_empty() {
+            push(p, join_key(&base, "wsdl"), "needs a file or an http(s):// URL");
+        } else if w.contains("://") && !(w.starts_with("http://") || w.starts_with("https://")) {
+            push(p, join_key(&base, "wsdl"), "a WSDL URL is http:// or https://");
+        }
+        if let Some(ws) = &svc.ws_security
+            && ws.username.is_empty()
+        {
+            push(p, join_key(&join_key(&base, "ws_security"), "username"), "must not be empty");
+        }
+        if svc.max_response_size.get() == 0 {
+            push(p, join_key(&base, "max_response_size"), "must be more than 0");
         }
     }
 }

@@ -173,6 +173,7 @@ pub fn preflight(loaded: &LoadedConfig) -> Result<(), BuildError> {
     bridgehead_webhooks::inbound::Receiver::build_all(loaded)?;
     bridgehead_webhooks::outbound::Dispatcher::build(loaded, None)?;
     bridgehead_grpc::service::preflight(loaded)?;
+    bridgehead_soap::service::preflight(loaded)?;
     crate::auth::preflight(loaded)
 }
 

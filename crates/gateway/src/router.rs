@@ -37,6 +37,8 @@ pub enum Backend {
     Intake(Arc<bridgehead_webhooks::outbound::Dispatcher>),
     /// JSON over HTTP transcoded to a gRPC service (`grpc_transcode`).
     Transcode(Arc<bridgehead_grpc::transcode::Transcoder>),
+    /// JSON over HTTP to a SOAP service's operations (`soap`).
+    Soap(Arc<bridgehead_soap::route::SoapRoute>),
 }
 
 impl Backend {
@@ -47,6 +49,7 @@ impl Backend {
             Backend::Webhook(_) => "webhook",
             Backend::Intake(_) => "webhook_intake",
             Backend::Transcode(_) => "grpc_transcode",
+            Backend::Soap(_) => "soap",
         }
     }
 
@@ -57,7 +60,7 @@ impl Backend {
         match self {
             // A transcoding route answers a gRPC call only to refuse it, as gRPC.
             Backend::Proxy(_) | Backend::Transcode(_) => grpc_request,
-            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => false,
+            Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) | Backend::Soap(_) => false,
         }
     }
 }
@@ -137,6 +140,7 @@ impl Route {
         match &self.backend {
             Backend::Proxy(u) => Some(u),
             Backend::Transcode(t) => Some(&t.service.upstream),
+            Backend::Soap(s) => Some(&s.service.upstream),
             Backend::OAuth | Backend::Webhook(_) | Backend::Intake(_) => None,
         }
     }

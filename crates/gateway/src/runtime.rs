@@ -35,6 +35,8 @@ pub struct Runtime {
     pub dispatcher: Option<Arc<bridgehead_webhooks::outbound::Dispatcher>>,
     /// The gRPC services (`grpc.services`), by name.
     pub grpc: BTreeMap<String, Arc<bridgehead_grpc::service::Service>>,
+    /// The SOAP services (`soap.services`), by name.
+    pub soap: BTreeMap<String, Arc<bridgehead_soap::service::Service>>,
 }
 
 impl Runtime {
@@ -85,6 +87,23 @@ impl Runtime {
                 Ok((name.clone(), Arc::new(svc)))
             })
             .collect::<Result<_, bridgehead_config::BuildError>>()?;
+        let soap: BTreeMap<String, Arc<bridgehead_soap::service::Service>> = loaded
+            .config
+            .soap
+            .services
+            .iter()
+            .map(|(name, cfg)| {
+                let prev = previous.and_then(|p| p.soap.get(name)).map(|s| &**s);
+                let svc = bridgehead_soap::service::Service::build(
+                    name,
+                    cfg,
+                    &loaded,
+                    upstreams[&cfg.upstream].clone(),
+                    prev,
+                )?;
+                Ok((name.clone(), Arc::new(svc)))
+            })
+            .collect::<Result<_, bridgehead_config::BuildError>>()?;
         let receivers: Vec<_> =
             bridgehead_webhooks::inbound::Receiver::build_all(&loaded)?.into_iter().map(Arc::new).collect();
         let dispatcher = bridgehead_webhooks::outbound::Dispatcher::build(
@@ -101,12 +120,22 @@ impl Runtime {
         let router = Router::new(
             &loaded.config.routes,
             loaded.config.oauth_server.is_some(),
-            |route| match (&route.grpc_transcode, &route.upstream) {
-                (Some(t), _) => RouteBackend::Transcode(Arc::new(
+            |route| match (&route.grpc_transcode, &route.soap, &route.upstream) {
+                (Some(t), _, _) => RouteBackend::Transcode(Arc::new(
                     bridgehead_grpc::transcode::Transcoder::new(grpc[&t.service].clone(), route),
                 )),
-                (None, Some(u)) => RouteBackend::Proxy(upstreams[u].clone()),
-                (None, None) => unreachable!("validation requires upstream or grpc_transcode"),
+                (None, Some(t), _) => RouteBackend::Soap(Arc::new(bridgehead_soap::route::SoapRoute {
+                    service: soap[&t.service].clone(),
+                    prefix: route
+                        .matcher
+                        .path_prefix
+                        .clone()
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_owned(),
+                })),
+                (None, None, Some(u)) => RouteBackend::Proxy(upstreams[u].clone()),
+                (None, None, None) => unreachable!("validation requires upstream, grpc_transcode or soap"),
             },
             |route| metrics.http_duration.get_or_create(&RouteLabels { route: Name(route.clone()) }).clone(),
             |route| auth.for_route(route),
@@ -133,10 +162,17 @@ impl Runtime {
                     // The longest a request can hold its key: every try's wait in the outbound
                     // queue, the request deadline (which covers all tries), and a token fetch.
                     // A transcoding route's upstream is its gRPC service's.
-                    let upstream = route.upstream.as_deref().or_else(|| {
-                        let t = route.grpc_transcode.as_ref()?;
-                        Some(loaded.config.grpc.services.get(&t.service)?.upstream.as_str())
-                    })?;
+                    let upstream = route
+                        .upstream
+                        .as_deref()
+                        .or_else(|| {
+                            let t = route.grpc_transcode.as_ref()?;
+                            Some(loaded.config.grpc.services.get(&t.service)?.upstream.as_str())
+                        })
+                        .or_else(|| {
+                            let t = route.soap.as_ref()?;
+                            Some(loaded.config.soap.services.get(&t.service)?.upstream.as_str())
+                        })?;
                     let up = &loaded.config.upstreams[upstream];
                     let tries = up.retry.as_ref().map_or(1, |r| r.attempts);
                     let queue =
@@ -162,6 +198,7 @@ impl Runtime {
             receivers,
             dispatcher,
             grpc,
+            soap,
             loaded: Arc::new(loaded),
             router,
             upstreams,
@@ -182,9 +219,9 @@ impl Runtime {
         }
     }
 
-    /// Loads the reflected schemas not carried over from the previous generation (from the
-    /// server, or else the state store's copy). Fails, naming the service, when one has none:
-    /// before this generation serves.
+    /// Loads the reflected schemas and the fetched WSDLs not carried over from the previous
+    /// generation (from the server, or else the state store's copy). Fails, naming the
+    /// service, when one has none: before this generation serves.
     pub async fn grpc_ready(
         &self,
         metrics: &Metrics,
@@ -192,6 +229,9 @@ impl Runtime {
     ) -> Result<(), bridgehead_config::BuildError> {
         for svc in self.grpc.values() {
             svc.ensure(metrics, store).await?;
+        }
+        for svc in self.soap.values() {
+            svc.ensure(store, svc.upstream.timeouts.request.get()).await?;
         }
         Ok(())
     }

@@ -37,11 +37,7 @@ use crate::mapping::{self, JsonOptions, RequestError};
 use crate::service::{Loaded, Service};
 use crate::status::Status;
 
-/// Marks an answer the gateway made because the call failed after it was sent (the answer
-/// could not be read, or did not come in time): the server may have acted, so an idempotency
-/// key must not be run again.
-#[derive(Debug, Clone, Copy)]
-pub struct FailedAfterSending;
+pub use bridgehead_http::problem::FailedAfterSending;
 
 /// `res`, marked [`FailedAfterSending`].
 fn after_sending(mut res: Response<ResponseBody>) -> Response<ResponseBody> {

@@ -104,6 +104,12 @@ pub enum GatewayError {
     UpstreamRateLimited { upstream: String, reason: &'static str, retry_after: Option<u64> },
 }
 
+/// Marks an answer the gateway made because a call to an upstream failed after it was sent
+/// (the answer could not be read, or did not come in time): the upstream may have acted, so an
+/// idempotency key must not be run again.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAfterSending;
+
 /// The static description of a problem type.
 pub struct ProblemKind {
     pub status: StatusCode,

@@ -186,3 +186,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn the_openapi_document_and_the_description_show_the_json_shapes() {
+    let (port, mapper) = billing();
+    let doc = crate::openapi::document(&port, &mapper, "/billing", "Billing");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let create = &doc["paths"]["/billing/CreateInvoice"]["post"];
+    let input = &create["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(input["$ref"], "#/components/schemas/CreateInvoice");
+    let input = &doc["components"]["schemas"]["CreateInvoice"];
+    assert_eq!(input["required"], json!(["customer"]));
+    assert_eq!(input["properties"]["customer"]["$ref"], "#/components/schemas/Customer");
+    let get = &doc["paths"]["/billing/GetInvoice"]["post"];
+    // The answer is the wrapper's one child: an Invoice (nillable).
+    let output = &get["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(output["anyOf"][0]["$ref"], "#/components/schemas/Invoice", "{output:#}");
+    let status = &doc["components"]["schemas"]["Invoice"]["properties"]["status"]["anyOf"][0];
+    assert_eq!(status["enum"], json!(["draft", "sent", "paid"]));
+    let text = crate::openapi::describe(&port, &mapper);
+    assert!(
+        text.starts_with("Service Billing (port Billing, SOAP 1.1), address http://127.0.0.1:8000/"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "GetInvoice  (SOAPAction \"GetInvoice\")\n  input:  GetInvoice {invoice_id: xs:string}"
+        ),
+        "{text}"
+    );
+}

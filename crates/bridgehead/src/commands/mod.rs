@@ -9,6 +9,7 @@ pub mod keys;
 pub mod oauth;
 pub mod probe;
 pub mod serve;
+pub mod soap;
 pub mod token;
 pub mod webhook;
 

@@ -19,6 +19,7 @@ mod probe;
 mod proxy;
 mod redis;
 mod reload;
+mod soap;
 mod support;
 mod tls;
 mod upstream_auth;

@@ -253,7 +253,50 @@ async fn pipeline(
         Backend::Webhook(r) => webhook(ctx, parts, r.clone()).await,
         Backend::Intake(d) => intake(ctx, parts, d.clone()).await,
         Backend::Transcode(t) => transcode(ctx, parts, t.clone()).await,
+        Backend::Soap(s) => soap(ctx, parts, s.clone()).await,
     }
+}
+
+/// The SOAP backend: authentication, rate limits and idempotency as on a proxy route, then the
+/// JSON request (read whole) becomes a SOAP call to the service's upstream, and its answer JSON
+/// again (see `bridgehead_soap::route`).
+async fn soap(
+    ctx: &mut RequestCtx<'_>,
+    mut parts: http::request::Parts,
+    s: Arc<bridgehead_soap::route::SoapRoute>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    authenticate(ctx, &mut parts).await?;
+    rate_limit(ctx, &parts).await?;
+    if let Some(replay) = idempotency(ctx, &parts).await? {
+        return Ok(replay);
+    }
+    let body = whole_body(ctx).await?;
+    let shared = ctx.log.shared.clone();
+    let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
+    let routed = ctx.target.route_path.clone().filter(|_| ctx.without_parameters);
+    let path = routed.as_deref().unwrap_or(parts.uri.path());
+    let prepared = match s.prepare(&parts.method, path, &body, &id) {
+        bridgehead_soap::route::Step::Call(p) => p,
+        bridgehead_soap::route::Step::Answer(res) => {
+            // Answered here: nothing was sent, the key is free again.
+            ctx.release_claim();
+            return Ok(res.map(ResponseBody::full));
+        }
+    };
+    // The request id, `X-Forwarded-*` and the consumer the route's authenticators admitted;
+    // none of the client's own headers.
+    let mut headers = prepared.headers.clone();
+    forwarded(ctx, &mut headers);
+    if let Some(v) = parts.headers.get("x-consumer-id") {
+        headers.insert(http::header::HeaderName::from_static("x-consumer-id"), v.clone());
+    }
+    let upstream = s.service.upstream.clone();
+    let mut tries =
+        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
+    let res =
+        bridgehead_soap::route::send(&upstream, &shared.metrics, &prepared, headers, &mut tries).await?;
+    let res = s.respond(&prepared, res, &id).await;
+    Ok(store_answer(ctx, res).await)
 }
 
 /// The transcoding backend: authentication and rate limits as on a proxy route, then the JSON
@@ -322,7 +365,7 @@ async fn transcode(
 async fn store_answer(ctx: &mut RequestCtx<'_>, res: Response<ResponseBody>) -> Response<ResponseBody> {
     let Some(claim) = ctx.claim.take() else { return res };
     let policy = ctx.route().idempotency.as_ref().expect("a claim comes from the route's policy");
-    if res.extensions().get::<bridgehead_grpc::transcode::FailedAfterSending>().is_some() {
+    if res.extensions().get::<bridgehead_http::problem::FailedAfterSending>().is_some() {
         claim.complete_without_body(res.status(), res.headers()).await;
         return res;
     }
