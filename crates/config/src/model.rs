@@ -94,6 +94,7 @@ fn default_soap_response() -> ByteSize {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WsSecurity {
+    /// The user name sent in `wsse:Username`.
     pub username: String,
     /// The password, usually `${env:NAME}`.
     pub password: Secret,

@@ -38,6 +38,7 @@ mod ratelimit;
 mod record;
 mod server;
 mod service;
+mod soap;
 mod websocket;
 
 pub use counts::StatusCounts;

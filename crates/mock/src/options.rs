@@ -70,6 +70,11 @@ pub struct MockOptions {
     /// Example: --record-limit 10000
     #[arg(long, default_value_t = DEFAULT_RECORD_LIMIT, value_name = "N")]
     pub record_limit: usize,
+
+    /// Also serve a small SOAP 1.1 inventory service at /soap (its WSDL at GET /soap?wsdl):
+    /// GetStock, ListLowStock, Reserve, with faults. Example: --soap
+    #[arg(long)]
+    pub soap: bool,
 }
 
 impl Default for MockOptions {
@@ -85,6 +90,7 @@ impl Default for MockOptions {
             rate_limit: None,
             fixed: Vec::new(),
             record_limit: DEFAULT_RECORD_LIMIT,
+            soap: false,
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Latency, failures and the quota: set at start, replaced by `/__mock/faults`.
     pub(crate) faults: FaultSwitch,
     routes: Routes,
+    /// `--soap`: the SOAP inventory service at `/soap`.
+    soap: bool,
     pub(crate) recorder: Recorder,
     pub(crate) statuses: StatusCounter,
     /// Tells upgraded connections, which outlive their HTTP connection, that the server stopped.
@@ -40,6 +42,7 @@ impl Shared {
         Shared {
             faults: FaultSwitch::new(opts.faults()),
             routes: Routes::new(&opts.fixed),
+            soap: opts.soap,
             recorder: Recorder::new(opts.record_limit),
             statuses: StatusCounter::default(),
             stop,
@@ -124,6 +127,11 @@ async fn respond(
     // fixed routes: exact path, then longest prefix.
     if let Some(response) = shared.routes.respond(parts.uri.path()) {
         return response;
+    }
+
+    // the SOAP service, with --soap.
+    if shared.soap && crate::soap::is_soap(parts) {
+        return crate::soap::respond(parts, body);
     }
 
     // websocket or echo.

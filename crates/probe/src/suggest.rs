@@ -1,6 +1,7 @@
 //! The `bridgehead.yaml` fragment for what the probe found: an upstream with its TLS settings
 //! and protocol, the credentials block for the authentication scheme seen, a rate limit under
-//! the one the server states, a gRPC service with reflection, and routes to reach them.
+//! the one the server states, a gRPC service with reflection or a SOAP service with its WSDL,
+//! and routes to reach them.
 //! Secrets are `${env:NAME}` references, named in the fragment's comments.
 //!
 //! `bridgehead config check` accepts the fragment once those variables are set: a test holds it
@@ -71,6 +72,15 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
                 "  - {{ name: {name}-grpc-{i}, match: {{ grpc_service: {s} }}, upstream: {name} }}"
             );
         }
+    } else if let Some(wsdl) = r.protocols.get("soap").and_then(|s| s.url.as_deref()) {
+        let _ = writeln!(
+            y,
+            "soap:\n  services:\n    {name}:\n      upstream: {name}\n      wsdl: \"{wsdl}\"   # fetched at start, kept in the state store"
+        );
+        let _ = writeln!(
+            y,
+            "routes:\n  - {{ name: {name}-soap, match: {{ path_prefix: /{name} }}, soap: {{ service: {name} }} }}   # POST /{name}/{{Operation}} with JSON"
+        );
     } else {
         if grpc.is_some() {
             y.push_str(
@@ -82,9 +92,10 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
             "routes:\n  - {{ name: {name}, match: {{ path_prefix: /{name} }}, upstream: {name}, strip_prefix: /{name} }}"
         );
     }
-    if let Some(s) = r.protocols.get("soap") {
-        let wsdl = s.url.as_deref().unwrap_or("the service's ?wsdl");
-        let _ = writeln!(y, "# SOAP: its WSDL is at {wsdl}");
+    if r.protocols.get("soap").is_some_and(|s| s.url.is_none()) {
+        y.push_str(
+            "# SOAP without a WSDL at ?wsdl: give soap.services a `wsdl` file to expose it as JSON.\n",
+        );
     }
     let mut out = String::from(
         "# A bridgehead.yaml fragment for what `bridgehead probe` found; `bridgehead config check` takes it.\n",

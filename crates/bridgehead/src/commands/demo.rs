@@ -66,6 +66,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let mock = MockServer::start(MockOptions {
             port: args.mock_port,
             fixed: vec!["/health=200:{\"status\":\"ok\"}".parse()?],
+            soap: true,
             ..MockOptions::default()
         })
         .await?;
@@ -86,6 +87,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             for t in &mut u.targets {
                 t.url = if name == "drones" { format!("http://{grpc_addr}") } else { mock.url() };
             }
+        }
+        for s in loaded.config.soap.services.values_mut() {
+            s.wsdl = format!("{}/soap?wsdl", mock.url());
         }
         let listeners = Listeners::bind(&loaded.config)?;
         // The local issuer names the address clients actually reach.
@@ -197,6 +201,15 @@ gRPC as JSON (the schema came from the server's reflection; routes drones-rest a
   {exe} grpc list --plaintext {gw}                  # gRPC through the gateway, reflection included
   {exe} grpc call --plaintext {gw} drone.v1.Telemetry/GetStatus -d '{{\"droneId\":\"d-2\"}}'
   curl -s http://{admin}/admin/grpc                 # where the schema came from, and every binding
+
+SOAP as JSON (the mock's SOAP inventory, its WSDL read at start; route inventory-soap):
+  curl -s -X POST http://{gw}/inventory/GetStock -d '{{\"sku\":\"A-1\"}}'
+  curl -s -X POST http://{gw}/inventory/ListLowStock -d '{{\"threshold\":3}}'
+  curl -i -X POST http://{gw}/inventory/Reserve -d '{{\"sku\":\"B-7\",\"quantity\":9}}'   # a SOAP fault as a 422 problem
+  curl -i -X POST http://{gw}/inventory/GetStock -d '{{\"sku\":7}}'   # 400 before the service: /sku expected xs:string
+  curl -s http://{gw}/inventory/openapi.json        # the facade's OpenAPI 3.1 document
+  {exe} soap describe http://{mock}/soap?wsdl
+  {exe} probe http://{mock}/soap                    # found as SOAP by its WSDL, with a config for it
 
 Discover (what an endpoint is and how to talk to it):
   {exe} probe http://{gw}/secure/orders            # auth challenges, the local issuer's metadata, gRPC by reflection

@@ -287,6 +287,19 @@ async fn demo_starts_and_its_tour_works() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["mode"], "IDLE");
 
+    // SOAP as JSON: the mock's inventory behind the inventory-soap route.
+    let soap = |op: &str, body: &str| {
+        Request::post(format!("{gateway}/inventory/{op}")).body(full(body.to_owned())).unwrap()
+    };
+    let got = send(&client(), soap("GetStock", r#"{"sku":"A-1"}"#)).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    assert_eq!(got.json()["quantity"], 42);
+    let p = send(&client(), soap("Reserve", r#"{"sku":"B-7","quantity":9}"#))
+        .await
+        .assert_problem(422, "only 3 of B-7");
+    assert_eq!(p["fault_detail"]["InsufficientStock"]["available"], "3");
+    send(&client(), soap("GetStock", r#"{"sku":7}"#)).await.assert_problem(400, "/sku: expected xs:string");
+
     // The tour's probe of the gateway's own secured route.
     let url = format!("{gateway}/secure/orders");
     let (code, out, err) =

@@ -454,6 +454,13 @@ async fn a_spyne_soap_service_is_found_by_its_wsdl_and_its_fault() {
         let tried = r["protocols"]["tried"].as_array().unwrap();
         let post = tried.iter().find(|t| t["probe"].as_str().unwrap().starts_with("POST / with {}")).unwrap();
         assert!(post["outcome"].as_str().unwrap().contains("SOAP fault"), "{post:#}");
+        // The suggestion exposes it as JSON, and the config it makes is accepted.
+        let yaml = suggestion_checks(&r).await;
+        assert!(
+            yaml.contains(&format!("wsdl: \"{url}?wsdl\""))
+                && yaml.contains("soap: { service: api-127-0-0-1 }"),
+            "{yaml}"
+        );
     }
 }
 
