@@ -911,7 +911,10 @@ fn grpc_services_and_routes_are_checked() {
             route("    match: { path_prefix: /a }\n    upstream: g\n    grpc_transcode: { service: t }\n"),
             "routes[0].upstream: a grpc_transcode route takes its upstream",
         ),
-        (route("    match: { path_prefix: /a }\n"), "routes[0]: needs `upstream` (or `grpc_transcode`, or `soap`)"),
+        (
+            route("    match: { path_prefix: /a }\n"),
+            "routes[0]: needs `upstream` (or `grpc_transcode`, or `soap`)",
+        ),
         (
             route("    match: { path: /a }\n    grpc_transcode: { service: t }\n"),
             "routes[0].match.path: a grpc_transcode route takes its bindings' paths",

@@ -295,27 +295,47 @@ async fn run(
     drop(conn);
 
     progress("protocol: gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket; OAuth metadata");
-    let ((protocols, mut tried), (metadata, oauth_tried)) = tokio::join!(
-        async {
-            let p = protocol::detect(&dialer, &target, &first, opts.post).await;
-            (protocol::Protocols { found: p.found, tried: Vec::new() }, p.tried)
-        },
-        oauth::discover(&dialer, &target),
-    );
-    tried.extend(oauth_tried);
-    report.protocols = protocol::Protocols { tried, ..protocols };
+    // Each request is bounded; the phase as a whole too, so a server that answers every probe
+    // slowly cannot hold the probe for minutes.
+    let deadline = opts.timeout.saturating_mul(3);
+    let phase = tokio::time::timeout(deadline, async {
+        tokio::join!(protocol::detect(&dialer, &target, &first, opts.post), oauth::discover(&dialer, &target))
+    })
+    .await;
+    let metadata = match phase {
+        Ok((mut protocols, (metadata, oauth_tried))) => {
+            protocols.tried.extend(oauth_tried);
+            report.protocols = protocols;
+            metadata
+        }
+        Err(_) => {
+            report.protocols.tried.push(protocol::Tried {
+                probe: "protocol and OAuth probes".into(),
+                outcome: format!("cut off after {}: the server answers too slowly", net::humantime(deadline)),
+            });
+            None
+        }
+    };
     let origin = format!("{}://{authority}", dialer.scheme());
     if let Some(token) = &opts.bearer {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let issuer = metadata.as_ref().and_then(|m| m.issuer.as_deref());
         let mut b = oauth::inspect(token, now, issuer, &origin);
         match &report.tls {
+            None => {
+                b.not_sent = Some("not sent: over http:// the token would travel in clear text".into());
+            }
             Some(t) if !t.verified => {
                 b.not_sent = Some("not sent: the server's certificate chain did not verify".into());
             }
-            _ => {
+            Some(_) => {
+                // A connection of its own whose chain must verify, or the token is not sent.
+                let strict = tls::prepare_strict(&opts.tls).map_err(fail("tls"))?;
+                let mut secured = dialer.clone();
+                secured.tls =
+                    client::Dialer::new(address, &host, &authority, Some(&strict.config), opts.timeout).tls;
                 progress(&format!("HTTP: GET {target} with the bearer token"));
-                oauth::try_token(&dialer, &target, token, &mut b).await;
+                oauth::try_token(&secured, &target, token, &mut b).await;
             }
         }
         report.bearer = Some(b);

@@ -116,8 +116,11 @@ pub async fn resolve(
     };
     resolved.cname_chain = dns.chain;
     resolved.records = dns.records;
-    resolved.answered_by =
-        dns.servers.iter().find(|s| s.outcome != "timeout" && s.outcome != "failed").map(|s| s.server);
+    resolved.answered_by = dns
+        .servers
+        .iter()
+        .find(|s| matches!(s.outcome.as_str(), "answered" | "nxdomain" | "no records"))
+        .map(|s| s.server);
     resolved.servers = dns.servers;
     if resolved.addresses.is_empty() {
         return Err(format!("`{host}` resolves to no address{}", resolved.by()));
@@ -182,7 +185,7 @@ impl Asked {
         if self.servers.is_empty() {
             return system;
         }
-        if self.servers.iter().all(|s| s.outcome == "timeout" || s.outcome == "failed") {
+        if self.servers.iter().all(|s| matches!(s.outcome.as_str(), "timeout" | "failed" | "refused")) {
             let each: Vec<String> =
                 self.servers.iter().map(|s| format!("{} {}", s.server, s.outcome)).collect();
             return format!(
@@ -274,7 +277,9 @@ async fn ask_servers(host: &str, servers: &[SocketAddr], timeout: Duration) -> A
         let outcome = rank.iter().find_map(|r| outcomes.iter().find(|o| o.0 == *r).cloned());
         let (outcome, error) = outcome.unwrap_or(("failed", None));
         asked.servers.push(ServerAnswer { server, outcome: outcome.into(), ms, error });
-        if outcome != "timeout" && outcome != "failed" {
+        // An answer about the name ends the asking, as the system resolver's does; a server
+        // that times out, fails or refuses (REFUSED, SERVFAIL) passes to the next.
+        if matches!(outcome, "answered" | "nxdomain" | "no records") {
             break;
         }
     }

@@ -212,13 +212,15 @@ pub fn inspect(token: &str, now: u64, issuer: Option<&str>, origin: &str) -> Bea
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     match int("exp") {
         None => check("exp", "absent: the token never expires".into(), true),
-        Some(exp) if exp <= now => check("exp", format!("EXPIRED {} ago", ago(now - exp)), true),
-        Some(exp) => check("exp", format!("valid for {} more", ago(exp - now)), false),
+        Some(exp) if exp <= now => {
+            check("exp", format!("EXPIRED {} ago", ago(now.saturating_sub(exp))), true);
+        }
+        Some(exp) => check("exp", format!("valid for {} more", ago(exp.saturating_sub(now))), false),
     }
     if let Some(nbf) = int("nbf")
         && nbf > now
     {
-        check("nbf", format!("NOT YET VALID: valid in {}", ago(nbf - now)), true);
+        check("nbf", format!("NOT YET VALID: valid in {}", ago(nbf.saturating_sub(now))), true);
     }
     let iss = claims.get("iss").and_then(Value::as_str);
     match (iss, issuer) {

@@ -170,8 +170,8 @@ pub fn render(r: &Report) -> String {
             field("token endpoint", &m.token_endpoint),
             field("authorization endpoint", &m.authorization_endpoint),
             field("JWKS", &m.jwks_uri),
-            Some(format!("grants {}", m.grant_types.join(", "))),
-            (!m.pkce_methods.is_empty()).then(|| format!("PKCE {}", m.pkce_methods.join(", "))),
+            Some(format!("grants {}", clean(&m.grant_types.join(", ")))),
+            (!m.pkce_methods.is_empty()).then(|| format!("PKCE {}", clean(&m.pkce_methods.join(", ")))),
         ]
         .into_iter()
         .flatten()
@@ -179,7 +179,7 @@ pub fn render(r: &Report) -> String {
             line("", &text);
         }
         for w in &m.warnings {
-            line("", &format!("WARNING: {w}"));
+            line("", &format!("WARNING: {}", clean(w)));
         }
     }
     if let Some(b) = &r.bearer {

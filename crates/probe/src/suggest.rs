@@ -26,7 +26,7 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
     let h2 = r.tls.as_ref().is_some_and(|t| t.alpn.as_deref() == Some("h2"));
     let mut env_vars: Vec<String> = Vec::new();
     let mut y = String::new();
-    let _ = writeln!(y, "upstreams:\n  {name}:\n    targets: [{{ url: \"{origin}\" }}]");
+    let _ = writeln!(y, "upstreams:\n  {name}:\n    targets: [{{ url: {} }}]", q(&origin));
     if grpc.is_some() && !secure {
         y.push_str(
             "    protocol: h2c                 # the server speaks HTTP/2 with prior knowledge (gRPC)\n",
@@ -37,11 +37,11 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
     if secure && (tls.cacert.is_some() || tls.client.is_some()) {
         y.push_str("    tls:\n");
         if let Some(ca) = &tls.cacert {
-            let _ = writeln!(y, "      ca: \"{}\"", ca.display());
+            let _ = writeln!(y, "      ca: {}", q(&ca.display().to_string()));
         }
         if let Some((cert, key)) = &tls.client {
-            let _ = writeln!(y, "      cert: \"{}\"             # mutual TLS", cert.display());
-            let _ = writeln!(y, "      key: \"{}\"", key.display());
+            let _ = writeln!(y, "      cert: {}             # mutual TLS", q(&cert.display().to_string()));
+            let _ = writeln!(y, "      key: {}", q(&key.display().to_string()));
         }
     } else if r.tls.as_ref().is_some_and(|t| t.client_cert_requested && !t.client_cert_sent) {
         y.push_str(
@@ -55,11 +55,12 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
         let _ = writeln!(y, "    rate_limit: {{ rate: {rate} }}        # what the server states it allows");
     }
     if let Some(g) = grpc.filter(|g| !g.services.is_empty()) {
-        let services: Vec<&String> = g.services.iter().filter(|s| !s.starts_with("grpc.")).collect();
+        let services: Vec<&String> =
+            g.services.iter().filter(|s| !s.starts_with("grpc.") && grpc_name(s)).collect();
         let _ = writeln!(
             y,
             "grpc:\n  services:\n    {name}:\n      upstream: {name}\n      descriptors: {{ reflection: true }}   # the server lists: {}",
-            g.services.join(", ")
+            g.services.iter().filter(|s| grpc_name(s)).cloned().collect::<Vec<_>>().join(", ")
         );
         let _ = writeln!(y, "routes:");
         let _ = writeln!(
@@ -75,7 +76,8 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
     } else if let Some(wsdl) = r.protocols.get("soap").and_then(|s| s.url.as_deref()) {
         let _ = writeln!(
             y,
-            "soap:\n  services:\n    {name}:\n      upstream: {name}\n      wsdl: \"{wsdl}\"   # fetched at start, kept in the state store"
+            "soap:\n  services:\n    {name}:\n      upstream: {name}\n      wsdl: {}   # fetched at start, kept in the state store",
+            q(wsdl)
         );
         let _ = writeln!(
             y,
@@ -105,6 +107,18 @@ pub fn fragment(r: &Report, url: &url::Url, tls: &crate::tls::TlsOptions) -> Opt
     }
     out.push_str(&y);
     Some(out)
+}
+
+/// `s` as a YAML double-quoted scalar (JSON's string syntax is YAML's): what a server sent
+/// cannot end the value or add keys.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// A gRPC service name as routes take it (`package.Service`); anything else a server lists is
+/// left out of the fragment.
+fn grpc_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
 /// A config name for `host`: lower case letters, digits and dashes.
@@ -138,10 +152,11 @@ fn credentials(r: &Report, env: &str, vars: &mut Vec<String>) -> Option<String> 
                     .params
                     .iter()
                     .find(|(k, _)| k == "scope")
-                    .map(|(_, v)| format!("\n        scope: \"{v}\""))
+                    .map(|(_, v)| format!("\n        scope: {}", q(v)))
                     .unwrap_or_default();
                 return Some(format!(
-                    "    credentials:                  # the server's issuer grants client credentials\n      oauth2_client_credentials:\n        token_url: \"{token_url}\"\n        client_id: \"{}\"\n        client_secret: \"{}\"{scope}\n",
+                    "    credentials:                  # the server's issuer grants client credentials\n      oauth2_client_credentials:\n        token_url: {}\n        client_id: \"{}\"\n        client_secret: \"{}\"{scope}\n",
+                    q(token_url),
                     var("CLIENT_ID"),
                     var("CLIENT_SECRET")
                 ));
@@ -163,7 +178,8 @@ fn credentials(r: &Report, env: &str, vars: &mut Vec<String>) -> Option<String> 
                 .map_or("X-API-Key", |(_, v)| v.as_str());
             if http::HeaderName::from_bytes(header.as_bytes()).is_ok() {
                 return Some(format!(
-                    "    credentials:\n      api_key: {{ header: \"{header}\", value: \"{}\" }}\n",
+                    "    credentials:\n      api_key: {{ header: {}, value: \"{}\" }}\n",
+                    q(header),
                     var("API_KEY")
                 ));
             }
@@ -186,8 +202,8 @@ fn rate(r: &Report) -> Option<String> {
         1 => format!("{quota}/s"),
         60 => format!("{quota}/m"),
         3600 => format!("{quota}/h"),
-        w if w < 60 => format!("{}/m", quota * 60 / w),
-        w => format!("{}/h", (quota * 3600 / w).max(1)),
+        w if w < 60 => format!("{}/m", quota.saturating_mul(60) / w),
+        w => format!("{}/h", (quota.saturating_mul(3600) / w).max(1)),
     })
 }
 

@@ -72,6 +72,16 @@ pub struct Prepared {
 /// Builds the client config: the given trust, the client certificate, ALPN `h2` and
 /// `http/1.1`. Errors say which file is wrong.
 pub fn prepare(opts: &TlsOptions) -> Result<Prepared, String> {
+    prepare_with(opts, false)
+}
+
+/// The same, but a chain that does not verify always ends the handshake: for a connection
+/// that carries a credential.
+pub fn prepare_strict(opts: &TlsOptions) -> Result<Prepared, String> {
+    prepare_with(opts, true)
+}
+
+fn prepare_with(opts: &TlsOptions, strict: bool) -> Result<Prepared, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     match &opts.cacert {
@@ -102,7 +112,7 @@ pub fn prepare(opts: &TlsOptions) -> Result<Prepared, String> {
     let verifier = Arc::new(Recording {
         inner,
         provider: provider.clone(),
-        strict: key.is_some(),
+        strict: strict || key.is_some(),
         seen: Mutex::new(None),
     });
     let client = Arc::new(Asked { key, asked: AtomicBool::new(false), sent: AtomicBool::new(false) });

@@ -41,12 +41,22 @@ impl SoapVersion {
 }
 
 /// A WS-Security UsernameToken (OASIS UsernameToken Profile 1.0).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UsernameToken {
     pub username: String,
     pub password: String,
     /// `PasswordDigest`: Base64(SHA-1(nonce ‖ created ‖ password)) instead of the password.
     pub digest: bool,
+}
+
+impl std::fmt::Debug for UsernameToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsernameToken")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("digest", &self.digest)
+            .finish()
+    }
 }
 
 impl UsernameToken {
@@ -127,7 +137,7 @@ fn body_nodes(mapper: &Mapper, body: &Body, v: &Value) -> Result<Vec<XNode>, Map
                 };
                 let mut out = Vec::new();
                 for (name, e) in parts {
-                    let at = format!("/{name}");
+                    let at = crate::mapping::pointer("", name);
                     match obj.get(name) {
                         Some(val) => out.push(mapper.encode_element(e, val, &at)?),
                         None => {
@@ -141,7 +151,7 @@ fn body_nodes(mapper: &Mapper, body: &Body, v: &Value) -> Result<Vec<XNode>, Map
                 }
                 if let Some(k) = obj.keys().find(|k| !parts.iter().any(|(n, _)| n == *k)) {
                     return Err(MapError {
-                        pointer: format!("/{k}"),
+                        pointer: crate::mapping::pointer("", k),
                         message: format!(
                             "unknown part `{k}` (the message's parts: {})",
                             parts.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
@@ -164,7 +174,7 @@ fn body_nodes(mapper: &Mapper, body: &Body, v: &Value) -> Result<Vec<XNode>, Map
             };
             let mut node = XNode::new(wrapper.clone());
             for e in parts {
-                let at = format!("/{}", e.name.name);
+                let at = crate::mapping::pointer("", &e.name.name);
                 match obj.get(&e.name.name) {
                     Some(val) => node.children.push(XChild::Node(mapper.encode_element(e, val, &at)?)),
                     None => {
@@ -178,7 +188,7 @@ fn body_nodes(mapper: &Mapper, body: &Body, v: &Value) -> Result<Vec<XNode>, Map
             }
             if let Some(k) = obj.keys().find(|k| !parts.iter().any(|e| e.name.name == **k)) {
                 return Err(MapError {
-                    pointer: format!("/{k}"),
+                    pointer: crate::mapping::pointer("", k),
                     message: format!(
                         "unknown parameter `{k}` (the operation's: {})",
                         parts.iter().map(|e| e.name.name.as_str()).collect::<Vec<_>>().join(", ")

@@ -60,7 +60,8 @@ pub struct Mapper {
     pub schemas: Arc<Schemas>,
 }
 
-fn pointer(base: &str, key: &str) -> String {
+/// `base` and one more RFC 6901 reference token.
+pub(crate) fn pointer(base: &str, key: &str) -> String {
     format!("{base}/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 

@@ -20,7 +20,13 @@ struct Schemas<'a> {
     components: BTreeMap<String, Value>,
     /// Names given to complex types (a local name taken by two namespaces gets a suffix).
     names: BTreeMap<QName, String>,
+    /// How many anonymous types deep the schema being written is: an element that refers to
+    /// itself through anonymous types would otherwise never end.
+    depth: usize,
 }
+
+/// Anonymous types nested deeper than this are written as any value.
+const MAX_DEPTH: usize = 32;
 
 impl Schemas<'_> {
     fn name_of(&mut self, q: &QName) -> String {
@@ -60,6 +66,16 @@ impl Schemas<'_> {
 
     fn complex(&mut self, t: &Type) -> Value {
         let Type::Complex(c) = t else { return json!({}) };
+        if self.depth >= MAX_DEPTH {
+            return json!({"description": "nested too deep to describe"});
+        }
+        self.depth += 1;
+        let s = self.complex_inner(c);
+        self.depth -= 1;
+        s
+    }
+
+    fn complex_inner(&mut self, c: &crate::xsd::Complex) -> Value {
         let mut props = Map::new();
         let mut required: Vec<String> = Vec::new();
         let mut all_of = Vec::new();
@@ -294,7 +310,7 @@ fn simple_schema(s: &SimpleShape) -> Value {
 
 /// The OpenAPI 3.1 document of `port`'s operations mounted at `prefix` (`/billing`).
 pub fn document(port: &Port, mapper: &Mapper, prefix: &str, title: &str) -> Value {
-    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new() };
+    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new(), depth: 0 };
     let mut paths = Map::new();
     let prefix = prefix.trim_end_matches('/');
     for op in &port.operations {
@@ -352,7 +368,7 @@ pub fn describe(port: &Port, mapper: &Mapper) -> String {
         i.version.map_or("?", |v| v.as_str()),
         i.address
     );
-    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new() };
+    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new(), depth: 0 };
     for op in &port.operations {
         let _ = writeln!(out, "\n{}  (SOAPAction \"{}\")", op.name, op.action);
         if let Some(d) = &op.documentation {
@@ -417,7 +433,7 @@ fn shape(v: &Value, components: &BTreeMap<String, Value>, depth: usize) -> Strin
 
 /// What `describe` would say of one operation's input (for a 404 listing).
 pub fn input_line(op: &Operation, mapper: &Mapper) -> String {
-    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new() };
+    let mut s = Schemas { mapper, components: BTreeMap::new(), names: BTreeMap::new(), depth: 0 };
     let v = s.body(&op.input, false);
     shape(&v, &s.components, 0)
 }

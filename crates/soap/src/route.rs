@@ -180,17 +180,26 @@ impl SoapRoute {
         request_id: &str,
     ) -> Response<ResponseBody> {
         let status = res.status();
+        // Whether the service may have acted: it answered 2xx (or 500, as SOAP 1.1 faults
+        // come), or a gateway in front timed out. A 429, 503 or 401 from a proxy in front did
+        // nothing, and leaves an idempotency key free.
+        let acted = status.is_success()
+            || status == StatusCode::INTERNAL_SERVER_ERROR
+            || status == StatusCode::GATEWAY_TIMEOUT;
         let broken = |detail: String| {
+            let members = json!({ "operation": p.operation.name, "upstream_status": status.as_u16() });
             let res = problem(
                 StatusCode::BAD_GATEWAY,
                 TYPE_ANSWER,
                 "Bad SOAP answer",
                 &detail,
                 request_id,
-                json!({ "operation": p.operation.name }),
+                members,
             );
             let mut res = res.map(ResponseBody::full);
-            res.extensions_mut().insert(FailedAfterSending);
+            if acted {
+                res.extensions_mut().insert(FailedAfterSending);
+            }
             res
         };
         let limit = self.service.max_response;

@@ -95,6 +95,8 @@ pub struct Service {
     pub upstream: Arc<Upstream>,
     /// The WSDL's location: a file path (resolved against the config's directory) or a URL.
     pub location: String,
+    /// The upstream's extra CA, also trusted when the WSDL is fetched.
+    ca: Option<std::path::PathBuf>,
     port: Option<String>,
     pub security: Option<UsernameToken>,
     pub safe: Vec<String>,
@@ -151,10 +153,18 @@ impl Service {
                 .map_err(|e| BuildError::new(format!("{base}.wsdl"), e))?;
             Arc::new(ArcSwapOption::from_pointee(l))
         };
+        let ca = loaded
+            .config
+            .upstreams
+            .get(&cfg.upstream)
+            .and_then(|u| u.tls.as_ref())
+            .and_then(|t| t.ca.as_ref())
+            .map(|c| loaded.resolve_path(c));
         Ok(Service {
             name: name.into(),
             upstream,
             location,
+            ca,
             port: cfg.port.clone(),
             security: cfg.ws_security.as_ref().map(|w| UsernameToken {
                 username: w.username.clone(),
@@ -185,6 +195,7 @@ impl Service {
             name: l.port.info.service.as_str().into(),
             upstream,
             location: String::new(),
+            ca: None,
             port: port.map(str::to_owned),
             security,
             safe: Vec::new(),
@@ -226,7 +237,7 @@ impl Service {
             return Ok(());
         }
         let key = format!("soap.services.{}.wsdl", self.name);
-        let fetched = fetch_all(&self.location, timeout).await;
+        let fetched = fetch_all(&self.location, timeout, self.ca.as_deref()).await;
         let (defs, origin) = match fetched {
             Ok(defs) => {
                 if let Some(s) = store {
@@ -282,14 +293,26 @@ impl Service {
     }
 }
 
-/// Fetches a WSDL URL and everything it imports.
-pub async fn fetch_all(location: &str, timeout: Duration) -> Result<Definitions, String> {
-    let client = bridgehead_upstream::fetch::client(None, timeout).map_err(|e| e.to_string())?;
+/// Fetches a WSDL URL and everything it imports, from the WSDL's own origin only (a WSDL must
+/// not make the gateway fetch from elsewhere), trusting `ca` besides the system roots.
+pub async fn fetch_all(
+    location: &str,
+    timeout: Duration,
+    ca: Option<&std::path::Path>,
+) -> Result<Definitions, String> {
+    let client = bridgehead_upstream::fetch::client(ca, timeout).map_err(|e| e.to_string())?;
+    let origin = url::Url::parse(location)
+        .map(|u| u.origin())
+        .map_err(|e| format!("`{location}` is not a URL: {e}"))?;
     Definitions::load(location, |loc| {
         let client = client.clone();
+        let origin = origin.clone();
         async move {
             if !is_url(&loc) {
                 return Err("a fetched WSDL's imports must be URLs".to_owned());
+            }
+            if url::Url::parse(&loc).map(|u| u.origin()).ok() != Some(origin) {
+                return Err("an import from another origin than the WSDL's is not fetched".to_owned());
             }
             let mut res =
                 client.get(&loc).send().await.map_err(|e| bridgehead_upstream::fetch::describe(&e))?;
@@ -312,7 +335,7 @@ pub async fn fetch_all(location: &str, timeout: Duration) -> Result<Definitions,
 
 /// Reads a WSDL from a file or a URL, outside a running gateway (`bridgehead soap`).
 pub async fn load_any(location: &str, timeout: Duration) -> Result<Definitions, String> {
-    if is_url(location) { fetch_all(location, timeout).await } else { load_file(location) }
+    if is_url(location) { fetch_all(location, timeout, None).await } else { load_file(location) }
 }
 
 /// Checks that every service's WSDL file loads (`bridgehead config check`); fetched ones are

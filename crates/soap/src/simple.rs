@@ -112,7 +112,14 @@ fn resolve_simple(schemas: &Schemas, s: &Simple, name: Option<&QName>, depth: u3
     }
     let shown = |base: &SimpleShape| name.map_or_else(|| base.name.clone(), QName::shown);
     if let Some(item) = &s.list {
-        let item = resolve(schemas, item)?;
+        // Depth goes on through the item type: a list of itself ends too.
+        let item = match item {
+            TypeRef::Named(q) => resolve_named(schemas, q, depth + 1)?,
+            TypeRef::Inline(t) => match &**t {
+                Type::Simple(inner) => resolve_simple(schemas, inner, None, depth + 1)?,
+                Type::Complex(_) => return None,
+            },
+        };
         return Some(SimpleShape {
             builtin: Builtin::String,
             facets: s.facets.clone(),
@@ -245,8 +252,8 @@ impl SimpleShape {
             self.check_length(text.chars().count() as u64, "characters")?;
         }
         for p in &f.pattern {
-            // XSD patterns are anchored; one regex cannot read is not checked (the service will).
-            if let Ok(re) = regex::Regex::new(&format!("^(?:{p})$"))
+            // One regex cannot read is not checked (the service will).
+            if let Some(re) = pattern(p)
                 && !re.is_match(text)
             {
                 return Err(format!("`{text}` does not match the pattern {p} ({})", self.name));
@@ -310,6 +317,37 @@ impl SimpleShape {
     }
 }
 
+/// An XSD pattern as a regex, compiled once: XSD patterns match the whole value, and `^` and
+/// `$` outside a character class are plain characters in them.
+fn pattern(p: &str) -> Option<std::sync::Arc<regex::Regex>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<Arc<regex::Regex>>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(re) = cache.get(p) {
+        return re.clone();
+    }
+    let mut rx = String::with_capacity(p.len() + 8);
+    let (mut in_class, mut escaped) = (false, false);
+    for c in p.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '^' | '$' if !in_class => rx.push('\\'),
+            _ => {}
+        }
+        rx.push(c);
+    }
+    let re = regex::RegexBuilder::new(&format!("^(?:{rx})$")).size_limit(1 << 20).build().ok().map(Arc::new);
+    // Bounded: a WSDL's patterns are few; a flood of them is not kept.
+    if cache.len() < 1024 {
+        cache.insert(p.to_owned(), re.clone());
+    }
+    re
+}
+
 /// A JSON number's decimal text, never in exponent form.
 fn decimal_text(n: &serde_json::Number) -> String {
     if n.is_f64() { n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}")) } else { n.to_string() }
@@ -361,16 +399,24 @@ fn digits(s: &str, n: usize) -> bool {
     s.len() == n && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `Z`, `+hh:mm` or `-hh:mm` at the end, if any: the rest.
+/// `Z`, `+hh:mm` or `-hh:mm` at the end, if any: the rest. Works on bytes: the text is the
+/// client's, and may hold any character anywhere.
 fn without_zone(s: &str) -> Option<&str> {
     if let Some(r) = s.strip_suffix('Z') {
         return Some(r);
     }
-    if s.len() > 6 {
-        let (rest, zone) = s.split_at(s.len() - 6);
-        let z = zone.as_bytes();
-        if (z[0] == b'+' || z[0] == b'-') && digits(&zone[1..3], 2) && z[3] == b':' && digits(&zone[4..], 2) {
-            return Some(rest);
+    let b = s.as_bytes();
+    if b.len() > 6 {
+        let z = &b[b.len() - 6..];
+        let zone = (z[0] == b'+' || z[0] == b'-')
+            && z[1].is_ascii_digit()
+            && z[2].is_ascii_digit()
+            && z[3] == b':'
+            && z[4].is_ascii_digit()
+            && z[5].is_ascii_digit();
+        // Six ASCII bytes end the text, so the cut is on a character boundary.
+        if zone {
+            return s.get(..s.len() - 6);
         }
     }
     Some(s)
@@ -446,6 +492,20 @@ mod tests {
         assert_eq!(shape("date").encode(&json!("2024-02-29+01:00")).unwrap(), "2024-02-29+01:00");
         assert!(shape("date").encode(&json!("29.02.2024")).is_err());
         assert!(shape("date").encode(&json!("2024-13-01")).is_err());
+        // Any text, any characters: refused, never a panic.
+        for t in [
+            "x€12345",
+            "2024-01-0€",
+            "€",
+            "12:00:0€+01:00",
+            "2024-01-01T00:00:00+1€x",
+            "\u{10ffff}\u{10ffff}",
+        ] {
+            for ty in ["date", "dateTime", "time", "duration", "decimal", "int", "base64Binary", "hexBinary"]
+            {
+                assert!(shape(ty).encode(&json!(t)).is_err(), "{ty} {t}");
+            }
+        }
         assert!(shape("dateTime").encode(&json!("2024-01-02T03:04:05.123Z")).is_ok());
         assert!(shape("dateTime").encode(&json!("2024-01-02 03:04:05")).is_err());
         assert!(shape("duration").encode(&json!("PT5M")).is_ok());
@@ -494,11 +554,24 @@ mod tests {
         assert!(get("Code").encode(&json!("ABC")).is_ok());
         assert!(get("Code").encode(&json!("abc")).unwrap_err().contains("does not match the pattern"));
         assert!(get("Code").encode(&json!("ABCD")).is_err());
+        assert_eq!(pattern("a$b").map(|r| r.is_match("a$b")), Some(true), "`$` is a plain character in XSD");
+        assert_eq!(pattern("[^a]b").map(|r| r.is_match("xb")), Some(true), "a class's `^` negates");
         assert_eq!(get("Qty").encode(&json!(0)).unwrap_err(), "0 is out of range for Qty (>= 1 and < 100)");
         assert!(get("Qty").encode(&json!(99)).is_ok());
         assert!(get("Small").encode(&json!(10)).is_err(), "a restriction of a restriction keeps both");
         assert!(get("Small").encode(&json!(0)).is_err());
         assert_eq!(get("Tags").encode(&json!(["ABC", "XYZ"])).unwrap(), "ABC XYZ");
         assert_eq!(get("Tags").decode("ABC XYZ"), json!(["ABC", "XYZ"]));
+        // A type that is a list of itself, or restricts itself, resolves to nothing, and ends.
+        let doc = roxmltree::Document::parse(
+            r#"<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:t="urn:t" targetNamespace="urn:t">
+                 <xs:simpleType name="L"><xs:list itemType="t:L"/></xs:simpleType>
+                 <xs:simpleType name="R"><xs:restriction base="t:R"/></xs:simpleType></xs:schema>"#,
+        )
+        .unwrap();
+        let mut s = Schemas::default();
+        s.read(doc.root_element(), None).unwrap();
+        assert!(resolve(&s, &TypeRef::Named(QName::new("urn:t", "L"))).is_none());
+        assert!(resolve(&s, &TypeRef::Named(QName::new("urn:t", "R"))).is_none());
     }
 }

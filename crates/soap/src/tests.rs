@@ -216,3 +216,87 @@ fn the_openapi_document_and_the_description_show_the_json_shapes() {
         "{text}"
     );
 }
+
+fn shipping() -> (Port, Mapper) {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/soap12.wsdl")).unwrap();
+    let port = Definitions::parse(&text).unwrap().port(None).unwrap();
+    let mapper = Mapper::new(port.schemas.clone());
+    (port, mapper)
+}
+
+#[test]
+fn soap_12_choices_attributes_nil_and_any_are_written_and_checked() {
+    let (port, mapper) = shipping();
+    let ship = port.operation("Ship").unwrap();
+    let order = json!({
+        "priority": 2,
+        "item": [{"sku": "ABC-1234", "quantity": 3}],
+        "speed": "express",
+        "address": {"country": "DE", "street": "Hauptstr. 1", "city": "Bonn", "postcode": "53111"},
+        "instructions": null,
+        "extensions": {"$any": "<x:flag xmlns:x=\"urn:other\">yes</x:flag>"}
+    });
+    let body = envelope::request(&mapper, ship, &order, None).unwrap();
+    assert!(
+        body.contains(r#"<soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope">"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<ns0:Ship xmlns:ns0="urn:bridgehead:test:shipping""#)
+            && body.contains(r#" priority="2">"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"<ns0:address country="DE"><ns0:street>Hauptstr. 1</ns0:street>"#), "{body}");
+    assert!(body.contains(r#"<ns0:instructions xsi:nil="true"/>"#), "{body}");
+    assert!(
+        body.contains(r#"<ns0:extensions><x:flag xmlns:x="urn:other">yes</x:flag></ns0:extensions>"#),
+        "{body}"
+    );
+    roxmltree::Document::parse(&body).unwrap();
+
+    let refused = |patch: Value| {
+        let mut v = order.clone();
+        for (k, x) in patch.as_object().unwrap() {
+            if x.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = x.clone();
+            }
+        }
+        envelope::request(&mapper, ship, &v, None).unwrap_err()
+    };
+    let e = refused(json!({"pickupPoint": "P-7"}));
+    assert_eq!(e.message, "only one of address, pickupPoint may be given, not address and pickupPoint");
+    let e = refused(json!({"address": null}));
+    assert_eq!(e.message, "one of address, pickupPoint is required");
+    let e = refused(json!({"item": [{"sku": "abc", "quantity": 3}]}));
+    assert_eq!(e.pointer, "/item/0/sku");
+    assert!(e.message.contains("does not match the pattern"), "{e}");
+    let e = refused(json!({"item": [{"sku": "ABC-1234", "quantity": 0}]}));
+    assert_eq!(
+        (e.pointer.as_str(), e.message.as_str()),
+        ("/item/0/quantity", "0 is out of range for Quantity (>= 1 and <= 999)")
+    );
+    let e = refused(json!({"address": {"street": "s", "city": "c", "postcode": "p"}}));
+    assert_eq!((e.pointer.as_str(), e.message.as_str()), ("/address/country", "the attribute is required"));
+    let e = refused(json!({"item": []}));
+    assert_eq!((e.pointer.as_str(), e.message.as_str()), ("/item", "0 items, at least 1 needed"));
+    let e = refused(json!({"extensions": {"$any": "<unclosed>"}}));
+    assert!(e.message.starts_with("not a well-formed XML element"), "{e}");
+
+    // The answer: an attribute, a nil date; a repeated anonymous type.
+    let answer = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" xmlns:t="urn:bridgehead:test:shipping" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><e:Body><t:ShipResponse status="accepted"><t:trackingId>T-1</t:trackingId><t:eta xsi:nil="true"/></t:ShipResponse></e:Body></e:Envelope>"#;
+    let Answer::Output(v) = envelope::response(&mapper, ship, answer).unwrap() else { panic!() };
+    assert_eq!(v, json!({"status": "accepted", "trackingId": "T-1", "eta": null}));
+    let track = port.operation("Track").unwrap();
+    let answer = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" xmlns:t="urn:bridgehead:test:shipping"><e:Body><t:TrackResponse><t:event><t:at>2024-01-02T03:04:05Z</t:at><t:place>Bonn</t:place></t:event></t:TrackResponse></e:Body></e:Envelope>"#;
+    let Answer::Output(v) = envelope::response(&mapper, track, answer).unwrap() else { panic!() };
+    assert_eq!(v, json!([{"at": "2024-01-02T03:04:05Z", "place": "Bonn"}]));
+    // A SOAP 1.1 answer to a SOAP 1.2 operation is refused.
+    let wrong = r#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body><x/></e:Body></e:Envelope>"#;
+    assert!(matches!(
+        envelope::response(&mapper, track, wrong),
+        Err(envelope::ReadError::WrongVersion { .. })
+    ));
+}

@@ -245,6 +245,7 @@ impl Definitions {
         let root = doc.root_element();
         match (root.tag_name().namespace(), root.tag_name().name()) {
             (Some(WSDL), "definitions") => {}
+            (Some(xsd::XS), "schema") if !first => return self.read_schema_doc(loc, text, None),
             (Some(WSDL20), "description") => {
                 return Err(WsdlError(format!(
                     "{loc}: WSDL 2.0 is not supported: give the service's WSDL 1.1"
@@ -271,13 +272,9 @@ impl Definitions {
             let name = n.attribute("name").unwrap_or("");
             match n.tag_name().name() {
                 "import" => {
+                    // A WSDL or a schema: which, its root says when it is read.
                     if let Some(l) = n.attribute("location") {
-                        let target = join(loc, l);
-                        if l.ends_with(".xsd") {
-                            more.push(Pending::Schema(target, None));
-                        } else {
-                            more.push(Pending::Wsdl(target));
-                        }
+                        more.push(Pending::Wsdl(join(loc, l)));
                     }
                 }
                 "types" => {
@@ -547,9 +544,31 @@ impl Definitions {
     }
 }
 
+/// How deep a WSDL or schema document may nest elements: the readers recurse over it.
+const MAX_NESTING: u32 = 256;
+
 fn parse_xml<'a>(loc: &str, text: &'a str) -> Result<roxmltree::Document<'a>, WsdlError> {
     // DTDs stay refused (roxmltree's default): no entity expansion, no external entities.
-    roxmltree::Document::parse(text).map_err(|e| WsdlError(format!("{loc}: not well-formed XML: {e}")))
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|e| WsdlError(format!("{loc}: not well-formed XML: {e}")))?;
+    if nesting(&doc) > MAX_NESTING {
+        return Err(WsdlError(format!("{loc}: elements nest deeper than {MAX_NESTING} levels")));
+    }
+    Ok(doc)
+}
+
+/// The deepest element nesting of a document, without recursion.
+pub(crate) fn nesting(doc: &roxmltree::Document) -> u32 {
+    let mut depth = vec![0u32; doc.descendants().count() + 1];
+    let mut deepest = 0;
+    for n in doc.descendants() {
+        let d = n.parent().map_or(0, |p| depth.get(p.id().get_usize()).copied().unwrap_or(0)) + 1;
+        if let Some(slot) = depth.get_mut(n.id().get_usize()) {
+            *slot = d;
+        }
+        deepest = deepest.max(d);
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -629,6 +648,9 @@ mod tests {
         assert!(e.0.contains("not a WSDL 1.1 document"), "{e}");
         let e = Definitions::parse("<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>").unwrap_err();
         assert!(e.0.contains("not well-formed"), "{e}");
+        let deep = format!("{}{}", "<a>".repeat(300), "</a>".repeat(300));
+        let e = Definitions::parse(&deep).unwrap_err();
+        assert!(e.0.contains("nest deeper than 256 levels"), "{e}");
         // A loop of imports ends.
         let e = Definitions::load("a.wsdl", |loc| async move {
             let next = if loc.ends_with("a.wsdl") { "b.wsdl" } else { "a.wsdl" };

@@ -389,3 +389,89 @@ async fn the_soap_command_describes_calls_and_writes_openapi() {
     assert_eq!(code, 1);
     assert!(err.contains("nope.wsdl"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soap_route_takes_auth_rate_limits_idempotency_and_retries_only_safe_operations() {
+    // A service whose first answer to each operation is a 503.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = seen.clone();
+    let peer = Peer::start(move |req| {
+        let body = String::from_utf8_lossy(req.body()).into_owned();
+        let op = if body.contains(":Add") { "Add" } else { "Price" };
+        let mut seen = kept.lock().unwrap();
+        let first = !seen.iter().any(|s| s == op);
+        seen.push(op.to_owned());
+        if first {
+            return Response::builder().status(503).body(bytes::Bytes::from_static(b"busy")).unwrap();
+        }
+        let answer = if op == "Add" {
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><r:AddResponse xmlns:r="urn:bridgehead:test:calc:rpc"><sum>3</sum></r:AddResponse></s:Body></s:Envelope>"#
+        } else {
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><r:PriceResponse xmlns:r="urn:bridgehead:test:calc:rpc"><total>1</total><accepted>true</accepted></r:PriceResponse></s:Body></s:Envelope>"#
+        };
+        Response::builder().status(200).header("content-type", "text/xml").body(bytes::Bytes::from_static(answer.as_bytes())).unwrap()
+    })
+    .await;
+    let sha = bridgehead_auth::apikey::sha256_hex("k-1");
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"authenticators:
+  keys:
+    api_key: {{ keys: [{{ consumer: acme, sha256: "{sha}" }}] }}
+upstreams:
+  calc:
+    targets: [{{ url: "{}" }}]
+    retry: {{ attempts: 3, backoff: 10ms }}
+soap:
+  services:
+    calc:
+      upstream: calc
+      wsdl: {FIXTURES}/rpc-literal.wsdl
+      safe_operations: [Price]
+routes:
+  - name: calc
+    match: {{ path_prefix: /calc }}
+    soap: {{ service: calc }}
+    auth: [keys]
+    idempotency: {{ ttl: 1h }}
+    rate_limit: {{ key: consumer, rate: 4/m }}
+state:
+  url: sqlite://{}/state.db
+"#,
+        peer.url(""),
+        state.path().display()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let post = |op: &str, body: Value, key: Option<&str>| {
+        let mut r = Request::post(gw.url(&format!("/calc/{op}"))).header("x-api-key", "k-1");
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        r.body(full(body.to_string())).unwrap()
+    };
+    // Auth first: no key, 401, and nothing sent.
+    let anon = Request::post(gw.url("/calc/Add")).body(full("{}")).unwrap();
+    assert_eq!(send(&client(), anon).await.status, 401);
+    assert!(seen.lock().unwrap().is_empty());
+    // A safe operation is retried past the 503; an unsafe one is not.
+    let price =
+        json!({"symbol": "A", "quantity": 1, "unitPrice": 1, "discounted": false, "settle": "2024-01-01"});
+    let got = send(&client(), post("Price", price, None)).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+    let got = send(&client(), post("Add", json!({"a": 1, "b": 2}), Some("add-1"))).await;
+    let p = got.assert_problem(502, "HTTP 503");
+    assert_eq!(p["upstream_status"], 503);
+    assert_eq!(seen.lock().unwrap().as_slice(), ["Price", "Price", "Add"]);
+    // A 503 means the service did nothing: the key is free, and the same request goes again.
+    let again = send(&client(), post("Add", json!({"a": 1, "b": 2}), Some("add-1"))).await;
+    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(again.json(), json!(3));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    // Now answered, the key replays without calling again.
+    let replay = send(&client(), post("Add", json!({"a": 1, "b": 2}), Some("add-1"))).await;
+    assert_eq!(replay.header("idempotent-replayed"), "true");
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    // The rate limit (4 a minute for the consumer) applies like on any route.
+    let got = send(&client(), post("Add", json!({"a": 1, "b": 2}), None)).await;
+    assert_eq!(got.status, 429, "{}", String::from_utf8_lossy(&got.body));
+}

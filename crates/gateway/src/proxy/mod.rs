@@ -283,12 +283,14 @@ async fn soap(
             return Ok(res.map(ResponseBody::full));
         }
     };
-    // The request id, `X-Forwarded-*` and the consumer the route's authenticators admitted;
-    // none of the client's own headers.
+    // The request id, `X-Forwarded-*` and the identity headers the route's authenticators set
+    // (`X-Consumer-Id`, claims); none of the client's own headers.
     let mut headers = prepared.headers.clone();
     forwarded(ctx, &mut headers);
-    if let Some(v) = parts.headers.get("x-consumer-id") {
-        headers.insert(http::header::HeaderName::from_static("x-consumer-id"), v.clone());
+    for name in ctx.rt.auth.protected() {
+        for v in parts.headers.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
     }
     let upstream = s.service.upstream.clone();
     let mut tries =
