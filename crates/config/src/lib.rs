@@ -47,6 +47,18 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// An empty config for a command that builds parts of the gateway from its flags (a
+    /// one-target upstream): relative paths resolve against the working directory.
+    pub fn command_line() -> LoadedConfig {
+        LoadedConfig {
+            config: Config::default(),
+            file: PathBuf::from("(command line)"),
+            base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            interpolated: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// Resolves a path from the config against the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() { p.to_owned() } else { self.base_dir.join(p) }

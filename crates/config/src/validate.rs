@@ -1627,15 +1627,16 @@ fn grpc_match(m: &crate::model::RouteMatch, mp: &str, p: &mut Vec<Problem>) {
     }
 }
 
+/// The names defined, for an error about an unknown one.
+fn defined<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() { "none are defined".into() } else { format!("defined: {}", names.join(", ")) }
+}
+
 /// A `grpc_transcode` route: its service exists, and what it sets fits a transcoded route.
 fn grpc_transcode(c: &Config, r: &Route, base: &str, t: &crate::model::GrpcTranscode, p: &mut Vec<Problem>) {
     if !c.grpc.services.contains_key(&t.service) {
-        let known: Vec<&str> = c.grpc.services.keys().map(String::as_str).collect();
-        let known = if known.is_empty() {
-            "none are defined".into()
-        } else {
-            format!("defined: {}", known.join(", "))
-        };
+        let known = defined(c.grpc.services.keys());
         push(
             p,
             join_key(base, "service"),
@@ -1687,12 +1688,7 @@ fn grpc_transcode(c: &Config, r: &Route, base: &str, t: &crate::model::GrpcTrans
 /// A `soap` route: its service exists, and it is mounted at a path prefix.
 fn soap_route(c: &Config, r: &Route, base: &str, t: &crate::model::SoapRoute, p: &mut Vec<Problem>) {
     if !c.soap.services.contains_key(&t.service) {
-        let known: Vec<&str> = c.soap.services.keys().map(String::as_str).collect();
-        let known = if known.is_empty() {
-            "none are defined".into()
-        } else {
-            format!("defined: {}", known.join(", "))
-        };
+        let known = defined(c.soap.services.keys());
         push(
             p,
             join_key(base, "service"),

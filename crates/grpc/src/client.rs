@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridgehead_config::{
-    Config, Http2Settings, LoadBalancing, LoadedConfig, PassiveHealth, Target, Upstream as UpstreamConfig,
+    Http2Settings, LoadBalancing, LoadedConfig, PassiveHealth, Target, Upstream as UpstreamConfig,
     UpstreamProtocol, UpstreamTimeouts, UpstreamTls,
 };
 use bridgehead_http::metrics::Metrics;
@@ -83,13 +83,7 @@ impl Client {
             rate_limit: None,
             sticky: None,
         };
-        let loaded = LoadedConfig {
-            config: Config::default(),
-            file: PathBuf::from("(command line)"),
-            base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-            interpolated: Default::default(),
-            warnings: Vec::new(),
-        };
+        let loaded = LoadedConfig::command_line();
         let metrics = Metrics::default();
         let upstream = Upstream::build("server", &cfg, &Carryover::default(), &loaded, &metrics, None)
             .map_err(|e| e.to_string().replace("upstreams.server.tls.", "--"))?;

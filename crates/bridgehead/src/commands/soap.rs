@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use bridgehead_config::{
-    Config, LoadBalancing, LoadedConfig, PassiveHealth, Target, Upstream as UpstreamConfig, UpstreamProtocol,
+    LoadBalancing, LoadedConfig, PassiveHealth, Target, Upstream as UpstreamConfig, UpstreamProtocol,
     UpstreamTimeouts, UpstreamTls,
 };
 use bridgehead_http::metrics::Metrics;
@@ -221,13 +221,7 @@ fn one_target(origin: &str, tls: Option<UpstreamTls>, max_time: Duration) -> any
         rate_limit: None,
         sticky: None,
     };
-    let loaded = LoadedConfig {
-        config: Config::default(),
-        file: PathBuf::from("(command line)"),
-        base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-        interpolated: Default::default(),
-        warnings: Vec::new(),
-    };
+    let loaded = LoadedConfig::command_line();
     let upstream =
         Upstream::build("service", &cfg, &Carryover::default(), &loaded, &Metrics::default(), None)
             .map_err(|e| anyhow!(e.to_string().replace("upstreams.service.tls.", "--")))?;

@@ -257,6 +257,20 @@ async fn pipeline(
     }
 }
 
+/// The phases a route that reads its request whole runs first: authenticate, rate limit, then
+/// idempotency (a stored answer replays), then the body. `Err` is the replay.
+async fn admitted_body(
+    ctx: &mut RequestCtx<'_>,
+    parts: &mut http::request::Parts,
+) -> Result<Result<Bytes, Response<ResponseBody>>, GatewayError> {
+    authenticate(ctx, parts).await?;
+    rate_limit(ctx, parts).await?;
+    if let Some(replay) = idempotency(ctx, parts).await? {
+        return Ok(Err(replay));
+    }
+    Ok(Ok(whole_body(ctx).await?))
+}
+
 /// The SOAP backend: authentication, rate limits and idempotency as on a proxy route, then the
 /// JSON request (read whole) becomes a SOAP call to the service's upstream, and its answer JSON
 /// again (see `bridgehead_soap::route`).
@@ -265,12 +279,10 @@ async fn soap(
     mut parts: http::request::Parts,
     s: Arc<bridgehead_soap::route::SoapRoute>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    authenticate(ctx, &mut parts).await?;
-    rate_limit(ctx, &parts).await?;
-    if let Some(replay) = idempotency(ctx, &parts).await? {
-        return Ok(replay);
-    }
-    let body = whole_body(ctx).await?;
+    let body = match admitted_body(ctx, &mut parts).await? {
+        Ok(body) => body,
+        Err(replay) => return Ok(replay),
+    };
     let shared = ctx.log.shared.clone();
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let routed = ctx.target.route_path.clone().filter(|_| ctx.without_parameters);
@@ -316,12 +328,10 @@ async fn transcode(
             path: parts.uri.path().to_owned(),
         });
     }
-    authenticate(ctx, &mut parts).await?;
-    rate_limit(ctx, &parts).await?;
-    if let Some(replay) = idempotency(ctx, &parts).await? {
-        return Ok(replay);
-    }
-    let body = whole_body(ctx).await?;
+    let body = match admitted_body(ctx, &mut parts).await? {
+        Ok(body) => body,
+        Err(replay) => return Ok(replay),
+    };
     let shared = ctx.log.shared.clone();
     forwarded(ctx, &mut parts.headers);
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
