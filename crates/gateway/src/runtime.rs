@@ -124,16 +124,10 @@ impl Runtime {
                 (Some(t), _, _) => RouteBackend::Transcode(Arc::new(
                     bridgehead_grpc::transcode::Transcoder::new(grpc[&t.service].clone(), route),
                 )),
-                (None, Some(t), _) => RouteBackend::Soap(Arc::new(bridgehead_soap::route::SoapRoute {
-                    service: soap[&t.service].clone(),
-                    prefix: route
-                        .matcher
-                        .path_prefix
-                        .clone()
-                        .unwrap_or_default()
-                        .trim_end_matches('/')
-                        .to_owned(),
-                })),
+                (None, Some(t), _) => RouteBackend::Soap(Arc::new(bridgehead_soap::route::SoapRoute::new(
+                    soap[&t.service].clone(),
+                    route.matcher.path_prefix.as_deref().unwrap_or_default(),
+                ))),
                 (None, None, Some(u)) => RouteBackend::Proxy(upstreams[u].clone()),
                 (None, None, None) => unreachable!("validation requires upstream, grpc_transcode or soap"),
             },

@@ -36,7 +36,7 @@ use serde::Serialize;
 pub use report::render;
 
 /// How to probe.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// The bound of each step.
     pub timeout: Duration,
@@ -51,6 +51,20 @@ pub struct Options {
     pub samples: usize,
     /// Resolve with these DNS servers instead of the system's.
     pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .field("origin", &self.origin)
+            .field("post", &self.post)
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("samples", &self.samples)
+            .field("dns_servers", &self.dns_servers)
+            .finish()
+    }
 }
 
 /// Everything the probe found.

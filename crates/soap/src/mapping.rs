@@ -239,7 +239,9 @@ impl Mapper {
 
     /// The element names a particle may write (for choices and for errors).
     fn names(&self, p: &Particle, out: &mut Vec<String>, depth: usize) {
-        if depth > 16 {
+        // Bounded in depth and in size: groups that refer to one another many times over
+        // would otherwise multiply.
+        if depth > 16 || out.len() > 4096 {
             return;
         }
         match p {
@@ -270,6 +272,13 @@ impl Mapper {
         node: &mut XNode,
         depth: usize,
     ) -> Result<(), MapError> {
+        if depth > MAX_DEPTH {
+            return Err(err(
+                at,
+                format!("nested more than {MAX_DEPTH} levels deep (elements and groups)"),
+                None,
+            ));
+        }
         match p {
             Particle::Element(e) => self.field(e, e.occurs, obj, at, required, used, node, depth),
             Particle::ElementRef(q, o) => {
@@ -280,7 +289,7 @@ impl Mapper {
             }
             Particle::Sequence(items, o) | Particle::All(items, o) => {
                 for i in items {
-                    self.particle(i, obj, at, required && o.min > 0, used, node, depth)?;
+                    self.particle(i, obj, at, required && o.min > 0, used, node, depth + 1)?;
                 }
                 Ok(())
             }
@@ -288,7 +297,7 @@ impl Mapper {
                 let g = self.schemas.groups.get(q).ok_or_else(|| {
                     err(at, format!("the schema refers to an undeclared group {}", q.clark()), None)
                 })?;
-                self.particle(g, obj, at, required && o.min > 0, used, node, depth)
+                self.particle(g, obj, at, required && o.min > 0, used, node, depth + 1)
             }
             Particle::Choice(items, o) => {
                 let branches: Vec<Vec<String>> = items
@@ -308,10 +317,10 @@ impl Mapper {
                         Err(err(at, format!("one of {} is required", all.join(", ")), None))
                     }
                     0 => Ok(()),
-                    1 => self.particle(&items[present[0]], obj, at, true, used, node, depth),
+                    1 => self.particle(&items[present[0]], obj, at, true, used, node, depth + 1),
                     _ if o.repeats() => {
                         for i in present {
-                            self.particle(&items[i], obj, at, true, used, node, depth)?;
+                            self.particle(&items[i], obj, at, true, used, node, depth + 1)?;
                         }
                         Ok(())
                     }
@@ -500,8 +509,9 @@ impl Mapper {
                 // The declared elements, flattened: (element, repeats).
                 let mut fields: Vec<(Element, bool)> = Vec::new();
                 let mut any = false;
+                let mut budget = 10_000u32;
                 for p in &c.particles {
-                    self.flatten(p, false, &mut fields, &mut any, 0);
+                    self.flatten(p, false, &mut fields, &mut any, 0, &mut budget);
                 }
                 for (e, repeats) in &fields {
                     obj.entry(e.name.name.clone()).or_insert(if *repeats {
@@ -540,10 +550,14 @@ impl Mapper {
         out: &mut Vec<(Element, bool)>,
         any: &mut bool,
         depth: usize,
+        budget: &mut u32,
     ) {
-        if depth > 32 {
+        // Bounded in depth and in visits: groups that refer to one another many times over
+        // would otherwise multiply.
+        if depth > 32 || *budget == 0 {
             return;
         }
+        *budget -= 1;
         match p {
             Particle::Element(e) => {
                 if !out.iter().any(|(x, _)| x.name == e.name) {
@@ -559,12 +573,12 @@ impl Mapper {
             }
             Particle::Sequence(items, o) | Particle::Choice(items, o) | Particle::All(items, o) => {
                 for i in items {
-                    self.flatten(i, repeats || o.repeats(), out, any, depth + 1);
+                    self.flatten(i, repeats || o.repeats(), out, any, depth + 1, budget);
                 }
             }
             Particle::Group(q, o) => {
                 if let Some(g) = self.schemas.groups.get(q) {
-                    self.flatten(g, repeats || o.repeats(), out, any, depth + 1);
+                    self.flatten(g, repeats || o.repeats(), out, any, depth + 1, budget);
                 }
             }
             Particle::Any(_) => *any = true,

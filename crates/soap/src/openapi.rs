@@ -179,7 +179,7 @@ impl Schemas<'_> {
         props: &mut Map<String, Value>,
         req: &mut Vec<String>,
     ) {
-        let mut s = self.of_type(&e.ty);
+        let mut s = self.of_element_type(e);
         if e.nillable {
             s = json!({"anyOf": [s, {"type": "null"}]});
         }
@@ -241,6 +241,28 @@ impl Schemas<'_> {
                 json!({"type": "object", "properties": props, "required": names, "additionalProperties": false})
             }
         }
+    }
+
+    /// An element's type. A global element's anonymous type is a component of its own,
+    /// like a named type, so elements that refer to one another stay finite and small.
+    fn of_element_type(&mut self, e: &Element) -> Value {
+        let TypeRef::Inline(t) = &e.ty else { return self.of_type(&e.ty) };
+        if !matches!(**t, Type::Complex(_)) {
+            return self.of_type(&e.ty);
+        }
+        let global = !e.name.ns.is_empty() && self.mapper.schemas.elements.contains_key(&e.name);
+        if !global {
+            return self.complex(t);
+        }
+        // A key no type has: the element's own name, in a namespace of its own.
+        let key = QName::new(&format!("element {}", e.name.ns), &e.name.name);
+        let name = self.name_of(&key);
+        if !self.components.contains_key(&name) {
+            self.components.insert(name.clone(), json!({}));
+            let s = self.complex(t);
+            self.components.insert(name.clone(), s);
+        }
+        json!({"$ref": format!("#/components/schemas/{name}")})
     }
 
     fn wrapper_type(&self, ty: &TypeRef) -> Option<std::sync::Arc<Type>> {

@@ -35,6 +35,29 @@ pub struct SoapRoute {
     pub service: Arc<Service>,
     /// `match.path_prefix`, without a trailing `/`.
     pub prefix: String,
+    /// The OpenAPI document, made once per loaded WSDL (keyed by its address).
+    openapi: std::sync::Mutex<Option<(usize, Bytes)>>,
+}
+
+impl SoapRoute {
+    pub fn new(service: Arc<Service>, prefix: &str) -> SoapRoute {
+        SoapRoute { service, prefix: prefix.trim_end_matches('/').to_owned(), openapi: Default::default() }
+    }
+
+    /// The OpenAPI document of `loaded`, made on first use.
+    fn openapi(&self, loaded: &Arc<Loaded>) -> Bytes {
+        let key = Arc::as_ptr(loaded) as usize;
+        let mut cached = self.openapi.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((k, doc)) = cached.as_ref()
+            && *k == key
+        {
+            return doc.clone();
+        }
+        let doc = crate::openapi::document(&loaded.port, &loaded.mapper, &self.prefix, &self.service.name);
+        let doc = Bytes::from(doc.to_string());
+        *cached = Some((key, doc.clone()));
+        doc
+    }
 }
 
 /// What a request asks for.
@@ -85,9 +108,7 @@ impl SoapRoute {
             if *method != Method::GET && *method != Method::HEAD {
                 return Step::Answer(allow(method_not_allowed(method, "GET", request_id), "GET, HEAD"));
             }
-            let doc =
-                crate::openapi::document(&loaded.port, &loaded.mapper, &self.prefix, &self.service.name);
-            let mut res = Response::new(Bytes::from(doc.to_string()));
+            let mut res = Response::new(self.openapi(&loaded));
             res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             return Step::Answer(res);
         }

@@ -300,3 +300,44 @@ fn soap_12_choices_attributes_nil_and_any_are_written_and_checked() {
         Err(envelope::ReadError::WrongVersion { .. })
     ));
 }
+
+#[test]
+fn elements_that_refer_to_one_another_stay_finite_in_openapi_and_the_mapping() {
+    // And and Or each hold both, twice over: written inline this would double per level.
+    let wsdl = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:s="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:t="urn:q" targetNamespace="urn:q">
+      <types><xs:schema targetNamespace="urn:q" elementFormDefault="qualified">
+        <xs:element name="And"><xs:complexType><xs:sequence><xs:element ref="t:And" minOccurs="0" maxOccurs="unbounded"/><xs:element ref="t:Or" minOccurs="0" maxOccurs="unbounded"/><xs:element name="term" type="xs:string" minOccurs="0"/></xs:sequence></xs:complexType></xs:element>
+        <xs:element name="Or"><xs:complexType><xs:sequence><xs:element ref="t:And" minOccurs="0" maxOccurs="unbounded"/><xs:element ref="t:Or" minOccurs="0" maxOccurs="unbounded"/><xs:element name="term" type="xs:string" minOccurs="0"/></xs:sequence></xs:complexType></xs:element>
+        <xs:element name="Search"><xs:complexType><xs:sequence><xs:element ref="t:And"/></xs:sequence></xs:complexType></xs:element>
+        <xs:element name="SearchResponse"><xs:complexType><xs:sequence><xs:element name="hits" type="xs:int"/></xs:sequence></xs:complexType></xs:element>
+      </xs:schema></types>
+      <message name="In"><part name="p" element="t:Search"/></message><message name="Out"><part name="p" element="t:SearchResponse"/></message>
+      <portType name="P"><operation name="Search"><input message="t:In"/><output message="t:Out"/></operation></portType>
+      <binding name="B" type="t:P"><s:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/><operation name="Search"><s:operation soapAction="s"/><input><s:body use="literal"/></input><output><s:body use="literal"/></output></operation></binding>
+      <service name="S"><port name="P" binding="t:B"><s:address location="http://x/"/></port></service></definitions>"#;
+    let port = Definitions::parse(wsdl).unwrap().port(None).unwrap();
+    let mapper = Mapper::new(port.schemas.clone());
+    let doc = crate::openapi::document(&port, &mapper, "", "q");
+    let and = &doc["components"]["schemas"]["And"];
+    assert_eq!(and["properties"]["Or"]["items"]["$ref"], "#/components/schemas/Or", "{doc:#}");
+    assert!(doc.to_string().len() < 10_000);
+    // A request nested deeper than the mapping goes is refused, not a stack overflow.
+    let mut v = json!({"term": "x"});
+    for _ in 0..200 {
+        v = json!({"And": [v]});
+    }
+    let e =
+        envelope::request(&mapper, port.operation("Search").unwrap(), &json!({"And": v}), None).unwrap_err();
+    assert!(e.message.contains("nested more than 64 levels deep"), "{e}");
+    let ok = envelope::request(
+        &mapper,
+        port.operation("Search").unwrap(),
+        &json!({"And": {"Or": [{"term": "a"}, {"term": "b"}]}}),
+        None,
+    )
+    .unwrap();
+    assert!(
+        ok.contains("<ns0:Or><ns0:term>a</ns0:term></ns0:Or><ns0:Or><ns0:term>b</ns0:term></ns0:Or>"),
+        "{ok}"
+    );
+}

@@ -403,6 +403,7 @@ impl Definitions {
 
     /// The port to call: the one named, or the first with a SOAP binding.
     pub fn port(&self, name: Option<&str>) -> Result<Port, WsdlError> {
+        self.group_cycles()?;
         let info = match name {
             Some(n) => self.ports.iter().find(|p| p.port == n).ok_or_else(|| {
                 let names: Vec<&str> = self.ports.iter().map(|p| p.port.as_str()).collect();
@@ -515,6 +516,57 @@ impl Definitions {
         let mut info = info.clone();
         info.version = Some(binding.version);
         Ok(Port { info, operations, schemas: Arc::new(self.schemas.clone()) })
+    }
+
+    /// Refuses a model group that contains itself (`xs:group ref` through groups): its
+    /// content would never end.
+    fn group_cycles(&self) -> Result<(), WsdlError> {
+        fn refs(p: &Particle, out: &mut Vec<QName>) {
+            match p {
+                Particle::Group(q, _) => out.push(q.clone()),
+                Particle::Sequence(items, _) | Particle::Choice(items, _) | Particle::All(items, _) => {
+                    for i in items {
+                        refs(i, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Depth-first, iteratively: 0 unseen, 1 on the path, 2 done.
+        let mut state: HashMap<&QName, u8> = HashMap::new();
+        for start in self.schemas.groups.keys() {
+            if state.get(start).copied().unwrap_or(0) != 0 {
+                continue;
+            }
+            let mut stack: Vec<(&QName, Vec<QName>)> = Vec::new();
+            let mut next = Vec::new();
+            refs(&self.schemas.groups[start], &mut next);
+            state.insert(start, 1);
+            stack.push((start, next));
+            while let Some((at, pending)) = stack.last_mut() {
+                let at = *at;
+                match pending.pop() {
+                    None => {
+                        state.insert(at, 2);
+                        stack.pop();
+                    }
+                    Some(q) => {
+                        let Some((key, group)) = self.schemas.groups.get_key_value(&q) else { continue };
+                        match state.get(key).copied().unwrap_or(0) {
+                            1 => return Err(WsdlError(format!("the group {} contains itself", q.clark()))),
+                            2 => {}
+                            _ => {
+                                let mut more = Vec::new();
+                                refs(group, &mut more);
+                                state.insert(key, 1);
+                                stack.push((key, more));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn global(&self, q: &QName, at: &str) -> Result<&Element, WsdlError> {
@@ -648,6 +700,14 @@ mod tests {
         assert!(e.0.contains("not a WSDL 1.1 document"), "{e}");
         let e = Definitions::parse("<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>").unwrap_err();
         assert!(e.0.contains("not well-formed"), "{e}");
+        let looped = format!(
+            r#"<definitions xmlns="{WSDL}" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:s="{WSDL_SOAP11}" xmlns:t="urn:t" targetNamespace="urn:t"><types><xs:schema targetNamespace="urn:t">
+                 <xs:group name="A"><xs:sequence><xs:group ref="t:B"/></xs:sequence></xs:group>
+                 <xs:group name="B"><xs:choice><xs:element name="x" type="xs:string"/><xs:group ref="t:A"/></xs:choice></xs:group>
+               </xs:schema></types><service name="S"><port name="P" binding="t:B"><s:address location="http://x/"/></port></service></definitions>"#
+        );
+        let e = Definitions::parse(&looped).unwrap().port(None).unwrap_err();
+        assert!(e.0.contains("contains itself"), "{e}");
         let deep = format!("{}{}", "<a>".repeat(300), "</a>".repeat(300));
         let e = Definitions::parse(&deep).unwrap_err();
         assert!(e.0.contains("nest deeper than 256 levels"), "{e}");

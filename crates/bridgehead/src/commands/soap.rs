@@ -150,7 +150,7 @@ pub fn run(cmd: SoapCommand) -> anyhow::Result<ExitCode> {
                 let service =
                     Service::standalone(&defs, wsdl.port.as_deref(), upstream.clone(), Some(path), security)
                         .map_err(|e| anyhow!(e))?;
-                let route = SoapRoute { service: Arc::new(service), prefix: String::new() };
+                let route = SoapRoute::new(Arc::new(service), "");
                 let body = match data.as_deref() {
                     None => Vec::new(),
                     Some("@") => {
