@@ -20,6 +20,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "bridgehead", version, about, propagate_version = true)]
 struct Cli {
+    /// Log format: `json`, `text`, or `auto` (text on a terminal, JSON otherwise, so
+    /// journald and `kubectl logs` get JSON lines).
+    #[arg(long, global = true, env = "BRIDGEHEAD_LOG_FORMAT", default_value = "auto", value_name = "FORMAT")]
+    log_format: commands::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +103,22 @@ enum Command {
     /// Example: bridgehead soap call wsdl/billing.wsdl GetInvoice -d '{"invoice_id": "inv-1"}'
     #[command(subcommand)]
     Soap(commands::soap::SoapCommand),
+    /// Print the version, the commit, how the binary was built and its features.
+    ///
+    /// Example: bridgehead version --output json
+    Version {
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        output: commands::Output,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: bridgehead completions bash > /etc/bash_completion.d/bridgehead
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), for `man -l -` or /usr/share/man/man1/bridgehead.1.
+    ///
+    /// Example: bridgehead manpage > bridgehead.1 && man -l bridgehead.1
+    Manpage,
     /// Find out what an endpoint is and how to talk to it: DNS (which server answered, the
     /// CNAME chain), TCP per address, TLS (the chain, whether a client certificate is asked
     /// for), what it speaks (REST, gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket), how it
@@ -133,6 +153,7 @@ fn main() -> ExitCode {
     #[cfg(feature = "alloc-count")]
     alloc_count::install();
     let cli = Cli::parse();
+    commands::LOG_FORMAT.set(cli.log_format).ok();
     let result = match cli.command {
         Command::Serve { config, no_watch } => commands::serve::run(&config, !no_watch),
         Command::Demo(args) => commands::demo::run(args),
@@ -162,6 +183,21 @@ fn main() -> ExitCode {
         Command::Grpc(cmd) => commands::grpc::run(cmd),
         Command::Soap(cmd) => commands::soap::run(cmd),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Version { output } => commands::version::run(output),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "bridgehead", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                // `bridgehead manpage | head`: the reader went away, nothing is wrong.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(anyhow::anyhow!("cannot write the man page: {e}")),
+            }
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -11,6 +11,7 @@ pub mod probe;
 pub mod serve;
 pub mod soap;
 pub mod token;
+pub mod version;
 pub mod webhook;
 
 use std::path::Path;
@@ -44,10 +45,35 @@ pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime
 }
 
 /// Structured logs (JSON lines) to stderr; stdout carries the access log only.
+/// How logs are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    Json,
+    Text,
+}
+
+/// The `--log-format` given (set once, before any command runs).
+pub static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Logs to stderr, filtered by `BRIDGEHEAD_LOG` (default `info`), in the `--log-format` given:
+/// with `auto`, readable text on a terminal and JSON lines otherwise (a pipe, journald,
+/// `kubectl logs`).
 pub fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("BRIDGEHEAD_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let terminal = std::io::stderr().is_terminal();
+    let text = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Auto) {
+        LogFormat::Auto => terminal,
+        LogFormat::Json => false,
+        LogFormat::Text => true,
+    };
+    // Colours only for a terminal: a file or journald gets plain text.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(terminal);
+    let _ = if text { builder.try_init() } else { builder.json().try_init() };
 }
 
 pub fn init(file: &Path, force: bool) -> anyhow::Result<ExitCode> {

@@ -549,3 +549,70 @@ async fn per_core_workers_share_the_port_and_drain_together() {
     let status = tokio::task::spawn_blocking(move || node.child.0.wait().unwrap()).await.unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn version_completions_and_the_man_page_come_from_the_binary() {
+    let (code, out, err) = bridgehead(&["version", "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!v["commit"].as_str().unwrap().is_empty());
+    assert!(v["target"].as_str().unwrap().contains("linux"), "{v:#}");
+    assert!(v["rustc"].as_str().unwrap().starts_with("rustc "), "{v:#}");
+    assert_eq!(v["static_binary"], false, "a test build links dynamically");
+    let (code, out, _) = bridgehead(&["version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("bridgehead {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+
+    for (shell, marker) in
+        [("bash", "_bridgehead()"), ("zsh", "#compdef bridgehead"), ("fish", "complete -c bridgehead")]
+    {
+        let (code, out, err) = bridgehead(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains(marker) && out.contains("probe") && out.contains("soap"), "{shell}: {out}");
+    }
+    let (code, _, err) = bridgehead(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "a shell clap_complete does not know is a usage error");
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+    let (code, out, _) = bridgehead(&["manpage"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(".ie \\n(.g .ds Aq") || out.contains(".TH bridgehead"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    assert!(out.contains("bridgehead\\-serve") || out.contains("serve"), "the subcommands are listed");
+}
+
+#[test]
+fn logs_are_json_through_a_pipe_and_text_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("b.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nstate:\n  url: sqlite://{}/s.db\nupstreams:\n  u:\n    targets: [{{ url: \"http://127.0.0.1:9\" }}]\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    for (format, json) in [(None, true), (Some("text"), false), (Some("json"), true)] {
+        let mut cmd = Command::new(BIN);
+        if let Some(f) = format {
+            cmd.args(["--log-format", f]);
+        }
+        let mut child = crate::support::Killed(
+            cmd.args(["serve", "--no-watch", "-c", cfg.to_str().unwrap()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&first).is_ok(), json, "{format:?}: {first}");
+        if !json {
+            assert!(first.contains(" INFO ") && first.contains("data-plane workers"), "{first}");
+        }
+    }
+}
