@@ -616,3 +616,81 @@ fn logs_are_json_through_a_pipe_and_text_when_asked() {
         }
     }
 }
+
+/// The static build of `scripts/build-static` (its path in `BRIDGEHEAD_STATIC_BINARY`, which
+/// `scripts/test` sets); `None` only when `BRIDGEHEAD_SKIP_STATIC=1` says to skip.
+fn static_binary() -> Option<String> {
+    if std::env::var("BRIDGEHEAD_SKIP_STATIC").as_deref() == Ok("1") {
+        eprintln!("skipped: BRIDGEHEAD_SKIP_STATIC=1");
+        return None;
+    }
+    let bin = std::env::var("BRIDGEHEAD_STATIC_BINARY").unwrap_or_else(|_| {
+        panic!("set BRIDGEHEAD_STATIC_BINARY to the path scripts/build-static prints (scripts/test does), or BRIDGEHEAD_SKIP_STATIC=1")
+    });
+    assert!(Path::new(&bin).exists(), "{bin} does not exist");
+    Some(bin)
+}
+
+#[test]
+fn the_static_binary_needs_no_shared_library_and_runs_alone() {
+    let Some(bin) = static_binary() else { return };
+    // No program interpreter and no shared library: the kernel runs it as is.
+    let elf = Command::new("readelf").args(["-lW", "-dW", &bin]).output().unwrap();
+    let elf = String::from_utf8_lossy(&elf.stdout);
+    assert!(!elf.contains("INTERP") && !elf.contains("(NEEDED)"), "{elf}");
+    // ldd agrees, in either of its words for a static binary.
+    let ldd = Command::new("ldd").arg(&bin).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&ldd.stdout), String::from_utf8_lossy(&ldd.stderr));
+    assert!(said.contains("statically linked") || said.contains("not a dynamic executable"), "{said}");
+    // Copied alone into an empty directory, with an empty environment, it runs and says what it is.
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("bridgehead");
+    std::fs::copy(&bin, &alone).unwrap();
+    let out = Command::new(&alone)
+        .args(["version", "--output", "json"])
+        .env_clear()
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["static_binary"].as_bool(), v["profile"].as_str()), (Some(true), Some("release")), "{v:#}");
+    assert_eq!(v["target"], "x86_64-unknown-linux-gnu");
+    std::fs::write(dir.path().join("b.yaml"), "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:9\" }]\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u }\n").unwrap();
+    let out = Command::new(&alone)
+        .args(["config", "check", "b.yaml"])
+        .env_clear()
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_systemd_unit_verifies_clean() {
+    if std::env::var("BRIDGEHEAD_SKIP_SYSTEMD").as_deref() == Ok("1") {
+        eprintln!("skipped: BRIDGEHEAD_SKIP_SYSTEMD=1");
+        return;
+    }
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/bridgehead.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/bridgehead serve"), "{unit}");
+    // The unit names the installed binary; here, the one just built (systemd-analyze checks it
+    // exists and is executable).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bridgehead.service");
+    std::fs::write(&file, unit.replace("/usr/local/bin/bridgehead", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", file.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e} (scripts/test installs systemd; BRIDGEHEAD_SKIP_SYSTEMD=1 skips)")
+        });
+    // Unknown keys and bad values are only warnings: stderr must be empty too.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
