@@ -694,3 +694,49 @@ fn the_systemd_unit_verifies_clean() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
+
+#[test]
+fn the_kubernetes_manifests_lint_and_validate_against_the_kubernetes_schemas() {
+    let Some(python) = crate::support::python() else { return };
+    let manifest = repo().join("deploy/kubernetes/bridgehead.yaml");
+    let lint = Command::new(&python)
+        .args(["-m", "yamllint", "-c"])
+        .arg(repo().join("deploy/.yamllint"))
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(lint.status.success(), "{}", String::from_utf8_lossy(&lint.stdout));
+    // Against the Kubernetes API schemas, offline (the ServiceMonitor, a custom resource, has
+    // none there: it is only warned about).
+    let validator = Path::new(&python).with_file_name("kubernetes-validate");
+    let validate = |file: &Path| {
+        let out = Command::new(&validator).arg("--strict").arg(file).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, said) = validate(&manifest);
+    assert!(ok, "{said}");
+    assert_eq!(said.matches("passed for resource").count(), 5, "{said}");
+    // The check can fail: a wrong type is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&manifest).unwrap().replace("replicas: 2", "replicas: two"),
+    )
+    .unwrap();
+    let (ok, said) = validate(&broken);
+    assert!(!ok && said.contains("replicas"), "{said}");
+    // The config in the ConfigMap is one bridgehead accepts.
+    let extract =
+        "import sys, yaml\nprint(next(yaml.safe_load_all(open(sys.argv[1])))['data']['bridgehead.yaml'])";
+    let out = Command::new(&python).args(["-c", extract]).arg(&manifest).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = dir.path().join("bridgehead.yaml");
+    std::fs::write(&cfg, &out.stdout).unwrap();
+    let check =
+        Command::new(BIN).args(["config", "check"]).arg(&cfg).env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..").output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
