@@ -736,7 +736,11 @@ fn the_kubernetes_manifests_lint_and_validate_against_the_kubernetes_schemas() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cfg = dir.path().join("bridgehead.yaml");
     std::fs::write(&cfg, &out.stdout).unwrap();
-    let check =
-        Command::new(BIN).args(["config", "check"]).arg(&cfg).env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..").output().unwrap();
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&cfg)
+        .env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..")
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
