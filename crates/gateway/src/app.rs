@@ -226,6 +226,7 @@ impl App {
         runtime.auth.ready().await;
         runtime.refresh_endpoints(Some(&store)).await;
         runtime.grpc_ready(&metrics, Some(&store)).await?;
+        crate::certs::export(&runtime.loaded, &metrics);
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,

@@ -9,6 +9,7 @@ pub mod access_log;
 pub(crate) mod admin;
 pub mod app;
 pub(crate) mod auth;
+mod certs;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub mod reload;

@@ -99,6 +99,7 @@ impl Reloader {
         if tls.is_some() {
             self.inner.tls.store(tls.map(Arc::new));
         }
+        crate::certs::export(&runtime.loaded, &shared.metrics);
         shared.runtime.store(Arc::new(runtime));
         Ok(generation)
     }

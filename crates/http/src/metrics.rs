@@ -130,6 +130,16 @@ pub struct GrpcLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// The config key that names the file (`server.tls.cert`, `upstreams.billing.tls.ca`).
+    pub key: String,
+    /// `server` (presented to clients), `client` (presented to upstreams) or `ca` (trusted).
+    pub kind: &'static str,
+    /// The certificate's subject, RFC 4514, most specific first.
+    pub subject: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationLabels {
     pub destination: Name,
 }
@@ -210,6 +220,7 @@ pub struct Metrics {
     pub webhook_published: Family<ResultLabels, Counter>,
     pub webhook_attempt_duration: Family<DestinationLabels, Histogram, fn() -> Histogram>,
     pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -377,8 +388,16 @@ impl Default for Metrics {
             "gRPC calls finished (proxied or transcoded), by route, service, method and status code name",
             grpc_requests.clone(),
         );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register_with_unit(
+            "tls_certificate_expiry_timestamp",
+            "Expiry (notAfter, Unix time) of each certificate the gateway presents or trusts, by config key, kind (server, client, ca) and subject; set at start and at each reload",
+            prometheus_client::registry::Unit::Seconds,
+            certificate_expiry.clone(),
+        );
         Self {
             registry,
+            certificate_expiry,
             connections,
             grpc_requests,
             webhook_published,

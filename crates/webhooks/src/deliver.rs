@@ -249,7 +249,8 @@ async fn take_back_leases_of_dead_runs(store: &Store, owner: &str) {
     }
 }
 
-/// Sets the backlog gauges from the store (and back to 0 for destinations that emptied).
+/// Sets the backlog gauges from the store, and to 0 for destinations that emptied and for every
+/// configured one with nothing pending (so that dashboards and alerts see them from the start).
 async fn refresh_gauges(env: &dyn Env, store: &Store, seen: &mut BTreeSet<String>) {
     let Ok(backlog) = store.webhook_backlog().await else { return };
     let now = bridgehead_http::clock::unix_ms();
@@ -261,6 +262,7 @@ async fn refresh_gauges(env: &dyn Env, store: &Store, seen: &mut BTreeSet<String
         m.webhook_oldest_pending.get_or_create(&labels).set(now.saturating_sub(oldest) / 1000);
         current.insert(destination);
     }
+    seen.extend(env.destinations());
     for gone in seen.difference(&current) {
         let labels = DestinationLabels { destination: Name(gone.as_str().into()) };
         m.webhook_backlog.get_or_create(&labels).set(0);

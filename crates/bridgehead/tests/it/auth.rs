@@ -630,6 +630,58 @@ impl Pki {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_is_exported_for_every_certificate_file_and_follows_reloads() {
+    let pki = Pki::new();
+    let d = pki.dir.path().display();
+    // A client certificate for the upstream with a known notAfter.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_owned()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "gateway-client");
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+    let client = params.signed_by(&key, &pki.ca).unwrap();
+    std::fs::write(pki.dir.path().join("client.pem"), client.pem()).unwrap();
+    std::fs::write(pki.dir.path().join("client.key"), key.serialize_pem()).unwrap();
+    let upstream = format!(
+        "upstreams:\n  u:\n    targets: [{{ url: \"https://127.0.0.1:9\" }}]\n    tls: {{ ca: {d}/ca.pem, cert: {d}/client.pem, key: {d}/client.key }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n"
+    );
+    let gw = Gateway::start(&format!("{}{upstream}", pki.tls_config("optional"))).await;
+    let metrics = gw.metrics().await;
+    let series = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| l.starts_with("bridgehead_tls_certificate_expiry_timestamp_seconds{"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let got = series(&metrics);
+    // rcgen's default notAfter is 4096-01-01.
+    for want in [
+        "{key=\"server.tls.cert\",kind=\"server\",subject=\"CN=rcgen self signed cert\"} 67090118400",
+        "{key=\"server.tls.client_ca\",kind=\"ca\",subject=\"CN=Field CA\"} 67090118400",
+        "{key=\"upstreams.u.tls.ca\",kind=\"ca\",subject=\"CN=Field CA\"} 67090118400",
+        "{key=\"upstreams.u.tls.cert\",kind=\"client\",subject=\"CN=gateway-client\"} 1936742400",
+    ] {
+        assert!(got.iter().any(|l| l.ends_with(&want)), "{want} missing from:\n{}", got.join("\n"));
+    }
+    assert_eq!(got.len(), 4, "{}", got.join("\n"));
+    // A reload that drops the listener's TLS and the upstream's client certificate drops their series.
+    std::fs::write(
+        &gw.config_path,
+        format!(
+            "state:\n  url: sqlite://{}/state.db\n{}",
+            gw.dir.path().display(),
+            upstream.replace(&format!(", cert: {d}/client.pem, key: {d}/client.key"), "")
+        ),
+    )
+    .unwrap();
+    gw.reloader.reload().await.unwrap();
+    let got = series(&gw.metrics().await);
+    assert_eq!(got.len(), 1, "{}", got.join("\n"));
+    assert!(got[0].contains("key=\"upstreams.u.tls.ca\""), "{}", got[0]);
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_checks_certificate_subjects_and_passes_them_upstream() {
     let m = MockServer::start(MockOptions::default()).await.unwrap();
     let pki = Pki::new();

@@ -14,6 +14,7 @@ mod h2;
 
 mod jwt_cli;
 mod oauth;
+mod observability;
 mod policies;
 mod probe;
 mod proxy;
