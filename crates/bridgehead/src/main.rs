@@ -119,6 +119,11 @@ enum Command {
     ///
     /// Example: bridgehead manpage > bridgehead.1 && man -l bridgehead.1
     Manpage,
+    /// Write the air-gapped kit: the binary, the config with every file it names, SHA256SUMS,
+    /// a systemd unit, completions, the man page and an image tarball for `docker load`.
+    ///
+    /// Example: bridgehead bundle -c bridgehead.yaml --out kit/ --binary "$(scripts/build-static | tail -1)"
+    Bundle(commands::bundle::BundleArgs),
     /// Find out what an endpoint is and how to talk to it: DNS (which server answered, the
     /// CNAME chain), TCP per address, TLS (the chain, whether a client certificate is asked
     /// for), what it speaks (REST, gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket), how it
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
         Command::Grpc(cmd) => commands::grpc::run(cmd),
         Command::Soap(cmd) => commands::soap::run(cmd),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Bundle(args) => commands::bundle::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Version { output } => commands::version::run(output),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

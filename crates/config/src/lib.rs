@@ -27,6 +27,7 @@ pub use interpolate::{MapResolver, Resolver, SystemResolver};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};
 pub use validate::{check_endpoint_url, check_event_type, check_oauth_client, check_target_url};
+pub use yaml::{ScalarSite, scalar_sites};
 
 /// The commented starter config written by `bridgehead init`.
 pub const STARTER: &str = include_str!("starter.yaml");

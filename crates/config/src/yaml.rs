@@ -85,8 +85,51 @@ fn pos_of(span: &Span) -> Pos {
     Pos { line: span.start.line(), col: span.start.col() + 1 }
 }
 
+/// A non-key scalar in the source: its key path, where it is, and its text as written (before
+/// `${…}` references are resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalarSite {
+    pub path: String,
+    /// Byte range of the scalar in the source, quotes and block indicators included.
+    /// Valid only when `block` is false: a block scalar's (`|`, `>`) span starts at its content.
+    pub range: std::ops::Range<usize>,
+    pub raw: String,
+    pub block: bool,
+}
+
+/// Every non-key scalar of a YAML document (for tools that rewrite values in place, keeping the
+/// rest of the file as written). References are not resolved.
+pub fn scalar_sites(text: &str) -> Result<Vec<ScalarSite>, YamlError> {
+    struct Unresolved;
+    impl Resolver for Unresolved {
+        fn env(&self, _: &str) -> Option<String> {
+            Some(String::new())
+        }
+        fn file(&self, _: &str) -> Result<String, String> {
+            Ok(String::new())
+        }
+    }
+    let mut sites = Vec::new();
+    parse_inner(text, &Unresolved, Some(&mut sites))?;
+    Ok(sites)
+}
+
+/// Byte offset of a marker (the parser counts characters too).
+fn byte_offset(text: &str, m: &granit_parser::Marker) -> usize {
+    m.byte_offset().unwrap_or_else(|| text.char_indices().nth(m.index()).map_or(text.len(), |(i, _)| i))
+}
+
 /// Parses one YAML document.
 pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError> {
+    parse_inner(text, resolver, None)
+}
+
+fn parse_inner(
+    text: &str,
+    resolver: &dyn Resolver,
+    mut sites: Option<&mut Vec<ScalarSite>>,
+) -> Result<Document, YamlError> {
+    let source = text;
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Value> = HashMap::new();
     let mut locations = Locations::default();
@@ -165,6 +208,14 @@ pub fn parse(text: &str, resolver: &dyn Resolver) -> Result<Document, YamlError>
                     continue;
                 }
                 locations.insert(node_path.clone(), pos);
+                if let Some(sites) = sites.as_deref_mut() {
+                    sites.push(ScalarSite {
+                        path: node_path.clone(),
+                        range: byte_offset(source, &span.start)..byte_offset(source, &span.end),
+                        raw: text.to_string(),
+                        block: matches!(style, ScalarStyle::Literal | ScalarStyle::Folded),
+                    });
+                }
                 let force_string = tag.as_ref().is_some_and(|t| t.suffix() == "str");
                 let value = if style == ScalarStyle::Plain && !force_string {
                     plain_scalar(&text)
@@ -311,6 +362,28 @@ mod tests {
     fn complex_keys_are_refused() {
         let e = parse("? [a, b]\n: 1\n", &MapResolver::default()).err().unwrap();
         assert!(e.message.contains("plain strings"));
+    }
+
+    #[test]
+    fn scalar_sites_cover_each_style_and_can_be_replaced_in_place() {
+        let text =
+            "a: plain/x.pem\nb: \"dq ${file:k}\"\nc: 'sq'\nd: [x, \"y\"]\ne: |\n  block\n  text\nf: 1\n";
+        let sites = scalar_sites(text).unwrap();
+        let paths: Vec<&str> = sites.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b", "c", "d[0]", "d[1]", "e", "f"]);
+        assert_eq!(sites[1].raw, "dq ${file:k}");
+        // Replacing every site with a JSON string (valid YAML) keeps the document's shape.
+        let mut out = text.to_owned();
+        assert!(sites[5].block && !sites[4].block);
+        for s in sites.iter().rev().filter(|s| !s.block) {
+            out.replace_range(s.range.clone(), &serde_json::to_string(&format!("<{}>", s.path)).unwrap());
+        }
+        let d = doc(&out);
+        assert_eq!(
+            d.value,
+            serde_json::json!({"a":"<a>","b":"<b>","c":"<c>","d":["<d[0]>","<d[1]>"],"e":"block\ntext\n","f":"<f>"}),
+            "{out}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per command that does more than a few lines.
 
 pub mod apikey;
+pub mod bundle;
 pub mod demo;
 pub mod endpoints;
 pub mod grpc;

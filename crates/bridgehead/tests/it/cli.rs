@@ -744,3 +744,79 @@ fn the_kubernetes_manifests_lint_and_validate_against_the_kubernetes_schemas() {
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
+
+#[test]
+fn the_helm_chart_lints_renders_and_validates_and_its_config_is_accepted() {
+    if std::env::var("BRIDGEHEAD_SKIP_HELM").as_deref() == Ok("1") {
+        eprintln!("skipped: BRIDGEHEAD_SKIP_HELM=1");
+        return;
+    }
+    let helm = std::env::var("BRIDGEHEAD_HELM")
+        .expect("BRIDGEHEAD_HELM: scripts/test sets it (scripts/fetch-helm); BRIDGEHEAD_SKIP_HELM=1 skips");
+    let Some(python) = crate::support::python() else { return };
+    let chart = repo().join("deploy/helm/bridgehead");
+    let enabled = chart.join("ci/enabled-values.yaml");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(&helm).args(args).output().unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "helm {args:?}: {text}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    run(&[&os("lint"), &os("--strict"), chart.as_os_str()]);
+    run(&[&os("lint"), &os("--strict"), chart.as_os_str(), &os("-f"), enabled.as_os_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let validator = Path::new(&python).with_file_name("kubernetes-validate");
+    for (name, extra) in [("default", None), ("enabled", Some(&enabled))] {
+        let mut args = vec![
+            os("template"),
+            os("bridgehead"),
+            chart.clone().into_os_string(),
+            os("--namespace"),
+            os("bh"),
+        ];
+        if let Some(v) = extra {
+            args.extend([os("-f"), v.clone().into_os_string()]);
+        }
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsString::as_os_str).collect();
+        let rendered = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&rendered, run(&refs)).unwrap();
+        let lint = Command::new(&python)
+            .args(["-m", "yamllint", "--strict", "-c"])
+            .arg(repo().join("deploy/.yamllint"))
+            .arg(&rendered)
+            .output()
+            .unwrap();
+        assert!(lint.status.success(), "{name}: {}", String::from_utf8_lossy(&lint.stdout));
+        let out = Command::new(&validator).arg("--strict").arg(&rendered).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        let text = std::fs::read_to_string(&rendered).unwrap();
+        for kind in ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"] {
+            assert!(text.contains(&format!("kind: {kind}\n")), "{name}: no {kind}");
+        }
+        assert_eq!(text.contains("kind: ServiceMonitor\n"), extra.is_some(), "{name}");
+        assert_eq!(text.contains("kind: NetworkPolicy\n"), extra.is_some(), "{name}");
+        // The rendered config is one bridgehead accepts.
+        let extract = "import sys, yaml\nprint(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d['kind'] == 'ConfigMap')['data']['bridgehead.yaml'])";
+        let out = Command::new(&python).args(["-c", extract]).arg(&rendered).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cfg = dir.path().join(format!("{name}-bridgehead.yaml"));
+        std::fs::write(&cfg, &out.stdout).unwrap();
+        let check = Command::new(BIN)
+            .args(["config", "check"])
+            .arg(&cfg)
+            .env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..")
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{name}: {}", String::from_utf8_lossy(&check.stdout));
+    }
+    // The chart refuses an admin listener on loopback (the probes could not reach it).
+    let out = Command::new(&helm)
+        .arg("template")
+        .arg(&chart)
+        .args(["--set", "config.admin.listen=127.0.0.1:9901"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

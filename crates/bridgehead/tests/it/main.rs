@@ -7,6 +7,7 @@ mod access_log;
 mod admin;
 mod apikey_cli;
 mod auth;
+mod bundle;
 mod cli;
 mod edge;
 mod grpc;
