@@ -124,6 +124,11 @@ enum Command {
     ///
     /// Example: bridgehead bundle -c bridgehead.yaml --out kit/ --binary "$(scripts/build-static | tail -1)"
     Bundle(commands::bundle::BundleArgs),
+    /// Export the routes as a Postman collection (for Newman or the Postman app).
+    ///
+    /// Example: bridgehead collection export -c bridgehead.yaml --base-url http://127.0.0.1:8080 > collection.json
+    #[command(subcommand)]
+    Collection(commands::collection::CollectionCommand),
     /// Find out what an endpoint is and how to talk to it: DNS (which server answered, the
     /// CNAME chain), TCP per address, TLS (the chain, whether a client certificate is asked
     /// for), what it speaks (REST, gRPC, gRPC-Web, SOAP, GraphQL, OpenAPI, WebSocket), how it
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
         Command::Grpc(cmd) => commands::grpc::run(cmd),
         Command::Soap(cmd) => commands::soap::run(cmd),
         Command::Probe(args) => commands::probe::run(args),
+        Command::Collection(cmd) => commands::collection::run(cmd),
         Command::Bundle(args) => commands::bundle::run(args, <Cli as clap::CommandFactory>::command()),
         Command::Version { output } => commands::version::run(output),
         Command::Completions { shell } => {

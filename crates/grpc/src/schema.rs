@@ -57,6 +57,23 @@ impl Schema {
         Ok(Schema { pool: compiler.descriptor_pool() })
     }
 
+    /// The files on disk that compiling `files` reads (imports included; bundled and
+    /// well-known files are not on disk): (import name, path), in import order.
+    pub fn sources(files: &[PathBuf], include: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, SchemaError> {
+        let mut chain = ChainFileResolver::new();
+        for dir in include {
+            chain.add(IncludeFileResolver::new(dir.clone()));
+        }
+        chain.add(bundled::Bundled);
+        chain.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(chain);
+        compiler.include_imports(true);
+        for f in files {
+            compiler.open_file(f).map_err(|e| SchemaError::Compile(compile_error(&e, f)))?;
+        }
+        Ok(compiler.files().filter_map(|f| Some((f.name().to_owned(), f.path()?.to_owned()))).collect())
+    }
+
     /// Loads an encoded `FileDescriptorSet`. Imports the set lacks are supplied from the
     /// bundled files and the well-known types; any other missing import is an error.
     pub fn from_descriptor_set(bytes: &[u8]) -> Result<Schema, SchemaError> {

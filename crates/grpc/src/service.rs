@@ -355,25 +355,70 @@ impl Service {
     }
 }
 
+/// The include roots `protos` are looked up in: the `include` directories, then the config's
+/// directory.
+fn include_roots(cfg: &GrpcService, loaded: &LoadedConfig) -> Vec<PathBuf> {
+    let mut include: Vec<PathBuf> =
+        cfg.descriptors.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
+    include.push(loaded.base_dir.clone());
+    include
+}
+
+/// The `.proto` files a service's `protos` are compiled from, as (import name, path on disk,
+/// index of the include root it was found under: `include.len()` is the config's directory),
+/// for tools that carry a config's files elsewhere (`bridgehead bundle`).
+pub fn proto_sources(
+    name: &str,
+    cfg: &GrpcService,
+    loaded: &LoadedConfig,
+) -> Result<Vec<(String, PathBuf, usize)>, BuildError> {
+    let key = format!("grpc.services.{name}.descriptors.protos");
+    let include = include_roots(cfg, loaded);
+    let files = proto_paths(cfg, loaded, &include);
+    let sources = Schema::sources(&files, &include).map_err(|e| BuildError::new(&key, e))?;
+    let roots: Vec<PathBuf> =
+        include.iter().map(|r| r.canonicalize().unwrap_or_else(|_| r.clone())).collect();
+    let mut out = Vec::new();
+    for (import, path) in sources {
+        let path = path.canonicalize().unwrap_or(path);
+        let root = roots.iter().position(|r| path == r.join(&import)).ok_or_else(|| {
+            BuildError::new(&key, format!("{} is under no include directory", path.display()))
+        })?;
+        out.push((import, path, root));
+    }
+    Ok(out)
+}
+
+/// Checks that a service's schema files load (`None` is fine: reflection).
+pub fn check_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<(), BuildError> {
+    load_files(name, cfg, loaded).map(|_| ())
+}
+
+/// `protos` as the compiler opens them: found under an include root as written, else resolved
+/// against the config's directory.
+fn proto_paths(cfg: &GrpcService, loaded: &LoadedConfig, include: &[PathBuf]) -> Vec<PathBuf> {
+    cfg.descriptors
+        .protos
+        .iter()
+        .map(PathBuf::from)
+        .map(|f| {
+            if f.is_absolute() || include.iter().any(|i| i.join(&f).exists()) {
+                f
+            } else {
+                loaded.resolve_path(&f)
+            }
+        })
+        .collect()
+}
+
 /// Loads a schema given as files (`protos` or `descriptor_set`); `None` for reflection.
 fn load_files(name: &str, cfg: &GrpcService, loaded: &LoadedConfig) -> Result<Option<Loaded>, BuildError> {
     let base = format!("grpc.services.{name}.descriptors");
     let d = &cfg.descriptors;
     let got = if !d.protos.is_empty() {
-        let files: Vec<PathBuf> = d.protos.iter().map(PathBuf::from).collect();
-        let mut include: Vec<PathBuf> = d.include.iter().map(|i| loaded.resolve_path(i.as_ref())).collect();
         // The config's directory is searched last, so `protos: [x.proto]` next to it works.
-        include.push(loaded.base_dir.clone());
-        let files: Vec<PathBuf> = files
-            .into_iter()
-            .map(|f| {
-                if f.is_absolute() || include.iter().any(|i| i.join(&f).exists()) {
-                    f
-                } else {
-                    loaded.resolve_path(&f)
-                }
-            })
-            .collect();
+        let include = include_roots(cfg, loaded);
+        let files = proto_paths(cfg, loaded, &include);
         let schema =
             Schema::compile(&files, &include).map_err(|e| BuildError::new(join(&base, "protos"), e))?;
         Some(

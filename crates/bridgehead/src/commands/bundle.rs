@@ -14,9 +14,11 @@
 //! layout stay) using the loader's scalar positions. `${env:…}` references stay references:
 //! the far side sets them. `${file:…}` references are files like any other and are copied.
 //!
-//! Not collected: files a WSDL imports (copy them beside the WSDL into `config/files/` by
-//! hand; `bundle` warns when a local WSDL has imports), and the state database (the kit starts
-//! with an empty one).
+//! Protos and WSDLs are collected by what their compilers read, imports included, placed so
+//! that they resolve in the kit as here; the kit's config is loaded and its schemas compiled
+//! before the kit is finished. The kit is written beside `--out` and renamed into place, so a
+//! failure leaves nothing half-made. Not collected: the state database (the kit starts with
+//! an empty one).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -32,8 +34,6 @@ const IMAGE_USER: u64 = 65532;
 /// Entries of the image layer carry this time (2024-01-01), so layers are reproducible.
 const LAYER_MTIME: u64 = 1_704_067_200;
 const UNIT: &str = include_str!("../../../../deploy/systemd/bridgehead.service");
-/// A directory given as a proto `include` is copied whole, up to this many files.
-const MAX_DIR_FILES: usize = 10_000;
 
 #[derive(clap::Subcommand)]
 pub enum BundleCommand {
@@ -80,26 +80,90 @@ pub fn run(args: BundleArgs, cli: clap::Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A file or directory the config names.
-struct Reference {
-    /// Key path of the scalar that names it.
-    key: String,
-    /// As written (for `${file:…}`, the path inside the reference).
-    written: String,
-    dir: bool,
-    /// A `${file:…}` reference inside the scalar rather than the scalar itself.
-    interpolated: bool,
+/// What goes into `config/`: files by their place in the kit, and the scalars to rewrite.
+#[derive(Default)]
+struct Plan {
+    /// Kit path (relative to `config/`) → the file copied there.
+    copies: BTreeMap<String, PathBuf>,
+    /// A single file already placed, by its canonical path.
+    placed: BTreeMap<PathBuf, String>,
+    /// Key path → (text as written, its replacement).
+    rewrites: BTreeMap<String, Vec<(String, String)>>,
+    next: usize,
 }
 
-/// Every file and directory the config names, by the typed config (so a key the loader reads
-/// is never missed by a list kept elsewhere) and by `${file:…}` references in the text.
-fn references(loaded: &LoadedConfig, sites: &[bridgehead_config::ScalarSite]) -> Vec<Reference> {
+impl Plan {
+    /// A fresh name under `files/`: its number, then a readable label (never colliding).
+    fn name(&mut self, label: &str) -> String {
+        self.next += 1;
+        let clean: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .collect();
+        format!("files/{:02}-{clean}", self.next)
+    }
+
+    fn copy(&mut self, dest: String, source: PathBuf) -> anyhow::Result<()> {
+        if dest == "bridgehead.yaml" {
+            bail!("{} would replace the kit's config", source.display());
+        }
+        match self.copies.get(&dest) {
+            Some(other) if *other != source => {
+                bail!("{} and {} would both be config/{dest} in the kit", other.display(), source.display())
+            }
+            _ => {
+                self.copies.insert(dest, source);
+                Ok(())
+            }
+        }
+    }
+
+    fn rewrite(&mut self, key: String, from: String, to: String) {
+        if from != to {
+            self.rewrites.entry(key).or_default().push((from, to));
+        }
+    }
+
+    /// A single file named by `key` (as `written`; `interpolated`: inside `${file:…}`).
+    fn file(
+        &mut self,
+        loaded: &LoadedConfig,
+        key: &str,
+        written: &str,
+        interpolated: bool,
+    ) -> anyhow::Result<()> {
+        let source = canonical(loaded, key, written)?;
+        let name = match self.placed.get(&source) {
+            Some(name) => name.clone(),
+            None => {
+                let label = source.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = self.name(&label);
+                self.copy(name.clone(), source.clone())?;
+                self.placed.insert(source, name.clone());
+                name
+            }
+        };
+        if interpolated {
+            self.rewrite(key.to_owned(), format!("${{file:{written}}}"), format!("${{file:{name}}}"));
+        } else {
+            self.rewrite(key.to_owned(), written.to_owned(), name);
+        }
+        Ok(())
+    }
+}
+
+fn canonical(loaded: &LoadedConfig, key: &str, written: &str) -> anyhow::Result<PathBuf> {
+    let source = loaded.resolve_path(Path::new(written));
+    source.canonicalize().with_context(|| format!("{key}: cannot read {}", source.display()))
+}
+
+/// Plans every file the config names: by the typed config (so that no key the loader reads is
+/// missed by a list kept elsewhere), by `${file:…}` references in the text, and for protos and
+/// WSDLs by what their compilers actually read (imports included).
+fn plan(loaded: &LoadedConfig, sites: &[bridgehead_config::ScalarSite]) -> anyhow::Result<Plan> {
     let c = &loaded.config;
-    let mut refs = Vec::new();
-    let mut more = Vec::new();
-    let mut file = |key: String, p: &Path| {
-        refs.push(Reference { key, written: p.display().to_string(), dir: false, interpolated: false });
-    };
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut file = |key: String, p: &Path| files.push((key, p.display().to_string()));
     if let Some(tls) = &c.server.tls {
         file("server.tls.cert".into(), &tls.cert);
         file("server.tls.key".into(), &tls.key);
@@ -154,79 +218,171 @@ fn references(loaded: &LoadedConfig, sites: &[bridgehead_config::ScalarSite]) ->
         }
     }
     for (name, svc) in &c.grpc.services {
-        let d = &svc.descriptors;
-        let base = format!("grpc.services.{name}.descriptors");
-        for (i, inc) in d.include.iter().enumerate() {
-            more.push(Reference {
-                key: format!("{base}.include[{i}]"),
-                written: inc.clone(),
-                dir: true,
-                interpolated: false,
-            });
+        if let Some(set) = &svc.descriptors.descriptor_set {
+            file(format!("grpc.services.{name}.descriptors.descriptor_set"), Path::new(set));
         }
-        // A proto found beside the config is copied; one found only under an include
-        // directory comes with that directory.
-        for (i, p) in d.protos.iter().enumerate() {
-            if loaded.resolve_path(Path::new(p)).is_file() {
-                file(format!("{base}.protos[{i}]"), Path::new(p));
-            }
+    }
+    let mut plan = Plan::default();
+    for (key, written) in files {
+        plan.file(loaded, &key, &written, false)?;
+    }
+    for site in sites {
+        for written in file_references(&site.raw) {
+            plan.file(loaded, &site.path, &written, true)?;
         }
-        if let Some(set) = &d.descriptor_set {
-            file(format!("{base}.descriptor_set"), Path::new(set));
-        }
+    }
+    for (name, svc) in &c.grpc.services {
+        plan_protos(&mut plan, loaded, name, svc)?;
     }
     for (name, svc) in &c.soap.services {
         if !svc.wsdl.starts_with("http://") && !svc.wsdl.starts_with("https://") {
-            file(format!("soap.services.{name}.wsdl"), Path::new(&svc.wsdl));
+            plan_wsdl(&mut plan, loaded, name, &svc.wsdl)?;
         }
     }
-    for site in sites {
-        let mut rest = site.raw.as_str();
-        while let Some(at) = rest.find("${file:") {
-            let after = &rest[at + 7..];
-            let Some(end) = after.find('}') else { break };
-            // `$${` writes a literal `${`.
-            if !rest[..at].ends_with('$') {
-                more.push(Reference {
-                    key: site.path.clone(),
-                    written: after[..end].to_owned(),
-                    dir: false,
-                    interpolated: true,
-                });
-            }
-            rest = &after[end..];
+    Ok(plan)
+}
+
+/// The paths of the `${file:…}` references in a scalar as written (`$${` is a literal `${`).
+fn file_references(raw: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find("${") {
+        let escaped = rest[..at].ends_with('$');
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else { break };
+        if !escaped && let Some(path) = after[..end].strip_prefix("file:") {
+            out.push(path.to_owned());
         }
+        rest = &after[end + 1..];
     }
-    refs.extend(more);
-    refs
+    out
 }
 
-/// A name for a copied file: its position, then its own name (readable, never colliding).
-fn kit_name(n: usize, source: &Path) -> String {
-    let base = source.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-    let clean: String =
-        base.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    format!("files/{n:02}-{clean}")
+/// Replaces `${file:FROM}` by `${file:TO}` where it is a reference (not after `$`).
+fn replace_reference(raw: &str, from: &str, to: &str) -> String {
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find(from) {
+        out.push_str(&rest[..at]);
+        let escaped = out.ends_with('$');
+        out.push_str(if escaped { from } else { to });
+        rest = &rest[at + from.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
-fn copy_dir(from: &Path, to: &Path, count: &mut usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let target = to.join(entry.file_name());
-        if kind.is_dir() {
-            copy_dir(&entry.path(), &target, count)?;
-        } else if kind.is_file() || kind.is_symlink() && entry.path().is_file() {
-            *count += 1;
-            if *count > MAX_DIR_FILES {
-                bail!("{} holds more than {MAX_DIR_FILES} files", from.display());
+/// A service's protos and everything they import, placed so that they resolve in the kit as
+/// they do here: each `include` directory becomes a directory of the kit holding the files
+/// used from it, and files found beside the config keep their relative paths.
+fn plan_protos(
+    plan: &mut Plan,
+    loaded: &LoadedConfig,
+    name: &str,
+    svc: &bridgehead_config::GrpcService,
+) -> anyhow::Result<()> {
+    let d = &svc.descriptors;
+    if d.protos.is_empty() {
+        return Ok(());
+    }
+    let base = format!("grpc.services.{name}.descriptors");
+    let sources = bridgehead_grpc::service::proto_sources(name, svc, loaded).map_err(|e| anyhow!("{e}"))?;
+    let dirs: Vec<String> = d
+        .include
+        .iter()
+        .map(|inc| {
+            let label =
+                Path::new(inc).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            plan.name(&label)
+        })
+        .collect();
+    for (i, (inc, dir)) in d.include.iter().zip(&dirs).enumerate() {
+        plan.rewrite(format!("{base}.include[{i}]"), inc.clone(), dir.clone());
+    }
+    for (import, path, root) in &sources {
+        let dest = match dirs.get(*root) {
+            Some(dir) => format!("{dir}/{import}"),
+            None => import.clone(),
+        };
+        plan.copy(dest, path.clone())?;
+    }
+    // A proto named by an absolute path is named by its import name in the kit.
+    for (i, p) in d.protos.iter().enumerate() {
+        if Path::new(p).is_absolute() {
+            let canon = canonical(loaded, &format!("{base}.protos[{i}]"), p)?;
+            if let Some((import, _, _)) = sources.iter().find(|(_, path, _)| *path == canon) {
+                plan.rewrite(format!("{base}.protos[{i}]"), p.clone(), import.clone());
             }
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
         }
     }
     Ok(())
+}
+
+/// A WSDL file and the documents it imports, kept in their relative places in a directory of
+/// the kit.
+fn plan_wsdl(plan: &mut Plan, loaded: &LoadedConfig, name: &str, wsdl: &str) -> anyhow::Result<()> {
+    let key = format!("soap.services.{name}.wsdl");
+    let location = canonical(loaded, &key, wsdl)?;
+    let docs = bridgehead_soap::service::wsdl_files(&location.to_string_lossy())
+        .map_err(|e| anyhow!("{key}: {e}"))?;
+    let docs: Vec<PathBuf> = docs.iter().map(|d| d.canonicalize().unwrap_or_else(|_| d.clone())).collect();
+    // The deepest directory holding them all.
+    let mut top = location.parent().map(Path::to_path_buf).unwrap_or_default();
+    while !docs.iter().all(|d| d.starts_with(&top)) {
+        top = top
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| anyhow!("{key}: documents share no directory"))?;
+    }
+    let dir = plan.name("wsdl");
+    for d in &docs {
+        let rel = d.strip_prefix(&top)?.to_string_lossy().into_owned();
+        plan.copy(format!("{dir}/{rel}"), d.clone())?;
+    }
+    let rel = location.strip_prefix(&top)?.to_string_lossy().into_owned();
+    plan.rewrite(key, wsdl.to_owned(), format!("{dir}/{rel}"));
+    Ok(())
+}
+
+/// Checks that the schema files of `loaded`'s gRPC and SOAP services load (the ones read at
+/// start from the network excepted).
+fn check_schemas(loaded: &LoadedConfig) -> Result<(), String> {
+    for (name, svc) in &loaded.config.grpc.services {
+        bridgehead_grpc::service::check_files(name, svc, loaded).map_err(|e| e.to_string())?;
+    }
+    bridgehead_soap::service::preflight(loaded).map_err(|e| e.to_string())
+}
+
+/// The architecture of an ELF binary, as image configs name it.
+fn architecture(bin: &[u8]) -> anyhow::Result<&'static str> {
+    if bin.len() < 20 || &bin[..4] != b"\x7fELF" {
+        bail!("the binary is not an ELF executable");
+    }
+    match u16::from_le_bytes([bin[18], bin[19]]) {
+        0x3e => Ok("amd64"),
+        0xb7 => Ok("arm64"),
+        m => bail!("the binary is for an unsupported machine (ELF e_machine {m:#x})"),
+    }
+}
+
+/// `NAME[:TAG]` as `docker load` takes it (a registry port is part of the name).
+fn split_tag(tag: &str) -> anyhow::Result<(&str, &str)> {
+    let (name, version) = match tag.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (tag, "latest"),
+    };
+    let name_ok = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-:".contains(c))
+        });
+    let tag_ok = !version.is_empty()
+        && version.len() <= 128
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok || !tag_ok {
+        bail!("--tag {tag:?} is not NAME[:TAG] (lower-case name, tag of letters, digits, `.`, `_`, `-`)");
+    }
+    Ok((name, version))
 }
 
 fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Command) -> anyhow::Result<()> {
@@ -234,90 +390,64 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
     let text = std::fs::read_to_string(config)?;
     let sites =
         bridgehead_config::scalar_sites(&text).map_err(|e| anyhow!("{}: {}", config.display(), e.message))?;
+    split_tag(tag)?;
+    let bin = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let arch = architecture(&bin)?;
+    let plan = plan(&loaded, &sites)?;
+
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }
-    let conf_dir = out.join("config");
-    std::fs::create_dir_all(conf_dir.join("files"))?;
+    // Written beside `out` and renamed at the end: a failed run leaves nothing half-made.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let work = tempfile::Builder::new().prefix(".bridgehead-kit-").tempdir_in(parent)?;
+    let kit = work.path();
+    set_mode(kit, 0o700)?;
+    let conf_dir = kit.join("config");
+    std::fs::create_dir_all(&conf_dir)?;
 
-    // Copy what the config names; remember each scalar's new text.
-    let mut copied: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let mut rewrites: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let mut files = 0usize;
-    for r in references(&loaded, &sites) {
-        let source = loaded.resolve_path(Path::new(&r.written));
-        let canonical =
-            source.canonicalize().with_context(|| format!("{}: cannot read {}", r.key, source.display()))?;
-        let name = match copied.get(&canonical) {
-            Some(name) => name.clone(),
-            None => {
-                let name = kit_name(copied.len() + 1, &canonical);
-                if r.dir {
-                    copy_dir(&canonical, &conf_dir.join(&name), &mut files)?;
-                } else {
-                    std::fs::copy(&canonical, conf_dir.join(&name))
-                        .with_context(|| format!("{}: cannot copy {}", r.key, canonical.display()))?;
-                }
-                copied.insert(canonical, name.clone());
-                name
-            }
-        };
-        let (from, to) = if r.interpolated {
-            (format!("${{file:{}}}", r.written), format!("${{file:{name}}}"))
-        } else {
-            (r.written.clone(), name)
-        };
-        rewrites.entry(r.key).or_default().push((from, to));
+    // The files: readable by their owner only (keys and `${file:…}` secrets are among them).
+    for (dest, source) in &plan.copies {
+        let target = conf_dir.join(dest);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::copy(source, &target).with_context(|| format!("cannot copy {}", source.display()))?;
+        set_mode(&target, 0o600)?;
     }
-    // Rewrite the scalars, last first so earlier byte ranges stay valid.
+    // The scalars, last first so that earlier byte ranges stay valid.
     let mut new_text = text.clone();
     let mut done = 0;
     for site in sites.iter().rev() {
-        let Some(changes) = rewrites.get(&site.path) else { continue };
+        let Some(changes) = plan.rewrites.get(&site.path) else { continue };
         if site.block {
             bail!("{}: write this path as a plain or quoted scalar, not a block scalar", site.path);
         }
-        let mut value = site.raw.clone();
-        let interpolated = changes.iter().any(|(from, _)| from.starts_with("${file:"));
-        if interpolated {
-            for (from, to) in changes {
-                value = value.replace(from, to);
-            }
+        let value = if changes.iter().all(|(from, _)| from.starts_with("${file:")) {
+            changes.iter().fold(site.raw.clone(), |v, (from, to)| replace_reference(&v, from, to))
         } else {
-            value = changes[0].1.clone();
-        }
+            changes[0].1.clone()
+        };
         new_text.replace_range(site.range.clone(), &serde_json::to_string(&value)?);
         done += 1;
     }
-    if done != rewrites.len() {
+    if done != plan.rewrites.len() {
         let found: Vec<&str> = sites.iter().map(|s| s.path.as_str()).collect();
-        let missing: Vec<&String> = rewrites.keys().filter(|k| !found.contains(&k.as_str())).collect();
+        let missing: Vec<&String> = plan.rewrites.keys().filter(|k| !found.contains(&k.as_str())).collect();
         bail!("cannot rewrite {missing:?}: write each path as its own scalar (not through an alias)");
     }
     std::fs::write(conf_dir.join("bridgehead.yaml"), &new_text)?;
-    // The rewritten config must load from its new place and mean the same.
-    bridgehead_config::load(&conf_dir.join("bridgehead.yaml"))
+    // The config must load from the kit, and its schema files compile there.
+    let kit_config = bridgehead_config::load(&conf_dir.join("bridgehead.yaml"))
         .map_err(|d| anyhow!("the rewritten config does not load (please report this):\n{d}"))?;
-    for svc in loaded.config.soap.services.values() {
-        let local = loaded.resolve_path(Path::new(&svc.wsdl));
-        if local.is_file()
-            && std::fs::read_to_string(&local)
-                .is_ok_and(|t| t.contains("schemaLocation") || t.contains(":import"))
-        {
-            eprintln!(
-                "warning: {} imports other documents: copy them into {} beside it",
-                svc.wsdl,
-                conf_dir.join("files").display()
-            );
-        }
-    }
+    check_schemas(&kit_config).map_err(|e| anyhow!("in the kit: {e} (please report this)"))?;
 
     // The binary, the unit, completions and the man page.
-    let bin = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    std::fs::write(out.join("bridgehead"), &bin)?;
-    set_mode(&out.join("bridgehead"), 0o755)?;
-    std::fs::write(out.join("bridgehead.service"), UNIT)?;
-    std::fs::create_dir_all(out.join("completions"))?;
+    std::fs::write(kit.join("bridgehead"), &bin)?;
+    set_mode(&kit.join("bridgehead"), 0o755)?;
+    std::fs::write(kit.join("bridgehead.service"), UNIT)?;
+    std::fs::create_dir_all(kit.join("completions"))?;
     for (shell, file) in [
         (clap_complete::Shell::Bash, "bridgehead.bash"),
         (clap_complete::Shell::Zsh, "_bridgehead"),
@@ -325,14 +455,19 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
     ] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cli.clone(), "bridgehead", &mut buf);
-        std::fs::write(out.join("completions").join(file), buf)?;
+        std::fs::write(kit.join("completions").join(file), buf)?;
     }
     let mut man = Vec::new();
     clap_mangen::Man::new(cli).render(&mut man)?;
-    std::fs::write(out.join("bridgehead.1"), man)?;
+    std::fs::write(kit.join("bridgehead.1"), man)?;
 
-    write_image(out, &bin, &conf_dir, &loaded, tag)?;
-    write_sums(out)?;
+    write_image(kit, &bin, arch, &conf_dir, &loaded, tag)?;
+    set_mode(&kit.join("image.tar"), 0o600)?;
+    write_sums(kit)?;
+    if out.exists() {
+        std::fs::remove_dir(out)?;
+    }
+    std::fs::rename(work.keep(), out)?;
     Ok(())
 }
 
@@ -408,6 +543,7 @@ fn exposed_ports(loaded: &LoadedConfig) -> serde_json::Value {
 fn write_image(
     out: &Path,
     bin: &[u8],
+    arch: &str,
     conf_dir: &Path,
     loaded: &LoadedConfig,
     tag: &str,
@@ -430,11 +566,21 @@ fn write_image(
         0,
     )?;
     add_file(&mut layer, "etc/nsswitch.conf", b"hosts: files dns\n", 0o644, 0)?;
+    // The system roots the upstream TLS client trusts besides a config's own CAs: this
+    // machine's bundle.
     let ca_bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    if let Ok(cas) = std::fs::read(ca_bundle) {
-        add_dir(&mut layer, "etc/ssl", 0o755, 0)?;
-        add_dir(&mut layer, "etc/ssl/certs", 0o755, 0)?;
-        add_file(&mut layer, "etc/ssl/certs/ca-certificates.crt", &cas, 0o644, 0)?;
+    let mut env = Vec::new();
+    match std::fs::read(ca_bundle) {
+        Ok(cas) => {
+            add_dir(&mut layer, "etc/ssl", 0o755, 0)?;
+            add_dir(&mut layer, "etc/ssl/certs", 0o755, 0)?;
+            add_file(&mut layer, "etc/ssl/certs/ca-certificates.crt", &cas, 0o644, 0)?;
+            env.push(format!("SSL_CERT_FILE={}", ca_bundle.display()));
+        }
+        Err(e) => eprintln!(
+            "warning: no CA bundle in the image ({}: {e}): only the config's own CAs will be trusted",
+            ca_bundle.display()
+        ),
     }
     add_tree(&mut layer, conf_dir, IMAGE_CONFIG_DIR)?;
     add_dir(&mut layer, "tmp", 0o1777, 0)?;
@@ -445,14 +591,21 @@ fn write_image(
     let layer_digest = sha256_hex(&layer);
 
     let version = super::version::current();
-    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // SOURCE_DATE_EPOCH (reproducible builds) fixes the creation time, and with it the image id.
+    let created_at = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or_else(std::time::SystemTime::now, |t| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)
+        });
+    let created = humantime::format_rfc3339_seconds(created_at).to_string();
     let config = serde_json::json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "created": created,
         "config": {
             "User": format!("{IMAGE_USER}:{IMAGE_USER}"),
-            "Env": ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+            "Env": env,
             "Entrypoint": ["/bridgehead"],
             "Cmd": ["serve", "-c", format!("/{IMAGE_CONFIG_DIR}/bridgehead.yaml")],
             "WorkingDir": "/var/lib/bridgehead",
@@ -469,7 +622,7 @@ fn write_image(
     });
     let config = serde_json::to_vec(&config)?;
     let config_digest = sha256_hex(&config);
-    let (repo, version_tag) = tag.rsplit_once(':').filter(|(r, _)| !r.is_empty()).unwrap_or((tag, "latest"));
+    let (repo, version_tag) = split_tag(tag)?;
     let manifest = serde_json::json!([{
         "Config": format!("{config_digest}.json"),
         "RepoTags": [format!("{repo}:{version_tag}")],
@@ -575,6 +728,8 @@ fn check_image(dir: &Path) -> anyhow::Result<String> {
 
 fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    // The binary runs only once its checksum matched.
+    let mut binary_ok = false;
     let mut report = |ok: bool, what: String| {
         println!("{} {what}", if ok { "ok  " } else { "FAIL" });
         failed |= !ok;
@@ -612,18 +767,26 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
             if bad.is_empty() {
                 report(true, format!("{} files match SHA256SUMS", listed.len()));
             }
+            binary_ok = !bad.iter().any(|b| b.starts_with("bridgehead:"));
             for b in bad {
                 report(false, b);
             }
         }
     }
     match bridgehead_config::load(&dir.join("config/bridgehead.yaml")) {
-        Ok(_) => report(true, "config/bridgehead.yaml loads".into()),
+        Ok(loaded) => match check_schemas(&loaded) {
+            Ok(()) => report(true, "config/bridgehead.yaml loads, and its schema files compile".into()),
+            Err(e) => report(false, format!("config/bridgehead.yaml: {e}")),
+        },
         Err(d) => report(false, format!("config/bridgehead.yaml does not load here:\n{d}")),
     }
     match check_image(dir) {
         Ok(tag) => report(true, format!("image.tar ({tag}): digests match, its /bridgehead is the kit's")),
         Err(e) => report(false, format!("image.tar: {e:#}")),
+    }
+    if !binary_ok {
+        report(false, "bridgehead not run: its checksum did not match or could not be checked".into());
+        return Ok(ExitCode::FAILURE);
     }
     match std::process::Command::new(dir.join("bridgehead")).arg("version").output() {
         Ok(o) if o.status.success() => {

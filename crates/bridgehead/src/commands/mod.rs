@@ -2,6 +2,7 @@
 
 pub mod apikey;
 pub mod bundle;
+pub mod collection;
 pub mod demo;
 pub mod endpoints;
 pub mod grpc;

@@ -36,6 +36,31 @@ fn project(upstream: &str) -> (tempfile::TempDir, tempfile::TempDir) {
     std::fs::write(p.join("admin-token"), "kit-admin-token-0123456789\n").unwrap();
     let idp = bridgehead_auth::jwt::keygen::generate(bridgehead_auth::jwt::Algorithm::ES256).unwrap();
     std::fs::write(elsewhere.path().join("idp public.pem"), &idp.public_pem).unwrap();
+    // Protos: one beside the config importing one from an include directory elsewhere, which
+    // imports a file beside it there (neither import is named by the config).
+    std::fs::create_dir_all(p.join("protos")).unwrap();
+    std::fs::create_dir_all(elsewhere.path().join("third_party/common")).unwrap();
+    std::fs::write(
+        p.join("protos/drone.proto"),
+        "syntax = \"proto3\";\npackage drone.v1;\nimport \"common/types.proto\";\nservice Telemetry { rpc Get(common.Id) returns (common.Status); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        elsewhere.path().join("third_party/common/types.proto"),
+        "syntax = \"proto3\";\npackage common;\nimport public \"common/status.proto\";\nmessage Id { string id = 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        elsewhere.path().join("third_party/common/status.proto"),
+        "syntax = \"proto3\";\npackage common;\nmessage Status { string mode = 1; }\n",
+    )
+    .unwrap();
+    // A WSDL elsewhere that imports a schema, which includes another.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../soap/tests/fixtures/imported");
+    std::fs::create_dir_all(elsewhere.path().join("wsdl")).unwrap();
+    for f in ["service.wsdl", "types.xsd", "common.xsd"] {
+        std::fs::copy(fixtures.join(f), elsewhere.path().join("wsdl").join(f)).unwrap();
+    }
     let config = format!(
         r#"# The kit's config: comments and layout survive the rewrite.
 server:
@@ -51,13 +76,26 @@ authenticators:
 upstreams:
   api:
     targets: [{{ url: "{upstream}" }}]
+  drones:
+    targets: [{{ url: "http://127.0.0.1:9" }}]
+    protocol: h2c
+grpc:
+  services:
+    telemetry:
+      upstream: drones
+      descriptors: {{ protos: [protos/drone.proto], include: ["{third_party}"] }}
+soap:
+  services:
+    catalog: {{ upstream: api, wsdl: "{wsdl}" }}
 routes:
   - {{ name: api, match: {{ path_prefix: /api }}, upstream: api }}
 webhooks:
   event_types:
     order.created: {{ schema: schemas/order.json }}
 "#,
-        elsewhere.path().join("idp public.pem").display()
+        elsewhere.path().join("idp public.pem").display(),
+        third_party = elsewhere.path().join("third_party").display(),
+        wsdl = elsewhere.path().join("wsdl/service.wsdl").display(),
     );
     std::fs::write(p.join("bridgehead.yaml"), config).unwrap();
     (project, elsewhere)
@@ -102,6 +140,28 @@ async fn the_kit_holds_every_file_verifies_loads_as_an_image_and_serves_alone() 
         std::fs::read_to_string(kit.join("config/files/02-order.json")).unwrap(),
         r#"{"type":"object","required":["id"]}"#
     );
+    // Protos where the compiler finds them: the include directory holds the files used from it,
+    // the proto beside the config keeps its path.
+    assert!(config.contains(r#"include: ["files/04-third_party"]"#), "{config}");
+    assert!(config.contains("protos: [protos/drone.proto]"), "{config}");
+    for f in [
+        "protos/drone.proto",
+        "files/04-third_party/common/types.proto",
+        "files/04-third_party/common/status.proto",
+    ] {
+        assert!(kit.join("config").join(f).is_file(), "{f}");
+    }
+    // The WSDL with the schemas it imports, in their places.
+    assert!(config.contains(r#"wsdl: "files/05-wsdl/service.wsdl""#), "{config}");
+    for f in ["service.wsdl", "types.xsd", "common.xsd"] {
+        assert!(kit.join("config/files/05-wsdl").join(f).is_file(), "{f}");
+    }
+    // Secrets are the owner's only: the kit, its files and the image (which holds them too).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&kit), 0o700);
+    assert_eq!(mode(&kit.join("config/files/03-admin-token")), 0o600);
+    assert_eq!(mode(&kit.join("image.tar")), 0o600);
     let (ok, text) = run(Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&kit));
     assert!(ok, "{text}");
 
@@ -160,7 +220,7 @@ async fn the_kit_holds_every_file_verifies_loads_as_an_image_and_serves_alone() 
     let kit = far.path().join("kit");
     let (ok, text) = run(Command::new(BIN).args(["bundle", "verify"]).arg(&kit));
     assert!(ok, "{text}");
-    assert!(text.contains("ok   11 files match SHA256SUMS") && text.contains("digests match"), "{text}");
+    assert!(text.contains("ok   17 files match SHA256SUMS") && text.contains("digests match"), "{text}");
     let mut child = Killed(
         Command::new(kit.join("bridgehead"))
             .args(["serve", "--no-watch", "-c", "config/bridgehead.yaml"])
@@ -195,6 +255,13 @@ async fn the_kit_holds_every_file_verifies_loads_as_an_image_and_serves_alone() 
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL config/files/02-order.json: changed since the kit was made"), "{text}");
     assert!(text.contains("FAIL config/files/extra.pem: not in SHA256SUMS"), "{text}");
+    // A changed binary is not run.
+    std::fs::write(kit.join("bridgehead"), "#!/bin/sh\necho pwned\n").unwrap();
+    let out = Command::new(BIN).args(["bundle", "verify"]).arg(&kit).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL bridgehead: changed since the kit was made"), "{text}");
+    assert!(text.contains("FAIL bridgehead not run") && !text.contains("pwned"), "{text}");
 }
 
 #[test]

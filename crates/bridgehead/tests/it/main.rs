@@ -9,6 +9,7 @@ mod apikey_cli;
 mod auth;
 mod bundle;
 mod cli;
+mod collection;
 mod edge;
 mod grpc;
 mod h2;

@@ -45,11 +45,18 @@ fn the_alert_rules_pass_promtool_checks_and_unit_tests() {
     assert!(ok && out.contains("SUCCESS"), "{out}");
     let (ok, out) = promtool(&["check", "config", d.join("prometheus.yml").to_str().unwrap()]);
     assert!(ok, "{out}");
-    // Every alert of the rule file has a unit test that expects it to fire.
+    // Every alert of the rule file has a unit test that expects it to fire: an `alertname`
+    // line followed by `exp_alerts:` and an expected alert's labels.
     let tests = std::fs::read_to_string(d.join("tests/bridgehead.rules.test.yml")).unwrap();
+    let lines: Vec<&str> = tests.lines().map(str::trim).collect();
     let rule_text = std::fs::read_to_string(&rules).unwrap();
     for alert in rule_text.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
-        assert!(tests.contains(&format!("alertname: {alert}")), "no promtool test fires {alert}");
+        let fires = lines.windows(3).any(|w| {
+            w[0] == format!("alertname: {alert}")
+                && w[1] == "exp_alerts:"
+                && w[2].starts_with("- exp_labels:")
+        });
+        assert!(fires, "no promtool test expects {alert} to fire");
     }
 }
 
@@ -310,6 +317,32 @@ webhooks:
         missing.is_empty()
     })
     .await;
+
+    // Every metric the dashboard and the rules name has series in the live scrape (an
+    // expression ending in `or vector(0)` returns data without them).
+    let rules_text = std::fs::read_to_string(deploy().join("prometheus/rules/bridgehead.rules.yml")).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for text in exprs.iter().map(|(_, e)| e.as_str()).chain([rules_text.as_str()]) {
+        let mut rest = text;
+        while let Some(at) = rest.find("bridgehead_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            rest = &rest[at + name.len()..];
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() > 20, "{names:?}");
+    for name in &names {
+        if NOT_DRIVEN.iter().any(|(m, _)| name.starts_with(m)) {
+            continue;
+        }
+        let got = prom.query(&format!("count({{__name__=\"{name}\"}})")).await;
+        assert!(has_number(&got), "{name} has no series in the live scrape");
+    }
 
     // The alert rules load and evaluate without error on the live data.
     let rules = get(&format!("{}/api/v1/rules", prom.url)).await.json();

@@ -1,0 +1,404 @@
+//! `bridgehead collection export`: a Postman Collection v2.1 of a config's routes, for the
+//! customer's developers and for a smoke test with Newman.
+//!
+//! Each route becomes a folder of requests, one per method it accepts, with its path
+//! parameters as Postman variables and the auth its first usable authenticator wants:
+//! - the local issuer (`jwt: { issuer: local }`): a bearer token that a collection-level
+//!   pre-request script fetches with client credentials from `{{baseUrl}}/oauth2/token` and
+//!   caches until it expires (`clientId`/`clientSecret` variables; the secret is never in the
+//!   file: the config holds only its digest);
+//! - API keys: the header (or query parameter) with `{{apiKey_NAME}}`;
+//! - other JWT and introspection authenticators: a bearer `{{token_NAME}}`.
+//!
+//! gRPC transcoding and SOAP routes expand to one request per operation with an example body
+//! made from the operation's JSON Schema. Their OpenAPI documents come from the running gateway
+//! (`GET /admin/grpc/{service}/openapi.json` on the admin listener, `GET {prefix}/openapi.json`
+//! on a SOAP route), so a schema learnt by reflection is covered too; without a gateway those
+//! routes get one request with an empty body and a warning.
+//!
+//! Every request carries tests: no server error (5xx), and any 4xx is `application/problem+json`
+//! with a `title` and the same `status`. Routes that match gRPC services as such are left out
+//! (Postman's HTTP requests cannot call them), and so are webhook receivers' signed requests
+//! (the receiver is listed, unsigned: it shows the refusal).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use bridgehead_config::{Authenticator, Config, LoadedConfig};
+use serde_json::{Map, Value, json};
+
+#[derive(clap::Subcommand)]
+pub enum CollectionCommand {
+    /// Print a Postman Collection v2.1 of every route (run it with Newman or import it).
+    ///
+    /// Example: bridgehead collection export -c bridgehead.yaml --base-url https://api.example > collection.json
+    Export {
+        /// Config file.
+        #[arg(short, long, default_value = "bridgehead.yaml")]
+        config: PathBuf,
+        /// The gateway's base URL (the `baseUrl` variable; default: http:// + server.listen).
+        #[arg(long)]
+        base_url: Option<String>,
+        /// The admin listener, asked for gRPC transcoding schemas (default: http:// +
+        /// admin.listen). Its token, when set, is read from BRIDGEHEAD_ADMIN_TOKEN.
+        #[arg(long)]
+        admin_url: Option<String>,
+    },
+}
+
+pub fn run(cmd: CollectionCommand) -> anyhow::Result<ExitCode> {
+    let CollectionCommand::Export { config, base_url, admin_url } = cmd;
+    let loaded = bridgehead_config::load(&config).map_err(|d| anyhow!("{d}"))?;
+    let c = &loaded.config;
+    let base_url = base_url.unwrap_or_else(|| format!("http://{}", c.server.listen));
+    let admin_url = admin_url.unwrap_or_else(|| format!("http://{}", c.admin.listen));
+    let token = std::env::var("BRIDGEHEAD_ADMIN_TOKEN").ok();
+    let rt = super::runtime(Some(1))?;
+    let docs = rt.block_on(fetch_documents(c, &base_url, &admin_url, token.as_deref()));
+    let collection = export(&loaded, &base_url, &docs);
+    println!("{}", serde_json::to_string_pretty(&collection)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The OpenAPI documents of transcoding and SOAP routes, by route name, from the gateway.
+async fn fetch_documents(
+    c: &Config,
+    base_url: &str,
+    admin_url: &str,
+    admin_token: Option<&str>,
+) -> std::collections::BTreeMap<String, Value> {
+    let mut docs = std::collections::BTreeMap::new();
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build();
+    let Ok(client) = client else { return docs };
+    for r in &c.routes {
+        let url = if let Some(t) = &r.grpc_transcode {
+            format!("{}/admin/grpc/{}/openapi.json", admin_url.trim_end_matches('/'), t.service)
+        } else if r.soap.is_some() {
+            let prefix = r.matcher.path_prefix.as_deref().unwrap_or("").trim_end_matches('/');
+            format!("{}{prefix}/openapi.json", base_url.trim_end_matches('/'))
+        } else {
+            continue;
+        };
+        let mut req = client.get(&url);
+        if let Some(t) = admin_token.filter(|_| r.grpc_transcode.is_some()) {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                match resp
+                    .bytes()
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(doc) => {
+                        docs.insert(r.name.clone(), doc);
+                    }
+                    Err(e) => eprintln!("warning: route {}: {url} is not JSON: {e}", r.name),
+                }
+            }
+            Ok(resp) => eprintln!("warning: route {}: {url} answered {}", r.name, resp.status()),
+            Err(e) => eprintln!(
+                "warning: route {}: cannot fetch {url} ({e}); its requests get empty bodies",
+                r.name
+            ),
+        }
+    }
+    docs
+}
+
+/// The tests every request runs.
+const TESTS: &str = r#"pm.test("no server error", function () { pm.expect(pm.response.code).to.be.below(500); });
+if (pm.response.code >= 400) {
+  pm.test("a refusal is problem+json", function () {
+    pm.expect(pm.response.headers.get("Content-Type") || "").to.include("application/problem+json");
+    var p = pm.response.json();
+    pm.expect(p.title).to.be.a("string");
+    pm.expect(p.status).to.equal(pm.response.code);
+  });
+}"#;
+
+/// The collection-level pre-request script: a client-credentials token from the local issuer,
+/// cached in the `localToken` variable until a minute before it expires.
+const LOCAL_TOKEN: &str = r#"var exp = Number(pm.collectionVariables.get("localTokenExpires") || 0);
+if (!pm.collectionVariables.get("localToken") || Date.now() > exp) {
+  pm.sendRequest({
+    url: pm.variables.get("baseUrl") + "/oauth2/token",
+    method: "POST",
+    header: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: { mode: "urlencoded", urlencoded: [
+      { key: "grant_type", value: "client_credentials" },
+      { key: "client_id", value: pm.variables.get("clientId") },
+      { key: "client_secret", value: pm.variables.get("clientSecret") }
+    ] }
+  }, function (err, res) {
+    if (err || res.code !== 200) { throw new Error("token request failed: " + (err || res.code + " " + res.text())); }
+    var t = res.json();
+    pm.collectionVariables.set("localToken", t.access_token);
+    pm.collectionVariables.set("localTokenExpires", String(Date.now() + (t.expires_in - 60) * 1000));
+  });
+}"#;
+
+fn script(listen: &str, code: &str) -> Value {
+    json!({ "listen": listen, "script": { "type": "text/javascript", "exec": code.lines().collect::<Vec<_>>() } })
+}
+
+/// Postman's auth object for a route's authenticators (the first one that can be set up).
+fn auth_for(c: &Config, names: &[String], vars: &mut Map<String, Value>) -> Option<Value> {
+    for name in names {
+        match c.authenticators.get(name)? {
+            Authenticator::Jwt(j) if j.issuer.as_deref() == Some("local") && c.oauth_server.is_some() => {
+                return Some(
+                    json!({ "type": "bearer", "bearer": [{ "key": "token", "value": "{{localToken}}", "type": "string" }] }),
+                );
+            }
+            Authenticator::ApiKey(k) => {
+                let var = format!("apiKey_{name}");
+                vars.entry(var.clone()).or_insert(json!(""));
+                let (key, place) = match (&k.header, &k.query) {
+                    (Some(h), _) => (h.clone(), "header"),
+                    (None, Some(q)) => (q.clone(), "query"),
+                    (None, None) => ("X-API-Key".to_owned(), "header"),
+                };
+                return Some(json!({ "type": "apikey", "apikey": [
+                    { "key": "key", "value": key, "type": "string" },
+                    { "key": "value", "value": format!("{{{{{var}}}}}"), "type": "string" },
+                    { "key": "in", "value": place, "type": "string" }
+                ] }));
+            }
+            Authenticator::Jwt(_) | Authenticator::Introspection(_) => {
+                let var = format!("token_{name}");
+                vars.entry(var.clone()).or_insert(json!(""));
+                return Some(
+                    json!({ "type": "bearer", "bearer": [{ "key": "token", "value": format!("{{{{{var}}}}}"), "type": "string" }] }),
+                );
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A Postman URL for `path` (`{id}` segments become `:id` path variables).
+fn url(path: &str) -> Value {
+    let mut variables = Vec::new();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) if !name.contains(['{', '}']) => {
+                let name = name.trim_end_matches("=**").trim_end_matches('*');
+                variables.push(json!({ "key": name, "value": "1" }));
+                format!(":{name}")
+            }
+            // A template inside a segment (`{id}:cancel`): Postman variables are whole
+            // segments, so the example value is written in.
+            _ => {
+                let mut out = String::new();
+                let mut rest = s;
+                while let (Some(a), Some(b)) = (rest.find('{'), rest.find('}')) {
+                    if b < a {
+                        break;
+                    }
+                    out.push_str(&rest[..a]);
+                    out.push('1');
+                    rest = &rest[b + 1..];
+                }
+                out.push_str(rest);
+                out
+            }
+        })
+        .collect();
+    let raw = format!("{{{{baseUrl}}}}/{}", segments.join("/"));
+    json!({ "raw": raw, "host": ["{{baseUrl}}"], "path": segments, "variable": variables })
+}
+
+fn request(
+    name: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    headers: Vec<Value>,
+    auth: &Option<Value>,
+) -> Value {
+    let mut headers = headers;
+    let mut req = json!({ "method": method, "url": url(path) });
+    if let Some(b) = body {
+        headers.push(json!({ "key": "Content-Type", "value": "application/json" }));
+        req["body"] = json!({ "mode": "raw", "raw": serde_json::to_string_pretty(&b).unwrap_or_default(), "options": { "raw": { "language": "json" } } });
+    }
+    req["header"] = Value::Array(headers);
+    if let Some(a) = auth {
+        req["auth"] = a.clone();
+    }
+    json!({ "name": name, "request": req, "event": [script("test", TESTS)] })
+}
+
+/// Follows `#/a/b` references inside `doc`.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    let mut v = v;
+    for _ in 0..32 {
+        match v.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => v = doc.pointer(pointer).unwrap_or(&Value::Null),
+            None => break,
+        }
+    }
+    v
+}
+
+/// An example value for a JSON Schema.
+fn example(doc: &Value, schema: &Value, depth: usize) -> Value {
+    let s = resolve(doc, schema);
+    if depth > 6 {
+        return Value::Null;
+    }
+    if let Some(v) = s.get("example").or_else(|| s.get("default")).or_else(|| s.get("const")) {
+        return v.clone();
+    }
+    if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    for k in ["oneOf", "anyOf", "allOf"] {
+        if let Some(first) = s
+            .get(k)
+            .and_then(Value::as_array)
+            .and_then(|e| e.iter().find(|x| resolve(doc, x).get("type") != Some(&json!("null"))))
+        {
+            return example(doc, first, depth + 1);
+        }
+    }
+    let ty = match s.get("type") {
+        Some(Value::Array(types)) => types.iter().find(|t| *t != "null").cloned().unwrap_or(Value::Null),
+        Some(t) => t.clone(),
+        None if s.get("properties").is_some() => json!("object"),
+        None => Value::Null,
+    };
+    match ty.as_str() {
+        Some("object") => {
+            let mut out = Map::new();
+            for (k, v) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
+                out.insert(k.clone(), example(doc, v, depth + 1));
+            }
+            Value::Object(out)
+        }
+        Some("array") => json!([example(doc, s.get("items").unwrap_or(&Value::Null), depth + 1)]),
+        // 1 when the bounds allow it (a type's full range is no example), else the minimum.
+        Some("integer" | "number") => {
+            let min = s.get("minimum").and_then(Value::as_f64).unwrap_or(f64::MIN);
+            let max = s.get("maximum").and_then(Value::as_f64).unwrap_or(f64::MAX);
+            if (min..=max).contains(&1.0) { json!(1) } else { s.get("minimum").cloned().unwrap_or(json!(1)) }
+        }
+        Some("boolean") => json!(true),
+        Some("string") => match s.get("format").and_then(Value::as_str) {
+            Some("date-time") => json!("2026-01-01T00:00:00Z"),
+            Some("date") => json!("2026-01-01"),
+            Some("byte") => json!("AA=="),
+            _ => json!("A-1"),
+        },
+        _ => Value::Null,
+    }
+}
+
+/// One request per operation of an OpenAPI document.
+fn from_openapi(doc: &Value, auth: &Option<Value>) -> Vec<Value> {
+    let mut items = Vec::new();
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in ops.as_object().into_iter().flatten() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let body =
+                op.pointer("/requestBody/content/application~1json/schema").map(|s| example(doc, s, 0));
+            let name = op["operationId"].as_str().unwrap_or(path).to_owned();
+            items.push(request(&name, &method.to_uppercase(), path, body, Vec::new(), auth));
+        }
+    }
+    items
+}
+
+pub fn export(
+    loaded: &LoadedConfig,
+    base_url: &str,
+    docs: &std::collections::BTreeMap<String, Value>,
+) -> Value {
+    let c = &loaded.config;
+    let mut vars = Map::new();
+    vars.insert("baseUrl".into(), json!(base_url.trim_end_matches('/')));
+    let mut folders = Vec::new();
+    for r in &c.routes {
+        // gRPC as such (application/grpc) is not something Postman's HTTP requests can call.
+        if r.matcher.grpc_service.is_some() {
+            continue;
+        }
+        let auth = auth_for(c, &r.auth, &mut vars);
+        let mut items = Vec::new();
+        if let Some(doc) = docs.get(&r.name) {
+            items = from_openapi(doc, &auth);
+        } else {
+            let methods: Vec<String> =
+                match (&r.matcher.methods, r.soap.is_some() || r.grpc_transcode.is_some()) {
+                    (Some(m), _) => m.clone(),
+                    (None, true) => vec!["POST".into()],
+                    (None, false) => vec!["GET".into()],
+                };
+            let path = r
+                .matcher
+                .path
+                .clone()
+                .or_else(|| r.matcher.path_prefix.clone())
+                .unwrap_or_else(|| "/".into());
+            for m in methods {
+                let body = ["POST", "PUT", "PATCH"].contains(&m.as_str()).then(|| json!({}));
+                let mut headers = Vec::new();
+                if r.idempotency.is_some() && m != "GET" {
+                    headers.push(json!({ "key": "Idempotency-Key", "value": "{{$guid}}" }));
+                }
+                items.push(request(&format!("{m} {path}"), &m, &path, body, headers, &auth));
+            }
+        }
+        folders.push(json!({ "name": r.name, "item": items }));
+    }
+    if let Some(o) = &c.webhooks.outbound {
+        let auth = auth_for(c, &o.auth, &mut vars);
+        let event = c.webhooks.event_types.keys().next().cloned().unwrap_or_else(|| "order.created".into());
+        let body = json!({ "type": event, "data": {} });
+        folders.push(json!({ "name": "webhook intake", "item": [request("publish an event", "POST", &o.intake, Some(body), Vec::new(), &auth)] }));
+    }
+    for w in &c.webhooks.inbound {
+        let item = request(
+            &format!("{} (unsigned: refused)", w.name),
+            "POST",
+            &w.path,
+            Some(json!({})),
+            Vec::new(),
+            &None,
+        );
+        folders.push(json!({ "name": format!("webhook receiver {}", w.name), "item": [item] }));
+    }
+    let mut events = Vec::new();
+    if let Some(o) = &c.oauth_server {
+        let client = o.clients.iter().find(|cl| cl.grants.iter().any(|g| g == "client_credentials"));
+        vars.insert("clientId".into(), json!(client.map(|cl| cl.client_id.as_str()).unwrap_or("")));
+        vars.insert("clientSecret".into(), json!(""));
+        let local = c
+            .authenticators
+            .values()
+            .any(|a| matches!(a, Authenticator::Jwt(j) if j.issuer.as_deref() == Some("local")));
+        if local {
+            vars.insert("localToken".into(), json!(""));
+            events.push(script("prerequest", LOCAL_TOKEN));
+        }
+    }
+    let file = loaded.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    json!({
+        "info": {
+            "name": format!("Bridgehead: {file}"),
+            "description": "Generated by `bridgehead collection export`: one folder per route. Set the variables (API keys, tokens, the local issuer's client secret) in an environment, not in this file.",
+            "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
+        },
+        "item": folders,
+        "event": events,
+        "variable": vars.into_iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
+    })
+}
