@@ -376,14 +376,15 @@ pub fn proto_sources(
     let include = include_roots(cfg, loaded);
     let files = proto_paths(cfg, loaded, &include);
     let sources = Schema::sources(&files, &include).map_err(|e| BuildError::new(&key, e))?;
-    let roots: Vec<PathBuf> =
-        include.iter().map(|r| r.canonicalize().unwrap_or_else(|_| r.clone())).collect();
     let mut out = Vec::new();
     for (import, path) in sources {
-        let path = path.canonicalize().unwrap_or(path);
-        let root = roots.iter().position(|r| path == r.join(&import)).ok_or_else(|| {
-            BuildError::new(&key, format!("{} is under no include directory", path.display()))
-        })?;
+        // The first root under which the import name leads to this file (links followed).
+        let canon = |p: &std::path::Path| p.canonicalize().ok();
+        let file = canon(&path);
+        let root =
+            include.iter().position(|r| file.is_some() && canon(&r.join(&import)) == file).ok_or_else(
+                || BuildError::new(&key, format!("{} is under no include directory", path.display())),
+            )?;
         out.push((import, path, root));
     }
     Ok(out)

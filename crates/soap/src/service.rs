@@ -110,13 +110,13 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
-/// Reads a WSDL and its imports from files.
 /// The files a WSDL file and its imports are read from, the WSDL first (for tools that carry a
 /// config's files elsewhere: `bridgehead bundle`).
 pub fn wsdl_files(location: &str) -> Result<Vec<std::path::PathBuf>, String> {
     Ok(load_file(location)?.documents.into_iter().map(|(loc, _)| std::path::PathBuf::from(loc)).collect())
 }
 
+/// Reads a WSDL and its imports from files.
 fn load_file(location: &str) -> Result<Definitions, String> {
     Definitions::load(location, |loc| {
         std::future::ready(if is_url(&loc) {

@@ -398,11 +398,44 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }
-    // Written beside `out` and renamed at the end: a failed run leaves nothing half-made.
+    // Written beside `out` and renamed at the end, so that a failed run leaves nothing
+    // half-made; an existing empty `out` (a mount point) is written in place and emptied
+    // again on failure.
+    if out.exists() {
+        let result = fill_kit(out, &text, &sites, &plan, &bin, arch, &loaded, tag, cli);
+        if result.is_err() {
+            for e in std::fs::read_dir(out)?.flatten() {
+                let _ = if e.path().is_dir() {
+                    std::fs::remove_dir_all(e.path())
+                } else {
+                    std::fs::remove_file(e.path())
+                };
+            }
+        }
+        return result;
+    }
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let work = tempfile::Builder::new().prefix(".bridgehead-kit-").tempdir_in(parent)?;
-    let kit = work.path();
+    fill_kit(work.path(), &text, &sites, &plan, &bin, arch, &loaded, tag, cli)?;
+    std::fs::rename(work.path(), out)?;
+    let _ = work.keep();
+    Ok(())
+}
+
+/// Writes the kit into the empty directory `kit`.
+#[allow(clippy::too_many_arguments)]
+fn fill_kit(
+    kit: &Path,
+    text: &str,
+    sites: &[bridgehead_config::ScalarSite],
+    plan: &Plan,
+    bin: &[u8],
+    arch: &str,
+    loaded: &LoadedConfig,
+    tag: &str,
+    cli: clap::Command,
+) -> anyhow::Result<()> {
     set_mode(kit, 0o700)?;
     let conf_dir = kit.join("config");
     std::fs::create_dir_all(&conf_dir)?;
@@ -417,7 +450,7 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
         set_mode(&target, 0o600)?;
     }
     // The scalars, last first so that earlier byte ranges stay valid.
-    let mut new_text = text.clone();
+    let mut new_text = text.to_owned();
     let mut done = 0;
     for site in sites.iter().rev() {
         let Some(changes) = plan.rewrites.get(&site.path) else { continue };
@@ -437,14 +470,32 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
         let missing: Vec<&String> = plan.rewrites.keys().filter(|k| !found.contains(&k.as_str())).collect();
         bail!("cannot rewrite {missing:?}: write each path as its own scalar (not through an alias)");
     }
+    // The config may hold secrets written inline: owner only, like the files.
     std::fs::write(conf_dir.join("bridgehead.yaml"), &new_text)?;
+    set_mode(&conf_dir.join("bridgehead.yaml"), 0o600)?;
     // The config must load from the kit, and its schema files compile there.
     let kit_config = bridgehead_config::load(&conf_dir.join("bridgehead.yaml"))
         .map_err(|d| anyhow!("the rewritten config does not load (please report this):\n{d}"))?;
     check_schemas(&kit_config).map_err(|e| anyhow!("in the kit: {e} (please report this)"))?;
+    // A WSDL that imports by absolute path would still read this machine's files.
+    let kit_root = conf_dir.canonicalize()?;
+    for (name, svc) in &kit_config.config.soap.services {
+        if svc.wsdl.starts_with("http://") || svc.wsdl.starts_with("https://") {
+            continue;
+        }
+        let location = kit_config.resolve_path(Path::new(&svc.wsdl)).to_string_lossy().into_owned();
+        for doc in bridgehead_soap::service::wsdl_files(&location).map_err(|e| anyhow!("{e}"))? {
+            if !doc.canonicalize().is_ok_and(|d| d.starts_with(&kit_root)) {
+                bail!(
+                    "soap.services.{name}.wsdl: {} is imported by an absolute path; import it by a relative one",
+                    doc.display()
+                );
+            }
+        }
+    }
 
     // The binary, the unit, completions and the man page.
-    std::fs::write(kit.join("bridgehead"), &bin)?;
+    std::fs::write(kit.join("bridgehead"), bin)?;
     set_mode(&kit.join("bridgehead"), 0o755)?;
     std::fs::write(kit.join("bridgehead.service"), UNIT)?;
     std::fs::create_dir_all(kit.join("completions"))?;
@@ -461,13 +512,9 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
     clap_mangen::Man::new(cli).render(&mut man)?;
     std::fs::write(kit.join("bridgehead.1"), man)?;
 
-    write_image(kit, &bin, arch, &conf_dir, &loaded, tag)?;
+    write_image(kit, bin, arch, &conf_dir, loaded, tag)?;
     set_mode(&kit.join("image.tar"), 0o600)?;
     write_sums(kit)?;
-    if out.exists() {
-        std::fs::remove_dir(out)?;
-    }
-    std::fs::rename(work.keep(), out)?;
     Ok(())
 }
 

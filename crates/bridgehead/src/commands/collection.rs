@@ -37,75 +37,143 @@ pub enum CollectionCommand {
         /// Config file.
         #[arg(short, long, default_value = "bridgehead.yaml")]
         config: PathBuf,
-        /// The gateway's base URL (the `baseUrl` variable; default: http:// + server.listen).
+        /// The gateway's base URL (the `baseUrl` variable; default: from server.listen and
+        /// server.tls).
         #[arg(long)]
         base_url: Option<String>,
         /// The admin listener, asked for gRPC transcoding schemas (default: http:// +
         /// admin.listen). Its token, when set, is read from BRIDGEHEAD_ADMIN_TOKEN.
         #[arg(long)]
         admin_url: Option<String>,
+        /// Only requests that change nothing (GET, HEAD, OPTIONS): no writes, no published
+        /// events, no webhook receivers. For a smoke test against a live system.
+        #[arg(long)]
+        safe_only: bool,
     },
 }
 
 pub fn run(cmd: CollectionCommand) -> anyhow::Result<ExitCode> {
-    let CollectionCommand::Export { config, base_url, admin_url } = cmd;
+    let CollectionCommand::Export { config, base_url, admin_url, safe_only } = cmd;
     let loaded = bridgehead_config::load(&config).map_err(|d| anyhow!("{d}"))?;
     let c = &loaded.config;
-    let base_url = base_url.unwrap_or_else(|| format!("http://{}", c.server.listen));
+    let base_url = base_url.unwrap_or_else(|| {
+        let scheme = if c.server.tls.is_some() { "https" } else { "http" };
+        let addr = c.server.listen;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        format!("{scheme}://{host}:{}", addr.port())
+    });
     let admin_url = admin_url.unwrap_or_else(|| format!("http://{}", c.admin.listen));
     let token = std::env::var("BRIDGEHEAD_ADMIN_TOKEN").ok();
     let rt = super::runtime(Some(1))?;
-    let docs = rt.block_on(fetch_documents(c, &base_url, &admin_url, token.as_deref()));
-    let collection = export(&loaded, &base_url, &docs);
+    let docs = rt.block_on(fetch_documents(&loaded, &base_url, &admin_url, token.as_deref()));
+    let mut collection = export(&loaded, &base_url, &docs);
+    if safe_only {
+        keep_safe(&mut collection);
+    }
     println!("{}", serde_json::to_string_pretty(&collection)?);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The OpenAPI documents of transcoding and SOAP routes, by route name, from the gateway.
+/// The OpenAPI documents of transcoding and SOAP routes, by route name: gRPC ones from the
+/// running gateway's admin listener (its schema may come from reflection), SOAP ones made here
+/// from the WSDL (a file, or fetched from its URL).
 async fn fetch_documents(
-    c: &Config,
+    loaded: &LoadedConfig,
     base_url: &str,
     admin_url: &str,
     admin_token: Option<&str>,
 ) -> std::collections::BTreeMap<String, Value> {
+    let c = &loaded.config;
     let mut docs = std::collections::BTreeMap::new();
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build();
     let Ok(client) = client else { return docs };
     for r in &c.routes {
-        let url = if let Some(t) = &r.grpc_transcode {
-            format!("{}/admin/grpc/{}/openapi.json", admin_url.trim_end_matches('/'), t.service)
-        } else if r.soap.is_some() {
-            let prefix = r.matcher.path_prefix.as_deref().unwrap_or("").trim_end_matches('/');
-            format!("{}{prefix}/openapi.json", base_url.trim_end_matches('/'))
-        } else {
-            continue;
-        };
-        let mut req = client.get(&url);
-        if let Some(t) = admin_token.filter(|_| r.grpc_transcode.is_some()) {
-            req = req.bearer_auth(t);
-        }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => {
-                match resp
-                    .bytes()
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
-                {
+        let prefix = r.matcher.path_prefix.as_deref().unwrap_or("").trim_end_matches('/');
+        if let Some(s) = &r.soap {
+            let Some(svc) = c.soap.services.get(&s.service) else { continue };
+            let location = if svc.wsdl.starts_with("http://") || svc.wsdl.starts_with("https://") {
+                svc.wsdl.clone()
+            } else {
+                loaded.resolve_path(std::path::Path::new(&svc.wsdl)).to_string_lossy().into_owned()
+            };
+            let doc = async {
+                let defs =
+                    bridgehead_soap::service::load_any(&location, std::time::Duration::from_secs(10)).await?;
+                let port = defs.port(svc.port.as_deref()).map_err(|e| e.0)?;
+                let mapper = bridgehead_soap::mapping::Mapper::new(port.schemas.clone());
+                Ok::<_, String>(bridgehead_soap::openapi::document(
+                    &port,
+                    &mapper,
+                    prefix,
+                    &port.info.service,
+                ))
+            };
+            // Else the document the route itself serves (its WSDL may have come from a URL
+            // only the gateway reaches, or from its state store).
+            let served = format!("{}{prefix}/openapi.json", base_url.trim_end_matches('/'));
+            match doc.await {
+                Ok(doc) => {
+                    docs.insert(r.name.clone(), doc);
+                }
+                Err(e) => match get_json(&client, &served, None).await {
                     Ok(doc) => {
                         docs.insert(r.name.clone(), doc);
                     }
-                    Err(e) => eprintln!("warning: route {}: {url} is not JSON: {e}", r.name),
-                }
+                    Err(e2) => eprintln!(
+                        "warning: route {}: cannot read {location} ({e}) nor {served} ({e2}); its requests get empty bodies",
+                        r.name
+                    ),
+                },
             }
-            Ok(resp) => eprintln!("warning: route {}: {url} answered {}", r.name, resp.status()),
-            Err(e) => eprintln!(
-                "warning: route {}: cannot fetch {url} ({e}); its requests get empty bodies",
-                r.name
-            ),
+            continue;
+        }
+        let Some(t) = &r.grpc_transcode else { continue };
+        let url = format!(
+            "{}/admin/grpc/{}/openapi.json?route={}",
+            admin_url.trim_end_matches('/'),
+            t.service,
+            url::form_urlencoded::byte_serialize(r.name.as_bytes()).collect::<String>()
+        );
+        match get_json(&client, &url, admin_token).await {
+            Ok(doc) => {
+                docs.insert(r.name.clone(), doc);
+            }
+            Err(e) => eprintln!("warning: route {}: {url}: {e}; its requests get empty bodies", r.name),
         }
     }
     docs
+}
+
+/// GETs a JSON document.
+async fn get_json(client: &reqwest::Client, url: &str, bearer: Option<&str>) -> Result<Value, String> {
+    let mut req = client.get(url);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => resp
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON: {e}"))),
+        Ok(resp) => Err(format!("answered {}", resp.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Keeps only the requests that change nothing, and drops the folders left empty and those
+/// that only take deliveries (webhook receivers).
+fn keep_safe(collection: &mut Value) {
+    if let Some(folders) = collection["item"].as_array_mut() {
+        for f in folders.iter_mut() {
+            if let Some(items) = f["item"].as_array_mut() {
+                items.retain(|i| {
+                    ["GET", "HEAD", "OPTIONS"].contains(&i["request"]["method"].as_str().unwrap_or(""))
+                });
+            }
+        }
+        folders.retain(|f| f["item"].as_array().is_some_and(|i| !i.is_empty()));
+    }
 }
 
 /// The tests every request runs.
@@ -122,7 +190,11 @@ if (pm.response.code >= 400) {
 /// The collection-level pre-request script: a client-credentials token from the local issuer,
 /// cached in the `localToken` variable until a minute before it expires.
 const LOCAL_TOKEN: &str = r#"var exp = Number(pm.collectionVariables.get("localTokenExpires") || 0);
-if (!pm.collectionVariables.get("localToken") || Date.now() > exp) {
+var usesLocal = pm.request.auth && pm.request.auth.type === "bearer"
+  && JSON.stringify(pm.request.auth.toJSON()).indexOf("localToken") >= 0;
+if (usesLocal && !pm.variables.get("clientSecret")) {
+  console.warn("set clientSecret (the local issuer's client secret) to call " + pm.info.requestName);
+} else if (usesLocal && (!pm.collectionVariables.get("localToken") || Date.now() > exp)) {
   pm.sendRequest({
     url: pm.variables.get("baseUrl") + "/oauth2/token",
     method: "POST",
@@ -136,7 +208,8 @@ if (!pm.collectionVariables.get("localToken") || Date.now() > exp) {
     if (err || res.code !== 200) { throw new Error("token request failed: " + (err || res.code + " " + res.text())); }
     var t = res.json();
     pm.collectionVariables.set("localToken", t.access_token);
-    pm.collectionVariables.set("localTokenExpires", String(Date.now() + (t.expires_in - 60) * 1000));
+    var ttl = Number(t.expires_in) > 120 ? Number(t.expires_in) : 120;
+    pm.collectionVariables.set("localTokenExpires", String(Date.now() + (ttl - 60) * 1000));
   });
 }"#;
 
@@ -165,6 +238,21 @@ fn auth_for(c: &Config, names: &[String], vars: &mut Map<String, Value>) -> Opti
                     { "key": "key", "value": key, "type": "string" },
                     { "key": "value", "value": format!("{{{{{var}}}}}"), "type": "string" },
                     { "key": "in", "value": place, "type": "string" }
+                ] }));
+            }
+            Authenticator::Jwt(j) if j.header.is_some() || j.cookie.is_some() => {
+                // A token read from another header (or a cookie) than `Authorization`.
+                let var = format!("token_{name}");
+                vars.entry(var.clone()).or_insert(json!(""));
+                let (key, value) = match (&j.header, &j.cookie) {
+                    (Some(h), _) => (h.clone(), format!("{{{{{var}}}}}")),
+                    (None, Some(c)) => ("Cookie".to_owned(), format!("{c}={{{{{var}}}}}")),
+                    (None, None) => unreachable!(),
+                };
+                return Some(json!({ "type": "apikey", "apikey": [
+                    { "key": "key", "value": key, "type": "string" },
+                    { "key": "value", "value": value, "type": "string" },
+                    { "key": "in", "value": "header", "type": "string" }
                 ] }));
             }
             Authenticator::Jwt(_) | Authenticator::Introspection(_) => {
@@ -247,25 +335,48 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     v
 }
 
-/// An example value for a JSON Schema.
-fn example(doc: &Value, schema: &Value, depth: usize) -> Value {
-    let s = resolve(doc, schema);
-    if depth > 6 {
-        return Value::Null;
+/// An example value for a JSON Schema; `None` where a schema refers back to itself (the field
+/// is then left out) or nests too deep.
+fn example(doc: &Value, schema: &Value, seen: &mut Vec<String>) -> Option<Value> {
+    let reference = schema.get("$ref").and_then(Value::as_str).map(str::to_owned);
+    if let Some(r) = &reference {
+        if seen.contains(r) || seen.len() > 12 {
+            return None;
+        }
+        seen.push(r.clone());
     }
+    let out = example_of(doc, resolve(doc, schema), seen);
+    if reference.is_some() {
+        seen.pop();
+    }
+    out
+}
+
+fn example_of(doc: &Value, s: &Value, seen: &mut Vec<String>) -> Option<Value> {
     if let Some(v) = s.get("example").or_else(|| s.get("default")).or_else(|| s.get("const")) {
-        return v.clone();
+        return Some(v.clone());
     }
     if let Some(first) = s.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
-        return first.clone();
+        return Some(first.clone());
     }
-    for k in ["oneOf", "anyOf", "allOf"] {
+    if let Some(all) = s.get("allOf").and_then(Value::as_array) {
+        // Every member applies: their objects merged.
+        let mut merged = Map::new();
+        for member in all {
+            match example(doc, member, seen)? {
+                Value::Object(o) => merged.extend(o),
+                other => return Some(other),
+            }
+        }
+        return Some(Value::Object(merged));
+    }
+    for k in ["oneOf", "anyOf"] {
         if let Some(first) = s
             .get(k)
             .and_then(Value::as_array)
             .and_then(|e| e.iter().find(|x| resolve(doc, x).get("type") != Some(&json!("null"))))
         {
-            return example(doc, first, depth + 1);
+            return example(doc, first, seen);
         }
     }
     let ty = match s.get("type") {
@@ -274,15 +385,29 @@ fn example(doc: &Value, schema: &Value, depth: usize) -> Value {
         None if s.get("properties").is_some() => json!("object"),
         None => Value::Null,
     };
-    match ty.as_str() {
+    Some(match ty.as_str() {
         Some("object") => {
+            // Of each oneof group (`x-oneofs`, gRPC transcoding), only the first member.
+            let mut skip: Vec<&str> = Vec::new();
+            for group in s.get("x-oneofs").and_then(Value::as_array).into_iter().flatten() {
+                let fields = group["fields"].as_array().into_iter().flatten().filter_map(Value::as_str);
+                skip.extend(fields.skip(1));
+            }
             let mut out = Map::new();
             for (k, v) in s.get("properties").and_then(Value::as_object).into_iter().flatten() {
-                out.insert(k.clone(), example(doc, v, depth + 1));
+                if skip.contains(&k.as_str()) {
+                    continue;
+                }
+                if let Some(v) = example(doc, v, seen) {
+                    out.insert(k.clone(), v);
+                }
             }
             Value::Object(out)
         }
-        Some("array") => json!([example(doc, s.get("items").unwrap_or(&Value::Null), depth + 1)]),
+        Some("array") => match example(doc, s.get("items").unwrap_or(&Value::Null), seen) {
+            Some(item) if !item.is_null() => json!([item]),
+            _ => json!([]),
+        },
         // 1 when the bounds allow it (a type's full range is no example), else the minimum.
         Some("integer" | "number") => {
             let min = s.get("minimum").and_then(Value::as_f64).unwrap_or(f64::MIN);
@@ -294,24 +419,28 @@ fn example(doc: &Value, schema: &Value, depth: usize) -> Value {
             Some("date-time") => json!("2026-01-01T00:00:00Z"),
             Some("date") => json!("2026-01-01"),
             Some("byte") => json!("AA=="),
+            Some("int64" | "uint64") => json!("1"),
+            // A protobuf Duration's pattern.
+            _ if s.get("pattern").and_then(Value::as_str).is_some_and(|p| p.ends_with("s$")) => json!("1s"),
             _ => json!("A-1"),
         },
         _ => Value::Null,
-    }
+    })
 }
 
 /// One request per operation of an OpenAPI document.
-fn from_openapi(doc: &Value, auth: &Option<Value>) -> Vec<Value> {
+fn from_openapi(doc: &Value, auth: &Option<Value>, headers: &[Value]) -> Vec<Value> {
     let mut items = Vec::new();
     for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
         for (method, op) in ops.as_object().into_iter().flatten() {
             if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
                 continue;
             }
-            let body =
-                op.pointer("/requestBody/content/application~1json/schema").map(|s| example(doc, s, 0));
+            let body = op
+                .pointer("/requestBody/content/application~1json/schema")
+                .map(|s| example(doc, s, &mut Vec::new()).unwrap_or_else(|| json!({})));
             let name = op["operationId"].as_str().unwrap_or(path).to_owned();
-            items.push(request(&name, &method.to_uppercase(), path, body, Vec::new(), auth));
+            items.push(request(&name, &method.to_uppercase(), path, body, headers.to_vec(), auth));
         }
     }
     items
@@ -332,9 +461,22 @@ pub fn export(
             continue;
         }
         let auth = auth_for(c, &r.auth, &mut vars);
+        // What the route matches besides the path: its host (a wildcard's label made up) and
+        // headers with fixed values.
+        let mut headers = Vec::new();
+        if let Some(host) = &r.matcher.host {
+            headers.push(json!({ "key": "Host", "value": host.replace('*', "example") }));
+        }
+        for (k, v) in &r.matcher.headers {
+            headers.push(json!({ "key": k, "value": if v == "*" { "x" } else { v.as_str() } }));
+        }
         let mut items = Vec::new();
         if let Some(doc) = docs.get(&r.name) {
-            items = from_openapi(doc, &auth);
+            let mut headers = headers.clone();
+            if r.idempotency.is_some() {
+                headers.push(json!({ "key": "Idempotency-Key", "value": "{{$guid}}" }));
+            }
+            items = from_openapi(doc, &auth, &headers);
         } else {
             let methods: Vec<String> =
                 match (&r.matcher.methods, r.soap.is_some() || r.grpc_transcode.is_some()) {
@@ -350,7 +492,7 @@ pub fn export(
                 .unwrap_or_else(|| "/".into());
             for m in methods {
                 let body = ["POST", "PUT", "PATCH"].contains(&m.as_str()).then(|| json!({}));
-                let mut headers = Vec::new();
+                let mut headers = headers.clone();
                 if r.idempotency.is_some() && m != "GET" {
                     headers.push(json!({ "key": "Idempotency-Key", "value": "{{$guid}}" }));
                 }

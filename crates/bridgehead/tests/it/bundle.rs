@@ -162,6 +162,7 @@ async fn the_kit_holds_every_file_verifies_loads_as_an_image_and_serves_alone() 
     assert_eq!(mode(&kit), 0o700);
     assert_eq!(mode(&kit.join("config/files/03-admin-token")), 0o600);
     assert_eq!(mode(&kit.join("image.tar")), 0o600);
+    assert_eq!(mode(&kit.join("config/bridgehead.yaml")), 0o600);
     let (ok, text) = run(Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&kit));
     assert!(ok, "{text}");
 
@@ -266,7 +267,7 @@ async fn the_kit_holds_every_file_verifies_loads_as_an_image_and_serves_alone() 
 
 #[test]
 fn bundle_refusals_name_the_problem() {
-    let (project, _elsewhere) = project("http://127.0.0.1:9");
+    let (project, elsewhere) = project("http://127.0.0.1:9");
     let cfg = project.path().join("bridgehead.yaml");
     // A non-empty output directory.
     let (code, _, err) =
@@ -280,6 +281,33 @@ fn bundle_refusals_name_the_problem() {
     let (code, _, err) = bridgehead(&["bundle", "-c", cfg.to_str().unwrap(), "--out", kit.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("webhooks.event_types.order.created.schema"), "{err}");
+    // A WSDL importing a schema by absolute path is found out in the kit, and the failed run
+    // leaves nothing behind: neither beside a new directory nor in an existing empty one.
+    std::fs::write(project.path().join("schemas/order.json"), "{}").unwrap();
+    let wsdl = elsewhere.path().join("wsdl/service.wsdl");
+    let types = elsewhere.path().join("wsdl/types.xsd");
+    let text = std::fs::read_to_string(&wsdl).unwrap();
+    std::fs::write(
+        &wsdl,
+        text.replace("schemaLocation=\"types.xsd\"", &format!("schemaLocation=\"{}\"", types.display())),
+    )
+    .unwrap();
+    for existing in [false, true] {
+        if existing {
+            std::fs::create_dir(&kit).unwrap();
+        }
+        let (code, _, err) =
+            bridgehead(&["bundle", "-c", cfg.to_str().unwrap(), "--out", kit.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("soap.services.catalog.wsdl") && err.contains("absolute path"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        if existing {
+            assert_eq!(left, vec![std::ffi::OsString::from("kit")]);
+            assert_eq!(std::fs::read_dir(&kit).unwrap().count(), 0);
+        } else {
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
     // No kit at all.
     let (code, out, _) = bridgehead(&["bundle", "verify", Path::new("/nonexistent-kit").to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -65,8 +65,12 @@ fn the_exported_collection_runs_green_in_newman_against_the_demo() {
             .cloned()
             .unwrap_or_else(|| panic!("no folder {name}"))
     };
-    // The secret is never in the file: only the variable.
+    // The local issuer's client secret and the API key are variables, left empty.
     assert!(!out.contains("demo-client-secret") && !out.contains("demo-partner-key"));
+    let vars = collection["variable"].as_array().unwrap();
+    for v in ["clientSecret", "apiKey_partners"] {
+        assert!(vars.iter().any(|x| x["key"] == v && x["value"] == ""), "{v}: {vars:?}");
+    }
     assert_eq!(folder("secure-orders")["item"][0]["request"]["auth"]["type"], "bearer");
     assert_eq!(folder("inventory-soap")["item"].as_array().unwrap().len(), 3, "{out}");
     assert!(collection["item"].as_array().unwrap().iter().all(|f| f["name"] != "drones-grpc"));
@@ -104,10 +108,56 @@ fn the_exported_collection_runs_green_in_newman_against_the_demo() {
             .and_then(|e| e["response"]["code"].as_u64())
             .unwrap_or_else(|| panic!("no execution of {name}:\n{said}"))
     };
-    // The local issuer's token (fetched by the collection's script) opens the secured route.
+    // The local issuer's token (fetched by the collection's script) opens the secured route,
+    // and the API key from the environment the intake.
     assert_eq!(code_of("GET /secure/orders"), 200, "{said}");
+    assert_eq!(code_of("POST /secure/orders"), 200, "{said}");
+    assert_eq!(code_of("publish an event"), 202, "{said}");
     // Example bodies from the schemas: the SOAP inventory and the transcoded gRPC service.
     assert_eq!(code_of("GetStock"), 200, "{said}");
+    assert_eq!(code_of("drone.v1.Telemetry.ListDrones"), 200, "{said}");
+    assert_eq!(code_of("drone.v1.Telemetry.ListDrones_2"), 200, "{said}");
+    // The service has no drone "1": NOT_FOUND, so the body was valid protobuf JSON (a bad one
+    // is a 400 before the call).
+    assert_eq!(code_of("drone.v1.Telemetry.GetStatus"), 404, "{said}");
+    assert_eq!(code_of("drone.v1.Telemetry.GetStatus_2"), 404, "{said}");
+    let bad_bodies: Vec<&str> = report["run"]["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["response"]["code"] == 400)
+        .map(|e| e["item"]["name"].as_str().unwrap_or(""))
+        .collect();
+    assert!(bad_bodies.is_empty(), "refused as malformed: {bad_bodies:?}\n{said}");
+    // Nothing but the unsigned webhook was refused for want of credentials.
+    for e in report["run"]["executions"].as_array().unwrap() {
+        let name = e["item"]["name"].as_str().unwrap_or("");
+        if e["response"]["code"] == 401 {
+            assert!(name.contains("unsigned"), "{name} got 401:\n{said}");
+        }
+    }
+    // --safe-only keeps only requests that change nothing.
+    let (code, out, err) = bridgehead(&[
+        "collection",
+        "export",
+        "-c",
+        demo,
+        "--base-url",
+        &gateway,
+        "--admin-url",
+        &admin,
+        "--safe-only",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let safe: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let methods: Vec<&str> = safe["item"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["item"].as_array().unwrap().iter())
+        .map(|i| i["request"]["method"].as_str().unwrap())
+        .collect();
+    assert!(methods.len() >= 8 && methods.iter().all(|m| *m == "GET"), "{methods:?}");
     assert!(said.contains("a refusal is problem+json"), "{said}");
     drop(child);
 }
