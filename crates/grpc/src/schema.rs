@@ -39,38 +39,34 @@ pub struct Schema {
     pub pool: DescriptorPool,
 }
 
+/// `files` compiled, imports resolved against `include`, then the bundled files and the
+/// well-known types.
+fn compiled(files: &[PathBuf], include: &[PathBuf]) -> Result<protox::Compiler, SchemaError> {
+    let mut chain = ChainFileResolver::new();
+    for dir in include {
+        chain.add(IncludeFileResolver::new(dir.clone()));
+    }
+    chain.add(bundled::Bundled);
+    chain.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_imports(true);
+    for f in files {
+        compiler.open_file(f).map_err(|e| SchemaError::Compile(compile_error(&e, f)))?;
+    }
+    Ok(compiler)
+}
+
 impl Schema {
     /// Compiles `.proto` files. `files` are paths (under one of `include`, or relative to it);
     /// imports resolve against `include`, then the bundled files and the well-known types.
     pub fn compile(files: &[PathBuf], include: &[PathBuf]) -> Result<Schema, SchemaError> {
-        let mut chain = ChainFileResolver::new();
-        for dir in include {
-            chain.add(IncludeFileResolver::new(dir.clone()));
-        }
-        chain.add(bundled::Bundled);
-        chain.add(GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(chain);
-        compiler.include_imports(true);
-        for f in files {
-            compiler.open_file(f).map_err(|e| SchemaError::Compile(compile_error(&e, f)))?;
-        }
-        Ok(Schema { pool: compiler.descriptor_pool() })
+        Ok(Schema { pool: compiled(files, include)?.descriptor_pool() })
     }
 
     /// The files on disk that compiling `files` reads (imports included; bundled and
     /// well-known files are not on disk): (import name, path), in import order.
     pub fn sources(files: &[PathBuf], include: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, SchemaError> {
-        let mut chain = ChainFileResolver::new();
-        for dir in include {
-            chain.add(IncludeFileResolver::new(dir.clone()));
-        }
-        chain.add(bundled::Bundled);
-        chain.add(GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(chain);
-        compiler.include_imports(true);
-        for f in files {
-            compiler.open_file(f).map_err(|e| SchemaError::Compile(compile_error(&e, f)))?;
-        }
+        let compiler = compiled(files, include)?;
         Ok(compiler.files().filter_map(|f| Some((f.name().to_owned(), f.path()?.to_owned()))).collect())
     }
 

@@ -199,38 +199,7 @@ async fn demo_starts_and_its_tour_works() {
     };
     let listening = wait_for(&|l| l.starts_with("listening on http://"));
     let listener_port = listening.rsplit(':').next().unwrap().trim().to_owned();
-    let child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--mock-port",
-            "0",
-            "--listener-port",
-            &listener_port,
-            "--grpc-port",
-            "0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let mut addr = |label: &str| -> String {
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.trim_start().strip_prefix(label) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("demo printed no {label} line");
-    };
-    let gateway = addr("gateway");
-    let admin = addr("admin");
-    let mock = addr("mock");
+    let Demo { child: _demo, mut lines, gateway, admin, mock } = Demo::start(&listener_port);
     // The printed sign command works as printed, and its token opens the protected route.
     let mut sign = String::new();
     for line in lines.by_ref() {
@@ -735,19 +704,23 @@ fn the_kubernetes_manifests_lint_and_validate_against_the_kubernetes_schemas() {
     let (ok, said) = validate(&broken);
     assert!(!ok && said.contains("replicas"), "{said}");
     // The config in the ConfigMap is one bridgehead accepts.
-    let extract =
-        "import sys, yaml\nprint(next(yaml.safe_load_all(open(sys.argv[1])))['data']['bridgehead.yaml'])";
-    let out = Command::new(&python).args(["-c", extract]).arg(&manifest).output().unwrap();
+    configmap_config_is_accepted(&python, &manifest, &dir.path().join("bridgehead.yaml"));
+}
+
+/// Checks with `config check` the config in the first ConfigMap of the manifests in `file`,
+/// written to `cfg`.
+fn configmap_config_is_accepted(python: &str, file: &Path, cfg: &Path) {
+    let extract = "import sys, yaml\nprint(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d['kind'] == 'ConfigMap')['data']['bridgehead.yaml'])";
+    let out = Command::new(python).args(["-c", extract]).arg(file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let cfg = dir.path().join("bridgehead.yaml");
-    std::fs::write(&cfg, &out.stdout).unwrap();
+    std::fs::write(cfg, &out.stdout).unwrap();
     let check = Command::new(BIN)
         .args(["config", "check"])
-        .arg(&cfg)
+        .arg(cfg)
         .env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..")
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(check.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&check.stdout));
 }
 
 #[test]
@@ -803,18 +776,7 @@ fn the_helm_chart_lints_renders_and_validates_and_its_config_is_accepted() {
         assert_eq!(text.contains("kind: ServiceMonitor\n"), extra.is_some(), "{name}");
         assert_eq!(text.contains("kind: NetworkPolicy\n"), extra.is_some(), "{name}");
         // The rendered config is one bridgehead accepts.
-        let extract = "import sys, yaml\nprint(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d['kind'] == 'ConfigMap')['data']['bridgehead.yaml'])";
-        let out = Command::new(&python).args(["-c", extract]).arg(&rendered).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let cfg = dir.path().join(format!("{name}-bridgehead.yaml"));
-        std::fs::write(&cfg, &out.stdout).unwrap();
-        let check = Command::new(BIN)
-            .args(["config", "check"])
-            .arg(&cfg)
-            .env("ADMIN_TOKEN", "a-token-of-32-characters-or-so..")
-            .output()
-            .unwrap();
-        assert!(check.status.success(), "{name}: {}", String::from_utf8_lossy(&check.stdout));
+        configmap_config_is_accepted(&python, &rendered, &dir.path().join(format!("{name}-bridgehead.yaml")));
     }
     // The chart refuses an admin listener on loopback (the probes could not reach it).
     let out = Command::new(&helm)

@@ -6,8 +6,7 @@
 //! Skipped only with BRIDGEHEAD_SKIP_NEWMAN=1 (scripts/test installs newman into target/npm and
 //! sets BRIDGEHEAD_NEWMAN).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::*;
 
@@ -22,27 +21,7 @@ fn the_exported_collection_runs_green_in_newman_against_the_demo() {
     );
     // Nothing listens on the webhook listener's port: deliveries are retried in the background.
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut child = Killed(
-        Command::new(BIN)
-            .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mock-port", "0"])
-            .args(["--grpc-port", "0", "--listener-port", &nobody])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let mut addr = |label: &str| -> String {
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.trim_start().strip_prefix(label) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("demo printed no {label} line");
-    };
-    let gateway = addr("gateway");
-    let admin = addr("admin");
+    let Demo { child, mut lines, gateway, admin, .. } = Demo::start(&nobody);
     // Keep reading the demo's output so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
 

@@ -124,3 +124,41 @@ pub fn python() -> Option<String> {
     );
     Some(python)
 }
+
+/// `bridgehead demo` on free ports, and what it printed: the gateway's, admin's and mock's
+/// URLs; `lines` goes on with the rest of its output.
+pub struct Demo {
+    pub child: Killed,
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    pub gateway: String,
+    pub admin: String,
+    pub mock: String,
+}
+
+impl Demo {
+    /// Starts the demo; its outbound webhook endpoint delivers to `listener_port`.
+    pub fn start(listener_port: &str) -> Demo {
+        use std::io::BufRead;
+        let mut child = Killed(
+            std::process::Command::new(BIN)
+                .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--mock-port", "0"])
+                .args(["--grpc-port", "0", "--listener-port", listener_port])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let mut addr = |label: &str| -> String {
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                if let Some(rest) = line.trim_start().strip_prefix(label) {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+            panic!("demo printed no {label} line");
+        };
+        let (gateway, admin, mock) = (addr("gateway"), addr("admin"), addr("mock"));
+        Demo { child, lines, gateway, admin, mock }
+    }
+}
