@@ -357,7 +357,9 @@ fn well_known(m: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.Int32Value" | "google.protobuf.UInt32Value" => {
             json!({ "type": ["integer", "null"] })
         }
-        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => json!({ "type": ["string", "null"] }),
+        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => {
+            json!({ "type": ["string", "null"], "format": "int64" })
+        }
         _ => return None,
     })
 }

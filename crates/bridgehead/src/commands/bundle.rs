@@ -17,7 +17,8 @@
 //! Protos and WSDLs are collected by what their compilers read, imports included, placed so
 //! that they resolve in the kit as here; the kit's config is loaded and its schemas compiled
 //! before the kit is finished. The kit is written beside `--out` and renamed into place, so a
-//! failure leaves nothing half-made. Not collected: the state database (the kit starts with
+//! failure leaves nothing half-made; an existing empty `--out` (a mount point) is written in
+//! place, and on failure the kit's own entries are removed from it again. Not collected: the state database (the kit starts with
 //! an empty one).
 
 use std::collections::BTreeMap;
@@ -34,6 +35,9 @@ const IMAGE_USER: u64 = 65532;
 /// Entries of the image layer carry this time (2024-01-01), so layers are reproducible.
 const LAYER_MTIME: u64 = 1_704_067_200;
 const UNIT: &str = include_str!("../../../../deploy/systemd/bridgehead.service");
+/// Everything `fill_kit` writes at the top of a kit.
+const KIT_ENTRIES: [&str; 7] =
+    ["bridgehead", "bridgehead.service", "bridgehead.1", "completions", "config", "image.tar", "SHA256SUMS"];
 
 #[derive(clap::Subcommand)]
 pub enum BundleCommand {
@@ -404,12 +408,10 @@ fn write_kit(config: &Path, out: &Path, binary: &Path, tag: &str, cli: clap::Com
     if out.exists() {
         let result = fill_kit(out, &text, &sites, &plan, &bin, arch, &loaded, tag, cli);
         if result.is_err() {
-            for e in std::fs::read_dir(out)?.flatten() {
-                let _ = if e.path().is_dir() {
-                    std::fs::remove_dir_all(e.path())
-                } else {
-                    std::fs::remove_file(e.path())
-                };
+            // Only what a kit holds: anything else that appeared meanwhile stays.
+            for name in KIT_ENTRIES {
+                let p = out.join(name);
+                let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
             }
         }
         return result;
@@ -639,12 +641,14 @@ fn write_image(
 
     let version = super::version::current();
     // SOURCE_DATE_EPOCH (reproducible builds) fixes the creation time, and with it the image id.
-    let created_at = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or_else(std::time::SystemTime::now, |t| {
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)
-        });
+    // Up to the last second of year 9999, which RFC 3339 can write.
+    let created_at = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => match v.parse::<u64>() {
+            Ok(t) if t <= 253_402_300_799 => std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+            _ => bail!("SOURCE_DATE_EPOCH={v:?} is not a Unix time up to the year 9999"),
+        },
+        Err(_) => std::time::SystemTime::now(),
+    };
     let created = humantime::format_rfc3339_seconds(created_at).to_string();
     let config = serde_json::json!({
         "architecture": arch,

@@ -11,10 +11,12 @@
 //! - other JWT and introspection authenticators: a bearer `{{token_NAME}}`.
 //!
 //! gRPC transcoding and SOAP routes expand to one request per operation with an example body
-//! made from the operation's JSON Schema. Their OpenAPI documents come from the running gateway
-//! (`GET /admin/grpc/{service}/openapi.json` on the admin listener, `GET {prefix}/openapi.json`
-//! on a SOAP route), so a schema learnt by reflection is covered too; without a gateway those
-//! routes get one request with an empty body and a warning.
+//! made from the operation's JSON Schema. gRPC documents come from the running gateway's admin
+//! listener (`GET /admin/grpc/{service}/openapi.json?route=NAME`), so a schema learnt by
+//! reflection is covered too; SOAP ones are made from the WSDL, else taken from the route's
+//! `GET {prefix}/openapi.json`. Without either, a route gets one request with an empty body
+//! and a warning. A JWT authenticator that reads another header or a cookie gets its token
+//! there.
 //!
 //! Every request carries tests: no server error (5xx), and any 4xx is `application/problem+json`
 //! with a `title` and the same `status`. Routes that match gRPC services as such are left out
@@ -58,9 +60,15 @@ pub fn run(cmd: CollectionCommand) -> anyhow::Result<ExitCode> {
     let c = &loaded.config;
     let base_url = base_url.unwrap_or_else(|| {
         let scheme = if c.server.tls.is_some() { "https" } else { "http" };
-        let addr = c.server.listen;
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-        format!("{scheme}://{host}:{}", addr.port())
+        let mut addr = c.server.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv6() {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            });
+        }
+        format!("{scheme}://{addr}")
     });
     let admin_url = admin_url.unwrap_or_else(|| format!("http://{}", c.admin.listen));
     let token = std::env::var("BRIDGEHEAD_ADMIN_TOKEN").ok();
@@ -190,8 +198,7 @@ if (pm.response.code >= 400) {
 /// The collection-level pre-request script: a client-credentials token from the local issuer,
 /// cached in the `localToken` variable until a minute before it expires.
 const LOCAL_TOKEN: &str = r#"var exp = Number(pm.collectionVariables.get("localTokenExpires") || 0);
-var usesLocal = pm.request.auth && pm.request.auth.type === "bearer"
-  && JSON.stringify(pm.request.auth.toJSON()).indexOf("localToken") >= 0;
+var usesLocal = !!pm.request.auth && JSON.stringify(pm.request.auth.toJSON()).indexOf("{{localToken}}") >= 0;
 if (usesLocal && !pm.variables.get("clientSecret")) {
   console.warn("set clientSecret (the local issuer's client secret) to call " + pm.info.requestName);
 } else if (usesLocal && (!pm.collectionVariables.get("localToken") || Date.now() > exp)) {
@@ -221,11 +228,6 @@ fn script(listen: &str, code: &str) -> Value {
 fn auth_for(c: &Config, names: &[String], vars: &mut Map<String, Value>) -> Option<Value> {
     for name in names {
         match c.authenticators.get(name)? {
-            Authenticator::Jwt(j) if j.issuer.as_deref() == Some("local") && c.oauth_server.is_some() => {
-                return Some(
-                    json!({ "type": "bearer", "bearer": [{ "key": "token", "value": "{{localToken}}", "type": "string" }] }),
-                );
-            }
             Authenticator::ApiKey(k) => {
                 let var = format!("apiKey_{name}");
                 vars.entry(var.clone()).or_insert(json!(""));
@@ -234,33 +236,30 @@ fn auth_for(c: &Config, names: &[String], vars: &mut Map<String, Value>) -> Opti
                     (None, Some(q)) => (q.clone(), "query"),
                     (None, None) => ("X-API-Key".to_owned(), "header"),
                 };
-                return Some(json!({ "type": "apikey", "apikey": [
-                    { "key": "key", "value": key, "type": "string" },
-                    { "key": "value", "value": format!("{{{{{var}}}}}"), "type": "string" },
-                    { "key": "in", "value": place, "type": "string" }
-                ] }));
+                return Some(apikey(&key, &format!("{{{{{var}}}}}"), place));
             }
-            Authenticator::Jwt(j) if j.header.is_some() || j.cookie.is_some() => {
-                // A token read from another header (or a cookie) than `Authorization`.
-                let var = format!("token_{name}");
-                vars.entry(var.clone()).or_insert(json!(""));
-                let (key, value) = match (&j.header, &j.cookie) {
-                    (Some(h), _) => (h.clone(), format!("{{{{{var}}}}}")),
-                    (None, Some(c)) => ("Cookie".to_owned(), format!("{c}={{{{{var}}}}}")),
-                    (None, None) => unreachable!(),
+            Authenticator::Jwt(j) => {
+                // The local issuer's token comes from the collection's script; others are
+                // variables.
+                let var = if j.issuer.as_deref() == Some("local") && c.oauth_server.is_some() {
+                    "localToken".to_owned()
+                } else {
+                    let var = format!("token_{name}");
+                    vars.entry(var.clone()).or_insert(json!(""));
+                    var
                 };
-                return Some(json!({ "type": "apikey", "apikey": [
-                    { "key": "key", "value": key, "type": "string" },
-                    { "key": "value", "value": value, "type": "string" },
-                    { "key": "in", "value": "header", "type": "string" }
-                ] }));
+                // Where the authenticator reads it: a header or a cookie instead of
+                // `Authorization: Bearer`.
+                return Some(match (&j.header, &j.cookie) {
+                    (Some(h), _) => apikey(h, &format!("{{{{{var}}}}}"), "header"),
+                    (None, Some(cookie)) => apikey("Cookie", &format!("{cookie}={{{{{var}}}}}"), "header"),
+                    (None, None) => bearer(&var),
+                });
             }
-            Authenticator::Jwt(_) | Authenticator::Introspection(_) => {
+            Authenticator::Introspection(_) => {
                 let var = format!("token_{name}");
                 vars.entry(var.clone()).or_insert(json!(""));
-                return Some(
-                    json!({ "type": "bearer", "bearer": [{ "key": "token", "value": format!("{{{{{var}}}}}"), "type": "string" }] }),
-                );
+                return Some(bearer(&var));
             }
             _ => {}
         }
@@ -268,8 +267,36 @@ fn auth_for(c: &Config, names: &[String], vars: &mut Map<String, Value>) -> Opti
     None
 }
 
+fn bearer(var: &str) -> Value {
+    json!({ "type": "bearer", "bearer": [{ "key": "token", "value": format!("{{{{{var}}}}}"), "type": "string" }] })
+}
+
+fn apikey(key: &str, value: &str, place: &str) -> Value {
+    json!({ "type": "apikey", "apikey": [
+        { "key": "key", "value": key, "type": "string" },
+        { "key": "value", "value": value, "type": "string" },
+        { "key": "in", "value": place, "type": "string" }
+    ] })
+}
+
 /// A Postman URL for `path` (`{id}` segments become `:id` path variables).
 fn url(path: &str) -> Value {
+    // A template with a pattern (`{name=shelves/*}`, `{path=**}`) may span segments: its
+    // pattern is written in, with `1` for each wildcard.
+    let mut expanded = String::new();
+    let mut rest = path;
+    while let Some(a) = rest.find('{') {
+        let Some(b) = rest[a..].find('}').map(|b| a + b) else { break };
+        let inner = &rest[a + 1..b];
+        expanded.push_str(&rest[..a]);
+        match inner.split_once('=') {
+            Some((_, pattern)) => expanded.push_str(&pattern.replace("**", "1").replace('*', "1")),
+            None => expanded.push_str(&rest[a..=b]),
+        }
+        rest = &rest[b + 1..];
+    }
+    expanded.push_str(rest);
+    let path = expanded.as_str();
     let mut variables = Vec::new();
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -398,6 +425,11 @@ fn example_of(doc: &Value, s: &Value, seen: &mut Vec<String>) -> Option<Value> {
                 if skip.contains(&k.as_str()) {
                     continue;
                 }
+                // A protobuf Any: a type the gateway knows without the schema.
+                if k == "@type" {
+                    out.insert(k.clone(), json!("type.googleapis.com/google.protobuf.Empty"));
+                    continue;
+                }
                 if let Some(v) = example(doc, v, seen) {
                     out.insert(k.clone(), v);
                 }
@@ -408,24 +440,63 @@ fn example_of(doc: &Value, s: &Value, seen: &mut Vec<String>) -> Option<Value> {
             Some(item) if !item.is_null() => json!([item]),
             _ => json!([]),
         },
-        // 1 when the bounds allow it (a type's full range is no example), else the minimum.
-        Some("integer" | "number") => {
-            let min = s.get("minimum").and_then(Value::as_f64).unwrap_or(f64::MIN);
-            let max = s.get("maximum").and_then(Value::as_f64).unwrap_or(f64::MAX);
-            if (min..=max).contains(&1.0) { json!(1) } else { s.get("minimum").cloned().unwrap_or(json!(1)) }
-        }
+        Some("integer" | "number") => number_example(s),
         Some("boolean") => json!(true),
-        Some("string") => match s.get("format").and_then(Value::as_str) {
-            Some("date-time") => json!("2026-01-01T00:00:00Z"),
-            Some("date") => json!("2026-01-01"),
-            Some("byte") => json!("AA=="),
-            Some("int64" | "uint64") => json!("1"),
-            // A protobuf Duration's pattern.
-            _ if s.get("pattern").and_then(Value::as_str).is_some_and(|p| p.ends_with("s$")) => json!("1s"),
-            _ => json!("A-1"),
-        },
+        Some("string") => json!(string_example(s)),
         _ => Value::Null,
     })
+}
+
+/// 1 when the bounds allow it (a type's full range is no example), else the lowest value they
+/// allow.
+fn number_example(s: &Value) -> Value {
+    let bound = |k: &str| s.get(k).and_then(Value::as_f64);
+    let (min, xmin) = (bound("minimum"), bound("exclusiveMinimum"));
+    let (max, xmax) = (bound("maximum"), bound("exclusiveMaximum"));
+    let fits = |v: f64| {
+        min.is_none_or(|m| v >= m)
+            && xmin.is_none_or(|m| v > m)
+            && max.is_none_or(|m| v <= m)
+            && xmax.is_none_or(|m| v < m)
+    };
+    if fits(1.0) {
+        return json!(1);
+    }
+    let low = match (min, xmin) {
+        (Some(m), _) if fits(m) => m,
+        (_, Some(m)) if fits(m.floor() + 1.0) => m.floor() + 1.0,
+        _ => return json!(0),
+    };
+    if low.fract() == 0.0 && low.abs() < 9.0e15 { json!(low as i64) } else { json!(low) }
+}
+
+/// A string its schema accepts: by format, encoding and the patterns the gateway's documents
+/// use, then fitted to the length bounds.
+fn string_example(s: &Value) -> String {
+    let pattern = s.get("pattern").and_then(Value::as_str).unwrap_or("");
+    let mut v = match s.get("format").and_then(Value::as_str) {
+        Some("date-time") => "2026-01-01T00:00:00Z",
+        Some("date") => "2026-01-01",
+        Some("time") => "12:00:00",
+        Some("duration") => "PT1S",
+        Some("byte") => "AA==",
+        Some("int64" | "uint64") => "1",
+        _ if s.get("contentEncoding").and_then(Value::as_str) == Some("base64") => "AA==",
+        // A protobuf Duration, hex binary, an integer as a string.
+        _ if pattern.ends_with("s$") => "1s",
+        _ if pattern.contains("[0-9a-fA-F]") => "0A",
+        _ if pattern.contains("[0-9]+$") => "1",
+        _ => "A-1",
+    }
+    .to_owned();
+    let count = |k: &str| s.get(k).and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok());
+    if let Some(min) = count("minLength").filter(|m| v.chars().count() < *m) {
+        v = "A".repeat(min.min(4096));
+    }
+    if let Some(max) = count("maxLength").filter(|m| v.chars().count() > *m) {
+        v = v.chars().take(max).collect();
+    }
+    v
 }
 
 /// One request per operation of an OpenAPI document.
@@ -543,4 +614,87 @@ pub fn export(
         "event": events,
         "variable": vars.into_iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(schema: Value) -> Value {
+        example(&json!({}), &schema, &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn examples_fit_their_schemas() {
+        assert_eq!(ex(json!({"type": "string", "format": "int64"})), "1");
+        assert_eq!(ex(json!({"type": ["string", "null"], "format": "int64"})), "1");
+        assert_eq!(ex(json!({"type": "string", "contentEncoding": "base64"})), "AA==");
+        assert_eq!(ex(json!({"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"})), "0A");
+        assert_eq!(ex(json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$"})), "1s");
+        assert_eq!(ex(json!({"type": "string", "format": "time"})), "12:00:00");
+        assert_eq!(ex(json!({"type": "string", "format": "duration"})), "PT1S");
+        assert_eq!(ex(json!({"type": "string", "minLength": 5})), "AAAAA");
+        assert_eq!(ex(json!({"type": "string", "maxLength": 2})), "A-");
+        assert_eq!(ex(json!({"type": "integer", "minimum": -2147483648, "maximum": 2147483647})), 1);
+        assert_eq!(ex(json!({"type": "integer", "minimum": 10})), 10);
+        assert_eq!(ex(json!({"type": "integer", "exclusiveMinimum": 1})), 2);
+        assert_eq!(ex(json!({"type": "number", "exclusiveMaximum": 1, "minimum": 0})), 0);
+        assert_eq!(ex(json!({"enum": ["B", "C"]})), "B");
+        // One member of a oneof; an Any names a type the gateway knows.
+        let got =
+            ex(json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+            "x-oneofs": [{"oneof": "x", "fields": ["a", "b"]}]}));
+        assert_eq!(got, json!({"a": "A-1"}));
+        let any = ex(json!({"type": "object", "properties": {"@type": {"type": "string"}}}));
+        assert_eq!(any["@type"], "type.googleapis.com/google.protobuf.Empty");
+        // allOf members are merged.
+        let got = ex(json!({"allOf": [{"type": "object", "properties": {"a": {"type": "boolean"}}},
+            {"type": "object", "properties": {"b": {"type": "boolean"}}}]}));
+        assert_eq!(got, json!({"a": true, "b": true}));
+    }
+
+    #[test]
+    fn self_referencing_schemas_stop_at_the_repetition() {
+        let doc = json!({"components": {"schemas": {"Node": {"type": "object", "properties": {
+            "name": {"type": "string"},
+            "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+            "parent": {"$ref": "#/components/schemas/Node"}
+        }}}}});
+        let got = example(&doc, &json!({"$ref": "#/components/schemas/Node"}), &mut Vec::new()).unwrap();
+        assert_eq!(got, json!({"name": "A-1", "children": []}));
+    }
+
+    #[test]
+    fn auth_goes_where_each_authenticator_reads_it() {
+        let yaml = "oauth_server:\n  issuer: https://gw.example\n  clients: [{ client_id: svc, secret_sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", grants: [client_credentials] }]\nauthenticators:\n  local: { jwt: { issuer: local, header: X-Token } }\n  idp: { jwt: { jwks_url: \"https://idp.example/jwks\", cookie: session } }\n  keys: { api_key: { query: key, from_state: true } }\n  intro: { introspection: { url: \"https://idp.example/introspect\", client_id: a, client_secret: b } }\n";
+        let loaded = bridgehead_config::load_str(
+            yaml,
+            std::path::Path::new("t.yaml"),
+            std::path::Path::new("."),
+            &bridgehead_config::MapResolver::default(),
+        )
+        .unwrap();
+        let c = &loaded.config;
+        let mut vars = Map::new();
+        let mut auth = |name: &str| auth_for(c, &[name.to_owned()], &mut vars).unwrap();
+        assert_eq!(auth("local"), apikey("X-Token", "{{localToken}}", "header"));
+        assert_eq!(auth("idp"), apikey("Cookie", "session={{token_idp}}", "header"));
+        assert_eq!(auth("keys"), apikey("key", "{{apiKey_keys}}", "query"));
+        assert_eq!(auth("intro"), bearer("token_intro"));
+        assert!(
+            vars.contains_key("token_idp")
+                && vars.contains_key("apiKey_keys")
+                && !vars.contains_key("localToken")
+        );
+    }
+
+    #[test]
+    fn path_templates_become_variables_or_values() {
+        let u = url("/v1/drones/{drone_id}/track");
+        assert_eq!(u["raw"], "{{baseUrl}}/v1/drones/:drone_id/track");
+        assert_eq!(u["variable"][0]["key"], "drone_id");
+        assert_eq!(url("/v1/{name=shelves/*}/books/{b}")["raw"], "{{baseUrl}}/v1/shelves/1/books/:b");
+        assert_eq!(url("/files/{path=**}")["raw"], "{{baseUrl}}/files/1");
+        assert_eq!(url("/v1/drones/{id}:command")["raw"], "{{baseUrl}}/v1/drones/1:command");
+    }
 }

@@ -96,8 +96,8 @@ fn the_exported_collection_runs_green_in_newman_against_the_demo() {
     assert_eq!(code_of("GetStock"), 200, "{said}");
     assert_eq!(code_of("drone.v1.Telemetry.ListDrones"), 200, "{said}");
     assert_eq!(code_of("drone.v1.Telemetry.ListDrones_2"), 200, "{said}");
-    // The service has no drone "1": NOT_FOUND, so the body was valid protobuf JSON (a bad one
-    // is a 400 before the call).
+    // The service has no drone "1": NOT_FOUND from the service itself (GetStatus_2 posts a
+    // generated body: a malformed one is a 400 before the call).
     assert_eq!(code_of("drone.v1.Telemetry.GetStatus"), 404, "{said}");
     assert_eq!(code_of("drone.v1.Telemetry.GetStatus_2"), 404, "{said}");
     let bad_bodies: Vec<&str> = report["run"]["executions"]
