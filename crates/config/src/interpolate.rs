@@ -116,6 +116,24 @@ pub fn resolve(s: &str, resolver: &dyn Resolver) -> Result<String, String> {
     Ok(out)
 }
 
+/// The paths of the `${file:…}` references in `s`, found exactly as [`resolve`] finds them
+/// (for tools that carry a config's files elsewhere).
+pub fn file_references(s: &str) -> Vec<String> {
+    struct Recorder(std::cell::RefCell<Vec<String>>);
+    impl Resolver for Recorder {
+        fn env(&self, _: &str) -> Option<String> {
+            Some(String::new())
+        }
+        fn file(&self, path: &str) -> Result<String, String> {
+            self.0.borrow_mut().push(path.to_owned());
+            Ok(String::new())
+        }
+    }
+    let recorder = Recorder(Default::default());
+    let _ = resolve(s, &recorder);
+    recorder.0.into_inner()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

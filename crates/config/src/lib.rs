@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use error::{BuildError, Diagnostic, Diagnostics, Pos};
-pub use interpolate::{MapResolver, Resolver, SystemResolver};
+pub use interpolate::{MapResolver, Resolver, SystemResolver, file_references};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};
 pub use validate::{check_endpoint_url, check_event_type, check_oauth_client, check_target_url};
@@ -75,6 +75,95 @@ impl LoadedConfig {
             }
         }
         v
+    }
+}
+
+/// What a file the config names is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// A certificate (chain) the gateway presents: to clients (`server`) or to upstreams.
+    ServerCertificate,
+    ClientCertificate,
+    /// CA certificates the gateway trusts.
+    Ca,
+    PrivateKey,
+    /// JWKS, public keys, JSON Schemas, descriptor sets.
+    Other,
+}
+
+/// A file named by the typed config (not by `${file:…}`, protos or WSDLs, whose own imports
+/// only their compilers know).
+#[derive(Debug, Clone)]
+pub struct NamedFile<'a> {
+    /// The key path that names it (`upstreams.billing.tls.ca`).
+    pub key: String,
+    pub role: FileRole,
+    /// As written (relative to the config file's directory unless absolute).
+    pub path: &'a Path,
+}
+
+impl Config {
+    /// Every file the typed config names, in a stable order: the one list that tools reading a
+    /// config's files (the certificate-expiry metric, `bridgehead bundle`) share.
+    pub fn named_files(&self) -> Vec<NamedFile<'_>> {
+        fn add<'a>(out: &mut Vec<NamedFile<'a>>, key: String, role: FileRole, path: Option<&'a PathBuf>) {
+            if let Some(p) = path {
+                out.push(NamedFile { key, role, path: p.as_path() });
+            }
+        }
+        use FileRole::*;
+        let mut out = Vec::new();
+        if let Some(tls) = &self.server.tls {
+            add(&mut out, "server.tls.cert".into(), ServerCertificate, Some(&tls.cert));
+            add(&mut out, "server.tls.key".into(), PrivateKey, Some(&tls.key));
+            add(&mut out, "server.tls.client_ca".into(), Ca, tls.client_ca.as_ref());
+        }
+        for (name, u) in &self.upstreams {
+            if let Some(tls) = &u.tls {
+                add(&mut out, format!("upstreams.{name}.tls.ca"), Ca, tls.ca.as_ref());
+                add(&mut out, format!("upstreams.{name}.tls.cert"), ClientCertificate, tls.cert.as_ref());
+                add(&mut out, format!("upstreams.{name}.tls.key"), PrivateKey, tls.key.as_ref());
+            }
+            if let Some(Credentials::Oauth2ClientCredentials(o)) = &u.credentials {
+                let key = format!("upstreams.{name}.credentials.oauth2_client_credentials.ca");
+                add(&mut out, key, Ca, o.ca.as_ref());
+            }
+        }
+        for (name, a) in &self.authenticators {
+            match a {
+                Authenticator::Jwt(j) => {
+                    add(
+                        &mut out,
+                        format!("authenticators.{name}.jwt.jwks_file"),
+                        Other,
+                        j.jwks_file.as_ref(),
+                    );
+                    let key = format!("authenticators.{name}.jwt.public_key_file");
+                    add(&mut out, key, Other, j.public_key_file.as_ref());
+                    add(&mut out, format!("authenticators.{name}.jwt.ca"), Ca, j.ca.as_ref());
+                }
+                Authenticator::Introspection(i) => {
+                    add(&mut out, format!("authenticators.{name}.introspection.ca"), Ca, i.ca.as_ref());
+                }
+                _ => {}
+            }
+        }
+        for (name, t) in &self.webhooks.event_types {
+            add(&mut out, format!("webhooks.event_types.{name}.schema"), Other, t.schema.as_ref());
+        }
+        for (i, w) in self.webhooks.inbound.iter().enumerate() {
+            add(&mut out, format!("webhooks.inbound[{i}].schema"), Other, w.schema.as_ref());
+            for (t, s) in w.schemas.iter().flat_map(|s| s.types.iter()) {
+                add(&mut out, format!("webhooks.inbound[{i}].schemas.types.{t}"), Other, Some(s));
+            }
+        }
+        for (name, svc) in &self.grpc.services {
+            if let Some(set) = &svc.descriptors.descriptor_set {
+                let key = format!("grpc.services.{name}.descriptors.descriptor_set");
+                out.push(NamedFile { key, role: Other, path: Path::new(set) });
+            }
+        }
+        out
     }
 }
 

@@ -9,51 +9,27 @@
 //! series nobody acts on). A file that cannot be read or parsed is skipped here: building the
 //! TLS setup from it reports the error with its key.
 
-use bridgehead_config::{Authenticator, Credentials, LoadedConfig};
+use bridgehead_config::{FileRole, LoadedConfig};
 use bridgehead_http::metrics::{CertificateLabels, Metrics};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 /// Every certificate file in the config: (key path, kind, path as written).
 fn files(loaded: &LoadedConfig) -> Vec<(String, &'static str, &std::path::Path)> {
-    let c = &loaded.config;
-    let mut out = Vec::new();
-    if let Some(tls) = &c.server.tls {
-        out.push(("server.tls.cert".to_owned(), "server", tls.cert.as_path()));
-        if let Some(ca) = &tls.client_ca {
-            out.push(("server.tls.client_ca".to_owned(), "ca", ca.as_path()));
-        }
-    }
-    for (name, u) in &c.upstreams {
-        if let Some(tls) = &u.tls {
-            if let Some(cert) = &tls.cert {
-                out.push((format!("upstreams.{name}.tls.cert"), "client", cert.as_path()));
-            }
-            if let Some(ca) = &tls.ca {
-                out.push((format!("upstreams.{name}.tls.ca"), "ca", ca.as_path()));
-            }
-        }
-        if let Some(Credentials::Oauth2ClientCredentials(o)) = &u.credentials
-            && let Some(ca) = &o.ca
-        {
-            out.push((
-                format!("upstreams.{name}.credentials.oauth2_client_credentials.ca"),
-                "ca",
-                ca.as_path(),
-            ));
-        }
-    }
-    for (name, a) in &c.authenticators {
-        let ca = match a {
-            Authenticator::Jwt(j) => j.ca.as_ref().map(|ca| ("jwt", ca)),
-            Authenticator::Introspection(i) => i.ca.as_ref().map(|ca| ("introspection", ca)),
-            _ => None,
-        };
-        if let Some((kind, ca)) = ca {
-            out.push((format!("authenticators.{name}.{kind}.ca"), "ca", ca.as_path()));
-        }
-    }
-    out
+    loaded
+        .config
+        .named_files()
+        .into_iter()
+        .filter_map(|f| {
+            let kind = match f.role {
+                FileRole::ServerCertificate => "server",
+                FileRole::ClientCertificate => "client",
+                FileRole::Ca => "ca",
+                FileRole::PrivateKey | FileRole::Other => return None,
+            };
+            Some((f.key, kind, f.path))
+        })
+        .collect()
 }
 
 /// The subject and notAfter (Unix seconds) of one DER certificate.

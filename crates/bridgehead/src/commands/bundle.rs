@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use bridgehead_config::{Authenticator, Credentials, LoadedConfig};
+use bridgehead_config::LoadedConfig;
 
 /// Where the config sits in the image, and the user the image runs as.
 const IMAGE_CONFIG_DIR: &str = "etc/bridgehead";
@@ -161,77 +161,17 @@ fn canonical(loaded: &LoadedConfig, key: &str, written: &str) -> anyhow::Result<
     source.canonicalize().with_context(|| format!("{key}: cannot read {}", source.display()))
 }
 
-/// Plans every file the config names: by the typed config (so that no key the loader reads is
-/// missed by a list kept elsewhere), by `${file:…}` references in the text, and for protos and
-/// WSDLs by what their compilers actually read (imports included).
+/// Plans every file the config names: by the typed config (`Config::named_files`), by
+/// `${file:…}` references in the text, and for protos and WSDLs by what their compilers
+/// actually read (imports included).
 fn plan(loaded: &LoadedConfig, sites: &[bridgehead_config::ScalarSite]) -> anyhow::Result<Plan> {
     let c = &loaded.config;
-    let mut files: Vec<(String, String)> = Vec::new();
-    let mut file = |key: String, p: &Path| files.push((key, p.display().to_string()));
-    if let Some(tls) = &c.server.tls {
-        file("server.tls.cert".into(), &tls.cert);
-        file("server.tls.key".into(), &tls.key);
-        if let Some(ca) = &tls.client_ca {
-            file("server.tls.client_ca".into(), ca);
-        }
-    }
-    for (name, u) in &c.upstreams {
-        if let Some(tls) = &u.tls {
-            for (k, v) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
-                if let Some(p) = v {
-                    file(format!("upstreams.{name}.tls.{k}"), p);
-                }
-            }
-        }
-        if let Some(Credentials::Oauth2ClientCredentials(o)) = &u.credentials
-            && let Some(ca) = &o.ca
-        {
-            file(format!("upstreams.{name}.credentials.oauth2_client_credentials.ca"), ca);
-        }
-    }
-    for (name, a) in &c.authenticators {
-        match a {
-            Authenticator::Jwt(j) => {
-                for (k, v) in
-                    [("jwks_file", &j.jwks_file), ("public_key_file", &j.public_key_file), ("ca", &j.ca)]
-                {
-                    if let Some(p) = v {
-                        file(format!("authenticators.{name}.jwt.{k}"), p);
-                    }
-                }
-            }
-            Authenticator::Introspection(i) => {
-                if let Some(ca) = &i.ca {
-                    file(format!("authenticators.{name}.introspection.ca"), ca);
-                }
-            }
-            _ => {}
-        }
-    }
-    for (name, t) in &c.webhooks.event_types {
-        if let Some(s) = &t.schema {
-            file(format!("webhooks.event_types.{name}.schema"), s);
-        }
-    }
-    for (i, w) in c.webhooks.inbound.iter().enumerate() {
-        if let Some(s) = &w.schema {
-            file(format!("webhooks.inbound[{i}].schema"), s);
-        }
-        for (t, s) in w.schemas.iter().flat_map(|s| s.types.iter()) {
-            file(format!("webhooks.inbound[{i}].schemas.types.{t}"), s);
-        }
-    }
-    for (name, svc) in &c.grpc.services {
-        if let Some(set) = &svc.descriptors.descriptor_set {
-            file(format!("grpc.services.{name}.descriptors.descriptor_set"), Path::new(set));
-        }
-    }
     let mut plan = Plan::default();
-    for (key, written) in files {
-        plan.file(loaded, &key, &written, false)?;
+    for f in c.named_files() {
+        plan.file(loaded, &f.key, &f.path.display().to_string(), false)?;
     }
     for site in sites {
-        for written in file_references(&site.raw) {
+        for written in bridgehead_config::file_references(&site.raw) {
             plan.file(loaded, &site.path, &written, true)?;
         }
     }
@@ -244,22 +184,6 @@ fn plan(loaded: &LoadedConfig, sites: &[bridgehead_config::ScalarSite]) -> anyho
         }
     }
     Ok(plan)
-}
-
-/// The paths of the `${file:…}` references in a scalar as written (`$${` is a literal `${`).
-fn file_references(raw: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while let Some(at) = rest.find("${") {
-        let escaped = rest[..at].ends_with('$');
-        let after = &rest[at + 2..];
-        let Some(end) = after.find('}') else { break };
-        if !escaped && let Some(path) = after[..end].strip_prefix("file:") {
-            out.push(path.to_owned());
-        }
-        rest = &after[end + 1..];
-    }
-    out
 }
 
 /// Replaces `${file:FROM}` by `${file:TO}` where it is a reference (not after `$`).
@@ -526,11 +450,7 @@ fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
 }
 
 fn header(size: u64, mode: u32, uid: u64, kind: tar::EntryType) -> tar::Header {
@@ -589,14 +509,9 @@ fn exposed_ports(loaded: &LoadedConfig) -> serde_json::Value {
     serde_json::Value::Object(ports)
 }
 
-fn write_image(
-    out: &Path,
-    bin: &[u8],
-    arch: &str,
-    conf_dir: &Path,
-    loaded: &LoadedConfig,
-    tag: &str,
-) -> anyhow::Result<()> {
+/// The image's one layer, and the environment it needs: the binary, the config, a passwd
+/// entry for the non-root user, the CA bundle, the state directory.
+fn layer(bin: &[u8], conf_dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let mut layer = tar::Builder::new(Vec::new());
     add_file(&mut layer, "bridgehead", bin, 0o755, 0)?;
     add_dir(&mut layer, "etc", 0o755, 0)?;
@@ -636,7 +551,18 @@ fn write_image(
     add_dir(&mut layer, "var", 0o755, 0)?;
     add_dir(&mut layer, "var/lib", 0o755, 0)?;
     add_dir(&mut layer, "var/lib/bridgehead", 0o700, IMAGE_USER)?;
-    let layer = layer.into_inner()?;
+    Ok((layer.into_inner()?, env))
+}
+
+fn write_image(
+    out: &Path,
+    bin: &[u8],
+    arch: &str,
+    conf_dir: &Path,
+    loaded: &LoadedConfig,
+    tag: &str,
+) -> anyhow::Result<()> {
+    let (layer, env) = layer(bin, conf_dir)?;
     let layer_digest = sha256_hex(&layer);
 
     let version = super::version::current();

@@ -105,16 +105,9 @@ async fn fetch_documents(
                 loaded.resolve_path(std::path::Path::new(&svc.wsdl)).to_string_lossy().into_owned()
             };
             let doc = async {
-                let defs =
-                    bridgehead_soap::service::load_any(&location, std::time::Duration::from_secs(10)).await?;
-                let port = defs.port(svc.port.as_deref()).map_err(|e| e.0)?;
-                let mapper = bridgehead_soap::mapping::Mapper::new(port.schemas.clone());
-                Ok::<_, String>(bridgehead_soap::openapi::document(
-                    &port,
-                    &mapper,
-                    prefix,
-                    &port.info.service,
-                ))
+                let timeout = std::time::Duration::from_secs(10);
+                let (port, mapper) = super::soap::load_port(&location, svc.port.as_deref(), timeout).await?;
+                anyhow::Ok(bridgehead_soap::openapi::document(&port, &mapper, prefix, &port.info.service))
             };
             // Else the document the route itself serves (its WSDL may have come from a URL
             // only the gateway reaches, or from its state store).

@@ -190,8 +190,18 @@ pub fn run(cmd: SoapCommand) -> anyhow::Result<ExitCode> {
 async fn load(
     w: &WsdlArgs,
 ) -> anyhow::Result<(bridgehead_soap::wsdl::Port, bridgehead_soap::mapping::Mapper)> {
-    let defs = bridgehead_soap::service::load_any(&w.wsdl, w.max_time).await.map_err(|e| anyhow!(e))?;
-    let port = defs.port(w.port.as_deref()).map_err(|e| anyhow!(e.0))?;
+    load_port(&w.wsdl, w.port.as_deref(), w.max_time).await
+}
+
+/// A WSDL's port (`port`, or the first with a SOAP binding) and its JSON mapping, from a file
+/// or a URL.
+pub(super) async fn load_port(
+    location: &str,
+    port: Option<&str>,
+    max_time: Duration,
+) -> anyhow::Result<(bridgehead_soap::wsdl::Port, bridgehead_soap::mapping::Mapper)> {
+    let defs = bridgehead_soap::service::load_any(location, max_time).await.map_err(|e| anyhow!(e))?;
+    let port = defs.port(port).map_err(|e| anyhow!(e.0))?;
     let mapper = bridgehead_soap::mapping::Mapper::new(port.schemas.clone());
     Ok((port, mapper))
 }

@@ -17,14 +17,6 @@ fn shipped_binary() -> String {
     std::env::var("BRIDGEHEAD_STATIC_BINARY").unwrap_or_else(|_| BIN.to_owned())
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    (
-        out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    )
-}
-
 /// A project whose config names files in every way: beside it, by absolute path elsewhere,
 /// and through `${file:…}`.
 fn project(upstream: &str) -> (tempfile::TempDir, tempfile::TempDir) {

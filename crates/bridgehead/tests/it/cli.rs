@@ -620,29 +620,15 @@ fn the_static_binary_needs_no_shared_library_and_runs_alone() {
     let dir = tempfile::tempdir().unwrap();
     let alone = dir.path().join("bridgehead");
     std::fs::copy(&bin, &alone).unwrap();
-    let out = Command::new(&alone)
-        .args(["version", "--output", "json"])
-        .env_clear()
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alone_run = |args: &[&str]| run(Command::new(&alone).args(args).env_clear().current_dir(dir.path()));
+    let (ok, out) = alone_run(&["version", "--output", "json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["static_binary"].as_bool(), v["profile"].as_str()), (Some(true), Some("release")), "{v:#}");
     assert_eq!(v["target"], "x86_64-unknown-linux-gnu");
     std::fs::write(dir.path().join("b.yaml"), "upstreams:\n  u:\n    targets: [{ url: \"http://127.0.0.1:9\" }]\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u }\n").unwrap();
-    let out = Command::new(&alone)
-        .args(["config", "check", "b.yaml"])
-        .env_clear()
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) = alone_run(&["config", "check", "b.yaml"]);
+    assert!(ok, "{out}");
 }
 
 #[test]

@@ -8,6 +8,13 @@ pub use bridgehead_testkit::*;
 /// The built `bridgehead` binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_bridgehead");
 
+/// Runs a command to its end: whether it succeeded, and its stdout then stderr.
+pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// Runs the binary; returns (exit code, stdout, stderr).
 pub fn bridgehead(args: &[&str]) -> (i32, String, String) {
     bridgehead_stdin(args, "")
