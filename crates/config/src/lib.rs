@@ -26,7 +26,9 @@ pub use error::{BuildError, Diagnostic, Diagnostics, Pos};
 pub use interpolate::{MapResolver, Resolver, SystemResolver, file_references};
 pub use model::*;
 pub use units::{ByteSize, HumanDuration, REDACTED, Rate, Secret};
-pub use validate::{check_endpoint_url, check_event_type, check_oauth_client, check_target_url};
+pub use validate::{
+    check_collector_url, check_endpoint_url, check_event_type, check_oauth_client, check_target_url,
+};
 pub use yaml::{ScalarSite, scalar_sites};
 
 /// The commented starter config written by `bridgehead init`.
@@ -117,6 +119,11 @@ impl Config {
             add(&mut out, "server.tls.cert".into(), ServerCertificate, Some(&tls.cert));
             add(&mut out, "server.tls.key".into(), PrivateKey, Some(&tls.key));
             add(&mut out, "server.tls.client_ca".into(), Ca, tls.client_ca.as_ref());
+        }
+        if let Some(tls) = self.telemetry.traces.as_ref().and_then(|t| t.tls.as_ref()) {
+            add(&mut out, "telemetry.traces.tls.ca".into(), Ca, tls.ca.as_ref());
+            add(&mut out, "telemetry.traces.tls.cert".into(), ClientCertificate, tls.cert.as_ref());
+            add(&mut out, "telemetry.traces.tls.key".into(), PrivateKey, tls.key.as_ref());
         }
         for (name, u) in &self.upstreams {
             if let Some(tls) = &u.tls {

@@ -46,6 +46,101 @@ pub struct Config {
     /// SOAP services read from their WSDL, for routes that expose them as JSON (`soap`).
     #[serde(default)]
     pub soap: Soap,
+    /// What the gateway reports about itself to other systems: OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// Telemetry sent to a collector.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// OpenTelemetry traces, exported with OTLP. Absent: off, at no cost (a client's
+    /// `traceparent` then passes through to the upstream untouched).
+    #[serde(default)]
+    pub traces: Option<Traces>,
+}
+
+/// Trace export (OTLP) and sampling. `endpoint`, `protocol`, `headers`, `compression`, `tls`
+/// and the queue settings are fixed at start (a reload that changes them says so);
+/// `sample_ratio` and `parent_based` take effect on reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Traces {
+    /// The collector's base URL (`http://127.0.0.1:4318` for OTLP/HTTP, `:4317` for gRPC). With
+    /// `http/protobuf`, spans are posted to `{endpoint}/v1/traces` (a path in the endpoint is
+    /// kept as a prefix); with `grpc`, the URL has no path.
+    pub endpoint: String,
+    /// `http/protobuf` (default) or `grpc`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export (a collector's API key: use `${env:…}` or `${file:…}`).
+    /// Never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// `none` (default) or `gzip`.
+    #[serde(default)]
+    pub compression: OtlpCompression,
+    /// The share of new traces recorded, 0.0 to 1.0.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// A request that comes with a W3C `traceparent` is recorded exactly when its caller
+    /// recorded it (the sampled flag), whatever `sample_ratio` says.
+    #[serde(default = "default_true")]
+    pub parent_based: bool,
+    /// TLS toward an `https://` collector.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// The most spans waiting for export; more are dropped and counted in
+    /// `bridgehead_telemetry_spans_total{result="dropped_queue_full"}`.
+    #[serde(default = "default_span_queue")]
+    pub max_queue: usize,
+    /// The most spans in one export request.
+    #[serde(default = "default_span_batch")]
+    pub max_batch: usize,
+    /// How long spans wait for a batch to fill before they are sent anyway.
+    #[serde(default = "default_export_interval")]
+    pub interval: HumanDuration,
+    /// The longest one export request may take.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_span_queue() -> usize {
+    2048
+}
+fn default_span_batch() -> usize {
+    512
+}
+fn default_export_interval() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_export_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OtlpProtocol {
+    /// OTLP over HTTP: protobuf bodies posted to `{endpoint}/v1/traces`.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP over gRPC: `TraceService/Export` (HTTP/2; h2c for `http://`).
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// Compression of export requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    #[default]
+    None,
+    Gzip,
 }
 
 /// SOAP services.
@@ -817,7 +912,7 @@ fn default_queue() -> usize {
 }
 
 /// TLS toward an upstream's `https://` targets. The system roots are always trusted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// PEM bundle of CA certificates trusted in addition to the system roots (the customer's

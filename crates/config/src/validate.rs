@@ -37,7 +37,73 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     outbound_webhooks(config, &mut p);
     grpc_services(config, &mut p);
     soap_services(config, &mut p);
+    telemetry(config, &mut p);
     p
+}
+
+/// `telemetry.traces`: a collector URL the protocol can use, a ratio, export headers, limits.
+fn telemetry(c: &Config, p: &mut Vec<Problem>) {
+    let Some(t) = &c.telemetry.traces else { return };
+    let base = "telemetry.traces";
+    let key = |k: &str| join_key(base, k);
+    match check_collector_url(&t.endpoint, t.protocol) {
+        Ok(uri) => {
+            if uri.scheme_str() == Some("http") && t.tls.is_some() {
+                push(p, key("tls"), "is for an https:// endpoint; this one is http://");
+            }
+        }
+        Err(e) => push(p, key("endpoint"), e),
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        push(p, key("sample_ratio"), format!("{} is not between 0.0 and 1.0", t.sample_ratio));
+    }
+    for (name, value) in &t.headers {
+        let hk = join_key(&key("headers"), name);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(p, hk, "is not a valid header name");
+        } else if http::HeaderValue::from_str(value.expose()).is_err() {
+            // The value is a secret: the problem says what is wrong, not what it is.
+            push(p, hk, "has a value that is not a valid header value (control characters or non-ASCII)");
+        } else if matches!(
+            name.to_ascii_lowercase().as_str(),
+            "content-type" | "content-encoding" | "content-length" | "te" | "host"
+        ) {
+            push(p, hk, "is set by the exporter itself");
+        }
+    }
+    if t.max_queue == 0 {
+        push(p, key("max_queue"), "must be more than 0");
+    }
+    if t.max_batch == 0 || t.max_batch > t.max_queue {
+        push(p, key("max_batch"), format!("must be between 1 and max_queue ({})", t.max_queue));
+    }
+    for (name, d) in [("interval", t.interval), ("timeout", t.timeout)] {
+        if d.get().is_zero() {
+            push(p, key(name), "must be greater than 0");
+        }
+    }
+}
+
+/// A collector's base URL: http(s), a host, no credentials or query; a path (a prefix for
+/// `/v1/traces`) only with OTLP over HTTP.
+pub fn check_collector_url(url: &str, protocol: crate::model::OtlpProtocol) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("`{url}` must start with http:// or https://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!("`{url}`: credentials in the URL are not allowed; use `headers`"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{url}` must not have a query"));
+    }
+    if protocol == crate::model::OtlpProtocol::Grpc && !matches!(uri.path(), "" | "/") {
+        return Err(format!("`{url}`: an OTLP/gRPC endpoint has no path"));
+    }
+    Ok(uri)
 }
 
 /// `webhooks.inbound`: names, paths, signature settings, forward targets. Secrets, templates

@@ -31,11 +31,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bridgehead_http::trace::{SpanId, TraceId};
+
 /// One request's log record.
 #[derive(Debug)]
 pub struct Record<'a> {
     pub time: SystemTime,
     pub request_id: &'a str,
+    /// The trace id and the request's span id, when `telemetry.traces` is on (sampled or not:
+    /// the ids travel to the upstream either way).
+    pub trace: Option<(TraceId, SpanId)>,
     pub client: IpAddr,
     pub protocol: &'a str,
     pub method: &'a str,
@@ -317,6 +322,9 @@ fn encode(r: &Record<'_>, buf: &mut Vec<u8>) {
     time(r.time, buf);
     buf.extend_from_slice(b"\",\"request_id\":");
     string(buf, r.request_id);
+    if let Some((trace_id, span_id)) = r.trace {
+        let _ = write!(buf, ",\"trace_id\":\"{trace_id:?}\",\"span_id\":\"{span_id:?}\"");
+    }
     // Writing to a Vec cannot fail.
     let _ = write!(buf, ",\"client\":\"{}\",\"protocol\":", r.client);
     string(buf, r.protocol);
@@ -410,6 +418,7 @@ mod tests {
         Record {
             time: UNIX_EPOCH + Duration::from_millis(1_765_064_701_042),
             request_id: "abc-1",
+            trace: None,
             client: "2001:db8::1".parse().unwrap(),
             protocol: "HTTP/1.1",
             method: "GET",
@@ -446,6 +455,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert!(v.get("consumer").is_none(), "absent when anonymous: {v}");
         assert_eq!(v["route"], serde_json::Value::Null);
+        assert!(v.get("trace_id").is_none(), "absent when traces are off: {v}");
+        let traced = Record { trace: Some((TraceId([0xab; 16]), SpanId([0x01; 8]))), ..record(None, None) };
+        let mut buf = Vec::new();
+        encode(&traced, &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["span_id"], "0101010101010101");
     }
 
     #[test]

@@ -222,7 +222,12 @@ impl App {
         };
         let access_log = AccessLog::new(sink)
             .map_err(|e| AppError::Build(BuildError::new("server.access_log.output", e)))?;
-        let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?;
+        let exporter = match &loaded.config.telemetry.traces {
+            Some(t) => Some(bridgehead_telemetry::Exporter::start(t, &loaded, &metrics)?),
+            None => None,
+        };
+        let runtime = Runtime::build(loaded, None, &metrics, Some(&store), oauth.as_ref(), redis.as_ref())?
+            .traced(exporter.as_ref());
         runtime.auth.ready().await;
         runtime.refresh_endpoints(Some(&store)).await;
         runtime.grpc_ready(&metrics, Some(&store)).await?;
@@ -237,6 +242,7 @@ impl App {
             buffers: bridgehead_http::body::BufferBudget::new(max_buffered),
             webhook_wake: Arc::new(tokio::sync::Notify::new()),
             endpoints_changed: Arc::new(tokio::sync::Notify::new()),
+            exporter,
         });
         let tls = Arc::new(ArcSwapOption::new(tls.map(Arc::new)));
         let reloader = Reloader::new(shared.clone(), tls.clone(), opts.config_path.clone());
@@ -366,6 +372,12 @@ impl App {
         }
         // The access log's last lines (it hands buffers to its writer every 100 ms).
         shared.access_log.flush();
+        // The spans of the last requests, within 5 s.
+        if let Some(e) = &shared.exporter
+            && !e.flush(Duration::from_secs(5)).await
+        {
+            tracing::warn!("the trace exporter did not send every span within 5 s; the rest are lost");
+        }
         if let Some(h) = heartbeat {
             h.abort();
         }
@@ -387,6 +399,10 @@ struct WebhookEnv(Arc<Shared>);
 impl bridgehead_webhooks::deliver::Env for WebhookEnv {
     fn metrics(&self) -> &bridgehead_http::metrics::Metrics {
         &self.0.metrics
+    }
+
+    fn tracer(&self) -> Option<bridgehead_http::trace::Tracer> {
+        self.0.runtime.load().tracer.clone()
     }
 
     fn destinations(&self) -> Vec<String> {

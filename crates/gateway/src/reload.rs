@@ -90,7 +90,8 @@ impl Reloader {
             shared.store.as_ref(),
             oauth.as_ref(),
             shared.redis.as_ref(),
-        )?;
+        )?
+        .traced(shared.exporter.as_ref());
         shared.oauth.store(oauth);
         runtime.auth.ready().await;
         runtime.refresh_endpoints(shared.store.as_ref()).await;
@@ -165,6 +166,18 @@ impl Reloader {
     }
 }
 
+/// Whether the trace exporter's settings changed (the sampler's do not count: they reload).
+fn export_changed(old: &bridgehead_config::Config, new: &bridgehead_config::Config) -> bool {
+    let export = |c: &bridgehead_config::Config| {
+        c.telemetry.traces.clone().map(|mut t| {
+            t.sample_ratio = 0.0;
+            t.parent_based = false;
+            t
+        })
+    };
+    export(old) != export(new)
+}
+
 fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::Config) {
     let fixed = [
         ("server.listen", old.server.listen != new.server.listen),
@@ -179,6 +192,7 @@ fn warn_restart_only(old: &bridgehead_config::Config, new: &bridgehead_config::C
             old.server.limits.max_connections != new.server.limits.max_connections,
         ),
         ("server.limits.max_buffered", old.server.limits.max_buffered != new.server.limits.max_buffered),
+        ("telemetry.traces (all but sample_ratio and parent_based)", export_changed(old, new)),
     ];
     for (key, changed) in fixed {
         if changed {

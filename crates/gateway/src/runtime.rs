@@ -37,6 +37,8 @@ pub struct Runtime {
     pub grpc: BTreeMap<String, Arc<bridgehead_grpc::service::Service>>,
     /// The SOAP services (`soap.services`), by name.
     pub soap: BTreeMap<String, Arc<bridgehead_soap::service::Service>>,
+    /// Starts each request's trace, when `telemetry.traces` is on (see [`Runtime::traced`]).
+    pub tracer: Option<bridgehead_http::trace::Tracer>,
 }
 
 impl Runtime {
@@ -199,7 +201,18 @@ impl Runtime {
             auth,
             jwks,
             generation: previous.map_or(1, |p| p.generation + 1),
+            tracer: None,
         })
+    }
+
+    /// This generation with its tracer: the running exporter, with this config's sampler.
+    #[must_use]
+    pub fn traced(mut self, exporter: Option<&Arc<bridgehead_telemetry::Exporter>>) -> Self {
+        self.tracer = match (exporter, &self.loaded.config.telemetry.traces) {
+            (Some(e), Some(t)) => Some(e.tracer(t)),
+            _ => None,
+        };
+        self
     }
 
     /// Reads the run-time webhook endpoints and their state from the store (see
@@ -255,4 +268,6 @@ pub struct Shared {
     /// Asks the endpoint refresher to read the webhook endpoints from the store now (an admin
     /// change, an endpoint disabled for a 410).
     pub endpoints_changed: Arc<tokio::sync::Notify>,
+    /// The trace exporter, when `telemetry.traces` was on at start.
+    pub exporter: Option<Arc<bridgehead_telemetry::Exporter>>,
 }

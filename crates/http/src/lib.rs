@@ -16,6 +16,7 @@ pub mod headers;
 pub mod log_budget;
 pub mod metrics;
 pub mod problem;
+pub mod trace;
 pub mod upstream_body;
 pub mod worker;
 

@@ -221,6 +221,7 @@ pub struct Metrics {
     pub webhook_attempt_duration: Family<DestinationLabels, Histogram, fn() -> Histogram>,
     pub grpc_requests: Family<GrpcLabels, Counter>,
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    pub telemetry_spans: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -395,8 +396,15 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             certificate_expiry.clone(),
         );
+        let telemetry_spans = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "telemetry_spans",
+            "Trace spans, by result: exported, dropped_queue_full (the export queue was full), dropped_export_failed (the collector refused them or could not be reached)",
+            telemetry_spans.clone(),
+        );
         Self {
             registry,
+            telemetry_spans,
             certificate_expiry,
             connections,
             grpc_requests,

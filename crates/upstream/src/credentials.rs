@@ -173,7 +173,8 @@ impl TokenRequest {
         if let Some(a) = &self.audience {
             form.push(("audience", a));
         }
-        let mut req = client.post(&self.token_url).header(header::ACCEPT, "application/json");
+        let mut req =
+            crate::fetch::traced(client.post(&self.token_url).header(header::ACCEPT, "application/json"));
         match self.auth_method {
             ClientAuthMethod::Basic => {
                 req = req

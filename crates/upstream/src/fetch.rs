@@ -54,6 +54,15 @@ pub async fn body(mut res: reqwest::Response) -> Result<Vec<u8>, AnswerError> {
 }
 
 /// A reqwest error in one line, without URL query strings (which could carry secrets).
+/// The request with the current request's trace context, when a traced request is what this
+/// fetch is made for (see [`bridgehead_http::trace::current_traceparent`]).
+pub fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match bridgehead_http::trace::current_traceparent() {
+        Some(tp) => req.header(bridgehead_http::trace::TRACEPARENT.clone(), tp),
+        None => req,
+    }
+}
+
 pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

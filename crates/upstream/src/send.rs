@@ -71,6 +71,31 @@ pub trait Observer: Send {
     /// The try failed in the transport (connect, reset), with what the transport said: for a
     /// background caller's own log (a webhook attempt's), never for a client.
     fn transport_failed(&mut self, _cause: &str) {}
+    /// A try is about to go to `target` of `upstream`: the observer may add to its headers (a
+    /// trace context). `attempt` counts from 1, fresh-token tries included.
+    fn try_started(
+        &mut self,
+        _req: &mut Request<RequestBody>,
+        _upstream: &Arc<str>,
+        _target: &Arc<str>,
+        _attempt: u32,
+    ) {
+    }
+    /// The try is over.
+    fn try_ended(&mut self, _end: &TryEnd<'_>) {}
+}
+
+/// What a try came to, for an observer.
+pub struct TryEnd<'a> {
+    /// The `outcome` label (`success`, `http_5xx`, `timeout` …); `None` while a gRPC answer
+    /// streams and its trailers will tell.
+    pub outcome: Option<&'static str>,
+    /// The answer's status, when one came.
+    pub status: Option<StatusCode>,
+    /// The gateway's error, when no answer came.
+    pub error: Option<&'a GatewayError>,
+    /// The wait before the next try, when another follows.
+    pub retry_in: Option<Duration>,
 }
 
 /// An observer that hears nothing.
@@ -141,14 +166,36 @@ impl Sender<'_> {
         let mut tries = Tries { s: self, out, tries: 0, fresh_tries: 0, deadline: None, fresh_token };
         loop {
             let target = tries.throttle_and_pick(observer).await?;
-            let prepared = tries.prepare(target).await?;
+            let mut prepared = tries.prepare(target).await?;
             let token = prepared.token.clone();
+            observer.try_started(&mut prepared.req, &self.upstream.name, &target.url, tries.tries);
             observer.sending();
-            let judged = tries.exchange(target, prepared).await?;
+            let judged = match tries.exchange(target, prepared).await {
+                Ok(judged) => judged,
+                Err(e) => {
+                    observer.try_ended(&TryEnd {
+                        outcome: None,
+                        status: None,
+                        error: Some(&e),
+                        retry_in: None,
+                    });
+                    return Err(e);
+                }
+            };
             if let Some(cause) = &judged.cause {
                 observer.transport_failed(cause);
             }
-            match tries.decide(&judged, token.as_ref()).await {
+            let next = tries.decide(&judged, token.as_ref()).await;
+            observer.try_ended(&TryEnd {
+                outcome: judged.verdict.map(|(label, _)| label),
+                status: judged.result.as_ref().ok().map(Response::status),
+                error: judged.result.as_ref().err(),
+                retry_in: match next {
+                    Next::Done => None,
+                    Next::Again(wait) => Some(wait.unwrap_or_default()),
+                },
+            });
+            match next {
                 Next::Done => return judged.result,
                 Next::Again(wait) => {
                     // The answer is dropped first: its connection goes back to the pool.

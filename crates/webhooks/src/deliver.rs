@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use bridgehead_http::log_budget::LogBudget;
 use bridgehead_http::metrics::{DestinationLabels, DestinationOutcomeLabels, Metrics, Name};
+use bridgehead_http::trace::{Attributes, Kind, Status, Trace, Tracer, Value};
 use bridgehead_state::{AttemptOutcome, AttemptRecord, ClaimedDelivery, Store};
 use bridgehead_upstream::Upstream;
 use bridgehead_upstream::classify::Classify;
@@ -103,6 +104,10 @@ pub trait Env: Send + Sync + 'static {
     fn destinations(&self) -> Vec<String>;
     /// An endpoint was disabled (it answered 410): read the endpoints again.
     fn endpoints_changed(&self) {}
+    /// Starts the trace of a delivery attempt, when traces are on.
+    fn tracer(&self) -> Option<Tracer> {
+        None
+    }
 }
 
 /// Runs the worker until `stop` flips to true, then lets the attempts in flight finish (each
@@ -440,6 +445,59 @@ async fn send(env: &dyn Env, route: &Route, c: &ClaimedDelivery) -> Sent {
             headers.insert(X_BRIDGEHEAD_MESSAGE_ID, v);
         }
     }
+    // Each attempt is a span: of the trace the event was accepted in when it kept one (an
+    // intake or a receiver that traced it, or the sender's own context), else of a new trace.
+    let trace = env.tracer().map(|t| {
+        let pairs: Vec<(String, String)> = serde_json::from_str(&c.headers_json).unwrap_or_default();
+        let stored = pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case("traceparent"));
+        match stored.and_then(|(_, v)| HeaderValue::try_from(v.as_str()).ok()) {
+            Some(v) => Trace::continued(&t, &v),
+            None => t.root(),
+        }
+    });
+    if let Some(t) = &trace {
+        t.inject(t.span_id, &mut headers);
+    }
+    let sent = send_traced(env, route, c, headers).await;
+    if let Some(t) = trace {
+        end_trace(t, route, c, &sent);
+    }
+    sent
+}
+
+/// A delivery attempt's span: a messaging `send` to the destination, over HTTP.
+fn end_trace(trace: Trace, route: &Route, c: &ClaimedDelivery, sent: &Sent) {
+    let mut attributes: Attributes = vec![
+        ("messaging.system", Value::from("bridgehead")),
+        ("messaging.operation.type", Value::from("send")),
+        ("messaging.destination.name", Value::from(c.destination.clone())),
+        ("messaging.message.id", Value::from(c.message_id.clone())),
+        ("bridgehead.webhook.attempt", Value::Int(c.attempts + 1)),
+        ("http.request.method", Value::from("POST")),
+        ("bridgehead.upstream", Value::Shared(route.upstream.name.clone())),
+    ];
+    let mut status = Status::Unset;
+    match sent {
+        Sent::NotSent(_) => {
+            attributes.push(("error.type", Value::from("circuit_open")));
+            status = Status::Error;
+        }
+        Sent::Tried((code, error, _, _)) => {
+            if let Some(code) = code {
+                attributes.push(("http.response.status_code", Value::Int(i64::from(code.as_u16()))));
+            }
+            if error.is_some() {
+                let kind = code.map_or_else(|| "transport".to_owned(), |s| s.as_u16().to_string());
+                attributes.push(("error.type", Value::from(kind)));
+                status = Status::Error;
+            }
+        }
+    }
+    trace.finish(format!("send {}", c.destination).into(), Kind::Client, status, attributes);
+}
+
+/// The attempt on the wire, with its headers made.
+async fn send_traced(env: &dyn Env, route: &Route, c: &ClaimedDelivery, headers: HeaderMap) -> Sent {
     let out = Outgoing {
         method: Method::POST,
         path_and_query: route.path.clone(),

@@ -388,7 +388,17 @@ impl Dispatcher {
     pub async fn publish(&self, store: &Store, metrics: &Metrics, p: Publication<'_>) -> Response<Bytes> {
         let (result, res) = match self.check(p.headers, p.body) {
             Err(r) => (r.reason, r.response(p.request_id)),
-            Ok(event) => self.commit(store, event, p.publisher, p.request_id, p.now_ms).await,
+            Ok(event) => {
+                // The publication's trace context (the intake's span when traces are on) is kept
+                // with the event: its deliveries continue that trace.
+                let context =
+                    p.headers.get(&bridgehead_http::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+                let headers_json = match context {
+                    Some(tp) => serde_json::json!([["traceparent", tp]]).to_string(),
+                    None => "[]".to_owned(),
+                };
+                self.commit(store, event, p.publisher, p.request_id, p.now_ms, &headers_json).await
+            }
         };
         metrics.webhook_published.get_or_create(&ResultLabels { result }).inc();
         res
@@ -460,6 +470,7 @@ impl Dispatcher {
         publisher: Option<&str>,
         request_id: &str,
         now_ms: i64,
+        headers_json: &str,
     ) -> (&'static str, Response<Bytes>) {
         // Until the endpoints' state was read from the store once, a disabled endpoint would
         // look enabled: read it now, or refuse (nothing accepted).
@@ -485,7 +496,7 @@ impl Dispatcher {
             source: &source,
             external_id: event.id.as_deref(),
             event_type: Some(&event.event_type),
-            headers_json: "[]",
+            headers_json,
             body: body.as_bytes(),
             retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX),
             ordering_key: ordering_key.as_deref(),

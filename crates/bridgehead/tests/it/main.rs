@@ -24,6 +24,7 @@ mod redis;
 mod reload;
 mod soap;
 mod support;
+mod telemetry;
 mod tls;
 mod upstream_auth;
 mod webhook_cli;

@@ -169,9 +169,7 @@ impl Introspection {
     }
 
     async fn introspect(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-        let res = self
-            .client
-            .post(&self.url)
+        let res = bridgehead_upstream::fetch::traced(self.client.post(&self.url))
             // RFC 6749 §2.3.1: client id and secret are form-urlencoded before Basic encoding.
             .basic_auth(form_encode(&self.client_id), Some(form_encode(self.client_secret.expose())))
             .header("accept", "application/json")

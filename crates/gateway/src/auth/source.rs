@@ -238,10 +238,9 @@ impl UrlSource {
     }
 
     async fn fetch_once(&self) -> Result<(KeySet, String), String> {
-        let res = self
-            .client
-            .get(&self.key.url)
-            .header("accept", "application/jwk-set+json, application/json")
+        let req =
+            self.client.get(&self.key.url).header("accept", "application/jwk-set+json, application/json");
+        let res = bridgehead_upstream::fetch::traced(req)
             .send()
             .await
             .map_err(|e| bridgehead_upstream::fetch::describe(&e))?;

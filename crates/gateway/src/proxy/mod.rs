@@ -45,11 +45,12 @@ use bridgehead_http::headers::{self, X_REQUEST_ID};
 use bridgehead_http::log_budget::LogBudget;
 use bridgehead_http::metrics::{self, HttpLabels, MethodLabel, Name, RouteLabels, RouteResultLabels};
 use bridgehead_http::problem::GatewayError;
+use bridgehead_http::trace::{self, Attributes, Kind, SpanId, SpanRecord, Trace, Value};
 use bridgehead_http::upstream_body::UpstreamBody;
 use bridgehead_upstream::InFlight;
 use bridgehead_upstream::classify::Classify;
 use bridgehead_upstream::retry::RetryPolicy;
-use bridgehead_upstream::send::{Observer, Outgoing, Payload, Sender};
+use bridgehead_upstream::send::{Observer, Outgoing, Payload, Sender, TryEnd};
 
 pub use bridgehead_http::ConnInfo;
 
@@ -63,8 +64,10 @@ pub async fn handle(
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
     let grpc = Classify::of_request(req.method(), req.headers()) == Classify::Grpc;
+    // Only when traces are on: otherwise nothing of tracing runs.
+    let trace = rt.tracer.as_ref().map(|t| Box::new(t.start(req.headers())));
     let filtered = request_filter(&rt, &mut req);
-    let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone());
+    let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone(), trace);
     let stats = Arc::new(RequestStats::default());
     log.stats = Some(stats.clone());
     let mut ctx = RequestCtx {
@@ -88,7 +91,11 @@ pub async fn handle(
     let result = match filtered {
         Ok(target) => {
             ctx.target = target;
-            pipeline(&mut ctx, req).await
+            match ctx.log.trace.as_ref().map(|t| t.context()) {
+                // Fetches made on the request's behalf (keys, tokens) carry its trace context.
+                Some(c) => trace::within(c, pipeline(&mut ctx, req)).await,
+                None => pipeline(&mut ctx, req).await,
+            }
         }
         Err(e) => Err(e),
     };
@@ -172,6 +179,53 @@ impl<'a> RequestCtx<'a> {
         if let Some(claim) = self.claim.take() {
             claim.release();
             self.count_idempotency("released");
+        }
+    }
+
+    /// Now on the trace's clock, when this request is recorded: where a phase's span starts.
+    fn span_start(&self) -> Option<u64> {
+        self.log.trace.as_ref().filter(|t| t.sampled).map(|t| t.now())
+    }
+
+    /// Records a phase's span from `start` (see [`Self::span_start`]) until now, failed when
+    /// `error` is set. `attributes` is called only for a recorded request.
+    fn span_end(
+        &mut self,
+        start: Option<u64>,
+        name: &'static str,
+        kind: Kind,
+        error: Option<&GatewayError>,
+        attributes: impl FnOnce() -> Attributes,
+    ) {
+        let (Some(start), Some(trace)) = (start, self.log.trace.as_deref_mut()) else { return };
+        trace.record(name, kind, start, attributes());
+        if let Some(e) = error {
+            trace.fail_last(e.status().as_u16().to_string(), e.to_string());
+        }
+    }
+
+    /// The span of a step that hands the request on to be stored (a webhook's intake): its id
+    /// goes into `headers` as `traceparent`, so what is delivered later continues this trace.
+    /// The id and start, for [`Self::handoff_end`], when the request is recorded.
+    fn handoff_start(&self, headers: &mut http::HeaderMap) -> Option<(SpanId, u64)> {
+        let trace = self.log.trace.as_deref()?;
+        let id = SpanId::random();
+        trace.inject(id, headers);
+        trace.sampled.then(|| (id, trace.now()))
+    }
+
+    /// Records a hand-off span (see [`Self::handoff_start`]) with the answer's status.
+    fn handoff_end(&mut self, span: Option<(SpanId, u64)>, destination: &str, status: StatusCode) {
+        let (Some((id, start)), Some(trace)) = (span, self.log.trace.as_deref_mut()) else { return };
+        let attributes = vec![
+            ("messaging.system", Value::from("bridgehead")),
+            ("messaging.operation.type", Value::from("publish")),
+            ("messaging.destination.name", Value::from(destination.to_owned())),
+            ("http.response.status_code", Value::Int(i64::from(status.as_u16()))),
+        ];
+        trace.record_as(id, "webhook.publish", Kind::Producer, start, attributes);
+        if status.is_server_error() {
+            trace.fail_last(status.as_u16().to_string(), "the event was not stored".into());
         }
     }
 
@@ -287,6 +341,7 @@ async fn soap(
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let routed = ctx.target.route_path.clone().filter(|_| ctx.without_parameters);
     let path = routed.as_deref().unwrap_or(parts.uri.path());
+    let start = ctx.span_start();
     let prepared = match s.prepare(&parts.method, path, &body, &id) {
         bridgehead_soap::route::Step::Call(p) => p,
         bridgehead_soap::route::Step::Answer(res) => {
@@ -295,6 +350,7 @@ async fn soap(
             return Ok(res.map(ResponseBody::full));
         }
     };
+    ctx.span_end(start, "soap.request", Kind::Internal, None, Vec::new);
     // The request id, `X-Forwarded-*` and the identity headers the route's authenticators set
     // (`X-Consumer-Id`, claims); none of the client's own headers.
     let mut headers = prepared.headers.clone();
@@ -305,11 +361,17 @@ async fn soap(
         }
     }
     let upstream = s.service.upstream.clone();
-    let mut tries =
-        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
+    let mut tries = TryLog::new(
+        &mut ctx.log.target,
+        &mut ctx.log.in_flight,
+        ctx.log.trace.as_deref_mut(),
+        ctx.claim.as_mut(),
+    );
     let res =
         bridgehead_soap::route::send(&upstream, &shared.metrics, &prepared, headers, &mut tries).await?;
+    let start = ctx.span_start();
     let res = s.respond(&prepared, res, &id).await;
+    ctx.span_end(start, "soap.response", Kind::Internal, None, Vec::new);
     Ok(store_answer(ctx, res).await)
 }
 
@@ -340,6 +402,7 @@ async fn transcode(
     // The path the route matched: without `;` parameters when it matched that way.
     let routed = ctx.target.route_path.clone().filter(|_| ctx.without_parameters);
     let path = routed.as_deref().unwrap_or(parts.uri.path());
+    let start = ctx.span_start();
     let mut prepared =
         match t.prepare(&parts.method, path, parts.uri.query(), &parts.headers, &body, timeout, &id) {
             Ok(p) => p,
@@ -349,11 +412,22 @@ async fn transcode(
                 return Ok(refused.map(ResponseBody::full));
             }
         };
+    ctx.span_end(start, "transcode.request", Kind::Internal, None, || {
+        vec![
+            ("rpc.system", Value::from("grpc")),
+            ("rpc.service", Value::Shared(prepared.labels.0.clone())),
+            ("rpc.method", Value::Shared(prepared.labels.1.clone())),
+        ]
+    });
     let call = GrpcCall::new(prepared.labels.0.clone(), prepared.labels.1.clone());
     let code = call.code.clone();
     ctx.log.grpc = Some(call);
-    let mut tries =
-        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
+    let mut tries = TryLog::new(
+        &mut ctx.log.target,
+        &mut ctx.log.in_flight,
+        ctx.log.trace.as_deref_mut(),
+        ctx.claim.as_mut(),
+    );
     let headers = std::mem::take(&mut prepared.headers);
     let res = bridgehead_grpc::call::send(
         &upstream,
@@ -365,7 +439,9 @@ async fn transcode(
     )
     .await
     .inspect_err(|e| code.store(e.grpc_code() + 1, Relaxed))?;
+    let start = ctx.span_start();
     let res = t.respond(prepared, res, timeout, &id, &code).await;
+    ctx.span_end(start, "transcode.response", Kind::Internal, None, Vec::new);
     Ok(store_answer(ctx, res).await)
 }
 
@@ -409,7 +485,9 @@ async fn webhook(
     let (store, body) = webhook_body(ctx, &parts, &shared, receiver.max_body).await?;
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let now = bridgehead_http::clock::unix_ms();
+    let span = ctx.handoff_start(&mut parts.headers);
     let res = receiver.receive(store, &shared.metrics, &parts.headers, body, &id, now).await;
+    ctx.handoff_end(span, &receiver.destination, res.status());
     Ok(stored(&shared, res))
 }
 
@@ -463,6 +541,7 @@ async fn intake(
     let id = ctx.request_id.to_str().unwrap_or_default().to_owned();
     let now = bridgehead_http::clock::unix_ms();
     let publisher = identity.map(|i| format!("{}:{}", i.authenticator, i.consumer));
+    let span = ctx.handoff_start(&mut parts.headers);
     let publication = bridgehead_webhooks::outbound::Publication {
         headers: &parts.headers,
         body,
@@ -471,6 +550,7 @@ async fn intake(
         now_ms: now,
     };
     let res = dispatcher.publish(store, &shared.metrics, publication).await;
+    ctx.handoff_end(span, "outbound", res.status());
     Ok(stored(&shared, res))
 }
 
@@ -719,7 +799,16 @@ async fn authenticate(
     headers::remove_hop_by_hop(&mut parts.headers, ctx.upgrade.as_ref());
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
     if let Some(auth) = &ctx.route().auth {
-        let identity = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await?;
+        let start = ctx.span_start();
+        let result = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await;
+        ctx.span_end(start, "authenticate", Kind::Internal, result.as_ref().err(), || match &result {
+            Ok(i) => vec![
+                ("bridgehead.authenticator", Value::Shared(i.authenticator.clone())),
+                ("bridgehead.consumer", Value::Shared(i.consumer.clone())),
+            ],
+            Err(_) => Vec::new(),
+        });
+        let identity = result?;
         ctx.log.consumer = Some(identity.consumer.clone());
         return Ok(Some(identity));
     }
@@ -729,7 +818,10 @@ async fn authenticate(
 /// rate_limit: the route's policies, in order; their headers go on every answer.
 async fn rate_limit(ctx: &mut RequestCtx<'_>, parts: &http::request::Parts) -> Result<(), GatewayError> {
     if let Some(limits) = &ctx.route().rate_limit {
-        ctx.extra = limits.check(&ctx.facts(&parts.headers)).await?;
+        let start = ctx.span_start();
+        let result = limits.check(&ctx.facts(&parts.headers)).await;
+        ctx.span_end(start, "rate_limit", Kind::Internal, result.as_ref().err(), Vec::new);
+        ctx.extra = result?;
     }
     Ok(())
 }
@@ -753,6 +845,7 @@ async fn idempotency(
         return Ok(None);
     }
     let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
+    let start = ctx.span_start();
     let limit = policy.max_request_body.min(ctx.rt.loaded.config.server.limits.max_body.get());
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("the body is read here first")
@@ -761,12 +854,16 @@ async fn idempotency(
     let bytes = read_body(incoming, limit, &ctx.stats, true, charge).await?;
     let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
     let result = policy.begin(ctx.log.consumer.as_deref(), key, fp).await;
-    ctx.count_idempotency(match &result {
+    let outcome = match &result {
         Ok(Begin::Run(_)) => "started",
         Ok(Begin::Replay(_)) => "replayed",
         Err(GatewayError::IdempotencyInFlight) => "in_flight",
         Err(GatewayError::IdempotencyMismatch) => "mismatch",
         Err(_) => "unavailable",
+    };
+    ctx.count_idempotency(outcome);
+    ctx.span_end(start, "idempotency", Kind::Internal, result.as_ref().err(), || {
+        vec![("bridgehead.idempotency.result", Value::from(outcome))]
     });
     match result? {
         Begin::Run(c) => ctx.claim = Some(c),
@@ -878,8 +975,12 @@ async fn send(
         stats: Some(&ctx.stats),
         max_body: ctx.rt.loaded.config.server.limits.max_body.get(),
     };
-    let mut tries =
-        TryLog { target: &mut ctx.log.target, in_flight: &mut ctx.log.in_flight, claim: ctx.claim.as_mut() };
+    let mut tries = TryLog::new(
+        &mut ctx.log.target,
+        &mut ctx.log.in_flight,
+        ctx.log.trace.as_deref_mut(),
+        ctx.claim.as_mut(),
+    );
     sender.send(outgoing, &mut tries).await
 }
 
@@ -889,9 +990,104 @@ struct TryLog<'c> {
     target: &'c mut Option<Arc<str>>,
     in_flight: &'c mut Option<InFlight>,
     claim: Option<&'c mut Claim>,
+    /// The request's trace: each try is a client span, and carries it as `traceparent`.
+    trace: Option<&'c mut Trace>,
+    /// The span of the try under way.
+    span: Option<TrySpan>,
+}
+
+/// A try's span until the try is over.
+struct TrySpan {
+    id: SpanId,
+    start: u64,
+    method: Value,
+    attributes: Attributes,
+}
+
+impl<'c> TryLog<'c> {
+    fn new(
+        target: &'c mut Option<Arc<str>>,
+        in_flight: &'c mut Option<InFlight>,
+        trace: Option<&'c mut Trace>,
+        claim: Option<&'c mut Claim>,
+    ) -> Self {
+        TryLog { target, in_flight, claim, trace, span: None }
+    }
 }
 
 impl Observer for TryLog<'_> {
+    fn try_started(
+        &mut self,
+        req: &mut Request<RequestBody>,
+        upstream: &Arc<str>,
+        target: &Arc<str>,
+        attempt: u32,
+    ) {
+        let Some(trace) = self.trace.as_deref_mut() else { return };
+        let id = SpanId::random();
+        // The try's own span is the upstream's parent, sampled or not.
+        trace.inject(id, req.headers_mut());
+        if !trace.sampled {
+            return;
+        }
+        let method = trace::method_value(req.method());
+        let mut attributes = vec![
+            ("http.request.method", method.clone()),
+            ("url.full", Value::from(format!("{target}{}", req.uri().path()))),
+            ("bridgehead.upstream", Value::Shared(upstream.clone())),
+        ];
+        if let Ok(uri) = target.parse::<Uri>() {
+            attributes.push(("server.address", Value::from(uri.host().unwrap_or_default().to_owned())));
+            if let Some(port) = uri.port_u16() {
+                attributes.push(("server.port", Value::Int(i64::from(port))));
+            }
+        }
+        if attempt > 1 {
+            attributes.push(("http.request.resend_count", Value::Int(i64::from(attempt - 1))));
+        }
+        self.span = Some(TrySpan { id, start: trace.now(), method, attributes });
+    }
+
+    fn try_ended(&mut self, end: &TryEnd<'_>) {
+        let (Some(trace), Some(span)) = (self.trace.as_deref_mut(), self.span.take()) else { return };
+        let mut attributes = span.attributes;
+        if let Some(status) = end.status {
+            attributes.push(("http.response.status_code", Value::Int(i64::from(status.as_u16()))));
+        }
+        if let Some(outcome) = end.outcome {
+            attributes.push(("bridgehead.outcome", Value::from(outcome)));
+        }
+        if let Some(wait) = end.retry_in {
+            attributes.push(("bridgehead.retry.backoff_ms", Value::Int(wait.as_millis() as i64)));
+        }
+        let failed = end.error.map(|e| (e.status().as_u16().to_string(), e.to_string())).or_else(|| {
+            let status = end.status.filter(|s| s.is_client_error() || s.is_server_error())?;
+            Some((status.as_u16().to_string(), format!("the upstream answered {}", status.as_u16())))
+        });
+        let name = match &span.method {
+            Value::Str(m) => m.clone(),
+            _ => "HTTP".into(),
+        };
+        let (status, message) = match failed {
+            Some((error_type, message)) => {
+                attributes.push(("error.type", Value::from(error_type)));
+                (trace::Status::Error, Some(message))
+            }
+            None => (trace::Status::Unset, None),
+        };
+        trace.push(SpanRecord {
+            span_id: span.id,
+            parent: Some(trace.span_id),
+            name,
+            kind: Kind::Client,
+            start: span.start,
+            end: trace.now(),
+            status,
+            message,
+            attributes,
+        });
+    }
+
     fn target(&mut self, url: &Arc<str>, in_flight: InFlight) {
         *self.target = Some(url.clone());
         *self.in_flight = Some(in_flight);
@@ -1137,6 +1333,11 @@ struct Logging {
     /// Room taken in `server.limits.max_buffered`, given back when the response is over.
     held: body::Held,
     access_log: bool,
+    /// The request's trace, when `telemetry.traces` is on: ended (and handed to the exporter)
+    /// here, with the request span.
+    trace: Option<Box<Trace>>,
+    /// The request came over TLS (`url.scheme`).
+    https: bool,
     /// The gRPC call this request is (proxied or transcoded), for `bridgehead_grpc_requests_total`.
     grpc: Option<GrpcCall>,
     shared: Arc<Shared>,
@@ -1210,17 +1411,19 @@ impl Logging {
         conn: &ConnInfo,
         req: &Request<Incoming>,
         request_id: HeaderValue,
+        trace: Option<Box<Trace>>,
     ) -> Self {
         let access_log = rt.loaded.config.server.access_log.enabled;
+        let recorded = trace.as_ref().is_some_and(|t| t.sampled);
         Logging {
             start: Instant::now(),
             request_id,
             client: conn.client,
             version: req.version(),
             method: req.method().clone(),
-            // Only the access log reads the path (canonical once the filter passed): no copy
-            // when it is off.
-            path: if access_log { req.uri().path().to_owned() } else { String::new() },
+            // Only the access log and the trace read the path (canonical once the filter
+            // passed): no copy when they are off.
+            path: if access_log || recorded { req.uri().path().to_owned() } else { String::new() },
             route: None,
             consumer: None,
             duration: None,
@@ -1231,9 +1434,76 @@ impl Logging {
             in_flight: None,
             held: body::Held::default(),
             access_log,
+            trace,
+            https: conn.tls,
             grpc: None,
             shared: shared.clone(),
         }
+    }
+
+    /// Ends the request's trace with its server span (a recorded one: every attribute).
+    fn end_trace(&mut self, bytes_out: u64, completed: bool, grpc_code: Option<(Arc<str>, Arc<str>, u32)>) {
+        let Some(trace) = self.trace.take() else { return };
+        if !trace.sampled {
+            return;
+        }
+        let method = trace::method_value(&self.method);
+        let name = match (&method, &self.route) {
+            (Value::Str(m), Some(route)) => format!("{m} {route}").into(),
+            (Value::Str(m), None) => m.clone(),
+            _ => "HTTP".into(),
+        };
+        let mut attributes: Attributes = vec![
+            ("http.request.method", method),
+            ("url.path", Value::from(std::mem::take(&mut self.path))),
+            ("url.scheme", Value::from(if self.https { "https" } else { "http" })),
+            (
+                "network.protocol.version",
+                Value::from(match self.version {
+                    Version::HTTP_10 => "1.0",
+                    Version::HTTP_2 => "2",
+                    _ => "1.1",
+                }),
+            ),
+            ("client.address", Value::from(self.client.ip().to_string())),
+            ("http.response.status_code", Value::Int(i64::from(self.status))),
+            ("bridgehead.request_id", Value::from(self.request_id.to_str().unwrap_or_default().to_owned())),
+            (
+                "http.request.body.size",
+                Value::Int(self.stats.as_ref().map_or(0, |s| s.bytes_in.load(Relaxed)) as i64),
+            ),
+            ("http.response.body.size", Value::Int(bytes_out as i64)),
+        ];
+        for (key, v) in [
+            ("bridgehead.route", &self.route),
+            ("bridgehead.consumer", &self.consumer),
+            ("bridgehead.upstream", &self.upstream),
+            ("bridgehead.target", &self.target),
+        ] {
+            if let Some(v) = v {
+                attributes.push((key, Value::Shared(v.clone())));
+            }
+        }
+        if let Some((service, method, code)) = grpc_code {
+            attributes.push(("rpc.system", Value::from("grpc")));
+            attributes.push(("rpc.service", Value::Shared(service)));
+            attributes.push(("rpc.method", Value::Shared(method)));
+            if code > 0 {
+                attributes.push(("rpc.grpc.status_code", Value::Int(i64::from(code - 1))));
+            }
+        }
+        // A server span fails on a 5xx (a 4xx is the client's), or when the answer broke off.
+        let status = if self.status >= 500 || !completed {
+            if !completed {
+                attributes.push(("error.type", Value::from("incomplete")));
+            } else {
+                attributes.push(("error.type", Value::from(self.status.to_string())));
+            }
+            trace::Status::Error
+        } else {
+            trace::Status::Unset
+        };
+        trace.finish(name, Kind::Server, status, attributes);
     }
 }
 
@@ -1249,6 +1519,7 @@ impl OnFinish for Logging {
         let elapsed = self.start.elapsed();
         let route = self.route.clone().unwrap_or_else(|| Arc::from(metrics::NO_ROUTE));
         let m = &self.shared.metrics;
+        let mut traced_grpc = None;
         if let Some(g) = &self.grpc {
             let raw = g.code.load(Relaxed);
             let code = match raw {
@@ -1256,6 +1527,9 @@ impl OnFinish for Logging {
                 n => bridgehead_grpc::status::name(n - 1),
             };
             let (service, method) = g.labels(raw);
+            if self.trace.is_some() {
+                traced_grpc = Some((service.clone(), method.clone(), raw));
+            }
             let labels = metrics::GrpcLabels {
                 route: Name(route.clone()),
                 service: Name(service),
@@ -1278,12 +1552,15 @@ impl OnFinish for Logging {
                 .get_or_create(&RouteLabels { route: Name(route) })
                 .observe(elapsed.as_secs_f64()),
         }
+        let trace_ids = self.trace.as_ref().map(|t| (t.trace_id, t.span_id));
         if !self.access_log {
+            self.end_trace(bytes_out, completed, traced_grpc);
             return;
         }
         let record = Record {
             time: bridgehead_http::clock::wall(),
             request_id: self.request_id.to_str().unwrap_or_default(),
+            trace: trace_ids,
             client: self.client.ip(),
             protocol: match self.version {
                 Version::HTTP_10 => "HTTP/1.0",
@@ -1305,5 +1582,6 @@ impl OnFinish for Logging {
         if !self.shared.access_log.write(&record) {
             m.access_log_dropped.inc();
         }
+        self.end_trace(bytes_out, completed, traced_grpc);
     }
 }

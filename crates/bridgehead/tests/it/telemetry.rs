@@ -1,0 +1,403 @@
+//! OpenTelemetry traces (`telemetry.traces`), exported to an OTLP receiver the tests start
+//! (`peers/otlp_receiver.py`: Python, decoding with the official protobuf definitions of
+//! PyPI `opentelemetry-proto`): the span tree of a request and its attributes, the parent from
+//! an incoming `traceparent`, propagation to the upstream, retries as separate client spans,
+//! webhook deliveries continuing their event's trace, OTLP over HTTP (gzip) and gRPC, sampling,
+//! a collector that refuses a batch, the flush at shutdown, and traces off.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use serde_json::Value;
+
+use crate::support::*;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+const KEY: &str = "publisher-key-1";
+
+/// The OTLP receiver.
+struct Receiver {
+    _child: Killed,
+    port: u16,
+}
+
+impl Receiver {
+    async fn start() -> Option<Receiver> {
+        let (child, port) = python_peer("otlp_receiver.py", &[]).await?;
+        Some(Receiver { _child: child, port })
+    }
+
+    /// Its OTLP/HTTP base URL.
+    fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its OTLP/gRPC URL.
+    async fn grpc(&self) -> String {
+        let info = get(&format!("{}/info", self.http())).await.json();
+        format!("http://127.0.0.1:{}", info["grpc_port"])
+    }
+
+    /// The spans received once there are at least `min`, and the exports they came in.
+    async fn spans(&self, min: usize) -> (Vec<Value>, Vec<Value>) {
+        let got = get(&format!("{}/spans?min={min}", self.http())).await.json();
+        let spans = got["spans"].as_array().unwrap().clone();
+        assert!(spans.len() >= min, "{min} spans expected, got {}: {spans:#?}", spans.len());
+        (spans, got["exports"].as_array().unwrap().clone())
+    }
+}
+
+/// An upstream that records every request and answers each with the next status of `statuses`
+/// (200 when they are used up).
+struct Upstream {
+    peer: Peer,
+    got: Arc<Mutex<Vec<Request<Bytes>>>>,
+}
+
+impl Upstream {
+    async fn start(statuses: &[u16]) -> Upstream {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let statuses = statuses.to_vec();
+        let n = Arc::new(AtomicUsize::new(0));
+        let g = got.clone();
+        let peer = Peer::start(move |req| {
+            g.lock().unwrap().push(req);
+            let status = statuses.get(n.fetch_add(1, Ordering::SeqCst)).copied().unwrap_or(200);
+            let mut res = Response::new(Bytes::from_static(b"{}"));
+            *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            res
+        })
+        .await;
+        Upstream { peer, got }
+    }
+
+    /// The `traceparent` of each request, split: (trace id, parent id, flags).
+    fn traceparents(&self) -> Vec<(String, String, String)> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let tp = r.headers().get("traceparent").expect("a traceparent").to_str().unwrap();
+                let parts: Vec<&str> = tp.split('-').collect();
+                assert_eq!((parts.len(), parts[0]), (4, "00"), "{tp}");
+                (parts[1].to_owned(), parts[2].to_owned(), parts[3].to_owned())
+            })
+            .collect()
+    }
+
+    fn header(&self, i: usize, name: &str) -> Option<String> {
+        self.got.lock().unwrap()[i].headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+fn traces(endpoint: &str, extra: &str) -> String {
+    format!("telemetry:\n  traces:\n    endpoint: \"{endpoint}\"\n    interval: 50ms\n{extra}")
+}
+
+fn api(upstream: &Upstream, telemetry: &str) -> String {
+    format!(
+        "authenticators:\n  keys:\n    api_key:\n      header: X-API-Key\n      keys: [{{ consumer: shop, sha256: \"{}\" }}]\nupstreams:\n  api:\n    targets: [{{ url: \"{}\" }}]\n    retry: {{ attempts: 2, backoff: 5ms, on: [503] }}\nroutes:\n  - {{ name: api, match: {{ path_prefix: /api }}, upstream: api, auth: [keys], rate_limit: {{ key: consumer, rate: 100/s }} }}\n  - {{ name: open, match: {{ path_prefix: /open }}, upstream: api }}\n{telemetry}",
+        bridgehead_auth::apikey::sha256_hex(KEY),
+        upstream.peer.url("")
+    )
+}
+
+fn request(gw: &Gateway, path: &str, traceparent: Option<&str>) -> Request<TestBody> {
+    let mut req =
+        Request::get(gw.url(path)).header("x-api-key", KEY).header("tracestate", "vendor=abc,other=1");
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    req.body(empty()).unwrap()
+}
+
+fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
+    spans.iter().filter(|s| s["name"] == name).collect()
+}
+
+fn one<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    let found = named(spans, name);
+    assert_eq!(found.len(), 1, "one span named {name}: {spans:#?}");
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_one_span_tree_under_its_callers_span_and_its_tries_carry_it_upstream() {
+    let Some(rx) = Receiver::start().await else { return };
+    let upstream = Upstream::start(&[503]).await;
+    let telemetry =
+        traces(&rx.http(), "    compression: gzip\n    headers: { x-collector-key: \"c0llect\" }\n");
+    let gw = Gateway::start(&api(&upstream, &telemetry)).await;
+
+    let got =
+        send(&client(), request(&gw, "/api/orders/7?secret=q", Some(&format!("00-{TRACE}-{PARENT}-01"))))
+            .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let request_id = got.header("x-request-id").to_owned();
+
+    // Two tries (a 503, then a 200), each with its own span as the parent the upstream sees,
+    // the caller's trace id and tracestate.
+    let tps = upstream.traceparents();
+    assert_eq!(tps.len(), 2);
+    for (trace, _, flags) in &tps {
+        assert_eq!((trace.as_str(), flags.as_str()), (TRACE, "01"));
+    }
+    assert_ne!(tps[0].1, tps[1].1);
+    assert_eq!(upstream.header(1, "tracestate").as_deref(), Some("vendor=abc,other=1"));
+
+    let (spans, exports) = rx.spans(5).await;
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    assert!(spans.iter().all(|s| s["trace_id"] == TRACE && s["trace_state"] == "vendor=abc,other=1"));
+    let server = one(&spans, "GET api");
+    assert_eq!(server["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(server["parent_span_id"], PARENT);
+    assert_eq!(server["flags"].as_u64().unwrap() & 0x301, 0x301, "sampled, parent remote");
+    assert_eq!(server["status"], "STATUS_CODE_UNSET");
+    let a = &server["attributes"];
+    assert_eq!(a["http.request.method"], "GET");
+    assert_eq!(a["url.path"], "/api/orders/7", "no query in a span");
+    assert_eq!(a["url.scheme"], "http");
+    assert_eq!(a["network.protocol.version"], "1.1");
+    assert_eq!(a["client.address"], "127.0.0.1");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert_eq!(a["bridgehead.request_id"], request_id.as_str());
+    assert_eq!(a["bridgehead.route"], "api");
+    assert_eq!(a["bridgehead.consumer"], "shop");
+    assert_eq!(a["bridgehead.upstream"], "api");
+    assert_eq!(server["resource"]["service.name"], "bridgehead");
+    let server_id = server["span_id"].as_str().unwrap();
+
+    let auth = one(&spans, "authenticate");
+    assert_eq!(
+        (auth["kind"].as_str(), auth["attributes"]["bridgehead.authenticator"].as_str()),
+        (Some("SPAN_KIND_INTERNAL"), Some("keys"))
+    );
+    let limit = one(&spans, "rate_limit");
+    let tries = named(&spans, "GET");
+    assert_eq!(tries.len(), 2, "{spans:#?}");
+    let (first, second) =
+        if tries[0]["span_id"] == tps[0].1 { (tries[0], tries[1]) } else { (tries[1], tries[0]) };
+    assert_eq!(first["span_id"], tps[0].1, "the first try's span is the parent the upstream saw");
+    assert_eq!(second["span_id"], tps[1].1);
+    assert_eq!(first["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(first["status"], "STATUS_CODE_ERROR");
+    assert_eq!(first["attributes"]["http.response.status_code"], 503);
+    assert_eq!(first["attributes"]["error.type"], "503");
+    assert_eq!(first["attributes"]["bridgehead.outcome"], "http_5xx");
+    assert!(
+        first["attributes"]["bridgehead.retry.backoff_ms"].is_i64()
+            || first["attributes"]["bridgehead.retry.backoff_ms"].is_string()
+    );
+    assert_eq!(first["attributes"]["server.address"], "127.0.0.1");
+    assert_eq!(first["attributes"]["url.full"], upstream.peer.url("/api/orders/7"));
+    assert!(first["attributes"].get("http.request.resend_count").is_none());
+    assert_eq!(second["status"], "STATUS_CODE_UNSET");
+    assert_eq!(second["attributes"]["http.request.resend_count"], 1);
+    assert_eq!(second["attributes"]["http.response.status_code"], 200);
+    // Every child hangs under the server span, within its time.
+    let (start, end) = (server["start"].as_u64().unwrap(), server["end"].as_u64().unwrap());
+    for child in [auth, limit, first, second] {
+        assert_eq!(child["parent_span_id"], server_id, "{child}");
+        assert_eq!(child["flags"].as_u64().unwrap() & 0x300, 0x100, "a local parent: {child}");
+        assert!(
+            start <= child["start"].as_u64().unwrap() && child["end"].as_u64().unwrap() <= end,
+            "{child}"
+        );
+    }
+    assert!(first["end"].as_u64().unwrap() <= second["start"].as_u64().unwrap());
+
+    // Gzip, with the configured header; the access log names the trace and the span.
+    assert!(exports.iter().all(|e| e["transport"] == "http" && e["encoding"] == "gzip"), "{exports:?}");
+    assert_eq!(exports[0]["headers"]["x-collector-key"], "c0llect");
+    assert_eq!(exports[0]["headers"]["content-type"], "application/x-protobuf");
+    let line = gw.log_lines().pop().unwrap();
+    assert_eq!((line["trace_id"].as_str(), line["span_id"].as_str()), (Some(TRACE), Some(server_id)));
+    eventually(10, "exported spans counted", async || {
+        gw.metrics().await.contains("bridgehead_telemetry_spans_total{result=\"exported\"} 5")
+    })
+    .await;
+
+    // A refused request is a failed span tree too: the server span carries the 401.
+    let mut req = request(&gw, "/api/orders/8", None);
+    req.headers_mut().remove("x-api-key");
+    send(&client(), req).await.assert_problem(401, "");
+    let (spans, _) = rx.spans(7).await;
+    let refused = spans
+        .iter()
+        .find(|s| s["name"] == "GET api" && s["attributes"]["http.response.status_code"] == 401)
+        .unwrap();
+    assert_eq!(refused["status"], "STATUS_CODE_UNSET", "a 4xx is the client's, not the server's error");
+    assert_eq!(refused["parent_span_id"], "");
+    let auth =
+        spans.iter().find(|s| s["name"] == "authenticate" && s["trace_id"] == refused["trace_id"]).unwrap();
+    assert_eq!(auth["status"], "STATUS_CODE_ERROR");
+    assert_eq!(auth["attributes"]["error.type"], "401");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_export_sampling_and_the_context_passed_on_unrecorded() {
+    let Some(rx) = Receiver::start().await else { return };
+    let upstream = Upstream::start(&[]).await;
+    let telemetry = traces(&rx.grpc().await, "    protocol: grpc\n    sample_ratio: 0.0\n");
+    let gw = Gateway::start(&api(&upstream, &telemetry)).await;
+
+    // No caller context and a ratio of 0: not recorded, but a new trace id goes upstream,
+    // flagged unsampled, and into the access log.
+    assert_eq!(send(&client(), request(&gw, "/open/a", None)).await.status, 200);
+    // An unsampled caller: its trace id goes on, still unsampled.
+    let unsampled = format!("00-{TRACE}-{PARENT}-00");
+    assert_eq!(send(&client(), request(&gw, "/open/b", Some(&unsampled))).await.status, 200);
+    // An invalid traceparent (uppercase hex) starts a new trace.
+    let invalid = format!("00-{}-{PARENT}-01", TRACE.to_uppercase());
+    assert_eq!(send(&client(), request(&gw, "/open/c", Some(&invalid))).await.status, 200);
+    // A sampled caller: recorded, whatever the ratio (parent_based).
+    let sampled_trace = "0af7651916cd43dd8448eb211c80319c";
+    let sampled = format!("00-{sampled_trace}-b7ad6b7169203331-01");
+    assert_eq!(send(&client(), request(&gw, "/open/d", Some(&sampled))).await.status, 200);
+
+    let tps = upstream.traceparents();
+    assert_eq!(tps[0].2, "00");
+    assert_ne!(tps[0].0, TRACE);
+    assert_eq!((tps[1].0.as_str(), tps[1].2.as_str()), (TRACE, "00"));
+    assert_ne!(tps[1].1, PARENT, "the gateway's own span is the parent");
+    assert_ne!(tps[2].0, TRACE.to_lowercase());
+    assert_eq!(tps[2].2, "00");
+    assert_eq!((tps[3].0.as_str(), tps[3].2.as_str()), (sampled_trace, "01"));
+    let lines = gw.log_lines();
+    assert_eq!(lines[0]["trace_id"], tps[0].0.as_str());
+    assert_eq!(lines[1]["trace_id"], TRACE);
+    // The invalid context's tracestate is not passed on.
+    assert_eq!(upstream.header(2, "tracestate"), None);
+
+    // Only the sampled request's spans came, over gRPC (earlier ones would have come first).
+    let (spans, exports) = rx.spans(2).await;
+    assert!(spans.iter().all(|s| s["trace_id"] == sampled_trace), "{spans:#?}");
+    assert_eq!(one(&spans, "GET open")["parent_span_id"], "b7ad6b7169203331");
+    assert_eq!(one(&spans, "GET")["span_id"], tps[3].1.as_str());
+    assert!(exports.iter().all(|e| e["transport"] == "grpc"), "{exports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_export_is_retried_and_the_last_spans_are_flushed_at_shutdown() {
+    let Some(rx) = Receiver::start().await else { return };
+    let upstream = Upstream::start(&[]).await;
+    // An interval longer than the test: a batch goes when it is full (3 spans) or at shutdown.
+    let telemetry = format!(
+        "telemetry:\n  traces:\n    endpoint: \"{}\"\n    interval: 1h\n    max_batch: 3\n",
+        rx.http()
+    );
+    let mut gw = Gateway::start(&api(&upstream, &telemetry)).await;
+    // The collector answers the first export 503: it is sent again.
+    let fail = Request::post(format!("{}/fail?count=1&status=503", rx.http())).body(empty()).unwrap();
+    assert_eq!(send(&client(), fail).await.status, 204);
+    assert_eq!(send(&client(), request(&gw, "/api/1", None)).await.status, 200);
+    let (spans, exports) = rx.spans(4).await;
+    assert_eq!(spans.len(), 4);
+    assert_eq!(exports[0]["refused"], 503, "{exports:?}");
+    assert_eq!(exports[1]["transport"], "http", "{exports:?}");
+    // The second request's 2 spans wait for the interval, until the gateway stops.
+    let traced = request(&gw, "/open/2", Some(&format!("00-{TRACE}-{PARENT}-01")));
+    assert_eq!(send(&client(), traced).await.status, 200);
+    gw.begin_shutdown();
+    gw.finished().await;
+    let (spans, _) = rx.spans(6).await;
+    assert_eq!(spans.iter().filter(|s| s["trace_id"] == TRACE).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_continue_the_trace_their_event_was_published_in() {
+    let Some(rx) = Receiver::start().await else { return };
+    let endpoint = Upstream::start(&[]).await;
+    let config = format!(
+        "authenticators:\n  publishers:\n    api_key:\n      header: X-API-Key\n      keys: [{{ consumer: shop, sha256: \"{}\" }}]\nwebhooks:\n  event_types:\n    order.created: {{}}\n  outbound:\n    intake: /events\n    auth: [publishers]\n    endpoints:\n      - {{ name: orders, url: \"{}\", events: [\"order.*\"], secret: \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\", allow_private_network: true }}\n{}",
+        bridgehead_auth::apikey::sha256_hex(KEY),
+        endpoint.peer.url("/hooks"),
+        traces(&rx.http(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    let publish = Request::post(gw.url("/events"))
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .body(full(r#"{"type":"order.created","data":{"id":1}}"#))
+        .unwrap();
+    assert_eq!(send(&client(), publish).await.status, 202);
+    // Server span, authenticate, the publish span, then the delivery.
+    let (spans, _) = rx.spans(4).await;
+    assert!(spans.iter().all(|s| s["trace_id"] == TRACE), "{spans:#?}");
+    let published = one(&spans, "webhook.publish");
+    assert_eq!(published["kind"], "SPAN_KIND_PRODUCER");
+    assert_eq!(published["attributes"]["http.response.status_code"], 202);
+    let delivery = spans.iter().find(|s| s["name"].as_str().unwrap().starts_with("send ")).unwrap();
+    assert_eq!(delivery["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(delivery["parent_span_id"], published["span_id"], "{spans:#?}");
+    assert_eq!(delivery["attributes"]["messaging.system"], "bridgehead");
+    assert_eq!(delivery["attributes"]["http.response.status_code"], 200);
+    assert_eq!(delivery["attributes"]["bridgehead.webhook.attempt"], 1);
+    let tps = endpoint.traceparents();
+    assert_eq!((tps[0].0.as_str(), tps[0].1.as_str()), (TRACE, delivery["span_id"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn with_traces_off_a_callers_context_passes_through_untouched() {
+    let upstream = Upstream::start(&[]).await;
+    let gw = Gateway::start(&api(&upstream, "")).await;
+    let tp = format!("00-{TRACE}-{PARENT}-01");
+    assert_eq!(send(&client(), request(&gw, "/open/x", Some(&tp))).await.status, 200);
+    assert_eq!(upstream.header(0, "traceparent"), Some(tp));
+    assert_eq!(upstream.header(0, "tracestate").as_deref(), Some("vendor=abc,other=1"));
+    assert!(gw.log_lines()[0].get("trace_id").is_none());
+    assert!(!gw.metrics().await.contains("bridgehead_telemetry_spans_total{"));
+}
+
+#[tokio::test]
+async fn telemetry_settings_are_checked_with_precise_errors() {
+    let cases = [
+        ("endpoint: \"ftp://collector\"", "telemetry.traces.endpoint", "must start with http:// or https://"),
+        (
+            "endpoint: \"http://user:pw@collector:4318\"",
+            "telemetry.traces.endpoint",
+            "credentials in the URL",
+        ),
+        ("endpoint: \"http://c:4317/v1\"\n    protocol: grpc", "telemetry.traces.endpoint", "has no path"),
+        (
+            "endpoint: \"http://c:4318\"\n    sample_ratio: 1.5",
+            "telemetry.traces.sample_ratio",
+            "not between 0.0 and 1.0",
+        ),
+        (
+            "endpoint: \"http://c:4318\"\n    headers: { \"bad name\": x }",
+            "telemetry.traces.headers.bad name",
+            "not a valid header name",
+        ),
+        (
+            "endpoint: \"http://c:4318\"\n    headers: { content-type: x }",
+            "telemetry.traces.headers.content-type",
+            "set by the exporter",
+        ),
+        (
+            "endpoint: \"http://c:4318\"\n    max_batch: 5000",
+            "telemetry.traces.max_batch",
+            "between 1 and max_queue",
+        ),
+        (
+            "endpoint: \"http://c:4318\"\n    protocol: http/json",
+            "telemetry.traces.protocol",
+            "unknown variant",
+        ),
+        ("endpoint: \"http://c:4318\"\n    tls: { ca: ca.pem }", "telemetry.traces.tls", "https:// endpoint"),
+    ];
+    for (traces, key, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridgehead.yaml");
+        std::fs::write(&path, format!("telemetry:\n  traces:\n    {traces}\n")).unwrap();
+        let (code, out, err) = bridgehead(&["config", "check", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{traces}: {out}{err}");
+        let said = format!("{out}{err}");
+        assert!(said.contains(key) && said.contains(message), "{traces}: {said}");
+    }
+}
