@@ -98,10 +98,10 @@ pub struct Traces {
     /// The most spans in one export request.
     #[serde(default = "default_span_batch")]
     pub max_batch: usize,
-    /// How long spans wait for a batch to fill before they are sent anyway.
+    /// How long spans wait for a batch to fill before they are sent anyway (at most 5s).
     #[serde(default = "default_export_interval")]
     pub interval: HumanDuration,
-    /// The longest one export request may take.
+    /// The longest one export request may take, its answer included (at most 60s).
     #[serde(default = "default_export_timeout")]
     pub timeout: HumanDuration,
 }

@@ -77,9 +77,11 @@ fn telemetry(c: &Config, p: &mut Vec<Problem>) {
     if t.max_batch == 0 || t.max_batch > t.max_queue {
         push(p, key("max_batch"), format!("must be between 1 and max_queue ({})", t.max_queue));
     }
-    for (name, d) in [("interval", t.interval), ("timeout", t.timeout)] {
-        if d.get().is_zero() {
-            push(p, key(name), "must be greater than 0");
+    // Spans reach the collector within 5 s of their request (`interval`); an export request
+    // holds the exporter at most a minute.
+    for (name, d, most) in [("interval", t.interval, 5), ("timeout", t.timeout, 60)] {
+        if d.get().is_zero() || d.get() > std::time::Duration::from_secs(most) {
+            push(p, key(name), format!("must be greater than 0 and at most {most}s"));
         }
     }
 }

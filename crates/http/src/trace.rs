@@ -13,11 +13,12 @@
 //! the specification's positional rule. What a gateway needs is small: ids, the two headers,
 //! a ratio sampler, and records.
 //!
-//! Rules (W3C Trace Context, level 1 and 2):
+//! Rules (W3C Trace Context, level 2):
 //! - `traceparent` is lowercase hex: version, trace id (not all zero), parent id (not all
 //!   zero), flags. Version `ff` is invalid; version `00` is exactly 55 characters; a higher
 //!   version is read by position (and must be 55 characters or go on with `-`), then sent on
-//!   as `00`. Only the sampled bit of the flags is kept.
+//!   as `00`. The sampled flag and the random-trace-id flag are kept, the other bits are sent
+//!   as zero; a trace the gateway starts has a random id and says so.
 //! - `tracestate` is read only with a valid `traceparent`. Repeated fields are one list
 //!   joined with `,`; a list with more than 32 members, a duplicate key or a malformed member
 //!   is dropped whole. It is sent on as received, trimmed to 512 characters by dropping whole
@@ -121,6 +122,8 @@ pub struct Parent {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub sampled: bool,
+    /// The caller says the trace id is random (level 2 flag `0x02`).
+    pub random: bool,
     /// `tracestate`, checked and trimmed; `None` when absent or invalid.
     pub state: Option<HeaderValue>,
 }
@@ -133,12 +136,23 @@ pub fn parse(headers: &HeaderMap) -> Option<Parent> {
         // Two traceparents: no way to tell which one is meant.
         return None;
     }
-    let (trace_id, span_id, sampled) = traceparent(value.as_bytes())?;
-    Some(Parent { trace_id, span_id, sampled, state: tracestate(headers) })
+    let (trace_id, span_id, flags) = traceparent(value.as_bytes())?;
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled: flags & SAMPLED != 0,
+        random: flags & RANDOM != 0,
+        state: tracestate(headers),
+    })
 }
 
-/// `traceparent`: trace id, parent id, sampled.
-fn traceparent(v: &[u8]) -> Option<(TraceId, SpanId, bool)> {
+/// The sampled flag of `traceparent`.
+const SAMPLED: u8 = 0x01;
+/// The random-trace-id flag (level 2).
+const RANDOM: u8 = 0x02;
+
+/// `traceparent`: trace id, parent id, flags.
+fn traceparent(v: &[u8]) -> Option<(TraceId, SpanId, u8)> {
     if v.len() < 55 {
         return None;
     }
@@ -157,7 +171,7 @@ fn traceparent(v: &[u8]) -> Option<(TraceId, SpanId, bool)> {
     if !unhex(&v[53..55], &mut flags) || trace == [0; 16] || span == [0; 8] {
         return None;
     }
-    Some((TraceId(trace), SpanId(span), flags[0] & 1 == 1))
+    Some((TraceId(trace), SpanId(span), flags[0]))
 }
 
 /// The most members a `tracestate` list may have.
@@ -165,15 +179,28 @@ const MAX_MEMBERS: usize = 32;
 /// What is sent on at most; longer lists lose whole members.
 const MAX_STATE_LEN: usize = 512;
 
-/// `tracestate`, checked and trimmed; `None` when absent, empty or invalid.
+/// The longest `tracestate` read (32 members of a 256-character key and value, with room for
+/// spaces): a longer one is invalid, and reading stops there.
+const MAX_STATE_READ: usize = 20 * 1024;
+
+/// `tracestate`, checked and trimmed; `None` when absent, empty or invalid. Reading stops at
+/// the 33rd member or past [`MAX_STATE_READ`] bytes, whatever the header holds.
 fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut members: Vec<&str> = Vec::new();
+    let mut members: Vec<&str> = Vec::with_capacity(4);
+    let mut read = 0;
     for value in headers.get_all(&TRACESTATE) {
+        read += value.len();
+        if read > MAX_STATE_READ {
+            return None;
+        }
         let text = value.to_str().ok()?;
         for member in text.split(',') {
             let member = member.trim_matches([' ', '\t']);
             if member.is_empty() {
                 continue;
+            }
+            if members.len() == MAX_MEMBERS {
+                return None;
             }
             let (key, val) = member.split_once('=')?;
             if !state_key(key)
@@ -185,7 +212,7 @@ fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
             members.push(member);
         }
     }
-    if members.is_empty() || members.len() > MAX_MEMBERS {
+    if members.is_empty() {
         return None;
     }
     let len = |m: &[&str]| m.iter().map(|s| s.len()).sum::<usize>() + m.len().saturating_sub(1);
@@ -222,15 +249,22 @@ fn state_value(val: &str) -> bool {
         && b.iter().all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
-/// The value of `traceparent` for a span: version 00, 55 characters.
-pub fn traceparent_value(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
-    let mut s = String::with_capacity(55);
-    s.push_str("00-");
-    s.push_str(&trace_id.hex());
-    s.push('-');
-    s.push_str(&span_id.hex());
-    s.push_str(if sampled { "-01" } else { "-00" });
-    HeaderValue::from_str(&s).expect("hex is a valid header value")
+/// The value of `traceparent` for a span: version 00, 55 characters, one allocation.
+pub fn traceparent_value(trace_id: TraceId, span_id: SpanId, sampled: bool, random: bool) -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    let mut put = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = DIGITS[(b >> 4) as usize];
+            out[at + 2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+    };
+    put(3, &trace_id.0);
+    put(36, &span_id.0);
+    put(53, &[(u8::from(sampled) * SAMPLED) | (u8::from(random) * RANDOM)]);
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
 /// Which requests are recorded.
@@ -341,6 +375,22 @@ pub fn method_value(m: &http::Method) -> Value {
     }))
 }
 
+/// The most bytes of a string attribute made from what a client sent (a path): longer ones
+/// are cut, so that a span stays small whatever the request.
+pub const MAX_ATTRIBUTE: usize = 1024;
+
+/// `s` cut to [`MAX_ATTRIBUTE`] bytes, at a character boundary.
+pub fn bounded(mut s: String) -> String {
+    if s.len() > MAX_ATTRIBUTE {
+        let mut end = MAX_ATTRIBUTE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
 /// Attributes, keyed by their semantic-convention names.
 pub type Attributes = Vec<(&'static str, Value)>;
 
@@ -404,22 +454,43 @@ impl Tracer {
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
     pub trace_id: TraceId,
+    /// The span a fetch made now is a child of: the request span, or the phase under way.
     pub span_id: SpanId,
     pub sampled: bool,
+    pub random: bool,
 }
 
 tokio::task_local! {
-    static CURRENT: Context;
+    static CURRENT: std::cell::Cell<Context>;
 }
 
 /// Runs `f` with `ctx` as the current trace context (see [`current_traceparent`]).
 pub async fn within<F: Future>(ctx: Context, f: F) -> F::Output {
-    CURRENT.scope(ctx, f).await
+    CURRENT.scope(std::cell::Cell::new(ctx), f).await
+}
+
+/// Makes `span` the parent of fetches from now on (a phase that may fetch: authenticate);
+/// returns the span it replaced, to put back with [`set_current_span`] when the phase is over.
+pub fn set_current_span(span: SpanId) -> Option<SpanId> {
+    CURRENT
+        .try_with(|c| {
+            let mut ctx = c.get();
+            let previous = ctx.span_id;
+            ctx.span_id = span;
+            c.set(ctx);
+            previous
+        })
+        .ok()
 }
 
 /// `traceparent` for a request made on behalf of the current request, if it is traced.
 pub fn current_traceparent() -> Option<HeaderValue> {
-    CURRENT.try_with(|c| traceparent_value(c.trace_id, c.span_id, c.sampled)).ok()
+    CURRENT
+        .try_with(|c| {
+            let c = c.get();
+            traceparent_value(c.trace_id, c.span_id, c.sampled, c.random)
+        })
+        .ok()
 }
 
 /// The trace of one request (or one background task): its ids, and its finished spans until
@@ -431,6 +502,8 @@ pub struct Trace {
     /// The caller's span, when it sent a trace context.
     pub parent: Option<SpanId>,
     pub sampled: bool,
+    /// The trace id is random (the level 2 flag): true for a trace the gateway starts.
+    pub random: bool,
     /// The caller's `tracestate`, sent on unchanged.
     pub state: Option<HeaderValue>,
     anchor: Instant,
@@ -450,19 +523,20 @@ impl Trace {
         let anchor_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let (parent, state) = match parent {
-            Some(p) => (Some(p.span_id), p.state),
-            None => (None, None),
+        let (parent, state, random) = match parent {
+            Some(p) => (Some(p.span_id), p.state, p.random),
+            None => (None, None, true),
         };
         Trace {
             trace_id,
             span_id: SpanId::random(),
             parent,
             sampled,
+            random,
             state,
             anchor: Instant::now(),
             anchor_unix,
-            spans: Vec::new(),
+            spans: if sampled { Vec::with_capacity(8) } else { Vec::new() },
             sink: sink.filter(|_| sampled),
         }
     }
@@ -477,7 +551,15 @@ impl Trace {
 
     /// The ids fetches made on this request's behalf pass on (its request span as parent).
     pub fn context(&self) -> Context {
-        Context { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled }
+        Context { trace_id: self.trace_id, span_id: self.span_id, sampled: self.sampled, random: self.random }
+    }
+
+    /// Adds an attribute to the last span recorded (learned after it ended: the wait before
+    /// the next try).
+    pub fn annotate_last(&mut self, key: &'static str, value: Value) {
+        if let Some(s) = self.spans.last_mut() {
+            s.attributes.push((key, value));
+        }
     }
 
     /// Marks the last span recorded as failed, with `error.type` and a message.
@@ -494,14 +576,9 @@ impl Trace {
         self.anchor_unix + self.anchor.elapsed().as_nanos() as u64
     }
 
-    /// The start of the trace, in Unix nanoseconds.
-    pub fn started(&self) -> u64 {
-        self.anchor_unix
-    }
-
     /// `traceparent` naming `span` of this trace as the parent.
     pub fn traceparent(&self, span: SpanId) -> HeaderValue {
-        traceparent_value(self.trace_id, span, self.sampled)
+        traceparent_value(self.trace_id, span, self.sampled, self.random)
     }
 
     /// Sets `traceparent` (for `span`) and the caller's `tracestate` on an outgoing request,
@@ -631,7 +708,14 @@ mod tests {
         let glued = format!("{v}x");
         assert_eq!(parse(&headers(&[("traceparent", &glued)])), None);
         // Sent on as version 00.
-        assert_eq!(traceparent_value(p.trace_id, p.span_id, p.sampled), TP);
+        assert_eq!(traceparent_value(p.trace_id, p.span_id, p.sampled, p.random), TP);
+        // The random flag (level 2) is read and passed on; other bits are not.
+        let random = parse(&headers(&[("traceparent", &TP.replace("-01", "-fb"))])).unwrap();
+        assert!(random.sampled && random.random);
+        assert_eq!(
+            traceparent_value(random.trace_id, random.span_id, random.sampled, random.random),
+            TP.replace("-01", "-03")
+        );
     }
 
     #[test]
@@ -660,6 +744,22 @@ mod tests {
     }
 
     #[test]
+    fn huge_tracestates_are_refused_without_reading_them_all() {
+        // 20,000 distinct members: refused at the 33rd, not compared with each other.
+        let many: Vec<String> = (0..20_000).map(|i| format!("k{i}=v")).collect();
+        let p = parse(&headers(&[("traceparent", TP), ("tracestate", &many.join(","))])).unwrap();
+        assert_eq!(p.state, None);
+        // Over the length any valid list can have, across fields: refused.
+        let long = format!("a={}", "x".repeat(250));
+        let fields: Vec<(&'static str, &str)> = (0..90).map(|_| ("tracestate", long.as_str())).collect();
+        let mut all = vec![("traceparent", TP)];
+        all.extend(fields);
+        assert_eq!(parse(&headers(&all)).unwrap().state, None);
+        assert_eq!(bounded("é".repeat(600)).len(), 1024);
+        assert_eq!(bounded("ab".to_owned()), "ab");
+    }
+
+    #[test]
     fn the_sampler_follows_the_parent_or_the_ratio() {
         let id = |low: u64| {
             let mut b = [1u8; 16];
@@ -673,8 +773,13 @@ mod tests {
         assert!(!none.sample(id(0), None));
         assert!(half.sample(id(u64::MAX / 2 - 10), None));
         assert!(!half.sample(id(u64::MAX / 2 + 10), None));
-        let parent =
-            |sampled| Parent { trace_id: id(u64::MAX), span_id: SpanId([1; 8]), sampled, state: None };
+        let parent = |sampled| Parent {
+            trace_id: id(u64::MAX),
+            span_id: SpanId([1; 8]),
+            sampled,
+            random: false,
+            state: None,
+        };
         assert!(Sampler::new(0.0, true).sample(id(u64::MAX), Some(&parent(true))));
         assert!(!Sampler::new(1.0, true).sample(id(0), Some(&parent(false))));
         assert!(!Sampler::new(0.0, false).sample(id(0), Some(&parent(true))));

@@ -174,73 +174,59 @@ impl Batcher {
     async fn run(mut self) {
         let mut batch: Vec<Finished> = Vec::new();
         let mut spans = 0;
-        let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+        // When the batch under way goes whether it is full or not: `interval` after its first
+        // trace was taken.
+        let mut deadline = None;
         loop {
-            // Wait for the first trace of a batch, then for more until the batch is full, the
-            // interval is over or a flush is asked for.
-            let Some(first) = self.rx.recv().await else { return };
-            let mut flush = self.take(first, &mut batch, &mut spans, &mut flushes);
-            let deadline = tokio::time::Instant::now() + self.interval;
-            while !flush && spans < self.max_batch {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(msg)) => flush = self.take(msg, &mut batch, &mut spans, &mut flushes),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            // A flush sends everything queued up to it, in batches.
-            loop {
-                while spans >= self.max_batch || (flush && spans > 0) {
-                    let (now, rest) = split_batch(std::mem::take(&mut batch), self.max_batch);
-                    batch = rest;
-                    spans = batch.iter().map(|t| t.spans.len()).sum();
-                    self.export(now).await;
-                }
-                if !flush {
-                    break;
-                }
-                match self.rx.try_recv() {
-                    Ok(msg) => {
-                        self.take(msg, &mut batch, &mut spans, &mut flushes);
-                    }
+            let msg = match deadline {
+                None => match self.rx.recv().await {
+                    Some(msg) => msg,
+                    None => return,
+                },
+                Some(at) => match tokio::time::timeout_at(at, self.rx.recv()).await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => return self.send_all(&mut batch).await,
                     Err(_) => {
-                        if spans > 0 {
-                            continue;
-                        }
-                        for f in flushes.drain(..) {
-                            let _ = f.send(());
-                        }
-                        break;
+                        self.send_all(&mut batch).await;
+                        (spans, deadline) = (0, None);
+                        continue;
+                    }
+                },
+            };
+            match msg {
+                Msg::Trace(t) => {
+                    self.queued.fetch_sub(t.spans.len(), Relaxed);
+                    spans += t.spans.len();
+                    batch.push(t);
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.interval);
+                    // Full batches go now; the rest waits for the interval.
+                    while spans >= self.max_batch {
+                        let (now, rest) = split_batch(std::mem::take(&mut batch), self.max_batch);
+                        batch = rest;
+                        spans = batch.iter().map(|t| t.spans.len()).sum();
+                        self.export(now).await;
+                    }
+                    if batch.is_empty() {
+                        deadline = None;
                     }
                 }
-            }
-            if !flush && spans > 0 {
-                // The interval is over: what there is goes now.
-                let now = std::mem::take(&mut batch);
-                spans = 0;
-                self.export(now).await;
+                Msg::Flush(reply) => {
+                    // The queue keeps order: everything submitted before the flush is in the
+                    // batch now.
+                    self.send_all(&mut batch).await;
+                    (spans, deadline) = (0, None);
+                    let _ = reply.send(());
+                }
             }
         }
     }
 
-    /// Takes a message off the queue; whether it asks for a flush.
-    fn take(
-        &self,
-        msg: Msg,
-        batch: &mut Vec<Finished>,
-        spans: &mut usize,
-        flushes: &mut Vec<oneshot::Sender<()>>,
-    ) -> bool {
-        match msg {
-            Msg::Trace(t) => {
-                self.queued.fetch_sub(t.spans.len(), Relaxed);
-                *spans += t.spans.len();
-                batch.push(t);
-                false
-            }
-            Msg::Flush(f) => {
-                flushes.push(f);
-                true
-            }
+    /// Sends every trace of `batch`, in batches of at most `max_batch` spans.
+    async fn send_all(&self, batch: &mut Vec<Finished>) {
+        while !batch.is_empty() {
+            let (now, rest) = split_batch(std::mem::take(batch), self.max_batch);
+            *batch = rest;
+            self.export(now).await;
         }
     }
 
@@ -271,7 +257,8 @@ impl Batcher {
                 }
                 Err(Failed { retry: Some(wait), reason }) if attempt < TRIES => {
                     tracing::debug!(reason, attempt, "trace export failed; trying again");
-                    let backoff = Duration::from_millis(200 << attempt);
+                    // 400 ms, then 800 ms, each ±50% so that gateways do not retry in step.
+                    let backoff = Duration::from_millis(200 << attempt).mul_f64(0.5 + fastrand::f64());
                     tokio::time::sleep(wait.unwrap_or(backoff).min(MAX_BACKOFF)).await;
                     attempt += 1;
                 }
@@ -324,6 +311,8 @@ struct Send {
     path: PathAndQuery,
     headers: HeaderMap,
     gzip: bool,
+    /// `telemetry.traces.timeout`, for the answer's body as for its head.
+    timeout: Duration,
 }
 
 impl Send {
@@ -403,7 +392,15 @@ impl Send {
                 headers.insert("grpc-timeout", HeaderValue::from_str(&timeout).expect("digits"));
             }
         }
-        Ok(Send { upstream: Arc::new(upstream), metrics, protocol: t.protocol, path, headers, gzip })
+        Ok(Send {
+            upstream: Arc::new(upstream),
+            metrics,
+            protocol: t.protocol,
+            path,
+            headers,
+            gzip,
+            timeout: t.timeout.get(),
+        })
     }
 
     /// The request body: the message, compressed if asked, framed for gRPC.
@@ -458,16 +455,27 @@ impl Send {
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let grpc_head = bridgehead_http::grpc::grpc_status(res.headers());
-        let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER).collect().await;
-        let (data, trailers) = match body {
-            Ok(c) => {
+        // The answer's body (and a gRPC answer's trailers) within the export's timeout too: a
+        // collector that sends a head and stalls must not hold the exporter.
+        let read = http_body_util::Limited::new(res.into_body(), MAX_ANSWER).collect();
+        let (data, trailers) = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(c)) => {
                 let trailers = c.trailers().cloned();
                 (c.to_bytes(), trailers)
+            }
+            // An HTTP collector that took the batch and said much more about it than an
+            // export answer holds: taken.
+            Ok(Err(_)) if self.protocol == OtlpProtocol::HttpProtobuf && status.is_success() => return Ok(0),
+            Ok(Err(_)) => {
+                return Err(Failed {
+                    retry: Some(None),
+                    reason: "the collector's answer broke off".to_owned(),
+                });
             }
             Err(_) => {
                 return Err(Failed {
                     retry: Some(None),
-                    reason: "the collector's answer broke off".to_owned(),
+                    reason: "the collector's answer did not end within telemetry.traces.timeout".to_owned(),
                 });
             }
         };
@@ -483,16 +491,19 @@ impl Send {
                 let code = trailers.as_ref().and_then(bridgehead_http::grpc::grpc_status).or(grpc_head);
                 match code {
                     Some(0) => Ok(data.get(5..).map_or(0, rejected)),
-                    // UNAVAILABLE, RESOURCE_EXHAUSTED (with retry info), ABORTED, DEADLINE_EXCEEDED.
-                    Some(c @ (14 | 8 | 10 | 4)) => Err(Failed {
+                    // What OTLP says may succeed later: CANCELLED, DEADLINE_EXCEEDED, ABORTED,
+                    // OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS. RESOURCE_EXHAUSTED only with retry
+                    // information, which this exporter does not read: not retried.
+                    Some(c @ (1 | 4 | 10 | 11 | 14 | 15)) => Err(Failed {
                         retry: Some(None),
                         reason: format!("the collector answered gRPC status {c}"),
                     }),
                     Some(c) => {
                         Err(Failed { retry: None, reason: format!("the collector answered gRPC status {c}") })
                     }
+                    // A proxy in front of the collector, overloaded or restarting.
                     None => Err(Failed {
-                        retry: None,
+                        retry: matches!(status.as_u16(), 429 | 502 | 503 | 504).then_some(retry_after),
                         reason: format!(
                             "the collector answered HTTP {} without a gRPC status",
                             status.as_u16()

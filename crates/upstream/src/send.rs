@@ -64,8 +64,9 @@ pub enum Payload {
 pub trait Observer: Send {
     /// A target was picked for a try; `in_flight` counts the request on it until dropped.
     fn target(&mut self, _url: &Arc<str>, _in_flight: InFlight) {}
-    /// The try failed and another follows: the previous target is no longer in use.
-    fn retrying(&mut self) {}
+    /// The try failed and another follows after `wait`: the previous target is no longer in
+    /// use.
+    fn retrying(&mut self, _wait: Duration) {}
     /// The request is about to leave: from here on the upstream may act on it.
     fn sending(&mut self) {}
     /// The try failed in the transport (connect, reset), with what the transport said: for a
@@ -94,8 +95,6 @@ pub struct TryEnd<'a> {
     pub status: Option<StatusCode>,
     /// The gateway's error, when no answer came.
     pub error: Option<&'a GatewayError>,
-    /// The wait before the next try, when another follows.
-    pub retry_in: Option<Duration>,
 }
 
 /// An observer that hears nothing.
@@ -173,34 +172,25 @@ impl Sender<'_> {
             let judged = match tries.exchange(target, prepared).await {
                 Ok(judged) => judged,
                 Err(e) => {
-                    observer.try_ended(&TryEnd {
-                        outcome: None,
-                        status: None,
-                        error: Some(&e),
-                        retry_in: None,
-                    });
+                    observer.try_ended(&TryEnd { outcome: None, status: None, error: Some(&e) });
                     return Err(e);
                 }
             };
             if let Some(cause) = &judged.cause {
                 observer.transport_failed(cause);
             }
-            let next = tries.decide(&judged, token.as_ref()).await;
+            // The try ends here: a fresh token fetched by `decide` is not its time.
             observer.try_ended(&TryEnd {
                 outcome: judged.verdict.map(|(label, _)| label),
                 status: judged.result.as_ref().ok().map(Response::status),
                 error: judged.result.as_ref().err(),
-                retry_in: match next {
-                    Next::Done => None,
-                    Next::Again(wait) => Some(wait.unwrap_or_default()),
-                },
             });
-            match next {
+            match tries.decide(&judged, token.as_ref()).await {
                 Next::Done => return judged.result,
                 Next::Again(wait) => {
                     // The answer is dropped first: its connection goes back to the pool.
                     drop(judged);
-                    observer.retrying();
+                    observer.retrying(wait.unwrap_or_default());
                     if let Some(wait) = wait {
                         tokio::time::sleep(wait).await;
                     }

@@ -389,10 +389,9 @@ impl Dispatcher {
         let (result, res) = match self.check(p.headers, p.body) {
             Err(r) => (r.reason, r.response(p.request_id)),
             Ok(event) => {
-                // The publication's trace context (the intake's span when traces are on) is kept
-                // with the event: its deliveries continue that trace.
-                let context =
-                    p.headers.get(&bridgehead_http::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+                // The intake's trace context (when traces are on) is kept with the event: its
+                // deliveries continue that trace.
+                let context = p.trace_context.and_then(|v| v.to_str().ok());
                 let headers_json = match context {
                     Some(tp) => serde_json::json!([["traceparent", tp]]).to_string(),
                     None => "[]".to_owned(),
@@ -561,6 +560,9 @@ pub struct Publication<'a> {
     pub request_id: &'a str,
     /// Unix ms.
     pub now_ms: i64,
+    /// The `traceparent` of the intake's span, when the request is traced (never the client's
+    /// own: that is not the gateway's to keep).
+    pub trace_context: Option<&'a HeaderValue>,
 }
 
 /// A published event, checked.

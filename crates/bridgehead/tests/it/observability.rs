@@ -39,7 +39,7 @@ fn the_alert_rules_pass_promtool_checks_and_unit_tests() {
     let d = deploy().join("prometheus");
     let rules = d.join("rules/bridgehead.rules.yml");
     let (ok, out) = promtool(&["check", "rules", rules.to_str().unwrap()]);
-    assert!(ok && out.contains("SUCCESS: 9 rules found"), "{out}");
+    assert!(ok && out.contains("SUCCESS: 10 rules found"), "{out}");
     let (ok, out) = promtool(&["test", "rules", d.join("tests/bridgehead.rules.test.yml").to_str().unwrap()]);
     assert!(ok && out.contains("SUCCESS"), "{out}");
     let (ok, out) = promtool(&["check", "config", d.join("prometheus.yml").to_str().unwrap()]);
@@ -209,6 +209,8 @@ webhooks:
     retry_schedule: [1s]
     endpoints:
       - {{ name: listener, url: "{m}/hook", events: ["order.*"], secret: "{whsec}", allow_private_network: true }}
+telemetry:
+  traces: {{ endpoint: "{m}", interval: 100ms }}
 "#,
         ca = ca_path.display(),
     );
@@ -344,7 +346,7 @@ webhooks:
     // The alert rules load and evaluate without error on the live data.
     let rules = get(&format!("{}/api/v1/rules", prom.url)).await.json();
     let group = &rules["data"]["groups"][0];
-    assert_eq!(group["rules"].as_array().unwrap().len(), 9, "{rules:#}");
+    assert_eq!(group["rules"].as_array().unwrap().len(), 10, "{rules:#}");
     for r in group["rules"].as_array().unwrap() {
         assert_eq!(r["health"], "ok", "{r:#}");
     }

@@ -43,7 +43,12 @@ impl Receiver {
 
     /// The spans received once there are at least `min`, and the exports they came in.
     async fn spans(&self, min: usize) -> (Vec<Value>, Vec<Value>) {
-        let got = get(&format!("{}/spans?min={min}", self.http())).await.json();
+        self.spans_within(min, 20).await
+    }
+
+    /// [`Self::spans`], failing unless they came within `secs`.
+    async fn spans_within(&self, min: usize, secs: u64) -> (Vec<Value>, Vec<Value>) {
+        let got = get(&format!("{}/spans?min={min}&wait={secs}", self.http())).await.json();
         let spans = got["spans"].as_array().unwrap().clone();
         assert!(spans.len() >= min, "{min} spans expected, got {}: {spans:#?}", spans.len());
         (spans, got["exports"].as_array().unwrap().clone())
@@ -188,10 +193,8 @@ async fn a_request_is_one_span_tree_under_its_callers_span_and_its_tries_carry_i
     assert_eq!(first["attributes"]["http.response.status_code"], 503);
     assert_eq!(first["attributes"]["error.type"], "503");
     assert_eq!(first["attributes"]["bridgehead.outcome"], "http_5xx");
-    assert!(
-        first["attributes"]["bridgehead.retry.backoff_ms"].is_i64()
-            || first["attributes"]["bridgehead.retry.backoff_ms"].is_string()
-    );
+    assert!(first["attributes"]["bridgehead.retry.backoff_ms"].is_i64(), "{first}");
+    assert!(second["attributes"].get("bridgehead.retry.backoff_ms").is_none());
     assert_eq!(first["attributes"]["server.address"], "127.0.0.1");
     assert_eq!(first["attributes"]["url.full"], upstream.peer.url("/api/orders/7"));
     assert!(first["attributes"].get("http.request.resend_count").is_none());
@@ -260,12 +263,13 @@ async fn grpc_export_sampling_and_the_context_passed_on_unrecorded() {
     assert_eq!(send(&client(), request(&gw, "/open/d", Some(&sampled))).await.status, 200);
 
     let tps = upstream.traceparents();
-    assert_eq!(tps[0].2, "00");
+    // A trace the gateway starts says its id is random (the level 2 flag), unsampled.
+    assert_eq!(tps[0].2, "02");
     assert_ne!(tps[0].0, TRACE);
     assert_eq!((tps[1].0.as_str(), tps[1].2.as_str()), (TRACE, "00"));
     assert_ne!(tps[1].1, PARENT, "the gateway's own span is the parent");
     assert_ne!(tps[2].0, TRACE.to_lowercase());
-    assert_eq!(tps[2].2, "00");
+    assert_eq!(tps[2].2, "02");
     assert_eq!((tps[3].0.as_str(), tps[3].2.as_str()), (sampled_trace, "01"));
     let lines = gw.log_lines();
     assert_eq!(lines[0]["trace_id"], tps[0].0.as_str());
@@ -282,30 +286,92 @@ async fn grpc_export_sampling_and_the_context_passed_on_unrecorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_export_is_retried_and_the_last_spans_are_flushed_at_shutdown() {
+async fn a_refused_export_is_retried_then_dropped_and_the_last_spans_are_flushed_at_shutdown() {
     let Some(rx) = Receiver::start().await else { return };
     let upstream = Upstream::start(&[]).await;
-    // An interval longer than the test: a batch goes when it is full (3 spans) or at shutdown.
+    // A batch goes when it holds 3 spans, or after 5 s, or at shutdown.
     let telemetry = format!(
-        "telemetry:\n  traces:\n    endpoint: \"{}\"\n    interval: 1h\n    max_batch: 3\n",
+        "telemetry:\n  traces:\n    endpoint: \"{}\"\n    interval: 5s\n    max_batch: 3\n",
         rx.http()
     );
     let mut gw = Gateway::start(&api(&upstream, &telemetry)).await;
+    let fail = |count: u32| {
+        let url = format!("{}/fail?count={count}&status=503", rx.http());
+        async move { assert_eq!(send(&client(), Request::post(url).body(empty()).unwrap()).await.status, 204) }
+    };
     // The collector answers the first export 503: it is sent again.
-    let fail = Request::post(format!("{}/fail?count=1&status=503", rx.http())).body(empty()).unwrap();
-    assert_eq!(send(&client(), fail).await.status, 204);
+    fail(1).await;
     assert_eq!(send(&client(), request(&gw, "/api/1", None)).await.status, 200);
     let (spans, exports) = rx.spans(4).await;
     assert_eq!(spans.len(), 4);
     assert_eq!(exports[0]["refused"], 503, "{exports:?}");
     assert_eq!(exports[1]["transport"], "http", "{exports:?}");
-    // The second request's 2 spans wait for the interval, until the gateway stops.
-    let traced = request(&gw, "/open/2", Some(&format!("00-{TRACE}-{PARENT}-01")));
+    // Three 503s: the batch is given up after its third try, and counted.
+    fail(3).await;
+    assert_eq!(send(&client(), request(&gw, "/api/2", None)).await.status, 200);
+    eventually(10, "the dropped batch counted", async || {
+        gw.metrics().await.contains("bridgehead_telemetry_spans_total{result=\"dropped_export_failed\"} 4")
+    })
+    .await;
+    let (_, exports) = rx.spans(4).await;
+    assert_eq!(exports.iter().filter(|e| e["refused"] == 503).count(), 4, "{exports:?}");
+    // The next request's 2 spans wait for the interval: stopping the gateway sends them at once.
+    let traced = request(&gw, "/open/3", Some(&format!("00-{TRACE}-{PARENT}-01")));
     assert_eq!(send(&client(), traced).await.status, 200);
     gw.begin_shutdown();
     gw.finished().await;
-    let (spans, _) = rx.spans(6).await;
+    let (spans, _) = rx.spans_within(6, 3).await;
     assert_eq!(spans.iter().filter(|s| s["trace_id"] == TRACE).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_made_for_a_request_carry_its_context() {
+    let Some(rx) = Receiver::start().await else { return };
+    let seen = Arc::new(Mutex::new(Vec::<(String, Option<String>)>::new()));
+    let s = seen.clone();
+    // The identity provider: introspection and the token endpoint, recording traceparents.
+    let idp = Peer::start(move |req| {
+        let tp = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_owned());
+        s.lock().unwrap().push((req.uri().path().to_owned(), tp));
+        if req.uri().path() == "/token" {
+            return json_response(
+                200,
+                &serde_json::json!({"access_token": "up-token", "token_type": "Bearer", "expires_in": 3600}),
+            );
+        }
+        json_response(200, &serde_json::json!({"active": true, "sub": "svc-1", "exp": 4_102_444_800u64}))
+    })
+    .await;
+    let upstream = Upstream::start(&[]).await;
+    let config = format!(
+        "authenticators:\n  idp:\n    introspection: {{ url: \"{}\", client_id: gw, client_secret: s3cret }}\nupstreams:\n  api:\n    targets: [{{ url: \"{}\" }}]\n    credentials:\n      oauth2_client_credentials: {{ token_url: \"{}\", client_id: gw, client_secret: s3cret }}\nroutes:\n  - {{ name: api, match: {{ path_prefix: / }}, upstream: api, auth: [idp] }}\n{}",
+        idp.url("/introspect"),
+        upstream.peer.url(""),
+        idp.url("/token"),
+        traces(&rx.http(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    let req = Request::get(gw.url("/x"))
+        .header("authorization", "Bearer opaque-1")
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&client(), req).await.status, 200);
+    assert_eq!(upstream.header(0, "authorization").as_deref(), Some("Bearer up-token"));
+    let (spans, _) = rx.spans(3).await;
+    let server = one(&spans, "GET api");
+    let auth = one(&spans, "authenticate");
+    let seen = seen.lock().unwrap().clone();
+    let parent_of = |path: &str| {
+        let (_, tp) = seen.iter().find(|(p, _)| p == path).unwrap_or_else(|| panic!("no {path}: {seen:?}"));
+        let tp = tp.clone().unwrap_or_else(|| panic!("{path} without a traceparent"));
+        let parts: Vec<String> = tp.split('-').map(str::to_owned).collect();
+        assert_eq!(parts[1], TRACE, "{tp}");
+        parts[2].clone()
+    };
+    // The introspection is a child of the authenticate span, the token fetch of the request's.
+    assert_eq!(parent_of("/introspect"), auth["span_id"].as_str().unwrap());
+    assert_eq!(parent_of("/token"), server["span_id"].as_str().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,6 +456,8 @@ async fn telemetry_settings_are_checked_with_precise_errors() {
             "unknown variant",
         ),
         ("endpoint: \"http://c:4318\"\n    tls: { ca: ca.pem }", "telemetry.traces.tls", "https:// endpoint"),
+        ("endpoint: \"http://c:4318\"\n    interval: 10s", "telemetry.traces.interval", "at most 5s"),
+        ("endpoint: \"http://c:4318\"\n    timeout: 0s", "telemetry.traces.timeout", "greater than 0"),
     ];
     for (traces, key, message) in cases {
         let dir = tempfile::tempdir().unwrap();

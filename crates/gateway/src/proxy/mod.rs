@@ -64,9 +64,10 @@ pub async fn handle(
     let rt = shared.runtime.load_full();
     let request_id = headers::request_id(req.headers());
     let grpc = Classify::of_request(req.method(), req.headers()) == Classify::Grpc;
-    // Only when traces are on: otherwise nothing of tracing runs.
-    let trace = rt.tracer.as_ref().map(|t| Box::new(t.start(req.headers())));
     let filtered = request_filter(&rt, &mut req);
+    // Only when traces are on: otherwise nothing of tracing runs. After the filter, which
+    // refuses oversized headers (the trace of that refusal is still recorded).
+    let trace = rt.tracer.as_ref().map(|t| Box::new(t.start(req.headers())));
     let mut log = Logging::new(&rt, &shared, &conn, &req, request_id.clone(), trace);
     let stats = Arc::new(RequestStats::default());
     log.stats = Some(stats.clone());
@@ -197,8 +198,21 @@ impl<'a> RequestCtx<'a> {
         error: Option<&GatewayError>,
         attributes: impl FnOnce() -> Attributes,
     ) {
+        self.span_end_as(SpanId::random(), start, name, kind, error, attributes);
+    }
+
+    /// [`Self::span_end`] for a span whose id was handed out already (as fetches' parent).
+    fn span_end_as(
+        &mut self,
+        id: SpanId,
+        start: Option<u64>,
+        name: &'static str,
+        kind: Kind,
+        error: Option<&GatewayError>,
+        attributes: impl FnOnce() -> Attributes,
+    ) {
         let (Some(start), Some(trace)) = (start, self.log.trace.as_deref_mut()) else { return };
-        trace.record(name, kind, start, attributes());
+        trace.record_as(id, name, kind, start, attributes());
         if let Some(e) = error {
             trace.fail_last(e.status().as_u16().to_string(), e.to_string());
         }
@@ -345,6 +359,9 @@ async fn soap(
     let prepared = match s.prepare(&parts.method, path, &body, &id) {
         bridgehead_soap::route::Step::Call(p) => p,
         bridgehead_soap::route::Step::Answer(res) => {
+            ctx.span_end(start, "soap.request", Kind::Internal, None, || {
+                vec![("http.response.status_code", Value::Int(i64::from(res.status().as_u16())))]
+            });
             // Answered here: nothing was sent, the key is free again.
             ctx.release_claim();
             return Ok(res.map(ResponseBody::full));
@@ -365,6 +382,7 @@ async fn soap(
         &mut ctx.log.target,
         &mut ctx.log.in_flight,
         ctx.log.trace.as_deref_mut(),
+        ctx.log.grpc.as_ref(),
         ctx.claim.as_mut(),
     );
     let res =
@@ -407,6 +425,9 @@ async fn transcode(
         match t.prepare(&parts.method, path, parts.uri.query(), &parts.headers, &body, timeout, &id) {
             Ok(p) => p,
             Err(refused) => {
+                ctx.span_end(start, "transcode.request", Kind::Internal, None, || {
+                    vec![("http.response.status_code", Value::Int(i64::from(refused.status().as_u16())))]
+                });
                 // Refused before the upstream: nothing happened, the key is free again.
                 ctx.release_claim();
                 return Ok(refused.map(ResponseBody::full));
@@ -426,6 +447,7 @@ async fn transcode(
         &mut ctx.log.target,
         &mut ctx.log.in_flight,
         ctx.log.trace.as_deref_mut(),
+        ctx.log.grpc.as_ref(),
         ctx.claim.as_mut(),
     );
     let headers = std::mem::take(&mut prepared.headers);
@@ -542,12 +564,14 @@ async fn intake(
     let now = bridgehead_http::clock::unix_ms();
     let publisher = identity.map(|i| format!("{}:{}", i.authenticator, i.consumer));
     let span = ctx.handoff_start(&mut parts.headers);
+    let context = ctx.log.trace.as_ref().and_then(|_| parts.headers.get(&trace::TRACEPARENT)).cloned();
     let publication = bridgehead_webhooks::outbound::Publication {
         headers: &parts.headers,
         body,
         publisher: publisher.as_deref(),
         request_id: &id,
         now_ms: now,
+        trace_context: context.as_ref(),
     };
     let res = dispatcher.publish(store, &shared.metrics, publication).await;
     ctx.handoff_end(span, "outbound", res.status());
@@ -800,14 +824,27 @@ async fn authenticate(
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
     if let Some(auth) = &ctx.route().auth {
         let start = ctx.span_start();
+        // Fetches the authenticators make (JWKS, introspection) are children of this span.
+        let span = SpanId::random();
+        let outer = start.and_then(|_| trace::set_current_span(span));
         let result = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await;
-        ctx.span_end(start, "authenticate", Kind::Internal, result.as_ref().err(), || match &result {
-            Ok(i) => vec![
-                ("bridgehead.authenticator", Value::Shared(i.authenticator.clone())),
-                ("bridgehead.consumer", Value::Shared(i.consumer.clone())),
-            ],
-            Err(_) => Vec::new(),
-        });
+        if let Some(outer) = outer {
+            trace::set_current_span(outer);
+        }
+        ctx.span_end_as(
+            span,
+            start,
+            "authenticate",
+            Kind::Internal,
+            result.as_ref().err(),
+            || match &result {
+                Ok(i) => vec![
+                    ("bridgehead.authenticator", Value::Shared(i.authenticator.clone())),
+                    ("bridgehead.consumer", Value::Shared(i.consumer.clone())),
+                ],
+                Err(_) => Vec::new(),
+            },
+        );
         let identity = result?;
         ctx.log.consumer = Some(identity.consumer.clone());
         return Ok(Some(identity));
@@ -845,7 +882,6 @@ async fn idempotency(
         return Ok(None);
     }
     let Some(key) = policy.key(&parts.headers)? else { return Ok(None) };
-    let start = ctx.span_start();
     let limit = policy.max_request_body.min(ctx.rt.loaded.config.server.limits.max_body.get());
     let BodyState::Streaming(incoming) = std::mem::replace(&mut ctx.body, BodyState::Taken) else {
         unreachable!("the body is read here first")
@@ -853,6 +889,8 @@ async fn idempotency(
     let charge = Charge::Now(&ctx.log.shared.buffers, &mut ctx.request_held);
     let bytes = read_body(incoming, limit, &ctx.stats, true, charge).await?;
     let fp = fingerprint(&parts.method, parts.uri.path_and_query().map_or("/", |pq| pq.as_str()), &bytes);
+    // The store's round trip, not the client's upload.
+    let start = ctx.span_start();
     let result = policy.begin(ctx.log.consumer.as_deref(), key, fp).await;
     let outcome = match &result {
         Ok(Begin::Run(_)) => "started",
@@ -979,6 +1017,7 @@ async fn send(
         &mut ctx.log.target,
         &mut ctx.log.in_flight,
         ctx.log.trace.as_deref_mut(),
+        ctx.log.grpc.as_ref(),
         ctx.claim.as_mut(),
     );
     sender.send(outgoing, &mut tries).await
@@ -992,15 +1031,35 @@ struct TryLog<'c> {
     claim: Option<&'c mut Claim>,
     /// The request's trace: each try is a client span, and carries it as `traceparent`.
     trace: Option<&'c mut Trace>,
+    /// The gRPC service and method of the call, for the try spans' `rpc.*` attributes.
+    rpc: Option<(Arc<str>, Arc<str>)>,
     /// The span of the try under way.
     span: Option<TrySpan>,
+}
+
+/// The host and port of a target URL (`scheme://host[:port]`, checked when the config was
+/// loaded), the port the scheme's when none is written.
+fn host_port(target: &str) -> (&str, u16) {
+    let (scheme, authority) = target.split_once("://").unwrap_or(("http", target));
+    let default = if scheme == "https" { 443 } else { 80 };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => (rest, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    (host, port.and_then(|p| p.parse().ok()).unwrap_or(default))
 }
 
 /// A try's span until the try is over.
 struct TrySpan {
     id: SpanId,
     start: u64,
-    method: Value,
+    name: std::borrow::Cow<'static, str>,
     attributes: Attributes,
 }
 
@@ -1009,9 +1068,13 @@ impl<'c> TryLog<'c> {
         target: &'c mut Option<Arc<str>>,
         in_flight: &'c mut Option<InFlight>,
         trace: Option<&'c mut Trace>,
+        grpc: Option<&GrpcCall>,
         claim: Option<&'c mut Claim>,
     ) -> Self {
-        TryLog { target, in_flight, claim, trace, span: None }
+        let rpc = grpc
+            .filter(|_| trace.as_ref().is_some_and(|t| t.sampled))
+            .map(|g| (g.service.clone(), g.method.clone()));
+        TryLog { target, in_flight, claim, trace, rpc, span: None }
     }
 }
 
@@ -1031,21 +1094,27 @@ impl Observer for TryLog<'_> {
             return;
         }
         let method = trace::method_value(req.method());
-        let mut attributes = vec![
-            ("http.request.method", method.clone()),
-            ("url.full", Value::from(format!("{target}{}", req.uri().path()))),
-            ("bridgehead.upstream", Value::Shared(upstream.clone())),
-        ];
-        if let Ok(uri) = target.parse::<Uri>() {
-            attributes.push(("server.address", Value::from(uri.host().unwrap_or_default().to_owned())));
-            if let Some(port) = uri.port_u16() {
-                attributes.push(("server.port", Value::Int(i64::from(port))));
-            }
-        }
+        let mut attributes = Vec::with_capacity(12);
+        attributes.push(("http.request.method", method.clone()));
+        attributes.push(("url.full", Value::from(trace::bounded(format!("{target}{}", req.uri().path())))));
+        attributes.push(("bridgehead.upstream", Value::Shared(upstream.clone())));
+        let (host, port) = host_port(target);
+        attributes.push(("server.address", Value::from(host.to_owned())));
+        attributes.push(("server.port", Value::Int(i64::from(port))));
         if attempt > 1 {
             attributes.push(("http.request.resend_count", Value::Int(i64::from(attempt - 1))));
         }
-        self.span = Some(TrySpan { id, start: trace.now(), method, attributes });
+        let name = match (&self.rpc, &method) {
+            (Some((service, rpc_method)), _) => {
+                attributes.push(("rpc.system", Value::from("grpc")));
+                attributes.push(("rpc.service", Value::Shared(service.clone())));
+                attributes.push(("rpc.method", Value::Shared(rpc_method.clone())));
+                format!("{service}/{rpc_method}").into()
+            }
+            (None, Value::Str(m)) => m.clone(),
+            _ => "HTTP".into(),
+        };
+        self.span = Some(TrySpan { id, start: trace.now(), name, attributes });
     }
 
     fn try_ended(&mut self, end: &TryEnd<'_>) {
@@ -1057,17 +1126,10 @@ impl Observer for TryLog<'_> {
         if let Some(outcome) = end.outcome {
             attributes.push(("bridgehead.outcome", Value::from(outcome)));
         }
-        if let Some(wait) = end.retry_in {
-            attributes.push(("bridgehead.retry.backoff_ms", Value::Int(wait.as_millis() as i64)));
-        }
         let failed = end.error.map(|e| (e.status().as_u16().to_string(), e.to_string())).or_else(|| {
             let status = end.status.filter(|s| s.is_client_error() || s.is_server_error())?;
             Some((status.as_u16().to_string(), format!("the upstream answered {}", status.as_u16())))
         });
-        let name = match &span.method {
-            Value::Str(m) => m.clone(),
-            _ => "HTTP".into(),
-        };
         let (status, message) = match failed {
             Some((error_type, message)) => {
                 attributes.push(("error.type", Value::from(error_type)));
@@ -1078,7 +1140,7 @@ impl Observer for TryLog<'_> {
         trace.push(SpanRecord {
             span_id: span.id,
             parent: Some(trace.span_id),
-            name,
+            name: span.name,
             kind: Kind::Client,
             start: span.start,
             end: trace.now(),
@@ -1093,8 +1155,12 @@ impl Observer for TryLog<'_> {
         *self.in_flight = Some(in_flight);
     }
 
-    fn retrying(&mut self) {
+    fn retrying(&mut self, wait: std::time::Duration) {
         *self.in_flight = None;
+        // The span of the try that failed is the last one recorded.
+        if let Some(trace) = self.trace.as_deref_mut().filter(|t| t.sampled) {
+            trace.annotate_last("bridgehead.retry.backoff_ms", Value::Int(wait.as_millis() as i64));
+        }
     }
 
     fn sending(&mut self) {
@@ -1453,9 +1519,10 @@ impl Logging {
             (Value::Str(m), None) => m.clone(),
             _ => "HTTP".into(),
         };
-        let mut attributes: Attributes = vec![
+        let mut attributes: Attributes = Vec::with_capacity(24);
+        attributes.extend([
             ("http.request.method", method),
-            ("url.path", Value::from(std::mem::take(&mut self.path))),
+            ("url.path", Value::from(trace::bounded(std::mem::take(&mut self.path)))),
             ("url.scheme", Value::from(if self.https { "https" } else { "http" })),
             (
                 "network.protocol.version",
@@ -1466,14 +1533,17 @@ impl Logging {
                 }),
             ),
             ("client.address", Value::from(self.client.ip().to_string())),
-            ("http.response.status_code", Value::Int(i64::from(self.status))),
             ("bridgehead.request_id", Value::from(self.request_id.to_str().unwrap_or_default().to_owned())),
             (
                 "http.request.body.size",
                 Value::Int(self.stats.as_ref().map_or(0, |s| s.bytes_in.load(Relaxed)) as i64),
             ),
             ("http.response.body.size", Value::Int(bytes_out as i64)),
-        ];
+        ]);
+        // 0: dropped before an answer was made.
+        if self.status != 0 {
+            attributes.push(("http.response.status_code", Value::Int(i64::from(self.status))));
+        }
         for (key, v) in [
             ("bridgehead.route", &self.route),
             ("bridgehead.consumer", &self.consumer),
@@ -1484,26 +1554,47 @@ impl Logging {
                 attributes.push((key, Value::Shared(v.clone())));
             }
         }
+        // A gRPC server span fails on the codes that are the server's (UNKNOWN,
+        // DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS).
+        let mut grpc_error = None;
         if let Some((service, method, code)) = grpc_code {
             attributes.push(("rpc.system", Value::from("grpc")));
             attributes.push(("rpc.service", Value::Shared(service)));
             attributes.push(("rpc.method", Value::Shared(method)));
             if code > 0 {
                 attributes.push(("rpc.grpc.status_code", Value::Int(i64::from(code - 1))));
+                grpc_error = matches!(code - 1, 2 | 4 | 12 | 13 | 14 | 15).then(|| (code - 1).to_string());
             }
         }
-        // A server span fails on a 5xx (a 4xx is the client's), or when the answer broke off.
-        let status = if self.status >= 500 || !completed {
-            if !completed {
-                attributes.push(("error.type", Value::from("incomplete")));
-            } else {
-                attributes.push(("error.type", Value::from(self.status.to_string())));
-            }
-            trace::Status::Error
+        // A server span fails on a 5xx (a 4xx is the client's), when the answer broke off, or
+        // when the request was dropped before an answer (the client went away).
+        let error_type = if self.status == 0 {
+            Some("cancelled".to_owned())
+        } else if !completed {
+            Some("incomplete".to_owned())
+        } else if self.status >= 500 {
+            Some(self.status.to_string())
         } else {
-            trace::Status::Unset
+            grpc_error
+        };
+        let status = match error_type {
+            Some(e) => {
+                attributes.push(("error.type", Value::from(e)));
+                trace::Status::Error
+            }
+            None => trace::Status::Unset,
         };
         trace.finish(name, Kind::Server, status, attributes);
+    }
+}
+
+/// A request dropped before its answer (the client went away while it waited): its trace
+/// still ends, as cancelled, with the spans recorded so far.
+impl Drop for Logging {
+    fn drop(&mut self) {
+        if self.trace.is_some() {
+            self.end_trace(0, false, None);
+        }
     }
 }
 

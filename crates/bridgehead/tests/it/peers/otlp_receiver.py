@@ -5,8 +5,8 @@ Usage: otlp_receiver.py
 
 Prints "port N" and serves until stdin closes. On port N (HTTP):
 - POST /v1/traces: an OTLP/HTTP export (protobuf, gzip when Content-Encoding says so);
-- GET /spans?min=K: waits (at most 20 s) until K spans arrived, then answers them as JSON,
-  with the exports they came in (transport, encoding, headers);
+- GET /spans?min=K[&wait=S]: waits (at most S seconds, default 20) until K spans arrived,
+  then answers them as JSON, with the exports they came in (transport, encoding, headers);
 - GET /info: {"grpc_port": P}, where TraceService/Export is served (OTLP/gRPC);
 - POST /fail?count=C&status=S: the next C HTTP exports are answered with status S.
 """
@@ -81,8 +81,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, json.dumps({"grpc_port": grpc_port}).encode(), "application/json")
         if url.path == "/spans":
             least = int(query.get("min", ["1"])[0])
+            wait = float(query.get("wait", ["20"])[0])
             with changed:
-                changed.wait_for(lambda: len(spans) >= least, timeout=20)
+                changed.wait_for(lambda: len(spans) >= least, timeout=wait)
                 body = json.dumps({"spans": spans, "exports": exports}).encode()
             return self.answer(200, body, "application/json")
         self.answer(404, b"", "text/plain")
