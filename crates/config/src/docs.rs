@@ -118,7 +118,8 @@ fn variant_docs(s: &Value) -> String {
     variants
         .iter()
         .filter_map(|v| {
-            Some(format!(" `{}`: {}", v.get("const")?.as_str()?, v.get("description")?.as_str()?))
+            let description = v.get("description")?.as_str()?.trim_end_matches('.');
+            Some(format!(" `{}`: {description}", v.get("const")?.as_str()?))
         })
         .collect::<Vec<_>>()
         .join(";")

@@ -755,6 +755,12 @@ mod tests {
         let mut all = vec![("traceparent", TP)];
         all.extend(fields);
         assert_eq!(parse(&headers(&all)).unwrap().state, None);
+        // Valid but for its length (empty members are allowed): refused for the length alone.
+        let padded = format!("a=1{}", ",".repeat(25_000));
+        assert_eq!(parse(&headers(&[("traceparent", TP), ("tracestate", &padded)])).unwrap().state, None);
+        let thirty_one: Vec<String> = (0..31).map(|i| format!("k{i}=v")).collect();
+        let p = parse(&headers(&[("traceparent", TP), ("tracestate", &thirty_one.join(", "))])).unwrap();
+        assert_eq!(p.state.unwrap(), thirty_one.join(","));
         assert_eq!(bounded("é".repeat(600)).len(), 1024);
         assert_eq!(bounded("ab".to_owned()), "ab");
     }

@@ -444,6 +444,8 @@ impl Send {
             stats: None,
             max_body: u64::MAX,
         };
+        // One deadline for the answer's head and body.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let res = sender.send(out, &mut ()).await.map_err(|e| Failed {
             retry: Some(None),
             reason: format!("the collector could not be reached: {e}"),
@@ -458,7 +460,7 @@ impl Send {
         // The answer's body (and a gRPC answer's trailers) within the export's timeout too: a
         // collector that sends a head and stalls must not hold the exporter.
         let read = http_body_util::Limited::new(res.into_body(), MAX_ANSWER).collect();
-        let (data, trailers) = match tokio::time::timeout(self.timeout, read).await {
+        let (data, trailers) = match tokio::time::timeout_at(deadline, read).await {
             Ok(Ok(c)) => {
                 let trailers = c.trailers().cloned();
                 (c.to_bytes(), trailers)

@@ -53,7 +53,6 @@ pub async fn body(mut res: reqwest::Response) -> Result<Vec<u8>, AnswerError> {
     Ok(out)
 }
 
-/// A reqwest error in one line, without URL query strings (which could carry secrets).
 /// The request with the current request's trace context, when a traced request is what this
 /// fetch is made for (see [`bridgehead_http::trace::current_traceparent`]).
 pub fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -63,6 +62,7 @@ pub fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     }
 }
 
+/// A reqwest error in one line, without URL query strings (which could carry secrets).
 pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"

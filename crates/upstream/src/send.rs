@@ -95,6 +95,8 @@ pub struct TryEnd<'a> {
     pub status: Option<StatusCode>,
     /// The gateway's error, when no answer came.
     pub error: Option<&'a GatewayError>,
+    /// The outcome counts as a failure (a gRPC status in an HTTP 200 included).
+    pub failed: bool,
 }
 
 /// An observer that hears nothing.
@@ -172,7 +174,12 @@ impl Sender<'_> {
             let judged = match tries.exchange(target, prepared).await {
                 Ok(judged) => judged,
                 Err(e) => {
-                    observer.try_ended(&TryEnd { outcome: None, status: None, error: Some(&e) });
+                    observer.try_ended(&TryEnd {
+                        outcome: None,
+                        status: None,
+                        error: Some(&e),
+                        failed: true,
+                    });
                     return Err(e);
                 }
             };
@@ -184,6 +191,7 @@ impl Sender<'_> {
                 outcome: judged.verdict.map(|(label, _)| label),
                 status: judged.result.as_ref().ok().map(Response::status),
                 error: judged.result.as_ref().err(),
+                failed: judged.verdict.is_some_and(|(_, failed)| failed),
             });
             match tries.decide(&judged, token.as_ref()).await {
                 Next::Done => return judged.result,

@@ -408,6 +408,47 @@ async fn webhook_deliveries_continue_the_trace_their_event_was_published_in() {
     assert_eq!((tps[0].0.as_str(), tps[0].1.as_str()), (TRACE, delivery["span_id"].as_str().unwrap()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_and_a_client_that_leaves_are_in_the_trace() {
+    let Some(rx) = Receiver::start().await else { return };
+    let m = bridgehead_mock::MockServer::start(bridgehead_mock::MockOptions::default()).await.unwrap();
+    let config = format!(
+        "upstreams:\n  m:\n    targets: [{{ url: \"{}\" }}]\nroutes:\n  - {{ name: pay, match: {{ path_prefix: /pay }}, upstream: m, idempotency: {{ ttl: 1h }} }}\n{}",
+        m.url(),
+        traces(&rx.http(), "")
+    );
+    let gw = Gateway::start(&config).await;
+    let post = Request::post(gw.url("/pay"))
+        .header("idempotency-key", "k-1")
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .body(full("{}"))
+        .unwrap();
+    assert_eq!(send(&client(), post).await.status, 200);
+    let (spans, _) = rx.spans(4).await;
+    assert_eq!(one(&spans, "idempotency")["attributes"]["bridgehead.idempotency.result"], "started");
+    let store = one(&spans, "idempotency.store");
+    assert_eq!(store["parent_span_id"], one(&spans, "POST pay")["span_id"]);
+
+    // A client that gives up while the upstream is slow: the request and its try end as
+    // cancelled, with the try the upstream was told is its parent.
+    let slow = Request::get(gw.url("/pay/slow"))
+        .header("x-mock-latency", "3s")
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .body(empty())
+        .unwrap();
+    let gave_up = tokio::time::timeout(std::time::Duration::from_millis(300), send(&client(), slow)).await;
+    assert!(gave_up.is_err(), "the mock answered within its latency");
+    let (spans, _) = rx.spans(6).await;
+    let server = spans.iter().find(|s| s["name"] == "GET pay").unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(server["status"], "STATUS_CODE_ERROR");
+    assert_eq!(server["attributes"]["error.type"], "cancelled");
+    assert!(server["attributes"].get("http.response.status_code").is_none());
+    let tried = one(&spans, "GET");
+    assert_eq!(tried["parent_span_id"], server["span_id"]);
+    assert_eq!(tried["attributes"]["bridgehead.outcome"], "cancelled");
+    assert_eq!(tried["status"], "STATUS_CODE_ERROR");
+}
+
 #[tokio::test]
 async fn with_traces_off_a_callers_context_passes_through_untouched() {
     let upstream = Upstream::start(&[]).await;

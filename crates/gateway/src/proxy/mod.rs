@@ -198,7 +198,9 @@ impl<'a> RequestCtx<'a> {
         error: Option<&GatewayError>,
         attributes: impl FnOnce() -> Attributes,
     ) {
-        self.span_end_as(SpanId::random(), start, name, kind, error, attributes);
+        if start.is_some() {
+            self.span_end_as(SpanId::random(), start, name, kind, error, attributes);
+        }
     }
 
     /// [`Self::span_end`] for a span whose id was handed out already (as fetches' parent).
@@ -215,6 +217,17 @@ impl<'a> RequestCtx<'a> {
         trace.record_as(id, name, kind, start, attributes());
         if let Some(e) = error {
             trace.fail_last(e.status().as_u16().to_string(), e.to_string());
+        }
+    }
+
+    /// Records a phase's span that ended in an answer of the backend's own (a request that
+    /// does not fit the schema): failed, with the answer's status, when it is 4xx or 5xx.
+    fn span_refused(&mut self, start: Option<u64>, name: &'static str, status: StatusCode) {
+        let (Some(start), Some(trace)) = (start, self.log.trace.as_deref_mut()) else { return };
+        let code = i64::from(status.as_u16());
+        trace.record(name, Kind::Internal, start, vec![("http.response.status_code", Value::Int(code))]);
+        if status.is_client_error() || status.is_server_error() {
+            trace.fail_last(status.as_u16().to_string(), format!("answered {code} before the upstream"));
         }
     }
 
@@ -238,7 +251,7 @@ impl<'a> RequestCtx<'a> {
             ("http.response.status_code", Value::Int(i64::from(status.as_u16()))),
         ];
         trace.record_as(id, "webhook.publish", Kind::Producer, start, attributes);
-        if status.is_server_error() {
+        if status.is_client_error() || status.is_server_error() {
             trace.fail_last(status.as_u16().to_string(), "the event was not stored".into());
         }
     }
@@ -359,9 +372,7 @@ async fn soap(
     let prepared = match s.prepare(&parts.method, path, &body, &id) {
         bridgehead_soap::route::Step::Call(p) => p,
         bridgehead_soap::route::Step::Answer(res) => {
-            ctx.span_end(start, "soap.request", Kind::Internal, None, || {
-                vec![("http.response.status_code", Value::Int(i64::from(res.status().as_u16())))]
-            });
+            ctx.span_refused(start, "soap.request", res.status());
             // Answered here: nothing was sent, the key is free again.
             ctx.release_claim();
             return Ok(res.map(ResponseBody::full));
@@ -385,12 +396,16 @@ async fn soap(
         ctx.log.grpc.as_ref(),
         ctx.claim.as_mut(),
     );
-    let res =
-        bridgehead_soap::route::send(&upstream, &shared.metrics, &prepared, headers, &mut tries).await?;
+    let res = bridgehead_soap::route::send(&upstream, &shared.metrics, &prepared, headers, &mut tries).await;
+    drop(tries);
+    let res = res?;
     let start = ctx.span_start();
     let res = s.respond(&prepared, res, &id).await;
     ctx.span_end(start, "soap.response", Kind::Internal, None, Vec::new);
-    Ok(store_answer(ctx, res).await)
+    let start = ctx.claim.as_ref().and_then(|_| ctx.span_start());
+    let res = store_answer(ctx, res).await;
+    ctx.span_end(start, "idempotency.store", Kind::Internal, None, Vec::new);
+    Ok(res)
 }
 
 /// The transcoding backend: authentication and rate limits as on a proxy route, then the JSON
@@ -425,9 +440,7 @@ async fn transcode(
         match t.prepare(&parts.method, path, parts.uri.query(), &parts.headers, &body, timeout, &id) {
             Ok(p) => p,
             Err(refused) => {
-                ctx.span_end(start, "transcode.request", Kind::Internal, None, || {
-                    vec![("http.response.status_code", Value::Int(i64::from(refused.status().as_u16())))]
-                });
+                ctx.span_refused(start, "transcode.request", refused.status());
                 // Refused before the upstream: nothing happened, the key is free again.
                 ctx.release_claim();
                 return Ok(refused.map(ResponseBody::full));
@@ -460,11 +473,16 @@ async fn transcode(
         &mut tries,
     )
     .await
-    .inspect_err(|e| code.store(e.grpc_code() + 1, Relaxed))?;
+    .inspect_err(|e| code.store(e.grpc_code() + 1, Relaxed));
+    drop(tries);
+    let res = res?;
     let start = ctx.span_start();
     let res = t.respond(prepared, res, timeout, &id, &code).await;
     ctx.span_end(start, "transcode.response", Kind::Internal, None, Vec::new);
-    Ok(store_answer(ctx, res).await)
+    let start = ctx.claim.as_ref().and_then(|_| ctx.span_start());
+    let res = store_answer(ctx, res).await;
+    ctx.span_end(start, "idempotency.store", Kind::Internal, None, Vec::new);
+    Ok(res)
 }
 
 /// The transcoded answer to a request that claimed an idempotency key, stored as
@@ -618,7 +636,11 @@ async fn proxy(
         let code = ctx.log.grpc.as_ref().map(|g| g.code.clone());
         return Ok(grpc_web_response(res, mode, code));
     }
-    store_response(ctx, res).await
+    // The answer stored for repeats of the key: read whole, then written.
+    let start = ctx.claim.as_ref().and_then(|_| ctx.span_start());
+    let res = store_response(ctx, res).await;
+    ctx.span_end(start, "idempotency.store", Kind::Internal, res.as_ref().err(), Vec::new);
+    res
 }
 
 /// A gRPC-Web request as gRPC: the body read whole (within `server.limits.max_body`) and
@@ -824,15 +846,16 @@ async fn authenticate(
     crate::auth::strip_identity(&mut parts.headers, ctx.rt.auth.protected());
     if let Some(auth) = &ctx.route().auth {
         let start = ctx.span_start();
-        // Fetches the authenticators make (JWKS, introspection) are children of this span.
-        let span = SpanId::random();
-        let outer = start.and_then(|_| trace::set_current_span(span));
+        // Fetches the authenticators make (JWKS, introspection) are children of this span (of
+        // the request span when the request is not recorded).
+        let span = start.map(|_| SpanId::random());
+        let outer = span.and_then(trace::set_current_span);
         let result = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await;
         if let Some(outer) = outer {
             trace::set_current_span(outer);
         }
         ctx.span_end_as(
-            span,
+            span.unwrap_or(SpanId([1; 8])),
             start,
             "authenticate",
             Kind::Internal,
@@ -1037,10 +1060,22 @@ struct TryLog<'c> {
     span: Option<TrySpan>,
 }
 
+/// A request dropped while a try was under way (the client went away): the try's span is
+/// still recorded, as cancelled, since the upstream was told it is its parent.
+impl Drop for TryLog<'_> {
+    fn drop(&mut self) {
+        if self.span.is_some() {
+            self.try_ended(&TryEnd { outcome: Some("cancelled"), status: None, error: None, failed: true });
+        }
+    }
+}
+
 /// The host and port of a target URL (`scheme://host[:port]`, checked when the config was
 /// loaded), the port the scheme's when none is written.
 fn host_port(target: &str) -> (&str, u16) {
-    let (scheme, authority) = target.split_once("://").unwrap_or(("http", target));
+    let (scheme, rest) = target.split_once("://").unwrap_or(("http", target));
+    // A target may end in `/`.
+    let authority = rest.split('/').next().unwrap_or(rest);
     let default = if scheme == "https" { 443 } else { 80 };
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
@@ -1096,7 +1131,8 @@ impl Observer for TryLog<'_> {
         let method = trace::method_value(req.method());
         let mut attributes = Vec::with_capacity(12);
         attributes.push(("http.request.method", method.clone()));
-        attributes.push(("url.full", Value::from(trace::bounded(format!("{target}{}", req.uri().path())))));
+        let base = target.trim_end_matches('/');
+        attributes.push(("url.full", Value::from(trace::bounded(format!("{base}{}", req.uri().path())))));
         attributes.push(("bridgehead.upstream", Value::Shared(upstream.clone())));
         let (host, port) = host_port(target);
         attributes.push(("server.address", Value::from(host.to_owned())));
@@ -1111,7 +1147,7 @@ impl Observer for TryLog<'_> {
                 attributes.push(("rpc.method", Value::Shared(rpc_method.clone())));
                 format!("{service}/{rpc_method}").into()
             }
-            (None, Value::Str(m)) => m.clone(),
+            (None, Value::Str(m)) if m != "_OTHER" => m.clone(),
             _ => "HTTP".into(),
         };
         self.span = Some(TrySpan { id, start: trace.now(), name, attributes });
@@ -1126,10 +1162,18 @@ impl Observer for TryLog<'_> {
         if let Some(outcome) = end.outcome {
             attributes.push(("bridgehead.outcome", Value::from(outcome)));
         }
-        let failed = end.error.map(|e| (e.status().as_u16().to_string(), e.to_string())).or_else(|| {
-            let status = end.status.filter(|s| s.is_client_error() || s.is_server_error())?;
-            Some((status.as_u16().to_string(), format!("the upstream answered {}", status.as_u16())))
-        });
+        let failed = end
+            .error
+            .map(|e| (e.status().as_u16().to_string(), e.to_string()))
+            .or_else(|| {
+                let status = end.status.filter(|s| s.is_client_error() || s.is_server_error())?;
+                Some((status.as_u16().to_string(), format!("the upstream answered {}", status.as_u16())))
+            })
+            .or_else(|| {
+                // A failed gRPC call in an HTTP 200 (its status in the head).
+                let outcome = end.outcome.filter(|_| end.failed)?;
+                Some((outcome.to_owned(), format!("the try failed: {outcome}")))
+            });
         let (status, message) = match failed {
             Some((error_type, message)) => {
                 attributes.push(("error.type", Value::from(error_type)));
@@ -1514,10 +1558,14 @@ impl Logging {
             return;
         }
         let method = trace::method_value(&self.method);
-        let name = match (&method, &self.route) {
-            (Value::Str(m), Some(route)) => format!("{m} {route}").into(),
-            (Value::Str(m), None) => m.clone(),
+        // Semantic conventions: `HTTP` for a method they do not know.
+        let m = match &method {
+            Value::Str(m) if m != "_OTHER" => m.clone(),
             _ => "HTTP".into(),
+        };
+        let name = match &self.route {
+            Some(route) => format!("{m} {route}").into(),
+            None => m,
         };
         let mut attributes: Attributes = Vec::with_capacity(24);
         attributes.extend([
@@ -1674,5 +1722,20 @@ impl OnFinish for Logging {
             m.access_log_dropped.inc();
         }
         self.end_trace(bytes_out, completed, traced_grpc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn targets_give_their_host_and_port() {
+        assert_eq!(host_port("http://10.0.0.1:8080"), ("10.0.0.1", 8080));
+        assert_eq!(host_port("http://backend:8080/"), ("backend", 8080));
+        assert_eq!(host_port("http://backend/"), ("backend", 80));
+        assert_eq!(host_port("https://api.example.com"), ("api.example.com", 443));
+        assert_eq!(host_port("http://[::1]:9000"), ("::1", 9000));
+        assert_eq!(host_port("https://[2001:db8::1]/"), ("2001:db8::1", 443));
     }
 }
