@@ -318,6 +318,10 @@ pub enum Status {
 pub enum Value {
     Str(Cow<'static, str>),
     Shared(Arc<str>),
+    /// A header's value (the request id): shared, written out as text.
+    Header(HeaderValue),
+    /// An address, written out as text when exported.
+    Ip(std::net::IpAddr),
     Int(i64),
     Bool(bool),
 }

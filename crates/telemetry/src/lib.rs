@@ -1,29 +1,34 @@
-//! The trace exporter: finished traces from the data path go into a bounded queue, and a
+//! The trace exporter: finished traces from the data path wait in a bounded queue, and a
 //! thread of its own batches them and sends them to an OpenTelemetry collector with OTLP, over
 //! HTTP (`POST {endpoint}/v1/traces`, protobuf) or gRPC (`TraceService/Export`).
 //!
 //! ```text
-//! request over ─▶ Trace::finish ─▶ Exporter::submit ─▶ queue (≤ max_queue spans) ─▶ exporter thread
-//!                  (one call,        (never blocks;                                   batch: max_batch spans
-//!                   every span)       full: dropped, counted)                         or every `interval`
-//!                                                                                     ─▶ OTLP request, 3 tries
+//! request over ─▶ Trace::finish ─▶ Exporter::submit ─▶ the worker's shard ─▶ exporter thread, every `interval`
+//!                  (one call,        (never blocks;     (≤ max_queue spans     (or at max_batch spans queued):
+//!                   every span)       full: dropped,     in all shards)         every shard taken, encoded,
+//!                                     counted)                                  sent in batches, 3 tries each
 //! ```
 //!
 //! Nothing of the export runs on the request path: a request pays for its spans' records and
-//! one channel send. The thread runs a current-thread tokio runtime, so the export requests
-//! go through the same upstream transport, TLS and connection pool as proxied requests do (a
-//! one-target upstream built from `telemetry.traces`), without taking time from the data-plane
-//! workers. Spans the queue has no room for, and spans of a batch the collector refused or
-//! could not take after three tries, are counted in `bridgehead_telemetry_spans_total`.
-//! [`Exporter::flush`] sends what is queued, for shutdown.
+//! one push under its worker's own (uncontended) lock. It does not wake the exporter: the
+//! thread takes the shards on its own schedule, every `interval`, and is woken only when
+//! `max_batch` spans wait (the access log's writer works the same way). A wake-up per request
+//! would cost two context switches per request on a busy core. The thread runs a
+//! current-thread tokio runtime, so export requests go through the same upstream transport,
+//! TLS and connection pool as proxied requests (a one-target upstream built from
+//! `telemetry.traces`), without taking time from the data-plane workers. Spans the queue has no
+//! room for, and spans of a batch the collector refused or could not take after three tries,
+//! are counted in `bridgehead_telemetry_spans_total`. [`Exporter::flush`] sends what is queued,
+//! for shutdown. The thread ends when the last handle is gone.
 //!
-//! The messages are in [`otlp`].
+//! The protobuf is written directly from the span records ([`otlp::encode_request`]), without
+//! building the message types first: one buffer per batch, nothing allocated per attribute.
 
 pub mod otlp;
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bridgehead_config::{
@@ -42,7 +47,7 @@ use http::uri::PathAndQuery;
 use http_body_util::BodyExt as _;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// The gRPC method of an OTLP trace export.
 const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -52,20 +57,22 @@ const TRIES: u32 = 3;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The most of a collector's answer that is read.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Queue shards: one per data-plane worker (more workers share).
+const SHARDS: usize = 16;
 
-/// What the queue carries.
-enum Msg {
-    Trace(Finished),
-    /// Send everything queued before this, then answer.
-    Flush(oneshot::Sender<()>),
-}
-
-/// The exporter: the sink of every trace, and the handle of its thread.
+/// The exporter: the sink of every trace. The exporter thread holds it too, and ends when it
+/// is the last holder.
 pub struct Exporter {
-    tx: mpsc::UnboundedSender<Msg>,
-    /// Spans in the queue, at most `max_queue`.
-    queued: Arc<AtomicUsize>,
+    /// Finished traces, by the worker that finished them.
+    shards: Box<[Mutex<Vec<Finished>>]>,
+    /// Spans in the shards, at most `max_queue`.
+    queued: AtomicUsize,
     max_queue: usize,
+    max_batch: usize,
+    /// Wakes the thread before its interval is over: a full batch waits, or a flush.
+    wake: Notify,
+    /// Flushes asked for: answered once everything queued before them is sent.
+    flushes: Mutex<Vec<oneshot::Sender<()>>>,
     counts: Counts,
 }
 
@@ -92,39 +99,42 @@ impl Counts {
 impl SpanSink for Exporter {
     fn submit(&self, trace: Finished) {
         let n = trace.spans.len();
-        if self.queued.fetch_add(n, Relaxed) + n > self.max_queue {
+        let before = self.queued.fetch_add(n, Relaxed);
+        if before + n > self.max_queue {
             self.queued.fetch_sub(n, Relaxed);
             self.counts.queue_full.inc_by(n as u64);
             return;
         }
-        if self.tx.send(Msg::Trace(trace)).is_err() {
-            self.queued.fetch_sub(n, Relaxed);
-            self.counts.queue_full.inc_by(n as u64);
+        let shard = &self.shards[bridgehead_http::worker::current(SHARDS)];
+        shard.lock().unwrap_or_else(PoisonError::into_inner).push(trace);
+        if before < self.max_batch && before + n >= self.max_batch {
+            self.wake.notify_one();
         }
     }
 }
 
 impl Exporter {
+    fn new(traces: &Traces, counts: Counts) -> Self {
+        Exporter {
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            queued: AtomicUsize::new(0),
+            max_queue: traces.max_queue,
+            max_batch: traces.max_batch,
+            wake: Notify::new(),
+            flushes: Mutex::new(Vec::new()),
+            counts,
+        }
+    }
+
     /// Starts the exporter thread for `traces` (from `loaded`, for TLS files). Fails when the
     /// collector's TLS settings are unusable.
     pub fn start(traces: &Traces, loaded: &LoadedConfig, metrics: &Metrics) -> Result<Arc<Self>, BuildError> {
-        let counts = Counts::new(metrics);
         let send = Send::build(traces, loaded)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let exporter = Arc::new(Exporter {
-            tx,
-            queued: queued.clone(),
-            max_queue: traces.max_queue,
-            counts: counts.clone(),
-        });
+        let exporter = Arc::new(Exporter::new(traces, Counts::new(metrics)));
         let batcher = Batcher {
-            rx,
-            queued,
-            max_batch: traces.max_batch,
+            exporter: exporter.clone(),
             interval: traces.interval.get(),
             send,
-            counts,
             resource: otlp::resource(),
         };
         std::thread::Builder::new()
@@ -152,81 +162,59 @@ impl Exporter {
     /// Sends everything queued now, waiting at most `within`; whether it all went out in time.
     pub async fn flush(&self, within: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).is_err() {
-            return false;
-        }
+        self.flushes.lock().unwrap_or_else(PoisonError::into_inner).push(tx);
+        self.wake.notify_one();
         matches!(tokio::time::timeout(within, rx).await, Ok(Ok(())))
+    }
+
+    /// Every trace in the shards, oldest shard content first.
+    fn take_all(&self) -> Vec<Finished> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let mut taken = std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner));
+            all.append(&mut taken);
+        }
+        let spans = all.iter().map(|t| t.spans.len()).sum();
+        self.queued.fetch_sub(spans, Relaxed);
+        all
     }
 }
 
-/// The exporter thread's side of the queue.
+/// The exporter thread.
 struct Batcher {
-    rx: mpsc::UnboundedReceiver<Msg>,
-    queued: Arc<AtomicUsize>,
-    max_batch: usize,
+    exporter: Arc<Exporter>,
     interval: Duration,
     send: Send,
-    counts: Counts,
-    resource: otlp::Resource,
+    /// The resource message, encoded once.
+    resource: Vec<u8>,
 }
 
 impl Batcher {
-    async fn run(mut self) {
-        let mut batch: Vec<Finished> = Vec::new();
-        let mut spans = 0;
-        // When the batch under way goes whether it is full or not: `interval` after its first
-        // trace was taken.
-        let mut deadline = None;
+    async fn run(self) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let msg = match deadline {
-                None => match self.rx.recv().await {
-                    Some(msg) => msg,
-                    None => return,
-                },
-                Some(at) => match tokio::time::timeout_at(at, self.rx.recv()).await {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => return self.send_all(&mut batch).await,
-                    Err(_) => {
-                        self.send_all(&mut batch).await;
-                        (spans, deadline) = (0, None);
-                        continue;
-                    }
-                },
-            };
-            match msg {
-                Msg::Trace(t) => {
-                    self.queued.fetch_sub(t.spans.len(), Relaxed);
-                    spans += t.spans.len();
-                    batch.push(t);
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.interval);
-                    // Full batches go now; the rest waits for the interval.
-                    while spans >= self.max_batch {
-                        let (now, rest) = split_batch(std::mem::take(&mut batch), self.max_batch);
-                        batch = rest;
-                        spans = batch.iter().map(|t| t.spans.len()).sum();
-                        self.export(now).await;
-                    }
-                    if batch.is_empty() {
-                        deadline = None;
-                    }
-                }
-                Msg::Flush(reply) => {
-                    // The queue keeps order: everything submitted before the flush is in the
-                    // batch now.
-                    self.send_all(&mut batch).await;
-                    (spans, deadline) = (0, None);
-                    let _ = reply.send(());
-                }
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.exporter.wake.notified() => {}
             }
-        }
-    }
-
-    /// Sends every trace of `batch`, in batches of at most `max_batch` spans.
-    async fn send_all(&self, batch: &mut Vec<Finished>) {
-        while !batch.is_empty() {
-            let (now, rest) = split_batch(std::mem::take(batch), self.max_batch);
-            *batch = rest;
-            self.export(now).await;
+            // Flushes asked for before the shards are taken: what they wait for is in them.
+            let flushes =
+                std::mem::take(&mut *self.exporter.flushes.lock().unwrap_or_else(PoisonError::into_inner));
+            let last = Arc::strong_count(&self.exporter) == 1;
+            let mut all = self.exporter.take_all();
+            while !all.is_empty() {
+                let (now, rest) = split_batch(all, self.exporter.max_batch);
+                all = rest;
+                self.export(now).await;
+            }
+            for f in flushes {
+                let _ = f.send(());
+            }
+            if last {
+                // Nobody can submit any more: what was queued went out.
+                return;
+            }
         }
     }
 
@@ -236,13 +224,13 @@ impl Batcher {
         if n == 0 {
             return;
         }
-        let body = otlp::request(&self.resource, &batch).encode_to_vec();
+        let body = otlp::encode_request(&self.resource, &batch);
         drop(batch);
         let body = match self.send.encode(body) {
             Ok(b) => b,
             Err(e) => {
                 warn(&format!("could not compress an export: {e}"));
-                self.counts.export_failed.inc_by(n as u64);
+                self.exporter.counts.export_failed.inc_by(n as u64);
                 return;
             }
         };
@@ -251,8 +239,8 @@ impl Batcher {
             match self.send.once(body.clone()).await {
                 Ok(rejected) => {
                     let rejected = rejected.min(n);
-                    self.counts.exported.inc_by((n - rejected) as u64);
-                    self.counts.export_failed.inc_by(rejected as u64);
+                    self.exporter.counts.exported.inc_by((n - rejected) as u64);
+                    self.exporter.counts.export_failed.inc_by(rejected as u64);
                     return;
                 }
                 Err(Failed { retry: Some(wait), reason }) if attempt < TRIES => {
@@ -264,7 +252,7 @@ impl Batcher {
                 }
                 Err(Failed { reason, .. }) => {
                     warn(&reason);
-                    self.counts.export_failed.inc_by(n as u64);
+                    self.exporter.counts.export_failed.inc_by(n as u64);
                     return;
                 }
             }

@@ -14,7 +14,12 @@ fn finished(spans: usize) -> Finished {
             end: 2_000,
             status: if i == 1 { Status::Error } else { Status::Unset },
             message: (i == 1).then(|| "refused".to_owned()),
-            attributes: vec![("http.response.status_code", Value::Int(200)), ("ok", Value::Bool(true))],
+            attributes: vec![
+                ("http.response.status_code", Value::Int(200)),
+                ("ok", Value::Bool(true)),
+                ("client.address", Value::Ip("2001:db8::1".parse().unwrap())),
+                ("negative", Value::Int(-3)),
+            ],
         })
         .collect();
     Finished { trace_id, state: Some(HeaderValue::from_static("a=1")), spans }
@@ -34,8 +39,7 @@ fn batches_split_by_spans_keeping_traces_whole() {
 
 #[test]
 fn spans_become_otlp_with_remote_and_local_parents() {
-    let req = otlp::request(&otlp::resource(), &[finished(2)]);
-    let bytes = req.encode_to_vec();
+    let bytes = otlp::encode_request(&otlp::resource(), &[finished(2)]);
     let back = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
     let spans = &back.resource_spans[0].scope_spans[0].spans;
     assert_eq!(spans.len(), 2);
@@ -50,6 +54,24 @@ fn spans_become_otlp_with_remote_and_local_parents() {
     assert_eq!(spans[0].trace_state, "a=1");
     let service = &back.resource_spans[0].resource.as_ref().unwrap().attributes[0];
     assert_eq!(service.key, "service.name");
+    let value = |s: &otlp::Span, k: &str| {
+        s.attributes.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone()).and_then(|v| v.value)
+    };
+    use otlp::any_value::Value as V;
+    assert_eq!(value(&spans[0], "http.response.status_code"), Some(V::IntValue(200)));
+    assert_eq!(value(&spans[0], "ok"), Some(V::BoolValue(true)));
+    assert_eq!(value(&spans[0], "client.address"), Some(V::StringValue("2001:db8::1".into())));
+    assert_eq!(value(&spans[0], "negative"), Some(V::IntValue(-3)));
+    assert_eq!((spans[0].start_time_unix_nano, spans[0].end_time_unix_nano), (1_000, 2_000));
+    assert_eq!(spans[0].name, "GET /x");
+    // Long fields and many of them: lengths of several varint bytes.
+    let mut big = finished(1);
+    big.spans[0].attributes = (0..300).map(|i| ("k", Value::from("v".repeat(i)))).collect();
+    let bytes = otlp::encode_request(&otlp::resource(), &[big]);
+    let back = otlp::ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+    let attrs = &back.resource_spans[0].scope_spans[0].spans[0].attributes;
+    assert_eq!(attrs.len(), 300);
+    assert_eq!(attrs[299].value.clone().unwrap().value, Some(V::StringValue("v".repeat(299))));
 }
 
 fn traces(endpoint: &str, protocol: OtlpProtocol, compression: OtlpCompression) -> Traces {
@@ -104,15 +126,17 @@ async fn grpc_bodies_are_framed_and_flagged_when_compressed() {
 #[test]
 fn a_full_queue_drops_and_counts() {
     let metrics = Metrics::default();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let exporter = Exporter { tx, queued: Arc::default(), max_queue: 4, counts: Counts::new(&metrics) };
+    let t = traces("http://127.0.0.1:1", OtlpProtocol::HttpProtobuf, OtlpCompression::None);
+    let exporter = Exporter::new(&t, Counts::new(&metrics));
     exporter.submit(finished(3));
     exporter.submit(finished(2));
     exporter.submit(finished(1));
     let text = metrics.encode();
     assert!(text.contains("bridgehead_telemetry_spans_total{result=\"dropped_queue_full\"} 2"), "{text}");
     assert_eq!(exporter.queued.load(Relaxed), 4);
-    assert!(matches!(rx.try_recv(), Ok(Msg::Trace(t)) if t.spans.len() == 3));
+    let taken = exporter.take_all();
+    assert_eq!(taken.iter().map(|t| t.spans.len()).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(exporter.queued.load(Relaxed), 0);
 }
 
 #[tokio::test]

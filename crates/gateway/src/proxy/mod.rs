@@ -1580,8 +1580,8 @@ impl Logging {
                     _ => "1.1",
                 }),
             ),
-            ("client.address", Value::from(self.client.ip().to_string())),
-            ("bridgehead.request_id", Value::from(self.request_id.to_str().unwrap_or_default().to_owned())),
+            ("client.address", Value::Ip(self.client.ip())),
+            ("bridgehead.request_id", Value::Header(self.request_id.clone())),
             (
                 "http.request.body.size",
                 Value::Int(self.stats.as_ref().map_or(0, |s| s.bytes_in.load(Relaxed)) as i64),
