@@ -176,31 +176,49 @@ fn nested(out: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
     out.splice(at..at, prefix[..=i].iter().copied());
 }
 
+/// How many bytes `v` takes as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// `KeyValue { key = 1; AnyValue value = 2 }`, `AnyValue { string = 1 | bool = 2 | int64 = 3 }`.
+/// Both lengths are known before anything is written: no moving bytes afterwards.
 fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
-    nested(out, field, |out| {
-        bytes(out, 1, k.as_bytes());
-        nested(out, 2, |out| match v {
-            Value::Str(s) => bytes(out, 1, s.as_bytes()),
-            Value::Shared(s) => bytes(out, 1, s.as_bytes()),
-            Value::Header(h) => bytes(out, 1, h.to_str().unwrap_or_default().as_bytes()),
-            Value::Ip(ip) => {
-                let mut buf = [0u8; 48];
-                let mut cursor = std::io::Cursor::new(&mut buf[..]);
-                let _ = write!(cursor, "{ip}");
-                let n = cursor.position() as usize;
-                bytes(out, 1, &buf[..n]);
-            }
-            Value::Bool(b) => {
-                key(out, 2, 0);
-                varint(out, u64::from(*b));
-            }
-            Value::Int(n) => {
-                key(out, 3, 0);
-                varint(out, *n as u64);
-            }
-        });
-    });
+    enum Payload<'a> {
+        Text(&'a [u8]),
+        Number(u64),
+    }
+    let mut ip = [0u8; 48];
+    let (any_field, payload) = match v {
+        Value::Str(s) => (1, Payload::Text(s.as_bytes())),
+        Value::Shared(s) => (1, Payload::Text(s.as_bytes())),
+        Value::Header(h) => (1, Payload::Text(h.to_str().unwrap_or_default().as_bytes())),
+        Value::Ip(addr) => {
+            let mut cursor = std::io::Cursor::new(&mut ip[..]);
+            let _ = write!(cursor, "{addr}");
+            let n = cursor.position() as usize;
+            (1, Payload::Text(&ip[..n]))
+        }
+        Value::Bool(b) => (2, Payload::Number(u64::from(*b))),
+        Value::Int(n) => (3, Payload::Number(*n as u64)),
+    };
+    let any_len = 1 + match payload {
+        Payload::Text(t) => varint_len(t.len() as u64) + t.len(),
+        Payload::Number(n) => varint_len(n),
+    };
+    let kv_len = 1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(any_len as u64) + any_len;
+    key(out, field, 2);
+    varint(out, kv_len as u64);
+    bytes(out, 1, k.as_bytes());
+    key(out, 2, 2);
+    varint(out, any_len as u64);
+    match payload {
+        Payload::Text(t) => bytes(out, any_field, t),
+        Payload::Number(n) => {
+            key(out, any_field, 0);
+            varint(out, n);
+        }
+    }
 }
 
 /// The resource every span comes from, this gateway: the content of a `Resource` message.
@@ -262,9 +280,13 @@ pub fn encode_request(resource: &[u8], traces: &[Finished]) -> Vec<u8> {
                 bytes(out, 1, b"bridgehead");
                 bytes(out, 2, env!("CARGO_PKG_VERSION").as_bytes());
             });
+            // Each span is written to a scratch buffer, then copied after its length.
+            let mut scratch = Vec::with_capacity(2048);
             for t in traces {
                 for s in &t.spans {
-                    nested(out, 2, |out| span(out, t, s));
+                    scratch.clear();
+                    span(&mut scratch, t, s);
+                    bytes(out, 2, &scratch);
                 }
             }
         });
