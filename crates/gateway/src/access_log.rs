@@ -323,7 +323,7 @@ fn encode(r: &Record<'_>, buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"\",\"request_id\":");
     string(buf, r.request_id);
     if let Some((trace_id, span_id)) = r.trace {
-        let _ = write!(buf, ",\"trace_id\":\"{trace_id:?}\",\"span_id\":\"{span_id:?}\"");
+        let _ = write!(buf, ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"");
     }
     // Writing to a Vec cannot fail.
     let _ = write!(buf, ",\"client\":\"{}\",\"protocol\":", r.client);

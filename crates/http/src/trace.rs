@@ -52,11 +52,6 @@ impl TraceId {
             }
         }
     }
-
-    /// Lowercase hex, 32 characters.
-    pub fn hex(&self) -> String {
-        hex(&self.0)
-    }
 }
 
 impl SpanId {
@@ -68,33 +63,40 @@ impl SpanId {
             }
         }
     }
+}
 
-    /// Lowercase hex, 16 characters.
-    pub fn hex(&self) -> String {
-        hex(&self.0)
+/// Lowercase hex of `bytes` (at most 16) to `f`, without allocating.
+fn write_hex(f: &mut std::fmt::Formatter<'_>, bytes: &[u8]) -> std::fmt::Result {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..bytes.len() * 2];
+    hex::encode_to_slice(bytes, out).map_err(|_| std::fmt::Error)?;
+    f.write_str(std::str::from_utf8(out).map_err(|_| std::fmt::Error)?)
+}
+
+/// Lowercase hex, 32 characters.
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+/// Lowercase hex, 16 characters.
+impl std::fmt::Display for SpanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_hex(f, &self.0)
     }
 }
 
 impl std::fmt::Debug for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.hex())
+        std::fmt::Display::fmt(self, f)
     }
 }
 
 impl std::fmt::Debug for SpanId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.hex())
+        std::fmt::Display::fmt(self, f)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// Lowercase hex into `out` (uppercase is invalid in `traceparent`).
@@ -251,19 +253,12 @@ fn state_value(val: &str) -> bool {
 
 /// The value of `traceparent` for a span: version 00, 55 characters, one allocation.
 pub fn traceparent_value(trace_id: TraceId, span_id: SpanId, sampled: bool, random: bool) -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; 55];
-    out[0] = b'0';
-    out[1] = b'0';
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            out[at + 2 * i] = DIGITS[(b >> 4) as usize];
-            out[at + 2 * i + 1] = DIGITS[(b & 15) as usize];
-        }
-    };
-    put(3, &trace_id.0);
-    put(36, &span_id.0);
-    put(53, &[(u8::from(sampled) * SAMPLED) | (u8::from(random) * RANDOM)]);
+    out[..2].copy_from_slice(b"00");
+    let flags = (u8::from(sampled) * SAMPLED) | (u8::from(random) * RANDOM);
+    for (at, bytes) in [(3, &trace_id.0[..]), (36, &span_id.0[..]), (53, &[flags][..])] {
+        hex::encode_to_slice(bytes, &mut out[at..at + 2 * bytes.len()]).expect("sized to fit");
+    }
     HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
@@ -671,8 +666,8 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_read() {
         let p = parse(&headers(&[("traceparent", TP)])).unwrap();
-        assert_eq!(p.trace_id.hex(), "0af7651916cd43dd8448eb211c80319c");
-        assert_eq!(p.span_id.hex(), "b7ad6b7169203331");
+        assert_eq!(p.trace_id.to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(p.span_id.to_string(), "b7ad6b7169203331");
         assert!(p.sampled);
         assert_eq!(p.state, None);
         let unsampled = TP.replace("-01", "-00");
@@ -708,7 +703,7 @@ mod tests {
         assert!(parse(&headers(&[("traceparent", &v)])).is_some());
         let longer = format!("{v}-what-comes-next");
         let p = parse(&headers(&[("traceparent", &longer)])).unwrap();
-        assert_eq!(p.span_id.hex(), "b7ad6b7169203331");
+        assert_eq!(p.span_id.to_string(), "b7ad6b7169203331");
         let glued = format!("{v}x");
         assert_eq!(parse(&headers(&[("traceparent", &glued)])), None);
         // Sent on as version 00.
@@ -812,13 +807,13 @@ mod tests {
         let keep = Arc::new(Keep::default());
         let tracer = Tracer { sampler: Sampler::new(0.0, true), sink: keep.clone() };
         let mut trace = tracer.start(&headers(&[("traceparent", TP), ("tracestate", "a=1")]));
-        assert_eq!(trace.trace_id.hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(trace.trace_id.to_string(), "0af7651916cd43dd8448eb211c80319c");
         let start = trace.now();
         let child = trace.record("authenticate", Kind::Internal, start, vec![("k", Value::Int(1))]);
         let mut out = HeaderMap::new();
         out.insert("tracestate", HeaderValue::from_static("evil=1"));
         trace.inject(child, &mut out);
-        assert_eq!(out["traceparent"], format!("00-{}-{}-01", trace.trace_id.hex(), child.hex()));
+        assert_eq!(out["traceparent"], format!("00-{}-{}-01", trace.trace_id, child));
         assert_eq!(out["tracestate"], "a=1");
         let span_id = trace.span_id;
         trace.finish("GET /x".into(), Kind::Server, Status::Unset, vec![]);
@@ -826,7 +821,7 @@ mod tests {
         let spans = &got[0].spans;
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0].parent, Some(span_id));
-        assert_eq!(spans[1].parent.unwrap().hex(), "b7ad6b7169203331");
+        assert_eq!(spans[1].parent.unwrap().to_string(), "b7ad6b7169203331");
         assert!(spans[1].start <= spans[0].start && spans[0].end <= spans[1].end);
         drop(got);
         // Not sampled: nothing reaches the sink, the ids still propagate.

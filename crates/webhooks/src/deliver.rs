@@ -419,6 +419,14 @@ enum Sent {
 
 /// The attempt on the wire.
 async fn send(env: &dyn Env, route: &Route, c: &ClaimedDelivery) -> Sent {
+    let tracer = env.tracer();
+    // The headers kept with the message, read once: a receiver's forward sends them on, and a
+    // traced attempt continues the trace context kept among them.
+    let stored: Vec<(String, String)> = if route.endpoint.is_none() || tracer.is_some() {
+        serde_json::from_str(&c.headers_json).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut headers = HeaderMap::new();
     if let Some(e) = &route.endpoint {
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -429,9 +437,10 @@ async fn send(env: &dyn Env, route: &Route, c: &ClaimedDelivery) -> Sent {
             Err(err) => return Sent::Tried((None, Some(err.to_string()), None, None)),
         }
     } else {
-        let pairs: Vec<(String, String)> = serde_json::from_str(&c.headers_json).unwrap_or_default();
-        for (name, value) in pairs {
-            let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) else {
+        for (name, value) in &stored {
+            let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+            else {
                 continue;
             };
             if !route.drop_headers.contains(&name) {
@@ -447,10 +456,9 @@ async fn send(env: &dyn Env, route: &Route, c: &ClaimedDelivery) -> Sent {
     }
     // Each attempt is a span: of the trace the event was accepted in when it kept one (an
     // intake or a receiver that traced it, or the sender's own context), else of a new trace.
-    let trace = env.tracer().map(|t| {
-        let pairs: Vec<(String, String)> = serde_json::from_str(&c.headers_json).unwrap_or_default();
-        let stored = pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case("traceparent"));
-        match stored.and_then(|(_, v)| HeaderValue::try_from(v.as_str()).ok()) {
+    let trace = tracer.map(|t| {
+        let context = stored.iter().find(|(n, _)| n.eq_ignore_ascii_case("traceparent"));
+        match context.and_then(|(_, v)| HeaderValue::try_from(v.as_str()).ok()) {
             Some(v) => Trace::continued(&t, &v),
             None => t.root(),
         }

@@ -198,22 +198,20 @@ impl<'a> RequestCtx<'a> {
         error: Option<&GatewayError>,
         attributes: impl FnOnce() -> Attributes,
     ) {
-        if start.is_some() {
-            self.span_end_as(SpanId::random(), start, name, kind, error, attributes);
-        }
+        self.span_end_as(start.map(|at| (SpanId::random(), at)), name, kind, error, attributes);
     }
 
-    /// [`Self::span_end`] for a span whose id was handed out already (as fetches' parent).
+    /// [`Self::span_end`] for a span whose id was handed out already (as fetches' parent):
+    /// `span` is its id and start.
     fn span_end_as(
         &mut self,
-        id: SpanId,
-        start: Option<u64>,
+        span: Option<(SpanId, u64)>,
         name: &'static str,
         kind: Kind,
         error: Option<&GatewayError>,
         attributes: impl FnOnce() -> Attributes,
     ) {
-        let (Some(start), Some(trace)) = (start, self.log.trace.as_deref_mut()) else { return };
+        let (Some((id, start)), Some(trace)) = (span, self.log.trace.as_deref_mut()) else { return };
         trace.record_as(id, name, kind, start, attributes());
         if let Some(e) = error {
             trace.fail_last(e.status().as_u16().to_string(), e.to_string());
@@ -848,26 +846,19 @@ async fn authenticate(
         let start = ctx.span_start();
         // Fetches the authenticators make (JWKS, introspection) are children of this span (of
         // the request span when the request is not recorded).
-        let span = start.map(|_| SpanId::random());
-        let outer = span.and_then(trace::set_current_span);
+        let span = start.map(|at| (SpanId::random(), at));
+        let outer = span.and_then(|(id, _)| trace::set_current_span(id));
         let result = auth.authenticate(parts, ctx.conn, &ctx.log.shared.metrics).await;
         if let Some(outer) = outer {
             trace::set_current_span(outer);
         }
-        ctx.span_end_as(
-            span.unwrap_or(SpanId([1; 8])),
-            start,
-            "authenticate",
-            Kind::Internal,
-            result.as_ref().err(),
-            || match &result {
-                Ok(i) => vec![
-                    ("bridgehead.authenticator", Value::Shared(i.authenticator.clone())),
-                    ("bridgehead.consumer", Value::Shared(i.consumer.clone())),
-                ],
-                Err(_) => Vec::new(),
-            },
-        );
+        ctx.span_end_as(span, "authenticate", Kind::Internal, result.as_ref().err(), || match &result {
+            Ok(i) => vec![
+                ("bridgehead.authenticator", Value::Shared(i.authenticator.clone())),
+                ("bridgehead.consumer", Value::Shared(i.consumer.clone())),
+            ],
+            Err(_) => Vec::new(),
+        });
         let identity = result?;
         ctx.log.consumer = Some(identity.consumer.clone());
         return Ok(Some(identity));
